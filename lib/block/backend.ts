@@ -1,0 +1,62 @@
+// The one interface every layer of the block path speaks (modelled on nbdkit's plugin/filter face).
+// A layer wraps another BlockBackend and passes on what it does not handle.
+
+/** What a backend can do: asked once, never guessed by callers. */
+export interface BlockCapabilities {
+  readonly write: boolean;
+  readonly flush: boolean;
+  readonly trim: boolean;
+  readonly writeZeroes: boolean;
+  /** blockStatus() reports real holes/zeros (else it answers "all data"). */
+  readonly extents: boolean;
+  /** Several connections may share this backend safely (NBD_FLAG_CAN_MULTI_CONN). */
+  readonly multiConn: boolean;
+}
+
+/** Size constraints a client must respect (NBD_INFO_BLOCK_SIZE). */
+export interface BlockSizeConstraints {
+  readonly minimum: number;
+  readonly preferred: number;
+  readonly maximum: number;
+}
+
+/** One run of bytes with the same allocation state. */
+export interface Extent {
+  readonly offset: number;
+  readonly length: number;
+  /** Not allocated in this backend (NBD_STATE_HOLE). */
+  readonly hole: boolean;
+  /** Reads as zeros (NBD_STATE_ZERO). */
+  readonly zero: boolean;
+}
+
+export interface WriteOptions {
+  /** Force unit access: durable before the call resolves. */
+  readonly fua?: boolean;
+}
+
+export interface BlockBackend {
+  /** Size in bytes. */
+  readonly size: number;
+  readonly capabilities: BlockCapabilities;
+  readonly constraints: BlockSizeConstraints;
+  read(offset: number, length: number): Promise<Buffer>;
+  write(offset: number, data: Buffer, options?: WriteOptions): Promise<void>;
+  flush(): Promise<void>;
+  trim(offset: number, length: number, options?: WriteOptions): Promise<void>;
+  writeZeroes(offset: number, length: number, options?: WriteOptions): Promise<void>;
+  /** Extents covering at least [offset, offset+length) in order; may stop early but covers >= 1 byte. */
+  blockStatus(offset: number, length: number): Promise<Extent[]>;
+  close(): Promise<void>;
+}
+
+/** Errno-like codes the NBD server maps onto NBD error values. */
+export type BlockErrorCode = 'EPERM' | 'EIO' | 'ENOMEM' | 'EINVAL' | 'ENOSPC' | 'EOVERFLOW' | 'ENOTSUP' | 'ESHUTDOWN';
+
+/** A failed block operation; `code` travels to the NBD client, `message` to the log. */
+export class BlockError extends Error {
+  constructor(readonly code: BlockErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'BlockError';
+  }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env node
+// The `lazyboot` command: parses arguments with yargs and turns every error into one line.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { commands } from './commands/index.js';
+import { LazybootError } from '../errors.js';
+
+export async function main(argv: string[]): Promise<void> {
+  const parser = yargs(argv)
+    .scriptName('lazyboot')
+    .usage('$0 <command> [options]\n\nBoot a disk image before it has been copied; ship back only the blocks that changed.')
+    .strict()
+    .demandCommand(1, 'Name a command; see `lazyboot --help`.')
+    .recommendCommands()
+    .help()
+    .alias('h', 'help')
+    .version()
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail((message, error, y) => {
+      if (error) throw error;
+      process.stderr.write(`lazyboot: ${message}\n(see \`lazyboot --help\`)\n`);
+      process.exit(2);
+    });
+  for (const command of commands) parser.command(command);
+  await parser.parseAsync();
+}
+
+main(hideBin(process.argv)).catch((error: unknown) => {
+  if (error instanceof LazybootError) {
+    process.stderr.write(`lazyboot: ${error.toLine()}\n`);
+  } else {
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`lazyboot: unexpected error: ${message}\n`);
+    if (process.env.LAZYBOOT_DEBUG && error instanceof Error) process.stderr.write(`${error.stack}\n`);
+  }
+  process.exitCode = 1;
+});

@@ -1,0 +1,17 @@
+// Typed errors a user can act on. The CLI prints `message` (one line) and exits non-zero;
+// `hint` says what to do about it.
+
+export class LazybootError extends Error {
+  constructor(message: string, readonly hint?: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+
+  /** The one line the CLI prints. */
+  toLine(): string {
+    return this.hint ? `${this.message}: ${this.hint}` : this.message;
+  }
+}
+
+/** Bad arguments or names given by the user. */
+export class UsageError extends LazybootError {}

@@ -1,0 +1,4 @@
+// The public TypeScript API of lazyboot, re-exported from one place.
+export * from './errors.js';
+export * from './block/backend.js';
+export * from './repo/manifest-format.js';
