@@ -1,0 +1,224 @@
+// The block map `<disk>.map`: per block an R bit (present locally) and W bits (modified since last
+// shipped, one bitset per replication target), kept in memory and committed durably in batches.
+//
+// DURABILITY RULES (this file and lib/cor/cor-backend.ts enforce them together):
+//  1. R is set on disk only after the block's data is durable. A commit snapshots the bits, then
+//     runs `syncData` (fdatasync of the local disk), then writes the snapshot: every R bit in it was
+//     set in memory after its data write returned, hence before that fdatasync.
+//  2. W is a write-intent bit: the COR device sets it and awaits `commit()` BEFORE issuing the
+//     guest's data write, so a crash never leaves modified data that the map calls unmodified.
+//  3. A guest FLUSH is acknowledged only after `commit()` resolved: data and map both durable.
+//  4. Updates are batched: the read path only sets bits in memory; commits happen on flush, on a
+//     W-intent, on a timer and on close, and concurrent callers share one commit (group commit).
+//  5. Torn writes: the map has two slots written alternately, each with a SHA-256 over its content
+//     and a generation number. Recovery takes the valid slot with the highest generation. The other
+//     slot is an older complete state, in which R bits are a subset (R only ever goes 0 → 1, so a
+//     block in doubt reads as absent and is fetched again) and W bits that mattered are already
+//     there (rule 2: a W-intent commit completed before its data write was issued).
+import { open, type FileHandle } from 'node:fs/promises';
+import { Bitset } from './bitset.js';
+import { MapCorrupt, MapMismatch } from './errors.js';
+import { decodeSlot, encodeSlot, MAX_TARGETS, slotSize, type MapHeader, type MapSlot } from './map-format.js';
+
+export type { MapHeader } from './map-format.js';
+
+export interface MapCounts {
+  readonly present: number;
+  /** Per target, in header order. */
+  readonly modified: number[];
+  readonly total: number;
+}
+
+export class BlockMap {
+  private generation: bigint;
+  private commitInFlight: Promise<void> | undefined;
+  private commitQueued: Promise<void> | undefined;
+  private changedSinceCommit = false;
+  private closed = false;
+
+  private constructor(
+    readonly path: string,
+    private readonly file: FileHandle,
+    readonly header: MapHeader,
+    readonly present: Bitset,
+    readonly modified: Bitset[],
+    generation: bigint,
+    /** Makes the local disk's data durable; run before every map write (rule 1). */
+    private readonly syncData: () => Promise<void>,
+    /** Which slot recovery used and why the other was refused, for the log. */
+    readonly recovery: string,
+  ) {
+    this.generation = generation;
+  }
+
+  /** Creates a new map (all absent, nothing modified) and makes it durable before returning. */
+  static async create(path: string, header: MapHeader, syncData: () => Promise<void>): Promise<BlockMap> {
+    validateHeader(header);
+    const file = await open(path, 'w+');
+    try {
+      const map = new BlockMap(path, file, header, new Bitset(header.blockCount),
+        header.targets.map(() => new Bitset(header.blockCount)), 0n, syncData, 'created');
+      await file.truncate(slotSize(header) * 2);
+      map.changedSinceCommit = true;
+      await map.commit();
+      return map;
+    } catch (error) {
+      await file.close();
+      throw error;
+    }
+  }
+
+  /** Opens an existing map, recovering from a torn write; refuses a map of another image/block size. */
+  static async open(path: string, syncData: () => Promise<void>, expected?: Pick<MapHeader, 'image' | 'blockSize' | 'blockCount'>): Promise<BlockMap> {
+    const file = await open(path, 'r+');
+    try {
+      const { size } = await file.stat();
+      const bytes = Buffer.alloc(size);
+      await file.read(bytes, 0, size, 0);
+      const first = decodeSlot(bytes);
+      const secondAt = typeof first === 'string' ? undefined : slotSize(first.header);
+      let second: MapSlot | string = 'not reached';
+      if (secondAt !== undefined) second = decodeSlot(bytes.subarray(secondAt));
+      else second = scanForSecondSlot(bytes);
+      const valid = [first, second].filter((s): s is MapSlot => typeof s !== 'string');
+      if (valid.length === 0) throw new MapCorrupt(path, `slot A: ${first as string}; slot B: ${second as string}`);
+      valid.sort((a, b) => (a.generation > b.generation ? -1 : 1));
+      const chosen = valid[0]!;
+      if (expected) checkExpected(path, chosen.header, expected);
+      const recovery = valid.length === 2 ? `generation ${chosen.generation}`
+        : `generation ${chosen.generation}; other slot refused: ${typeof first === 'string' ? first : second as string}`;
+      return new BlockMap(path, file, chosen.header, chosen.present, chosen.modified, chosen.generation, syncData, recovery);
+    } catch (error) {
+      await file.close();
+      throw error;
+    }
+  }
+
+  get blockCount(): number {
+    return this.header.blockCount;
+  }
+
+  isPresent(index: number): boolean {
+    return this.present.get(index);
+  }
+
+  /** Modified for any target (or for `target` when given). */
+  isModified(index: number, target?: number): boolean {
+    if (target !== undefined) return this.modified[target]!.get(index);
+    return this.modified.some((bits) => bits.get(index));
+  }
+
+  /** Rule 1: call only after the blocks' data writes returned. Durable at the next commit. */
+  markPresent(first: number, count: number): void {
+    this.present.setRange(first, count);
+    this.changedSinceCommit = true;
+  }
+
+  /** Sets W for every target (a guest write). Rule 2: await commit() before writing the data. */
+  markModified(first: number, count: number): boolean {
+    let changed = false;
+    for (const bits of this.modified) {
+      for (let i = first; i < first + count; i++) {
+        if (!bits.get(i)) { bits.set(i); changed = true; }
+      }
+    }
+    if (changed) this.changedSinceCommit = true;
+    return changed;
+  }
+
+  /** For the replicator: only after the target acknowledged the blocks durably. */
+  clearModified(target: number, first: number, count: number): void {
+    this.modified[target]!.clearRange(first, count);
+    this.changedSinceCommit = true;
+  }
+
+  nextAbsent(from: number): number {
+    return this.present.nextClear(from);
+  }
+
+  nextModified(from: number, target = 0): number {
+    return this.modified[target]!.nextSet(from);
+  }
+
+  counts(): MapCounts {
+    return {
+      present: this.present.count(),
+      modified: this.modified.map((bits) => bits.count()),
+      total: this.header.blockCount,
+    };
+  }
+
+  get hasUncommittedChanges(): boolean {
+    return this.changedSinceCommit;
+  }
+
+  /**
+   * Makes the current in-memory state durable (data first, then map). Concurrent callers share
+   * commits: a caller arriving while a commit runs waits for the next one, which covers its bits.
+   */
+  commit(): Promise<void> {
+    if (this.closed) return Promise.reject(new Error(`map ${this.path} is closed`));
+    if (this.commitQueued) return this.commitQueued;
+    if (!this.commitInFlight) {
+      this.commitInFlight = this.writeSlot().finally(() => { this.commitInFlight = undefined; });
+      return this.commitInFlight;
+    }
+    const queued = this.commitInFlight.catch(() => undefined).then(() => {
+      this.commitQueued = undefined;
+      this.commitInFlight = this.writeSlot().finally(() => { this.commitInFlight = undefined; });
+      return this.commitInFlight;
+    });
+    this.commitQueued = queued;
+    return queued;
+  }
+
+  /** Commits what is pending and closes the file. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      while (this.commitInFlight || this.commitQueued) await (this.commitQueued ?? this.commitInFlight);
+      if (this.changedSinceCommit) await this.commit();
+    } finally {
+      this.closed = true;
+      await this.file.close();
+    }
+  }
+
+  private async writeSlot(): Promise<void> {
+    if (!this.changedSinceCommit && this.generation > 0n) return;
+    // Snapshot first: bits set after this point wait for the next commit (rule 1).
+    this.changedSinceCommit = false;
+    const generation = this.generation + 1n;
+    const slot = encodeSlot({ header: this.header, generation, present: this.present, modified: this.modified });
+    try {
+      await this.syncData();
+      const at = Number(generation % 2n) * slot.length;
+      await this.file.write(slot, 0, slot.length, at);
+      await this.file.datasync();
+      this.generation = generation;
+    } catch (error) {
+      this.changedSinceCommit = true;
+      throw error;
+    }
+  }
+}
+
+/** Slot A is unreadable: try slot B at each slot size the file length allows. */
+function scanForSecondSlot(bytes: Buffer): MapSlot | string {
+  const half = bytes.length / 2;
+  if (!Number.isInteger(half) || half === 0) return 'map length is not two slots';
+  return decodeSlot(bytes.subarray(half));
+}
+
+function validateHeader(header: MapHeader): void {
+  if (header.targets.length < 1 || header.targets.length > MAX_TARGETS) {
+    throw new RangeError(`a map needs 1..${MAX_TARGETS} replication targets, got ${header.targets.length}`);
+  }
+  if (header.blockCount !== Math.ceil(header.size / header.blockSize)) throw new RangeError('blockCount does not match size / blockSize');
+}
+
+function checkExpected(path: string, found: MapHeader, expected: Pick<MapHeader, 'image' | 'blockSize' | 'blockCount'>): void {
+  if (found.image !== expected.image) throw new MapMismatch(path, 'image', expected.image, found.image);
+  if (found.blockSize !== expected.blockSize) throw new MapMismatch(path, 'block size', String(expected.blockSize), String(found.blockSize));
+  if (found.blockCount !== expected.blockCount) throw new MapMismatch(path, 'block count', String(expected.blockCount), String(found.blockCount));
+}

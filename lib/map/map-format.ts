@@ -1,0 +1,98 @@
+// On-disk layout of `<disk>.map`: two slots (A/B), each a complete, checksummed copy of the map.
+//
+//   slot = [ 4 KiB header page | R bitset | W bitset × targets ] padded to 4 KiB
+//   header page = "LZBMAP01" | u32 format | u32 json length | u64 generation | 32-byte SHA-256 | JSON
+//
+// The SHA-256 covers the whole slot after the checksum field (the JSON, the padding and all
+// bitsets), so a torn slot write is detected. Commits alternate slots by generation: the slot
+// being written is never the one recovery would fall back to.
+import { createHash } from 'node:crypto';
+import { Bitset } from './bitset.js';
+
+export const MAP_MAGIC = Buffer.from('LZBMAP01', 'ascii');
+export const MAP_FORMAT_VERSION = 1;
+export const HEADER_PAGE = 4096;
+export const MAX_TARGETS = 8;
+const CHECKSUM_OFFSET = 24;
+const JSON_OFFSET = CHECKSUM_OFFSET + 32;
+
+/** What a map is about; fixed at creation. */
+export interface MapHeader {
+  /** `name@N` of the image this disk holds. */
+  readonly image: string;
+  /** SHA-256 (hex) of the encoded manifest. */
+  readonly manifestDigest: string;
+  readonly size: number;
+  readonly blockSize: number;
+  readonly blockCount: number;
+  /** Replication targets (1..8); target i owns W bitset i. */
+  readonly targets: readonly string[];
+}
+
+export interface MapSlot {
+  readonly header: MapHeader;
+  readonly generation: bigint;
+  readonly present: Bitset;
+  readonly modified: Bitset[];
+}
+
+function pad(bytes: number): number {
+  return Math.ceil(bytes / HEADER_PAGE) * HEADER_PAGE;
+}
+
+export function slotSize(header: Pick<MapHeader, 'blockCount' | 'targets'>): number {
+  return HEADER_PAGE + pad(Bitset.bytesFor(header.blockCount) * (1 + header.targets.length));
+}
+
+export function encodeSlot(slot: MapSlot): Buffer {
+  const json = Buffer.from(JSON.stringify(slot.header), 'utf8');
+  if (JSON_OFFSET + json.length > HEADER_PAGE) throw new RangeError('map header too long');
+  const buffer = Buffer.alloc(slotSize(slot.header));
+  MAP_MAGIC.copy(buffer, 0);
+  buffer.writeUInt32LE(MAP_FORMAT_VERSION, 8);
+  buffer.writeUInt32LE(json.length, 12);
+  buffer.writeBigUInt64LE(slot.generation, 16);
+  json.copy(buffer, JSON_OFFSET);
+  const bitsetBytes = Bitset.bytesFor(slot.header.blockCount);
+  let offset = HEADER_PAGE;
+  for (const bits of [slot.present, ...slot.modified]) {
+    buffer.set(bits.bytes, offset);
+    offset += bitsetBytes;
+  }
+  checksum(buffer).copy(buffer, CHECKSUM_OFFSET);
+  return buffer;
+}
+
+function checksum(slotBytes: Buffer): Buffer {
+  return createHash('sha256').update(slotBytes.subarray(CHECKSUM_OFFSET + 32)).digest();
+}
+
+/** Decodes a slot, or says why it is not valid (torn, never written, foreign). */
+export function decodeSlot(bytes: Buffer): MapSlot | string {
+  if (bytes.length < HEADER_PAGE) return 'short';
+  if (!bytes.subarray(0, 8).equals(MAP_MAGIC)) return 'no map magic';
+  const format = bytes.readUInt32LE(8);
+  if (format !== MAP_FORMAT_VERSION) return `format ${format} not supported`;
+  const jsonLength = bytes.readUInt32LE(12);
+  if (JSON_OFFSET + jsonLength > HEADER_PAGE) return 'bad header length';
+  let header: MapHeader;
+  try {
+    header = JSON.parse(bytes.subarray(JSON_OFFSET, JSON_OFFSET + jsonLength).toString('utf8')) as MapHeader;
+  } catch {
+    return 'header is not JSON';
+  }
+  if (!Number.isInteger(header.blockCount) || !Array.isArray(header.targets)) return 'bad header';
+  const size = slotSize(header);
+  if (bytes.length < size) return 'short';
+  const slotBytes = bytes.subarray(0, size);
+  if (!checksum(slotBytes).equals(slotBytes.subarray(CHECKSUM_OFFSET, CHECKSUM_OFFSET + 32))) return 'checksum mismatch';
+  const bitsetBytes = Bitset.bytesFor(header.blockCount);
+  const bitsetAt = (i: number) => new Bitset(header.blockCount,
+    new Uint8Array(slotBytes.subarray(HEADER_PAGE + i * bitsetBytes, HEADER_PAGE + (i + 1) * bitsetBytes)));
+  return {
+    header,
+    generation: slotBytes.readBigUInt64LE(16),
+    present: bitsetAt(0),
+    modified: header.targets.map((_, i) => bitsetAt(i + 1)),
+  };
+}
