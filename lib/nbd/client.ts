@@ -1,0 +1,269 @@
+// An NBD client (fixed newstyle, OPT_GO, simple replies, pipelined requests) that is a BlockBackend.
+// Used by the fetcher to read manifests and blocks from `lazyboot repo serve`, and by tests.
+import { connect as netConnect, type Socket } from 'node:net';
+import { BlockError, type BlockBackend, type BlockCapabilities, type BlockErrorCode, type BlockSizeConstraints, type Extent, type WriteOptions } from '../block/backend.js';
+import { LazybootError } from '../errors.js';
+import * as P from './protocol.js';
+import { SocketReader } from './client-reader.js';
+import { formatNbdUri, parseNbdUri, type NbdTarget } from './client-uri.js';
+
+export { parseNbdUri, formatNbdUri, isNbdUri, type NbdTarget } from './client-uri.js';
+
+/** Connecting or negotiating failed (no server, refused export, protocol error). */
+export class NbdConnectError extends LazybootError {
+  constructor(readonly uri: string, detail: string, options?: ErrorOptions) {
+    super(`cannot open NBD export ${uri}: ${detail}`, 'check that the server runs and the export name is right', options);
+  }
+}
+
+export interface NbdConnectOptions extends NbdTarget {
+  /** Give up connecting/negotiating after this long (default 10 s). */
+  readonly connectTimeoutMs?: number;
+}
+
+const ERRNO_BY_VALUE: Record<number, BlockErrorCode> = {
+  [P.NBD_EPERM]: 'EPERM', [P.NBD_EIO]: 'EIO', [P.NBD_ENOMEM]: 'ENOMEM', [P.NBD_EINVAL]: 'EINVAL',
+  [P.NBD_ENOSPC]: 'ENOSPC', [P.NBD_EOVERFLOW]: 'EOVERFLOW', [P.NBD_ENOTSUP]: 'ENOTSUP', [P.NBD_ESHUTDOWN]: 'ESHUTDOWN',
+};
+
+interface Pending {
+  readonly type: number;
+  readonly length: number;
+  resolve(data: Buffer): void;
+  reject(error: Error): void;
+}
+
+export class NbdClient implements BlockBackend {
+  readonly capabilities: BlockCapabilities;
+  readonly constraints: BlockSizeConstraints;
+  private readonly pending = new Map<bigint, Pending>();
+  private nextHandle = 1n;
+  private failure: Error | undefined;
+  private closing = false;
+
+  private constructor(
+    readonly uri: string,
+    private readonly socket: Socket,
+    private readonly reader: SocketReader,
+    readonly size: number,
+    readonly transmissionFlags: number,
+    constraints: BlockSizeConstraints | undefined,
+  ) {
+    const has = (flag: number) => (transmissionFlags & flag) !== 0;
+    this.capabilities = {
+      write: !has(P.TFLAG_READ_ONLY),
+      flush: has(P.TFLAG_SEND_FLUSH),
+      trim: has(P.TFLAG_SEND_TRIM),
+      writeZeroes: has(P.TFLAG_SEND_WRITE_ZEROES),
+      extents: false,
+      multiConn: has(P.TFLAG_CAN_MULTI_CONN),
+    };
+    this.constraints = constraints ?? { minimum: 1, preferred: 4096, maximum: P.MAX_REQUEST_BYTES };
+    socket.on('close', () => this.failAll(new BlockError('EIO', `NBD connection to ${uri} closed`)));
+    socket.on('error', (error) => this.failAll(new BlockError('EIO', `NBD connection to ${uri} failed: ${error.message}`, { cause: error })));
+    void this.receiveReplies();
+  }
+
+  /** Connects to an NBD URI (or target) and selects its export with OPT_GO. */
+  static async connect(target: string | NbdConnectOptions): Promise<NbdClient> {
+    const options: NbdConnectOptions = typeof target === 'string' ? parseNbdUri(target) : target;
+    const uri = formatNbdUri(options);
+    const socket = options.socketPath
+      ? netConnect({ path: options.socketPath })
+      : netConnect({ host: options.host ?? '127.0.0.1', port: options.port ?? 10809 });
+    socket.setNoDelay(true);
+    const reader = new SocketReader(socket);
+    const timeoutMs = options.connectTimeoutMs ?? 10_000;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const negotiated = await Promise.race([
+        new Promise<void>((resolve, reject) => {
+          socket.once('connect', resolve);
+          socket.once('error', reject);
+        }).then(() => negotiate(socket, reader, options.exportName)),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+        }),
+      ]);
+      return new NbdClient(uri, socket, reader, negotiated.size, negotiated.flags, negotiated.constraints);
+    } catch (error) {
+      socket.destroy();
+      const detail = error instanceof Error ? error.message : String(error);
+      throw new NbdConnectError(uri, detail, { cause: error });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    const maximum = this.constraints.maximum;
+    if (length <= maximum) return this.request(P.CMD_READ, 0, offset, length);
+    const parts: Promise<Buffer>[] = [];
+    for (let at = 0; at < length; at += maximum) parts.push(this.request(P.CMD_READ, 0, offset + at, Math.min(maximum, length - at)));
+    return Buffer.concat(await Promise.all(parts));
+  }
+
+  async write(offset: number, data: Buffer, options?: WriteOptions): Promise<void> {
+    await this.request(P.CMD_WRITE, options?.fua ? P.CMD_FLAG_FUA : 0, offset, data.length, data);
+  }
+
+  async flush(): Promise<void> {
+    await this.request(P.CMD_FLUSH, 0, 0, 0);
+  }
+
+  async trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
+    await this.request(P.CMD_TRIM, options?.fua ? P.CMD_FLAG_FUA : 0, offset, length);
+  }
+
+  async writeZeroes(offset: number, length: number, options?: WriteOptions): Promise<void> {
+    await this.request(P.CMD_WRITE_ZEROES, options?.fua ? P.CMD_FLAG_FUA : 0, offset, length);
+  }
+
+  async blockStatus(offset: number, length: number): Promise<Extent[]> {
+    return [{ offset, length: Math.min(length, this.size - offset), hole: false, zero: false }];
+  }
+
+  /** Requests waiting for a reply. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  get isBroken(): boolean {
+    return this.failure !== undefined;
+  }
+
+  /** Sends NBD_CMD_DISC once in-flight requests are answered, then closes the socket. */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    if (!this.failure) {
+      await Promise.allSettled([...this.pending.values()].map((p) => new Promise<void>((resolve) => {
+        const { resolve: done, reject } = p;
+        p.resolve = (data) => { done(data); resolve(); };
+        p.reject = (error) => { reject(error); resolve(); };
+      })));
+      const header = requestHeader(P.CMD_DISC, 0, this.nextHandle++, 0, 0);
+      await new Promise<void>((resolve) => this.socket.end(header, () => resolve()));
+    }
+    this.socket.destroy();
+    this.failAll(new BlockError('ESHUTDOWN', `NBD client for ${this.uri} is closed`));
+  }
+
+  /** Drops the connection at once, failing every pending request (used on timeouts). */
+  destroy(reason: string): void {
+    this.failAll(new BlockError('EIO', reason));
+    this.socket.destroy();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  private request(type: number, flags: number, offset: number, length: number, payload?: Buffer): Promise<Buffer> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closing) return Promise.reject(new BlockError('ESHUTDOWN', `NBD client for ${this.uri} is closing`));
+    const handle = this.nextHandle++;
+    return new Promise<Buffer>((resolve, reject) => {
+      this.pending.set(handle, { type, length, resolve, reject });
+      this.socket.write(requestHeader(type, flags, handle, offset, length));
+      if (payload) this.socket.write(payload);
+    });
+  }
+
+  private async receiveReplies(): Promise<void> {
+    try {
+      for (;;) {
+        const header = await this.reader.readExactly(16);
+        const magic = header.readUInt32BE(0);
+        if (magic !== P.SIMPLE_REPLY_MAGIC) throw new Error(`unexpected reply magic 0x${magic.toString(16)}`);
+        const error = header.readUInt32BE(4);
+        const handle = header.readBigUInt64BE(8);
+        const pending = this.pending.get(handle);
+        if (!pending) throw new Error(`reply for unknown handle ${handle}`);
+        this.pending.delete(handle);
+        if (error !== 0) {
+          const code = ERRNO_BY_VALUE[error] ?? 'EIO';
+          pending.reject(new BlockError(code, `NBD server ${this.uri} answered ${code} (${error})`));
+          continue;
+        }
+        const data = pending.type === P.CMD_READ ? await this.reader.readExactly(pending.length) : Buffer.alloc(0);
+        pending.resolve(data);
+      }
+    } catch (error) {
+      const detail = error instanceof Error ? error.message : String(error);
+      this.failAll(new BlockError(this.closing ? 'ESHUTDOWN' : 'EIO', `NBD connection to ${this.uri} lost: ${detail}`));
+      this.socket.destroy();
+    }
+  }
+
+  private failAll(error: Error): void {
+    this.failure ??= error;
+    for (const pending of this.pending.values()) pending.reject(this.failure);
+    this.pending.clear();
+  }
+}
+
+function requestHeader(type: number, flags: number, handle: bigint, offset: number, length: number): Buffer {
+  const header = Buffer.allocUnsafe(28);
+  header.writeUInt32BE(P.REQUEST_MAGIC, 0);
+  header.writeUInt16BE(flags, 4);
+  header.writeUInt16BE(type, 6);
+  header.writeBigUInt64BE(handle, 8);
+  header.writeBigUInt64BE(BigInt(offset), 16);
+  header.writeUInt32BE(length, 24);
+  return header;
+}
+
+interface Negotiated { size: number; flags: number; constraints?: BlockSizeConstraints }
+
+async function negotiate(socket: Socket, reader: SocketReader, exportName: string): Promise<Negotiated> {
+  const greeting = await reader.readExactly(18);
+  if (greeting.readBigUInt64BE(0) !== P.NBDMAGIC) throw new Error('not an NBD server (bad magic)');
+  if (greeting.readBigUInt64BE(8) !== P.IHAVEOPT) throw new Error('server does not speak newstyle NBD');
+  const handshakeFlags = greeting.readUInt16BE(16);
+  if (!(handshakeFlags & P.FLAG_FIXED_NEWSTYLE)) throw new Error('server does not speak fixed newstyle NBD');
+  const clientFlags = Buffer.allocUnsafe(4);
+  clientFlags.writeUInt32BE(P.CLIENT_FLAG_FIXED_NEWSTYLE | (handshakeFlags & P.FLAG_NO_ZEROES ? P.CLIENT_FLAG_NO_ZEROES : 0));
+  socket.write(clientFlags);
+
+  const name = Buffer.from(exportName, 'utf8');
+  const data = Buffer.allocUnsafe(4 + name.length + 2 + 2);
+  data.writeUInt32BE(name.length, 0);
+  name.copy(data, 4);
+  data.writeUInt16BE(1, 4 + name.length); // one information request:
+  data.writeUInt16BE(P.INFO_BLOCK_SIZE, 6 + name.length);
+  const option = Buffer.allocUnsafe(16);
+  option.writeBigUInt64BE(P.IHAVEOPT, 0);
+  option.writeUInt32BE(P.OPT_GO, 8);
+  option.writeUInt32BE(data.length, 12);
+  socket.write(Buffer.concat([option, data]));
+
+  let size: number | undefined;
+  let flags = 0;
+  let constraints: BlockSizeConstraints | undefined;
+  for (;;) {
+    const reply = await reader.readExactly(20);
+    if (reply.readBigUInt64BE(0) !== P.OPT_REPLY_MAGIC) throw new Error('bad option reply magic');
+    const type = reply.readUInt32BE(12);
+    const length = reply.readUInt32BE(16);
+    const body = await reader.readExactly(length);
+    if (type === P.REP_ACK) break;
+    if (type === P.REP_INFO) {
+      const info = body.readUInt16BE(0);
+      if (info === P.INFO_EXPORT) {
+        size = Number(body.readBigUInt64BE(2));
+        flags = body.readUInt16BE(10);
+      } else if (info === P.INFO_BLOCK_SIZE) {
+        constraints = { minimum: body.readUInt32BE(2), preferred: body.readUInt32BE(6), maximum: Math.min(body.readUInt32BE(10), P.MAX_REQUEST_BYTES) };
+      }
+      continue;
+    }
+    if (type & P.REP_FLAG_ERROR) {
+      const message = body.toString('utf8');
+      const what = type === P.REP_ERR_UNKNOWN ? `export '${exportName}' not present` : `option refused (0x${type.toString(16)})`;
+      throw new Error(message ? `${what}: ${message}` : what);
+    }
+  }
+  if (size === undefined) throw new Error('server sent no export information');
+  return { size, flags, constraints };
+}
