@@ -1,0 +1,68 @@
+// Typed errors of the VMM side (QMP, QEMU process, accelerator, VM lifecycle): one line each,
+// with a hint saying what to do.
+import { LazybootError } from '../lib/errors.js';
+
+/** QEMU answered a QMP command with an error object ({class, desc}). */
+export class QmpError extends LazybootError {
+  constructor(readonly command: string, readonly errorClass: string, readonly description: string) {
+    super(`QMP command ${command} failed (${errorClass}): ${description}`);
+  }
+}
+
+/** The QMP connection closed (QEMU exited or the socket broke) before a reply came. */
+export class QmpConnectionClosed extends LazybootError {
+  constructor(detail: string) {
+    super(`QMP connection closed: ${detail}`, 'QEMU has probably exited; see its log');
+  }
+}
+
+/** No reply (or greeting) from QEMU within the time allowed. */
+export class QmpTimeout extends LazybootError {
+  constructor(what: string, timeoutMs: number) {
+    super(`QEMU did not answer ${what} within ${timeoutMs} ms`, 'QEMU may be hung; it will be killed');
+  }
+}
+
+/** The QEMU binary does not exist or cannot be run. */
+export class QemuNotFound extends LazybootError {
+  constructor(binary: string) {
+    super(`QEMU binary not found: ${binary}`, 'install it (apt-get install qemu-system-x86) or set LAZYBOOT_QEMU');
+  }
+}
+
+/** QEMU exited while lazyboot still needed it. */
+export class QemuExited extends LazybootError {
+  constructor(readonly exitCode: number | undefined, readonly signal: string | undefined, readonly stderrTail: string) {
+    const how = signal ? `was killed by ${signal}` : `exited with code ${exitCode}`;
+    const why = stderrTail.trim().split('\n').filter(Boolean).pop();
+    super(`QEMU ${how}${why ? ` (${why.trim()})` : ''}`, 'see the QEMU log and the serial console log');
+  }
+}
+
+/** KVM was asked for but cannot run guests on this machine. */
+export class KvmUnavailable extends LazybootError {
+  constructor(reason: string) {
+    super(`KVM cannot run guests here: ${reason}`, 'use --accel tcg (or --accel auto to fall back by itself)');
+  }
+}
+
+/** An action the VM's current lifecycle state does not allow (refused, never half-done). */
+export class IllegalVmAction extends LazybootError {
+  constructor(readonly action: string, readonly state: string) {
+    super(`cannot ${action} a VM that is ${state}`);
+  }
+}
+
+/** The guest reported an I/O error on its disk (QMP BLOCK_IO_ERROR), e.g. the repository died. */
+export class GuestDiskError extends LazybootError {
+  constructor(readonly operation: string, readonly reason: string) {
+    super(`the guest's disk failed a ${operation}: ${reason}`, 'check that the repository is reachable (lazyboot repo serve) and retry');
+  }
+}
+
+/** The boot did not reach the awaited milestone in time. */
+export class BootTimeout extends LazybootError {
+  constructor(milestone: string, timeoutMs: number) {
+    super(`the guest did not reach ${milestone} within ${Math.round(timeoutMs / 1000)} s`, 'see the serial console log; raise --timeout if the machine is slow');
+  }
+}

@@ -1,0 +1,83 @@
+// Builds the qemu-system-x86_64 command line for a lazyboot VM: machine, accelerator, disk, QMP,
+// serial console and guest channels. Pure: no processes, easy to test and to print.
+import { guestChannelArgs } from './guest-channels.js';
+import { escapeOption } from './qemu-option.js';
+
+export type Accelerator = 'kvm' | 'tcg';
+
+/** The VM's disk: an NBD export on a unix socket (the COR device, qemu-nbd) or a local file. */
+export type DiskSpec =
+  | { readonly kind: 'nbd'; readonly socketPath: string; readonly exportName: string; readonly readOnly?: boolean }
+  | { readonly kind: 'file'; readonly path: string; readonly format?: 'raw' | 'qcow2'; readonly readOnly?: boolean };
+
+export interface QemuArgsOptions {
+  readonly accel: Accelerator;
+  /** `none` boots nothing (for tests of the QMP/lifecycle plumbing). */
+  readonly machine?: 'q35' | 'pc' | 'none';
+  readonly memoryMiB?: number;
+  readonly cpus?: number;
+  readonly qmpSocket: string;
+  readonly serialLog?: string;
+  /** Also show the serial console on QEMU's stdout. */
+  readonly consoleToStdout?: boolean;
+  readonly disk?: DiskSpec;
+  /** The serial number the guest sees on the disk (virtio-blk `serial`). */
+  readonly diskSerial?: string;
+  readonly guestChannels?: { readonly agentSocket: string; readonly eventsSocket: string };
+  /** Exit instead of rebooting when the guest reboots (a transient VM ends there). */
+  readonly noReboot?: boolean;
+  readonly extraArgs?: readonly string[];
+}
+
+/** Node name of the disk's block node and id of its virtio-blk device: QMP addresses them. */
+export const DISK_NODE = 'lazyboot-disk';
+export const DISK_DEVICE = 'lazyboot-disk-dev';
+
+export function buildQemuArgs(options: QemuArgsOptions): string[] {
+  const machine = options.machine ?? 'q35';
+  const args = ['-nodefaults', '-no-user-config', '-display', 'none'];
+  args.push('-machine', machine === 'none' ? 'none' : `${machine},accel=${options.accel}`);
+  if (machine !== 'none') {
+    // qemu64 is the CPU model both TCG and KVM run everywhere; `-pni` silences TCG's SSE3 warning.
+    // (`host`/`max` abort with an MSR assertion under some nested KVMs.)
+    args.push('-cpu', options.accel === 'tcg' ? 'qemu64,-pni' : 'qemu64');
+    args.push('-m', `${options.memoryMiB ?? 512}M`, '-smp', String(options.cpus ?? 1));
+  }
+  if (machine === 'q35') {
+    // q35's root bus refuses hotplug: one root port gives later device_add calls a home.
+    args.push('-device', 'pcie-root-port,id=lazyboot-hotplug,bus=pcie.0,chassis=1');
+  }
+  args.push('-chardev', `socket,id=lazyboot-qmp,path=${escapeOption(options.qmpSocket)},server=on,wait=off`);
+  args.push('-mon', 'chardev=lazyboot-qmp,mode=control');
+  if (options.serialLog && machine !== 'none') {
+    const backend = options.consoleToStdout ? 'stdio,signal=off' : 'null';
+    args.push('-chardev', `${backend},id=lazyboot-serial,logfile=${escapeOption(options.serialLog)},logappend=on`);
+    args.push('-serial', 'chardev:lazyboot-serial');
+  }
+  if (options.disk) args.push(...diskArgs(options.disk, options.diskSerial ?? 'lazyboot0'));
+  if (options.guestChannels) args.push(...guestChannelArgs(options.guestChannels));
+  if (options.noReboot) args.push('-no-reboot');
+  if (options.extraArgs) args.push(...options.extraArgs);
+  return args;
+}
+
+function diskArgs(disk: DiskSpec, serial: string): string[] {
+  const node =
+    disk.kind === 'nbd'
+      ? {
+          driver: 'raw',
+          'node-name': DISK_NODE,
+          'read-only': disk.readOnly ?? false,
+          file: { driver: 'nbd', server: { type: 'unix', path: disk.socketPath }, export: disk.exportName, 'read-only': disk.readOnly ?? false },
+        }
+      : {
+          driver: disk.format ?? 'raw',
+          'node-name': DISK_NODE,
+          'read-only': disk.readOnly ?? false,
+          file: { driver: 'file', filename: disk.path, 'read-only': disk.readOnly ?? false },
+        };
+  // JSON option syntax: no comma escaping of paths, and the same shape QMP's blockdev-add takes.
+  // rerror/werror=report: the guest sees EIO and QEMU emits BLOCK_IO_ERROR instead of pausing.
+  const device = { driver: 'virtio-blk-pci', id: DISK_DEVICE, drive: DISK_NODE, serial, bootindex: 1, rerror: 'report', werror: 'report' };
+  return ['-blockdev', JSON.stringify(node), '-device', JSON.stringify(device)];
+}
