@@ -1,0 +1,47 @@
+// Typed errors of the image repository: each says in one line what is wrong and what to do.
+import { LazybootError } from '../errors.js';
+
+/** No image (or no such version) by that name. */
+export class UnknownImage extends LazybootError {
+  constructor(readonly ref: string, hint = 'see `lazyboot image ls` for the images this repository holds') {
+    super(`unknown image ${JSON.stringify(ref)}`, hint);
+  }
+}
+
+/** An image name or reference that breaks the naming rules. */
+export class InvalidImageName extends LazybootError {
+  constructor(readonly value: string, reason: string) {
+    super(`invalid image name ${JSON.stringify(value)} (${reason})`, 'use letters, digits, ".", "_", "-" and "+", at most 128 characters');
+  }
+}
+
+/** A block size outside 4 KiB..4 MiB or not a power of two. */
+export class InvalidBlockSize extends LazybootError {
+  constructor(readonly value: string | number) {
+    super(`invalid block size ${JSON.stringify(String(value))}`, 'use a power of two from 4K to 4M, e.g. 64K');
+  }
+}
+
+/** A repository file that is missing, truncated or does not decode. Names the file. */
+export class RepositoryCorrupt extends LazybootError {
+  constructor(readonly file: string, problem: string, options?: ErrorOptions) {
+    super(`repository file ${file} ${problem}`, 'restore the repository from a copy, or re-import the affected images', options);
+  }
+}
+
+/** A block a manifest refers to is not in the repository. */
+export class BlockMissing extends LazybootError {
+  constructor(readonly digest: string, where: string) {
+    super(`block ${digest} is missing from the repository (${where})`, 're-import the image, or restore the repository from a copy');
+  }
+}
+
+/** A stored block whose content does not hash to its digest. */
+export class BlockCorrupt extends LazybootError {
+  constructor(readonly digest: string, readonly file: string, offset: number) {
+    super(`block ${digest} in ${file} at offset ${offset} is corrupt (SHA-256 mismatch)`, 're-import the image, or restore the repository from a copy');
+  }
+}
+
+/** A source file lazyboot cannot read as a disk image. */
+export class ImportFailed extends LazybootError {}

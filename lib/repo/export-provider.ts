@@ -1,0 +1,46 @@
+// NBD exports of a repository: every image version as `name@N`, the latest as `name`, and the
+// encoded manifest of each as `manifest:REF` (not listed), so one repository URI gives both.
+import type { BlockBackend } from '../block/backend.js';
+import { ReadOnlyBufferBackend } from '../block/buffer-backend.js';
+import type { ExportProvider } from '../nbd/export-provider.js';
+import { InvalidImageName, UnknownImage } from './errors.js';
+import { formatImageRef } from './image-name.js';
+import type { Repository } from './repository.js';
+
+export const MANIFEST_EXPORT_PREFIX = 'manifest:';
+
+export function repositoryExports(repo: Repository): ExportProvider {
+  // Versions are immutable, so one backend per `name@N` serves every client.
+  const images = new Map<string, BlockBackend>();
+  return {
+    async list() {
+      const exports: Array<{ name: string; description?: string }> = [];
+      for (const name of await repo.names()) {
+        const versions = await repo.versions(name);
+        if (versions.length === 0) continue;
+        exports.push({ name, description: `latest version of ${name} (${formatImageRef(name, versions[versions.length - 1]!)})` });
+        for (const version of versions) exports.push({ name: formatImageRef(name, version), description: `${name} version ${version}` });
+      }
+      return exports;
+    },
+    async open(exportName) {
+      try {
+        if (exportName.startsWith(MANIFEST_EXPORT_PREFIX)) {
+          return new ReadOnlyBufferBackend(await repo.manifestBytes(exportName.slice(MANIFEST_EXPORT_PREFIX.length)));
+        }
+        const manifest = await repo.resolve(exportName);
+        const key = formatImageRef(manifest.name, manifest.version);
+        let backend = images.get(key);
+        if (!backend) {
+          backend = repo.imageBackend(manifest);
+          images.set(key, backend);
+        }
+        return backend;
+      } catch (error) {
+        // Unknown or malformed names are simply "no such export"; a damaged repository is an error.
+        if (error instanceof UnknownImage || error instanceof InvalidImageName) return undefined;
+        throw error;
+      }
+    },
+  };
+}

@@ -1,0 +1,221 @@
+// The content-addressed block store: append-only pack files plus one index per pack
+// (digest → pack, offset, length), loaded into memory. Packs are read with cached file handles
+// so that serving a block costs one pread, and adjacent blocks can be read in one go.
+import { open, readdir, readFile, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { RepositoryCorrupt } from './errors.js';
+import { decodePackIndex, encodePackIndex, type PackIndexEntry } from './pack-index.js';
+import { fsyncDirectory, writeFileDurably } from './durable-file.js';
+
+const PACK_SUFFIX = '.pack';
+const INDEX_SUFFIX = '.idx';
+/** Blocks are gathered into writes of this size while a pack is written. */
+const WRITE_BUFFER_BYTES = 8 * 1024 * 1024;
+
+/** One pack file; its handle is opened on first read and kept. */
+export class PackFile {
+  private handle?: Promise<FileHandle>;
+
+  constructor(readonly path: string) {}
+
+  /** Reads exactly `length` bytes at `position` into `target` at `targetOffset`. */
+  async readInto(target: Buffer, targetOffset: number, length: number, position: number): Promise<void> {
+    const handle = await this.open();
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await handle.read(target, targetOffset + done, length - done, position + done);
+      if (bytesRead === 0) throw new RepositoryCorrupt(this.path, `is truncated (no data at offset ${position + done})`);
+      done += bytesRead;
+    }
+  }
+
+  private open(): Promise<FileHandle> {
+    this.handle ??= open(this.path, 'r').catch((error: NodeJS.ErrnoException) => {
+      this.handle = undefined; // let a later read retry, e.g. after the file was restored
+      throw new RepositoryCorrupt(this.path, error.code === 'ENOENT' ? 'is missing' : `cannot be opened (${error.code ?? error.message})`, { cause: error });
+    });
+    return this.handle;
+  }
+
+  async close(): Promise<void> {
+    const handle = this.handle;
+    this.handle = undefined;
+    if (handle) await (await handle.catch(() => undefined))?.close();
+  }
+}
+
+export interface BlockLocation {
+  readonly pack: PackFile;
+  readonly offset: number;
+  readonly length: number;
+}
+
+function digestKey(digest: Buffer): string {
+  return digest.toString('latin1');
+}
+
+export class PackStore {
+  private readonly locations = new Map<string, BlockLocation>();
+  private readonly packs = new Map<string, PackFile>();
+  private refreshing?: Promise<void>;
+
+  private constructor(readonly dir: string) {}
+
+  static async open(dir: string): Promise<PackStore> {
+    const store = new PackStore(dir);
+    await store.refresh();
+    return store;
+  }
+
+  /** Where a block is stored, from the indexes loaded so far. */
+  locate(digest: Buffer): BlockLocation | undefined {
+    return this.locations.get(digestKey(digest));
+  }
+
+  /** Like locate, but on a miss loads indexes other writers may have added since. */
+  async locateFresh(digest: Buffer): Promise<BlockLocation | undefined> {
+    const found = this.locate(digest);
+    if (found) return found;
+    await this.refresh();
+    return this.locate(digest);
+  }
+
+  /** Loads the indexes of packs not seen yet. */
+  refresh(): Promise<void> {
+    this.refreshing ??= this.loadNewIndexes().finally(() => (this.refreshing = undefined));
+    return this.refreshing;
+  }
+
+  private async loadNewIndexes(): Promise<void> {
+    for (const entry of await readdir(this.dir)) {
+      if (!entry.endsWith(INDEX_SUFFIX) || entry.startsWith('.')) continue;
+      const packName = entry.slice(0, -INDEX_SUFFIX.length) + PACK_SUFFIX;
+      if (this.packs.has(packName)) continue;
+      const indexPath = join(this.dir, entry);
+      const entries = decodePackIndex(await readFile(indexPath));
+      if (typeof entries === 'string') throw new RepositoryCorrupt(indexPath, entries);
+      this.addPack(packName, entries);
+    }
+  }
+
+  private addPack(packName: string, entries: readonly PackIndexEntry[]): void {
+    const pack = new PackFile(join(this.dir, packName));
+    this.packs.set(packName, pack);
+    for (const entry of entries) {
+      this.locations.set(digestKey(entry.digest), { pack, offset: entry.offset, length: entry.length });
+    }
+  }
+
+  /** Starts a new pack; nothing in it is visible to readers until seal(). */
+  beginPack(): PackWriter {
+    const base = `pack-${Date.now().toString(16).padStart(12, '0')}-${process.pid}-${randomBytes(4).toString('hex')}`;
+    return new PackWriter(this, base, (entries) => this.addPack(base + PACK_SUFFIX, entries));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.packs.values()].map((pack) => pack.close()));
+  }
+}
+
+/** Appends new blocks to one pack file, then makes them visible atomically with the pack's index. */
+export class PackWriter {
+  private handle?: FileHandle;
+  private readonly entries: PackIndexEntry[] = [];
+  private readonly added = new Set<string>();
+  private buffer = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
+  private buffered = 0;
+  private written = 0;
+  private finished = false;
+
+  constructor(
+    private readonly store: PackStore,
+    private readonly baseName: string,
+    private readonly publish: (entries: readonly PackIndexEntry[]) => void,
+  ) {}
+
+  get packPath(): string {
+    return join(this.store.dir, this.baseName + PACK_SUFFIX);
+  }
+
+  /** Whether the store (or this pack) already holds the block. */
+  has(digest: Buffer): boolean {
+    return this.added.has(digestKey(digest)) || this.store.locate(digest) !== undefined;
+  }
+
+  /** Stores the block unless already present; returns true when it was new. `data` may be reused by the caller afterwards. */
+  async add(digest: Buffer, data: Buffer): Promise<boolean> {
+    if (this.finished) throw new Error('PackWriter used after seal/abort');
+    if (this.has(digest)) return false;
+    this.added.add(digestKey(digest));
+    this.entries.push({ digest: Buffer.from(digest), offset: this.written + this.buffered, length: data.length });
+    if (this.buffered + data.length > this.buffer.length) await this.flushBuffer();
+    if (data.length > this.buffer.length) {
+      await this.writeOut(data);
+    } else {
+      data.copy(this.buffer, this.buffered);
+      this.buffered += data.length;
+    }
+    return true;
+  }
+
+  get newBlocks(): number {
+    return this.entries.length;
+  }
+
+  get bytesStored(): number {
+    return this.written + this.buffered;
+  }
+
+  private async flushBuffer(): Promise<void> {
+    if (this.buffered === 0) return;
+    const chunk = this.buffer.subarray(0, this.buffered);
+    this.buffered = 0;
+    await this.writeOut(chunk);
+  }
+
+  private async writeOut(chunk: Buffer): Promise<void> {
+    this.handle ??= await open(this.packPath, 'wx', 0o644);
+    let done = 0;
+    while (done < chunk.length) {
+      const { bytesWritten } = await this.handle.write(chunk, done, chunk.length - done, this.written + done);
+      done += bytesWritten;
+    }
+    this.written += chunk.length;
+  }
+
+  /** Makes the pack durable, then its index (atomically): only then are the blocks visible. */
+  async seal(): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.entries.length === 0) {
+      await this.discard();
+      return;
+    }
+    await this.flushBuffer();
+    this.buffer = Buffer.alloc(0);
+    const handle = this.handle!;
+    await handle.sync();
+    await handle.close();
+    this.handle = undefined;
+    await fsyncDirectory(this.store.dir);
+    await writeFileDurably(join(this.store.dir, this.baseName + INDEX_SUFFIX), encodePackIndex(this.entries));
+    this.publish(this.entries);
+  }
+
+  /** Drops everything written; nothing becomes visible. */
+  async abort(): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    await this.discard();
+  }
+
+  private async discard(): Promise<void> {
+    if (this.handle) {
+      await this.handle.close().catch(() => {});
+      this.handle = undefined;
+      await unlink(this.packPath).catch(() => {});
+    }
+    this.buffer = Buffer.alloc(0);
+  }
+}

@@ -1,0 +1,327 @@
+// The image repository: content-addressed blocks in packs, plus one immutable manifest per image
+// version. Layout under the repository directory:
+//   lazyboot-repository          marker with the format version
+//   packs/pack-*.pack, *.idx     append-only block data and its index (digest → offset, length)
+//   manifests/NAME/N.manifest    image NAME version N (encoded by manifest-codec)
+import { mkdir, readdir, readFile, writeFile, access } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import type { BlockBackend } from '../block/backend.js';
+import { DIGEST_BYTES, digestOf, isZeroDigest, type Manifest } from './manifest-format.js';
+import { decodeManifest, encodeManifest } from './manifest-codec.js';
+import { BlockCorrupt, BlockMissing, ImportFailed, RepositoryCorrupt, UnknownImage } from './errors.js';
+import { formatImageRef, parseImageRef, validateImageName } from './image-name.js';
+import { PackStore } from './pack-store.js';
+import { ImageBackend, type ImageBackendOptions } from './image-backend.js';
+import { BlockBatch } from './block-batch.js';
+import { createFileDurably, fsyncDirectory } from './durable-file.js';
+import { DEFAULT_BLOCK_SIZE, parseBlockSize } from './block-size.js';
+import { LazybootError } from '../errors.js';
+
+const MARKER = 'lazyboot-repository';
+const MARKER_TEXT = 'lazyboot image repository, format 1\n';
+const MANIFEST_SUFFIX = '.manifest';
+
+export interface ImageSummary {
+  readonly name: string;
+  readonly version: number;
+  readonly size: number;
+  readonly blockSize: number;
+}
+
+export interface ImportOptions {
+  /** Exact number of bytes the source yields. */
+  readonly size: number;
+  readonly blockSize?: number;
+  readonly parent?: string;
+  /** Called now and then with the number of source bytes consumed so far. */
+  readonly onProgress?: (bytesRead: number) => void;
+}
+
+export interface ImportResult {
+  readonly ref: string;
+  readonly manifest: Manifest;
+  readonly newBlocks: number;
+  readonly presentBlocks: number;
+  readonly zeroBlocks: number;
+  readonly bytesStored: number;
+}
+
+export interface NewImage {
+  readonly name: string;
+  readonly size: number;
+  readonly blockSize: number;
+  readonly digests: Buffer;
+  readonly parent?: string;
+}
+
+export interface ImageCheck {
+  readonly blocks: number;
+  readonly zeroBlocks: number;
+  /** Distinct stored blocks the image refers to. */
+  readonly uniqueBlocks: number;
+  readonly problems: string[];
+}
+
+export class Repository {
+  private readonly manifestCache = new Map<string, Manifest>();
+
+  private constructor(readonly dir: string, private readonly store: PackStore) {}
+
+  /** `$XDG_DATA_HOME/lazyboot/repo`, else `~/.local/share/lazyboot/repo`. */
+  static defaultDir(): string {
+    const dataHome = process.env.XDG_DATA_HOME || join(homedir(), '.local', 'share');
+    return join(dataHome, 'lazyboot', 'repo');
+  }
+
+  /** Opens the repository in `dir`, creating it if missing. */
+  static async open(dir: string = Repository.defaultDir()): Promise<Repository> {
+    try {
+      await mkdir(join(dir, 'packs'), { recursive: true });
+      await mkdir(join(dir, 'manifests'), { recursive: true });
+      const marker = join(dir, MARKER);
+      try {
+        await access(marker);
+      } catch {
+        await writeFile(marker, MARKER_TEXT);
+        await fsyncDirectory(dir);
+      }
+    } catch (error) {
+      if (error instanceof LazybootError) throw error;
+      throw new RepositoryCorrupt(dir, `cannot be opened or created (${(error as Error).message})`, { cause: error });
+    }
+    return new Repository(dir, await PackStore.open(join(dir, 'packs')));
+  }
+
+  private manifestDir(name: string): string {
+    return join(this.dir, 'manifests', name);
+  }
+
+  private manifestPath(name: string, version: number): string {
+    return join(this.manifestDir(name), `${version}${MANIFEST_SUFFIX}`);
+  }
+
+  /** Image names, sorted. */
+  async names(): Promise<string[]> {
+    const entries = await readdir(join(this.dir, 'manifests'));
+    return entries.filter((entry) => !entry.startsWith('.')).sort();
+  }
+
+  /** Versions of `name`, ascending; empty if there is no such image. */
+  async versions(name: string): Promise<number[]> {
+    let entries: string[];
+    try {
+      entries = await readdir(this.manifestDir(validateImageName(name)));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+    return entries
+      .filter((entry) => /^[1-9][0-9]*\.manifest$/.test(entry))
+      .map((entry) => Number(entry.slice(0, -MANIFEST_SUFFIX.length)))
+      .sort((a, b) => a - b);
+  }
+
+  /** Every version of every image. */
+  async list(): Promise<ImageSummary[]> {
+    const result: ImageSummary[] = [];
+    for (const name of await this.names()) {
+      for (const version of await this.versions(name)) {
+        const m = await this.resolve(formatImageRef(name, version));
+        result.push({ name, version, size: m.size, blockSize: m.blockSize });
+      }
+    }
+    return result;
+  }
+
+  /** `name@N`, or the latest version for a bare `name`. */
+  async resolveRef(ref: string): Promise<{ name: string; version: number }> {
+    const parsed = parseImageRef(ref);
+    if (parsed.version !== undefined) return { name: parsed.name, version: parsed.version };
+    const versions = await this.versions(parsed.name);
+    if (versions.length === 0) throw new UnknownImage(ref);
+    return { name: parsed.name, version: versions[versions.length - 1]! };
+  }
+
+  async manifestBytes(ref: string): Promise<Buffer> {
+    const { name, version } = await this.resolveRef(ref);
+    try {
+      return await readFile(this.manifestPath(name, version));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new UnknownImage(ref);
+      throw new RepositoryCorrupt(this.manifestPath(name, version), `cannot be read (${(error as Error).message})`, { cause: error });
+    }
+  }
+
+  async resolve(ref: string): Promise<Manifest> {
+    const { name, version } = await this.resolveRef(ref);
+    const key = formatImageRef(name, version);
+    const cached = this.manifestCache.get(key);
+    if (cached) return cached;
+    const bytes = await this.manifestBytes(key);
+    let manifest: Manifest;
+    try {
+      manifest = decodeManifest(bytes);
+    } catch (error) {
+      throw new RepositoryCorrupt(this.manifestPath(name, version), `does not decode (${(error as Error).message})`, { cause: error });
+    }
+    if (manifest.name !== name || manifest.version !== version) {
+      throw new RepositoryCorrupt(this.manifestPath(name, version), `names ${formatImageRef(manifest.name, manifest.version)} instead`);
+    }
+    this.manifestCache.set(key, manifest);
+    return manifest;
+  }
+
+  /** The stored block, verified against its digest. The zero digest gives `expectedLength` zeros (default 64 KiB). */
+  async readBlock(digest: Buffer, expectedLength?: number): Promise<Buffer> {
+    if (isZeroDigest(digest)) return Buffer.alloc(expectedLength ?? DEFAULT_BLOCK_SIZE);
+    const location = await this.store.locateFresh(digest);
+    if (!location) throw new BlockMissing(digest.toString('hex'), `no pack index in ${join(this.dir, 'packs')} lists it`);
+    if (expectedLength !== undefined && location.length !== expectedLength) {
+      throw new RepositoryCorrupt(location.pack.path, `holds block ${digest.toString('hex')} with ${location.length} bytes where ${expectedLength} are expected`);
+    }
+    const data = Buffer.allocUnsafe(location.length);
+    await location.pack.readInto(data, 0, location.length, location.offset);
+    if (!createHash('sha256').update(data).digest().equals(digest)) {
+      throw new BlockCorrupt(digest.toString('hex'), location.pack.path, location.offset);
+    }
+    return data;
+  }
+
+  /** A read-only backend serving the image; zero blocks are holes. */
+  imageBackend(manifest: Manifest, options?: ImageBackendOptions): BlockBackend {
+    return new ImageBackend(manifest, this.store, options);
+  }
+
+  /** Starts adding blocks; seal with commitImage (or abort). */
+  beginBlocks(): BlockBatch {
+    return new BlockBatch(this.store.beginPack());
+  }
+
+  /**
+   * Seals `batch` (its blocks become durable and visible), then writes the manifest of the next
+   * version of `image.name`. Every non-zero digest must be stored (in this batch or before).
+   */
+  async commitImage(image: NewImage, batch?: BlockBatch): Promise<Manifest> {
+    validateImageName(image.name);
+    const blockSize = parseBlockSize(image.blockSize);
+    await batch?.seal();
+    const blockCount = Math.ceil(image.size / blockSize);
+    if (image.digests.length !== blockCount * DIGEST_BYTES) throw new ImportFailed(`digest table of ${image.name} does not match its size`);
+    for (let index = 0; index < blockCount; index++) {
+      const digest = image.digests.subarray(index * DIGEST_BYTES, (index + 1) * DIGEST_BYTES);
+      if (!isZeroDigest(digest) && !(await this.store.locateFresh(digest))) {
+        throw new BlockMissing(digest.toString('hex'), `block ${index} of the new version of ${image.name}`);
+      }
+    }
+    const dir = this.manifestDir(image.name);
+    await mkdir(dir, { recursive: true });
+    await fsyncDirectory(join(this.dir, 'manifests'));
+    const versions = await this.versions(image.name);
+    for (let version = (versions[versions.length - 1] ?? 0) + 1; ; version++) {
+      const manifest: Manifest = {
+        name: image.name,
+        version,
+        size: image.size,
+        blockSize,
+        blockCount,
+        digests: Buffer.from(image.digests),
+        created: new Date().toISOString(),
+        ...(image.parent !== undefined ? { parent: image.parent } : {}),
+      };
+      // Another writer may take the same version number: link() refuses, and we try the next.
+      if (await createFileDurably(this.manifestPath(image.name, version), encodeManifest(manifest))) {
+        this.manifestCache.set(formatImageRef(image.name, version), manifest);
+        return manifest;
+      }
+    }
+  }
+
+  /** Imports a raw byte stream of exactly `options.size` bytes as the next version of `name`. */
+  async importImage(name: string, source: AsyncIterable<Buffer>, options: ImportOptions): Promise<ImportResult> {
+    validateImageName(name);
+    const blockSize = parseBlockSize(options.blockSize ?? DEFAULT_BLOCK_SIZE);
+    const blockCount = Math.ceil(options.size / blockSize);
+    const digests = Buffer.alloc(blockCount * DIGEST_BYTES);
+    const batch = this.beginBlocks();
+    const block = Buffer.allocUnsafe(blockSize);
+    let filled = 0;
+    let index = 0;
+    let bytesRead = 0;
+    const putBlock = async (length: number): Promise<void> => {
+      if (index >= blockCount) throw new ImportFailed(`the source yields more than the expected ${options.size} bytes`);
+      const { digest } = await batch.put(block.subarray(0, length));
+      digest.copy(digests, index * DIGEST_BYTES);
+      index++;
+    };
+    try {
+      for await (const chunk of source) {
+        let at = 0;
+        while (at < chunk.length) {
+          const take = Math.min(blockSize - filled, chunk.length - at);
+          chunk.copy(block, filled, at, at + take);
+          filled += take;
+          at += take;
+          if (filled === blockSize) {
+            await putBlock(blockSize);
+            filled = 0;
+          }
+        }
+        bytesRead += chunk.length;
+        options.onProgress?.(bytesRead);
+      }
+      if (filled > 0) await putBlock(filled);
+      if (bytesRead !== options.size) throw new ImportFailed(`the source yielded ${bytesRead} bytes, expected ${options.size}`);
+      const manifest = await this.commitImage({ name, size: options.size, blockSize, digests, parent: options.parent }, batch);
+      return {
+        ref: formatImageRef(manifest.name, manifest.version),
+        manifest,
+        newBlocks: batch.newBlocks,
+        presentBlocks: batch.presentBlocks,
+        zeroBlocks: batch.zeroBlocks,
+        bytesStored: batch.bytesStored,
+      };
+    } catch (error) {
+      await batch.abort();
+      throw error;
+    }
+  }
+
+  /** Checks that every block of the image is stored where the index says (and, with `verify`, hashes them). */
+  async checkImage(manifest: Manifest, options: { verify?: boolean } = {}): Promise<ImageCheck> {
+    const problems: string[] = [];
+    const seen = new Set<string>();
+    let zeroBlocks = 0;
+    for (let index = 0; index < manifest.blockCount; index++) {
+      const digest = digestOf(manifest, index);
+      if (isZeroDigest(digest)) {
+        zeroBlocks++;
+        continue;
+      }
+      const key = digest.toString('latin1');
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const expected = Math.min(manifest.blockSize, manifest.size - index * manifest.blockSize);
+      try {
+        if (options.verify) {
+          await this.readBlock(digest, expected);
+        } else {
+          const location = await this.store.locateFresh(digest);
+          if (!location) throw new BlockMissing(digest.toString('hex'), `block ${index}`);
+          const probe = Buffer.allocUnsafe(1);
+          await location.pack.readInto(probe, 0, 1, location.offset + location.length - 1);
+        }
+      } catch (error) {
+        if (!(error instanceof LazybootError)) throw error;
+        problems.push(error.message);
+        if (problems.length >= 20) break;
+      }
+    }
+    return { blocks: manifest.blockCount, zeroBlocks, uniqueBlocks: seen.size, problems };
+  }
+
+  async close(): Promise<void> {
+    await this.store.close();
+  }
+}
