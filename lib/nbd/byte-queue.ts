@@ -1,0 +1,89 @@
+// Buffered reading of exact byte counts from a socket, with backpressure: the socket is paused
+// while more than `highWater` bytes wait unread (unless a reader needs more than that).
+import type { Socket } from 'node:net';
+
+/** The peer closed (or the socket failed) before the bytes a reader waited for arrived. */
+export class ConnectionClosed extends Error {
+  constructor(readonly wanted: number, readonly had: number) {
+    super(had === 0 ? 'connection closed' : `connection closed after ${had} of ${wanted} bytes`);
+  }
+}
+
+export class ByteQueue {
+  private readonly chunks: Buffer[] = [];
+  private buffered = 0;
+  private ended = false;
+  private waiter?: { wanted: number; resolve: () => void };
+
+  constructor(private readonly socket: Socket, private readonly highWater = 4 * 1024 * 1024) {
+    socket.on('data', (chunk: Buffer) => {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+      if (this.buffered > this.highWater && (!this.waiter || this.buffered >= this.waiter.wanted)) socket.pause();
+      this.wake();
+    });
+    const end = (): void => {
+      this.ended = true;
+      this.wake();
+    };
+    socket.on('end', end);
+    socket.on('close', end);
+    socket.on('error', end);
+  }
+
+  private wake(): void {
+    if (this.waiter && (this.buffered >= this.waiter.wanted || this.ended)) {
+      const { resolve } = this.waiter;
+      this.waiter = undefined;
+      resolve();
+    }
+  }
+
+  /** Exactly `n` bytes if they are already buffered, else undefined (no waiting). */
+  take(n: number): Buffer | undefined {
+    if (this.buffered < n) return undefined;
+    if (n === 0) return Buffer.alloc(0);
+    let result: Buffer;
+    const first = this.chunks[0]!;
+    if (first.length >= n) {
+      result = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      result = Buffer.allocUnsafe(n);
+      let filled = 0;
+      while (filled < n) {
+        const chunk = this.chunks[0]!;
+        const part = Math.min(chunk.length, n - filled);
+        chunk.copy(result, filled, 0, part);
+        filled += part;
+        if (part === chunk.length) this.chunks.shift();
+        else this.chunks[0] = chunk.subarray(part);
+      }
+    }
+    this.buffered -= n;
+    if (this.buffered <= this.highWater && this.socket.isPaused()) this.socket.resume();
+    return result;
+  }
+
+  /** Exactly `n` bytes; rejects with ConnectionClosed if the peer goes away first. */
+  async read(n: number): Promise<Buffer> {
+    for (;;) {
+      const result = this.take(n);
+      if (result) return result;
+      if (this.ended) throw new ConnectionClosed(n, this.buffered);
+      if (this.socket.isPaused()) this.socket.resume();
+      await new Promise<void>((resolve) => (this.waiter = { wanted: n, resolve }));
+    }
+  }
+
+  /** Discards `n` bytes without holding them all in memory. */
+  async skip(n: number): Promise<void> {
+    let left = n;
+    while (left > 0) {
+      const part = Math.min(left, this.highWater);
+      await this.read(part);
+      left -= part;
+    }
+  }
+}

@@ -1,0 +1,267 @@
+// The transmission phase of one NBD connection: requests are read in order, run concurrently
+// against the backend, and each reply is sent as soon as its request completes.
+import type { Socket } from 'node:net';
+import { BlockError, type Extent } from '../block/backend.js';
+import type { ByteQueue } from './byte-queue.js';
+import { BASE_ALLOCATION_CONTEXT_ID, blockSizeLimits, type Negotiated } from './handshake.js';
+import { nbdErrno } from './errno.js';
+import * as P from './protocol.js';
+
+const REQUEST_HEADER_BYTES = 28;
+/** Requests in flight per connection before we stop reading more. */
+const MAX_IN_FLIGHT = 64;
+/** Unsent reply bytes per connection before we stop reading more requests. */
+const MAX_PENDING_REPLY_BYTES = 64 * 1024 * 1024;
+
+export class ProtocolViolation extends Error {}
+
+interface Request {
+  readonly flags: number;
+  readonly type: number;
+  readonly cookie: Buffer;
+  readonly offset: number;
+  readonly length: number;
+}
+
+export class Transmission {
+  private inFlight = 0;
+  private readonly idle: Array<() => void> = [];
+  private readonly maximum: number;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly queue: ByteQueue,
+    private readonly session: Negotiated,
+    private readonly log: (line: string) => void,
+  ) {
+    this.maximum = blockSizeLimits(session.backend).maximum;
+  }
+
+  /** Serves requests until NBD_CMD_DISC or the connection ends. */
+  async run(): Promise<void> {
+    for (;;) {
+      await this.waitForRoom();
+      const header = this.queue.take(REQUEST_HEADER_BYTES) ?? (await this.queue.read(REQUEST_HEADER_BYTES));
+      if (header.readUInt32BE(0) !== P.REQUEST_MAGIC) throw new ProtocolViolation('bad request magic');
+      const request: Request = {
+        flags: header.readUInt16BE(4),
+        type: header.readUInt16BE(6),
+        cookie: Buffer.from(header.subarray(8, 16)),
+        offset: Number(header.readBigUInt64BE(16)),
+        length: header.readUInt32BE(24),
+      };
+      if (request.type === P.CMD_DISC) {
+        await this.drain();
+        return;
+      }
+      let payload: Buffer | undefined;
+      if (request.type === P.CMD_WRITE) {
+        if (request.length > this.maximum) {
+          // Keep the connection in step: swallow the payload, then refuse.
+          await this.queue.skip(request.length);
+          this.replyError(request, P.NBD_EINVAL, `write of ${request.length} bytes exceeds the maximum ${this.maximum}`);
+          continue;
+        }
+        payload = this.queue.take(request.length) ?? (await this.queue.read(request.length));
+      }
+      this.inFlight++;
+      void this.serve(request, payload).finally(() => {
+        this.inFlight--;
+        for (const wake of this.idle.splice(0)) wake();
+      });
+    }
+  }
+
+  private async waitForRoom(): Promise<void> {
+    while (this.inFlight >= MAX_IN_FLIGHT || this.socket.writableLength > MAX_PENDING_REPLY_BYTES) {
+      if (this.socket.destroyed) return;
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          this.socket.off('drain', done);
+          this.socket.off('close', done);
+          resolve();
+        };
+        if (this.inFlight >= MAX_IN_FLIGHT) this.idle.push(done);
+        this.socket.once('drain', done);
+        this.socket.once('close', done);
+      });
+    }
+  }
+
+  /** Waits until every request in flight has been answered. */
+  async drain(): Promise<void> {
+    while (this.inFlight > 0) await new Promise<void>((resolve) => this.idle.push(resolve));
+  }
+
+  private async serve(request: Request, payload: Buffer | undefined): Promise<void> {
+    const problem = this.check(request, payload);
+    if (problem) {
+      this.replyError(request, problem.errno, problem.message);
+      return;
+    }
+    const { backend } = this.session;
+    const fua = (request.flags & P.CMD_FLAG_FUA) !== 0;
+    try {
+      switch (request.type) {
+        case P.CMD_READ:
+          this.replyRead(request, await backend.read(request.offset, request.length));
+          return;
+        case P.CMD_WRITE:
+          await backend.write(request.offset, payload!, { fua });
+          break;
+        case P.CMD_FLUSH:
+          await backend.flush();
+          break;
+        case P.CMD_TRIM:
+          await backend.trim(request.offset, request.length, { fua });
+          break;
+        case P.CMD_WRITE_ZEROES:
+          await backend.writeZeroes(request.offset, request.length, { fua });
+          break;
+        case P.CMD_BLOCK_STATUS:
+          this.replyBlockStatus(request, await this.extents(request));
+          return;
+      }
+      this.replyDone(request);
+    } catch (error) {
+      const errno = nbdErrno(error);
+      if (!(error instanceof BlockError) || errno === P.NBD_EIO) {
+        this.log(`${this.session.exportName}: request type ${request.type} at ${request.offset}+${request.length} failed: ${(error as Error).message}`);
+      }
+      this.replyError(request, errno, error instanceof BlockError ? error.message : 'I/O error');
+    }
+  }
+
+  /** A reason to refuse the request before it reaches the backend. */
+  private check(request: Request, payload: Buffer | undefined): { errno: number; message: string } | undefined {
+    const { backend } = this.session;
+    const writes = request.type === P.CMD_WRITE || request.type === P.CMD_TRIM || request.type === P.CMD_WRITE_ZEROES;
+    switch (request.type) {
+      case P.CMD_READ:
+      case P.CMD_WRITE:
+      case P.CMD_TRIM:
+      case P.CMD_WRITE_ZEROES:
+      case P.CMD_BLOCK_STATUS:
+      case P.CMD_FLUSH:
+        break;
+      default:
+        return { errno: P.NBD_EINVAL, message: `unsupported command ${request.type}` };
+    }
+    if (writes) {
+      const allowed =
+        backend.capabilities.write &&
+        (request.type !== P.CMD_TRIM || backend.capabilities.trim) &&
+        (request.type !== P.CMD_WRITE_ZEROES || backend.capabilities.writeZeroes);
+      if (!backend.capabilities.write) return { errno: P.NBD_EPERM, message: 'export is read-only' };
+      if (!allowed) return { errno: P.NBD_EINVAL, message: `command ${request.type} not supported by this export` };
+    }
+    if (request.type === P.CMD_FLUSH) return undefined;
+    if (request.type === P.CMD_READ && request.length > this.maximum) {
+      return { errno: P.NBD_EINVAL, message: `read of ${request.length} bytes exceeds the maximum ${this.maximum}` };
+    }
+    if (request.type === P.CMD_BLOCK_STATUS && !this.session.baseAllocation) {
+      return { errno: P.NBD_EINVAL, message: 'no meta context negotiated' };
+    }
+    if (request.offset + request.length > backend.size || (request.type === P.CMD_BLOCK_STATUS && request.length === 0)) {
+      return { errno: writes ? P.NBD_ENOSPC : P.NBD_EINVAL, message: `range ${request.offset}+${request.length} is beyond the end of the export (${backend.size})` };
+    }
+    if (payload && payload.length !== request.length) return { errno: P.NBD_EINVAL, message: 'short payload' };
+    return undefined;
+  }
+
+  private async extents(request: Request): Promise<Extent[]> {
+    const { backend } = this.session;
+    if (!backend.capabilities.extents) return [{ offset: request.offset, length: request.length, hole: false, zero: false }];
+    return backend.blockStatus(request.offset, request.length);
+  }
+
+  private send(buffers: Buffer[]): void {
+    if (this.socket.destroyed) return;
+    this.socket.cork();
+    for (const buffer of buffers) this.socket.write(buffer);
+    this.socket.uncork();
+  }
+
+  private simpleHeader(request: Request, errno: number): Buffer {
+    const header = Buffer.allocUnsafe(16);
+    header.writeUInt32BE(P.SIMPLE_REPLY_MAGIC, 0);
+    header.writeUInt32BE(errno, 4);
+    request.cookie.copy(header, 8);
+    return header;
+  }
+
+  private chunkHeader(request: Request, flags: number, type: number, length: number): Buffer {
+    const header = Buffer.allocUnsafe(20);
+    header.writeUInt32BE(P.STRUCTURED_REPLY_MAGIC, 0);
+    header.writeUInt16BE(flags, 4);
+    header.writeUInt16BE(type, 6);
+    request.cookie.copy(header, 8);
+    header.writeUInt32BE(length, 16);
+    return header;
+  }
+
+  private replyDone(request: Request): void {
+    if (this.session.structuredReplies && request.type === P.CMD_READ) {
+      this.send([this.chunkHeader(request, P.REPLY_FLAG_DONE, P.REPLY_TYPE_NONE, 0)]);
+    } else {
+      this.send([this.simpleHeader(request, 0)]);
+    }
+  }
+
+  private replyRead(request: Request, data: Buffer): void {
+    if (!this.session.structuredReplies) {
+      this.send([this.simpleHeader(request, 0), data]);
+      return;
+    }
+    if (data.length === 0) {
+      this.replyDone(request);
+      return;
+    }
+    const header = Buffer.allocUnsafe(28);
+    header.writeUInt32BE(P.STRUCTURED_REPLY_MAGIC, 0);
+    header.writeUInt16BE(P.REPLY_FLAG_DONE, 4);
+    header.writeUInt16BE(P.REPLY_TYPE_OFFSET_DATA, 6);
+    request.cookie.copy(header, 8);
+    header.writeUInt32BE(8 + data.length, 16);
+    header.writeBigUInt64BE(BigInt(request.offset), 20);
+    this.send([header, data]);
+  }
+
+  private replyBlockStatus(request: Request, extents: Extent[]): void {
+    const end = request.offset + request.length;
+    const descriptors: Array<[number, number]> = [];
+    let at = request.offset;
+    for (const extent of extents) {
+      const from = Math.max(at, extent.offset);
+      const to = Math.min(end, extent.offset + extent.length);
+      if (from !== at || to <= from) break; // must be contiguous from the request's offset
+      descriptors.push([to - from, (extent.hole ? P.STATE_HOLE : 0) | (extent.zero ? P.STATE_ZERO : 0)]);
+      at = to;
+      if (at >= end || request.flags & P.CMD_FLAG_REQ_ONE) break;
+    }
+    if (descriptors.length === 0) {
+      this.replyError(request, P.NBD_EIO, 'backend returned no extent for the range');
+      return;
+    }
+    const payload = Buffer.allocUnsafe(4 + descriptors.length * 8);
+    payload.writeUInt32BE(BASE_ALLOCATION_CONTEXT_ID, 0);
+    descriptors.forEach(([length, flags], i) => {
+      payload.writeUInt32BE(length, 4 + i * 8);
+      payload.writeUInt32BE(flags, 8 + i * 8);
+    });
+    this.send([this.chunkHeader(request, P.REPLY_FLAG_DONE, P.REPLY_TYPE_BLOCK_STATUS, payload.length), payload]);
+  }
+
+  private replyError(request: Request, errno: number, message: string): void {
+    if (!this.session.structuredReplies) {
+      this.send([this.simpleHeader(request, errno)]);
+      return;
+    }
+    const text = Buffer.from(message.slice(0, 200), 'utf8');
+    const payload = Buffer.allocUnsafe(6 + text.length);
+    payload.writeUInt32BE(errno, 0);
+    payload.writeUInt16BE(text.length, 4);
+    text.copy(payload, 6);
+    this.send([this.chunkHeader(request, P.REPLY_FLAG_DONE, P.REPLY_TYPE_ERROR, payload.length), payload]);
+  }
+}
