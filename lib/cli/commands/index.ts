@@ -1,4 +1,9 @@
 // Every top-level CLI command module, in help order. Each module owns one command group.
 import type { CommandModule } from 'yargs';
+import { imageCommand } from './image.js';
+import { repoCommand } from './repo.js';
 
-export const commands: CommandModule<any, any>[] = [];
+export const commands: CommandModule<any, any>[] = [
+  imageCommand,
+  repoCommand,
+];

@@ -1,0 +1,168 @@
+// `lazyboot image import|ls|info|export`: manage images in a repository directory.
+import type { Argv, CommandModule } from 'yargs';
+import { open } from 'node:fs/promises';
+import { Repository } from '../../repo/repository.js';
+import { openImageSource } from '../../repo/image-source.js';
+import { parseBlockSize, DEFAULT_BLOCK_SIZE } from '../../repo/block-size.js';
+import { validateImageName, formatImageRef } from '../../repo/image-name.js';
+import { LazybootError } from '../../errors.js';
+import { RepositoryCorrupt } from '../../repo/errors.js';
+import { ProgressBar } from '../progress-bar.js';
+import { humanSize } from '../human-size.js';
+
+interface RepoArgs {
+  repo: string;
+}
+
+const repoOption = {
+  type: 'string',
+  describe: 'repository directory',
+  default: Repository.defaultDir(),
+  defaultDescription: '$XDG_DATA_HOME/lazyboot/repo',
+} as const;
+
+async function withRepository<T>(dir: string, work: (repo: Repository) => Promise<T>): Promise<T> {
+  const repo = await Repository.open(dir);
+  try {
+    return await work(repo);
+  } finally {
+    await repo.close();
+  }
+}
+
+const importCommand: CommandModule<RepoArgs, RepoArgs & { file: string; name: string; 'block-size': string; format?: string }> = {
+  command: 'import <file> <name>',
+  describe: 'import a disk image file (raw, qcow2, or any format qemu-img reads) as the next version of NAME',
+  builder: (y) =>
+    y
+      .positional('file', { type: 'string', demandOption: true, describe: 'image file' })
+      .positional('name', { type: 'string', demandOption: true, describe: 'image name' })
+      .option('block-size', { type: 'string', default: '64K', describe: 'block size, a power of two from 4K to 4M' })
+      .option('format', { type: 'string', describe: 'image format (default: probed by qemu-img)' }) as Argv<any>,
+  handler: async (args) => {
+    validateImageName(args.name);
+    const blockSize = parseBlockSize(args['block-size'] ?? DEFAULT_BLOCK_SIZE);
+    await withRepository(args.repo, async (repo) => {
+      const source = await openImageSource(args.file, args.format);
+      const progress = new ProgressBar(`importing ${args.name}`, source.size);
+      let result;
+      try {
+        result = await repo.importImage(args.name, source.stream, { size: source.size, blockSize, onProgress: (n) => progress.update(n) });
+        await source.finish();
+      } catch (error) {
+        source.cancel();
+        await source.finish().catch((helperError: unknown) => {
+          throw helperError instanceof LazybootError ? helperError : error;
+        });
+        throw error;
+      } finally {
+        progress.done();
+      }
+      const blocks = result.manifest.blockCount;
+      process.stdout.write(
+        `${result.ref}: ${humanSize(result.manifest.size)} in ${blocks} blocks of ${humanSize(blockSize)}; ` +
+          `${result.newBlocks} new (${humanSize(result.bytesStored)} stored, ${result.bytesStored} bytes), ` +
+          `${result.presentBlocks} already present, ${result.zeroBlocks} zero\n`,
+      );
+    });
+  },
+};
+
+const lsCommand: CommandModule<RepoArgs, RepoArgs> = {
+  command: 'ls',
+  describe: 'list the images and versions in the repository',
+  handler: async (args) => {
+    await withRepository(args.repo, async (repo) => {
+      const images = await repo.list();
+      if (images.length === 0) {
+        process.stdout.write(`no images in ${repo.dir}\n`);
+        return;
+      }
+      const rows = [['IMAGE', 'SIZE', 'BLOCK SIZE', 'CREATED']];
+      for (const image of images) {
+        const manifest = await repo.resolve(formatImageRef(image.name, image.version));
+        rows.push([formatImageRef(image.name, image.version), humanSize(image.size), humanSize(image.blockSize), manifest.created]);
+      }
+      const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
+      for (const row of rows) process.stdout.write(row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd() + '\n');
+    });
+  },
+};
+
+const infoCommand: CommandModule<RepoArgs, RepoArgs & { image: string; verify: boolean }> = {
+  command: 'info <image>',
+  describe: 'show an image version (NAME or NAME@N) and check that all its blocks are stored',
+  builder: (y) =>
+    y
+      .positional('image', { type: 'string', demandOption: true })
+      .option('verify', { type: 'boolean', default: false, describe: 'also read and hash every block' }) as Argv<any>,
+  handler: async (args) => {
+    await withRepository(args.repo, async (repo) => {
+      const manifest = await repo.resolve(args.image);
+      const check = await repo.checkImage(manifest, { verify: args.verify });
+      const lines = [
+        ['image', formatImageRef(manifest.name, manifest.version)],
+        ['size', `${manifest.size} bytes (${humanSize(manifest.size)})`],
+        ['block size', humanSize(manifest.blockSize)],
+        ['blocks', `${check.blocks} (${check.zeroBlocks} zero, ${check.uniqueBlocks} distinct stored)`],
+        ['created', manifest.created],
+        ...(manifest.parent ? [['parent', manifest.parent]] : []),
+        ['check', check.problems.length === 0 ? (args.verify ? 'all blocks present and verified' : 'all blocks present') : `${check.problems.length} problem(s)`],
+      ];
+      for (const [key, value] of lines) process.stdout.write(`${`${key}:`.padEnd(12)}${value}\n`);
+      for (const problem of check.problems) process.stdout.write(`  ${problem}\n`);
+      if (check.problems.length > 0) {
+        throw new RepositoryCorrupt(repo.dir, `is damaged: ${check.problems[0]}`);
+      }
+    });
+  },
+};
+
+const exportCommand: CommandModule<RepoArgs, RepoArgs & { image: string; file: string }> = {
+  command: 'export <image> <file>',
+  describe: 'write an image version (NAME or NAME@N) to a raw file, verifying every block',
+  builder: (y) => y.positional('image', { type: 'string', demandOption: true }).positional('file', { type: 'string', demandOption: true }) as Argv<any>,
+  handler: async (args) => {
+    await withRepository(args.repo, async (repo) => {
+      const manifest = await repo.resolve(args.image);
+      const backend = repo.imageBackend(manifest, { verify: true });
+      const progress = new ProgressBar(`exporting ${formatImageRef(manifest.name, manifest.version)}`, manifest.size);
+      const out = await open(args.file, 'w', 0o644);
+      try {
+        await out.truncate(manifest.size);
+        // Whole blocks per read, so every block is verified; zero runs stay sparse.
+        const chunk = Math.max(manifest.blockSize, 4 * 1024 * 1024 - ((4 * 1024 * 1024) % manifest.blockSize));
+        for (let offset = 0; offset < manifest.size; offset += chunk) {
+          const length = Math.min(chunk, manifest.size - offset);
+          for (const extent of await backend.blockStatus(offset, length)) {
+            if (extent.zero) continue;
+            const data = await backend.read(extent.offset, extent.length).catch((error: Error & { cause?: unknown }) => {
+              throw error.cause instanceof LazybootError ? error.cause : new RepositoryCorrupt(repo.dir, `cannot be read: ${error.message}`);
+            });
+            await out.write(data, 0, data.length, extent.offset);
+          }
+          progress.update(offset + length);
+        }
+        await out.sync();
+      } finally {
+        progress.done();
+        await out.close();
+      }
+      process.stdout.write(`${formatImageRef(manifest.name, manifest.version)} written to ${args.file} (${manifest.size} bytes)\n`);
+    });
+  },
+};
+
+export const imageCommand: CommandModule<any, any> = {
+  command: 'image <command>',
+  describe: 'manage disk images in the repository',
+  builder: (y: Argv) =>
+    y
+      .option('repo', repoOption)
+      .command(importCommand as CommandModule<any, any>)
+      .command(lsCommand as CommandModule<any, any>)
+      .command(infoCommand as CommandModule<any, any>)
+      .command(exportCommand as CommandModule<any, any>)
+      .demandCommand(1, 'Name an image command: import, ls, info or export.'),
+  handler: () => {},
+};
