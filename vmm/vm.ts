@@ -1,0 +1,263 @@
+// One transient VM: owns its QEMU process, QMP connection, guest channels, disk (e.g. the COR
+// device) and run directory, drives the lifecycle state machine from what it sees, and tears
+// everything down exactly once — on close(), on failure, on guest poweroff, on SIGINT/SIGTERM.
+import path from 'node:path';
+import { rm } from 'node:fs/promises';
+import { dir } from 'tmp-promise';
+import { registerCleanup } from '../lib/cleanup.js';
+import { chooseAccelerator, type AccelChoice, type AccelRequest } from './accel.js';
+import { BootTimeout, GuestDiskError, QemuExited } from './errors.js';
+import { EventStream } from './event-stream.js';
+import { readGuestEvents, type GuestEvent, type GuestEventsReader } from './guest-events-reader.js';
+import { launchQemu, type LaunchedQemu } from './launcher.js';
+import { VmLifecycle, type VmState, type VmTransition } from './lifecycle.js';
+import type { DiskSpec } from './qemu-args.js';
+import type { QmpEvent } from './qmp.js';
+import { connectGuestAgent, type GuestAgentLink } from './guest-agent-link.js';
+import { IllegalVmAction } from './errors.js';
+
+/** The VM's disk as the VMM sees it: how QEMU reaches it, and how to release it. */
+export interface VmDisk {
+  readonly spec: DiskSpec;
+  /** Closed (flushed and stopped) after QEMU has exited. */
+  close(): Promise<void>;
+}
+
+export interface StartVmOptions {
+  readonly disk: VmDisk;
+  readonly accel?: AccelRequest;
+  readonly memoryMiB?: number;
+  readonly cpus?: number;
+  readonly machine?: 'q35' | 'pc';
+  /** Show the serial console on our stdout too. */
+  readonly console?: boolean;
+  /** Where the serial console log goes (default: inside the VM's run dir, removed at the end). */
+  readonly serialLog?: string;
+  /** Wait for qemu-guest-agent to call the VM running (else the guest's boot-complete event does). */
+  readonly agent?: boolean;
+  /** Whole boot budget: starting → running. */
+  readonly timeoutMs?: number;
+  readonly binary?: string;
+  readonly extraArgs?: readonly string[];
+  /** How long QEMU gets to quit over QMP before it is killed. */
+  readonly quitGraceMs?: number;
+}
+
+export type VmEvent =
+  | { readonly type: 'accelerator'; readonly accel: string; readonly reason: string }
+  | { readonly type: 'qemu-up'; readonly pid: number | undefined; readonly atMs: number }
+  | { readonly type: 'state'; readonly from: VmState; readonly to: VmState; readonly atMs: number }
+  | { readonly type: 'guest-event'; readonly event: GuestEvent; readonly atMs: number }
+  | { readonly type: 'qmp-event'; readonly event: QmpEvent; readonly atMs: number }
+  | { readonly type: 'agent-up'; readonly atMs: number }
+  | { readonly type: 'torn-down'; readonly atMs: number };
+
+export interface ExecResult {
+  readonly exitCode: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export class TransientVm implements AsyncDisposable {
+  readonly lifecycle = new VmLifecycle();
+  readonly events = new EventStream<VmEvent>();
+  /** Resolves when the guest's own storage driver has the disk (or later states); rejects if the VM ends first. */
+  readonly storageReady: Promise<void>;
+  /** Resolves when the guest is up (agent answered, or boot-complete without an agent). */
+  readonly ready: Promise<void>;
+  /** Resolves once teardown is complete. */
+  readonly closed: Promise<void>;
+
+  #qemu: LaunchedQemu | undefined;
+  #agent: GuestAgentLink | undefined;
+  #guestEvents: GuestEventsReader | undefined;
+  #runDir: { path: string; cleanup(): Promise<void> } | undefined;
+  #accel: AccelChoice | undefined;
+  #closing: Promise<void> | undefined;
+  #markClosed!: () => void;
+  readonly #abort = new AbortController();
+  readonly #startedAt = Date.now();
+  readonly #unregisterCleanup: () => void;
+  #bootTimer: NodeJS.Timeout | undefined;
+
+  private constructor(readonly options: StartVmOptions) {
+    const endError = (state: VmState) => this.lifecycle.failure ?? new IllegalVmAction('wait for', state);
+    this.storageReady = this.lifecycle.waitFor(['storage-ready', 'running'], endError).then(() => undefined);
+    this.ready = this.lifecycle.waitFor(['running'], endError).then(() => undefined);
+    // Nobody may be listening: these rejections are reported through whoever awaits them.
+    this.storageReady.catch(() => {});
+    this.ready.catch(() => {});
+    this.closed = new Promise((resolve) => (this.#markClosed = resolve));
+    this.lifecycle.onTransition((transition) => this.#onTransition(transition));
+    this.#unregisterCleanup = registerCleanup({
+      release: () => this.close(),
+      releaseSync: () => this.#qemu?.process.kill('SIGKILL'),
+    });
+  }
+
+  /** Starts QEMU on `options.disk`; resolves once QEMU answers on QMP (the boot goes on). */
+  static async start(options: StartVmOptions): Promise<TransientVm> {
+    const vm = new TransientVm(options);
+    try {
+      await vm.#start();
+    } catch (error) {
+      vm.lifecycle.feed({ type: 'failure', error: error as Error });
+      await vm.close();
+      throw error;
+    }
+    return vm;
+  }
+
+  get state(): VmState {
+    return this.lifecycle.state;
+  }
+
+  get accelerator(): AccelChoice | undefined {
+    return this.#accel;
+  }
+
+  get pid(): number | undefined {
+    return this.#qemu?.process.pid;
+  }
+
+  get runDir(): string | undefined {
+    return this.#runDir?.path;
+  }
+
+  get serialLog(): string {
+    return this.options.serialLog ?? path.join(this.#runDir?.path ?? '.', 'console.log');
+  }
+
+  /** Milliseconds since start. */
+  elapsedMs(): number {
+    return Date.now() - this.#startedAt;
+  }
+
+  /** Runs a program in the guest through qemu-guest-agent (guest-exec); the VM must be running. */
+  async exec(program: string, args: readonly string[] = [], options: { timeoutMs?: number } = {}): Promise<ExecResult> {
+    this.lifecycle.assertAllowed('exec');
+    if (!this.#agent) throw new IllegalVmAction('exec in (no guest agent)', this.state);
+    return this.#agent.exec(program, args, options);
+  }
+
+  /** Tears everything down (idempotent): quit QEMU (kill after a grace period), close channels and disk, remove the run dir. */
+  close(): Promise<void> {
+    this.#closing ??= this.#teardown();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #start(): Promise<void> {
+    this.#accel = await chooseAccelerator(this.options.accel ?? 'auto', { binary: this.options.binary });
+    this.events.emit({ type: 'accelerator', accel: this.#accel.accel, reason: this.#accel.reason });
+    this.#runDir = await dir({ unsafeCleanup: true, prefix: 'lazyboot-vm-' });
+    const agentSocket = path.join(this.#runDir.path, 'agent.sock');
+    const eventsSocket = path.join(this.#runDir.path, 'events.sock');
+    if (this.options.timeoutMs) {
+      this.#bootTimer = setTimeout(() => this.#fail(new BootTimeout('running', this.options.timeoutMs!)), this.options.timeoutMs);
+    }
+    this.#qemu = await launchQemu({
+      runDir: this.#runDir.path,
+      binary: this.options.binary,
+      accel: this.#accel.accel,
+      machine: this.options.machine ?? 'q35',
+      memoryMiB: this.options.memoryMiB ?? 512,
+      cpus: this.options.cpus ?? 1,
+      serialLog: this.serialLog,
+      consoleToStdout: this.options.console,
+      disk: this.options.disk.spec,
+      guestChannels: { agentSocket, eventsSocket },
+      noReboot: true,
+      extraArgs: this.options.extraArgs,
+    });
+    const { process, qmp } = this.#qemu;
+    void process.exited.then((exit) => {
+      if (!this.lifecycle.isFinal && this.state !== 'stopping') {
+        this.lifecycle.feed({ type: 'failure', error: new QemuExited(exit.exitCode, exit.signal, process.stderrTail()) });
+      }
+      this.lifecycle.feed({ type: 'qemu-exited' });
+    });
+    qmp.onEvent((event) => this.#onQmpEvent(event));
+    this.#guestEvents = readGuestEvents(eventsSocket, (event) => this.#onGuestEvent(event), this.#abort.signal);
+    this.lifecycle.feed({ type: 'qemu-up' });
+    this.events.emit({ type: 'qemu-up', pid: process.pid, atMs: this.elapsedMs() });
+    if (this.options.agent) void this.#connectAgent(agentSocket);
+  }
+
+  async #connectAgent(socketPath: string): Promise<void> {
+    try {
+      const agent = await connectGuestAgent(socketPath, { signal: this.#abort.signal, timeoutMs: this.options.timeoutMs ?? 300_000 });
+      if (this.#abort.signal.aborted) return void (await agent.close());
+      this.#agent = agent;
+      this.events.emit({ type: 'agent-up', atMs: this.elapsedMs() });
+      this.lifecycle.feed({ type: 'guest-up' });
+    } catch (error) {
+      if (!this.#abort.signal.aborted) this.#fail(error as Error);
+    }
+  }
+
+  #onQmpEvent(event: QmpEvent): void {
+    this.events.emit({ type: 'qmp-event', event, atMs: this.elapsedMs() });
+    switch (event.event) {
+      case 'SHUTDOWN':
+        // A signal from someone else ends the VM without the guest's or our consent: a failure.
+        if (event.data.reason === 'host-signal' && this.state !== 'stopping') {
+          this.#fail(new QemuExited(undefined, 'a signal', 'terminated by a signal from outside lazyboot'));
+        } else {
+          this.lifecycle.feed({ type: 'stop' });
+        }
+        break;
+      case 'BLOCK_IO_ERROR':
+        this.#fail(new GuestDiskError(String(event.data.operation), String(event.data.reason ?? 'I/O error')));
+        break;
+      case 'GUEST_PANICKED':
+        this.#fail(new QemuExited(undefined, undefined, 'the guest kernel panicked'));
+        break;
+    }
+  }
+
+  #onGuestEvent(event: GuestEvent): void {
+    this.events.emit({ type: 'guest-event', event, atMs: this.elapsedMs() });
+    if (event.event === 'storage-ready') this.lifecycle.feed({ type: 'storage-ready' });
+    else if (event.event === 'boot-complete' && !this.options.agent) this.lifecycle.feed({ type: 'guest-up' });
+    else if (event.event === 'boot-failed') this.#fail(new QemuExited(undefined, undefined, `the guest reported boot-failed: ${String(event.reason ?? '')}`));
+  }
+
+  #fail(error: Error): void {
+    if (this.lifecycle.isFinal) return;
+    this.lifecycle.feed({ type: 'failure', error });
+  }
+
+  #onTransition(transition: VmTransition): void {
+    this.events.emit({ type: 'state', from: transition.from, to: transition.to, atMs: transition.atMs });
+    if (transition.to === 'running' && this.#bootTimer) clearTimeout(this.#bootTimer);
+    // Always tear down: a failed VM, or one whose guest powered off, releases everything at once.
+    if (transition.to === 'failed' || transition.to === 'stopped') void this.close();
+  }
+
+  async #teardown(): Promise<void> {
+    clearTimeout(this.#bootTimer);
+    this.lifecycle.feed({ type: 'stop' });
+    this.#abort.abort();
+    const qemu = this.#qemu;
+    try {
+      if (qemu) {
+        await qemu.process.stop(qemu.qmp, this.options.quitGraceMs ?? 3000);
+        await qemu.qmp.close();
+      }
+      await this.#agent?.close().catch(() => {});
+      this.#guestEvents?.close();
+      await this.options.disk.close();
+    } finally {
+      this.lifecycle.feed({ type: 'qemu-exited' });
+      if (this.#runDir) await rm(this.#runDir.path, { recursive: true, force: true });
+      this.#unregisterCleanup();
+      this.events.emit({ type: 'torn-down', atMs: this.elapsedMs() });
+      this.events.end();
+      this.#markClosed();
+    }
+  }
+}
