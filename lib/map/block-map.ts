@@ -184,8 +184,12 @@ export class BlockMap {
     }
   }
 
+  /** Always syncs the data (a FLUSH needs that even when no bit changed); writes a slot if bits changed. */
   private async writeSlot(): Promise<void> {
-    if (!this.changedSinceCommit && this.generation > 0n) return;
+    if (!this.changedSinceCommit && this.generation > 0n) {
+      await this.syncData();
+      return;
+    }
     // Snapshot first: bits set after this point wait for the next commit (rule 1).
     this.changedSinceCommit = false;
     const generation = this.generation + 1n;

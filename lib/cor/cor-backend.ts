@@ -1,0 +1,269 @@
+// Copy-on-read layer: a BlockBackend over (local raw disk + block map + verified upstream).
+// Read: present blocks come from the local disk; absent ones are fetched (adjacent absent blocks
+// in one request, several requests in flight, one shared fetch per block), written locally, and
+// only then marked present. Write: W-intent first (durable), then the data, then R.
+// The durability rules are stated and enforced in lib/map/block-map.ts; this file keeps rule 2
+// (W before data) and rule 3 (FLUSH = commit).
+//
+// Locking rule: `busy` holds, per block, the promise of an operation that will make an absent
+// block present (a fetch or a whole-block guest write). Whoever wants to change an absent block
+// must first await its busy entry; claims are made synchronously after the last await, so two
+// claims on one block cannot interleave.
+import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
+import type { BlockMap } from '../map/block-map.js';
+import { DIGEST_BYTES, type Manifest } from '../repo/manifest-format.js';
+import { isAllZero } from '../fetch/verify.js';
+import { FetchSlots, type Priority } from './fetch-slots.js';
+import type { LocalDisk } from './local-disk.js';
+
+export interface CorBackendOptions {
+  /** Largest single fetch (default 4 MiB): adjacent absent blocks are coalesced up to this. */
+  readonly maxFetchBytes?: number;
+  /** Fetches in flight at once (default 8). */
+  readonly maxInFlight?: number;
+  /** Commit the map this often while reads mark blocks present (default 1000 ms). */
+  readonly commitIntervalMs?: number;
+  readonly log?: (line: string) => void;
+}
+
+export interface CorCounters {
+  fetchedBytes: number;
+  fetchedBlocks: number;
+  readRequests: number;
+  failedFetches: number;
+}
+
+const CAPABILITIES: BlockCapabilities = { write: true, flush: true, trim: true, writeZeroes: true, extents: false, multiConn: true };
+
+export class CorBackend implements BlockBackend {
+  readonly capabilities = CAPABILITIES;
+  readonly size: number;
+  readonly constraints;
+  readonly counters: CorCounters = { fetchedBytes: 0, fetchedBlocks: 0, readRequests: 0, failedFetches: 0 };
+  private readonly blockSize: number;
+  private readonly zeroBlocks: Uint8Array;
+  private readonly busy = new Map<number, Promise<void>>();
+  private readonly slots: FetchSlots;
+  private readonly maxRunBlocks: number;
+  private readonly commitTimer: NodeJS.Timeout;
+  private guestRequests = 0;
+  private idleWaiters: Array<() => void> = [];
+  private closed = false;
+
+  constructor(
+    readonly manifest: Manifest,
+    private readonly local: LocalDisk,
+    readonly map: BlockMap,
+    private readonly upstream: BlockBackend,
+    private readonly options: CorBackendOptions = {},
+  ) {
+    this.size = manifest.size;
+    this.blockSize = manifest.blockSize;
+    this.constraints = { minimum: 1, preferred: Math.min(this.blockSize, 65536), maximum: 32 * 1024 * 1024 };
+    this.zeroBlocks = new Uint8Array(manifest.blockCount);
+    for (let i = 0; i < manifest.blockCount; i++) {
+      this.zeroBlocks[i] = manifest.digests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES).every((b) => b === 0) ? 1 : 0;
+    }
+    this.slots = new FetchSlots(options.maxInFlight ?? 8);
+    this.maxRunBlocks = Math.max(1, Math.floor((options.maxFetchBytes ?? 4 * 1024 * 1024) / this.blockSize));
+    this.commitTimer = setInterval(() => {
+      if (this.map.hasUncommittedChanges && !this.closed) this.map.commit().catch((error) => this.log(`map commit failed: ${(error as Error).message}`));
+    }, options.commitIntervalMs ?? 1000);
+    this.commitTimer.unref();
+  }
+
+  // ---- guest-facing BlockBackend ----
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    return this.asGuest(async () => {
+      this.counters.readRequests++;
+      this.checkRange(offset, length);
+      if (length === 0) return Buffer.alloc(0);
+      const [first, last] = this.blockRange(offset, length);
+      await this.ensurePresent(first, last, 'guest');
+      return this.local.read(offset, length);
+    });
+  }
+
+  async write(offset: number, data: Buffer, options?: WriteOptions): Promise<void> {
+    await this.asGuest(() => this.modify(offset, data.length, () => this.local.write(offset, data), options));
+  }
+
+  async writeZeroes(offset: number, length: number, options?: WriteOptions): Promise<void> {
+    await this.asGuest(() => this.modify(offset, length, () => this.local.writeZeroes(offset, length), options));
+  }
+
+  /** Whole blocks are zeroed (no fetch); partial head/tail are left alone, as TRIM allows. */
+  async trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
+    const start = Math.ceil(offset / this.blockSize) * this.blockSize;
+    const end = offset + length >= this.size ? this.size : Math.floor((offset + length) / this.blockSize) * this.blockSize;
+    if (end > start) await this.writeZeroes(start, end - start, options);
+  }
+
+  /** Rule 3: acknowledged only once data and map are durable. */
+  async flush(): Promise<void> {
+    await this.map.commit();
+  }
+
+  async blockStatus(offset: number, length: number): Promise<Extent[]> {
+    return [{ offset, length: Math.min(length, this.size - offset), hole: false, zero: false }];
+  }
+
+  // ---- for fill and the device ----
+
+  /** Fetches every absent block in [first, last] (inclusive), sharing fetches already running. */
+  async ensurePresent(first: number, last: number, priority: Priority): Promise<void> {
+    const waits: Promise<void>[] = [];
+    let i = first;
+    while (i <= last) {
+      if (this.map.isPresent(i)) { i++; continue; }
+      const pending = this.busy.get(i);
+      if (pending) { waits.push(pending); i++; continue; }
+      const runStart = i;
+      while (i <= last && i - runStart < this.maxRunBlocks && !this.map.isPresent(i) && !this.busy.has(i)) i++;
+      waits.push(this.startFetch(runStart, i - runStart, priority));
+    }
+    // A busy entry may have been a guest write or a failed fetch: check again until all present.
+    const results = await Promise.allSettled(waits);
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failure) throw failure.reason;
+    for (let b = first; b <= last; b++) if (!this.map.isPresent(b)) return this.ensurePresent(b, last, priority);
+  }
+
+  /** Guest requests running now; fill waits for zero. */
+  get activeGuestRequests(): number {
+    return this.guestRequests + this.slots.guestWaiting;
+  }
+
+  /** Resolves when no guest request is running. */
+  whenGuestIdle(): Promise<void> {
+    if (this.activeGuestRequests === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.commitTimer);
+    await Promise.allSettled([...new Set(this.busy.values())]);
+    await this.map.close();
+    await this.local.close();
+  }
+
+  // ---- internals ----
+
+  private async modify(offset: number, length: number, apply: () => Promise<void>, options?: WriteOptions): Promise<void> {
+    this.checkRange(offset, length);
+    if (length === 0) return;
+    const [first, last] = this.blockRange(offset, length);
+    // Partially covered absent blocks need their old content first (head / tail).
+    const partial = [first, last].filter((b, i, all) => all.indexOf(b) === i && !this.coversBlock(offset, length, b));
+    for (const block of partial) await this.ensurePresent(block, block, 'guest');
+    // Wait out fetches on the blocks we overwrite, then claim the absent ones synchronously.
+    for (;;) {
+      const pending = this.firstBusy(first, last);
+      if (!pending) break;
+      await pending.catch(() => undefined);
+    }
+    const claimed: number[] = [];
+    for (let b = first; b <= last; b++) if (!this.map.isPresent(b)) claimed.push(b);
+    let done!: () => void;
+    const writing = new Promise<void>((resolve) => { done = resolve; });
+    for (const b of claimed) this.busy.set(b, writing);
+    try {
+      // Rule 2: the W-intent is durable before the data write is issued.
+      if (this.map.markModified(first, last - first + 1)) await this.map.commit();
+      await apply();
+      for (const b of claimed) this.map.markPresent(b, 1);
+    } finally {
+      for (const b of claimed) if (this.busy.get(b) === writing) this.busy.delete(b);
+      done();
+    }
+    if (options?.fua) await this.map.commit();
+  }
+
+  private startFetch(start: number, count: number, priority: Priority): Promise<void> {
+    const fetching = this.fetchRun(start, count, priority);
+    for (let b = start; b < start + count; b++) this.busy.set(b, fetching);
+    const clear = () => { for (let b = start; b < start + count; b++) if (this.busy.get(b) === fetching) this.busy.delete(b); };
+    fetching.then(clear, clear);
+    return fetching;
+  }
+
+  private async fetchRun(start: number, count: number, priority: Priority): Promise<void> {
+    const release = await this.slots.acquire(priority);
+    try {
+      let b = start;
+      while (b < start + count) {
+        const zero = this.zeroBlocks[b] === 1;
+        const segmentStart = b;
+        while (b < start + count && (this.zeroBlocks[b] === 1) === zero) b++;
+        const offset = segmentStart * this.blockSize;
+        const length = Math.min(b * this.blockSize, this.size) - offset;
+        if (zero) {
+          // Zero blocks are never fetched; a hole already reads as zeros, so keep the file sparse.
+          const current = await this.local.read(offset, length);
+          if (!isAllZero(current)) await this.local.writeZeroes(offset, length);
+        } else {
+          let data: Buffer;
+          try {
+            data = await this.upstream.read(offset, length);
+          } catch (error) {
+            this.counters.failedFetches++;
+            throw error instanceof BlockError ? error : new BlockError('EIO', (error as Error).message, { cause: error });
+          }
+          await this.local.write(offset, data);
+          this.counters.fetchedBytes += length;
+          this.counters.fetchedBlocks += b - segmentStart;
+        }
+        // Rule 1: present in memory only after the local write returned; durable at the next commit.
+        this.map.markPresent(segmentStart, b - segmentStart);
+      }
+    } finally {
+      release();
+    }
+  }
+
+  private firstBusy(first: number, last: number): Promise<void> | undefined {
+    for (let b = first; b <= last; b++) {
+      const pending = this.busy.get(b);
+      if (pending) return pending;
+    }
+    return undefined;
+  }
+
+  private coversBlock(offset: number, length: number, block: number): boolean {
+    const start = block * this.blockSize;
+    const end = Math.min(start + this.blockSize, this.size);
+    return offset <= start && offset + length >= end;
+  }
+
+  private blockRange(offset: number, length: number): [number, number] {
+    return [Math.floor(offset / this.blockSize), Math.floor((offset + length - 1) / this.blockSize)];
+  }
+
+  private checkRange(offset: number, length: number): void {
+    if (offset < 0 || length < 0 || offset + length > this.size) {
+      throw new BlockError('EINVAL', `request ${offset}+${length} beyond the disk's ${this.size} bytes`);
+    }
+    if (this.closed) throw new BlockError('ESHUTDOWN', 'the copy-on-read device is closing');
+  }
+
+  private async asGuest<T>(body: () => Promise<T>): Promise<T> {
+    this.guestRequests++;
+    try {
+      return await body();
+    } finally {
+      this.guestRequests--;
+      if (this.activeGuestRequests === 0) {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const wake of waiters) wake();
+      }
+    }
+  }
+
+  private log(line: string): void {
+    this.options.log?.(line);
+  }
+}

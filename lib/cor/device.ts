@@ -1,0 +1,175 @@
+// The copy-on-read device: opens the repositories, the local disk and its map, and serves the
+// COR backend as a writable NBD export on a unix socket (for QEMU). Optionally fills in the
+// background. Emits 'fetch-error' (FetchErrorEvent) so a launcher learns a repository died.
+import { EventEmitter } from 'node:events';
+import { access, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve as resolvePath } from 'node:path';
+import { startNbdServer, type NbdServer } from '../nbd/server.js';
+import type { Manifest } from '../repo/manifest-format.js';
+import { BlockMap } from '../map/block-map.js';
+import { MapMismatch } from '../map/errors.js';
+import { openRepositories, type OpenedRepositories } from '../fetch/open-repositories.js';
+import type { FetchErrorEvent } from '../fetch/failover.js';
+import { LocalDisk } from './local-disk.js';
+import { CorBackend } from './cor-backend.js';
+import { Filler } from './fill.js';
+
+export type { FetchErrorEvent } from '../fetch/failover.js';
+
+export interface CorDeviceOptions {
+  image: string;            // 'name' or 'name@N'
+  disk: string;             // local raw file (created sparse if missing) or block device; map at `${disk}.map`
+  from: string[];           // repository URIs; empty → the default local repository directory
+  socketPath?: string;      // unix socket to serve on; default: a fresh temp path
+  exportName?: string;      // default 'disk'
+  fill?: boolean; fillRate?: number /* bytes/s, 0 = unlimited */;
+  log?: (line: string) => void;
+  /** Per-request repository timeout in ms (default 10 000). */
+  fetchTimeoutMs?: number;
+}
+
+export interface CorStats {
+  fetchedBytes: number; fetchedBlocks: number; presentBlocks: number;
+  modifiedBlocks: number; totalBlocks: number; readRequests: number; failedFetches: number;
+}
+
+export interface CorDevice extends EventEmitter {
+  readonly manifest: Manifest;
+  readonly socketPath: string;
+  readonly exportName: string;
+  /** nbd+unix:///disk?socket=... */
+  readonly uri: string;
+  /** Resolves when the background fill is done (undefined when fill is off). */
+  readonly filled: Promise<void> | undefined;
+  stats(): CorStats;
+  /** Stop serving, flush data + map durably, remove the socket. */
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** The local state of a disk: repositories + local disk + map + COR backend (no server). */
+export interface OpenedDisk {
+  readonly repositories: OpenedRepositories;
+  readonly backend: CorBackend;
+  close(): Promise<void>;
+}
+
+export function mapPathOf(disk: string): string {
+  return `${disk}.map`;
+}
+
+/** Opens (or creates) the disk and its map for `image`; refuses a map of another image. */
+export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' | 'from' | 'log' | 'fetchTimeoutMs'>, onFetchError?: (event: FetchErrorEvent) => void): Promise<OpenedDisk> {
+  const log = options.log ?? (() => {});
+  const repositories = await openRepositories(options.from, options.image, {
+    timeoutMs: options.fetchTimeoutMs,
+    onFetchError: (event) => {
+      if (event.final) log(`fetch failed: ${event.error.message}`);
+      else log(`repository ${event.uri} failed on blocks ${event.firstBlock}..${event.firstBlock + event.blockCount - 1}: ${event.error.message}`);
+      onFetchError?.(event);
+    },
+  });
+  let local: LocalDisk | undefined;
+  try {
+    const { manifest, manifestDigest } = repositories;
+    const imageRef = `${manifest.name}@${manifest.version}`;
+    const mapPath = mapPathOf(options.disk);
+    const mapExists = await access(mapPath).then(() => true, () => false);
+    local = await LocalDisk.openOrCreate(options.disk, manifest.size);
+    const disk = local;
+    const syncData = () => disk.flush();
+    let map: BlockMap;
+    if (mapExists) {
+      map = await BlockMap.open(mapPath, syncData, { image: imageRef, blockSize: manifest.blockSize, blockCount: manifest.blockCount });
+      if (map.header.manifestDigest !== manifestDigest) {
+        await map.close();
+        throw new MapMismatch(mapPath, 'manifest', manifestDigest.slice(0, 16), map.header.manifestDigest.slice(0, 16));
+      }
+      if (!/generation \d+$/.test(map.recovery)) log(`map ${mapPath}: recovered (${map.recovery})`);
+    } else {
+      if (!disk.created) log(`${options.disk} has no map: every block counts as absent and will be fetched`);
+      map = await BlockMap.create(mapPath, {
+        image: imageRef, manifestDigest, size: manifest.size, blockSize: manifest.blockSize,
+        blockCount: manifest.blockCount, targets: ['origin'],
+      }, syncData);
+    }
+    const backend = new CorBackend(manifest, disk, map, repositories.upstream, { log });
+    return {
+      repositories, backend,
+      async close() {
+        try {
+          await backend.close();
+        } finally {
+          await repositories.close();
+        }
+      },
+    };
+  } catch (error) {
+    await local?.close();
+    await repositories.close();
+    throw error;
+  }
+}
+
+export function statsOf(backend: CorBackend): CorStats {
+  const counts = backend.map.counts();
+  return {
+    ...backend.counters,
+    presentBlocks: counts.present,
+    modifiedBlocks: Math.max(0, ...counts.modified),
+    totalBlocks: counts.total,
+  };
+}
+
+export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevice> {
+  const emitter = new EventEmitter();
+  const log = options.log ?? (() => {});
+  const opened = await openDisk(options, (event) => { emitter.emit('fetch-error', event); });
+  const exportName = options.exportName ?? 'disk';
+  let tempDir: string | undefined;
+  let server: NbdServer | undefined;
+  try {
+    if (!options.socketPath) tempDir = await mkdtemp(join(tmpdir(), 'lazyboot-cor-'));
+    const socketPath = resolvePath(options.socketPath ?? join(tempDir!, 'disk.sock'));
+    const backend = opened.backend;
+    server = await startNbdServer({
+      socketPath,
+      log,
+      exports: {
+        async list() { return [{ name: exportName, description: `copy-on-read disk of ${backend.manifest.name}@${backend.manifest.version}` }]; },
+        async open(name) { return name === exportName ? backend : undefined; },
+      },
+    });
+    const filler = options.fill ? new Filler(backend, { rate: options.fillRate ?? 0, log }) : undefined;
+    const filled = filler?.run();
+    filled?.catch((error) => log(`fill stopped: ${(error as Error).message}`));
+    const liveServer = server;
+    let closing: Promise<void> | undefined;
+    const close = () => closing ??= (async () => {
+      try {
+        filler?.stop();
+        await filled?.catch(() => undefined);
+        await liveServer.close();
+      } finally {
+        await opened.close();
+        if (tempDir) await rm(tempDir, { recursive: true, force: true });
+      }
+    })();
+    return Object.assign(emitter, {
+      manifest: backend.manifest,
+      socketPath,
+      exportName,
+      uri: `nbd+unix:///${exportName}?socket=${socketPath}`,
+      filled,
+      stats: () => statsOf(backend),
+      close,
+      [Symbol.asyncDispose]: close,
+    });
+  } catch (error) {
+    await server?.close();
+    await opened.close();
+    if (tempDir) await rm(tempDir, { recursive: true, force: true });
+    throw error;
+  }
+}

@@ -1,0 +1,107 @@
+// A repository served by `lazyboot repo serve` over NBD: the manifest of REF is the export
+// `manifest:REF`, the image `name@N` is the export of that name. Connections are opened lazily
+// and reopened after a failure, so a restarted server is picked up again.
+import { BlockError, type BlockBackend, type BlockCapabilities, type Extent } from '../block/backend.js';
+import { NbdClient, NbdConnectError, formatNbdUri, parseNbdUri, type NbdTarget } from '../nbd/client.js';
+import type { Manifest } from '../repo/manifest-format.js';
+import { UnknownImage } from '../repo/errors.js';
+import type { RepositorySource } from './source.js';
+
+export const MANIFEST_EXPORT_PREFIX = 'manifest:';
+
+export class NbdSource implements RepositorySource {
+  private readonly target: NbdTarget;
+  private readonly readers = new Set<NbdImageReader>();
+
+  constructor(readonly uri: string, private readonly connectTimeoutMs = 5_000) {
+    this.target = parseNbdUri(uri);
+  }
+
+  async manifestBytes(ref: string): Promise<Buffer> {
+    let client: NbdClient;
+    try {
+      client = await NbdClient.connect({ ...this.target, exportName: MANIFEST_EXPORT_PREFIX + ref, connectTimeoutMs: this.connectTimeoutMs });
+    } catch (error) {
+      if (error instanceof NbdConnectError && /not present/.test(error.message)) throw new UnknownImage(ref, `${this.uri} has no such image`);
+      throw error;
+    }
+    try {
+      return await client.read(0, client.size);
+    } finally {
+      await client.close();
+    }
+  }
+
+  imageReader(manifest: Manifest): BlockBackend {
+    const reader = new NbdImageReader({ ...this.target, exportName: `${manifest.name}@${manifest.version}` }, manifest.size, this.connectTimeoutMs);
+    this.readers.add(reader);
+    return reader;
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.readers].map((reader) => reader.close()));
+  }
+}
+
+const READ_ONLY: BlockCapabilities = { write: false, flush: false, trim: false, writeZeroes: false, extents: false, multiConn: true };
+
+/** Reads an image export, (re)connecting on demand. */
+class NbdImageReader implements BlockBackend {
+  readonly capabilities = READ_ONLY;
+  readonly constraints = { minimum: 1, preferred: 65536, maximum: 32 * 1024 * 1024 };
+  private client: Promise<NbdClient> | undefined;
+  private closed = false;
+
+  constructor(private readonly target: NbdTarget & { exportName: string }, readonly size: number, private readonly connectTimeoutMs: number) {}
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    const client = await this.connection();
+    return client.read(offset, length);
+  }
+
+  /** Drops the connection (after a timeout): the next read reconnects. */
+  reset(reason: string): void {
+    const client = this.client;
+    this.client = undefined;
+    void client?.then((c) => c.destroy(reason), () => undefined);
+  }
+
+  private connection(): Promise<NbdClient> {
+    if (this.closed) return Promise.reject(new BlockError('ESHUTDOWN', 'repository reader is closed'));
+    const existing = this.client;
+    if (existing) {
+      return existing.then((client) => {
+        if (!client.isBroken) return client;
+        if (this.client === existing) this.client = undefined;
+        return this.connection();
+      });
+    }
+    const connecting = NbdClient.connect({ ...this.target, connectTimeoutMs: this.connectTimeoutMs }).then((client) => {
+      if (client.size < this.size) {
+        void client.close();
+        throw new BlockError('EIO', `${formatNbdUri(this.target)} is ${client.size} bytes, the manifest says ${this.size}`);
+      }
+      return client;
+    });
+    this.client = connecting;
+    connecting.catch(() => { if (this.client === connecting) this.client = undefined; });
+    return connecting;
+  }
+
+  async write(): Promise<void> { throw new BlockError('EPERM', 'repository images are read-only'); }
+  async flush(): Promise<void> {}
+  async trim(): Promise<void> { throw new BlockError('EPERM', 'repository images are read-only'); }
+  async writeZeroes(): Promise<void> { throw new BlockError('EPERM', 'repository images are read-only'); }
+  async blockStatus(offset: number, length: number): Promise<Extent[]> {
+    return [{ offset, length: Math.min(length, this.size - offset), hole: false, zero: false }];
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const client = this.client;
+    this.client = undefined;
+    if (client) await client.then((c) => c.close(), () => undefined);
+  }
+}
+
+export type { NbdImageReader };

@@ -1,0 +1,140 @@
+// Copy-on-read device through real NBD clients (qemu-img, qemu-io, nbdcopy): reads equal the
+// image, only read blocks become present, fill completes the disk, writes are kept and marked.
+import test from 'ava';
+import { withDir } from 'tmp-promise';
+import { execa } from 'execa';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { openCorDevice, mapPathOf } from '../lib/cor/device.js';
+import { BlockMap } from '../lib/map/block-map.js';
+import { MapMismatch } from '../lib/map/errors.js';
+import { UnknownImage } from '../lib/repo/errors.js';
+import { RepositoryUnreachable } from '../lib/fetch/errors.js';
+import { makeImage, nbdcopyTo, qemuImgDd, qemuIo } from './cor-fixtures.js';
+
+const BS = 65536;
+const noSync = async () => {};
+
+test('reading ranges fetches exactly those blocks, and the data equals the image', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 64 * BS + 12345 });
+  const disk = join(dir, 'disk.raw');
+  const device = await openCorDevice({ image: 'demo', disk, from: [image.repoDir] });
+  try {
+    t.is(device.stats().presentBlocks, 0);
+    // Blocks 3..5 and 40 through qemu-img dd (a real client).
+    await qemuImgDd(device.uri, join(dir, 'a.raw'), BS, 3, 3);
+    await qemuImgDd(device.uri, join(dir, 'b.raw'), BS, 40, 1);
+    t.true((await readFile(join(dir, 'a.raw'))).equals(image.content.subarray(3 * BS, 6 * BS)));
+    t.true((await readFile(join(dir, 'b.raw'))).equals(image.content.subarray(40 * BS, 41 * BS)));
+    // The short last block, through qemu-io with a pattern-free read.
+    await qemuIo(device.uri, [`read ${64 * BS} 12345`]);
+    const stats = device.stats();
+    t.is(stats.presentBlocks, 5);
+    t.is(stats.totalBlocks, 65);
+    t.is(stats.modifiedBlocks, 0);
+  } finally {
+    await device.close();
+  }
+  const map = await BlockMap.open(mapPathOf(disk), noSync);
+  const present = [];
+  for (let b = map.present.nextSet(0); b >= 0; b = map.present.nextSet(b + 1)) present.push(b);
+  t.deepEqual(present, [3, 4, 5, 40, 64]);
+  await map.close();
+}, { unsafeCleanup: true }));
+
+test('a full read equals the image, and after it the local raw file is the image (cmp)', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 100 * BS });
+  const disk = join(dir, 'disk.raw');
+  const device = await openCorDevice({ image: 'demo@1', disk, from: [image.repoDir] });
+  try {
+    await nbdcopyTo(device.uri, join(dir, 'copy.raw'));
+    t.is(device.stats().presentBlocks, 100);
+    // Zero blocks are never fetched: fetchedBlocks counts data blocks only.
+    const zeroBlocks = image.manifest.digests.length / 32 - device.stats().fetchedBlocks;
+    t.true(zeroBlocks >= 20, `zero blocks ${zeroBlocks}`);
+  } finally {
+    await device.close();
+  }
+  await execa('cmp', [join(dir, 'copy.raw'), image.rawPath]);
+  await execa('cmp', [disk, image.rawPath]);
+}, { unsafeCleanup: true }));
+
+test('fill makes the disk byte-identical to the image and the map all present', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 200 * BS + 4096 });
+  const disk = join(dir, 'disk.raw');
+  const device = await openCorDevice({ image: 'demo', disk, from: [image.repoDir], fill: true });
+  try {
+    await device.filled;
+    const stats = device.stats();
+    t.is(stats.presentBlocks, stats.totalBlocks);
+    t.is(stats.readRequests, 0);
+  } finally {
+    await device.close();
+  }
+  await execa('cmp', [disk, image.rawPath]);
+  const map = await BlockMap.open(mapPathOf(disk), noSync);
+  t.is(map.counts().present, 201);
+  await map.close();
+}, { unsafeCleanup: true }));
+
+test('writes read back, W is set exactly for written blocks, and fill keeps them', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 64 * BS });
+  const disk = join(dir, 'disk.raw');
+  {
+    const device = await openCorDevice({ image: 'demo', disk, from: [image.repoDir] });
+    try {
+      // A whole absent block (10), a partial write into absent block 20 (needs a fetch first),
+      // a write spanning blocks 30..31, and write-zeroes on block 50.
+      await qemuIo(device.uri, [
+        `write -P 0xa1 ${10 * BS} ${BS}`,
+        `write -P 0xb2 ${20 * BS + 100} 1000`,
+        `write -P 0xc3 ${30 * BS + BS / 2} ${BS}`,
+        `write -z ${50 * BS} ${BS}`,
+        'flush',
+      ]);
+      await qemuIo(device.uri, [
+        `read -P 0xa1 ${10 * BS} ${BS}`,
+        `read -P 0xb2 ${20 * BS + 100} 1000`,
+        `read -P 0xc3 ${30 * BS + BS / 2} ${BS}`,
+        `read -P 0 ${50 * BS} ${BS}`,
+      ]);
+      t.is(device.stats().modifiedBlocks, 5);
+    } finally {
+      await device.close();
+    }
+  }
+  const map = await BlockMap.open(mapPathOf(disk), noSync);
+  const modified = [];
+  for (let b = map.nextModified(0); b >= 0; b = map.nextModified(b + 1)) modified.push(b);
+  t.deepEqual(modified, [10, 20, 30, 31, 50]);
+  await map.close();
+  // Reopen with fill: every other block arrives, the written ones stay as written.
+  const device = await openCorDevice({ image: 'demo', disk, from: [image.repoDir], fill: true });
+  try {
+    await device.filled;
+    t.is(device.stats().presentBlocks, 64);
+  } finally {
+    await device.close();
+  }
+  const local = await readFile(disk);
+  const expected = Buffer.from(image.content);
+  expected.fill(0xa1, 10 * BS, 11 * BS);
+  expected.fill(0xb2, 20 * BS + 100, 20 * BS + 1100);
+  expected.fill(0xc3, 30 * BS + BS / 2, 31 * BS + BS / 2);
+  expected.fill(0, 50 * BS, 51 * BS);
+  t.true(local.equals(expected));
+}, { unsafeCleanup: true }));
+
+test('unknown image, unreachable repositories and a foreign map each give one clear error', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 8 * BS });
+  await makeImage(dir, 'other', { size: 8 * BS, repoDir: image.repoDir });
+  const disk = join(dir, 'disk.raw');
+  await t.throwsAsync(openCorDevice({ image: 'nope', disk, from: [image.repoDir] }), { instanceOf: UnknownImage });
+  const dead = [`nbd+unix:///?socket=${join(dir, 'dead1.sock')}`, 'nbd://127.0.0.1:1'];
+  const unreachable = await t.throwsAsync(openCorDevice({ image: 'demo', disk, from: dead }), { instanceOf: RepositoryUnreachable });
+  t.regex(unreachable!.message, /dead1\.sock.*127\.0\.0\.1:1/);
+  const device = await openCorDevice({ image: 'demo', disk, from: [image.repoDir] });
+  await device.close();
+  const foreign = await t.throwsAsync(openCorDevice({ image: 'other', disk, from: [image.repoDir] }), { instanceOf: MapMismatch });
+  t.regex(foreign!.toLine(), /belongs to image demo@1, not other@1/);
+}, { unsafeCleanup: true }));
