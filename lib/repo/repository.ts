@@ -5,7 +5,7 @@
 //   manifests/NAME/N.manifest    image NAME version N (encoded by manifest-codec)
 import { mkdir, readdir, readFile, writeFile, access } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { BlockBackend } from '../block/backend.js';
 import { DIGEST_BYTES, digestOf, isZeroDigest, type Manifest } from './manifest-format.js';
@@ -76,7 +76,8 @@ export class Repository {
   }
 
   /** Opens the repository in `dir`, creating it if missing. */
-  static async open(dir: string = Repository.defaultDir()): Promise<Repository> {
+  static async open(directory: string = Repository.defaultDir()): Promise<Repository> {
+    const dir = resolvePath(directory);
     try {
       await mkdir(join(dir, 'packs'), { recursive: true });
       await mkdir(join(dir, 'manifests'), { recursive: true });
