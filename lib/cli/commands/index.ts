@@ -2,8 +2,12 @@
 import type { CommandModule } from 'yargs';
 import { imageCommand } from './image.js';
 import { repoCommand } from './repo.js';
+import { bootCommand } from './boot.js';
+import { runCommand } from './run.js';
 
 export const commands: CommandModule<any, any>[] = [
   imageCommand,
   repoCommand,
+  bootCommand,
+  runCommand,
 ];

@@ -1,0 +1,100 @@
+// Options and milestone printing shared by `lazyboot boot` and `lazyboot run`.
+import type { Argv } from 'yargs';
+import { UsageError } from '../errors.js';
+import type { LazyVm, LaunchOptions, VmEvent } from '../launch.js';
+import { humanSize } from './human-size.js';
+
+export interface BootArgs {
+  image: string;
+  disk?: string;
+  from?: string[];
+  memory: string;
+  cpus: number;
+  accel: 'auto' | 'kvm' | 'tcg';
+  console: boolean;
+  'console-log'?: string;
+  timeout: string;
+}
+
+export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
+  return y
+    .positional('image', { type: 'string', describe: 'image NAME or NAME@N in the repository', demandOption: true })
+    .option('disk', { type: 'string', describe: 'local disk file or device (map beside it); default: a temp disk deleted at the end' })
+    .option('from', { type: 'string', array: true, describe: 'repository URI (directory, nbd+unix:///?socket=PATH, nbd://HOST:PORT); repeatable', defaultDescription: 'the embedded default repository' })
+    .option('memory', { type: 'string', default: '512M', describe: 'guest memory' })
+    .option('cpus', { type: 'number', default: 1, describe: 'guest CPUs' })
+    .option('accel', { choices: ['auto', 'kvm', 'tcg'] as const, default: 'auto' as const, describe: 'accelerator (auto probes that KVM really runs guests)' })
+    .option('console', { type: 'boolean', default: false, describe: 'show the guest serial console' })
+    .option('console-log', { type: 'string', describe: 'keep the serial console log in this file' })
+    .option('timeout', { type: 'string', default: '300s', describe: 'time allowed to boot (e.g. 90s, 5m)' }) as unknown as Argv<T & BootArgs>;
+}
+
+export function launchOptionsOf(args: BootArgs): LaunchOptions {
+  return {
+    image: args.image,
+    disk: args.disk,
+    from: args.from ?? [],
+    memory: args.memory,
+    cpus: args.cpus,
+    accel: args.accel,
+    console: args.console,
+    consoleLog: args['console-log'],
+    timeoutMs: parseDurationMs(args.timeout),
+  };
+}
+
+/** "300s", "5m", "1h", "90" (seconds), "500ms". */
+export function parseDurationMs(value: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(value.trim());
+  if (!match) throw new UsageError(`invalid duration ${JSON.stringify(value)}`, 'use e.g. 90s, 5m or 300');
+  const scale = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? 's']!;
+  return Math.round(Number(match[1]) * scale);
+}
+
+const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+
+/** Prints each milestone as it happens (accelerator, QEMU up, storage-ready with bytes fetched, …). */
+export function printMilestones(vm: LazyVm, write: (line: string) => void): void {
+  const describe = (event: VmEvent): string | undefined => {
+    switch (event.type) {
+      case 'accelerator':
+        return `accelerator: ${event.reason}`;
+      case 'qemu-up':
+        return `QEMU up (pid ${event.pid}) at ${seconds(event.atMs)}`;
+      case 'guest-event': {
+        const { event: name, disk, driver, root } = event.event as Record<string, string>;
+        if (name === 'storage-ready') {
+          const stats = vm.stats();
+          return `storage-ready at ${seconds(event.atMs)}: ${driver ?? '?'} has ${disk ?? '?'} (root ${root ?? '?'}); fetched ${humanSize(stats.fetchedBytes)} so far`;
+        }
+        return name === 'boot-complete' ? `boot-complete at ${seconds(event.atMs)}` : undefined;
+      }
+      case 'agent-up':
+        return `guest agent up at ${seconds(event.atMs)}`;
+      case 'qmp-event':
+        return event.event.event === 'BLOCK_IO_ERROR' ? `guest disk I/O error: ${JSON.stringify(event.event.data)}` : undefined;
+      default:
+        return undefined;
+    }
+  };
+  for (const event of vm.events.history) {
+    const line = describe(event);
+    if (line) write(line);
+  }
+  vm.events.on((event) => {
+    const line = describe(event);
+    if (line) write(line);
+  });
+}
+
+/** The end-of-boot summary: how it ended, time, and what the disk fetched versus the image. */
+export function summaryLines(vm: LazyVm, startedAt: number): string[] {
+  const stats = vm.stats();
+  const storageReady = vm.events.history.find((e): e is Extract<VmEvent, { type: 'guest-event' }> => e.type === 'guest-event' && e.event.event === 'storage-ready');
+  return [
+    `summary: ${vm.image} ${vm.state}${vm.failure ? ` (${vm.failure.message})` : ''} after ${seconds(Date.now() - startedAt)}`,
+    `  storage-ready: ${storageReady ? seconds(storageReady.atMs) : 'never'}`,
+    `  fetched: ${humanSize(stats.fetchedBytes)} in ${stats.fetchedBlocks} blocks (${stats.failedFetches} failed fetches, ${stats.readRequests} guest reads)`,
+    `  disk ${vm.diskPath}: ${stats.presentBlocks}/${stats.totalBlocks} blocks present, ${stats.modifiedBlocks} modified`,
+  ];
+}

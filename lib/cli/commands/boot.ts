@@ -1,0 +1,27 @@
+// `lazyboot boot IMAGE`: boot an image from a repository in a transient VM on a copy-on-read disk,
+// print milestones as they happen, run until the guest powers off (or Ctrl-C), then a summary.
+import type { Argv, CommandModule } from 'yargs';
+import { teardownOnUncaughtException } from '../../cleanup.js';
+import { launch } from '../../launch.js';
+import { bootOptions, launchOptionsOf, printMilestones, summaryLines, type BootArgs } from '../boot-options.js';
+
+export const bootCommand: CommandModule<any, BootArgs> = {
+  command: 'boot <image>',
+  describe: 'boot an image lazily in a transient VM (blocks fetched on first read); runs until the guest powers off or Ctrl-C',
+  builder: (y: Argv) => bootOptions(y),
+  handler: async (args) => {
+    teardownOnUncaughtException();
+    const startedAt = Date.now();
+    const say = (line: string) => void process.stderr.write(`lazyboot: ${line}\n`);
+    const vm = await launch({ ...launchOptionsOf(args), log: say });
+    printMilestones(vm, say);
+    vm.events.on((event) => {
+      if (event.type !== 'torn-down') return;
+      const lines = summaryLines(vm, startedAt);
+      if (!args.disk) lines.push('  (temporary disk: deleted)');
+      process.stdout.write(`${lines.join('\n')}\n`);
+    });
+    await vm.closed;
+    if (vm.failure) throw vm.failure;
+  },
+};
