@@ -1,0 +1,164 @@
+// `lazyboot disk serve|fill|status`: the copy-on-read disk from the command line.
+import type { Argv, CommandModule } from 'yargs';
+import { access } from 'node:fs/promises';
+import { openCorDevice, openDisk, mapPathOf, statsOf } from '../../cor/device.js';
+import { Filler, type FillProgress } from '../../cor/fill.js';
+import { BlockMap } from '../../map/block-map.js';
+import { UsageError, LazybootError } from '../../errors.js';
+import { ProgressBar } from '../progress-bar.js';
+import { humanSize } from '../human-size.js';
+
+const log = (line: string): void => void process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+
+/** "50M", "1.5G", "800K", "0" → bytes per second. */
+export function parseRate(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?(\/s)?$/i.exec(text.trim());
+  if (!match) throw new UsageError(`invalid rate ${JSON.stringify(text)}`, 'use bytes per second like 50M, 800K or 0 for unlimited');
+  const power = ' KMGT'.indexOf((match[2] || ' ').toUpperCase());
+  return Math.round(Number(match[1]) * 1024 ** power);
+}
+
+class MissingMap extends LazybootError {
+  constructor(disk: string) {
+    super(`${disk} has no map (${mapPathOf(disk)})`, 'create it with `lazyboot disk serve IMAGE --disk FILE`, or pass --image');
+  }
+}
+
+function progressReporter(json: boolean, blockSize: number): (progress: FillProgress) => void {
+  let bar: ProgressBar | undefined;
+  let lastJson = 0;
+  return (progress) => {
+    if (json) {
+      const now = Date.now();
+      if (!progress.done && now - lastJson < 1000) return;
+      lastJson = now;
+      process.stdout.write(`${JSON.stringify({ event: progress.done ? 'fill-done' : 'fill-progress', ...progress })}\n`);
+      return;
+    }
+    bar ??= new ProgressBar('fill', progress.totalBlocks * blockSize);
+    bar.update(progress.presentBlocks * blockSize);
+    if (progress.done) bar.done();
+  };
+}
+
+interface DiskArgs { disk: string; from: string[]; json: boolean }
+interface ServeArgs extends DiskArgs { image: string; socket?: string; fill: boolean; 'fill-rate': string; export: string }
+interface FillArgs extends DiskArgs { image?: string; rate: string }
+
+const fromOption = { type: 'string', array: true, default: [] as string[], describe: 'repository URI: directory, nbd+unix:///?socket=PATH or nbd://HOST:PORT (repeat for several)', defaultDescription: 'the default local repository' } as const;
+
+async function untilSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+}
+
+const serveCommand: CommandModule<any, ServeArgs> = {
+  command: 'serve <image>',
+  describe: 'serve IMAGE as a copy-on-read disk over NBD (creates the disk and its map on first use)',
+  builder: (y: Argv) => y
+    .positional('image', { type: 'string', describe: 'NAME or NAME@N' })
+    .option('disk', { type: 'string', demandOption: true, describe: 'local raw file or block device' })
+    .option('from', fromOption)
+    .option('socket', { type: 'string', describe: 'unix socket to serve on', defaultDescription: 'a fresh temporary path' })
+    .option('export', { type: 'string', default: 'disk', describe: 'NBD export name' })
+    .option('fill', { type: 'boolean', default: false, describe: 'fetch every absent block in the background' })
+    .option('fill-rate', { type: 'string', default: '0', describe: 'background fill limit in bytes/s (50M, 0 = unlimited)' })
+    .option('json', { type: 'boolean', default: false, describe: 'progress as JSON lines on stdout' }) as Argv<any>,
+  handler: async (args) => {
+    const device = await openCorDevice({
+      image: args.image, disk: args.disk, from: args.from, socketPath: args.socket, exportName: args.export,
+      fill: args.fill, fillRate: parseRate(args['fill-rate']), log,
+    });
+    if (args.json) process.stdout.write(`${JSON.stringify({ event: 'serving', uri: device.uri, image: `${device.manifest.name}@${device.manifest.version}` })}\n`);
+    else process.stdout.write(`serving ${device.manifest.name}@${device.manifest.version} on ${args.disk} at ${device.uri}\n`);
+    if (device.filled) {
+      void device.filled.then(() => {
+        const stats = device.stats();
+        if (args.json) process.stdout.write(`${JSON.stringify({ event: 'fill-done', ...stats })}\n`);
+        else log(`fill done: ${stats.presentBlocks}/${stats.totalBlocks} blocks present, ${humanSize(stats.fetchedBytes)} fetched`);
+      }, () => undefined);
+    }
+    const signal = await untilSignal();
+    log(`${signal}: flushing and stopping`);
+    await device.close();
+  },
+};
+
+const fillCommand: CommandModule<any, FillArgs> = {
+  command: 'fill',
+  describe: 'fetch every absent block of a disk (no server); resumable',
+  builder: (y: Argv) => y
+    .option('disk', { type: 'string', demandOption: true, describe: 'local raw file or block device' })
+    .option('image', { type: 'string', describe: 'NAME@N, needed only when the disk has no map yet' })
+    .option('from', fromOption)
+    .option('rate', { type: 'string', default: '0', describe: 'limit in bytes/s (50M, 0 = unlimited)' })
+    .option('json', { type: 'boolean', default: false, describe: 'progress as JSON lines on stdout' }) as Argv<any>,
+  handler: async (args) => {
+    let image = args.image;
+    if (!image) {
+      if (!(await access(mapPathOf(args.disk)).then(() => true, () => false))) throw new MissingMap(args.disk);
+      const map = await BlockMap.open(mapPathOf(args.disk), async () => {});
+      image = map.header.image;
+      await map.close();
+    }
+    const opened = await openDisk({ image, disk: args.disk, from: args.from, log });
+    const filler = new Filler(opened.backend, {
+      rate: parseRate(args.rate), stopOnError: true, log,
+      onProgress: progressReporter(args.json, opened.backend.manifest.blockSize),
+    });
+    const onSignal = () => filler.stop();
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    try {
+      await filler.run();
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      await opened.close();
+    }
+    const stats = statsOf(opened.backend);
+    if (!args.json) process.stdout.write(`${args.disk}: ${stats.presentBlocks}/${stats.totalBlocks} blocks present, ${humanSize(stats.fetchedBytes)} fetched\n`);
+  },
+};
+
+const statusCommand: CommandModule<any, DiskArgs> = {
+  command: 'status',
+  describe: 'image and blocks present / modified / total of a disk',
+  builder: (y: Argv) => y
+    .option('disk', { type: 'string', demandOption: true, describe: 'local raw file or block device' })
+    .option('json', { type: 'boolean', default: false, describe: 'one JSON object on stdout' }) as Argv<any>,
+  handler: async (args) => {
+    if (!(await access(mapPathOf(args.disk)).then(() => true, () => false))) throw new MissingMap(args.disk);
+    const map = await BlockMap.open(mapPathOf(args.disk), async () => {});
+    const counts = map.counts();
+    await map.close();
+    const { header } = map;
+    const status = {
+      disk: args.disk, image: header.image, manifestDigest: header.manifestDigest, size: header.size, blockSize: header.blockSize,
+      presentBlocks: counts.present, totalBlocks: counts.total,
+      modifiedBlocks: Object.fromEntries(header.targets.map((target, i) => [target, counts.modified[i]])),
+      complete: counts.present === counts.total,
+    };
+    if (args.json) {
+      process.stdout.write(`${JSON.stringify(status)}\n`);
+      return;
+    }
+    const percent = counts.total ? ((counts.present / counts.total) * 100).toFixed(1) : '100.0';
+    process.stdout.write(`${args.disk}: ${header.image} (${humanSize(header.size)}, ${humanSize(header.blockSize)} blocks)\n`
+      + `  present:  ${counts.present} / ${counts.total} blocks (${percent}%)\n`
+      + header.targets.map((target, i) => `  modified: ${counts.modified[i]} blocks (not yet shipped to ${target})\n`).join(''));
+  },
+};
+
+export const diskCommand: CommandModule<any, any> = {
+  command: 'disk <command>',
+  describe: 'a local copy-on-read disk of an image: serve it, fill it, show its state',
+  builder: (y: Argv) => y
+    .command(serveCommand)
+    .command(fillCommand)
+    .command(statusCommand)
+    .demandCommand(1, 'Name a disk command: serve, fill or status.'),
+  handler: () => {},
+};
