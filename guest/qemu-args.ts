@@ -1,0 +1,36 @@
+// QEMU arguments for the guest channels: one virtio-serial controller carrying the
+// qemu-guest-agent port and the lazyboot events port, each on a unix socket QEMU serves
+// (server=on,wait=off: QEMU does not wait for us, we connect when we like).
+
+export const AGENT_PORT_NAME = 'org.qemu.guest_agent.0';
+export const EVENTS_PORT_NAME = 'org.lazyboot.events.0';
+/** fw_cfg entry the tiny image reads: "1" keeps it running after boot-complete. */
+export const STAY_UP_FW_CFG_NAME = 'opt/org.lazyboot/stay-up';
+
+const SERIAL_BUS_ID = 'lazyboot-vserial';
+
+/** QEMU option values separate keys with commas; a literal comma is written twice. */
+function optionValue(value: string): string {
+  return value.replaceAll(',', ',,');
+}
+
+export interface GuestChannelOptions {
+  readonly agentSocket?: string;
+  readonly eventsSocket?: string;
+}
+
+export function guestChannelArgs(options: GuestChannelOptions): string[] {
+  const args = ['-device', `virtio-serial-pci,id=${SERIAL_BUS_ID}`];
+  const port = (id: string, socketPath: string, name: string) => [
+    '-chardev', `socket,id=${id},path=${optionValue(socketPath)},server=on,wait=off`,
+    '-device', `virtserialport,bus=${SERIAL_BUS_ID}.0,chardev=${id},name=${name}`,
+  ];
+  if (options.agentSocket) args.push(...port('lazyboot-agent', options.agentSocket, AGENT_PORT_NAME));
+  if (options.eventsSocket) args.push(...port('lazyboot-events', options.eventsSocket, EVENTS_PORT_NAME));
+  return args;
+}
+
+/** Arguments that keep the tiny image running after boot-complete instead of powering off. */
+export function tinyStayUpArgs(): string[] {
+  return ['-fw_cfg', `name=${STAY_UP_FW_CFG_NAME},string=1`];
+}

@@ -1,0 +1,109 @@
+// The tiny image boots from its own disk under TCG (SeaBIOS → syslinux → kernel → busybox init),
+// announces storage-ready and boot-complete on the events port, writes to its disk, powers off.
+import test from 'ava';
+import { copyFile, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { withDir } from 'tmp-promise';
+import { ensureFixture } from '../fixtures/build.js';
+import { GuestEvents } from '../guest/events.js';
+import { tinyStayUpArgs } from '../guest/qemu-args.js';
+import { startQemuDirect, type DirectVm } from './helpers/qemu-direct.js';
+import { within } from './helpers/within.js';
+
+const BOOT_TIMEOUT_MS = 60_000;
+
+/** A private copy of the cached tiny image: tests never write to the cache. */
+async function tinyCopy(dir: string): Promise<string> {
+  const image = await ensureFixture('tiny');
+  const disk = join(dir, 'tiny.raw');
+  await copyFile(image.path, disk);
+  return disk;
+}
+
+/** Boots `disk`, collects the events until QEMU exits, and always tears both down. */
+async function bootToPowerOff(dir: string, disk: string): Promise<{ vm: DirectVm; events: GuestEvents; exitCode?: number }> {
+  const vm = startQemuDirect({ disk, dir });
+  const events = await GuestEvents.connect(vm.eventsSocket, { timeoutMs: 10_000 }).catch(async (error) => {
+    await vm.stop();
+    throw error;
+  });
+  try {
+    const exit = await within(vm.exited, BOOT_TIMEOUT_MS);
+    return { vm, events, exitCode: exit?.exitCode };
+  } finally {
+    events.close();
+    await vm.stop();
+  }
+}
+
+test('tiny image boots from its disk, emits storage-ready naming disk and driver, and powers off with exit code 0', async (t) => {
+  await withDir(
+    async ({ path: dir }) => {
+      const disk = await tinyCopy(dir);
+      const { events, exitCode, vm } = await bootToPowerOff(dir, disk);
+      const console = await readFile(vm.consoleLog, 'utf8');
+      t.is(exitCode, 0, console);
+      const names = events.received.map((event) => event.event);
+      t.deepEqual(names, ['storage-ready', 'boot-complete'], console);
+      const ready = events.received[0];
+      t.like(ready, { disk: '/dev/vda', driver: 'virtio_blk', root: '/dev/vda2', image: 'tiny', bootCount: 1 });
+      t.true(ready.uptime > 0 && ready.uptime < 30, `uptime ${ready.uptime}`);
+      // The init read its 4 MiB payload back intact from the disk.
+      t.like(events.received[1], { payloadOk: true, stayUp: false });
+      // Booted by firmware and bootloader from the disk itself: syslinux ran, no -kernel.
+      t.regex(console, /lazyboot: \{"event":"storage-ready"/);
+    },
+    { unsafeCleanup: true },
+  );
+});
+
+test('tiny image writes to its own disk: the boot counter persists across boots', async (t) => {
+  await withDir(
+    async ({ path: dir }) => {
+      const disk = await tinyCopy(dir);
+      const first = await bootToPowerOff(dir, disk);
+      const second = await bootToPowerOff(dir, disk);
+      t.is(first.exitCode, 0);
+      t.is(second.exitCode, 0);
+      t.is(first.events.received[0]?.bootCount, 1);
+      t.is(second.events.received[0]?.bootCount, 2);
+    },
+    { unsafeCleanup: true },
+  );
+});
+
+test('tiny image stays up after boot-complete when fw_cfg opt/org.lazyboot/stay-up is 1', async (t) => {
+  await withDir(
+    async ({ path: dir }) => {
+      const disk = await tinyCopy(dir);
+      const vm = startQemuDirect({ disk, dir, extraArgs: tinyStayUpArgs() });
+      t.teardown(() => vm.stop());
+      const events = await GuestEvents.connect(vm.eventsSocket);
+      t.teardown(() => events.close());
+      const complete = await events.waitFor('boot-complete', { timeoutMs: BOOT_TIMEOUT_MS });
+      t.is(complete.stayUp, true);
+      const stillRunning = (await within(vm.exited, 3000)) === undefined;
+      t.true(stillRunning, 'QEMU exited although the guest was asked to stay up');
+      await vm.stop();
+      events.close();
+    },
+    { unsafeCleanup: true },
+  );
+});
+
+test('a host that never connects to the events port does not hang the tiny boot', async (t) => {
+  await withDir(
+    async ({ path: dir }) => {
+      const disk = await tinyCopy(dir);
+      const vm = startQemuDirect({ disk, dir });
+      t.teardown(() => vm.stop());
+      const started = Date.now();
+      const exit = await within(vm.exited, BOOT_TIMEOUT_MS);
+      t.is(exit?.exitCode, 0, 'QEMU did not power off on its own');
+      // The guest gives each event writer 10 s, then powers off anyway.
+      t.true(Date.now() - started < 40_000, `took ${Date.now() - started} ms`);
+      t.regex(await readFile(vm.consoleLog, 'utf8'), /lazyboot: \{"event":"boot-complete"/);
+    },
+    { unsafeCleanup: true },
+  );
+});
