@@ -66,3 +66,10 @@ export class BootTimeout extends LazybootError {
     super(`the guest did not reach ${milestone} within ${Math.round(timeoutMs / 1000)} s`, 'see the serial console log; raise --timeout if the machine is slow');
   }
 }
+
+/** The VM ended (the guest powered off) before reaching what the caller waited for. */
+export class VmEndedEarly extends LazybootError {
+  constructor(readonly waitedFor: string, readonly state: string) {
+    super(`the VM was ${state} before it was ${waitedFor}`, 'the guest powered off by itself: see the serial console log');
+  }
+}

@@ -6,7 +6,7 @@ import { rm } from 'node:fs/promises';
 import { dir } from 'tmp-promise';
 import { registerCleanup } from '../lib/cleanup.js';
 import { chooseAccelerator, type AccelChoice, type AccelRequest } from './accel.js';
-import { BootTimeout, GuestDiskError, QemuExited } from './errors.js';
+import { BootTimeout, GuestDiskError, QemuExited, VmEndedEarly } from './errors.js';
 import { EventStream } from './event-stream.js';
 import { readGuestEvents, type GuestEvent, type GuestEventsReader } from './guest-events-reader.js';
 import { launchQemu, type LaunchedQemu } from './launcher.js';
@@ -81,9 +81,9 @@ export class TransientVm implements AsyncDisposable {
   #bootTimer: NodeJS.Timeout | undefined;
 
   private constructor(readonly options: StartVmOptions) {
-    const endError = (state: VmState) => this.lifecycle.failure ?? new IllegalVmAction('wait for', state);
-    this.storageReady = this.lifecycle.waitFor(['storage-ready', 'running'], endError).then(() => undefined);
-    this.ready = this.lifecycle.waitFor(['running'], endError).then(() => undefined);
+    const endError = (waitedFor: string) => (state: VmState) => this.lifecycle.failure ?? new VmEndedEarly(waitedFor, state);
+    this.storageReady = this.lifecycle.waitFor(['storage-ready', 'running'], endError('storage-ready')).then(() => undefined);
+    this.ready = this.lifecycle.waitFor(['running'], endError('running')).then(() => undefined);
     // Nobody may be listening: these rejections are reported through whoever awaits them.
     this.storageReady.catch(() => {});
     this.ready.catch(() => {});

@@ -1,0 +1,87 @@
+// Shared pieces of the boot tests: the tiny/debian fixtures imported into a repository served by a
+// separate `lazyboot repo serve` process, the CLI as a child process, and leftover checks.
+import { existsSync } from 'node:fs';
+import { mkdir, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+import type { ExecutionContext } from 'ava';
+import { dir } from 'tmp-promise';
+import { repositoryRoot } from '../fixtures/build.js';
+
+export const CLI = path.join(repositoryRoot(), 'bin', 'lazyboot.js');
+
+export interface ServedRepository {
+  readonly repoDir: string;
+  readonly socketPath: string;
+  /** `nbd+unix:///?socket=PATH`: one URI gives manifests and blocks. */
+  readonly uri: string;
+  readonly server: ResultPromise;
+  stop(): Promise<void>;
+}
+
+/** A fresh repository holding `image` (from `file`) in `scratch`. */
+export async function importImage(scratch: string, file: string, name: string): Promise<string> {
+  const repoDir = path.join(scratch, 'repo');
+  await mkdir(repoDir, { recursive: true });
+  await execa('node', [CLI, 'image', 'import', file, name, '--repo', repoDir]);
+  return repoDir;
+}
+
+/** Starts `lazyboot repo serve` as its own process and waits until it listens. */
+export async function serveRepository(t: ExecutionContext, repoDir: string): Promise<ServedRepository> {
+  const socketPath = path.join(repoDir, 'serve.sock');
+  const server = execa('node', [CLI, 'repo', 'serve', '--repo', repoDir, '--socket', socketPath], { reject: false, stdin: 'ignore' });
+  await new Promise<void>((resolve, reject) => {
+    let output = '';
+    server.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('serving')) resolve();
+    });
+    void server.then((result) => reject(new Error(`repo serve exited: ${result.stderr}`)));
+  });
+  const stop = async () => {
+    server.kill('SIGTERM');
+    await server;
+  };
+  t.teardown(stop);
+  return { repoDir, socketPath, uri: `nbd+unix:///?socket=${socketPath}`, server, stop };
+}
+
+/** A scratch dir used as TMPDIR for a child, so its temp files can be checked for leftovers. */
+export async function scratchDir(t: ExecutionContext): Promise<string> {
+  const scratch = await dir({ unsafeCleanup: true, prefix: 'lazyboot-boot-test-' });
+  t.teardown(() => scratch.cleanup());
+  return scratch.path;
+}
+
+export function processAlive(pid: number | undefined): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Entries lazyboot left in a TMPDIR (VM run dirs, temp disks, COR sockets). */
+export async function leftovers(tmp: string): Promise<string[]> {
+  if (!existsSync(tmp)) return [];
+  return (await readdir(tmp)).filter((entry) => entry.startsWith('lazyboot-'));
+}
+
+/** QEMU processes whose command line mentions `needle` (e.g. a test's TMPDIR). */
+export async function qemuProcessesMentioning(needle: string): Promise<number[]> {
+  const found: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const { readFile } = await import('node:fs/promises');
+      const cmdline = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).replaceAll('\0', ' ');
+      if (cmdline.includes('qemu-system') && cmdline.includes(needle)) found.push(Number(entry));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return found;
+}
