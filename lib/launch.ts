@@ -57,6 +57,8 @@ export interface LazyVm extends AsyncDisposable {
   readonly failure: Error | undefined;
   readonly diskPath: string;
   readonly image: string;
+  /** The image's disk size in bytes. */
+  readonly imageBytes: number;
   /** Blocks fetched / present / modified on the local disk, read requests, failed fetches. */
   stats(): CorStats;
   exec(program: string, args?: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
@@ -112,6 +114,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     },
     diskPath,
     image: `${device.manifest.name}@${device.manifest.version}`,
+    imageBytes: device.manifest.size,
     stats: () => (vm.lifecycle.isFinal ? lastStats : (lastStats = device.stats())),
     exec: (program, args, execOptions) => vm.exec(program, args, execOptions),
     close: () => vm.close(),

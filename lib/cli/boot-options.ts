@@ -29,6 +29,13 @@ export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
     .option('timeout', { type: 'string', default: '300s', describe: 'time allowed to boot (e.g. 90s, 5m)' }) as unknown as Argv<T & BootArgs>;
 }
 
+/** The COR device's diagnostics worth a user's eye (not its per-connection chatter). */
+export function corLog(say: (line: string) => void): (line: string) => void {
+  return (line) => {
+    if (!line.startsWith('connection ')) say(line);
+  };
+}
+
 export function launchOptionsOf(args: BootArgs): LaunchOptions {
   return {
     image: args.image,
@@ -94,7 +101,7 @@ export function summaryLines(vm: LazyVm, startedAt: number): string[] {
   return [
     `summary: ${vm.image} ${vm.state}${vm.failure ? ` (${vm.failure.message})` : ''} after ${seconds(Date.now() - startedAt)}`,
     `  storage-ready: ${storageReady ? seconds(storageReady.atMs) : 'never'}`,
-    `  fetched: ${humanSize(stats.fetchedBytes)} in ${stats.fetchedBlocks} blocks (${stats.failedFetches} failed fetches, ${stats.readRequests} guest reads)`,
+    `  fetched: ${humanSize(stats.fetchedBytes)} of a ${humanSize(vm.imageBytes)} image, in ${stats.fetchedBlocks} blocks (${stats.failedFetches} failed fetches, ${stats.readRequests} guest reads)`,
     `  disk ${vm.diskPath}: ${stats.presentBlocks}/${stats.totalBlocks} blocks present, ${stats.modifiedBlocks} modified`,
   ];
 }

@@ -3,7 +3,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { teardownOnUncaughtException } from '../../cleanup.js';
 import { launch } from '../../launch.js';
-import { bootOptions, launchOptionsOf, printMilestones, summaryLines, type BootArgs } from '../boot-options.js';
+import { bootOptions, corLog, launchOptionsOf, printMilestones, summaryLines, type BootArgs } from '../boot-options.js';
 
 export const bootCommand: CommandModule<any, BootArgs> = {
   command: 'boot <image>',
@@ -13,7 +13,7 @@ export const bootCommand: CommandModule<any, BootArgs> = {
     teardownOnUncaughtException();
     const startedAt = Date.now();
     const say = (line: string) => void process.stderr.write(`lazyboot: ${line}\n`);
-    const vm = await launch({ ...launchOptionsOf(args), log: say });
+    const vm = await launch({ ...launchOptionsOf(args), log: corLog(say) });
     printMilestones(vm, say);
     vm.events.on((event) => {
       if (event.type !== 'torn-down') return;

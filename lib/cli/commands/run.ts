@@ -4,7 +4,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { teardownOnUncaughtException } from '../../cleanup.js';
 import { UsageError } from '../../errors.js';
 import { launch } from '../../launch.js';
-import { bootOptions, launchOptionsOf, printMilestones, type BootArgs } from '../boot-options.js';
+import { bootOptions, corLog, launchOptionsOf, printMilestones, type BootArgs } from '../boot-options.js';
 
 export const runCommand: CommandModule<any, BootArgs & { '--'?: (string | number)[]; quiet: boolean }> = {
   command: 'run <image>',
@@ -18,7 +18,7 @@ export const runCommand: CommandModule<any, BootArgs & { '--'?: (string | number
     if (command.length === 0) throw new UsageError('no command to run', 'put it after --, e.g. lazyboot run debian -- uname -a');
     teardownOnUncaughtException();
     const say = args.quiet ? () => {} : (line: string) => void process.stderr.write(`lazyboot: ${line}\n`);
-    const vm = await launch({ ...launchOptionsOf(args), agent: true, log: say });
+    const vm = await launch({ ...launchOptionsOf(args), agent: true, log: corLog(say) });
     printMilestones(vm, say);
     try {
       await vm.ready;
