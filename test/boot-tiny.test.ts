@@ -147,14 +147,19 @@ test('Ctrl-C (SIGINT) during boot: full teardown within seconds, no process or t
   t.deepEqual(await qemuProcessesMentioning(tmp), []);
 });
 
-test('launch() with a guest that stays up: close() ends a running VM', async (t) => {
+test('launch() works with `await using`: leaving the block tears a running VM down', async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
   const { repoDir } = await tinyRepository(t);
-  const vm = await launch({ image: 'tiny', from: [repoDir], accel: 'tcg', memory: '256M', qemuArgs: tinyStayUpArgs(), timeoutMs: 90_000 });
-  t.teardown(() => vm.close());
-  await vm.ready;
-  t.is(vm.state, 'running');
-  await vm.close();
-  t.is(vm.state, 'stopped');
-  t.false(existsSync(vm.diskPath));
+  let diskPath = '';
+  let qemuPid: number | undefined;
+  {
+    await using vm = await launch({ image: 'tiny', from: [repoDir], accel: 'tcg', memory: '256M', qemuArgs: tinyStayUpArgs(), timeoutMs: 90_000 });
+    diskPath = vm.diskPath;
+    const up = vm.events.history.find((e) => e.type === 'qemu-up');
+    qemuPid = up?.type === 'qemu-up' ? up.pid : undefined;
+    await vm.ready;
+    t.is(vm.state, 'running', 'the guest stays up until we close it');
+  }
+  t.false(processAlive(qemuPid));
+  t.false(existsSync(diskPath), 'temp disk removed');
 });
