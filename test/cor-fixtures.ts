@@ -71,3 +71,52 @@ export async function qemuImgDd(uri: string, out: string, bs: number, skip: numb
 export async function nbdcopyTo(uri: string, out: string): Promise<void> {
   await execa('nbdcopy', [uri, out]);
 }
+
+/** A real `lazyboot repo serve` process on a unix socket; kill() is SIGKILL. */
+export interface RepoServer {
+  readonly uri: string;
+  readonly pid: number;
+  kill(): Promise<void>;
+}
+
+export async function startRepoServer(repoDir: string, socket: string): Promise<RepoServer> {
+  const bin = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
+  const child = execa('node', [bin, 'repo', 'serve', '--repo', repoDir, '--socket', socket], { reject: false, buffer: false });
+  await new Promise<void>((resolve, reject) => {
+    let seen = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      seen += chunk.toString();
+      if (seen.includes('serving')) resolve();
+    });
+    child.on('exit', (code) => reject(new Error(`lazyboot repo serve exited (${code}) before serving`)));
+  });
+  let dead = false;
+  return {
+    uri: `nbd+unix:///?socket=${socket}`,
+    pid: child.pid!,
+    async kill() {
+      if (dead) return;
+      dead = true;
+      child.kill('SIGKILL');
+      await child;
+    },
+  };
+}
+
+/** Flips one byte inside the stored copy of `block` (found by its content) in a repository's packs. */
+export async function corruptStoredBlock(repoDir: string, blockContent: Buffer): Promise<void> {
+  const { readdir, open } = await import('node:fs/promises');
+  const packs = (await readdir(join(repoDir, 'packs'))).filter((f) => f.endsWith('.pack'));
+  const needle = blockContent.subarray(1000, 1064);
+  for (const pack of packs) {
+    const path = join(repoDir, 'packs', pack);
+    const bytes = await (await import('node:fs/promises')).readFile(path);
+    const at = bytes.indexOf(needle);
+    if (at < 0) continue;
+    const file = await open(path, 'r+');
+    await file.write(Buffer.from([bytes[at]! ^ 0xff]), 0, 1, at);
+    await file.close();
+    return;
+  }
+  throw new Error('block content not found in any pack');
+}

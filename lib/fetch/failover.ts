@@ -25,7 +25,7 @@ export interface FailoverOptions {
   readonly blockSize: number;
   /** Per-request timeout (default 10 s). */
   readonly timeoutMs?: number;
-  /** Adjacent requests within this many blocks go to the same repository (default 256). */
+  /** Adjacent requests within this many blocks go to the same repository (default 64). */
   readonly stripeBlocks?: number;
   readonly onFetchError?: (event: FetchErrorEvent) => void;
   readonly now?: () => number;
@@ -89,7 +89,7 @@ export class FailoverBackend implements BlockBackend {
   /** Healthy members first, starting at this stripe's owner; then backed-off ones, soonest first. */
   private attemptOrder(firstBlock: number): MemberState[] {
     const now = this.now();
-    const stripe = Math.floor(firstBlock / (this.options.stripeBlocks ?? 256));
+    const stripe = Math.floor(firstBlock / (this.options.stripeBlocks ?? 64));
     const rotated = this.members.map((_, i) => this.members[(stripe + i) % this.members.length]!);
     const healthy = rotated.filter((m) => m.retryAt <= now);
     const backedOff = rotated.filter((m) => m.retryAt > now).sort((a, b) => a.retryAt - b.retryAt);

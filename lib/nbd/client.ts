@@ -180,13 +180,15 @@ export class NbdClient implements BlockBackend {
         const handle = header.readBigUInt64BE(8);
         const pending = this.pending.get(handle);
         if (!pending) throw new Error(`reply for unknown handle ${handle}`);
-        this.pending.delete(handle);
         if (error !== 0) {
+          this.pending.delete(handle);
           const code = ERRNO_BY_VALUE[error] ?? 'EIO';
           pending.reject(new BlockError(code, `NBD server ${this.uri} answered ${code} (${error})`));
           continue;
         }
+        // Stays pending until its payload is in: a connection lost mid-payload must fail it too.
         const data = pending.type === P.CMD_READ ? await this.reader.readExactly(pending.length) : Buffer.alloc(0);
+        this.pending.delete(handle);
         pending.resolve(data);
       }
     } catch (error) {

@@ -1,0 +1,123 @@
+// Failover across two real `lazyboot repo serve` processes: one killed mid-read, a corrupt block
+// in one repository, and both dead (EIO, no hang, no zeros, present blocks still served).
+import test from 'ava';
+import { withDir } from 'tmp-promise';
+import { execa } from 'execa';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { openCorDevice, mapPathOf, type FetchErrorEvent } from '../lib/cor/device.js';
+import { BlockMap } from '../lib/map/block-map.js';
+import { DigestMismatch } from '../lib/fetch/errors.js';
+import { makeImage, mixedContent, nbdcopyTo, startRepoServer, corruptStoredBlock, qemuImgDd } from './cor-fixtures.js';
+
+const BS = 65536;
+
+/** The same image content imported into two separate repositories (both as name@1). */
+async function twoRepositories(dir: string, blocks: number) {
+  const content = mixedContent(blocks * BS, BS);
+  const a = await makeImage(dir, 'demo', { size: content.length, content, repoDir: join(dir, 'repo-a') });
+  const b = await makeImage(dir, 'demo', { size: content.length, content, repoDir: join(dir, 'repo-b') });
+  return { a, b, content };
+}
+
+test('one repository killed during a full read: the read completes and is identical', (t) => withDir(async ({ path: dir }) => {
+  const { a, b } = await twoRepositories(dir, 512); // 32 MiB
+  const serverA = await startRepoServer(a.repoDir, join(dir, 'a.sock'));
+  const serverB = await startRepoServer(b.repoDir, join(dir, 'b.sock'));
+  const events: FetchErrorEvent[] = [];
+  try {
+    const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [serverA.uri, serverB.uri] });
+    device.on('fetch-error', (event: FetchErrorEvent) => events.push(event));
+    try {
+      const copy = nbdcopyTo(device.uri, join(dir, 'copy.raw'));
+      while (device.stats().fetchedBlocks < 20) await sleep(2);
+      await serverA.kill();
+      const fetchedAtKill = device.stats().fetchedBlocks;
+      await copy;
+      t.true(fetchedAtKill < 300, `the kill came after ${fetchedAtKill} of ~380 data blocks`);
+      t.is(device.stats().presentBlocks, 512);
+      t.is(device.stats().failedFetches, 0);
+    } finally {
+      await device.close();
+    }
+    await execa('cmp', [join(dir, 'copy.raw'), a.rawPath]);
+    await execa('cmp', [join(dir, 'disk.raw'), a.rawPath]);
+    t.true(events.some((e) => e.uri === serverA.uri && !e.final), 'repository A failed over');
+    t.false(events.some((e) => e.final));
+  } finally {
+    await serverA.kill();
+    await serverB.kill();
+  }
+}, { unsafeCleanup: true }));
+
+test('a corrupt block in one repository is detected, served from the other, never stored from the bad one', (t) => withDir(async ({ path: dir }) => {
+  const { a, b, content } = await twoRepositories(dir, 32);
+  const bad = 6; // a random-content block in mixedContent's pattern
+  await corruptStoredBlock(a.repoDir, content.subarray(bad * BS, (bad + 1) * BS));
+  const serverA = await startRepoServer(a.repoDir, join(dir, 'a.sock'));
+  const serverB = await startRepoServer(b.repoDir, join(dir, 'b.sock'));
+  try {
+    // Only the corrupt repository: the read fails with EIO and the block stays absent.
+    {
+      const lines: string[] = [];
+      const device = await openCorDevice({ image: 'demo', disk: join(dir, 'only-a.raw'), from: [serverA.uri], log: (l) => lines.push(l) });
+      try {
+        const result = await execa('qemu-io', ['-f', 'raw', '-c', `read ${bad * BS} ${BS}`, device.uri], { reject: false });
+        t.regex(`${result.stdout}${result.stderr}`, /Input\/output error/);
+        t.is(device.stats().presentBlocks, 0);
+        t.true(lines.some((l) => l.includes(serverA.uri) && l.includes(`${bad}`) && /SHA-256/.test(l)), lines.join('\n'));
+      } finally {
+        await device.close();
+      }
+      const map = await BlockMap.open(mapPathOf(join(dir, 'only-a.raw')), async () => {});
+      t.false(map.isPresent(bad));
+      await map.close();
+    }
+    // Both: every byte right, the mismatch reported against A.
+    const events: FetchErrorEvent[] = [];
+    const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [serverA.uri, serverB.uri] });
+    device.on('fetch-error', (event: FetchErrorEvent) => events.push(event));
+    try {
+      await nbdcopyTo(device.uri, join(dir, 'copy.raw'));
+    } finally {
+      await device.close();
+    }
+    await execa('cmp', [join(dir, 'copy.raw'), a.rawPath]);
+    await execa('cmp', [join(dir, 'disk.raw'), a.rawPath]);
+    t.true(events.some((e) => e.uri === serverA.uri && e.error instanceof DigestMismatch), events.map((e) => e.error.message).join('\n'));
+  } finally {
+    await serverA.kill();
+    await serverB.kill();
+  }
+}, { unsafeCleanup: true }));
+
+test('all repositories down: EIO for absent blocks (no hang, no zeros), present blocks still served', (t) => withDir(async ({ path: dir }) => {
+  const { a, b } = await twoRepositories(dir, 32);
+  const serverA = await startRepoServer(a.repoDir, join(dir, 'a.sock'));
+  const serverB = await startRepoServer(b.repoDir, join(dir, 'b.sock'));
+  const lines: string[] = [];
+  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [serverA.uri, serverB.uri], log: (l) => lines.push(l) });
+  try {
+    await qemuImgDd(device.uri, join(dir, 'first.raw'), BS, 0, 4);
+    await serverA.kill();
+    await serverB.kill();
+    const started = Date.now();
+    const result = await execa('qemu-io', ['-f', 'raw', '-c', `read ${10 * BS} ${BS}`, device.uri], { reject: false });
+    t.regex(`${result.stdout}${result.stderr}`, /Input\/output error/);
+    t.true(Date.now() - started < 10_000, 'the error comes quickly');
+    t.is(device.stats().presentBlocks, 4);
+    t.true(device.stats().failedFetches >= 1);
+    // Present blocks still read, with the image's data.
+    await qemuImgDd(device.uri, join(dir, 'again.raw'), BS, 0, 4);
+    await execa('cmp', [join(dir, 'first.raw'), join(dir, 'again.raw')]);
+    await execa('cmp', ['-n', String(4 * BS), join(dir, 'again.raw'), a.rawPath]);
+    const finalLines = lines.filter((l) => l.startsWith('fetch failed'));
+    t.is(finalLines.length, 1, lines.join('\n'));
+    t.regex(finalLines[0]!, /blocks 10\.\.10/);
+    t.true(finalLines[0]!.includes(serverA.uri));
+  } finally {
+    await device.close();
+    await serverA.kill();
+    await serverB.kill();
+  }
+}, { unsafeCleanup: true }));
