@@ -35,7 +35,7 @@ export class QemuExited extends LazybootError {
   constructor(readonly exitCode: number | undefined, readonly signal: string | undefined, readonly stderrTail: string) {
     const how = signal ? `was killed by ${signal}` : `exited with code ${exitCode}`;
     const why = stderrTail.trim().split('\n').filter(Boolean).pop();
-    super(`QEMU ${how}${why ? ` (${why.trim()})` : ''}`, 'see the QEMU log and the serial console log');
+    super(`QEMU ${how}${why ? ` (${why.trim()})` : ''}`, 'watch the guest console (--console, --console-log FILE)');
   }
 }
 
@@ -63,13 +63,13 @@ export class GuestDiskError extends LazybootError {
 /** The boot did not reach the awaited milestone in time. */
 export class BootTimeout extends LazybootError {
   constructor(milestone: string, timeoutMs: number) {
-    super(`the guest did not reach ${milestone} within ${Math.round(timeoutMs / 1000)} s`, 'see the serial console log; raise --timeout if the machine is slow');
+    super(`the guest did not reach ${milestone} within ${Math.round(timeoutMs / 1000)} s`, 'watch the guest console (--console, --console-log FILE); raise --timeout if the machine is slow');
   }
 }
 
 /** The VM ended (the guest powered off) before reaching what the caller waited for. */
 export class VmEndedEarly extends LazybootError {
   constructor(readonly waitedFor: string, readonly state: string) {
-    super(`the VM was ${state} before it was ${waitedFor}`, 'the guest powered off by itself: see the serial console log');
+    super(`the VM was ${state} before it was ${waitedFor}`, 'the guest powered off by itself: watch its console (--console)');
   }
 }

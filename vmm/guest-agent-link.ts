@@ -1,12 +1,23 @@
 // The VMM's one door to qemu-guest-agent: wait until it answers, run programs, close.
-// Adapter over guest/agent-client.ts (guest side owner), so the VM depends only on this face.
-import { LazybootError } from '../lib/errors.js';
+// An adapter over guest/agent-client.ts (the guest side owns the protocol), so the VM depends only on this face.
+import { waitForAgent } from '../guest/agent-client.js';
 
 export interface GuestAgentLink {
   exec(program: string, args: readonly string[], options?: { timeoutMs?: number }): Promise<{ exitCode: number; stdout: string; stderr: string }>;
   close(): Promise<void>;
 }
 
-export async function connectGuestAgent(_socketPath: string, _options: { timeoutMs: number; signal: AbortSignal }): Promise<GuestAgentLink> {
-  throw new LazybootError('the guest agent client is not built yet', 'boot without waiting for the agent');
+/** Resolves once the agent answers the handshake; rejects with AgentTimeout, or the abort reason. */
+export async function connectGuestAgent(socketPath: string, options: { timeoutMs: number; signal: AbortSignal }): Promise<GuestAgentLink> {
+  // TCG guests are slow: a guest-exec of a small command can take seconds.
+  const agent = await waitForAgent(socketPath, { timeoutMs: options.timeoutMs, signal: options.signal, commandTimeoutMs: 120_000 });
+  return {
+    async exec(program, args, execOptions = {}) {
+      const result = await agent.exec(program, [...args], execOptions);
+      return { exitCode: result.exitCode, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
+    },
+    async close() {
+      agent.close();
+    },
+  };
 }

@@ -14,6 +14,7 @@ export interface BootArgs {
   console: boolean;
   'console-log'?: string;
   timeout: string;
+  'qemu-arg'?: string[];
 }
 
 export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
@@ -26,7 +27,8 @@ export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
     .option('accel', { choices: ['auto', 'kvm', 'tcg'] as const, default: 'auto' as const, describe: 'accelerator (auto probes that KVM really runs guests)' })
     .option('console', { type: 'boolean', default: false, describe: 'show the guest serial console' })
     .option('console-log', { type: 'string', describe: 'keep the serial console log in this file' })
-    .option('timeout', { type: 'string', default: '300s', describe: 'time allowed to boot (e.g. 90s, 5m)' }) as unknown as Argv<T & BootArgs>;
+    .option('timeout', { type: 'string', default: '300s', describe: 'time allowed to boot (e.g. 90s, 5m)' })
+    .option('qemu-arg', { type: 'string', array: true, describe: 'extra QEMU argument, repeatable (write --qemu-arg=-fw_cfg --qemu-arg=name=…)' }) as unknown as Argv<T & BootArgs>;
 }
 
 /** The COR device's diagnostics worth a user's eye (not its per-connection chatter). */
@@ -47,6 +49,7 @@ export function launchOptionsOf(args: BootArgs): LaunchOptions {
     console: args.console,
     consoleLog: args['console-log'],
     timeoutMs: parseDurationMs(args.timeout),
+    qemuArgs: args['qemu-arg'] ?? [],
   };
 }
 
