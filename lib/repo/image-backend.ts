@@ -14,6 +14,10 @@ export interface ImageBackendOptions {
   readonly verify?: boolean;
 }
 
+/** Bounds on the work one blockStatus call does. */
+const MAX_EXTENTS_PER_CALL = 1024;
+const MAX_BLOCKS_SCANNED_PER_CALL = 65536;
+
 const READ_ONLY: BlockCapabilities = { write: false, flush: false, trim: false, writeZeroes: false, extents: true, multiConn: true };
 
 /** One pread covering several adjacent stored pieces. */
@@ -112,17 +116,22 @@ export class ImageBackend implements BlockBackend {
     this.checkRange(offset, length);
     const { blockSize } = this.manifest;
     const end = offset + length;
-    const extents: Extent[] = [];
+    // Clients (QEMU) often ask about the whole rest of the disk but use only the first extents:
+    // stop after a bounded amount of work, as the interface allows.
+    const extents: Array<{ offset: number; length: number; hole: boolean; zero: boolean }> = [];
+    let scanned = 0;
     for (let index = Math.floor(offset / blockSize); index * blockSize < end; index++) {
       const from = Math.max(offset, index * blockSize);
       const to = Math.min(end, (index + 1) * blockSize);
       const zero = this.zeroFlags[index] === 1;
       const last = extents[extents.length - 1];
       if (last && last.zero === zero) {
-        extents[extents.length - 1] = { ...last, length: last.length + (to - from) };
+        last.length += to - from;
       } else {
+        if (extents.length === MAX_EXTENTS_PER_CALL) break;
         extents.push({ offset: from, length: to - from, hole: zero, zero });
       }
+      if (++scanned === MAX_BLOCKS_SCANNED_PER_CALL) break;
     }
     return extents;
   }

@@ -1,0 +1,197 @@
+// Benchmark: the same disk image served by lazyboot (`repo serve`), qemu-nbd and `nbdkit file`,
+// read fully with nbdcopy and with qemu-img convert, and with scattered 4 KiB reads. Prints a
+// table with ratios to qemu-nbd and writes it to bench/results/nbd.md. Not a test.
+//
+// Usage: node dist/scripts/bench-nbd.js [--size-mib 1024] [--runs 3] [--out bench/results/nbd.md]
+import { execa, type ResultPromise } from 'execa';
+import { randomBytes } from 'node:crypto';
+import { open, mkdir, writeFile, readdir, access } from 'node:fs/promises';
+import { cpus, loadavg } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { withDir } from 'tmp-promise';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const BIN = join(ROOT, 'bin', 'lazyboot.js');
+const MiB = 1024 * 1024;
+
+function option(name: string, fallback: string): string {
+  const at = process.argv.indexOf(`--${name}`);
+  return at >= 0 && process.argv[at + 1] ? process.argv[at + 1]! : fallback;
+}
+
+const sizeMiB = Number(option('size-mib', '1024'));
+const runs = Number(option('runs', '3'));
+const outFile = option('out', join(ROOT, 'bench', 'results', 'nbd.md'));
+const RANDOM_READS = 50_000;
+
+interface Server {
+  readonly label: string;
+  readonly uri: string;
+  readonly process: ResultPromise;
+}
+
+interface Workload {
+  readonly label: string;
+  readonly unit: string;
+  /** Amount of work per run, in `unit`·seconds (bytes for MiB/s, operations for IOPS). */
+  readonly amount: number;
+  run(uri: string): Promise<void>;
+}
+
+/** A sparse raw disk: each 4th MiB is zeros (a hole), the rest random data. */
+async function makeImage(path: string): Promise<void> {
+  const handle = await open(path, 'w');
+  try {
+    for (let i = 0; i < sizeMiB; i++) {
+      if (i % 4 === 3) continue;
+      await handle.write(randomBytes(MiB), 0, MiB, i * MiB);
+    }
+    await handle.truncate(sizeMiB * MiB);
+  } finally {
+    await handle.close();
+  }
+}
+
+async function waitFor(path: string): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    try {
+      await access(path);
+      return;
+    } catch {
+      await sleep(25);
+    }
+  }
+  throw new Error(`${path} never appeared`);
+}
+
+async function startServers(dir: string, image: string, repo: string): Promise<Server[]> {
+  const servers: Server[] = [];
+  const lazySocket = join(dir, 'lazyboot.sock');
+  servers.push({ label: 'lazyboot', uri: `nbd+unix:///bench?socket=${lazySocket}`, process: execa('node', [BIN, 'repo', 'serve', '--repo', repo, '--socket', lazySocket], { reject: false }) });
+  const qemuSocket = join(dir, 'qemu-nbd.sock');
+  servers.push({ label: 'qemu-nbd', uri: `nbd+unix:///?socket=${qemuSocket}`, process: execa('qemu-nbd', ['-r', '-f', 'raw', '--shared=16', '-t', '-k', qemuSocket, image], { reject: false }) });
+  const nbdkitSocket = join(dir, 'nbdkit.sock');
+  servers.push({ label: 'nbdkit file', uri: `nbd+unix:///?socket=${nbdkitSocket}`, process: execa('nbdkit', ['-f', '-r', '-U', nbdkitSocket, 'file', `file=${image}`], { reject: false }) });
+  await Promise.all([lazySocket, qemuSocket, nbdkitSocket].map(waitFor));
+  return servers;
+}
+
+const workloads: Workload[] = [
+  {
+    label: 'nbdcopy full read',
+    unit: 'MiB/s',
+    amount: sizeMiB,
+    run: async (uri) => void (await execa('nbdcopy', [uri, 'null:'])),
+  },
+  {
+    label: 'qemu-img convert full read',
+    unit: 'MiB/s',
+    amount: sizeMiB,
+    run: async (uri) => void (await execa('qemu-img', ['convert', '-n', '-f', 'raw', uri, '--target-image-opts', `driver=null-co,size=${sizeMiB * MiB}`])),
+  },
+  {
+    label: 'scattered 4 KiB reads, 16 in flight',
+    unit: 'IOPS',
+    amount: RANDOM_READS,
+    // qemu-img bench has no random mode: a stride of 4 MiB + 4 KiB that wraps around the disk
+    // touches pages all over it, hitting data and zero regions alike.
+    run: async (uri) => void (await execa('qemu-img', ['bench', '-f', 'raw', '-c', String(RANDOM_READS), '-d', '16', '-s', '4096', '-S', String(4 * MiB + 4096), uri])),
+  },
+  {
+    label: '4 KiB reads, 1 in flight',
+    unit: 'IOPS',
+    amount: RANDOM_READS / 2,
+    run: async (uri) => void (await execa('qemu-img', ['bench', '-f', 'raw', '-c', String(RANDOM_READS / 2), '-d', '1', '-s', '4096', '-S', String(4 * MiB + 4096), uri])),
+  },
+];
+
+async function versionOf(command: string, args: string[]): Promise<string> {
+  const { stdout } = await execa(command, args, { reject: false });
+  return stdout.split('\n')[0] ?? '?';
+}
+
+async function main(): Promise<void> {
+  await withDir(async ({ path: dir }) => {
+    const image = join(dir, 'bench.raw');
+    const repo = join(dir, 'repo');
+    process.stderr.write(`creating a ${sizeMiB} MiB image (3/4 random data, 1/4 zeros)…\n`);
+    await makeImage(image);
+    const importStart = process.hrtime.bigint();
+    await execa('node', [BIN, 'image', 'import', image, 'bench', '--repo', repo]);
+    const importSeconds = Number(process.hrtime.bigint() - importStart) / 1e9;
+    // Warm the page cache for everyone: the benchmark compares servers, not disks.
+    await execa('cat', [image], { stdout: 'ignore' });
+    for (const pack of (await readdir(join(repo, 'packs'))).filter((f) => f.endsWith('.pack'))) {
+      await execa('cat', [join(repo, 'packs', pack)], { stdout: 'ignore' });
+    }
+    const servers = await startServers(dir, image, repo);
+    const best = new Map<string, number>(); // `${workload}|${server}` → best seconds
+    try {
+      for (const workload of workloads) {
+        for (const server of servers) await workload.run(server.uri); // warm-up
+        // Round-robin over servers, so that load from elsewhere hits all of them alike.
+        for (let run = 0; run < runs; run++) {
+          for (const server of servers) {
+            const start = process.hrtime.bigint();
+            await workload.run(server.uri);
+            const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+            const key = `${workload.label}|${server.label}`;
+            best.set(key, Math.min(best.get(key) ?? Infinity, seconds));
+            process.stderr.write(`${workload.label} · ${server.label}: ${seconds.toFixed(3)} s\n`);
+          }
+        }
+      }
+    } finally {
+      for (const server of servers) server.process.kill('SIGTERM');
+      await Promise.all(servers.map((server) => server.process));
+    }
+
+    const header = ['workload', ...servers.map((s) => s.label), 'lazyboot / qemu-nbd', 'goal'];
+    const rows = workloads.map((workload) => {
+      const rate = (server: string) => workload.amount / best.get(`${workload.label}|${server}`)!;
+      const ratio = rate('lazyboot') / rate('qemu-nbd');
+      const goal = workload.unit === 'MiB/s' ? 1.0 : 0.8;
+      return [
+        workload.label,
+        ...servers.map((s) => `${rate(s.label).toFixed(0)} ${workload.unit}`),
+        `${ratio.toFixed(2)}×`,
+        `≥ ${goal.toFixed(1)}× ${ratio >= goal ? 'met' : 'NOT met'}`,
+      ];
+    });
+    const table = [header, header.map(() => '---'), ...rows].map((row) => `| ${row.join(' | ')} |`).join('\n');
+    const versions = await Promise.all([
+      versionOf('qemu-nbd', ['--version']),
+      versionOf('nbdkit', ['--version']),
+      versionOf('nbdcopy', ['--version']),
+    ]);
+    const report = [
+      '# NBD server benchmark',
+      '',
+      `Written by \`scripts/bench-nbd\` on ${new Date().toISOString()}. ${sizeMiB} MiB raw image, 3/4 random`,
+      'data and every 4th MiB zeros (sparse in the raw file, zero blocks in the repository); page cache',
+      `warm; best of ${runs} runs after one warm-up, servers interleaved. All servers on unix sockets.`,
+      '',
+      table,
+      '',
+      `- Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, Node ${process.version}; load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' ')}`,
+      '  (other work shares this machine: compare columns of one run, not runs with each other).',
+      `- Peers: ${versions.join('; ')}.`,
+      `- lazyboot import of the same image: ${importSeconds.toFixed(1)} s (${(sizeMiB / importSeconds).toFixed(0)} MiB/s, hashing and fsync included).`,
+      '- lazyboot: `lazyboot repo serve`, export `bench`; qemu-nbd: `qemu-nbd -r -f raw --shared=16 -t`; nbdkit: `nbdkit -r file`.',
+      '- Full reads: `nbdcopy URI null:` and `qemu-img convert -n -f raw URI --target-image-opts driver=null-co`.',
+      `- Small reads: \`qemu-img bench -f raw -s 4096 -S ${4 * MiB + 4096}\` (stride 4 MiB + 4 KiB, wrapping: scattered, not random), ${RANDOM_READS} reads at depth 16, ${RANDOM_READS / 2} at depth 1.`,
+      '',
+    ].join('\n');
+    process.stdout.write(`\n${table}\n`);
+    await mkdir(dirname(outFile), { recursive: true });
+    await writeFile(outFile, report);
+    process.stdout.write(`\nwritten to ${outFile}\n`);
+  }, { unsafeCleanup: true });
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench-nbd: ${(error as Error).message}\n`);
+  process.exitCode = 1;
+});
