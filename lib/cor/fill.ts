@@ -28,7 +28,7 @@ export class Filler {
   private stopped = false;
   private cursor = 0;
   private readonly startedAt = Date.now();
-  private bytesDone = 0;
+  private bytesReserved = 0;
 
   constructor(private readonly backend: CorBackend, private readonly options: FillOptions = {}) {}
 
@@ -47,7 +47,10 @@ export class Filler {
     const first = map.nextAbsent(this.cursor);
     if (first < 0) return undefined;
     const { blockSize } = this.backend.manifest;
-    const maxBlocks = Math.max(1, Math.floor((this.options.runBytes ?? 4 * 1024 * 1024) / blockSize));
+    // Under a rate limit, smaller runs keep the flow smooth (about 4 requests per second's budget).
+    const rate = this.options.rate ?? 0;
+    const runBytes = this.options.runBytes ?? (rate > 0 ? Math.min(4 * 1024 * 1024, Math.max(blockSize, rate / 4)) : 4 * 1024 * 1024);
+    const maxBlocks = Math.max(1, Math.floor(runBytes / blockSize));
     let last = first;
     while (last + 1 < map.blockCount && last + 1 - first < maxBlocks && !map.isPresent(last + 1)) last++;
     this.cursor = last + 1;
@@ -60,6 +63,8 @@ export class Filler {
       const range = this.nextRange();
       if (!range) return;
       const [first, last] = range;
+      await this.throttle((last - first + 1) * this.backend.manifest.blockSize);
+      if (this.stopped) return;
       try {
         await this.backend.ensurePresent(first, last, 'background');
       } catch (error) {
@@ -69,17 +74,20 @@ export class Filler {
         await sleep(2000);
         continue;
       }
-      this.bytesDone += (last - first + 1) * this.backend.manifest.blockSize;
       this.report(false);
-      await this.throttle();
     }
   }
 
-  /** Sleeps until the average rate since start is back under the limit. */
-  private async throttle(): Promise<void> {
+  /**
+   * Reserves `bytes` of the budget before the fetch and sleeps until the budget allows it, so the
+   * rate holds from the first request on (no burst after a restart). Counts image bytes covered.
+   */
+  private async throttle(bytes: number): Promise<void> {
     const rate = this.options.rate ?? 0;
+    const startAt = this.bytesReserved;
+    this.bytesReserved += bytes;
     if (rate <= 0) return;
-    const dueMs = (this.bytesDone / rate) * 1000 - (Date.now() - this.startedAt);
+    const dueMs = (startAt / rate) * 1000 - (Date.now() - this.startedAt);
     if (dueMs > 0) await sleep(dueMs);
   }
 
