@@ -1,14 +1,15 @@
 # Guest-side helpers, sourced by every hook an image carries: find the lazyboot events port and
-# send one JSON line per milestone without ever holding up the boot.
+# send one JSON line per milestone to the host.
 #
-# Why a background writer: a write to a virtio-serial port blocks while no host side is connected.
-# Each event is written by its own background process that gives up after LAZYBOOT_EVENT_TIMEOUT
-# seconds, and waits for the previous writer first so that events arrive in the order emitted.
-# Plain POSIX sh: runs under busybox ash (tiny image, initramfs) and dash (Debian userspace).
+# A write to a virtio-serial port blocks while no host side is connected, so every write is
+# bounded by `timeout`. Events are queued in $LAZYBOOT_RUN_DIR/pending and sent in order; what
+# could not be sent stays queued for the next flush (e.g. the initramfs gives up after a
+# couple of seconds and the boot-complete unit sends it later, with a longer budget).
+# Nothing runs in the background: a process left behind by the initramfs loses its binaries
+# when run-init empties the initramfs. Plain POSIX sh: busybox ash and dash.
 
 LAZYBOOT_EVENTS_PORT_NAME=org.lazyboot.events.0
 LAZYBOOT_RUN_DIR=${LAZYBOOT_RUN_DIR:-/run/lazyboot}
-LAZYBOOT_EVENT_TIMEOUT=${LAZYBOOT_EVENT_TIMEOUT:-120}
 
 # Prints the /dev node of the events port (/dev/vportNpM; udev may not be running).
 lazyboot_events_port() {
@@ -41,50 +42,48 @@ lazyboot_block_facts() {
 	LAZYBOOT_DRIVER=${driver##*/}
 }
 
-# True while process $1 runs (a zombie counts as finished: its parent may not have reaped it yet).
-lazyboot_alive() {
-	[ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 1
-	read -r _pid _comm state _rest < "/proc/$1/stat" 2>/dev/null || return 1
-	[ "$state" != Z ]
-}
-
 lazyboot_uptime() {
 	read -r seconds _rest < /proc/uptime
 	echo "$seconds"
 }
 
-# lazyboot_emit EVENT [EXTRA_JSON_FIELDS]
+lazyboot_log() {
+	echo "$*" >> "$LAZYBOOT_RUN_DIR/events.log"
+}
+
+# lazyboot_emit EVENT [EXTRA_JSON_FIELDS]: queues one event line (sent by lazyboot_flush_events).
 # EXTRA_JSON_FIELDS is a JSON fragment without braces, e.g. '"source":"initramfs"'.
-# Uses LAZYBOOT_DISK/DRIVER/ROOT when set. Returns at once; the write happens in the background.
+# Uses LAZYBOOT_DISK/DRIVER/ROOT when set.
 lazyboot_emit() {
-	event=$1
 	extra=${2:+,$2}
-	line="{\"event\":\"$event\",\"disk\":\"${LAZYBOOT_DISK:-}\",\"driver\":\"${LAZYBOOT_DRIVER:-}\",\"root\":\"${LAZYBOOT_ROOT:-}\",\"uptime\":$(lazyboot_uptime)$extra}"
+	line="{\"event\":\"$1\",\"disk\":\"${LAZYBOOT_DISK:-}\",\"driver\":\"${LAZYBOOT_DRIVER:-}\",\"root\":\"${LAZYBOOT_ROOT:-}\",\"uptime\":$(lazyboot_uptime)$extra}"
 	mkdir -p "$LAZYBOOT_RUN_DIR"
-	previous_writer=$(cat "$LAZYBOOT_RUN_DIR/writer.pid" 2>/dev/null)
-	(
-		deadline=$(( $(date +%s) + LAZYBOOT_EVENT_TIMEOUT ))
-		# The port appears when virtio_console has probed; wait for it within the same budget.
-		while ! port=$(lazyboot_events_port); do
-			[ "$(date +%s)" -lt "$deadline" ] || exit 1
-			sleep 0.2
-		done
-		while lazyboot_alive "$previous_writer"; do
-			[ "$(date +%s)" -lt "$deadline" ] || exit 1
-			sleep 0.1
-		done
-		left=$(( deadline - $(date +%s) ))
-		[ "$left" -gt 0 ] || exit 1
-		timeout "$left" sh -c 'printf "%s\n" "$1" > "$2"' lazyboot-emit "$line" "$port"
-	) </dev/null >/dev/null 2>&1 &
-	echo $! > "$LAZYBOOT_RUN_DIR/writer.pid"
+	echo "$line" >> "$LAZYBOOT_RUN_DIR/pending"
 	echo "lazyboot: $line"
 }
 
-# Waits (at most LAZYBOOT_EVENT_TIMEOUT seconds) until the last background writer has finished.
+# lazyboot_flush_events SECONDS: sends the queued lines in order, waiting at most SECONDS for the
+# host per line. Returns 0 when the queue is empty; otherwise the unsent lines stay queued.
 lazyboot_flush_events() {
-	writer=$(cat "$LAZYBOOT_RUN_DIR/writer.pid" 2>/dev/null) || return 0
-	while lazyboot_alive "$writer"; do
+	budget=$1
+	pending=$LAZYBOOT_RUN_DIR/pending
+	[ -s "$pending" ] || return 0
+	waited=0
+	until port=$(lazyboot_events_port); do
+		# The port appears once virtio_console has probed the device.
+		[ "$waited" -lt 20 ] || { lazyboot_log "no $LAZYBOOT_EVENTS_PORT_NAME port"; return 1; }
+		waited=$((waited + 1))
 		sleep 0.1
 	done
+	unsent=""
+	while IFS= read -r line; do
+		if [ -z "$unsent" ] && timeout "$budget" sh -c 'printf "%s\n" "$1" > "$2"' lazyboot-event "$line" "$port"; then
+			lazyboot_log "sent $line"
+		else
+			unsent="$unsent$line
+"
+		fi
+	done < "$pending"
+	printf '%s' "$unsent" > "$pending"
+	[ -z "$unsent" ] || { lazyboot_log "host not listening after ${budget}s, kept $(grep -c . "$pending") line(s)"; return 1; }
 }
