@@ -44,3 +44,13 @@ export class GuestEventsClosed extends LazybootError {
     super(`the events port ${socketPath} closed before ${event} arrived`, 'see the guest console: the boot may have failed');
   }
 }
+
+/** The guest agent answers, but `/` is not (yet) on a disk driven by the guest's own driver. */
+export class NativeStorageTimeout extends LazybootError {
+  constructor(readonly timeoutMs: number, readonly lastSeen: string) {
+    super(
+      `the guest's root filesystem was not on a virtio/scsi/nvme disk within ${timeoutMs} ms (last seen: ${lastSeen})`,
+      'check that the guest boots from the disk lazyboot attached',
+    );
+  }
+}

@@ -1,0 +1,106 @@
+// The guest agent client gives up in time, with a typed error and nothing left open, when no
+// agent answers: a socket nobody serves, a socket that never appears, an image without an agent.
+import test from 'ava';
+import { createServer, type Socket } from 'node:net';
+import { copyFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { withDir } from 'tmp-promise';
+import { ensureFixture } from '../fixtures/build.js';
+import { GuestAgent, waitForAgent } from '../guest/agent-client.js';
+import { AgentTimeout } from '../guest/errors.js';
+import { GuestEvents } from '../guest/events.js';
+import { tinyStayUpArgs } from '../guest/qemu-args.js';
+import { startQemuDirect } from './helpers/qemu-direct.js';
+
+const SLACK_MS = 1500;
+
+function processGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+test('a socket that accepts but never answers ends in AgentTimeout within the timeout, and the client closes it', async (t) => {
+  await withDir(
+    async ({ path: dir }) => {
+      const socketPath = join(dir, 'silent.sock');
+      const accepted: Socket[] = [];
+      const clientGone: Promise<void>[] = [];
+      const server = createServer((socket) => {
+        accepted.push(socket);
+        clientGone.push(new Promise((resolve) => socket.on('close', () => resolve())));
+        socket.resume();
+      });
+      await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+      t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+      const started = Date.now();
+      const error = await t.throwsAsync(GuestAgent.connect(socketPath, { timeoutMs: 2500 }), { instanceOf: AgentTimeout });
+      const elapsed = Date.now() - started;
+      t.true(elapsed >= 2500 && elapsed < 2500 + SLACK_MS, `gave up after ${elapsed} ms`);
+      t.is(error?.command, 'guest-sync-delimited');
+      t.regex(error?.toLine() ?? '', /did not answer guest-sync-delimited within 2500 ms: check that qemu-guest-agent runs/);
+      // The client hung up: the server sees its side closed.
+      t.is(accepted.length, 1);
+      await Promise.all(clientGone);
+    },
+    { unsafeCleanup: true },
+  );
+});
+
+test('a socket path that never appears ends in AgentTimeout within the timeout', async (t) => {
+  await withDir(
+    async ({ path: dir }) => {
+      const started = Date.now();
+      await t.throwsAsync(waitForAgent(join(dir, 'absent.sock'), { timeoutMs: 1500 }), { instanceOf: AgentTimeout });
+      const elapsed = Date.now() - started;
+      t.true(elapsed >= 1400 && elapsed < 1500 + SLACK_MS, `gave up after ${elapsed} ms`);
+    },
+    { unsafeCleanup: true },
+  );
+});
+
+test('waitForAgent stops at once when its AbortSignal fires', async (t) => {
+  await withDir(
+    async ({ path: dir }) => {
+      const socketPath = join(dir, 'silent.sock');
+      const server = createServer((socket) => socket.resume());
+      await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+      t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+      const started = Date.now();
+      // The abort reason (a DOMException, which ava's throwsAsync does not take) is what rejects.
+      const outcome: unknown = await waitForAgent(socketPath, { timeoutMs: 60_000, signal: AbortSignal.timeout(500) }).then(
+        (agent) => agent.close(),
+        (error: unknown) => error,
+      );
+      t.is((outcome as DOMException | undefined)?.name, 'TimeoutError');
+      t.true(Date.now() - started < 500 + SLACK_MS, `took ${Date.now() - started} ms`);
+    },
+    { unsafeCleanup: true },
+  );
+});
+
+test('an image without a guest agent (tiny, kept up) ends in AgentTimeout, and no QEMU is left behind', async (t) => {
+  await withDir(
+    async ({ path: dir }) => {
+      const disk = join(dir, 'tiny.raw');
+      await copyFile((await ensureFixture('tiny')).path, disk);
+      const vm = startQemuDirect({ disk, dir, extraArgs: tinyStayUpArgs() });
+      t.teardown(() => vm.stop());
+      const events = await GuestEvents.connect(vm.eventsSocket);
+      t.teardown(() => events.close());
+      // The guest is fully up, its agent port attached: only the agent itself is missing.
+      await events.waitFor('boot-complete', { timeoutMs: 60_000 });
+      const started = Date.now();
+      await t.throwsAsync(waitForAgent(vm.agentSocket, { timeoutMs: 3000 }), { instanceOf: AgentTimeout });
+      const elapsed = Date.now() - started;
+      t.true(elapsed < 3000 + SLACK_MS, `gave up after ${elapsed} ms`);
+      await vm.stop();
+      t.true(vm.pid !== undefined && processGone(vm.pid), 'QEMU still running after stop()');
+    },
+    { unsafeCleanup: true },
+  );
+});
