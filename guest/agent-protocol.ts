@@ -8,7 +8,7 @@ export interface AgentCommandInfo {
 
 export interface AgentInfo {
   readonly version: string;
-  readonly supported_command: readonly AgentCommandInfo[];
+  readonly supported_commands: readonly AgentCommandInfo[];
 }
 
 export interface AgentPciAddress {
