@@ -8,7 +8,9 @@ export type Accelerator = 'kvm' | 'tcg';
 /** The VM's disk: an NBD export on a unix socket (the COR device, qemu-nbd) or a local file. */
 export type DiskSpec =
   | { readonly kind: 'nbd'; readonly socketPath: string; readonly exportName: string; readonly readOnly?: boolean }
-  | { readonly kind: 'file'; readonly path: string; readonly format?: 'raw' | 'qcow2'; readonly readOnly?: boolean };
+  | { readonly kind: 'file'; readonly path: string; readonly format?: 'raw' | 'qcow2'; readonly readOnly?: boolean }
+  /** A hand-wired block graph (e.g. QEMU's own copy-on-read chain): `-blockdev` nodes, the last one named DISK_NODE. */
+  | { readonly kind: 'blockdev'; readonly nodes: readonly Record<string, unknown>[] };
 
 export interface QemuArgsOptions {
   readonly accel: Accelerator;
@@ -62,6 +64,9 @@ export function buildQemuArgs(options: QemuArgsOptions): string[] {
 }
 
 function diskArgs(disk: DiskSpec, serial: string): string[] {
+  if (disk.kind === 'blockdev') {
+    return [...disk.nodes.flatMap((node) => ['-blockdev', JSON.stringify(node)]), ...deviceArgs(serial)];
+  }
   const node =
     disk.kind === 'nbd'
       ? {
@@ -77,7 +82,11 @@ function diskArgs(disk: DiskSpec, serial: string): string[] {
           file: { driver: 'file', filename: disk.path, 'read-only': disk.readOnly ?? false },
         };
   // JSON option syntax: no comma escaping of paths, and the same shape QMP's blockdev-add takes.
+  return ['-blockdev', JSON.stringify(node), ...deviceArgs(serial)];
+}
+
+function deviceArgs(serial: string): string[] {
   // rerror/werror=report: the guest sees EIO and QEMU emits BLOCK_IO_ERROR instead of pausing.
   const device = { driver: 'virtio-blk-pci', id: DISK_DEVICE, drive: DISK_NODE, serial, bootindex: 1, rerror: 'report', werror: 'report' };
-  return ['-blockdev', JSON.stringify(node), '-device', JSON.stringify(device)];
+  return ['-device', JSON.stringify(device)];
 }

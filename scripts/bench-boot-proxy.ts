@@ -1,0 +1,69 @@
+// A bandwidth-limited unix-socket proxy for the boot benchmark: it stands for the network between
+// a repository and the target, counts the bytes the target received, and caps them at a rate
+// shared by all connections (one link), like a real line would.
+import net from 'node:net';
+import { rm } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export class ThrottledProxy {
+  /** Bytes sent from the upstream (repository) to clients (the target) so far. */
+  bytesToClients = 0;
+  #linkFreeAt = 0;
+  readonly #sockets = new Set<net.Socket>();
+
+  private constructor(private readonly server: net.Server, readonly socketPath: string, private readonly bytesPerSecond: number) {}
+
+  /** `bytesPerSecond` 0 = unlimited. */
+  static async start(socketPath: string, upstreamPath: string, bytesPerSecond: number): Promise<ThrottledProxy> {
+    await rm(socketPath, { force: true });
+    let proxy: ThrottledProxy | undefined;
+    const server = net.createServer((client) => proxy!.#relay(client, upstreamPath));
+    proxy = new ThrottledProxy(server, socketPath, bytesPerSecond);
+    await new Promise<void>((resolve, reject) => server.listen(socketPath, resolve).once('error', reject));
+    return proxy;
+  }
+
+  #relay(client: net.Socket, upstreamPath: string): void {
+    const upstream = net.connect(upstreamPath);
+    for (const socket of [client, upstream]) {
+      this.#sockets.add(socket);
+      socket.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+      socket.on('close', () => {
+        this.#sockets.delete(socket);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream); // requests are small: only the replies are metered
+    void (async () => {
+      try {
+        for await (const chunk of upstream) {
+          await this.#waitForLink((chunk as Buffer).length);
+          this.bytesToClients += (chunk as Buffer).length;
+          if (!client.write(chunk)) await new Promise((resolve) => client.once('drain', resolve));
+        }
+      } catch {
+        // a side closed: the close handlers end both
+      }
+    })();
+  }
+
+  /** Reserves the link for `bytes` and waits until they have "crossed" it. */
+  async #waitForLink(bytes: number): Promise<void> {
+    if (!this.bytesPerSecond) return;
+    const now = performance.now();
+    const start = Math.max(now, this.#linkFreeAt);
+    this.#linkFreeAt = start + (bytes * 1000) / this.bytesPerSecond;
+    const wait = this.#linkFreeAt - now;
+    if (wait >= 1) await sleep(wait);
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.#sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await rm(this.socketPath, { force: true });
+  }
+}

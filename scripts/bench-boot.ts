@@ -1,0 +1,286 @@
+// `scripts/bench-boot`: how fast a VM is up when its image is not on the machine yet.
+// The fixture (Debian by default) sits inside a 4 GiB disk that also holds 2 GiB of data the boot
+// never reads. For each repository bandwidth it measures, from the moment the boot is asked for:
+// time to storage-ready, time to the first guest-ping (agent up), and bytes fetched, for
+//   (a) lazyboot's lazy boot (COR device, fetch on first read)
+//   (b) the fully local raw file (the lower bound)
+//   (c) copy the whole image first (nbdcopy), then boot (what the design replaces)
+//   (d) QEMU's own copy-on-read chain (qcow2 overlay + copy-on-read filter) over qemu-nbd
+// and writes the table to bench/results/boot.md.
+import { createCipheriv, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { ensureFixture, repositoryRoot, type FixtureName } from '../fixtures/build.js';
+import { launch } from '../lib/launch.js';
+import { chooseAccelerator } from '../vmm/accel.js';
+import { DISK_NODE } from '../vmm/qemu-args.js';
+import { TransientVm, type VmDisk, type VmEvent } from '../vmm/vm.js';
+import { ThrottledProxy } from './bench-boot-proxy.js';
+
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+const ROOT = repositoryRoot();
+const CLI = path.join(ROOT, 'bin', 'lazyboot.js');
+
+interface Bandwidth {
+  readonly key: string;
+  readonly label: string;
+  readonly bytesPerSecond: number;
+}
+
+const BANDWIDTHS: Bandwidth[] = [
+  { key: 'unlimited', label: 'unlimited', bytesPerSecond: 0 },
+  { key: '1G', label: '1 Gbit/s', bytesPerSecond: 125_000_000 },
+  { key: '100M', label: '100 Mbit/s', bytesPerSecond: 12_500_000 },
+];
+
+interface Measurement {
+  readonly scenario: string;
+  readonly bandwidth: string;
+  readonly storageReadyS?: number;
+  readonly pingS?: number;
+  readonly bytesAtStorageReady: number;
+  readonly bytesAtPing: number;
+  readonly note?: string;
+}
+
+interface BootMarks {
+  storageReadyAt?: number;
+  readyAt?: number;
+  bytesAtStorageReady: number;
+  bytesAtReady: number;
+}
+
+/** Waits for storage-ready and ready on a VM's events, sampling `bytes()` at each. */
+async function watchBoot(events: { on(listener: (event: VmEvent) => void): () => void; history: readonly VmEvent[] }, ready: Promise<void>, bytes: () => number): Promise<BootMarks> {
+  const marks: BootMarks = { bytesAtStorageReady: 0, bytesAtReady: 0 };
+  const onEvent = (event: VmEvent) => {
+    if (event.type === 'guest-event' && event.event.event === 'storage-ready' && marks.storageReadyAt === undefined) {
+      marks.storageReadyAt = Date.now();
+      marks.bytesAtStorageReady = bytes();
+    }
+  };
+  events.history.forEach(onEvent);
+  const stop = events.on(onEvent);
+  await ready;
+  marks.readyAt = Date.now();
+  marks.bytesAtReady = bytes();
+  stop();
+  return marks;
+}
+
+/** The bench disk: the fixture at offset 0, 2 GiB of incompressible, never-read data after it, 4 GiB in all. */
+async function benchImage(fixture: string, out: string): Promise<void> {
+  if (existsSync(out)) return;
+  const partial = `${out}.partial`;
+  await execa('cp', ['--sparse=always', fixture, partial]);
+  const fixtureSize = (await stat(fixture)).size;
+  const fillerStart = Math.ceil(fixtureSize / MiB) * MiB + 64 * MiB;
+  const fillerBytes = 2 * GiB;
+  if (fillerStart + fillerBytes > 4 * GiB) throw new Error(`the fixture (${fixtureSize} bytes) leaves no room for 2 GiB in 4 GiB`);
+  const handle = await open(partial, 'r+');
+  try {
+    await handle.truncate(4 * GiB);
+    // AES-CTR over zeros: unique blocks (no dedup in the repository), fast to make.
+    const cipher = createCipheriv('aes-128-ctr', randomBytes(16), randomBytes(16));
+    const zeros = Buffer.alloc(8 * MiB);
+    for (let offset = 0; offset < fillerBytes; offset += zeros.length) {
+      await handle.write(cipher.update(zeros), 0, zeros.length, fillerStart + offset);
+    }
+  } finally {
+    await handle.close();
+  }
+  await execa('mv', [partial, out]);
+}
+
+async function serveRepo(repoDir: string, socketPath: string): Promise<{ server: ResultPromise }> {
+  const server = execa('node', [CLI, 'repo', 'serve', '--repo', repoDir, '--socket', socketPath], { reject: false, stdin: 'ignore' });
+  await new Promise<void>((resolve, reject) => {
+    server.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('serving') && resolve());
+    void server.then((result) => reject(new Error(`repo serve exited: ${result.stderr}`)));
+  });
+  return { server }; // wrapped: an async function returning the (thenable) process would wait for its exit
+}
+
+async function bootVm(disk: VmDisk, agent: boolean, bytes: () => number, started: number, timeoutMs: number): Promise<BootMarks & { started: number }> {
+  const vm = await TransientVm.start({ disk, accel: 'auto', memoryMiB: 512, agent, timeoutMs });
+  try {
+    return { ...(await watchBoot(vm.events, vm.ready, bytes)), started };
+  } finally {
+    await vm.close();
+  }
+}
+
+function measurement(scenario: string, bandwidth: string, marks: BootMarks & { started: number }, note?: string): Measurement {
+  return {
+    scenario,
+    bandwidth,
+    storageReadyS: marks.storageReadyAt ? (marks.storageReadyAt - marks.started) / 1000 : undefined,
+    pingS: marks.readyAt ? (marks.readyAt - marks.started) / 1000 : undefined,
+    bytesAtStorageReady: marks.bytesAtStorageReady,
+    bytesAtPing: marks.bytesAtReady,
+    note,
+  };
+}
+
+async function main(): Promise<void> {
+  const args = await yargs(hideBin(process.argv))
+    .option('image', { choices: ['debian', 'tiny'] as const, default: 'debian' as const, describe: 'fixture inside the 4 GiB bench disk' })
+    .option('only', { type: 'string', array: true, choices: BANDWIDTHS.map((b) => b.key), describe: 'bandwidths to run' })
+    .option('out', { type: 'string', default: path.join(ROOT, 'bench', 'results', 'boot.md') })
+    .strict()
+    .parseAsync();
+  const fixtureName = args.image as FixtureName;
+  const agent = fixtureName === 'debian'; // the tiny image has no guest agent: its "ready" is boot-complete
+  const readyLabel = agent ? 'first guest-ping' : 'boot-complete';
+  const benchDir = path.join(ROOT, '.cache', 'bench');
+  await mkdir(benchDir, { recursive: true });
+  const work = path.join(os.tmpdir(), `lazyboot-bench-${process.pid}`);
+  await mkdir(work, { recursive: true });
+  const say = (line: string) => process.stderr.write(`bench-boot: ${line}\n`);
+  const timeoutMs = 15 * 60_000;
+
+  const fixture = await ensureFixture(fixtureName, { log: say });
+  const imageName = `bench-${fixtureName}`;
+  const benchRaw = path.join(benchDir, `${imageName}-${path.basename(fixture.path, '.raw')}.raw`);
+  say(`bench disk ${benchRaw}`);
+  await benchImage(fixture.path, benchRaw);
+  const repoDir = path.join(benchDir, `repo-${path.basename(benchRaw, '.raw')}`);
+  if (!existsSync(path.join(repoDir, '.imported'))) {
+    say('importing the bench disk into the bench repository');
+    await rm(repoDir, { recursive: true, force: true });
+    await mkdir(repoDir, { recursive: true });
+    await execa('node', [CLI, 'image', 'import', benchRaw, imageName, '--repo', repoDir], { stdout: 'inherit', stderr: 'inherit' });
+    await writeFile(path.join(repoDir, '.imported'), '');
+  }
+  const benchStat = await stat(benchRaw);
+  const allocatedBytes = benchStat.blocks * 512;
+  const accel = await chooseAccelerator('auto');
+  say(accel.reason);
+
+  const repoSocket = path.join(work, 'repo.sock');
+  const qemuNbdSocket = path.join(work, 'qemu-nbd.sock');
+  const { server: repoServer } = await serveRepo(repoDir, repoSocket);
+  const qemuNbd = execa('qemu-nbd', ['-r', '-t', '-f', 'raw', '--shared=16', '-x', imageName, '-k', qemuNbdSocket, path.resolve(benchRaw)], { reject: false });
+  const results: Measurement[] = [];
+  const bandwidths = BANDWIDTHS.filter((b) => !args.only || args.only.includes(b.key));
+  try {
+    // (b) the lower bound: the image already local (copied beforehand, not timed).
+    {
+      const local = path.join(work, 'local.raw');
+      await execa('cp', ['--sparse=always', benchRaw, local]);
+      say('(b) local raw file');
+      const marks = await bootVm({ spec: { kind: 'file', path: local }, close: async () => {} }, agent, () => 0, Date.now(), timeoutMs);
+      results.push(measurement('(b) local raw file', '—', marks));
+      await rm(local, { force: true });
+    }
+    for (const bandwidth of bandwidths) {
+      // (a) lazyboot lazy boot, through the throttled link to `lazyboot repo serve`.
+      {
+        const proxy = await ThrottledProxy.start(path.join(work, 'link-a.sock'), repoSocket, bandwidth.bytesPerSecond);
+        say(`(a) lazyboot lazy boot at ${bandwidth.label}`);
+        const started = Date.now();
+        const vm = await launch({ image: imageName, from: [`nbd+unix:///?socket=${proxy.socketPath}`], agent, memory: '512M', timeoutMs });
+        try {
+          const marks = await watchBoot(vm.events, vm.ready, () => proxy.bytesToClients);
+          results.push(measurement('(a) lazyboot', bandwidth.label, { ...marks, started }));
+        } finally {
+          await vm.close();
+          await proxy.close();
+        }
+      }
+      // (c) copy everything first (nbdcopy skips holes), then boot the local copy.
+      {
+        const proxy = await ThrottledProxy.start(path.join(work, 'link-c.sock'), repoSocket, bandwidth.bytesPerSecond);
+        const local = path.join(work, 'copied.raw');
+        say(`(c) copy, then boot at ${bandwidth.label}`);
+        const started = Date.now();
+        await writeFile(local, '');
+        await execa('truncate', ['-s', String(benchStat.size), local]);
+        await execa('nbdcopy', ['--destination-is-zero', `nbd+unix:///${imageName}?socket=${proxy.socketPath}`, local]);
+        const copySeconds = (Date.now() - started) / 1000;
+        const marks = await bootVm({ spec: { kind: 'file', path: local }, close: async () => {} }, agent, () => proxy.bytesToClients, started, timeoutMs);
+        results.push(measurement('(c) copy first, then boot', bandwidth.label, marks, `copy ${copySeconds.toFixed(1)} s`));
+        await proxy.close();
+        await rm(local, { force: true });
+      }
+      // (d) QEMU's own chain: nbd (qemu-nbd) ← qcow2 overlay (backing) ← copy-on-read filter.
+      {
+        const proxy = await ThrottledProxy.start(path.join(work, 'link-d.sock'), qemuNbdSocket, bandwidth.bytesPerSecond);
+        const overlay = path.join(work, 'overlay.qcow2');
+        await execa('qemu-img', ['create', '-q', '-f', 'qcow2', overlay, String(benchStat.size)]);
+        say(`(d) QEMU copy-on-read chain over qemu-nbd at ${bandwidth.label}`);
+        const started = Date.now();
+        const nodes = [
+          { driver: 'nbd', 'node-name': 'bench-remote', server: { type: 'unix', path: proxy.socketPath }, export: imageName, 'read-only': true },
+          { driver: 'qcow2', 'node-name': 'bench-overlay', file: { driver: 'file', filename: overlay }, backing: 'bench-remote' },
+          { driver: 'copy-on-read', 'node-name': DISK_NODE, file: 'bench-overlay' },
+        ];
+        const marks = await bootVm({ spec: { kind: 'blockdev', nodes }, close: async () => {} }, agent, () => proxy.bytesToClients, started, timeoutMs);
+        results.push(measurement('(d) QEMU COR chain over qemu-nbd', bandwidth.label, marks));
+        await proxy.close();
+        await rm(overlay, { force: true });
+      }
+    }
+  } finally {
+    repoServer.kill('SIGTERM');
+    qemuNbd.kill('SIGTERM');
+    await Promise.allSettled([repoServer, qemuNbd]);
+    await rm(work, { recursive: true, force: true });
+  }
+
+  const report = renderReport({ results, fixtureName, benchSize: benchStat.size, allocatedBytes, accel: accel.reason, readyLabel });
+  await mkdir(path.dirname(args.out), { recursive: true });
+  await writeFile(args.out, report);
+  process.stdout.write(report);
+}
+
+function renderReport(input: { results: Measurement[]; fixtureName: string; benchSize: number; allocatedBytes: number; accel: string; readyLabel: string }): string {
+  const s = (value: number | undefined) => (value === undefined ? '—' : value.toFixed(1));
+  const mib = (bytes: number) => (bytes / MiB).toFixed(1);
+  const rows = input.results.map(
+    (r) => `| ${r.scenario} | ${r.bandwidth} | ${s(r.storageReadyS)} | ${s(r.pingS)} | ${mib(r.bytesAtStorageReady)} | ${mib(r.bytesAtPing)} | ${r.note ?? ''} |`,
+  );
+  const find = (scenario: string, bandwidth: string) => input.results.find((r) => r.scenario.startsWith(scenario) && r.bandwidth === bandwidth);
+  const local = input.results.find((r) => r.scenario.startsWith('(b)'));
+  const goals: string[] = [];
+  for (const bandwidth of BANDWIDTHS.map((b) => b.label)) {
+    const a = find('(a)', bandwidth);
+    const c = find('(c)', bandwidth);
+    const d = find('(d)', bandwidth);
+    if (!a) continue;
+    const parts: string[] = [];
+    if (local?.pingS && a.pingS) parts.push(`(a)/(b) = ${(a.pingS / local.pingS).toFixed(2)}× (goal ≤ 1.05×)`);
+    if (c?.pingS && a.pingS) parts.push(`(c)/(a) = ${(c.pingS / a.pingS).toFixed(1)}× faster${bandwidth === '100 Mbit/s' ? ' (goal ≥ 5×)' : ''}`);
+    if (d?.pingS && a.pingS) parts.push(`(d)/(a) = ${(d.pingS / a.pingS).toFixed(2)}× (goal ≥ 1.0×)`);
+    parts.push(`fetched before storage-ready = ${((100 * a.bytesAtStorageReady) / input.allocatedBytes).toFixed(1)}% of the allocated bytes (goal ≤ 10%)`);
+    goals.push(`- **${bandwidth}**: ${parts.join('; ')}`);
+  }
+  return [
+    '# Boot benchmark (`scripts/bench-boot`)',
+    '',
+    `${new Date().toISOString()}; fixture **${input.fixtureName}** inside a ${(input.benchSize / GiB).toFixed(0)} GiB disk with 2 GiB of never-read data; ` +
+      `${(input.allocatedBytes / MiB).toFixed(0)} MiB allocated; ${os.cpus().length} cores; ${input.accel}.`,
+    `Times are seconds from the moment the boot is asked for (including the copy in (c)); bytes are what crossed the (throttled) link; ` +
+      `the "ready" column is the ${input.readyLabel}.`,
+    '',
+    `| scenario | bandwidth | storage-ready (s) | ${input.readyLabel} (s) | MiB fetched by storage-ready | MiB fetched by ${input.readyLabel} | note |`,
+    '| --- | --- | ---: | ---: | ---: | ---: | --- |',
+    ...rows,
+    '',
+    '## Against the goals',
+    '',
+    ...goals,
+    '',
+  ].join('\n');
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench-boot: ${error instanceof Error ? error.stack : String(error)}\n`);
+  process.exitCode = 1;
+});
