@@ -2,7 +2,6 @@
 // (storage-ready, boot-complete, ...) from QEMU's unix socket and hands them out as typed events.
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
-import { createInterface } from 'node:readline';
 import { GuestEventsClosed, GuestEventTimeout } from './errors.js';
 import { connectWithRetry } from './unix-socket.js';
 
@@ -60,13 +59,21 @@ export class GuestEvents extends EventEmitter<GuestEventsMap> {
 
   private constructor(private readonly socket: Socket, readonly socketPath: string) {
     super();
-    const lines = createInterface({ input: socket });
-    lines.on('line', (line) => {
-      const event = parseEvent(line.trim());
-      if (!event) return;
-      this.received.push(event);
-      this.emit('event', event);
+    // Split lines by hand: a readline interface re-emits socket errors (QEMU killed mid-boot
+    // resets the socket) as its own 'error', which would need a listener of its own.
+    let partial = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      const lines = (partial + chunk).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        const event = parseEvent(line.trim());
+        if (!event) continue;
+        this.received.push(event);
+        this.emit('event', event);
+      }
     });
+    // A reset socket is a closed one: 'close' follows and tells the waiters.
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
       this.#closed = true;
