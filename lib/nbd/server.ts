@@ -8,6 +8,7 @@ import { ByteQueue, ConnectionClosed } from './byte-queue.js';
 import { Handshake, HandshakeFailed } from './handshake.js';
 import { Transmission } from './transmission.js';
 import type { ExportProvider } from './export-provider.js';
+import { BufferPool } from './buffer-pool.js';
 
 export type { ExportProvider } from './export-provider.js';
 
@@ -33,6 +34,7 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
   const log = options.log ?? (() => {});
   const sockets = new Set<Socket>();
   let connectionCount = 0;
+  const pool = new BufferPool();
 
   const server = createServer({ noDelay: true }, (socket) => {
     const id = ++connectionCount;
@@ -40,7 +42,7 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => {}); // reported through serveConnection's outcome
     const peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix socket';
-    void serveConnection(socket, options.exports, (line) => log(`connection ${id} (${peer}): ${line}`));
+    void serveConnection(socket, options.exports, pool, (line) => log(`connection ${id} (${peer}): ${line}`));
   });
 
   let uri: string;
@@ -114,7 +116,7 @@ async function removeStaleSocket(path: string): Promise<void> {
   await unlink(path);
 }
 
-async function serveConnection(socket: Socket, exports: ExportProvider, log: (line: string) => void): Promise<void> {
+async function serveConnection(socket: Socket, exports: ExportProvider, pool: BufferPool, log: (line: string) => void): Promise<void> {
   const queue = new ByteQueue(socket);
   try {
     const session = await new Handshake(socket, queue, exports).run();
@@ -125,7 +127,7 @@ async function serveConnection(socket: Socket, exports: ExportProvider, log: (li
     }
     const mode = session.backend.capabilities.write ? 'read-write' : 'read-only';
     log(`export ${JSON.stringify(session.exportName)} (${mode}${session.structuredReplies ? ', structured replies' : ''})`);
-    await new Transmission(socket, queue, session, log).run();
+    await new Transmission(socket, queue, session, log, pool).run();
     socket.end();
   } catch (error) {
     if (!(error instanceof ConnectionClosed && error.had === 0)) {

@@ -6,6 +6,8 @@ import type { ByteQueue } from './byte-queue.js';
 import { BASE_ALLOCATION_CONTEXT_ID, blockSizeLimits, type Negotiated } from './handshake.js';
 import { nbdErrno } from './errno.js';
 import * as P from './protocol.js';
+import { readsIntoBuffer } from '../block/read-into.js';
+import type { BufferPool } from './buffer-pool.js';
 
 const REQUEST_HEADER_BYTES = 28;
 /** Requests in flight per connection before we stop reading more. */
@@ -33,6 +35,7 @@ export class Transmission {
     private readonly queue: ByteQueue,
     private readonly session: Negotiated,
     private readonly log: (line: string) => void,
+    private readonly pool: BufferPool,
   ) {
     this.maximum = blockSizeLimits(session.backend).maximum;
   }
@@ -40,14 +43,14 @@ export class Transmission {
   /** Serves requests until NBD_CMD_DISC or the connection ends. */
   async run(): Promise<void> {
     for (;;) {
-      await this.waitForRoom();
+      if (this.mustWait()) await this.waitForRoom();
       const header = this.queue.take(REQUEST_HEADER_BYTES) ?? (await this.queue.read(REQUEST_HEADER_BYTES));
       if (header.readUInt32BE(0) !== P.REQUEST_MAGIC) throw new ProtocolViolation('bad request magic');
       const request: Request = {
         flags: header.readUInt16BE(4),
         type: header.readUInt16BE(6),
         cookie: Buffer.from(header.subarray(8, 16)),
-        offset: Number(header.readBigUInt64BE(16)),
+        offset: header.readUInt32BE(16) * 2 ** 32 + header.readUInt32BE(20),
         length: header.readUInt32BE(24),
       };
       if (request.type === P.CMD_DISC) {
@@ -72,8 +75,12 @@ export class Transmission {
     }
   }
 
+  private mustWait(): boolean {
+    return this.inFlight >= MAX_IN_FLIGHT || this.socket.writableLength > MAX_PENDING_REPLY_BYTES;
+  }
+
   private async waitForRoom(): Promise<void> {
-    while (this.inFlight >= MAX_IN_FLIGHT || this.socket.writableLength > MAX_PENDING_REPLY_BYTES) {
+    while (this.mustWait()) {
       if (this.socket.destroyed) return;
       await new Promise<void>((resolve) => {
         const done = (): void => {
@@ -104,7 +111,19 @@ export class Transmission {
     try {
       switch (request.type) {
         case P.CMD_READ:
-          this.replyRead(request, await backend.read(request.offset, request.length));
+          if (readsIntoBuffer(backend) && request.length > 0) {
+            const storage = this.pool.take(request.length);
+            const data = storage.subarray(0, request.length);
+            try {
+              await backend.readInto(request.offset, data);
+            } catch (error) {
+              this.pool.give(storage);
+              throw error;
+            }
+            this.replyRead(request, data, () => this.pool.give(storage));
+          } else {
+            this.replyRead(request, await backend.read(request.offset, request.length));
+          }
           return;
         case P.CMD_WRITE:
           await backend.write(request.offset, payload!, { fua });
@@ -175,10 +194,14 @@ export class Transmission {
     return backend.blockStatus(request.offset, request.length);
   }
 
-  private send(buffers: Buffer[]): void {
-    if (this.socket.destroyed) return;
+  /** Writes one reply; `onWritten` runs once the bytes are handed to the kernel (or dropped). */
+  private send(buffers: Buffer[], onWritten?: () => void): void {
+    if (this.socket.destroyed) {
+      onWritten?.();
+      return;
+    }
     this.socket.cork();
-    for (const buffer of buffers) this.socket.write(buffer);
+    buffers.forEach((buffer, i) => this.socket.write(buffer, i === buffers.length - 1 && onWritten ? () => onWritten() : undefined));
     this.socket.uncork();
   }
 
@@ -208,13 +231,14 @@ export class Transmission {
     }
   }
 
-  private replyRead(request: Request, data: Buffer): void {
+  private replyRead(request: Request, data: Buffer, onWritten?: () => void): void {
     if (!this.session.structuredReplies) {
-      this.send([this.simpleHeader(request, 0), data]);
+      this.send([this.simpleHeader(request, 0), data], onWritten);
       return;
     }
     if (data.length === 0) {
       this.replyDone(request);
+      onWritten?.();
       return;
     }
     const header = Buffer.allocUnsafe(28);
@@ -223,8 +247,9 @@ export class Transmission {
     header.writeUInt16BE(P.REPLY_TYPE_OFFSET_DATA, 6);
     request.cookie.copy(header, 8);
     header.writeUInt32BE(8 + data.length, 16);
-    header.writeBigUInt64BE(BigInt(request.offset), 20);
-    this.send([header, data]);
+    header.writeUInt32BE(Math.floor(request.offset / 2 ** 32), 20);
+    header.writeUInt32BE(request.offset >>> 0, 24);
+    this.send([header, data], onWritten);
   }
 
   private replyBlockStatus(request: Request, extents: Extent[]): void {

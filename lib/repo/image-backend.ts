@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { BlockError, type BlockBackend, type BlockCapabilities, type BlockSizeConstraints, type Extent } from '../block/backend.js';
 import { MAX_REQUEST_BYTES } from '../nbd/protocol.js';
+import type { ReadsIntoBuffer } from '../block/read-into.js';
 import { DIGEST_BYTES, type Manifest } from './manifest-format.js';
 import { LazybootError } from '../errors.js';
 import { BlockCorrupt, BlockMissing, RepositoryCorrupt } from './errors.js';
@@ -14,9 +15,8 @@ export interface ImageBackendOptions {
   readonly verify?: boolean;
 }
 
-/** Bounds on the work one blockStatus call does. */
-const MAX_EXTENTS_PER_CALL = 1024;
-const MAX_BLOCKS_SCANNED_PER_CALL = 65536;
+/** Bound on the work one blockStatus call does. */
+const MAX_EXTENTS_PER_CALL = 32;
 
 const READ_ONLY: BlockCapabilities = { write: false, flush: false, trim: false, writeZeroes: false, extents: true, multiConn: true };
 
@@ -28,11 +28,15 @@ interface ReadRun {
   length: number;
 }
 
-export class ImageBackend implements BlockBackend {
+export class ImageBackend implements BlockBackend, ReadsIntoBuffer {
   readonly size: number;
   readonly capabilities = READ_ONLY;
   readonly constraints: BlockSizeConstraints;
   private readonly zeroFlags: Uint8Array;
+  /** Where each block is stored, filled on first use (saves a digest lookup per block read). */
+  private readonly locations: Array<BlockLocation | undefined>;
+  /** First block of each run of blocks that are all zero or all data. */
+  private readonly runStarts: Uint32Array;
 
   constructor(
     readonly manifest: Manifest,
@@ -46,11 +50,21 @@ export class ImageBackend implements BlockBackend {
     for (let i = 0; i < manifest.blockCount; i++) {
       this.zeroFlags[i] = isZero(manifest.digests, i * DIGEST_BYTES) ? 1 : 0;
     }
+    this.locations = new Array<BlockLocation | undefined>(manifest.blockCount);
+    const starts: number[] = [];
+    for (let i = 0; i < manifest.blockCount; i++) if (i === 0 || this.zeroFlags[i] !== this.zeroFlags[i - 1]) starts.push(i);
+    this.runStarts = Uint32Array.from(starts);
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
-    this.checkRange(offset, length);
     const out = Buffer.allocUnsafe(length);
+    await this.readInto(offset, out);
+    return out;
+  }
+
+  async readInto(offset: number, out: Buffer): Promise<void> {
+    const length = out.length;
+    this.checkRange(offset, length);
     const { blockSize } = this.manifest;
     const end = offset + length;
     const runs: ReadRun[] = [];
@@ -65,7 +79,7 @@ export class ImageBackend implements BlockBackend {
         run = undefined;
         continue;
       }
-      const location = await this.locate(index);
+      const location = this.locateKnown(index) ?? (await this.locateAfterRefresh(index));
       const filePosition = location.offset + (from - blockStart);
       if (run && run.pack === location.pack && run.filePosition + run.length === filePosition && run.targetOffset + run.length === targetOffset) {
         run.length += to - from;
@@ -75,23 +89,49 @@ export class ImageBackend implements BlockBackend {
       }
     }
     try {
-      await Promise.all(runs.map((r) => r.pack.readInto(out, r.targetOffset, r.length, r.filePosition)));
+      if (runs.length === 1) {
+        const only = runs[0]!;
+        await only.pack.readInto(out, only.targetOffset, only.length, only.filePosition);
+      } else {
+        await Promise.all(runs.map((r) => r.pack.readInto(out, r.targetOffset, r.length, r.filePosition)));
+      }
       if (this.options.verify) this.verifyBlocks(out, offset, length);
     } catch (error) {
       throw toBlockError(error);
     }
-    return out;
   }
 
-  private async locate(index: number): Promise<BlockLocation> {
-    const digest = this.manifest.digests.subarray(index * DIGEST_BYTES, (index + 1) * DIGEST_BYTES);
-    const location = this.store.locate(digest) ?? (await this.store.locateFresh(digest).catch((error) => { throw toBlockError(error); }));
-    const expected = Math.min(this.manifest.blockSize, this.size - index * this.manifest.blockSize);
+  private digestAt(index: number): Buffer {
+    return this.manifest.digests.subarray(index * DIGEST_BYTES, (index + 1) * DIGEST_BYTES);
+  }
+
+  /** The block's location from the loaded indexes (no I/O), checked against its expected length. */
+  private locateKnown(index: number): BlockLocation | undefined {
+    const cached = this.locations[index];
+    if (cached) return cached;
+    const location = this.store.locate(this.digestAt(index));
+    return location && (this.locations[index] = this.checkedLocation(index, location));
+  }
+
+  /** On a miss: another writer may have added packs since we loaded the indexes. */
+  private async locateAfterRefresh(index: number): Promise<BlockLocation> {
+    const digest = this.digestAt(index);
+    let location: BlockLocation | undefined;
+    try {
+      location = await this.store.locateFresh(digest);
+    } catch (error) {
+      throw toBlockError(error);
+    }
     if (!location) {
       throw toBlockError(new BlockMissing(digest.toString('hex'), `block ${index} of ${formatImageRef(this.manifest.name, this.manifest.version)}`));
     }
+    return (this.locations[index] = this.checkedLocation(index, location));
+  }
+
+  private checkedLocation(index: number, location: BlockLocation): BlockLocation {
+    const expected = Math.min(this.manifest.blockSize, this.size - index * this.manifest.blockSize);
     if (location.length !== expected) {
-      throw toBlockError(new RepositoryCorrupt(location.pack.path, `holds block ${digest.toString('hex')} with ${location.length} bytes where ${expected} are expected`));
+      throw toBlockError(new RepositoryCorrupt(location.pack.path, `holds block ${this.digestAt(index).toString('hex')} with ${location.length} bytes where ${expected} are expected`));
     }
     return location;
   }
@@ -116,24 +156,29 @@ export class ImageBackend implements BlockBackend {
     this.checkRange(offset, length);
     const { blockSize } = this.manifest;
     const end = offset + length;
-    // Clients (QEMU) often ask about the whole rest of the disk but use only the first extents:
-    // stop after a bounded amount of work, as the interface allows.
-    const extents: Array<{ offset: number; length: number; hole: boolean; zero: boolean }> = [];
-    let scanned = 0;
-    for (let index = Math.floor(offset / blockSize); index * blockSize < end; index++) {
-      const from = Math.max(offset, index * blockSize);
-      const to = Math.min(end, (index + 1) * blockSize);
-      const zero = this.zeroFlags[index] === 1;
-      const last = extents[extents.length - 1];
-      if (last && last.zero === zero) {
-        last.length += to - from;
-      } else {
-        if (extents.length === MAX_EXTENTS_PER_CALL) break;
-        extents.push({ offset: from, length: to - from, hole: zero, zero });
-      }
-      if (++scanned === MAX_BLOCKS_SCANNED_PER_CALL) break;
+    const extents: Extent[] = [];
+    // Clients (QEMU) often ask about the whole rest of the disk but use only the first extent:
+    // walk precomputed runs, and stop after a few extents, as the interface allows.
+    for (let run = this.runContaining(Math.floor(offset / blockSize)); run < this.runStarts.length; run++) {
+      const from = Math.max(offset, this.runStarts[run]! * blockSize);
+      if (from >= end || extents.length === MAX_EXTENTS_PER_CALL) break;
+      const runEnd = run + 1 < this.runStarts.length ? this.runStarts[run + 1]! * blockSize : this.size;
+      const zero = this.zeroFlags[this.runStarts[run]!] === 1;
+      extents.push({ offset: from, length: Math.min(end, runEnd) - from, hole: zero, zero });
     }
     return extents;
+  }
+
+  /** Index of the run holding block `index` (binary search over run starts). */
+  private runContaining(index: number): number {
+    let low = 0;
+    let high = this.runStarts.length - 1;
+    while (low < high) {
+      const middle = (low + high + 1) >> 1;
+      if (this.runStarts[middle]! <= index) low = middle;
+      else high = middle - 1;
+    }
+    return low;
   }
 
   private checkRange(offset: number, length: number): void {

@@ -2,6 +2,7 @@
 // (digest → pack, offset, length), loaded into memory. Packs are read with cached file handles
 // so that serving a block costs one pread, and adjacent blocks can be read in one go.
 import { open, readdir, readFile, unlink, type FileHandle } from 'node:fs/promises';
+import { open as fsOpen, read as fsRead, close as fsClose, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { RepositoryCorrupt } from './errors.js';
@@ -13,36 +14,77 @@ const INDEX_SUFFIX = '.idx';
 /** Blocks are gathered into writes of this size while a pack is written. */
 const WRITE_BUFFER_BYTES = 8 * 1024 * 1024;
 
-/** One pack file; its handle is opened on first read and kept. */
+/**
+ * One pack file; its descriptor is opened on first read and kept. Reads use the callback fs API
+ * on the raw descriptor: measurably cheaper per call than FileHandle.read on the serving path.
+ */
 export class PackFile {
-  private handle?: Promise<FileHandle>;
+  private fd?: number;
+  private opening?: Promise<number>;
 
   constructor(readonly path: string) {}
 
   /** Reads exactly `length` bytes at `position` into `target` at `targetOffset`. */
   async readInto(target: Buffer, targetOffset: number, length: number, position: number): Promise<void> {
-    const handle = await this.open();
+    const fd = this.fd ?? (await this.open());
     let done = 0;
     while (done < length) {
-      const { bytesRead } = await handle.read(target, targetOffset + done, length - done, position + done);
+      const bytesRead = await preadOnce(fd, target, targetOffset + done, length - done, position + done).catch((error: NodeJS.ErrnoException) => {
+        throw new RepositoryCorrupt(this.path, `cannot be read (${error.code ?? error.message})`, { cause: error });
+      });
       if (bytesRead === 0) throw new RepositoryCorrupt(this.path, `is truncated (no data at offset ${position + done})`);
       done += bytesRead;
     }
   }
 
-  private open(): Promise<FileHandle> {
-    this.handle ??= open(this.path, 'r').catch((error: NodeJS.ErrnoException) => {
-      this.handle = undefined; // let a later read retry, e.g. after the file was restored
-      throw new RepositoryCorrupt(this.path, error.code === 'ENOENT' ? 'is missing' : `cannot be opened (${error.code ?? error.message})`, { cause: error });
+  private open(): Promise<number> {
+    this.opening ??= new Promise<number>((resolve, reject) => {
+      fsOpen(this.path, 'r', (error, fd) => {
+        if (error) {
+          this.opening = undefined; // let a later read retry, e.g. after the file was restored
+          reject(new RepositoryCorrupt(this.path, error.code === 'ENOENT' ? 'is missing' : `cannot be opened (${error.code ?? error.message})`, { cause: error }));
+        } else {
+          this.fd = fd;
+          resolve(fd);
+        }
+      });
     });
-    return this.handle;
+    return this.opening;
   }
 
   async close(): Promise<void> {
-    const handle = this.handle;
-    this.handle = undefined;
-    if (handle) await (await handle.catch(() => undefined))?.close();
+    const fd = this.fd ?? (await this.opening?.catch(() => undefined));
+    this.fd = undefined;
+    this.opening = undefined;
+    if (fd !== undefined) await new Promise<void>((resolve) => fsClose(fd, () => resolve()));
   }
+}
+
+/**
+ * Small reads are done synchronously: from the page cache that is a memcpy, cheaper than the
+ * thread-pool round trip of an async read. A slow synchronous read means the data came from the
+ * disk and blocked the event loop, so after one, all reads go to the thread pool for a while.
+ */
+const SYNC_READ_MAX_BYTES = 128 * 1024;
+const SLOW_SYNC_READ_NS = 300_000n;
+const ASYNC_ONLY_AFTER_SLOW_READ_MS = 1000;
+let asyncOnlyUntil = 0;
+
+function preadOnce(fd: number, target: Buffer, offset: number, length: number, position: number): Promise<number> {
+  if (length <= SYNC_READ_MAX_BYTES && (asyncOnlyUntil === 0 || Date.now() >= asyncOnlyUntil)) {
+    asyncOnlyUntil = 0;
+    const start = process.hrtime.bigint();
+    try {
+      const bytesRead = readSync(fd, target, offset, length, position);
+      if (process.hrtime.bigint() - start > SLOW_SYNC_READ_NS) asyncOnlyUntil = Date.now() + ASYNC_ONLY_AFTER_SLOW_READ_MS;
+      return Promise.resolve(bytesRead);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+  return new Promise((resolve, reject) => {
+    fsRead(fd, target, offset, length, position, (error, bytesRead) => (error ? reject(error) : resolve(bytesRead)));
+  });
 }
 
 export interface BlockLocation {

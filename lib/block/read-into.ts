@@ -1,0 +1,12 @@
+// An optional extra a backend may offer: read into a buffer the caller owns, so that a server can
+// reuse its buffers instead of allocating (and garbage-collecting) one per request.
+import type { BlockBackend } from './backend.js';
+
+export interface ReadsIntoBuffer {
+  /** Fills all of `target` with the bytes at [offset, offset + target.length). */
+  readInto(offset: number, target: Buffer): Promise<void>;
+}
+
+export function readsIntoBuffer(backend: BlockBackend): backend is BlockBackend & ReadsIntoBuffer {
+  return typeof (backend as Partial<ReadsIntoBuffer>).readInto === 'function';
+}
