@@ -5,7 +5,7 @@
 // Usage: node dist/scripts/bench-nbd.js [--size-mib 1024] [--runs 3] [--out bench/results/nbd.md]
 import { execa, type ResultPromise } from 'execa';
 import { randomBytes } from 'node:crypto';
-import { open, mkdir, writeFile, readdir, access } from 'node:fs/promises';
+import { open, mkdir, writeFile, readdir, access, readFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -107,6 +107,13 @@ const workloads: Workload[] = [
   },
 ];
 
+/** CPU time (user + system, all threads) a process has used so far, in seconds. */
+async function cpuSeconds(pid: number | undefined): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+}
+
 async function versionOf(command: string, args: string[]): Promise<string> {
   const { stdout } = await execa(command, args, { reject: false });
   return stdout.split('\n')[0] ?? '?';
@@ -128,18 +135,22 @@ async function main(): Promise<void> {
     }
     const servers = await startServers(dir, image, repo);
     const best = new Map<string, number>(); // `${workload}|${server}` → best seconds
+    const leastCpu = new Map<string, number>(); // … → least server CPU seconds of a run
     try {
       for (const workload of workloads) {
         for (const server of servers) await workload.run(server.uri); // warm-up
         // Round-robin over servers, so that load from elsewhere hits all of them alike.
         for (let run = 0; run < runs; run++) {
           for (const server of servers) {
+            const cpuBefore = await cpuSeconds(server.process.pid);
             const start = process.hrtime.bigint();
             await workload.run(server.uri);
             const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+            const cpu = (await cpuSeconds(server.process.pid)) - cpuBefore;
             const key = `${workload.label}|${server.label}`;
             best.set(key, Math.min(best.get(key) ?? Infinity, seconds));
-            process.stderr.write(`${workload.label} · ${server.label}: ${seconds.toFixed(3)} s\n`);
+            leastCpu.set(key, Math.min(leastCpu.get(key) ?? Infinity, cpu));
+            process.stderr.write(`${workload.label} · ${server.label}: ${seconds.toFixed(3)} s, server CPU ${cpu.toFixed(2)} s\n`);
           }
         }
       }
@@ -161,6 +172,9 @@ async function main(): Promise<void> {
       ];
     });
     const table = [header, header.map(() => '---'), ...rows].map((row) => `| ${row.join(' | ')} |`).join('\n');
+    const cpuHeader = ['server CPU per run (least of the runs)', ...servers.map((s) => s.label)];
+    const cpuRows = workloads.map((workload) => [workload.label, ...servers.map((s) => `${leastCpu.get(`${workload.label}|${s.label}`)!.toFixed(2)} s`)]);
+    const cpuTable = [cpuHeader, cpuHeader.map(() => '---'), ...cpuRows].map((row) => `| ${row.join(' | ')} |`).join('\n');
     const versions = await Promise.all([
       versionOf('qemu-nbd', ['--version']),
       versionOf('nbdkit', ['--version']),
@@ -175,6 +189,11 @@ async function main(): Promise<void> {
       '',
       table,
       '',
+      'CPU time the server process used (all its threads; /proc, 10 ms resolution), a measure that',
+      'other load on the machine disturbs less than wall-clock time:',
+      '',
+      cpuTable,
+      '',
       `- Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, Node ${process.version}; load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' ')}`,
       '  (other work shares this machine: compare columns of one run, not runs with each other).',
       `- Peers: ${versions.join('; ')}.`,
@@ -184,7 +203,7 @@ async function main(): Promise<void> {
       `- Small reads: \`qemu-img bench -f raw -s 4096 -S ${4 * MiB + 4096}\` (stride 4 MiB + 4 KiB, wrapping: scattered, not random), ${RANDOM_READS} reads at depth 16, ${RANDOM_READS / 2} at depth 1.`,
       '',
     ].join('\n');
-    process.stdout.write(`\n${table}\n`);
+    process.stdout.write(`\n${table}\n\n${cpuTable}\n`);
     await mkdir(dirname(outFile), { recursive: true });
     await writeFile(outFile, report);
     process.stdout.write(`\nwritten to ${outFile}\n`);
