@@ -15,3 +15,8 @@ export { GuestEvents, type GuestEvent, type GuestEventName } from '../guest/even
 export { nativeRoot, waitForNativeStorage, type NativeRoot } from '../guest/readiness.js';
 export { guestChannelArgs, tinyStayUpArgs, AGENT_PORT_NAME, EVENTS_PORT_NAME } from '../guest/qemu-args.js';
 export { AgentTimeout, AgentCommandFailed, AgentDisconnected, GuestEventTimeout, GuestEventsClosed, NativeStorageTimeout } from '../guest/errors.js';
+export { Repository, type ImageSummary, type ImportOptions, type ImportResult, type NewImage, type ImageCheck } from './repo/repository.js';
+export { encodeManifest, decodeManifest, InvalidManifest } from './repo/manifest-codec.js';
+export { UnknownImage, InvalidImageName, InvalidBlockSize, RepositoryCorrupt, BlockMissing, BlockCorrupt, ImportFailed } from './repo/errors.js';
+export { repositoryExports, MANIFEST_EXPORT_PREFIX } from './repo/export-provider.js';
+export { startNbdServer, NbdListenFailed, type NbdServer, type NbdServerOptions, type ExportProvider } from './nbd/server.js';
