@@ -30,8 +30,11 @@ export interface LaunchOptions {
   readonly consoleLog?: string;
   /** Time allowed from start to `ready`. Default 300 s. */
   readonly timeoutMs?: number;
-  /** Wait for qemu-guest-agent before `ready` (needed for exec). Default: false (the guest's boot-complete event). */
-  readonly agent?: boolean;
+  /**
+   * true: `ready` waits for qemu-guest-agent (needed for exec). 'optional': use the agent if the
+   * guest has one, `ready` at boot-complete. false (default): no agent.
+   */
+  readonly agent?: boolean | 'optional';
   /** Fill the rest of the disk in the background while the VM runs. */
   readonly fill?: boolean;
   readonly fillRate?: number;

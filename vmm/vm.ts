@@ -33,8 +33,11 @@ export interface StartVmOptions {
   readonly console?: boolean;
   /** Where the serial console log goes (default: inside the VM's run dir, removed at the end). */
   readonly serialLog?: string;
-  /** Wait for qemu-guest-agent to call the VM running (else the guest's boot-complete event does). */
-  readonly agent?: boolean;
+  /**
+   * true: the VM is running once qemu-guest-agent answers (needed for exec). 'optional': connect to
+   * the agent if the guest has one, but boot-complete already counts as running. false: no agent.
+   */
+  readonly agent?: boolean | 'optional';
   /** Whole boot budget: starting → running. */
   readonly timeoutMs?: number;
   readonly binary?: string;
@@ -195,7 +198,8 @@ export class TransientVm implements AsyncDisposable {
       this.events.emit({ type: 'agent-up', atMs: this.elapsedMs() });
       this.lifecycle.feed({ type: 'guest-up' });
     } catch (error) {
-      if (!this.#abort.signal.aborted) this.#fail(error as Error);
+      // An optional agent that never shows up is not a failure: the image may have none.
+      if (!this.#abort.signal.aborted && this.options.agent === true) this.#fail(error as Error);
     }
   }
 
@@ -222,7 +226,7 @@ export class TransientVm implements AsyncDisposable {
   #onGuestEvent(event: GuestEvent): void {
     this.events.emit({ type: 'guest-event', event, atMs: this.elapsedMs() });
     if (event.event === 'storage-ready') this.lifecycle.feed({ type: 'storage-ready' });
-    else if (event.event === 'boot-complete' && !this.options.agent) this.lifecycle.feed({ type: 'guest-up' });
+    else if (event.event === 'boot-complete' && this.options.agent !== true) this.lifecycle.feed({ type: 'guest-up' });
     else if (event.event === 'boot-failed') this.#fail(new QemuExited(undefined, undefined, `the guest reported boot-failed: ${String(event.reason ?? '')}`));
   }
 

@@ -13,7 +13,7 @@ export const bootCommand: CommandModule<any, BootArgs> = {
     teardownOnUncaughtException();
     const startedAt = Date.now();
     const say = (line: string) => void process.stderr.write(`lazyboot: ${line}\n`);
-    const vm = await launch({ ...launchOptionsOf(args), log: corLog(say) });
+    const vm = await launch({ ...launchOptionsOf(args), agent: 'optional', log: corLog(say) });
     printMilestones(vm, say);
     vm.events.on((event) => {
       if (event.type !== 'torn-down') return;
