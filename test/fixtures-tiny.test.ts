@@ -97,12 +97,13 @@ test('a host that never connects to the events port does not hang the tiny boot'
       const disk = await tinyCopy(dir);
       const vm = startQemuDirect({ disk, dir });
       t.teardown(() => vm.stop());
-      const started = Date.now();
       const exit = await within(vm.exited, BOOT_TIMEOUT_MS);
       t.is(exit?.exitCode, 0, 'QEMU did not power off on its own');
-      // The guest gives each event writer 10 s, then powers off anyway.
-      t.true(Date.now() - started < 40_000, `took ${Date.now() - started} ms`);
-      t.regex(await readFile(vm.consoleLog, 'utf8'), /lazyboot: \{"event":"boot-complete"/);
+      // The guest waited a bounded time for the host, kept its events queued, and went on.
+      const console = await readFile(vm.consoleLog, 'utf8');
+      t.regex(console, /lazyboot: host not listening after 3s, kept 1 line\(s\) queued/);
+      t.regex(console, /lazyboot: host not listening after 3s, kept 2 line\(s\) queued/);
+      t.regex(console, /lazyboot: \{"event":"boot-complete"/);
     },
     { unsafeCleanup: true },
   );

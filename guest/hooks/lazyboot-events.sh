@@ -85,5 +85,9 @@ lazyboot_flush_events() {
 		fi
 	done < "$pending"
 	printf '%s' "$unsent" > "$pending"
-	[ -z "$unsent" ] || { lazyboot_log "host not listening after ${budget}s, kept $(grep -c . "$pending") line(s)"; return 1; }
+	[ -z "$unsent" ] && return 0
+	message="host not listening after ${budget}s, kept $(grep -c . "$pending") line(s) queued"
+	lazyboot_log "$message"
+	echo "lazyboot: $message"
+	return 1
 }
