@@ -153,3 +153,33 @@ test('repo serve --listen serves over TCP; a bad --listen is a one-line error', 
       server.kill('SIGKILL');
     }
   }));
+
+test('kill -9 during an import leaves a consistent repository; importing again works', (t) =>
+  inTempDir(async (dir) => {
+    const repo = join(dir, 'repo');
+    const file = await writeDisk(join(dir, 'big.raw'), randomBytes(96 * MiB));
+    const importing = execa('node', [BIN, 'image', 'import', file, 'big', '--repo', repo], { reject: false });
+    try {
+      // Wait until blocks are being appended to a pack, then pull the plug.
+      for (let i = 0; i < 400; i++) {
+        const packs = await readdir(join(repo, 'packs')).catch(() => [] as string[]);
+        if (packs.some((f) => f.endsWith('.pack'))) break;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      importing.kill('SIGKILL');
+      await importing;
+    } finally {
+      importing.kill('SIGKILL');
+    }
+    const ls = await lazyboot(['image', 'ls', '--repo', repo]);
+    t.is(ls.exitCode, 0, ls.stderr);
+    t.regex(ls.stdout, /no images|big@1/, 'either nothing or the whole image is visible');
+    const again = await lazyboot(['image', 'import', file, 'big', '--repo', repo]);
+    t.is(again.exitCode, 0, again.stderr);
+    const info = await lazyboot(['image', 'info', 'big', '--verify', '--repo', repo]);
+    t.is(info.exitCode, 0, info.stderr);
+    t.regex(info.stdout, /all blocks present and verified/);
+    const out = join(dir, 'out.raw');
+    await lazyboot(['image', 'export', 'big', out, '--repo', repo]);
+    t.is((await execa('cmp', [file, out], { reject: false })).exitCode, 0);
+  }));

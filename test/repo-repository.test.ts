@@ -204,3 +204,20 @@ test('commitImage builds a new version from blocks and refuses digests it does n
     randomBytes(32).copy(unknown, 0);
     await t.throwsAsync(repo.commitImage({ name: 'alpha', size: base.manifest.size, blockSize: 64 * KiB, digests: unknown }), { instanceOf: BlockMissing });
   }));
+
+test('concurrent imports of one name get distinct versions, both complete', (t) =>
+  withRepo(async (repo, dir) => {
+    const a = await writeDisk(join(dir, 'a.raw'), sampleDisk());
+    const b = await writeDisk(join(dir, 'b.raw'), sampleDisk());
+    const other = await Repository.open(repo.dir); // as if a second process
+    try {
+      const results = await Promise.all([importFile(repo, a, 'same'), importFile(other, b, 'same')]);
+      t.deepEqual(results.map((r) => r.manifest.version).sort(), [1, 2]);
+      for (const result of results) {
+        const manifest = await repo.resolve(result.ref);
+        t.true((await repo.checkImage(manifest, { verify: true })).problems.length === 0);
+      }
+    } finally {
+      await other.close();
+    }
+  }));

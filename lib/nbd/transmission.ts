@@ -27,6 +27,7 @@ interface Request {
 
 export class Transmission {
   private inFlight = 0;
+  private corked = false;
   private readonly idle: Array<() => void> = [];
   private readonly maximum: number;
 
@@ -200,9 +201,17 @@ export class Transmission {
       onWritten?.();
       return;
     }
-    this.socket.cork();
+    // Replies finished in the same turn of the event loop leave in one writev: one syscall for
+    // many small replies when many requests are in flight.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      setImmediate(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
     buffers.forEach((buffer, i) => this.socket.write(buffer, i === buffers.length - 1 && onWritten ? () => onWritten() : undefined));
-    this.socket.uncork();
   }
 
   private simpleHeader(request: Request, errno: number): Buffer {

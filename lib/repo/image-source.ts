@@ -25,7 +25,11 @@ async function probe(file: string, format?: string): Promise<{ format: string; s
     ({ stdout } = await execa('qemu-img', args));
   } catch (error) {
     const e = error as { code?: string; stderr?: string; shortMessage?: string };
-    if (e.code === 'ENOENT') throw new ImportFailed('qemu-img is not installed', 'install qemu-utils (apt-get install qemu-utils)');
+    if (e.code === 'ENOENT') {
+      // Without qemu-img only raw files can be read; say so rather than guess for other formats.
+      if (format === undefined || format === 'raw') return { format: 'raw', size: -1 };
+      throw new ImportFailed('qemu-img is not installed', 'install qemu-utils (apt-get install qemu-utils)');
+    }
     throw new ImportFailed(`cannot read ${file} as a disk image: ${(e.stderr ?? e.shortMessage ?? '').trim().split('\n')[0]}`);
   }
   const info = JSON.parse(stdout) as { format: string; 'virtual-size': number };
@@ -44,6 +48,7 @@ export async function openImageSource(file: string, format?: string): Promise<Im
   if (probed.format === 'raw') {
     // qemu-img rounds a raw file's size up to 512 bytes; the file's own size is the truth.
     if (fileSize !== undefined) probed.size = fileSize;
+    if (probed.size < 0) throw new ImportFailed(`cannot tell the size of ${file} without qemu-img`, 'install qemu-utils (apt-get install qemu-utils)');
     const stream = createReadStream(file, { start: 0, end: Math.max(0, probed.size - 1), highWaterMark: 1024 * 1024 });
     return {
       format: 'raw',
