@@ -15,6 +15,8 @@ export interface ImageBackendOptions {
   readonly verify?: boolean;
 }
 
+/** Long runs are split so that one big request's copy is shared by several thread-pool threads. */
+const MAX_RUN_BYTES = 512 * 1024;
 /** Bound on the work one blockStatus call does. */
 const MAX_EXTENTS_PER_CALL = 32;
 
@@ -81,7 +83,8 @@ export class ImageBackend implements BlockBackend, ReadsIntoBuffer {
       }
       const location = this.locateKnown(index) ?? (await this.locateAfterRefresh(index));
       const filePosition = location.offset + (from - blockStart);
-      if (run && run.pack === location.pack && run.filePosition + run.length === filePosition && run.targetOffset + run.length === targetOffset) {
+      const adjacent = run && run.pack === location.pack && run.filePosition + run.length === filePosition && run.targetOffset + run.length === targetOffset;
+      if (run && adjacent && run.length < MAX_RUN_BYTES) {
         run.length += to - from;
       } else {
         run = { pack: location.pack, filePosition, targetOffset, length: to - from };
