@@ -54,3 +54,10 @@ export class NativeStorageTimeout extends LazybootError {
     );
   }
 }
+
+/** The tiny guest refused a request (bad name or size, or the write failed). */
+export class GuestEventRejected extends LazybootError {
+  constructor(readonly request: string, readonly reason: string) {
+    super(`the guest refused "${request}": ${reason}`, 'use a file name of letters, digits, ".", "_" or "-" and a size in KiB');
+  }
+}

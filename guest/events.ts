@@ -99,9 +99,14 @@ export class GuestEvents extends EventEmitter<GuestEventsMap> {
 
   /** Resolves with the first event named `name` (already received or yet to come). */
   waitFor(name: GuestEventName, options: WaitForEventOptions): Promise<GuestEvent> {
-    const seen = this.received.find((event) => event.event === name);
+    return this.waitForMatch(name, (event) => event.event === name, options);
+  }
+
+  /** Resolves with the first event `matches` accepts (already received or yet to come); `what` names it in errors. */
+  waitForMatch(what: string, matches: (event: GuestEvent) => boolean, options: WaitForEventOptions): Promise<GuestEvent> {
+    const seen = this.received.find(matches);
     if (seen) return Promise.resolve(seen);
-    if (this.#closed) return Promise.reject(new GuestEventsClosed(name, this.socketPath));
+    if (this.#closed) return Promise.reject(new GuestEventsClosed(what, this.socketPath));
     return new Promise((resolve, reject) => {
       const finish = (settle: () => void) => {
         clearTimeout(timer);
@@ -111,12 +116,12 @@ export class GuestEvents extends EventEmitter<GuestEventsMap> {
         settle();
       };
       const onEvent = (event: GuestEvent) => {
-        if (event.event === name) finish(() => resolve(event));
+        if (matches(event)) finish(() => resolve(event));
       };
-      const onClose = () => finish(() => reject(new GuestEventsClosed(name, this.socketPath)));
+      const onClose = () => finish(() => reject(new GuestEventsClosed(what, this.socketPath)));
       const onAbort = () => finish(() => reject(options.signal?.reason));
       const timer = setTimeout(
-        () => finish(() => reject(new GuestEventTimeout(name, options.timeoutMs, this.socketPath))),
+        () => finish(() => reject(new GuestEventTimeout(what, options.timeoutMs, this.socketPath))),
         options.timeoutMs,
       );
       this.on('event', onEvent);
@@ -145,6 +150,12 @@ export class GuestEvents extends EventEmitter<GuestEventsMap> {
         this.on('close', wake);
       });
     }
+  }
+
+  /** Sends one line to the guest (the tiny image reads requests from this port when it stays up). */
+  send(line: string): Promise<void> {
+    if (this.#closed) return Promise.reject(new GuestEventsClosed('a reply', this.socketPath));
+    return new Promise((resolve, reject) => this.socket.write(`${line}\n`, (error) => (error ? reject(error) : resolve())));
   }
 
   close(): void {

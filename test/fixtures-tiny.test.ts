@@ -1,12 +1,16 @@
 // The tiny image boots from its own disk under TCG (SeaBIOS → syslinux → kernel → busybox init),
 // announces storage-ready and boot-complete on the events port, writes to its disk, powers off.
 import test from 'ava';
+import { createHash } from 'node:crypto';
 import { copyFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { withDir } from 'tmp-promise';
 import { ensureFixture } from '../fixtures/build.js';
+import { readTinyRootFile } from '../fixtures/tiny-disk.js';
+import { GuestEventRejected } from '../guest/errors.js';
 import { GuestEvents } from '../guest/events.js';
 import { tinyStayUpArgs } from '../guest/qemu-args.js';
+import { tinyPowerOff, tinyWriteFile } from '../guest/tiny-requests.js';
 import { startQemuDirect, type DirectVm } from './helpers/qemu-direct.js';
 import { within } from './helpers/within.js';
 
@@ -104,6 +108,34 @@ test('a host that never connects to the events port does not hang the tiny boot'
       t.regex(console, /lazyboot: host not listening after 3s, kept 1 line\(s\) queued/);
       t.regex(console, /lazyboot: host not listening after 3s, kept 2 line\(s\) queued/);
       t.regex(console, /lazyboot: \{"event":"boot-complete"/);
+    },
+    { unsafeCleanup: true },
+  );
+});
+
+test('tiny image kept up writes a file on request; it lands on the disk file; a bad request is refused; poweroff on request', async (t) => {
+  await withDir(
+    async ({ path: dir }) => {
+      const disk = await tinyCopy(dir);
+      const vm = startQemuDirect({ disk, dir, extraArgs: tinyStayUpArgs() });
+      t.teardown(() => vm.stop());
+      const events = await GuestEvents.connect(vm.eventsSocket);
+      t.teardown(() => events.close());
+      await events.waitFor('boot-complete', { timeoutMs: BOOT_TIMEOUT_MS });
+
+      const written = await tinyWriteFile(events, 'after-boot.bin', 256, { timeoutMs: 30_000 });
+      t.is(written.file, '/data/after-boot.bin');
+      t.regex(written.sha256, /^[0-9a-f]{64}$/);
+      await t.throwsAsync(tinyWriteFile(events, '../escape', 1, { timeoutMs: 30_000 }), { instanceOf: GuestEventRejected });
+
+      await tinyPowerOff(events, { timeoutMs: 30_000 });
+      const exit = await within(vm.exited, 30_000);
+      t.is(exit?.exitCode, 0);
+      // Read back from the raw file QEMU wrote: what the guest wrote is on the disk.
+      const onDisk = await readTinyRootFile(disk, '/data/after-boot.bin');
+      t.is(onDisk.length, 256 * 1024);
+      t.is(createHash('sha256').update(onDisk).digest('hex'), written.sha256);
+      t.is((await readTinyRootFile(disk, '/var/lib/lazyboot/boot-count')).toString(), '1\n');
     },
     { unsafeCleanup: true },
   );

@@ -64,12 +64,22 @@ lazyboot_emit() {
 
 # lazyboot_flush_events SECONDS: sends the queued lines in order, waiting at most SECONDS for the
 # host per line. Returns 0 when the queue is empty; otherwise the unsent lines stay queued.
+# lazyboot_send_line SECONDS LINE: one bounded write, to $port or, when the caller holds the port
+# open (a port has one opener at a time), to its descriptor $LAZYBOOT_EVENTS_FD.
+lazyboot_send_line() {
+	if [ -n "${LAZYBOOT_EVENTS_FD:-}" ]; then
+		timeout "$1" sh -c 'printf "%s\n" "$1" >&"$2"' lazyboot-event "$2" "$LAZYBOOT_EVENTS_FD"
+	else
+		timeout "$1" sh -c 'printf "%s\n" "$1" > "$2"' lazyboot-event "$2" "$port"
+	fi
+}
+
 lazyboot_flush_events() {
 	budget=$1
 	pending=$LAZYBOOT_RUN_DIR/pending
 	[ -s "$pending" ] || return 0
 	waited=0
-	until port=$(lazyboot_events_port); do
+	until [ -n "${LAZYBOOT_EVENTS_FD:-}" ] || port=$(lazyboot_events_port); do
 		# The port appears once virtio_console has probed the device.
 		[ "$waited" -lt 20 ] || { lazyboot_log "no $LAZYBOOT_EVENTS_PORT_NAME port"; return 1; }
 		waited=$((waited + 1))
@@ -77,7 +87,7 @@ lazyboot_flush_events() {
 	done
 	unsent=""
 	while IFS= read -r line; do
-		if [ -z "$unsent" ] && timeout "$budget" sh -c 'printf "%s\n" "$1" > "$2"' lazyboot-event "$line" "$port"; then
+		if [ -z "$unsent" ] && lazyboot_send_line "$budget" "$line"; then
 			lazyboot_log "sent $line"
 		else
 			unsent="$unsent$line
