@@ -6,7 +6,7 @@ import { rm } from 'node:fs/promises';
 import { dir } from 'tmp-promise';
 import { registerCleanup } from '../lib/cleanup.js';
 import { chooseAccelerator, type AccelChoice, type AccelRequest } from './accel.js';
-import { BootTimeout, GuestDiskError, QemuExited, VmEndedEarly } from './errors.js';
+import { BootTimeout, GuestDiskError, IllegalVmAction, QemuExited, VmEndedEarly } from './errors.js';
 import { EventStream } from './event-stream.js';
 import { readGuestEvents, type GuestEvent, type GuestEventsReader } from './guest-events-reader.js';
 import { launchQemu, type LaunchedQemu } from './launcher.js';
@@ -14,7 +14,6 @@ import { VmLifecycle, type VmState, type VmTransition } from './lifecycle.js';
 import type { DiskSpec } from './qemu-args.js';
 import type { QmpEvent } from './qmp.js';
 import { connectGuestAgent, type GuestAgentLink } from './guest-agent-link.js';
-import { IllegalVmAction } from './errors.js';
 
 /** The VM's disk as the VMM sees it: how QEMU reaches it, and how to release it. */
 export interface VmDisk {
@@ -177,6 +176,12 @@ export class TransientVm implements AsyncDisposable {
       extraArgs: this.options.extraArgs,
     });
     const { process, qmp } = this.#qemu;
+    if (this.#closing) {
+      // Torn down (e.g. Ctrl-C) while QEMU was starting: the teardown did not see it yet.
+      await process.stop(qmp, 1000);
+      await qmp.close();
+      throw new IllegalVmAction('start', 'stopping');
+    }
     void process.exited.then((exit) => {
       if (!this.lifecycle.isFinal && this.state !== 'stopping') {
         this.lifecycle.feed({ type: 'failure', error: new QemuExited(exit.exitCode, exit.signal, process.stderrTail()) });
