@@ -80,7 +80,8 @@ export class CorBackend implements BlockBackend {
       this.checkRange(offset, length);
       if (length === 0) return Buffer.alloc(0);
       const [first, last] = this.blockRange(offset, length);
-      await this.ensurePresent(first, last, 'guest');
+      // The common case once warm: everything present, no promise juggling.
+      if (!this.allPresent(first, last)) await this.ensurePresent(first, last, 'guest');
       return this.local.read(offset, length);
     });
   }
@@ -222,6 +223,11 @@ export class CorBackend implements BlockBackend {
     } finally {
       release();
     }
+  }
+
+  private allPresent(first: number, last: number): boolean {
+    const absent = this.map.nextAbsent(first);
+    return absent < 0 || absent > last;
   }
 
   private firstBusy(first: number, last: number): Promise<void> | undefined {

@@ -1,0 +1,236 @@
+// Benchmark of the copy-on-read device (not a test): prints a table and writes bench/results/cor.md.
+//  (a) reading present blocks through the COR device vs the same raw file through qemu-nbd;
+//  (b) a cold full read through the COR device from a repository (`lazyboot repo serve`) vs QEMU's
+//      own copy-on-read chain (copy-on-read filter → qcow2 overlay → NBD backing from qemu-nbd),
+//      with 0 ms and with 2 ms injected per request on the repository side (nbdkit delay filter);
+//  (c) RSS of the COR process serving a 10 GiB sparse image.
+// Every client is nbdcopy to `null:`; server start-up is not timed.
+import { mkdtemp, rm, readFile, writeFile, mkdir, access } from 'node:fs/promises';
+import { tmpdir, cpus } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { execa, type ResultPromise } from 'execa';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { Repository } from '../lib/repo/repository.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BIN = join(ROOT, 'bin', 'lazyboot.js');
+const MIB = 1024 * 1024;
+const BS = 65536;
+
+const children = new Set<ResultPromise>();
+
+async function waitForPath(path: string): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    if (await access(path).then(() => true, () => false)) return;
+    await sleep(25);
+  }
+  throw new Error(`${path} never appeared`);
+}
+
+/** A running server process (wrapped: a bare execa promise would be awaited to its exit). */
+interface Server { readonly child: ResultPromise; readonly pid: number }
+
+/** Starts a server process and waits for its socket. */
+async function serve(command: string, args: string[], socket: string): Promise<Server> {
+  const child = execa(command, args, { reject: false, buffer: false, stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' });
+  children.add(child);
+  await waitForPath(socket);
+  await sleep(100);
+  return { child, pid: child.pid! };
+}
+
+async function stop(server: Server | undefined): Promise<void> {
+  if (!server) return;
+  server.child.kill('SIGTERM');
+  await server.child;
+  children.delete(server.child);
+}
+
+async function timedCopy(uri: string): Promise<number> {
+  const started = process.hrtime.bigint();
+  await execa('nbdcopy', [uri, 'null:']);
+  return Number(process.hrtime.bigint() - started) / 1e6;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+function mibps(bytes: number, ms: number): string {
+  return ((bytes / MIB) / (ms / 1000)).toFixed(0);
+}
+
+/** 1 block in 4 zero, the rest random. */
+async function importImage(repoDir: string, rawPath: string, name: string, size: number): Promise<void> {
+  const content = Buffer.alloc(size);
+  for (let offset = 0, i = 0; offset < size; offset += BS, i++) if (i % 4 !== 1) randomBytes(Math.min(BS, size - offset)).copy(content, offset);
+  await writeFile(rawPath, content);
+  const repo = await Repository.open(repoDir);
+  async function* chunks() { for (let at = 0; at < size; at += 4 * MIB) yield content.subarray(at, Math.min(size, at + 4 * MIB)); }
+  await repo.importImage(name, chunks(), { size, blockSize: BS });
+  await repo.close();
+}
+
+/** 10 GiB, all zeros except one random block per 64 MiB. */
+async function importSparseImage(repoDir: string, name: string, size: number): Promise<void> {
+  const repo = await Repository.open(repoDir);
+  const zeros = Buffer.alloc(4 * MIB);
+  async function* chunks() {
+    for (let at = 0; at < size; at += zeros.length) {
+      if (at % (64 * MIB) === 0) {
+        const chunk = Buffer.alloc(zeros.length);
+        randomBytes(BS).copy(chunk);
+        yield chunk;
+      } else yield zeros;
+    }
+  }
+  await repo.importImage(name, chunks(), { size, blockSize: BS });
+  await repo.close();
+}
+
+async function rssOf(pid: number): Promise<{ rss: number; peak: number }> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const kib = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0);
+  return { rss: kib('VmRSS') * 1024, peak: kib('VmHWM') * 1024 };
+}
+
+/** The PID of the node process serving the disk (execa runs node directly). */
+async function serveDisk(dir: string, image: string, disk: string, from: string, socket: string, extra: string[] = []): Promise<Server> {
+  return serve('node', [BIN, 'disk', 'serve', image, '--disk', disk, '--from', from, '--socket', socket, ...extra], socket);
+}
+
+async function main(): Promise<void> {
+  const args = await yargs(hideBin(process.argv))
+    .option('size', { type: 'number', default: 256, describe: 'image size in MiB for (a) and (b)' })
+    .option('runs', { type: 'number', default: 3, describe: 'runs per measurement (median reported)' })
+    .option('sparse-gib', { type: 'number', default: 10, describe: 'size of the sparse image for (c)' })
+    .option('out', { type: 'string', default: join(ROOT, 'bench', 'results', 'cor.md') })
+    .strict().help().parseAsync();
+  const size = args.size * MIB;
+  const dir = await mkdtemp(join(tmpdir(), 'lazyboot-bench-cor-'));
+  const rows: string[] = [];
+  const note = (line: string) => { process.stdout.write(`${line}\n`); };
+  try {
+    const repoDir = join(dir, 'repo');
+    const rawPath = join(dir, 'image.raw');
+    note(`importing a ${args.size} MiB image (1 block in 4 zero) ...`);
+    await importImage(repoDir, rawPath, 'bench', size);
+
+    // ---- (a) present blocks: COR device vs qemu-nbd on the same raw file ----
+    const disk = join(dir, 'disk.raw');
+    await execa('node', [BIN, 'disk', 'fill', '--disk', disk, '--image', 'bench', '--from', repoDir]);
+    const corSock = join(dir, 'cor.sock');
+    const cor = await serveDisk(dir, 'bench', disk, repoDir, corSock);
+    await timedCopy(`nbd+unix:///disk?socket=${corSock}`); // warm page cache
+    const corTimes: number[] = [];
+    for (let i = 0; i < args.runs; i++) corTimes.push(await timedCopy(`nbd+unix:///disk?socket=${corSock}`));
+    await stop(cor);
+    const qnbdSock = join(dir, 'qemu-nbd.sock');
+    const qnbd = await serve('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', qnbdSock, disk], qnbdSock);
+    const qnbdTimes: number[] = [];
+    for (let i = 0; i < args.runs; i++) qnbdTimes.push(await timedCopy(`nbd+unix:///?socket=${qnbdSock}`));
+    await stop(qnbd);
+    const a = { cor: median(corTimes), qemu: median(qnbdTimes) };
+    note(`(a) present reads: COR ${a.cor.toFixed(0)} ms, qemu-nbd ${a.qemu.toFixed(0)} ms, ratio ${(a.cor / a.qemu).toFixed(2)}x`);
+    rows.push(`| (a) read ${args.size} MiB of present blocks | ${a.cor.toFixed(0)} ms (${mibps(size, a.cor)} MiB/s) | qemu-nbd on the same raw file: ${a.qemu.toFixed(0)} ms (${mibps(size, a.qemu)} MiB/s) | time ratio **${(a.cor / a.qemu).toFixed(2)}×** | ≤ 1.25× |`);
+
+    // ---- (b) cold full read: COR from `lazyboot repo serve` vs QEMU's COR chain over qemu-nbd ----
+    const repoSock = join(dir, 'repo.sock');
+    const repoServer = await serve('node', [BIN, 'repo', 'serve', '--repo', repoDir, '--socket', repoSock], repoSock);
+    const backingSock = join(dir, 'backing.sock');
+    const backing = await serve('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', backingSock, rawPath], backingSock);
+    for (const delayMs of [0, 2]) {
+      let repoUri = `nbd+unix:///?socket=${repoSock}`;
+      let backingUri = `nbd+unix:///?socket=${backingSock}`;
+      const proxies: Server[] = [];
+      if (delayMs > 0) {
+        const repoDelayed = join(dir, `repo-delay.sock`);
+        const backingDelayed = join(dir, `backing-delay.sock`);
+        proxies.push(await serve('nbdkit', ['-f', '-U', repoDelayed, '--filter=delay', 'nbd', `socket=${repoSock}`, 'dynamic-export=true', `rdelay=${delayMs}ms`], repoDelayed));
+        proxies.push(await serve('nbdkit', ['-f', '-U', backingDelayed, '--filter=delay', 'nbd', `socket=${backingSock}`, `rdelay=${delayMs}ms`], backingDelayed));
+        repoUri = `nbd+unix:///?socket=${repoDelayed}`;
+        backingUri = `nbd+unix:///?socket=${backingDelayed}`;
+      }
+      const corCold: number[] = [];
+      const qemuCold: number[] = [];
+      for (let i = 0; i < args.runs; i++) {
+        const coldDisk = join(dir, `cold-${delayMs}-${i}.raw`);
+        const sock = join(dir, `cold-${delayMs}-${i}.sock`);
+        const device = await serveDisk(dir, 'bench', coldDisk, repoUri, sock);
+        corCold.push(await timedCopy(`nbd+unix:///disk?socket=${sock}`));
+        await stop(device);
+        await rm(coldDisk, { force: true });
+        await rm(`${coldDisk}.map`, { force: true });
+
+        const overlay = join(dir, `overlay-${delayMs}-${i}.qcow2`);
+        await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', backingUri, overlay, String(size)]);
+        const chainSock = join(dir, `chain-${delayMs}-${i}.sock`);
+        const chain = await serve('qemu-nbd', ['-t', '--image-opts', '--shared=16', '-k', chainSock,
+          `driver=copy-on-read,file.driver=qcow2,file.file.driver=file,file.file.filename=${overlay}`], chainSock);
+        qemuCold.push(await timedCopy(`nbd+unix:///?socket=${chainSock}`));
+        await stop(chain);
+        await rm(overlay, { force: true });
+      }
+      for (const proxy of proxies) await stop(proxy);
+      const b = { cor: median(corCold), qemu: median(qemuCold) };
+      const ratio = b.qemu / b.cor;
+      note(`(b) cold read, ${delayMs} ms/request: COR ${b.cor.toFixed(0)} ms (${mibps(size, b.cor)} MiB/s), QEMU chain ${b.qemu.toFixed(0)} ms (${mibps(size, b.qemu)} MiB/s), throughput ratio ${ratio.toFixed(2)}x`);
+      rows.push(`| (b) cold read of ${args.size} MiB, ${delayMs} ms per repository request | ${b.cor.toFixed(0)} ms (${mibps(size, b.cor)} MiB/s) | QEMU copy-on-read → qcow2 → NBD (qemu-nbd): ${b.qemu.toFixed(0)} ms (${mibps(size, b.qemu)} MiB/s) | throughput ratio **${ratio.toFixed(2)}×** | ${delayMs ? '≥ 3×' : '≥ 1.0×'} |`);
+    }
+    await stop(backing);
+    await stop(repoServer);
+
+    // ---- (c) RSS serving a 10 GiB sparse image (fill the whole disk, then read 1 GiB) ----
+    const sparseSize = args['sparse-gib'] * 1024 * MIB;
+    note(`importing a ${args['sparse-gib']} GiB sparse image ...`);
+    await importSparseImage(repoDir, 'sparse', sparseSize);
+    const sparseDisk = join(dir, 'sparse.raw');
+    const sparseSock = join(dir, 'sparse.sock');
+    const device = await serveDisk(dir, 'sparse', sparseDisk, repoDir, sparseSock, ['--fill']);
+    const idle = await rssOf(device.pid);
+    const started = Date.now();
+    let peak = idle.rss;
+    for (;;) {
+      const status = await execa('node', [BIN, 'disk', 'status', '--disk', sparseDisk, '--json']);
+      peak = Math.max(peak, (await rssOf(device.pid)).rss);
+      if (JSON.parse(status.stdout).complete) break;
+      await sleep(250);
+    }
+    const fillMs = Date.now() - started;
+    await execa('nbdcopy', ['--flush', `nbd+unix:///disk?socket=${sparseSock}`, 'null:']).catch(() => undefined);
+    const after = await rssOf(device.pid);
+    await stop(device);
+    const hwm = Math.max(peak, after.peak);
+    note(`(c) RSS serving ${args['sparse-gib']} GiB: ${(idle.rss / MIB).toFixed(0)} MiB after open, peak ${(hwm / MIB).toFixed(0)} MiB (fill ${fillMs} ms + full read)`);
+    rows.push(`| (c) RSS of the COR process, ${args['sparse-gib']} GiB sparse image | ${(idle.rss / MIB).toFixed(0)} MiB after open, peak ${(hwm / MIB).toFixed(0)} MiB during a full fill (${(fillMs / 1000).toFixed(1)} s) and a full read | — | — | ≤ 80 MiB |`);
+
+    const report = [
+      '# Copy-on-read device benchmark',
+      '',
+      `Written by \`scripts/bench-cor\` on ${new Date().toISOString()} (${cpus().length} CPUs, ${cpus()[0]?.model ?? 'unknown CPU'}, Node ${process.version}).`,
+      `Client: \`nbdcopy URI null:\` for every read; median of ${args.runs} runs; image of ${args.size} MiB in 64 KiB blocks, one block in four zero; server start-up not timed.`,
+      'The 2 ms delay is `nbdkit --filter=delay nbd rdelay=2ms` in front of the repository (`lazyboot repo serve`) or the backing (`qemu-nbd`).',
+      '',
+      '| measurement | lazyboot COR device | baseline | ratio | goal |',
+      '| --- | --- | --- | --- | --- |',
+      ...rows,
+      '',
+    ].join('\n');
+    await mkdir(dirname(args.out), { recursive: true });
+    await writeFile(args.out, report);
+    note(`\n${report}\nwritten to ${args.out}`);
+  } finally {
+    for (const child of children) child.kill('SIGKILL');
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((error) => {
+  process.stderr.write(`bench-cor: ${(error as Error).stack ?? error}\n`);
+  process.exitCode = 1;
+});
