@@ -1,5 +1,7 @@
-// Reusable reply buffers: allocating a fresh buffer per read request costs more in garbage
-// collection than the read itself at high request rates. Buffers come in power-of-two sizes.
+// Reusable reply buffers: allocating a fresh buffer per read request costs more in page faults and
+// garbage collection than the read itself at high request rates. Buffers come in power-of-two
+// sizes; when the pool is full, the size with the most idle bytes gives way, so that a client
+// switching request sizes is not left with a pool full of the old size.
 const SMALLEST = 4096;
 
 export class BufferPool {
@@ -21,11 +23,30 @@ export class BufferPool {
 
   give(buffer: Buffer): void {
     const size = buffer.length;
-    if (size !== sizeClass(size) || this.pooledBytes + size > this.maxPooledBytes) return;
+    if (size !== sizeClass(size) || size > this.maxPooledBytes) return;
+    while (this.pooledBytes + size > this.maxPooledBytes) {
+      if (!this.evictFromLargestOtherThan(size)) return;
+    }
     let list = this.free.get(size);
     if (!list) this.free.set(size, (list = []));
     list.push(buffer);
     this.pooledBytes += size;
+  }
+
+  /** Drops one idle buffer of the size holding the most idle bytes (not `keep`); false if none. */
+  private evictFromLargestOtherThan(keep: number): boolean {
+    let victim: number | undefined;
+    let victimBytes = 0;
+    for (const [size, list] of this.free) {
+      if (size !== keep && list.length * size > victimBytes) {
+        victim = size;
+        victimBytes = list.length * size;
+      }
+    }
+    if (victim === undefined) return false;
+    this.free.get(victim)!.pop();
+    this.pooledBytes -= victim;
+    return true;
   }
 }
 
