@@ -62,8 +62,6 @@ lazyboot_emit() {
 	echo "lazyboot: $line"
 }
 
-# lazyboot_flush_events SECONDS: sends the queued lines in order, waiting at most SECONDS for the
-# host per line. Returns 0 when the queue is empty; otherwise the unsent lines stay queued.
 # lazyboot_send_line SECONDS LINE: one bounded write, to $port or, when the caller holds the port
 # open (a port has one opener at a time), to its descriptor $LAZYBOOT_EVENTS_FD.
 lazyboot_send_line() {
@@ -74,6 +72,8 @@ lazyboot_send_line() {
 	fi
 }
 
+# lazyboot_flush_events SECONDS: sends the queued lines in order, waiting at most SECONDS for the
+# host per line. Returns 0 when the queue is empty; otherwise the unsent lines stay queued.
 lazyboot_flush_events() {
 	budget=$1
 	pending=$LAZYBOOT_RUN_DIR/pending
