@@ -13,25 +13,33 @@ import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, typ
 import type { BlockMap } from '../map/block-map.js';
 import { DIGEST_BYTES, type Manifest } from '../repo/manifest-format.js';
 import { isAllZero } from '../fetch/verify.js';
-import { FetchSlots, type Priority } from './fetch-slots.js';
+import { FetchQueue, type Priority } from './fetch-queue.js';
 import type { LocalDisk } from './local-disk.js';
+import { Readahead } from './readahead.js';
 
 export interface CorBackendOptions {
   /** Largest single fetch (default 4 MiB): adjacent absent blocks are coalesced up to this. */
   readonly maxFetchBytes?: number;
   /** Fetches in flight at once (default 8). */
   readonly maxInFlight?: number;
+  /** Blocks fetched ahead of a sequential read miss (default 0 = off: only what is read becomes present). */
+  readonly readaheadBlocks?: number;
   /** Commit the map this often while reads mark blocks present (default 1000 ms). */
   readonly commitIntervalMs?: number;
   readonly log?: (line: string) => void;
 }
 
 export interface CorCounters {
+  /** Requests sent upstream (each covers one or more adjacent blocks). */
+  fetchRequests: number;
   fetchedBytes: number;
   fetchedBlocks: number;
   readRequests: number;
   failedFetches: number;
 }
+
+/** Zero blocks between data blocks read along in one request rather than splitting it. */
+const MAX_ZERO_GAP_FETCHED = 8;
 
 const CAPABILITIES: BlockCapabilities = { write: true, flush: true, trim: true, writeZeroes: true, extents: false, multiConn: true };
 
@@ -39,12 +47,13 @@ export class CorBackend implements BlockBackend {
   readonly capabilities = CAPABILITIES;
   readonly size: number;
   readonly constraints;
-  readonly counters: CorCounters = { fetchedBytes: 0, fetchedBlocks: 0, readRequests: 0, failedFetches: 0 };
+  readonly counters: CorCounters = { fetchRequests: 0, fetchedBytes: 0, fetchedBlocks: 0, readRequests: 0, failedFetches: 0 };
   private readonly blockSize: number;
   private readonly zeroBlocks: Uint8Array;
   private readonly busy = new Map<number, Promise<void>>();
-  private readonly slots: FetchSlots;
+  private readonly queue: FetchQueue;
   private readonly maxRunBlocks: number;
+  private readonly readahead: Readahead;
   private readonly commitTimer: NodeJS.Timeout;
   private guestRequests = 0;
   private idleWaiters: Array<() => void> = [];
@@ -64,8 +73,9 @@ export class CorBackend implements BlockBackend {
     for (let i = 0; i < manifest.blockCount; i++) {
       this.zeroBlocks[i] = manifest.digests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES).every((b) => b === 0) ? 1 : 0;
     }
-    this.slots = new FetchSlots(options.maxInFlight ?? 8);
     this.maxRunBlocks = Math.max(1, Math.floor((options.maxFetchBytes ?? 4 * 1024 * 1024) / this.blockSize));
+    this.queue = new FetchQueue((start, count) => this.fetchRun(start, count), options.maxInFlight ?? 8, this.maxRunBlocks);
+    this.readahead = new Readahead(options.readaheadBlocks ?? 0, manifest.blockCount);
     this.commitTimer = setInterval(() => {
       if (this.map.hasUncommittedChanges && !this.closed) this.map.commit().catch((error) => this.log(`map commit failed: ${(error as Error).message}`));
     }, options.commitIntervalMs ?? 1000);
@@ -81,7 +91,11 @@ export class CorBackend implements BlockBackend {
       if (length === 0) return Buffer.alloc(0);
       const [first, last] = this.blockRange(offset, length);
       // The common case once warm: everything present, no promise juggling.
-      if (!this.allPresent(first, last)) await this.ensurePresent(first, last, 'guest');
+      if (!this.allPresent(first, last)) {
+        const own = this.ensurePresent(first, last, 'guest');
+        this.prefetchAfter(first, last);
+        await own;
+      }
       return this.local.read(offset, length);
     });
   }
@@ -133,7 +147,7 @@ export class CorBackend implements BlockBackend {
 
   /** Guest requests running now; fill waits for zero. */
   get activeGuestRequests(): number {
-    return this.guestRequests + this.slots.guestWaiting;
+    return this.guestRequests + this.queue.guestWaiting;
   }
 
   /** Resolves when no guest request is running. */
@@ -184,44 +198,95 @@ export class CorBackend implements BlockBackend {
   }
 
   private startFetch(start: number, count: number, priority: Priority): Promise<void> {
-    const fetching = this.fetchRun(start, count, priority);
+    const fetching = this.queue.enqueue(start, count, priority);
     for (let b = start; b < start + count; b++) this.busy.set(b, fetching);
     const clear = () => { for (let b = start; b < start + count; b++) if (this.busy.get(b) === fetching) this.busy.delete(b); };
     fetching.then(clear, clear);
     return fetching;
   }
 
-  private async fetchRun(start: number, count: number, priority: Priority): Promise<void> {
-    const release = await this.slots.acquire(priority);
+  /**
+   * Called by the fetch queue with a coalesced range whose blocks are all claimed and absent.
+   * Data blocks go upstream in as few requests as possible: short gaps of zero blocks are read
+   * along (cheaper than another round trip) but never written; long gaps split the request.
+   */
+  private async fetchRun(start: number, count: number): Promise<void> {
+    const end = start + count;
+    const groups: Array<[number, number]> = [];
+    for (let b = start; b < end; b++) {
+      if (this.zeroBlocks[b] === 1) continue;
+      const group = groups[groups.length - 1];
+      if (group && b - group[1] <= MAX_ZERO_GAP_FETCHED) group[1] = b + 1;
+      else groups.push([b, b + 1]);
+    }
+    await Promise.all([
+      ...groups.map(([from, to]) => this.fetchData(from, to)),
+      this.zeroAbsent(start, end),
+    ]);
+  }
+
+  /** One upstream request for blocks [from, to); writes its data blocks locally, then marks R. */
+  private async fetchData(from: number, to: number): Promise<void> {
+    const offset = from * this.blockSize;
+    const length = Math.min(to * this.blockSize, this.size) - offset;
+    let data: Buffer;
+    this.counters.fetchRequests++;
     try {
-      let b = start;
-      while (b < start + count) {
-        const zero = this.zeroBlocks[b] === 1;
-        const segmentStart = b;
-        while (b < start + count && (this.zeroBlocks[b] === 1) === zero) b++;
-        const offset = segmentStart * this.blockSize;
-        const length = Math.min(b * this.blockSize, this.size) - offset;
-        if (zero) {
-          // Zero blocks are never fetched; a hole already reads as zeros, so keep the file sparse.
-          const current = await this.local.read(offset, length);
-          if (!isAllZero(current)) await this.local.writeZeroes(offset, length);
-        } else {
-          let data: Buffer;
-          try {
-            data = await this.upstream.read(offset, length);
-          } catch (error) {
-            this.counters.failedFetches++;
-            throw error instanceof BlockError ? error : new BlockError('EIO', (error as Error).message, { cause: error });
-          }
-          await this.local.write(offset, data);
-          this.counters.fetchedBytes += length;
-          this.counters.fetchedBlocks += b - segmentStart;
-        }
+      data = await this.upstream.read(offset, length);
+    } catch (error) {
+      this.counters.failedFetches++;
+      throw error instanceof BlockError ? error : new BlockError('EIO', (error as Error).message, { cause: error });
+    }
+    for (let b = from; b < to;) {
+      const segmentStart = b;
+      while (b < to && this.zeroBlocks[b] !== 1) b++;
+      if (b > segmentStart) {
+        const at = (segmentStart - from) * this.blockSize;
+        const bytes = Math.min(b * this.blockSize, this.size) - segmentStart * this.blockSize;
+        await this.local.write(segmentStart * this.blockSize, data.subarray(at, at + bytes));
+        this.counters.fetchedBlocks += b - segmentStart;
         // Rule 1: present in memory only after the local write returned; durable at the next commit.
         this.map.markPresent(segmentStart, b - segmentStart);
       }
-    } finally {
-      release();
+      while (b < to && this.zeroBlocks[b] === 1) b++;
+    }
+    this.counters.fetchedBytes += length;
+  }
+
+  /** Zero blocks of [start, end) are never fetched, and the local disk is kept sparse. */
+  private async zeroAbsent(start: number, end: number): Promise<void> {
+    for (let b = start; b < end;) {
+      if (this.zeroBlocks[b] !== 1) { b++; continue; }
+      const segmentStart = b;
+      while (b < end && this.zeroBlocks[b] === 1) b++;
+      // On a disk created sparse with its map, an absent block without W is still a hole;
+      // otherwise look before writing zeros.
+      if (!this.knownZero(segmentStart, b)) {
+        const offset = segmentStart * this.blockSize;
+        await this.zeroLocally(offset, Math.min(b * this.blockSize, this.size) - offset);
+      }
+      this.map.markPresent(segmentStart, b - segmentStart);
+    }
+  }
+
+  /** Starts (does not await) the readahead fetch; a failure there only matters to a later read. */
+  private prefetchAfter(first: number, last: number): void {
+    const range = this.readahead.after(first, last, (b) => this.map.isPresent(b) || this.busy.has(b));
+    if (range) this.ensurePresent(range[0], range[1], 'guest').catch(() => undefined);
+  }
+
+  private knownZero(first: number, end: number): boolean {
+    if (!this.map.header.diskCreatedSparse) return false;
+    for (let b = first; b < end; b++) if (this.map.isModified(b)) return false;
+    return true;
+  }
+
+  /** Writes zeros where the local disk is not already zero, 1 MiB at a time (bounded memory). */
+  private async zeroLocally(offset: number, length: number): Promise<void> {
+    const step = 1024 * 1024;
+    for (let at = offset; at < offset + length; at += step) {
+      const chunk = Math.min(step, offset + length - at);
+      if (!isAllZero(await this.local.read(at, chunk))) await this.local.writeZeroes(at, chunk);
     }
   }
 

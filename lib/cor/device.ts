@@ -30,6 +30,8 @@ export interface CorDeviceOptions {
 }
 
 export interface CorStats {
+  /** Upstream requests: fetchedBlocks / fetchRequests shows the coalescing. */
+  fetchRequests: number;
   fetchedBytes: number; fetchedBlocks: number; presentBlocks: number;
   modifiedBlocks: number; totalBlocks: number; readRequests: number; failedFetches: number;
 }
@@ -91,7 +93,7 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
       if (!disk.created) log(`${options.disk} has no map: every block counts as absent and will be fetched`);
       map = await BlockMap.create(mapPath, {
         image: imageRef, manifestDigest, size: manifest.size, blockSize: manifest.blockSize,
-        blockCount: manifest.blockCount, targets: ['origin'],
+        blockCount: manifest.blockCount, targets: ['origin'], diskCreatedSparse: disk.created,
       }, syncData);
     }
     const backend = new CorBackend(manifest, disk, map, repositories.upstream, { log });

@@ -27,6 +27,11 @@ export interface MapHeader {
   readonly blockCount: number;
   /** Replication targets (1..8); target i owns W bitset i. */
   readonly targets: readonly string[];
+  /**
+   * The disk was created sparse together with this map, so an absent block with W clear still
+   * reads as zeros (only a guest write, W-intent first, can put other data there).
+   */
+  readonly diskCreatedSparse?: boolean;
 }
 
 export interface MapSlot {

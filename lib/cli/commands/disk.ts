@@ -81,7 +81,8 @@ const serveCommand: CommandModule<any, ServeArgs> = {
       }, () => undefined);
     }
     const signal = await untilSignal();
-    log(`${signal}: flushing and stopping`);
+    const stats = device.stats();
+    log(`${signal}: flushing and stopping; ${stats.presentBlocks}/${stats.totalBlocks} present, ${stats.fetchedBlocks} blocks fetched in ${stats.fetchRequests} requests, ${stats.failedFetches} failed`);
     await device.close();
   },
 };
