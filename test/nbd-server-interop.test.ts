@@ -6,7 +6,7 @@ import { readFile, stat, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Repository } from '../lib/repo/repository.js';
 import { repositoryExports } from '../lib/repo/export-provider.js';
-import { startNbdServer, type NbdServer } from '../lib/nbd/server.js';
+import { startNbdServer, NbdListenFailed, type NbdServer } from '../lib/nbd/server.js';
 import { exportUri, importFile, sampleDisk, serveRepository, writeDisk, MiB, PATTERN_BYTE, PATTERN_LENGTH, PATTERN_OFFSET } from './helpers/repo-fixtures.js';
 
 interface Served {
@@ -145,6 +145,27 @@ test('the unix socket is mode 0600 and removed on close; TCP listening works too
       const out = join(dir, 'tcp.raw');
       await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', `${tcp.uri}/alpha`, out]);
       t.true((await readFile(out)).subarray(0, (await stat(file)).size).equals(await readFile(file)));
+    } finally {
+      await repo.close();
+    }
+  }, { unsafeCleanup: true }));
+
+test('a stale socket file is replaced; a live server on the path is not', (t) =>
+  withDir(async ({ path: dir }) => {
+    const repo = await Repository.open(join(dir, 'repo'));
+    try {
+      const socket = join(dir, 'stale.sock');
+      // A socket file left by a process that died without removing it.
+      await execa('python3', ['-c', `import socket; s = socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(socket)})`]);
+      t.true((await stat(socket)).isSocket());
+      const server = await serveRepository(repo, socket);
+      try {
+        await t.throwsAsync(serveRepository(repo, socket), { instanceOf: NbdListenFailed, message: /already listening/ });
+        const { stdout } = await execa('nbdinfo', ['--list', `nbd+unix:///?socket=${socket}`]);
+        t.regex(stdout, /protocol: newstyle-fixed/);
+      } finally {
+        await server.close();
+      }
     } finally {
       await repo.close();
     }
