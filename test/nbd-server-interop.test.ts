@@ -156,7 +156,10 @@ test('a stale socket file is replaced; a live server on the path is not', (t) =>
     try {
       const socket = join(dir, 'stale.sock');
       // A socket file left by a process that died without removing it.
-      await execa('python3', ['-c', `import socket; s = socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(socket)})`]);
+      const holder = execa('node', ['-e', `require('net').createServer().listen(${JSON.stringify(socket)}, () => console.log('up'))`], { reject: false, buffer: { stdout: false } });
+      await new Promise((resolve) => holder.stdout!.once('data', resolve));
+      holder.kill('SIGKILL');
+      await holder;
       t.true((await stat(socket)).isSocket());
       const server = await serveRepository(repo, socket);
       try {
