@@ -26,6 +26,8 @@ export interface NbdServer {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+const HANDSHAKE_TIMEOUT_MS = 30_000;
+
 /** The server could not start listening. */
 export class NbdListenFailed extends LazybootError {}
 
@@ -118,8 +120,14 @@ async function removeStaleSocket(path: string): Promise<void> {
 
 async function serveConnection(socket: Socket, exports: ExportProvider, pool: BufferPool, log: (line: string) => void): Promise<void> {
   const queue = new ByteQueue(socket);
+  // A peer that connects and then says nothing must not hold a connection forever.
+  socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => {
+    log(`handshake timed out after ${HANDSHAKE_TIMEOUT_MS / 1000} s`);
+    socket.destroy();
+  });
   try {
     const session = await new Handshake(socket, queue, exports).run();
+    socket.setTimeout(0);
     if (!session) {
       log('client aborted the handshake');
       socket.end();
