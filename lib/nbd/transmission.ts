@@ -14,6 +14,8 @@ const REQUEST_HEADER_BYTES = 28;
 const MAX_IN_FLIGHT = 64;
 /** Unsent reply bytes per connection before we stop reading more requests. */
 const MAX_PENDING_REPLY_BYTES = 64 * 1024 * 1024;
+/** Replies at least this big are flushed at once instead of batched until the end of the turn. */
+const FLUSH_AT_ONCE_BYTES = 64 * 1024;
 
 export class ProtocolViolation extends Error {}
 
@@ -211,7 +213,16 @@ export class Transmission {
         this.socket.uncork();
       });
     }
-    buffers.forEach((buffer, i) => this.socket.write(buffer, i === buffers.length - 1 && onWritten ? () => onWritten() : undefined));
+    let bytes = 0;
+    buffers.forEach((buffer, i) => {
+      bytes += buffer.length;
+      this.socket.write(buffer, i === buffers.length - 1 && onWritten ? () => onWritten() : undefined);
+    });
+    // A big reply gains nothing from waiting for company: send the batch now.
+    if (bytes >= FLUSH_AT_ONCE_BYTES && this.corked) {
+      this.corked = false;
+      this.socket.uncork();
+    }
   }
 
   private simpleHeader(request: Request, errno: number): Buffer {
