@@ -25,8 +25,12 @@ async function tinyCopy(dir: string): Promise<string> {
 }
 
 /** Boots `disk`, collects the events until QEMU exits, and always tears both down. */
-async function bootToPowerOff(dir: string, disk: string): Promise<{ vm: DirectVm; events: GuestEvents; exitCode?: number }> {
-  const vm = startQemuDirect({ disk, dir });
+async function bootToPowerOff(
+  dir: string,
+  disk: string,
+  diskBus?: 'virtio-blk' | 'virtio-scsi',
+): Promise<{ vm: DirectVm; events: GuestEvents; exitCode?: number }> {
+  const vm = startQemuDirect({ disk, dir, diskBus });
   const events = await GuestEvents.connect(vm.eventsSocket, { timeoutMs: 10_000 }).catch(async (error) => {
     await vm.stop();
     throw error;
@@ -56,6 +60,18 @@ test('tiny image boots from its disk, emits storage-ready naming disk and driver
       t.like(events.received[1], { payloadOk: true, stayUp: false });
       // Booted by firmware and bootloader from the disk itself: syslinux ran, no -kernel.
       t.regex(console, /lazyboot: \{"event":"storage-ready"/);
+    },
+    { unsafeCleanup: true },
+  );
+});
+
+test('tiny image on virtio-scsi: storage-ready names the SCSI disk and the sd driver', async (t) => {
+  await withDir(
+    async ({ path: dir }) => {
+      const disk = await tinyCopy(dir);
+      const { events, exitCode } = await bootToPowerOff(dir, disk, 'virtio-scsi');
+      t.is(exitCode, 0);
+      t.like(events.received[0], { event: 'storage-ready', disk: '/dev/sda', driver: 'sd', root: '/dev/sda2' });
     },
     { unsafeCleanup: true },
   );

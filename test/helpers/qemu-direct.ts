@@ -10,6 +10,8 @@ export interface DirectVmOptions {
   /** Directory for the sockets and the console log. */
   readonly dir: string;
   readonly memoryMiB?: number;
+  /** How the disk is attached (default virtio-blk). */
+  readonly diskBus?: 'virtio-blk' | 'virtio-scsi';
   readonly extraArgs?: readonly string[];
 }
 
@@ -34,7 +36,9 @@ export function startQemuDirect(options: DirectVmOptions): DirectVm {
     '-nodefaults', '-display', 'none', '-no-reboot',
     '-serial', `file:${consoleLog}`,
     '-drive', `file=${options.disk},format=${options.format ?? 'raw'},if=none,id=disk0`,
-    '-device', 'virtio-blk-pci,drive=disk0',
+    ...(options.diskBus === 'virtio-scsi'
+      ? ['-device', 'virtio-scsi-pci,id=scsi0', '-device', 'scsi-hd,drive=disk0,bus=scsi0.0']
+      : ['-device', 'virtio-blk-pci,drive=disk0']),
     ...guestChannelArgs({ agentSocket, eventsSocket }),
     ...(options.extraArgs ?? []),
   ];
