@@ -103,8 +103,21 @@ export async function runCrashIterations(options: CrashOptions): Promise<CrashRe
     let killed = false;
     const killAfter = randomInt(100, 900);
     const killer = setTimeout(() => { killed = true; child.kill('SIGKILL'); }, killAfter);
-    // Writes + flush in batches; a batch counts only if qemu-io saw every write and the flush complete.
-    while (!killed) {
+    // One qemu-io session (cache=writeback: qemu-io defaults to writethrough, which would flush
+    // after every write) streams writes; every third batch ends with `flush` then `length` as a
+    // marker. Writes count as flushed only when the marker after their flush printed and nothing
+    // in between failed; writes after the last good flush stay uncertain (and must not break the
+    // "present and unmodified matches its digest" rule either).
+    const session = execa('qemu-io', ['-f', 'raw', '-t', 'writeback', uri], { reject: false, buffer: false, stdin: 'pipe', stderr: 'pipe' });
+    let output = '';
+    session.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+    session.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+    let issued: ConfirmedWrite[] = [];
+    let markersSent = 0;
+    let checkedUpTo = 0;
+    const awaitingMarker: Array<{ writes: ConfirmedWrite[]; outputFrom: number }> = [];
+    const markerCount = () => (output.match(/^(?:qemu-io> )*[\d.]+ [KMGT]iB$/gm) ?? []).length;
+    for (let batchNumber = 0; !killed; batchNumber++) {
       const batch: ConfirmedWrite[] = [];
       for (let i = 0; i < 3; i++) {
         const b = freshBlock();
@@ -114,21 +127,38 @@ export async function runCrashIterations(options: CrashOptions): Promise<CrashRe
         const length = whole ? BS : randomInt(512, BS / 2);
         batch.push({ offset, length, pattern });
       }
-      const args = ['-f', 'raw'];
-      for (const w of batch) args.push('-c', `write -P ${w.pattern} ${w.offset} ${w.length}`);
-      args.push('-c', 'flush', uri);
-      const run = await execa('qemu-io', args, { reject: false });
-      const output = `${run.stdout}\n${run.stderr}`;
-      const completed = run.exitCode === 0 && !/error|fail/i.test(output) && (output.match(/^wrote /gm) ?? []).length === batch.length;
-      if (completed && !killed) {
-        confirmed.push(...batch);
-        result.confirmedWrites += batch.length;
-      } else {
-        result.uncertainBatches++;
+      issued.push(...batch);
+      let commands = batch.map((w) => `write -P ${w.pattern} ${w.offset} ${w.length}\n`).join('');
+      if (batchNumber % 3 === 2) {
+        awaitingMarker.push({ writes: issued, outputFrom: output.length });
+        issued = [];
+        commands += 'flush\nlength\n';
+        markersSent++;
       }
-      // A guest does not write flat out: leave the fill some room between batches.
-      if (!killed) await new Promise((r) => setTimeout(r, randomInt(20, 80)));
+      if (!session.stdin!.writable) break;
+      session.stdin!.write(commands);
+      // Pace like a guest; meanwhile confirm batches whose marker arrived cleanly.
+      await new Promise((r) => setTimeout(r, randomInt(20, 80)));
+      const seen = markerCount();
+      while (checkedUpTo < seen && awaitingMarker.length > 0) {
+        const { writes, outputFrom } = awaitingMarker.shift()!;
+        checkedUpTo++;
+        const slice = output.slice(outputFrom);
+        const clean = !/error|fail/i.test(slice.slice(0, slice.search(/^(?:qemu-io> )*[\d.]+ [KMGT]iB$/m) + 1));
+        const allWritten = writes.every((w) => slice.includes(`wrote ${w.length}/${w.length} bytes at offset ${w.offset}`)
+          || output.includes(`wrote ${w.length}/${w.length} bytes at offset ${w.offset}`));
+        if (clean && allWritten && !killed) {
+          confirmed.push(...writes);
+          result.confirmedWrites += writes.length;
+        } else {
+          result.uncertainBatches++;
+        }
+      }
     }
+    result.uncertainBatches += awaitingMarker.length + (issued.length > 0 ? 1 : 0);
+    void markersSent;
+    session.kill('SIGKILL');
+    await session;
     clearTimeout(killer);
     await child;
     await rm(socket, { force: true });
