@@ -183,3 +183,24 @@ test('kill -9 during an import leaves a consistent repository; importing again w
     await lazyboot(['image', 'export', 'big', out, '--repo', repo]);
     t.is((await execa('cmp', [file, out], { reject: false })).exitCode, 0);
   }));
+
+test('repo serve defaults to $XDG_RUNTIME_DIR/lazyboot/repo.sock', (t) =>
+  inTempDir(async (dir) => {
+    const repo = join(dir, 'repo');
+    const runtime = join(dir, 'run');
+    const server = execa('node', [BIN, 'repo', 'serve', '--repo', repo], { reject: false, buffer: { stdout: false }, env: { XDG_RUNTIME_DIR: runtime } });
+    try {
+      const uri = await new Promise<string>((resolve, reject) => {
+        server.stdout!.on('data', (chunk: Buffer) => {
+          const match = /at (nbd\+unix:\S+)/.exec(chunk.toString());
+          if (match) resolve(match[1]!);
+        });
+        setTimeout(() => reject(new Error('no URI printed')), 10000);
+      });
+      t.is(uri, `nbd+unix:///?socket=${join(runtime, 'lazyboot', 'repo.sock')}`);
+      server.kill('SIGINT');
+      t.is((await server).exitCode, 0);
+    } finally {
+      server.kill('SIGKILL');
+    }
+  }));
