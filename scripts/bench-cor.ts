@@ -104,7 +104,17 @@ async function serveDisk(dir: string, image: string, disk: string, from: string,
   return serve('node', [BIN, 'disk', 'serve', image, '--disk', disk, '--from', from, '--socket', socket, ...extra], socket);
 }
 
+/** `--serve-raw FILE SOCKET`: the raw file through lazyboot's NBD server without the COR layer. */
+async function serveRaw(file: string, socketPath: string): Promise<void> {
+  const { startNbdServer } = await import('../lib/nbd/server.js');
+  const { LocalDisk } = await import('../lib/cor/local-disk.js');
+  const { stat } = await import('node:fs/promises');
+  const disk = await LocalDisk.openOrCreate(file, (await stat(file)).size);
+  await startNbdServer({ socketPath, exports: { async list() { return [{ name: '' }]; }, async open() { return disk; } } });
+}
+
 async function main(): Promise<void> {
+  if (process.argv[2] === '--serve-raw') return serveRaw(process.argv[3]!, process.argv[4]!);
   const args = await yargs(hideBin(process.argv))
     .option('size', { type: 'number', default: 256, describe: 'image size in MiB for (a) and (b)' })
     .option('runs', { type: 'number', default: 5, describe: 'runs per measurement (median reported)' })
@@ -126,20 +136,28 @@ async function main(): Promise<void> {
     await execa('node', [BIN, 'disk', 'fill', '--disk', disk, '--image', 'bench', '--from', repoDir]);
     const corSock = join(dir, 'cor.sock');
     const qnbdSock = join(dir, 'qemu-nbd.sock');
+    const plainSock = join(dir, 'plain.sock');
     const cor = await serveDisk(dir, 'bench', disk, repoDir, corSock);
     const qnbd = await serve('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', qnbdSock, disk], qnbdSock);
+    const plain = await serve('node', [fileURLToPath(import.meta.url), '--serve-raw', disk, plainSock], plainSock);
     await timedCopy(`nbd+unix:///disk?socket=${corSock}`); // warm the page cache
     const corTimes: number[] = [];
     const qnbdTimes: number[] = [];
-    for (let i = 0; i < args.runs; i++) { // interleaved, so a busy moment hits both
+    const plainTimes: number[] = [];
+    for (let i = 0; i < args.runs; i++) { // interleaved, so a busy moment hits all
       corTimes.push(await timedCopy(`nbd+unix:///disk?socket=${corSock}`));
       qnbdTimes.push(await timedCopy(`nbd+unix:///?socket=${qnbdSock}`));
+      plainTimes.push(await timedCopy(`nbd+unix:///?socket=${plainSock}`));
     }
     await stop(cor);
     await stop(qnbd);
+    await stop(plain);
+    const plainMs = median(plainTimes);
     const a = { cor: median(corTimes), qemu: median(qnbdTimes), corBest: Math.min(...corTimes), qemuBest: Math.min(...qnbdTimes) };
     note(`(a) present reads: COR ${a.cor.toFixed(0)} ms (best ${a.corBest.toFixed(0)}), qemu-nbd ${a.qemu.toFixed(0)} ms (best ${a.qemuBest.toFixed(0)}), ratio ${(a.cor / a.qemu).toFixed(2)}x`);
     rows.push(`| (a) read ${args.size} MiB of present blocks | ${a.cor.toFixed(0)} ms (${mibps(size, a.cor)} MiB/s; best ${a.corBest.toFixed(0)} ms) | qemu-nbd on the same raw file: ${a.qemu.toFixed(0)} ms (${mibps(size, a.qemu)} MiB/s; best ${a.qemuBest.toFixed(0)} ms) | time ratio **${(a.cor / a.qemu).toFixed(2)}×** (best/best ${(a.corBest / a.qemuBest).toFixed(2)}×) | ≤ 1.25× |`);
+    note(`(a') same file through lazyboot's NBD server without the COR layer: ${plainMs.toFixed(0)} ms`);
+    rows.push(`| (a') the same, COR layer vs no COR layer | ${a.cor.toFixed(0)} ms | the raw file through lazyboot's own NBD server (no COR layer): ${plainMs.toFixed(0)} ms (${mibps(size, plainMs)} MiB/s) | time ratio **${(a.cor / plainMs).toFixed(2)}×** | (where the time goes) |`);
 
     // ---- (b) cold full read: COR from `lazyboot repo serve` vs QEMU's COR chain over qemu-nbd ----
     const repoSock = join(dir, 'repo.sock');
@@ -188,6 +206,21 @@ async function main(): Promise<void> {
       const bestRatio = Math.min(...qemuCold) / Math.min(...corCold);
       note(`(b) cold read, ${delayMs} ms/request: COR ${b.cor.toFixed(0)} ms (${mibps(size, b.cor)} MiB/s), QEMU chain ${b.qemu.toFixed(0)} ms (${mibps(size, b.qemu)} MiB/s), throughput ratio ${ratio.toFixed(2)}x`);
       rows.push(`| (b) cold read of ${args.size} MiB, ${delayMs} ms per repository request | ${b.cor.toFixed(0)} ms (${mibps(size, b.cor)} MiB/s) | QEMU copy-on-read → qcow2 → NBD (qemu-nbd): ${b.qemu.toFixed(0)} ms (${mibps(size, b.qemu)} MiB/s) | throughput ratio **${ratio.toFixed(2)}×** (best/best ${bestRatio.toFixed(2)}×) | ${delayMs ? '≥ 3×' : '≥ 1.0×'} |`);
+    }
+    {
+      const times: number[] = [];
+      for (let i = 0; i < args.runs; i++) {
+        const coldDisk = join(dir, `cold-dir-${i}.raw`);
+        const sock = join(dir, `cold-dir-${i}.sock`);
+        const device = await serveDisk(dir, 'bench', coldDisk, repoDir, sock);
+        times.push(await timedCopy(`nbd+unix:///disk?socket=${sock}`));
+        await stop(device);
+        await rm(coldDisk, { force: true });
+        await rm(`${coldDisk}.map`, { force: true });
+      }
+      const ms = median(times);
+      note(`(b') cold read from the repository directory in-process: ${ms.toFixed(0)} ms (${mibps(size, ms)} MiB/s)`);
+      rows.push(`| (b') cold read of ${args.size} MiB, repository directory opened in-process (no repository server) | ${ms.toFixed(0)} ms (${mibps(size, ms)} MiB/s) | — | — | (where the time goes) |`);
     }
     await stop(backing);
     await stop(repoServer);

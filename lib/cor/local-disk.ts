@@ -1,11 +1,22 @@
 // The local raw disk (a sparse file or a block device) as a BlockBackend: pread/pwrite at the
 // image's own offsets, so the file is always a valid raw image of what is present.
+import { readSync } from 'node:fs';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
 import { DiskSizeMismatch } from './errors.js';
 
 const CAPABILITIES: BlockCapabilities = { write: true, flush: true, trim: true, writeZeroes: true, extents: false, multiConn: true };
 const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
+
+/**
+ * Present blocks are usually in the page cache, where a synchronous pread is a memcpy and much
+ * cheaper than a thread-pool round trip. A synchronous read that takes long means the disk was
+ * involved: then reads go through the thread pool for a while, so the event loop never stalls
+ * for more than one slow read.
+ */
+const SYNC_READ_MAX_BYTES = 1024 * 1024;
+const SLOW_SYNC_READ_NS = 500_000n;
+const ASYNC_AFTER_SLOW_READ_MS = 1000;
 
 export class LocalDisk implements BlockBackend {
   readonly capabilities = CAPABILITIES;
@@ -34,9 +45,24 @@ export class LocalDisk implements BlockBackend {
     return new LocalDisk(path, file, size, created);
   }
 
+  private asyncOnlyUntil = 0;
+
   async read(offset: number, length: number): Promise<Buffer> {
     const buffer = Buffer.allocUnsafe(length);
-    let done = 0;
+    if (length <= SYNC_READ_MAX_BYTES && Date.now() >= this.asyncOnlyUntil) {
+      const started = process.hrtime.bigint();
+      const bytesRead = readSync(this.file.fd, buffer, 0, length, offset);
+      if (process.hrtime.bigint() - started > SLOW_SYNC_READ_NS) this.asyncOnlyUntil = Date.now() + ASYNC_AFTER_SLOW_READ_MS;
+      if (bytesRead === length) return buffer;
+      if (bytesRead === 0) throw new BlockError('EIO', `${this.path}: short read at ${offset}`);
+      return this.readRest(buffer, offset, bytesRead);
+    }
+    return this.readRest(buffer, offset, 0);
+  }
+
+  private async readRest(buffer: Buffer, offset: number, already: number): Promise<Buffer> {
+    const length = buffer.length;
+    let done = already;
     while (done < length) {
       const { bytesRead } = await this.file.read(buffer, done, length - done, offset + done);
       if (bytesRead === 0) throw new BlockError('EIO', `${this.path}: short read at ${offset + done}`);
