@@ -33,15 +33,9 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
       .option('listen', { type: 'string', describe: 'listen on TCP HOST:PORT instead (e.g. 127.0.0.1:10809)' })
       .conflicts('socket', 'listen') as Argv<any>,
   handler: async (args) => {
-    const repo = await Repository.open(args.repo);
     const log = (line: string): void => void process.stderr.write(`${new Date().toISOString()} ${line}\n`);
-    const server = await startNbdServer({
-      exports: repositoryExports(repo),
-      ...(args.listen ? { listen: parseListen(args.listen) } : { socketPath: args.socket ?? defaultSocketPath(repo.dir) }),
-      log,
-    });
-    process.stdout.write(`serving ${repo.dir} at ${server.uri}\n`);
-    await new Promise<void>((resolve) => {
+    // Listen for the stop signals before anything else: a client may signal as soon as it sees the URI.
+    const stopped = new Promise<void>((resolve) => {
       const stop = (signal: string): void => {
         log(`${signal}: stopping`);
         resolve();
@@ -49,6 +43,14 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
       process.once('SIGINT', () => stop('SIGINT'));
       process.once('SIGTERM', () => stop('SIGTERM'));
     });
+    const repo = await Repository.open(args.repo);
+    const server = await startNbdServer({
+      exports: repositoryExports(repo),
+      ...(args.listen ? { listen: parseListen(args.listen) } : { socketPath: args.socket ?? defaultSocketPath(repo.dir) }),
+      log,
+    });
+    process.stdout.write(`serving ${repo.dir} at ${server.uri}\n`);
+    await stopped;
     await server.close();
     await repo.close();
   },
