@@ -85,10 +85,18 @@ export class CorBackend implements BlockBackend {
   // ---- guest-facing BlockBackend ----
 
   async read(offset: number, length: number): Promise<Buffer> {
-    return this.asGuest(async () => {
+    const buffer = Buffer.allocUnsafe(length);
+    await this.readInto(offset, buffer);
+    return buffer;
+  }
+
+  /** Like read, into a buffer the caller owns (the NBD server reuses pooled buffers: less GC). */
+  async readInto(offset: number, target: Buffer): Promise<void> {
+    const length = target.length;
+    await this.asGuest(async () => {
       this.counters.readRequests++;
       this.checkRange(offset, length);
-      if (length === 0) return Buffer.alloc(0);
+      if (length === 0) return;
       const [first, last] = this.blockRange(offset, length);
       // The common case once warm: everything present, no promise juggling.
       if (!this.allPresent(first, last)) {
@@ -96,7 +104,9 @@ export class CorBackend implements BlockBackend {
         this.prefetchAfter(first, last);
         await own;
       }
-      return this.local.read(offset, length);
+      // Unmodified zero blocks are zeros by the manifest: no need to read the disk.
+      if (this.allUnmodifiedZero(first, last)) target.fill(0);
+      else await this.local.readInto(offset, target);
     });
   }
 
@@ -288,6 +298,11 @@ export class CorBackend implements BlockBackend {
       const chunk = Math.min(step, offset + length - at);
       if (!isAllZero(await this.local.read(at, chunk))) await this.local.writeZeroes(at, chunk);
     }
+  }
+
+  private allUnmodifiedZero(first: number, last: number): boolean {
+    for (let b = first; b <= last; b++) if (this.zeroBlocks[b] !== 1 || this.map.isModified(b)) return false;
+    return true;
   }
 
   private allPresent(first: number, last: number): boolean {

@@ -49,26 +49,25 @@ export class LocalDisk implements BlockBackend {
 
   async read(offset: number, length: number): Promise<Buffer> {
     const buffer = Buffer.allocUnsafe(length);
-    if (length <= SYNC_READ_MAX_BYTES && Date.now() >= this.asyncOnlyUntil) {
-      const started = process.hrtime.bigint();
-      const bytesRead = readSync(this.file.fd, buffer, 0, length, offset);
-      if (process.hrtime.bigint() - started > SLOW_SYNC_READ_NS) this.asyncOnlyUntil = Date.now() + ASYNC_AFTER_SLOW_READ_MS;
-      if (bytesRead === length) return buffer;
-      if (bytesRead === 0) throw new BlockError('EIO', `${this.path}: short read at ${offset}`);
-      return this.readRest(buffer, offset, bytesRead);
-    }
-    return this.readRest(buffer, offset, 0);
+    await this.readInto(offset, buffer);
+    return buffer;
   }
 
-  private async readRest(buffer: Buffer, offset: number, already: number): Promise<Buffer> {
-    const length = buffer.length;
-    let done = already;
+  /** Fills `target` from [offset, offset + target.length) (the server passes pooled buffers). */
+  async readInto(offset: number, target: Buffer): Promise<void> {
+    const length = target.length;
+    let done = 0;
+    if (length <= SYNC_READ_MAX_BYTES && Date.now() >= this.asyncOnlyUntil) {
+      const started = process.hrtime.bigint();
+      done = readSync(this.file.fd, target, 0, length, offset);
+      if (process.hrtime.bigint() - started > SLOW_SYNC_READ_NS) this.asyncOnlyUntil = Date.now() + ASYNC_AFTER_SLOW_READ_MS;
+      if (done === 0 && length > 0) throw new BlockError('EIO', `${this.path}: short read at ${offset}`);
+    }
     while (done < length) {
-      const { bytesRead } = await this.file.read(buffer, done, length - done, offset + done);
+      const { bytesRead } = await this.file.read(target, done, length - done, offset + done);
       if (bytesRead === 0) throw new BlockError('EIO', `${this.path}: short read at ${offset + done}`);
       done += bytesRead;
     }
-    return buffer;
   }
 
   async write(offset: number, data: Buffer, options?: WriteOptions): Promise<void> {
