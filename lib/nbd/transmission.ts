@@ -6,7 +6,7 @@ import type { ByteQueue } from './byte-queue.js';
 import { BASE_ALLOCATION_CONTEXT_ID, blockSizeLimits, type Negotiated } from './handshake.js';
 import { nbdErrno } from './errno.js';
 import * as P from './protocol.js';
-import { readsIntoBuffer } from '../block/read-into.js';
+import { readsIntoBuffer, type ReadsIntoBuffer } from '../block/read-into.js';
 import type { BufferPool } from './buffer-pool.js';
 
 const REQUEST_HEADER_BYTES = 28;
@@ -14,6 +14,8 @@ const REQUEST_HEADER_BYTES = 28;
 const MAX_IN_FLIGHT = 64;
 /** Unsent reply bytes per connection before we stop reading more requests. */
 const MAX_PENDING_REPLY_BYTES = 64 * 1024 * 1024;
+/** Structured reads larger than this are read and sent in pieces of this size. */
+const READ_PIECE_BYTES = 512 * 1024;
 /** Replies at least this big are flushed at once instead of batched until the end of the turn. */
 const FLUSH_AT_ONCE_BYTES = 64 * 1024;
 
@@ -115,6 +117,10 @@ export class Transmission {
       switch (request.type) {
         case P.CMD_READ:
           if (readsIntoBuffer(backend) && request.length > 0) {
+            if (this.session.structuredReplies && request.length > READ_PIECE_BYTES) {
+              await this.readInPieces(request, backend);
+              return;
+            }
             const storage = this.pool.take(request.length);
             const data = storage.subarray(0, request.length);
             try {
@@ -251,6 +257,45 @@ export class Transmission {
     }
   }
 
+  /**
+   * A large read is read in pieces at once and answered with one data chunk per piece, in order,
+   * each sent as soon as it is read: the client receives the first bytes while the rest are read.
+   */
+  private async readInPieces(request: Request, backend: ReadsIntoBuffer): Promise<void> {
+    const storage = this.pool.take(request.length);
+    const pieces: Array<{ at: number; data: Buffer; done: Promise<void> }> = [];
+    for (let at = 0; at < request.length; at += READ_PIECE_BYTES) {
+      const data = storage.subarray(at, Math.min(request.length, at + READ_PIECE_BYTES));
+      const done = backend.readInto(request.offset + at, data);
+      done.catch(() => {}); // awaited below, in order
+      pieces.push({ at, data, done });
+    }
+    try {
+      for (const [i, piece] of pieces.entries()) {
+        await piece.done;
+        const last = i === pieces.length - 1;
+        this.sendDataChunk(request, request.offset + piece.at, piece.data, last ? P.REPLY_FLAG_DONE : 0, last ? () => this.pool.give(storage) : undefined);
+      }
+    } catch (error) {
+      // Chunks already sent are followed by the error chunk; the buffer may still be in a pending
+      // write, so it is left to the garbage collector rather than returned to the pool.
+      await Promise.allSettled(pieces.map((piece) => piece.done));
+      throw error;
+    }
+  }
+
+  private sendDataChunk(request: Request, offset: number, data: Buffer, flags: number, onWritten?: () => void): void {
+    const header = Buffer.allocUnsafe(28);
+    header.writeUInt32BE(P.STRUCTURED_REPLY_MAGIC, 0);
+    header.writeUInt16BE(flags, 4);
+    header.writeUInt16BE(P.REPLY_TYPE_OFFSET_DATA, 6);
+    request.cookie.copy(header, 8);
+    header.writeUInt32BE(8 + data.length, 16);
+    header.writeUInt32BE(Math.floor(offset / 2 ** 32), 20);
+    header.writeUInt32BE(offset >>> 0, 24);
+    this.send([header, data], onWritten);
+  }
+
   private replyRead(request: Request, data: Buffer, onWritten?: () => void): void {
     if (!this.session.structuredReplies) {
       this.send([this.simpleHeader(request, 0), data], onWritten);
@@ -261,15 +306,7 @@ export class Transmission {
       onWritten?.();
       return;
     }
-    const header = Buffer.allocUnsafe(28);
-    header.writeUInt32BE(P.STRUCTURED_REPLY_MAGIC, 0);
-    header.writeUInt16BE(P.REPLY_FLAG_DONE, 4);
-    header.writeUInt16BE(P.REPLY_TYPE_OFFSET_DATA, 6);
-    request.cookie.copy(header, 8);
-    header.writeUInt32BE(8 + data.length, 16);
-    header.writeUInt32BE(Math.floor(request.offset / 2 ** 32), 20);
-    header.writeUInt32BE(request.offset >>> 0, 24);
-    this.send([header, data], onWritten);
+    this.sendDataChunk(request, request.offset, data, P.REPLY_FLAG_DONE, onWritten);
   }
 
   private replyBlockStatus(request: Request, extents: Extent[]): void {
