@@ -180,8 +180,9 @@ test('a missing pack file: EIO to the client, a log line naming the file, and th
     try {
       const result = await execa('qemu-io', ['-r', '-f', 'raw', '-c', 'read 0 4096', exportUri(freshSocket, 'alpha')], { reject: false });
       t.regex(result.stdout + result.stderr, /Input\/output error/);
-      // A large read is answered in pieces: a failing piece ends the reply with an error chunk.
-      const large = await execa('qemu-io', ['-r', '-f', 'raw', '-c', 'read 0 2M', exportUri(freshSocket, 'alpha')], { reject: false });
+      // A large read is answered in pieces: here the zero half is sent, then the failing half ends the
+      // reply with an error chunk.
+      const large = await execa('qemu-io', ['-r', '-f', 'raw', '-c', 'read 1M 2M', exportUri(freshSocket, 'alpha')], { reject: false });
       t.regex(large.stdout + large.stderr, /Input\/output error/);
       t.true(logs.some((line) => line.includes(pack) && line.includes('missing')), logs.join('\n'));
       const zeros = await execa('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0 1M 64k', exportUri(freshSocket, 'alpha')]);
