@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { openCorDevice, mapPathOf, type FetchErrorEvent } from '../lib/cor/device.js';
 import { BlockMap } from '../lib/map/block-map.js';
 import { DigestMismatch } from '../lib/fetch/errors.js';
+import { UnknownImage } from '../lib/repo/errors.js';
 import { makeImage, mixedContent, nbdcopyTo, startRepoServer, corruptStoredBlock, qemuImgDd } from './cor-fixtures.js';
 
 const BS = 65536;
@@ -57,6 +58,8 @@ test('a corrupt block in one repository is detected, served from the other, neve
   const serverA = await startRepoServer(a.repoDir, join(dir, 'a.sock'));
   const serverB = await startRepoServer(b.repoDir, join(dir, 'b.sock'));
   try {
+    // An image no server has: UnknownImage, also over NBD (the manifest export is absent).
+    await t.throwsAsync(openCorDevice({ image: 'nope', disk: join(dir, 'nope.raw'), from: [serverA.uri, serverB.uri] }), { instanceOf: UnknownImage });
     // Only the corrupt repository: the read fails with EIO and the block stays absent.
     {
       const lines: string[] = [];
