@@ -37,7 +37,9 @@ export interface CrashResult {
 interface ConfirmedWrite { offset: number; length: number; pattern: number }
 
 async function startServe(args: string[]): Promise<{ child: ResultPromise; uri: string }> {
-  const child = execa('node', [BIN, 'disk', 'serve', ...args], { reject: false, buffer: false, stdin: 'ignore', stderr: 'ignore' });
+  const child = execa('node', [BIN, 'disk', 'serve', ...args], { reject: false, buffer: false, stdin: 'ignore', stderr: 'pipe' });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => { stderr = (stderr + chunk.toString()).slice(-4000); });
   const uri = await new Promise<string>((resolve, reject) => {
     let seen = '';
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -45,7 +47,7 @@ async function startServe(args: string[]): Promise<{ child: ResultPromise; uri: 
       const match = / at (nbd\+unix:\S+)/.exec(seen);
       if (match) resolve(match[1]!);
     });
-    child.on('exit', (code) => reject(new Error(`disk serve exited (${code}) before serving: ${seen}`)));
+    child.on('exit', (code) => reject(new Error(`disk serve exited (${code}) before serving: ${seen} ${stderr}`)));
   });
   return { child, uri };
 }
