@@ -69,9 +69,13 @@ export class CorBackend implements BlockBackend {
     this.size = manifest.size;
     this.blockSize = manifest.blockSize;
     this.constraints = { minimum: 1, preferred: Math.min(this.blockSize, 65536), maximum: 32 * 1024 * 1024 };
+    // One byte per block, computed without allocating per block (large images: 10^5+ blocks).
     this.zeroBlocks = new Uint8Array(manifest.blockCount);
+    const digests = manifest.digests;
     for (let i = 0; i < manifest.blockCount; i++) {
-      this.zeroBlocks[i] = manifest.digests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES).every((b) => b === 0) ? 1 : 0;
+      let zero = 1;
+      for (let at = i * DIGEST_BYTES, end = at + DIGEST_BYTES; at < end; at++) if (digests[at] !== 0) { zero = 0; break; }
+      this.zeroBlocks[i] = zero;
     }
     this.maxRunBlocks = Math.max(1, Math.floor((options.maxFetchBytes ?? 4 * 1024 * 1024) / this.blockSize));
     this.queue = new FetchQueue((start, count) => this.fetchRun(start, count), options.maxInFlight ?? 8, this.maxRunBlocks);
