@@ -142,6 +142,7 @@ test('Ctrl-C (SIGINT) during boot: full teardown within seconds, no process or t
   t.log(`teardown took ${teardownMs} ms; stderr: ${result.stderr}`);
   t.is(result.exitCode, 130);
   t.true(teardownMs < 10_000);
+  t.regex(result.stdout, /summary: tiny@1 stopped/, 'the summary is printed on the way out');
   t.false(processAlive(qemuPid));
   t.deepEqual(await leftovers(tmp), []);
   t.deepEqual(await qemuProcessesMentioning(tmp), []);
