@@ -67,3 +67,32 @@ export class ThrottledProxy {
     await rm(this.socketPath, { force: true });
   }
 }
+
+/**
+ * The proxy in its own process, so it does not share an event loop with the COR device under test:
+ * `node bench-boot-proxy.js LISTEN UPSTREAM BYTES_PER_SECOND`; prints `bytes N` lines as the count grows.
+ */
+async function runAsProcess(listen: string, upstream: string, rate: number): Promise<void> {
+  const proxy = await ThrottledProxy.start(listen, upstream, rate);
+  let reported = -1;
+  const report = () => {
+    if (proxy.bytesToClients !== reported) {
+      reported = proxy.bytesToClients;
+      process.stdout.write(`bytes ${reported}\n`);
+    }
+  };
+  process.stdout.write('listening\n');
+  const timer = setInterval(report, 20);
+  const stop = async () => {
+    clearInterval(timer);
+    report();
+    await proxy.close();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void stop());
+  process.once('SIGINT', () => void stop());
+}
+
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!) && process.argv.length === 5) {
+  void runAsProcess(process.argv[2]!, process.argv[3]!, Number(process.argv[4]));
+}

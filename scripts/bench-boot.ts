@@ -20,7 +20,7 @@ import { launch } from '../lib/launch.js';
 import { chooseAccelerator } from '../vmm/accel.js';
 import { DISK_NODE } from '../vmm/qemu-args.js';
 import { TransientVm, type VmDisk, type VmEvent } from '../vmm/vm.js';
-import { ThrottledProxy } from './bench-boot-proxy.js';
+
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -98,6 +98,42 @@ async function benchImage(fixture: string, out: string): Promise<void> {
   await execa('mv', [partial, out]);
 }
 
+/** The throttled link, run as its own process; `bytesToClients` follows its reports (20 ms lag at most). */
+interface Link {
+  readonly socketPath: string;
+  readonly bytesToClients: number;
+  close(): Promise<void>;
+}
+
+async function startLink(socketPath: string, upstream: string, bytesPerSecond: number): Promise<Link> {
+  const child = execa('node', [path.join(ROOT, 'dist', 'scripts', 'bench-boot-proxy.js'), socketPath, upstream, String(bytesPerSecond)], { reject: false, stdin: 'ignore', buffer: false });
+  let bytes = 0;
+  await new Promise<void>((resolve, reject) => {
+    let pending = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      pending += chunk.toString();
+      let newline: number;
+      while ((newline = pending.indexOf('\n')) !== -1) {
+        const line = pending.slice(0, newline);
+        pending = pending.slice(newline + 1);
+        if (line === 'listening') resolve();
+        else if (line.startsWith('bytes ')) bytes = Number(line.slice(6));
+      }
+    });
+    void child.then(() => reject(new Error('the link proxy exited')));
+  });
+  return {
+    socketPath,
+    get bytesToClients() {
+      return bytes;
+    },
+    async close() {
+      child.kill('SIGTERM');
+      await child;
+    },
+  };
+}
+
 async function serveRepo(repoDir: string, socketPath: string): Promise<{ server: ResultPromise }> {
   const server = execa('node', [CLI, 'repo', 'serve', '--repo', repoDir, '--socket', socketPath], { reject: false, stdin: 'ignore' });
   await new Promise<void>((resolve, reject) => {
@@ -150,6 +186,12 @@ async function main(): Promise<void> {
   const imageName = `bench-${fixtureName}`;
   const benchRaw = path.join(benchDir, `${imageName}-${path.basename(fixture.path, '.raw')}.raw`);
   say(`bench disk ${benchRaw}`);
+  // One 4 GiB bench disk (and its repository) per fixture build is plenty: drop older ones.
+  const { readdir } = await import('node:fs/promises');
+  for (const entry of await readdir(benchDir)) {
+    const current = [path.basename(benchRaw), `repo-${path.basename(benchRaw, '.raw')}`];
+    if (entry.includes(`bench-${fixtureName}-`) && !current.includes(entry)) await rm(path.join(benchDir, entry), { recursive: true, force: true });
+  }
   await benchImage(fixture.path, benchRaw);
   const repoDir = path.join(benchDir, `repo-${path.basename(benchRaw, '.raw')}`);
   if (!existsSync(path.join(repoDir, '.imported'))) {
@@ -188,7 +230,7 @@ async function main(): Promise<void> {
     for (const bandwidth of bandwidths) {
       // (a) lazyboot lazy boot, through the throttled link to `lazyboot repo serve`.
       await record(async () => {
-        const proxy = await ThrottledProxy.start(path.join(work, 'link-a.sock'), repoSocket, bandwidth.bytesPerSecond);
+        const proxy = await startLink(path.join(work, 'link-a.sock'), repoSocket, bandwidth.bytesPerSecond);
         say(`(a) lazyboot lazy boot at ${bandwidth.label}`);
         const started = Date.now();
         const vm = await launch({ image: imageName, from: [`nbd+unix:///?socket=${proxy.socketPath}`], agent, memory: '512M', timeoutMs });
@@ -202,7 +244,7 @@ async function main(): Promise<void> {
       });
       // (c) copy everything first (nbdcopy skips holes), then boot the local copy.
       await record(async () => {
-        const proxy = await ThrottledProxy.start(path.join(work, 'link-c.sock'), repoSocket, bandwidth.bytesPerSecond);
+        const proxy = await startLink(path.join(work, 'link-c.sock'), repoSocket, bandwidth.bytesPerSecond);
         const local = path.join(work, 'copied.raw');
         say(`(c) copy, then boot at ${bandwidth.label}`);
         try {
@@ -220,7 +262,7 @@ async function main(): Promise<void> {
       });
       // (d) QEMU's own chain: nbd (qemu-nbd) ← qcow2 overlay (backing) ← copy-on-read filter.
       await record(async () => {
-        const proxy = await ThrottledProxy.start(path.join(work, 'link-d.sock'), qemuNbdSocket, bandwidth.bytesPerSecond);
+        const proxy = await startLink(path.join(work, 'link-d.sock'), qemuNbdSocket, bandwidth.bytesPerSecond);
         const overlay = path.join(work, 'overlay.qcow2');
         await execa('qemu-img', ['create', '-q', '-f', 'qcow2', overlay, String(benchStat.size)]);
         say(`(d) QEMU copy-on-read chain over qemu-nbd at ${bandwidth.label}`);
