@@ -10,6 +10,7 @@ import { BlockMap } from '../lib/map/block-map.js';
 import { MapMismatch } from '../lib/map/errors.js';
 import { UnknownImage } from '../lib/repo/errors.js';
 import { RepositoryUnreachable } from '../lib/fetch/errors.js';
+import { DiskInUse } from '../lib/cor/disk-lock.js';
 import { makeImage, nbdcopyTo, qemuImgDd, qemuIo } from './cor-fixtures.js';
 
 const BS = 65536;
@@ -128,7 +129,7 @@ test('writes read back, W is set exactly for written blocks, and fill keeps them
   t.true(local.equals(expected));
 }, { unsafeCleanup: true }));
 
-test('unknown image, unreachable repositories and a foreign map each give one clear error', (t) => withDir(async ({ path: dir }) => {
+test('unknown image, unreachable repositories, a disk in use and a foreign map each give one clear error', (t) => withDir(async ({ path: dir }) => {
   const image = await makeImage(dir, 'demo', { size: 8 * BS });
   await makeImage(dir, 'other', { size: 8 * BS, repoDir: image.repoDir });
   const disk = join(dir, 'disk.raw');
@@ -137,6 +138,8 @@ test('unknown image, unreachable repositories and a foreign map each give one cl
   const unreachable = await t.throwsAsync(openCorDevice({ image: 'demo', disk, from: dead }), { instanceOf: RepositoryUnreachable });
   t.regex(unreachable!.message, /dead1\.sock.*127\.0\.0\.1:1/);
   const device = await openCorDevice({ image: 'demo', disk, from: [image.repoDir] });
+  const second = await t.throwsAsync(openCorDevice({ image: 'demo', disk, from: [image.repoDir] }), { instanceOf: DiskInUse });
+  t.regex(second!.message, new RegExp(`in use by process ${process.pid}`));
   await device.close();
   const foreign = await t.throwsAsync(openCorDevice({ image: 'other', disk, from: [image.repoDir] }), { instanceOf: MapMismatch });
   t.regex(foreign!.toLine(), /belongs to image demo@1, not other@1/);

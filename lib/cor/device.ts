@@ -14,6 +14,7 @@ import type { FetchErrorEvent } from '../fetch/failover.js';
 import { LocalDisk } from './local-disk.js';
 import { CorBackend } from './cor-backend.js';
 import { Filler } from './fill.js';
+import { lockDisk, type DiskLock } from './disk-lock.js';
 
 export type { FetchErrorEvent } from '../fetch/failover.js';
 
@@ -73,7 +74,9 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
     },
   });
   let local: LocalDisk | undefined;
+  let lock: DiskLock | undefined;
   try {
+    lock = await lockDisk(options.disk);
     const { manifest, manifestDigest } = repositories;
     const imageRef = `${manifest.name}@${manifest.version}`;
     const mapPath = mapPathOf(options.disk);
@@ -97,6 +100,7 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
       }, syncData);
     }
     const backend = new CorBackend(manifest, disk, map, repositories.upstream, { log });
+    const heldLock = lock;
     return {
       repositories, backend,
       async close() {
@@ -104,12 +108,14 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
           await backend.close();
         } finally {
           await repositories.close();
+          await heldLock.release();
         }
       },
     };
   } catch (error) {
     await local?.close();
     await repositories.close();
+    await lock?.release();
     throw error;
   }
 }
