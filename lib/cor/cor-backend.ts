@@ -108,9 +108,9 @@ export class CorBackend implements BlockBackend {
         this.prefetchAfter(first, last);
         await own;
       }
-      // Unmodified zero blocks are zeros by the manifest: no need to read the disk.
-      if (this.allUnmodifiedZero(first, last)) target.fill(0);
-      else await this.local.readInto(offset, target);
+      // Always read the disk: W clear does not prove "equals the manifest" for a present block
+      // (a replicator clears W once the guest's data is shipped). Holes read fast anyway.
+      await this.local.readInto(offset, target);
     });
   }
 
@@ -302,11 +302,6 @@ export class CorBackend implements BlockBackend {
       const chunk = Math.min(step, offset + length - at);
       if (!isAllZero(await this.local.read(at, chunk))) await this.local.writeZeroes(at, chunk);
     }
-  }
-
-  private allUnmodifiedZero(first: number, last: number): boolean {
-    for (let b = first; b <= last; b++) if (this.zeroBlocks[b] !== 1 || this.map.isModified(b)) return false;
-    return true;
   }
 
   private allPresent(first: number, last: number): boolean {

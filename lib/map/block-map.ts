@@ -126,7 +126,11 @@ export class BlockMap {
     return changed;
   }
 
-  /** For the replicator: only after the target acknowledged the blocks durably. */
+  /**
+   * For the replicator: only after the target acknowledged the blocks durably. Afterwards a present
+   * block may differ from this map's manifest with W clear, so "W clear" means "shipped", not
+   * "equals the image"; only an ABSENT block with W clear is known to hold no guest data.
+   */
   clearModified(target: number, first: number, count: number): void {
     this.modified[target]!.clearRange(first, count);
     this.changedSinceCommit = true;
