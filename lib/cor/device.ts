@@ -13,7 +13,7 @@ import { openRepositories, type OpenedRepositories } from '../fetch/open-reposit
 import type { FetchErrorEvent } from '../fetch/failover.js';
 import { LocalDisk } from './local-disk.js';
 import { CorBackend } from './cor-backend.js';
-import { Filler } from './fill.js';
+import { Filler, type FillProgress } from './fill.js';
 import { lockDisk, type DiskLock } from './disk-lock.js';
 
 export type { FetchErrorEvent } from '../fetch/failover.js';
@@ -28,6 +28,8 @@ export interface CorDeviceOptions {
   log?: (line: string) => void;
   /** Per-request repository timeout in ms (default 10 000). */
   fetchTimeoutMs?: number;
+  /** Background fill progress (after each fetched run, and once when done). */
+  onFillProgress?: (progress: FillProgress) => void;
 }
 
 export interface CorStats {
@@ -149,7 +151,7 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
         async open(name) { return name === exportName ? backend : undefined; },
       },
     });
-    const filler = options.fill ? new Filler(backend, { rate: options.fillRate ?? 0, log }) : undefined;
+    const filler = options.fill ? new Filler(backend, { rate: options.fillRate ?? 0, log, onProgress: options.onFillProgress }) : undefined;
     const filled = filler?.run();
     filled?.catch((error) => log(`fill stopped: ${(error as Error).message}`));
     const liveServer = server;

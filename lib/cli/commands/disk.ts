@@ -67,17 +67,19 @@ const serveCommand: CommandModule<any, ServeArgs> = {
     .option('fill-rate', { type: 'string', default: '0', describe: 'background fill limit in bytes/s (50M, 0 = unlimited)' })
     .option('json', { type: 'boolean', default: false, describe: 'progress as JSON lines on stdout' }) as Argv<any>,
   handler: async (args) => {
+    let report: ((progress: FillProgress) => void) | undefined;
     const device = await openCorDevice({
       image: args.image, disk: args.disk, from: args.from, socketPath: args.socket, exportName: args.export,
       fill: args.fill, fillRate: parseRate(args['fill-rate']), log,
+      onFillProgress: (progress) => report?.(progress),
     });
+    report = progressReporter(args.json, device.manifest.blockSize);
     if (args.json) process.stdout.write(`${JSON.stringify({ event: 'serving', uri: device.uri, image: `${device.manifest.name}@${device.manifest.version}` })}\n`);
     else process.stdout.write(`serving ${device.manifest.name}@${device.manifest.version} on ${args.disk} at ${device.uri}\n`);
     if (device.filled) {
       void device.filled.then(() => {
         const stats = device.stats();
-        if (args.json) process.stdout.write(`${JSON.stringify({ event: 'fill-done', ...stats })}\n`);
-        else log(`fill done: ${stats.presentBlocks}/${stats.totalBlocks} blocks present, ${humanSize(stats.fetchedBytes)} fetched`);
+        if (!args.json) log(`fill done: ${stats.presentBlocks}/${stats.totalBlocks} blocks present, ${humanSize(stats.fetchedBytes)} fetched`);
       }, () => undefined);
     }
     const signal = await untilSignal();
