@@ -83,10 +83,9 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
     const imageRef = `${manifest.name}@${manifest.version}`;
     const mapPath = mapPathOf(options.disk);
     const mapExists = await access(mapPath).then(() => true, () => false);
-    local = await LocalDisk.openOrCreate(options.disk, manifest.size);
-    const disk = local;
-    const syncData = () => disk.flush();
-    let map: BlockMap;
+    // The map is checked before the disk: "belongs to image X" says more than "wrong size".
+    const syncData = () => local!.flush();
+    let map: BlockMap | undefined;
     if (mapExists) {
       map = await BlockMap.open(mapPath, syncData, { image: imageRef, blockSize: manifest.blockSize, blockCount: manifest.blockCount });
       if (map.header.manifestDigest !== manifestDigest) {
@@ -94,7 +93,15 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
         throw new MapMismatch(mapPath, 'manifest', manifestDigest.slice(0, 16), map.header.manifestDigest.slice(0, 16));
       }
       if (!/generation \d+$/.test(map.recovery)) log(`map ${mapPath}: recovered (${map.recovery})`);
-    } else {
+    }
+    try {
+      local = await LocalDisk.openOrCreate(options.disk, manifest.size);
+    } catch (error) {
+      await map?.close();
+      throw error;
+    }
+    const disk = local;
+    if (!map) {
       if (!disk.created) log(`${options.disk} has no map: every block counts as absent and will be fetched`);
       map = await BlockMap.create(mapPath, {
         image: imageRef, manifestDigest, size: manifest.size, blockSize: manifest.blockSize,

@@ -1,0 +1,43 @@
+// The `lazyboot disk` commands as a user runs them: fill, status, and one-line errors.
+import test from 'ava';
+import { withDir } from 'tmp-promise';
+import { execa } from 'execa';
+import { join } from 'node:path';
+import { makeImage } from './cor-fixtures.js';
+
+const BIN = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
+const lazyboot = (args: string[]) => execa('node', [BIN, ...args], { reject: false });
+
+test('disk fill makes a cmp-identical disk; status reports it; a foreign image is refused in one line', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 40 * 65536 + 1000 });
+  await makeImage(dir, 'other', { size: 8 * 65536, repoDir: image.repoDir });
+  const disk = join(dir, 'disk.raw');
+
+  const missing = await lazyboot(['disk', 'status', '--disk', disk]);
+  t.is(missing.exitCode, 1);
+  t.regex(missing.stderr, /^lazyboot: [^\n]*has no map[^\n]*$/);
+
+  const fill = await lazyboot(['disk', 'fill', '--disk', disk, '--image', 'demo', '--from', image.repoDir, '--json']);
+  t.is(fill.exitCode, 0, fill.stderr);
+  const events = fill.stdout.trim().split('\n').map((line) => JSON.parse(line));
+  t.deepEqual(events.at(-1), { event: 'fill-done', presentBlocks: 41, totalBlocks: 41, fetchedBytes: events.at(-1).fetchedBytes, done: true });
+  await execa('cmp', [disk, image.rawPath]);
+
+  const status = await lazyboot(['disk', 'status', '--disk', disk, '--json']);
+  const parsed = JSON.parse(status.stdout);
+  t.like(parsed, { image: 'demo@1', presentBlocks: 41, totalBlocks: 41, modifiedBlocks: { origin: 0 }, complete: true });
+  const human = await lazyboot(['disk', 'status', '--disk', disk]);
+  t.regex(human.stdout, /present: +41 \/ 41 blocks \(100\.0%\)/);
+
+  // Fill again: nothing to do, nothing fetched (resumable: the map is the state).
+  const again = await lazyboot(['disk', 'fill', '--disk', disk, '--from', image.repoDir]);
+  t.regex(again.stdout, /41\/41 blocks present, 0 B fetched/);
+
+  const foreign = await lazyboot(['disk', 'serve', 'other', '--disk', disk, '--from', image.repoDir]);
+  t.is(foreign.exitCode, 1);
+  t.regex(foreign.stderr, /^lazyboot: [^\n]*disk\.raw\.map belongs to image demo@1, not other@1: [^\n]*$/);
+
+  const badRate = await lazyboot(['disk', 'fill', '--disk', disk, '--from', image.repoDir, '--rate', 'fast']);
+  t.is(badRate.exitCode, 1);
+  t.regex(badRate.stderr, /invalid rate "fast"/);
+}, { unsafeCleanup: true }));
