@@ -59,6 +59,12 @@ class NbdImageReader implements BlockBackend {
     return client.read(offset, length);
   }
 
+  /** Straight into the caller's buffer (the verify layer passes shared memory for its hasher). */
+  async readInto(offset: number, target: Buffer): Promise<void> {
+    const client = await this.connection();
+    await client.readInto(offset, target);
+  }
+
   /** Drops the connection (after a timeout): the next read reconnects. */
   reset(reason: string): void {
     const client = this.client;

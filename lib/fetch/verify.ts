@@ -1,10 +1,11 @@
 // Verify layer: reads whole blocks from one repository and checks each against the manifest's
-// SHA-256 (once per block, Node's native crypto). A mismatch fails the read: nothing unverified
-// goes further up the stack.
-import { createHash } from 'node:crypto';
+// SHA-256 (once per block, in a worker thread for multi-block runs: see block-hasher.ts). A
+// mismatch fails the read: nothing unverified goes further up the stack.
 import { BlockError, type BlockBackend, type BlockCapabilities, type Extent } from '../block/backend.js';
+import { readsIntoBuffer } from '../block/read-into.js';
 import { DIGEST_BYTES, type Manifest } from '../repo/manifest-format.js';
 import { DigestMismatch } from './errors.js';
+import { allocShared, hashBlocks } from './block-hasher.js';
 
 const READ_ONLY: BlockCapabilities = { write: false, flush: false, trim: false, writeZeroes: false, extents: false, multiConn: true };
 
@@ -27,18 +28,34 @@ export class VerifyBackend implements BlockBackend {
     if (offset % blockSize !== 0 || (end % blockSize !== 0 && end !== this.size) || end > this.size) {
       throw new BlockError('EINVAL', `verified reads need whole blocks, got ${offset}+${length}`);
     }
-    const data = await this.inner.read(offset, length);
-    if (data.length !== length) throw new BlockError('EIO', `${this.source} returned ${data.length} bytes for ${length}`);
+    const data = await this.readShared(offset, length);
+    const count = Math.ceil(length / blockSize);
+    const first = offset / blockSize;
+    const zero = new Uint8Array(count);
+    for (let i = 0; i < count; i++) zero[i] = isZeroDigestAt(this.manifest.digests, (first + i) * DIGEST_BYTES) ? 1 : 0;
+    const digests = await hashBlocks(data, blockSize, zero);
     for (let at = 0; at < length; at += blockSize) {
       const index = (offset + at) / blockSize;
-      const actual = createHash('sha256').update(data.subarray(at, Math.min(at + blockSize, length))).digest();
+      const actualAt = (at / blockSize) * DIGEST_BYTES;
       const expectedAt = index * DIGEST_BYTES;
-      if (!isZeroDigestAt(this.manifest.digests, expectedAt)) {
-        if (actual.compare(this.manifest.digests, expectedAt, expectedAt + DIGEST_BYTES) !== 0) throw new DigestMismatch(this.source, index);
+      if (zero[at / blockSize] !== 1) {
+        if (digests.compare(this.manifest.digests, expectedAt, expectedAt + DIGEST_BYTES, actualAt, actualAt + DIGEST_BYTES) !== 0) throw new DigestMismatch(this.source, index);
       } else if (!isAllZero(data, at, Math.min(at + blockSize, length))) {
         throw new DigestMismatch(this.source, index);
       }
     }
+    return data;
+  }
+
+  /** Into shared memory when the source can fill a buffer (the hasher then reads it in place). */
+  private async readShared(offset: number, length: number): Promise<Buffer> {
+    if (!readsIntoBuffer(this.inner) || length < 2 * this.manifest.blockSize) {
+      const data = await this.inner.read(offset, length);
+      if (data.length !== length) throw new BlockError('EIO', `${this.source} returned ${data.length} bytes for ${length}`);
+      return data;
+    }
+    const data = allocShared(length);
+    await this.inner.readInto(offset, data);
     return data;
   }
 

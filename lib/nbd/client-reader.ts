@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 export class SocketReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
-  private waiter: { bytes: number; resolve: (data: Buffer) => void; reject: (error: Error) => void } | undefined;
+  private waiter: { bytes: number; resolve: (data: Buffer) => void; reject: (error: Error) => void; into?: Buffer } | undefined;
   private failure: Error | undefined;
 
   constructor(socket: Socket) {
@@ -27,11 +27,19 @@ export class SocketReader {
     return new Promise((resolve, reject) => { this.waiter = { bytes, resolve, reject }; });
   }
 
+  /** Fills all of `target` (a payload straight into the caller's buffer: no interim copy). */
+  readInto(target: Buffer): Promise<Buffer> {
+    if (this.waiter) return Promise.reject(new Error('SocketReader: concurrent reads'));
+    if (this.buffered >= target.length) return Promise.resolve(this.take(target.length, target));
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => { this.waiter = { bytes: target.length, resolve, reject, into: target }; });
+  }
+
   private serve(): void {
     const waiter = this.waiter;
     if (waiter && this.buffered >= waiter.bytes) {
       this.waiter = undefined;
-      waiter.resolve(this.take(waiter.bytes));
+      waiter.resolve(this.take(waiter.bytes, waiter.into));
     }
   }
 
@@ -43,10 +51,11 @@ export class SocketReader {
     waiter?.reject(error);
   }
 
-  private take(bytes: number): Buffer {
+  private take(bytes: number, into?: Buffer): Buffer {
     this.buffered -= bytes;
     const first = this.chunks[0]!;
-    if (bytes === 0) return Buffer.alloc(0);
+    if (bytes === 0) return into ?? Buffer.alloc(0);
+    if (into) return this.copyInto(into, bytes);
     if (first.length > bytes) {
       this.chunks[0] = first.subarray(bytes);
       return first.subarray(0, bytes);
@@ -55,7 +64,10 @@ export class SocketReader {
       this.chunks.shift();
       return first;
     }
-    const out = Buffer.allocUnsafe(bytes);
+    return this.copyInto(Buffer.allocUnsafe(bytes), bytes);
+  }
+
+  private copyInto(out: Buffer, bytes: number): Buffer {
     let filled = 0;
     while (filled < bytes) {
       const chunk = this.chunks[0]!;

@@ -29,6 +29,8 @@ const ERRNO_BY_VALUE: Record<number, BlockErrorCode> = {
 interface Pending {
   readonly type: number;
   readonly length: number;
+  /** A read's payload goes straight here when the caller gave a buffer. */
+  readonly into?: Buffer;
   resolve(data: Buffer): void;
   reject(error: Error): void;
 }
@@ -103,6 +105,16 @@ export class NbdClient implements BlockBackend {
     return Buffer.concat(await Promise.all(parts));
   }
 
+  /** Like read, into the caller's buffer (the fetcher hands in shared memory for its hasher). */
+  async readInto(offset: number, target: Buffer): Promise<void> {
+    const maximum = this.constraints.maximum;
+    const parts: Promise<Buffer>[] = [];
+    for (let at = 0; at < target.length; at += maximum) {
+      parts.push(this.request(P.CMD_READ, 0, offset + at, Math.min(maximum, target.length - at), undefined, target.subarray(at, at + maximum)));
+    }
+    await Promise.all(parts);
+  }
+
   async write(offset: number, data: Buffer, options?: WriteOptions): Promise<void> {
     await this.request(P.CMD_WRITE, options?.fua ? P.CMD_FLAG_FUA : 0, offset, data.length, data);
   }
@@ -159,12 +171,12 @@ export class NbdClient implements BlockBackend {
     await this.close();
   }
 
-  private request(type: number, flags: number, offset: number, length: number, payload?: Buffer): Promise<Buffer> {
+  private request(type: number, flags: number, offset: number, length: number, payload?: Buffer, into?: Buffer): Promise<Buffer> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closing) return Promise.reject(new BlockError('ESHUTDOWN', `NBD client for ${this.uri} is closing`));
     const handle = this.nextHandle++;
     return new Promise<Buffer>((resolve, reject) => {
-      this.pending.set(handle, { type, length, resolve, reject });
+      this.pending.set(handle, { type, length, into, resolve, reject });
       this.socket.write(requestHeader(type, flags, handle, offset, length));
       if (payload) this.socket.write(payload);
     });
@@ -187,7 +199,8 @@ export class NbdClient implements BlockBackend {
           continue;
         }
         // Stays pending until its payload is in: a connection lost mid-payload must fail it too.
-        const data = pending.type === P.CMD_READ ? await this.reader.readExactly(pending.length) : Buffer.alloc(0);
+        const data = pending.type !== P.CMD_READ ? Buffer.alloc(0)
+          : pending.into ? await this.reader.readInto(pending.into) : await this.reader.readExactly(pending.length);
         this.pending.delete(handle);
         pending.resolve(data);
       }
