@@ -9,7 +9,7 @@ import { openCorDevice, mapPathOf, type FetchErrorEvent } from '../lib/cor/devic
 import { BlockMap } from '../lib/map/block-map.js';
 import { DigestMismatch } from '../lib/fetch/errors.js';
 import { UnknownImage } from '../lib/repo/errors.js';
-import { makeImage, mixedContent, nbdcopyTo, startRepoServer, corruptStoredBlock, qemuImgDd } from './cor-fixtures.js';
+import { makeImage, mixedContent, nbdcopyTo, startRepoServer, corruptStoredBlock, qemuImgDd, qemuIo } from './cor-fixtures.js';
 
 const BS = 65536;
 
@@ -101,6 +101,9 @@ test('all repositories down: EIO for absent blocks (no hang, no zeros), present 
   const lines: string[] = [];
   const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [serverA.uri, serverB.uri], log: (l) => lines.push(l) });
   try {
+    // One request for blocks 0..3: a sequential run of small reads would also fetch the next
+    // blocks ahead into memory (fetch-ahead), and block 10 would then be served from there.
+    await qemuIo(device.uri, [`read 0 ${4 * BS}`]);
     await qemuImgDd(device.uri, join(dir, 'first.raw'), BS, 0, 4);
     await serverA.kill();
     await serverB.kill();

@@ -16,6 +16,7 @@ import { isAllZero } from '../fetch/verify.js';
 import { FetchQueue, type Priority } from './fetch-queue.js';
 import type { LocalDisk } from './local-disk.js';
 import { Readahead } from './readahead.js';
+import { FetchAhead } from './fetch-ahead.js';
 
 export interface CorBackendOptions {
   /** Largest single fetch (default 4 MiB): adjacent absent blocks are coalesced up to this. */
@@ -24,6 +25,11 @@ export interface CorBackendOptions {
   readonly maxInFlight?: number;
   /** Blocks fetched ahead of a sequential read miss (default 0 = off: only what is read becomes present). */
   readonly readaheadBlocks?: number;
+  /**
+   * Bytes fetched ahead of a sequential reader INTO MEMORY only (default 2 MiB, 0 = off): they
+   * become present only if the guest then reads them. See fetch-ahead.ts.
+   */
+  readonly fetchAheadBytes?: number;
   /** Commit the map this often while reads mark blocks present (default 1000 ms). */
   readonly commitIntervalMs?: number;
   readonly log?: (line: string) => void;
@@ -36,10 +42,15 @@ export interface CorCounters {
   fetchedBlocks: number;
   readRequests: number;
   failedFetches: number;
+  /** Fetches served from the fetch-ahead memory instead of a new upstream request. */
+  fetchAheadHits: number;
 }
 
 /** Zero blocks between data blocks read along in one request rather than splitting it. */
 const MAX_ZERO_GAP_FETCHED = 8;
+
+/** Fetch ahead (into memory) only while at most this many guest requests are running. */
+const FETCH_AHEAD_MAX_GUEST_REQUESTS = 8;
 
 const CAPABILITIES: BlockCapabilities = { write: true, flush: true, trim: true, writeZeroes: true, extents: false, multiConn: true };
 
@@ -47,13 +58,14 @@ export class CorBackend implements BlockBackend {
   readonly capabilities = CAPABILITIES;
   readonly size: number;
   readonly constraints;
-  readonly counters: CorCounters = { fetchRequests: 0, fetchedBytes: 0, fetchedBlocks: 0, readRequests: 0, failedFetches: 0 };
+  readonly counters: CorCounters = { fetchRequests: 0, fetchedBytes: 0, fetchedBlocks: 0, readRequests: 0, failedFetches: 0, fetchAheadHits: 0 };
   private readonly blockSize: number;
   private readonly zeroBlocks: Uint8Array;
   private readonly busy = new Map<number, Promise<void>>();
   private readonly queue: FetchQueue;
   private readonly maxRunBlocks: number;
   private readonly readahead: Readahead;
+  private readonly fetchAhead: FetchAhead;
   private readonly commitTimer: NodeJS.Timeout;
   private guestRequests = 0;
   private idleWaiters: Array<() => void> = [];
@@ -80,6 +92,17 @@ export class CorBackend implements BlockBackend {
     this.maxRunBlocks = Math.max(1, Math.floor((options.maxFetchBytes ?? 4 * 1024 * 1024) / this.blockSize));
     this.queue = new FetchQueue((start, count) => this.fetchRun(start, count), options.maxInFlight ?? 8, this.maxRunBlocks);
     this.readahead = new Readahead(options.readaheadBlocks ?? 0, manifest.blockCount);
+    const aheadBlocks = Math.floor((options.fetchAheadBytes ?? 2 * 1024 * 1024) / this.blockSize);
+    this.fetchAhead = new FetchAhead({
+      windowBlocks: aheadBlocks,
+      minBlocks: Math.max(1, Math.floor(aheadBlocks / 2)),
+      blockCount: manifest.blockCount,
+      fetch: (from, to) => {
+        this.counters.fetchRequests++;
+        const offset = from * this.blockSize;
+        return this.upstream.read(offset, Math.min(to * this.blockSize, this.size) - offset);
+      },
+    });
     this.commitTimer = setInterval(() => {
       if (this.map.hasUncommittedChanges && !this.closed) this.map.commit().catch((error) => this.log(`map commit failed: ${(error as Error).message}`));
     }, options.commitIntervalMs ?? 1000);
@@ -104,8 +127,13 @@ export class CorBackend implements BlockBackend {
       const [first, last] = this.blockRange(offset, length);
       // The common case once warm: everything present, no promise juggling.
       if (!this.allPresent(first, last)) {
+        // Only for a reader with few requests in flight: a deep queue already gives the fetch
+        // queue large adjacent runs to merge, and fetching ahead of it would fetch blocks twice.
+        const sequential = this.guestRequests <= FETCH_AHEAD_MAX_GUEST_REQUESTS
+          && first > 0 && (this.map.isPresent(first - 1) || this.busy.has(first - 1));
         const own = this.ensurePresent(first, last, 'guest');
         this.prefetchAfter(first, last);
+        this.fetchAhead.afterMiss(first, last, sequential, (b) => this.zeroBlocks[b] !== 1 && !this.map.isPresent(b) && !this.busy.has(b));
         await own;
       }
       // Always read the disk: W clear does not prove "equals the manifest" for a present block
@@ -243,10 +271,14 @@ export class CorBackend implements BlockBackend {
   private async fetchData(from: number, to: number): Promise<void> {
     const offset = from * this.blockSize;
     const length = Math.min(to * this.blockSize, this.size) - offset;
-    let data: Buffer;
-    this.counters.fetchRequests++;
+    let data: Buffer | undefined;
     try {
-      data = await this.upstream.read(offset, length);
+      data = await this.fetchAhead.take(from, to, this.blockSize);
+      if (data) this.counters.fetchAheadHits++;
+      else {
+        this.counters.fetchRequests++;
+        data = await this.upstream.read(offset, length);
+      }
     } catch (error) {
       this.counters.failedFetches++;
       throw error instanceof BlockError ? error : new BlockError('EIO', (error as Error).message, { cause: error });

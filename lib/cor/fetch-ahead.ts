@@ -1,0 +1,77 @@
+// Fetch-ahead into memory for the copy-on-read layer: when a guest reads sequentially (a miss right
+// after blocks that are present or being fetched), the next blocks are fetched upstream (verified)
+// into memory only. Nothing is written locally and no block is marked present: a later fetch of
+// those blocks takes its data from here instead of a round trip. So a guest with few requests in
+// flight still gets large, early fetches, and "only blocks the guest read are present" still holds.
+// Reusing the data is always correct: it is verified image content, and it only ever fills blocks
+// that are absent (a block the guest wrote is present and never fetched again).
+
+interface AheadRun {
+  readonly from: number;
+  readonly to: number;          // exclusive
+  readonly data: Promise<Buffer | undefined>;  // undefined: the fetch failed (fall back upstream)
+}
+
+export interface FetchAheadOptions {
+  /** Blocks kept fetched ahead of a sequential reader (0 = off). */
+  readonly windowBlocks: number;
+  /** Fetch at least this many blocks at a time (a window is refilled in large pieces). */
+  readonly minBlocks: number;
+  readonly blockCount: number;
+  /** Verified read of blocks [from, to) from the repositories. */
+  readonly fetch: (from: number, to: number) => Promise<Buffer>;
+}
+
+/** Runs kept at once (several sequential readers); the oldest is dropped beyond this. */
+const MAX_RUNS = 8;
+
+export class FetchAhead {
+  private runs: AheadRun[] = [];
+
+  constructor(private readonly options: FetchAheadOptions) {}
+
+  /**
+   * After a guest miss on [first, last]: tops up the window after `last` if the read looks
+   * sequential. `wanted(b)` says whether block b still needs data (absent and not being fetched).
+   */
+  afterMiss(first: number, last: number, sequential: boolean, wanted: (block: number) => boolean): void {
+    const { windowBlocks, minBlocks, blockCount } = this.options;
+    if (windowBlocks <= 0 || !sequential) return;
+    const windowEnd = Math.min(blockCount, last + 1 + windowBlocks);
+    let from = last + 1;
+    for (const run of this.runs) if (run.from <= from && run.to > from) from = run.to;
+    while (from < windowEnd && !wanted(from)) from++;
+    if (from >= windowEnd) return;
+    const to = Math.min(blockCount, Math.max(windowEnd, from + minBlocks));
+    if (to - from < minBlocks && to < blockCount) return;
+    if (from >= to || this.overlaps(from, to)) return;
+    this.dropBefore(first);
+    if (this.runs.length >= MAX_RUNS) this.runs.shift();
+    const run: AheadRun = { from, to, data: this.options.fetch(from, to).catch(() => undefined) };
+    this.runs.push(run);
+    void run.data.then((data) => { if (!data) this.remove(run); });
+  }
+
+  /** The fetched-ahead bytes of blocks [from, to) if one run holds them all (awaits a running fetch). */
+  async take(from: number, to: number, blockSize: number): Promise<Buffer | undefined> {
+    const run = this.runs.find((r) => r.from <= from && r.to >= to);
+    if (!run) return undefined;
+    const data = await run.data;
+    if (!data) return undefined;
+    const at = (from - run.from) * blockSize;
+    return data.subarray(at, Math.min(at + (to - from) * blockSize, data.length));
+  }
+
+  /** Forgets runs wholly before `block` (the reader has moved past them). */
+  dropBefore(block: number): void {
+    this.runs = this.runs.filter((r) => r.to > block - this.options.windowBlocks);
+  }
+
+  private overlaps(from: number, to: number): boolean {
+    return this.runs.some((r) => r.from < to && r.to > from);
+  }
+
+  private remove(run: AheadRun): void {
+    this.runs = this.runs.filter((r) => r !== run);
+  }
+}
