@@ -67,6 +67,12 @@ export class CorBackend implements BlockBackend {
   private readonly readahead: Readahead;
   private readonly fetchAhead: FetchAhead;
   private readonly commitTimer: NodeJS.Timeout;
+  /**
+   * Runs just fetched and stored, kept until the next turn of the event loop: the guest reads that
+   * waited for them copy from here instead of reading the local disk back (a syscall per request).
+   * A guest write drops the entries it overlaps.
+   */
+  private fresh: Array<{ readonly from: number; readonly to: number; readonly data: Buffer }> = [];
   private guestRequests = 0;
   private idleWaiters: Array<() => void> = [];
   private closed = false;
@@ -135,6 +141,7 @@ export class CorBackend implements BlockBackend {
         this.prefetchAfter(first, last);
         this.fetchAhead.afterMiss(first, last, sequential, (b) => this.zeroBlocks[b] !== 1 && !this.map.isPresent(b) && !this.busy.has(b));
         await own;
+        if (this.copyFresh(offset, target)) return;
       }
       // Always read the disk: W clear does not prove "equals the manifest" for a present block
       // (a replicator clears W once the guest's data is shipped). Holes read fast anyway.
@@ -227,6 +234,7 @@ export class CorBackend implements BlockBackend {
     let done!: () => void;
     const writing = new Promise<void>((resolve) => { done = resolve; });
     for (const b of claimed) this.busy.set(b, writing);
+    this.fresh = this.fresh.filter((run) => run.to <= first || run.from > last);
     try {
       // Rule 2: the W-intent is durable before the data write is issued.
       if (this.map.markModified(first, last - first + 1)) await this.map.commit();
@@ -304,6 +312,9 @@ export class CorBackend implements BlockBackend {
     // All settled before failing: no write of this fetch may land after a guest write claims a block.
     const failed = (await Promise.allSettled(writes)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
+    const run = { from, to, data };
+    this.fresh.push(run);
+    setImmediate(() => { this.fresh = this.fresh.filter((r) => r !== run); });
     this.counters.fetchedBytes += length;
   }
 
@@ -342,6 +353,19 @@ export class CorBackend implements BlockBackend {
       const chunk = Math.min(step, offset + length - at);
       if (!isAllZero(await this.local.read(at, chunk))) await this.local.writeZeroes(at, chunk);
     }
+  }
+
+  /** Fills `target` from a run fetched this turn if one covers it wholly (see `fresh`). */
+  private copyFresh(offset: number, target: Buffer): boolean {
+    const end = offset + target.length;
+    for (const run of this.fresh) {
+      const runStart = run.from * this.blockSize;
+      if (runStart <= offset && runStart + run.data.length >= end) {
+        run.data.copy(target, 0, offset - runStart, end - runStart);
+        return true;
+      }
+    }
+    return false;
   }
 
   private allPresent(first: number, last: number): boolean {
