@@ -1,7 +1,9 @@
 // The block hasher: worker-thread digests (shared buffers) equal inline SHA-256; skipped blocks stay zero.
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
-import { allocShared, hashBlocks } from '../lib/fetch/block-hasher.js';
+import { hashBlocks } from '../lib/fetch/block-hasher.js';
+
+const allocShared = (length: number) => Buffer.from(new SharedArrayBuffer(length));
 
 const BS = 65536;
 

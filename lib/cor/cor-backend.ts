@@ -13,6 +13,7 @@ import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, typ
 import type { BlockMap } from '../map/block-map.js';
 import { DIGEST_BYTES, type Manifest } from '../repo/manifest-format.js';
 import { isAllZero } from '../fetch/verify.js';
+import { releaseShared } from '../fetch/shared-buffers.js';
 import { FetchQueue, type Priority } from './fetch-queue.js';
 import type { LocalDisk } from './local-disk.js';
 import { Readahead } from './readahead.js';
@@ -280,10 +281,12 @@ export class CorBackend implements BlockBackend {
     const offset = from * this.blockSize;
     const length = Math.min(to * this.blockSize, this.size) - offset;
     let data: Buffer | undefined;
+    let ownBuffer = false;
     try {
       data = await this.fetchAhead.take(from, to, this.blockSize);
       if (data) this.counters.fetchAheadHits++;
       else {
+        ownBuffer = true;
         this.counters.fetchRequests++;
         data = await this.upstream.read(offset, length);
       }
@@ -314,7 +317,11 @@ export class CorBackend implements BlockBackend {
     if (failed) throw failed.reason;
     const run = { from, to, data };
     this.fresh.push(run);
-    setImmediate(() => { this.fresh = this.fresh.filter((r) => r !== run); });
+    setImmediate(() => {
+      this.fresh = this.fresh.filter((r) => r !== run);
+      // Written, and the waiting guest reads have copied it: nothing refers to it any more.
+      if (ownBuffer) releaseShared(run.data);
+    });
     this.counters.fetchedBytes += length;
   }
 

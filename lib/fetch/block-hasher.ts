@@ -66,11 +66,6 @@ function workers(): HashWorker[] {
   return pool;
 }
 
-/** A buffer of `length` bytes that the hasher can read without copying. */
-export function allocShared(length: number): Buffer {
-  return Buffer.from(new SharedArrayBuffer(length));
-}
-
 /**
  * SHA-256 of each `blockSize` block of `data` (the last may be short): 32 bytes per block.
  * Blocks flagged 1 in `skip` are not hashed (their 32 bytes are zero).

@@ -5,7 +5,8 @@ import { BlockError, type BlockBackend, type BlockCapabilities, type Extent } fr
 import { readsIntoBuffer } from '../block/read-into.js';
 import { DIGEST_BYTES, type Manifest } from '../repo/manifest-format.js';
 import { DigestMismatch } from './errors.js';
-import { allocShared, hashBlocks } from './block-hasher.js';
+import { hashBlocks } from './block-hasher.js';
+import { acquireShared } from './shared-buffers.js';
 
 const READ_ONLY: BlockCapabilities = { write: false, flush: false, trim: false, writeZeroes: false, extents: false, multiConn: true };
 
@@ -54,7 +55,8 @@ export class VerifyBackend implements BlockBackend {
       if (data.length !== length) throw new BlockError('EIO', `${this.source} returned ${data.length} bytes for ${length}`);
       return data;
     }
-    const data = allocShared(length);
+    // The caller may give the buffer back with releaseShared once it is done with it.
+    const data = acquireShared(length);
     await this.inner.readInto(offset, data);
     return data;
   }
