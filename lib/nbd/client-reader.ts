@@ -1,18 +1,34 @@
-// Reads exact byte counts from a socket as promises (zero-copy when one chunk holds them).
+// Reads exact byte counts from a socket as promises. The socket is opened with `onread` (see
+// `onread` below): it reads straight into the caller's buffer while a payload is awaited with
+// readInto, and otherwise into one reused scratch buffer whose bytes are copied out. So a large
+// reply costs no interim copy, and reads allocate nothing for the garbage collector to chase.
 import type { Socket } from 'node:net';
+
+const SCRATCH_BYTES = 256 * 1024;
+
+interface Waiter {
+  readonly bytes: number;
+  resolve(data: Buffer): void;
+  reject(error: Error): void;
+  /** readInto's target, and how much of it is filled. */
+  readonly into?: Buffer;
+  filled: number;
+}
 
 export class SocketReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
-  private waiter: { bytes: number; resolve: (data: Buffer) => void; reject: (error: Error) => void; into?: Buffer } | undefined;
+  private waiter: Waiter | undefined;
   private failure: Error | undefined;
+  private readonly scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
 
-  constructor(socket: Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.chunks.push(chunk);
-      this.buffered += chunk.length;
-      this.serve();
-    });
+  /** Pass to net.connect({ ..., onread }); then attach() the socket. */
+  readonly onread = {
+    buffer: (): Buffer => this.nextReadBuffer(),
+    callback: (bytes: number, buffer: Uint8Array): boolean => { this.received(bytes, buffer); return true; },
+  };
+
+  attach(socket: Socket): void {
     const end = (error?: Error) => this.fail(error ?? new Error('NBD server closed the connection'));
     socket.on('end', () => end());
     socket.on('close', () => end());
@@ -24,7 +40,7 @@ export class SocketReader {
     if (this.waiter) return Promise.reject(new Error('SocketReader: concurrent reads'));
     if (this.buffered >= bytes) return Promise.resolve(this.take(bytes));
     if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => { this.waiter = { bytes, resolve, reject }; });
+    return new Promise((resolve, reject) => { this.waiter = { bytes, resolve, reject, filled: 0 }; });
   }
 
   /** Fills all of `target` (a payload straight into the caller's buffer: no interim copy). */
@@ -32,14 +48,56 @@ export class SocketReader {
     if (this.waiter) return Promise.reject(new Error('SocketReader: concurrent reads'));
     if (this.buffered >= target.length) return Promise.resolve(this.take(target.length, target));
     if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => { this.waiter = { bytes: target.length, resolve, reject, into: target }; });
+    // What is already buffered goes in now; the socket then reads the rest straight into target.
+    const filled = this.buffered;
+    if (filled > 0) this.take(filled, target);
+    return new Promise((resolve, reject) => { this.waiter = { bytes: target.length, resolve, reject, into: target, filled }; });
+  }
+
+  private nextReadBuffer(): Buffer {
+    const waiter = this.waiter;
+    if (waiter?.into && this.buffered === 0) return waiter.into.subarray(waiter.filled);
+    return this.scratch;
+  }
+
+  private received(bytes: number, buffer: Uint8Array): void {
+    if (buffer.buffer === this.scratch.buffer) {
+      // The scratch buffer is reused by the next read: keep a copy of these bytes.
+      this.chunks.push(Buffer.from(this.scratch.subarray(0, bytes)));
+      this.buffered += bytes;
+      this.serve();
+      return;
+    }
+    const waiter = this.waiter;
+    if (!waiter?.into || buffer.buffer !== waiter.into.buffer || buffer.byteOffset !== waiter.into.byteOffset + waiter.filled) {
+      this.fail(new Error('SocketReader: data arrived in a buffer nobody waits for'));
+      return;
+    }
+    waiter.filled += bytes;
+    if (waiter.filled >= waiter.bytes) {
+      this.waiter = undefined;
+      waiter.resolve(waiter.into);
+    }
   }
 
   private serve(): void {
     const waiter = this.waiter;
-    if (waiter && this.buffered >= waiter.bytes) {
+    if (!waiter) return;
+    if (!waiter.into) {
+      if (this.buffered >= waiter.bytes) {
+        this.waiter = undefined;
+        waiter.resolve(this.take(waiter.bytes));
+      }
+      return;
+    }
+    const part = Math.min(this.buffered, waiter.bytes - waiter.filled);
+    if (part > 0) {
+      this.take(part, waiter.into.subarray(waiter.filled, waiter.filled + part));
+      waiter.filled += part;
+    }
+    if (waiter.filled >= waiter.bytes) {
       this.waiter = undefined;
-      waiter.resolve(this.take(waiter.bytes, waiter.into));
+      waiter.resolve(waiter.into);
     }
   }
 
@@ -53,9 +111,9 @@ export class SocketReader {
 
   private take(bytes: number, into?: Buffer): Buffer {
     this.buffered -= bytes;
-    const first = this.chunks[0]!;
     if (bytes === 0) return into ?? Buffer.alloc(0);
     if (into) return this.copyInto(into, bytes);
+    const first = this.chunks[0]!;
     if (first.length > bytes) {
       this.chunks[0] = first.subarray(bytes);
       return first.subarray(0, bytes);

@@ -70,11 +70,12 @@ export class NbdClient implements BlockBackend {
   static async connect(target: string | NbdConnectOptions): Promise<NbdClient> {
     const options: NbdConnectOptions = typeof target === 'string' ? parseNbdUri(target) : target;
     const uri = formatNbdUri(options);
+    const reader = new SocketReader();
     const socket = options.socketPath
-      ? netConnect({ path: options.socketPath })
-      : netConnect({ host: options.host ?? '127.0.0.1', port: options.port ?? 10809 });
+      ? netConnect({ path: options.socketPath, onread: reader.onread })
+      : netConnect({ host: options.host ?? '127.0.0.1', port: options.port ?? 10809, onread: reader.onread });
+    reader.attach(socket);
     socket.setNoDelay(true);
-    const reader = new SocketReader(socket);
     const timeoutMs = options.connectTimeoutMs ?? 10_000;
     let timer: NodeJS.Timeout | undefined;
     try {
