@@ -42,9 +42,12 @@ export class FetchAhead {
     for (const run of this.runs) if (run.from <= from && run.to > from) from = run.to;
     while (from < windowEnd && !wanted(from)) from++;
     if (from >= windowEnd) return;
-    const to = Math.min(blockCount, Math.max(windowEnd, from + minBlocks));
+    let to = Math.min(blockCount, Math.max(windowEnd, from + minBlocks));
     if (to - from < minBlocks && to < blockCount) return;
-    if (from >= to || this.overlaps(from, to)) return;
+    // No trailing blocks that need nothing (zero blocks of a sparse image); one block alone is
+    // left to the guest's own fetch.
+    while (to > from && !wanted(to - 1)) to--;
+    if (to - from < 2 || this.overlaps(from, to)) return;
     this.dropBefore(first);
     if (this.runs.length >= MAX_RUNS) this.runs.shift();
     const run: AheadRun = { from, to, data: this.options.fetch(from, to).catch(() => undefined) };

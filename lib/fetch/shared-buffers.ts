@@ -15,7 +15,9 @@ let idleTimer: NodeJS.Timeout | undefined;
 
 /** A buffer of `length` bytes in shared memory (contents undefined). */
 export function acquireShared(length: number): Buffer {
-  if (length > CAPACITY) return Buffer.from(new SharedArrayBuffer(length));
+  // Small or huge runs get memory of their own size: a pooled 4 MiB for a small run that is never
+  // released (a fetch-ahead run, a failed read) would waste memory until the next GC.
+  if (length > CAPACITY || length <= CAPACITY / 4) return Buffer.from(new SharedArrayBuffer(length));
   let memory = free.pop();
   if (!memory) {
     memory = new SharedArrayBuffer(CAPACITY);
