@@ -8,7 +8,7 @@ import { registerCleanup } from '../lib/cleanup.js';
 import { chooseAccelerator, type AccelChoice, type AccelRequest } from './accel.js';
 import { BootTimeout, GuestDiskError, IllegalVmAction, QemuExited, VmEndedEarly } from './errors.js';
 import { EventStream } from './event-stream.js';
-import { readGuestEvents, type GuestEvent, type GuestEventsReader } from './guest-events-reader.js';
+import { GuestEvents, type GuestEvent } from '../guest/events.js';
 import { launchQemu, type LaunchedQemu } from './launcher.js';
 import { VmLifecycle, type VmState, type VmTransition } from './lifecycle.js';
 import type { DiskSpec } from './qemu-args.js';
@@ -72,7 +72,7 @@ export class TransientVm implements AsyncDisposable {
 
   #qemu: LaunchedQemu | undefined;
   #agent: GuestAgentLink | undefined;
-  #guestEvents: GuestEventsReader | undefined;
+  #guestEvents: GuestEvents | undefined;
   #runDir: { path: string; cleanup(): Promise<void> } | undefined;
   #accel: AccelChoice | undefined;
   #closing: Promise<void> | undefined;
@@ -189,10 +189,23 @@ export class TransientVm implements AsyncDisposable {
       this.lifecycle.feed({ type: 'qemu-exited' });
     });
     qmp.onEvent((event) => this.#onQmpEvent(event));
-    this.#guestEvents = readGuestEvents(eventsSocket, (event) => this.#onGuestEvent(event), this.#abort.signal);
+    void this.#listenToGuest(eventsSocket);
     this.lifecycle.feed({ type: 'qemu-up' });
     this.events.emit({ type: 'qemu-up', pid: process.pid, atMs: this.elapsedMs() });
     if (this.options.agent) void this.#connectAgent(agentSocket);
+  }
+
+  /** QEMU has created the events socket by now; a guest's write blocks until we connect, so connect at once. */
+  async #listenToGuest(socketPath: string): Promise<void> {
+    try {
+      const events = await GuestEvents.connect(socketPath, { signal: this.#abort.signal });
+      if (this.#abort.signal.aborted) return events.close();
+      this.#guestEvents = events;
+      events.on('event', (event) => this.#onGuestEvent(event));
+      for (const event of events.received) this.#onGuestEvent(event);
+    } catch {
+      // Torn down before the socket answered, or QEMU died: the process exit tells the lifecycle.
+    }
   }
 
   async #connectAgent(socketPath: string): Promise<void> {
