@@ -285,7 +285,7 @@ async function main(): Promise<void> {
       'flight, so both sides hide the 2 ms delay; the COR device merges queued adjacent absent runs',
       'into fetches of up to 4 MiB (8 in flight). A guest-like reader (b2) keeps only 4 requests in',
       'flight, so the delay is paid per request unless data is fetched ahead: the COR device fetches',
-      '2 MiB ahead of a sequential reader with few requests in flight, into memory only (blocks become',
+      '8 MiB ahead of a sequential reader with few requests in flight, into memory only (blocks become',
       'present only when read); QEMU\'s chain has no such readahead.',
       '',
     ].join('\n');
