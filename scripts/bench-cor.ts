@@ -125,6 +125,7 @@ async function main(): Promise<void> {
     .option('size', { type: 'number', default: 256, describe: 'image size in MiB for (a) and (b)' })
     .option('runs', { type: 'number', default: 5, describe: 'runs per measurement (median reported)' })
     .option('sparse-gib', { type: 'number', default: 10, describe: 'size of the sparse image for (c)' })
+    .option('rss-only', { type: 'boolean', default: false, describe: 'run only (c) and print its row (the report is not written)' })
     .option('out', { type: 'string', default: join(ROOT, 'bench', 'results', 'cor.md') })
     .strict().help().parseAsync();
   const size = args.size * MIB;
@@ -138,107 +139,109 @@ async function main(): Promise<void> {
     note(`importing a ${args.size} MiB image (1 block in 4 zero) ...`);
     await importImage(repoDir, rawPath, 'bench', size);
 
-    // ---- (a) present blocks: COR device vs qemu-nbd on the same raw file ----
-    const disk = join(dir, 'disk.raw');
-    await execa('node', [BIN, 'disk', 'fill', '--disk', disk, '--image', 'bench', '--from', repoDir]);
-    const corSock = join(dir, 'cor.sock');
-    const qnbdSock = join(dir, 'qemu-nbd.sock');
-    const plainSock = join(dir, 'plain.sock');
-    const cor = await serveDisk(dir, 'bench', disk, repoDir, corSock);
-    const qnbd = await serve('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', qnbdSock, disk], qnbdSock);
-    const plain = await serve('node', [fileURLToPath(import.meta.url), '--serve-raw', disk, plainSock], plainSock);
-    await timedCopy(`nbd+unix:///disk?socket=${corSock}`); // warm the page cache
-    const corTimes: number[] = [];
-    const qnbdTimes: number[] = [];
-    const plainTimes: number[] = [];
-    for (let i = 0; i < args.runs; i++) { // interleaved, so a busy moment hits all
-      corTimes.push(await timedCopy(`nbd+unix:///disk?socket=${corSock}`));
-      qnbdTimes.push(await timedCopy(`nbd+unix:///?socket=${qnbdSock}`));
-      plainTimes.push(await timedCopy(`nbd+unix:///?socket=${plainSock}`));
-    }
-    await stop(cor);
-    await stop(qnbd);
-    await stop(plain);
-    const plainMs = median(plainTimes);
-    const a = { cor: median(corTimes), qemu: median(qnbdTimes), corBest: Math.min(...corTimes), qemuBest: Math.min(...qnbdTimes) };
-    note(`(a) present reads: COR ${a.cor.toFixed(0)} ms (best ${a.corBest.toFixed(0)}), qemu-nbd ${a.qemu.toFixed(0)} ms (best ${a.qemuBest.toFixed(0)}), ratio ${(a.cor / a.qemu).toFixed(2)}x`);
-    rows.push(`| (a) read ${args.size} MiB of present blocks | ${a.cor.toFixed(0)} ms (${mibps(size, a.cor)} MiB/s; best ${a.corBest.toFixed(0)} ms) | qemu-nbd on the same raw file: ${a.qemu.toFixed(0)} ms (${mibps(size, a.qemu)} MiB/s; best ${a.qemuBest.toFixed(0)} ms) | time ratio **${(a.cor / a.qemu).toFixed(2)}×** (best/best ${(a.corBest / a.qemuBest).toFixed(2)}×) | ≤ 1.25× |`);
-    note(`(a') same file through lazyboot's NBD server without the COR layer: ${plainMs.toFixed(0)} ms`);
-    rows.push(`| (a') the same, COR layer vs no COR layer | ${a.cor.toFixed(0)} ms | the raw file through lazyboot's own NBD server (no COR layer): ${plainMs.toFixed(0)} ms (${mibps(size, plainMs)} MiB/s) | time ratio **${(a.cor / plainMs).toFixed(2)}×** | (where the time goes) |`);
-
-    // ---- (b) cold full read: COR from `lazyboot repo serve` vs QEMU's COR chain over qemu-nbd ----
-    const repoSock = join(dir, 'repo.sock');
-    const repoServer = await serve('node', [BIN, 'repo', 'serve', '--repo', repoDir, '--socket', repoSock], repoSock);
-    const backingSock = join(dir, 'backing.sock');
-    const backing = await serve('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', backingSock, rawPath], backingSock);
-    for (const delayMs of [0, 2]) {
-      let repoUri = `nbd+unix:///?socket=${repoSock}`;
-      let backingUri = `nbd+unix:///?socket=${backingSock}`;
-      const proxies: Server[] = [];
-      if (delayMs > 0) {
-        const repoDelayed = join(dir, `repo-delay.sock`);
-        const backingDelayed = join(dir, `backing-delay.sock`);
-        proxies.push(await serve('nbdkit', ['-f', '-U', repoDelayed, '--filter=delay', 'nbd', `socket=${repoSock}`, 'dynamic-export=true', `rdelay=${delayMs}ms`], repoDelayed));
-        proxies.push(await serve('nbdkit', ['-f', '-U', backingDelayed, '--filter=delay', 'nbd', `socket=${backingSock}`, `rdelay=${delayMs}ms`], backingDelayed));
-        repoUri = `nbd+unix:///?socket=${repoDelayed}`;
-        backingUri = `nbd+unix:///?socket=${backingDelayed}`;
+    if (!args['rss-only']) {
+      // ---- (a) present blocks: COR device vs qemu-nbd on the same raw file ----
+      const disk = join(dir, 'disk.raw');
+      await execa('node', [BIN, 'disk', 'fill', '--disk', disk, '--image', 'bench', '--from', repoDir]);
+      const corSock = join(dir, 'cor.sock');
+      const qnbdSock = join(dir, 'qemu-nbd.sock');
+      const plainSock = join(dir, 'plain.sock');
+      const cor = await serveDisk(dir, 'bench', disk, repoDir, corSock);
+      const qnbd = await serve('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', qnbdSock, disk], qnbdSock);
+      const plain = await serve('node', [fileURLToPath(import.meta.url), '--serve-raw', disk, plainSock], plainSock);
+      await timedCopy(`nbd+unix:///disk?socket=${corSock}`); // warm the page cache
+      const corTimes: number[] = [];
+      const qnbdTimes: number[] = [];
+      const plainTimes: number[] = [];
+      for (let i = 0; i < args.runs; i++) { // interleaved, so a busy moment hits all
+        corTimes.push(await timedCopy(`nbd+unix:///disk?socket=${corSock}`));
+        qnbdTimes.push(await timedCopy(`nbd+unix:///?socket=${qnbdSock}`));
+        plainTimes.push(await timedCopy(`nbd+unix:///?socket=${plainSock}`));
       }
-      // Two readers: nbdcopy's default (4 connections × 64 requests: hides any per-request delay)
-      // and a guest-like one with 4 requests in flight; each run times both sides with both.
-      const readers = [{ label: 'nbdcopy (4 × 64 requests)', args: [] as string[] }, { label: 'nbdcopy --connections=1 --requests=4', args: SHALLOW_READER }];
-      const corCold: number[][] = readers.map(() => []);
-      const qemuCold: number[][] = readers.map(() => []);
-      for (let i = 0; i < args.runs; i++) {
-        for (const [r, reader] of readers.entries()) {
-          const coldDisk = join(dir, `cold-${delayMs}-${i}-${r}.raw`);
-          const sock = join(dir, `cold-${delayMs}-${i}-${r}.sock`);
-          const device = await serveDisk(dir, 'bench', coldDisk, repoUri, sock);
-          corCold[r]!.push(await timedCopy(`nbd+unix:///disk?socket=${sock}`, reader.args));
-          await stop(device);
-          if (i === 0) {
-            const status = JSON.parse((await execa('node', [BIN, 'disk', 'status', '--disk', coldDisk, '--json'])).stdout);
-            if (!status.complete) throw new Error('the cold read did not make every block present');
-          }
-          await rm(coldDisk, { force: true });
-          await rm(`${coldDisk}.map`, { force: true });
+      await stop(cor);
+      await stop(qnbd);
+      await stop(plain);
+      const plainMs = median(plainTimes);
+      const a = { cor: median(corTimes), qemu: median(qnbdTimes), corBest: Math.min(...corTimes), qemuBest: Math.min(...qnbdTimes) };
+      note(`(a) present reads: COR ${a.cor.toFixed(0)} ms (best ${a.corBest.toFixed(0)}), qemu-nbd ${a.qemu.toFixed(0)} ms (best ${a.qemuBest.toFixed(0)}), ratio ${(a.cor / a.qemu).toFixed(2)}x`);
+      rows.push(`| (a) read ${args.size} MiB of present blocks | ${a.cor.toFixed(0)} ms (${mibps(size, a.cor)} MiB/s; best ${a.corBest.toFixed(0)} ms) | qemu-nbd on the same raw file: ${a.qemu.toFixed(0)} ms (${mibps(size, a.qemu)} MiB/s; best ${a.qemuBest.toFixed(0)} ms) | time ratio **${(a.cor / a.qemu).toFixed(2)}×** (best/best ${(a.corBest / a.qemuBest).toFixed(2)}×) | ≤ 1.25× |`);
+      note(`(a') same file through lazyboot's NBD server without the COR layer: ${plainMs.toFixed(0)} ms`);
+      rows.push(`| (a') the same, COR layer vs no COR layer | ${a.cor.toFixed(0)} ms | the raw file through lazyboot's own NBD server (no COR layer): ${plainMs.toFixed(0)} ms (${mibps(size, plainMs)} MiB/s) | time ratio **${(a.cor / plainMs).toFixed(2)}×** | (where the time goes) |`);
 
-          const overlay = join(dir, `overlay-${delayMs}-${i}-${r}.qcow2`);
-          await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', backingUri, overlay, String(size)]);
-          const chainSock = join(dir, `chain-${delayMs}-${i}-${r}.sock`);
-          const chain = await serve('qemu-nbd', ['-t', '--image-opts', '--shared=16', '-k', chainSock,
-            `driver=copy-on-read,file.driver=qcow2,file.file.driver=file,file.file.filename=${overlay}`], chainSock);
-          qemuCold[r]!.push(await timedCopy(`nbd+unix:///?socket=${chainSock}`, reader.args));
-          await stop(chain);
-          await rm(overlay, { force: true });
+      // ---- (b) cold full read: COR from `lazyboot repo serve` vs QEMU's COR chain over qemu-nbd ----
+      const repoSock = join(dir, 'repo.sock');
+      const repoServer = await serve('node', [BIN, 'repo', 'serve', '--repo', repoDir, '--socket', repoSock], repoSock);
+      const backingSock = join(dir, 'backing.sock');
+      const backing = await serve('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', backingSock, rawPath], backingSock);
+      for (const delayMs of [0, 2]) {
+        let repoUri = `nbd+unix:///?socket=${repoSock}`;
+        let backingUri = `nbd+unix:///?socket=${backingSock}`;
+        const proxies: Server[] = [];
+        if (delayMs > 0) {
+          const repoDelayed = join(dir, `repo-delay.sock`);
+          const backingDelayed = join(dir, `backing-delay.sock`);
+          proxies.push(await serve('nbdkit', ['-f', '-U', repoDelayed, '--filter=delay', 'nbd', `socket=${repoSock}`, 'dynamic-export=true', `rdelay=${delayMs}ms`], repoDelayed));
+          proxies.push(await serve('nbdkit', ['-f', '-U', backingDelayed, '--filter=delay', 'nbd', `socket=${backingSock}`, `rdelay=${delayMs}ms`], backingDelayed));
+          repoUri = `nbd+unix:///?socket=${repoDelayed}`;
+          backingUri = `nbd+unix:///?socket=${backingDelayed}`;
+        }
+        // Two readers: nbdcopy's default (4 connections × 64 requests: hides any per-request delay)
+        // and a guest-like one with 4 requests in flight; each run times both sides with both.
+        const readers = [{ label: 'nbdcopy (4 × 64 requests)', args: [] as string[] }, { label: 'nbdcopy --connections=1 --requests=4', args: SHALLOW_READER }];
+        const corCold: number[][] = readers.map(() => []);
+        const qemuCold: number[][] = readers.map(() => []);
+        for (let i = 0; i < args.runs; i++) {
+          for (const [r, reader] of readers.entries()) {
+            const coldDisk = join(dir, `cold-${delayMs}-${i}-${r}.raw`);
+            const sock = join(dir, `cold-${delayMs}-${i}-${r}.sock`);
+            const device = await serveDisk(dir, 'bench', coldDisk, repoUri, sock);
+            corCold[r]!.push(await timedCopy(`nbd+unix:///disk?socket=${sock}`, reader.args));
+            await stop(device);
+            if (i === 0) {
+              const status = JSON.parse((await execa('node', [BIN, 'disk', 'status', '--disk', coldDisk, '--json'])).stdout);
+              if (!status.complete) throw new Error('the cold read did not make every block present');
+            }
+            await rm(coldDisk, { force: true });
+            await rm(`${coldDisk}.map`, { force: true });
+
+            const overlay = join(dir, `overlay-${delayMs}-${i}-${r}.qcow2`);
+            await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', backingUri, overlay, String(size)]);
+            const chainSock = join(dir, `chain-${delayMs}-${i}-${r}.sock`);
+            const chain = await serve('qemu-nbd', ['-t', '--image-opts', '--shared=16', '-k', chainSock,
+              `driver=copy-on-read,file.driver=qcow2,file.file.driver=file,file.file.filename=${overlay}`], chainSock);
+            qemuCold[r]!.push(await timedCopy(`nbd+unix:///?socket=${chainSock}`, reader.args));
+            await stop(chain);
+            await rm(overlay, { force: true });
+          }
+        }
+        for (const proxy of proxies) await stop(proxy);
+        for (const [r, reader] of readers.entries()) {
+          const b = { cor: median(corCold[r]!), qemu: median(qemuCold[r]!) };
+          const ratio = b.qemu / b.cor;
+          const bestRatio = Math.min(...qemuCold[r]!) / Math.min(...corCold[r]!);
+          const shallow = reader.args.length > 0;
+          note(`(b${shallow ? '2' : ''}) cold read, ${reader.label}, ${delayMs} ms/request: COR ${b.cor.toFixed(0)} ms (${mibps(size, b.cor)} MiB/s), QEMU chain ${b.qemu.toFixed(0)} ms (${mibps(size, b.qemu)} MiB/s), throughput ratio ${ratio.toFixed(2)}x`);
+          rows.push(`| (b${shallow ? '2' : ''}) cold read of ${args.size} MiB, ${delayMs} ms per repository request${shallow ? ', guest-like reader (`nbdcopy --connections=1 --requests=4`)' : ''} | ${b.cor.toFixed(0)} ms (${mibps(size, b.cor)} MiB/s) | QEMU copy-on-read → qcow2 → NBD (qemu-nbd): ${b.qemu.toFixed(0)} ms (${mibps(size, b.qemu)} MiB/s) | throughput ratio **${ratio.toFixed(2)}×** (best/best ${bestRatio.toFixed(2)}×) | ${delayMs ? '≥ 3×' : '≥ 1.0×'} |`);
         }
       }
-      for (const proxy of proxies) await stop(proxy);
-      for (const [r, reader] of readers.entries()) {
-        const b = { cor: median(corCold[r]!), qemu: median(qemuCold[r]!) };
-        const ratio = b.qemu / b.cor;
-        const bestRatio = Math.min(...qemuCold[r]!) / Math.min(...corCold[r]!);
-        const shallow = reader.args.length > 0;
-        note(`(b${shallow ? '2' : ''}) cold read, ${reader.label}, ${delayMs} ms/request: COR ${b.cor.toFixed(0)} ms (${mibps(size, b.cor)} MiB/s), QEMU chain ${b.qemu.toFixed(0)} ms (${mibps(size, b.qemu)} MiB/s), throughput ratio ${ratio.toFixed(2)}x`);
-        rows.push(`| (b${shallow ? '2' : ''}) cold read of ${args.size} MiB, ${delayMs} ms per repository request${shallow ? ', guest-like reader (`nbdcopy --connections=1 --requests=4`)' : ''} | ${b.cor.toFixed(0)} ms (${mibps(size, b.cor)} MiB/s) | QEMU copy-on-read → qcow2 → NBD (qemu-nbd): ${b.qemu.toFixed(0)} ms (${mibps(size, b.qemu)} MiB/s) | throughput ratio **${ratio.toFixed(2)}×** (best/best ${bestRatio.toFixed(2)}×) | ${delayMs ? '≥ 3×' : '≥ 1.0×'} |`);
+      {
+        const times: number[] = [];
+        for (let i = 0; i < args.runs; i++) {
+          const coldDisk = join(dir, `cold-dir-${i}.raw`);
+          const sock = join(dir, `cold-dir-${i}.sock`);
+          const device = await serveDisk(dir, 'bench', coldDisk, repoDir, sock);
+          times.push(await timedCopy(`nbd+unix:///disk?socket=${sock}`));
+          await stop(device);
+          await rm(coldDisk, { force: true });
+          await rm(`${coldDisk}.map`, { force: true });
+        }
+        const ms = median(times);
+        note(`(b') cold read from the repository directory in-process: ${ms.toFixed(0)} ms (${mibps(size, ms)} MiB/s)`);
+        rows.push(`| (b') cold read of ${args.size} MiB, repository directory opened in-process (no repository server) | ${ms.toFixed(0)} ms (${mibps(size, ms)} MiB/s) | — | — | (where the time goes) |`);
       }
+      await stop(backing);
+      await stop(repoServer);
     }
-    {
-      const times: number[] = [];
-      for (let i = 0; i < args.runs; i++) {
-        const coldDisk = join(dir, `cold-dir-${i}.raw`);
-        const sock = join(dir, `cold-dir-${i}.sock`);
-        const device = await serveDisk(dir, 'bench', coldDisk, repoDir, sock);
-        times.push(await timedCopy(`nbd+unix:///disk?socket=${sock}`));
-        await stop(device);
-        await rm(coldDisk, { force: true });
-        await rm(`${coldDisk}.map`, { force: true });
-      }
-      const ms = median(times);
-      note(`(b') cold read from the repository directory in-process: ${ms.toFixed(0)} ms (${mibps(size, ms)} MiB/s)`);
-      rows.push(`| (b') cold read of ${args.size} MiB, repository directory opened in-process (no repository server) | ${ms.toFixed(0)} ms (${mibps(size, ms)} MiB/s) | — | — | (where the time goes) |`);
-    }
-    await stop(backing);
-    await stop(repoServer);
 
     // ---- (c) RSS serving a 10 GiB sparse image (fill the whole disk, then read 1 GiB) ----
     const sparseSize = args['sparse-gib'] * 1024 * MIB;
@@ -266,6 +269,10 @@ async function main(): Promise<void> {
     note(`(c) RSS serving ${args['sparse-gib']} GiB: ${mib(idle.rss)} MiB after open, peak ${mib(afterQemuLike.peak)} MiB during a full cold read with 16 requests in flight (${readMs} ms), peak ${mib(afterDefault.peak)} MiB with nbdcopy's default 4×64`);
     rows.push(`| (c) RSS of the COR process, ${args['sparse-gib']} GiB sparse image | ${mib(idle.rss)} MiB after open; peak ${mib(afterQemuLike.peak)} MiB over a full cold read, 1 connection × 16 requests (${(readMs / 1000).toFixed(1)} s); peak ${mib(afterDefault.peak)} MiB with nbdcopy's 4 × 64 requests in flight | \`node -e 0\` on this machine: ${mib(baseline)} MiB | — | ≤ 80 MiB |`);
 
+    if (args['rss-only']) {
+      note(rows.join('\n'));
+      return;
+    }
     const report = [
       '# Copy-on-read device benchmark',
       '',

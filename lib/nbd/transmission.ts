@@ -121,7 +121,7 @@ export class Transmission {
               await this.readInPieces(request, backend);
               return;
             }
-            const storage = this.pool.take(request.length);
+            const storage = await this.pool.take(request.length);
             const data = storage.subarray(0, request.length);
             try {
               await backend.readInto(request.offset, data);
@@ -262,7 +262,7 @@ export class Transmission {
    * each sent as soon as it is read: the client receives the first bytes while the rest are read.
    */
   private async readInPieces(request: Request, backend: ReadsIntoBuffer): Promise<void> {
-    const storage = this.pool.take(request.length);
+    const storage = await this.pool.take(request.length);
     const pieces: Array<{ at: number; data: Buffer; done: Promise<void> }> = [];
     for (let at = 0; at < request.length; at += READ_PIECE_BYTES) {
       const data = storage.subarray(at, Math.min(request.length, at + READ_PIECE_BYTES));
@@ -280,6 +280,7 @@ export class Transmission {
       // Chunks already sent are followed by the error chunk; the buffer may still be in a pending
       // write, so it is left to the garbage collector rather than returned to the pool.
       await Promise.allSettled(pieces.map((piece) => piece.done));
+      this.pool.abandon(storage);
       throw error;
     }
   }
