@@ -26,8 +26,8 @@ export class BufferPool {
   private readonly budgetBytes: number;
 
   constructor(limits: BufferPoolLimits = {}) {
-    this.maxPooledBytes = limits.maxPooledBytes ?? 16 * 1024 * 1024;
-    this.budgetBytes = limits.budgetBytes ?? 16 * 1024 * 1024;
+    this.maxPooledBytes = limits.maxPooledBytes ?? 8 * 1024 * 1024;
+    this.budgetBytes = limits.budgetBytes ?? 8 * 1024 * 1024;
   }
 
   /**
