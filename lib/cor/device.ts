@@ -153,6 +153,8 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
     server = await startNbdServer({
       socketPath,
       log,
+      // One guest, and the process should stay small: 64 guest reads of 256 KiB in flight.
+      replyBufferBudget: 16 * 1024 * 1024,
       exports: {
         async list() { return [{ name: exportName, description: `copy-on-read disk of ${backend.manifest.name}@${backend.manifest.version}` }]; },
         async open(name) { return name === exportName ? backend : undefined; },

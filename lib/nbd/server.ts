@@ -17,6 +17,11 @@ export interface NbdServerOptions {
   readonly socketPath?: string;
   readonly listen?: { host: string; port: number };
   readonly log?: (line: string) => void;
+  /**
+   * Bytes of read-reply buffers held at once across all connections (default 32 MiB: 8 fetches of
+   * 4 MiB from a copy-on-read device); reads beyond it wait. Smaller keeps the process smaller.
+   */
+  readonly replyBufferBudget?: number;
 }
 
 export interface NbdServer {
@@ -36,7 +41,8 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
   const log = options.log ?? (() => {});
   const sockets = new Set<Socket>();
   let connectionCount = 0;
-  const pool = new BufferPool();
+  const budget = options.replyBufferBudget ?? 32 * 1024 * 1024;
+  const pool = new BufferPool({ budgetBytes: budget, maxPooledBytes: budget });
 
   const server = createServer({ noDelay: true }, (socket) => {
     const id = ++connectionCount;
