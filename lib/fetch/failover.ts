@@ -2,8 +2,9 @@
 // and, on error, timeout or digest mismatch, retries the read on the next one. A repository that
 // fails is backed off (1 s, doubling to 30 s) and tried again later; while backed off it is only
 // used when every healthy one has failed for this read.
-import { BlockError, type BlockBackend, type BlockCapabilities, type Extent } from '../block/backend.js';
+import { BlockError, type BlockBackend } from '../block/backend.js';
 import { FetchTimeout } from './errors.js';
+import { ReadOnlyBackend } from '../block/read-only.js';
 
 export interface FailoverMember {
   readonly uri: string;
@@ -31,7 +32,6 @@ export interface FailoverOptions {
   readonly now?: () => number;
 }
 
-const READ_ONLY: BlockCapabilities = { write: false, flush: false, trim: false, writeZeroes: false, extents: false, multiConn: true };
 const FIRST_BACKOFF_MS = 1_000;
 const MAX_BACKOFF_MS = 30_000;
 
@@ -41,13 +41,13 @@ interface MemberState {
   retryAt: number;
 }
 
-export class FailoverBackend implements BlockBackend {
-  readonly capabilities = READ_ONLY;
+export class FailoverBackend extends ReadOnlyBackend {
   readonly size: number;
   readonly constraints;
   private readonly members: MemberState[];
 
   constructor(members: FailoverMember[], private readonly options: FailoverOptions) {
+    super();
     if (members.length === 0) throw new RangeError('failover needs at least one repository');
     this.members = members.map((member) => ({ member, backoffMs: 0, retryAt: 0 }));
     this.size = members[0]!.backend.size;
@@ -113,13 +113,6 @@ export class FailoverBackend implements BlockBackend {
     return (this.options.now ?? Date.now)();
   }
 
-  async write(): Promise<void> { throw new BlockError('EPERM', 'read-only'); }
-  async flush(): Promise<void> {}
-  async trim(): Promise<void> { throw new BlockError('EPERM', 'read-only'); }
-  async writeZeroes(): Promise<void> { throw new BlockError('EPERM', 'read-only'); }
-  async blockStatus(offset: number, length: number): Promise<Extent[]> {
-    return [{ offset, length: Math.min(length, this.size - offset), hole: false, zero: false }];
-  }
   async close(): Promise<void> {
     await Promise.allSettled(this.members.map((m) => m.member.backend.close()));
   }

@@ -1,11 +1,12 @@
 // A repository served by `lazyboot repo serve` over NBD: the manifest of REF is the export
 // `manifest:REF`, the image `name@N` is the export of that name. Connections are opened lazily
 // and reopened after a failure, so a restarted server is picked up again.
-import { BlockError, type BlockBackend, type BlockCapabilities, type Extent } from '../block/backend.js';
+import { BlockError, type BlockBackend } from '../block/backend.js';
 import { NbdClient, NbdConnectError, formatNbdUri, parseNbdUri, type NbdTarget } from '../nbd/client.js';
 import type { Manifest } from '../repo/manifest-format.js';
 import { UnknownImage } from '../repo/errors.js';
 import type { RepositorySource } from './source.js';
+import { ReadOnlyBackend } from '../block/read-only.js';
 
 export const MANIFEST_EXPORT_PREFIX = 'manifest:';
 
@@ -43,16 +44,17 @@ export class NbdSource implements RepositorySource {
   }
 }
 
-const READ_ONLY: BlockCapabilities = { write: false, flush: false, trim: false, writeZeroes: false, extents: false, multiConn: true };
 
 /** Reads an image export, (re)connecting on demand. */
-class NbdImageReader implements BlockBackend {
-  readonly capabilities = READ_ONLY;
+class NbdImageReader extends ReadOnlyBackend {
+  protected override readonly refusal = 'repository images are read-only';
   readonly constraints = { minimum: 1, preferred: 65536, maximum: 32 * 1024 * 1024 };
   private client: Promise<NbdClient> | undefined;
   private closed = false;
 
-  constructor(private readonly target: NbdTarget & { exportName: string }, readonly size: number, private readonly connectTimeoutMs: number) {}
+  constructor(private readonly target: NbdTarget & { exportName: string }, readonly size: number, private readonly connectTimeoutMs: number) {
+    super();
+  }
 
   async read(offset: number, length: number): Promise<Buffer> {
     const client = await this.connection();
@@ -94,13 +96,6 @@ class NbdImageReader implements BlockBackend {
     return connecting;
   }
 
-  async write(): Promise<void> { throw new BlockError('EPERM', 'repository images are read-only'); }
-  async flush(): Promise<void> {}
-  async trim(): Promise<void> { throw new BlockError('EPERM', 'repository images are read-only'); }
-  async writeZeroes(): Promise<void> { throw new BlockError('EPERM', 'repository images are read-only'); }
-  async blockStatus(offset: number, length: number): Promise<Extent[]> {
-    return [{ offset, length: Math.min(length, this.size - offset), hole: false, zero: false }];
-  }
 
   async close(): Promise<void> {
     this.closed = true;

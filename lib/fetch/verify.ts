@@ -1,20 +1,19 @@
 // Verify layer: reads whole blocks from one repository and checks each against the manifest's
 // SHA-256 (once per block, in a worker thread for multi-block runs: see block-hasher.ts). A
 // mismatch fails the read: nothing unverified goes further up the stack.
-import { BlockError, type BlockBackend, type BlockCapabilities, type Extent } from '../block/backend.js';
+import { BlockError, type BlockBackend } from '../block/backend.js';
 import { readsIntoBuffer } from '../block/read-into.js';
+import { ReadOnlyBackend } from '../block/read-only.js';
 import { DIGEST_BYTES, type Manifest } from '../repo/manifest-format.js';
 import { DigestMismatch } from './errors.js';
 import { hashBlocks } from './block-hasher.js';
 import { acquireShared } from './shared-buffers.js';
 
-const READ_ONLY: BlockCapabilities = { write: false, flush: false, trim: false, writeZeroes: false, extents: false, multiConn: true };
-
-export class VerifyBackend implements BlockBackend {
-  readonly capabilities = READ_ONLY;
+export class VerifyBackend extends ReadOnlyBackend {
   readonly size: number;
 
   constructor(readonly source: string, private readonly manifest: Manifest, private readonly inner: BlockBackend) {
+    super();
     this.size = manifest.size;
   }
 
@@ -61,13 +60,6 @@ export class VerifyBackend implements BlockBackend {
     return data;
   }
 
-  async write(): Promise<void> { throw new BlockError('EPERM', 'read-only'); }
-  async flush(): Promise<void> {}
-  async trim(): Promise<void> { throw new BlockError('EPERM', 'read-only'); }
-  async writeZeroes(): Promise<void> { throw new BlockError('EPERM', 'read-only'); }
-  async blockStatus(offset: number, length: number): Promise<Extent[]> {
-    return [{ offset, length: Math.min(length, this.size - offset), hole: false, zero: false }];
-  }
   async close(): Promise<void> {
     await this.inner.close();
   }

@@ -1,9 +1,10 @@
 // A read-only BlockBackend over one image version: blocks come from the pack store, zero blocks
 // are synthesised and reported as holes. Runs of blocks stored back to back are read with one pread.
 import { createHash } from 'node:crypto';
-import { BlockError, type BlockBackend, type BlockCapabilities, type BlockSizeConstraints, type Extent } from '../block/backend.js';
+import { BlockError, type BlockCapabilities, type BlockSizeConstraints, type Extent } from '../block/backend.js';
 import { MAX_REQUEST_BYTES } from '../nbd/protocol.js';
 import type { ReadsIntoBuffer } from '../block/read-into.js';
+import { READ_ONLY_CAPABILITIES, ReadOnlyBackend } from '../block/read-only.js';
 import { DIGEST_BYTES, type Manifest } from './manifest-format.js';
 import { LazybootError } from '../errors.js';
 import { BlockCorrupt, BlockMissing, RepositoryCorrupt } from './errors.js';
@@ -20,7 +21,8 @@ const MAX_RUN_BYTES = 512 * 1024;
 /** Bound on the work one blockStatus call does. */
 const MAX_EXTENTS_PER_CALL = 32;
 
-const READ_ONLY: BlockCapabilities = { write: false, flush: false, trim: false, writeZeroes: false, extents: true, multiConn: true };
+/** Read-only, and block status knows the image's zero blocks. */
+const IMAGE_CAPABILITIES: BlockCapabilities = { ...READ_ONLY_CAPABILITIES, extents: true };
 
 /** One pread covering several adjacent stored pieces. */
 interface ReadRun {
@@ -30,9 +32,10 @@ interface ReadRun {
   length: number;
 }
 
-export class ImageBackend implements BlockBackend, ReadsIntoBuffer {
+export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer {
   readonly size: number;
-  readonly capabilities = READ_ONLY;
+  override readonly capabilities = IMAGE_CAPABILITIES;
+  protected override readonly refusal = 'repository images are read-only';
   readonly constraints: BlockSizeConstraints;
   private readonly zeroFlags: Uint8Array;
   /** Where each block is stored, filled on first use (saves a digest lookup per block read). */
@@ -45,6 +48,7 @@ export class ImageBackend implements BlockBackend, ReadsIntoBuffer {
     private readonly store: PackStore,
     private readonly options: ImageBackendOptions = {},
   ) {
+    super();
     this.size = manifest.size;
     this.constraints = { minimum: 1, preferred: Math.min(manifest.blockSize, 64 * 1024), maximum: MAX_REQUEST_BYTES };
     // One byte per block, so block status and reads need not compare digests.
@@ -155,7 +159,7 @@ export class ImageBackend implements BlockBackend, ReadsIntoBuffer {
     }
   }
 
-  async blockStatus(offset: number, length: number): Promise<Extent[]> {
+  override async blockStatus(offset: number, length: number): Promise<Extent[]> {
     this.checkRange(offset, length);
     const { blockSize } = this.manifest;
     const end = offset + length;
@@ -188,20 +192,6 @@ export class ImageBackend implements BlockBackend, ReadsIntoBuffer {
     if (offset < 0 || length < 0 || offset + length > this.size) {
       throw new BlockError('EINVAL', `range ${offset}+${length} is outside the image (${this.size} bytes)`);
     }
-  }
-
-  async write(): Promise<void> {
-    throw new BlockError('EPERM', 'repository images are read-only');
-  }
-
-  async flush(): Promise<void> {}
-
-  async trim(): Promise<void> {
-    throw new BlockError('EPERM', 'repository images are read-only');
-  }
-
-  async writeZeroes(): Promise<void> {
-    throw new BlockError('EPERM', 'repository images are read-only');
   }
 
   /** Nothing to release: pack handles belong to the repository. */
