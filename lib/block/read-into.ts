@@ -10,3 +10,10 @@ export interface ReadsIntoBuffer {
 export function readsIntoBuffer(backend: BlockBackend): backend is BlockBackend & ReadsIntoBuffer {
   return typeof (backend as Partial<ReadsIntoBuffer>).readInto === 'function';
 }
+
+/** read() for a backend whose real work is readInto: one fresh buffer, filled in place. */
+export async function readByFilling(reader: ReadsIntoBuffer, offset: number, length: number): Promise<Buffer> {
+  const buffer = Buffer.allocUnsafe(length);
+  await reader.readInto(offset, buffer);
+  return buffer;
+}

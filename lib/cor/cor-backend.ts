@@ -18,6 +18,7 @@ import { FetchQueue, type Priority } from './fetch-queue.js';
 import type { LocalDisk } from './local-disk.js';
 import { Readahead } from './readahead.js';
 import { FetchAhead } from './fetch-ahead.js';
+import { readByFilling } from '../block/read-into.js';
 
 export interface CorBackendOptions {
   /** Largest single fetch (default 4 MiB): adjacent absent blocks are coalesced up to this. */
@@ -119,9 +120,7 @@ export class CorBackend implements BlockBackend {
   // ---- guest-facing BlockBackend ----
 
   async read(offset: number, length: number): Promise<Buffer> {
-    const buffer = Buffer.allocUnsafe(length);
-    await this.readInto(offset, buffer);
-    return buffer;
+    return readByFilling(this, offset, length);
   }
 
   /** Like read, into a buffer the caller owns (the NBD server reuses pooled buffers: less GC). */

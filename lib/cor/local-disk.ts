@@ -4,6 +4,7 @@ import { readSync } from 'node:fs';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
 import { DiskSizeMismatch } from './errors.js';
+import { readByFilling } from '../block/read-into.js';
 
 const CAPABILITIES: BlockCapabilities = { write: true, flush: true, trim: true, writeZeroes: true, extents: false, multiConn: true };
 const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
@@ -48,9 +49,7 @@ export class LocalDisk implements BlockBackend {
   private asyncOnlyUntil = 0;
 
   async read(offset: number, length: number): Promise<Buffer> {
-    const buffer = Buffer.allocUnsafe(length);
-    await this.readInto(offset, buffer);
-    return buffer;
+    return readByFilling(this, offset, length);
   }
 
   /** Fills `target` from [offset, offset + target.length) (the server passes pooled buffers). */

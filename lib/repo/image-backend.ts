@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { BlockError, type BlockCapabilities, type BlockSizeConstraints, type Extent } from '../block/backend.js';
 import { MAX_REQUEST_BYTES } from '../nbd/protocol.js';
-import type { ReadsIntoBuffer } from '../block/read-into.js';
+import { readByFilling, type ReadsIntoBuffer } from '../block/read-into.js';
 import { READ_ONLY_CAPABILITIES, ReadOnlyBackend } from '../block/read-only.js';
 import { DIGEST_BYTES, type Manifest } from './manifest-format.js';
 import { LazybootError } from '../errors.js';
@@ -63,9 +63,7 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer {
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
-    const out = Buffer.allocUnsafe(length);
-    await this.readInto(offset, out);
-    return out;
+    return readByFilling(this, offset, length);
   }
 
   async readInto(offset: number, out: Buffer): Promise<void> {
