@@ -8,16 +8,7 @@ import { dir } from 'tmp-promise';
 import { VmLifecycle } from '../vmm/lifecycle.js';
 import { TransientVm, type VmDisk } from '../vmm/vm.js';
 import { BootTimeout, IllegalVmAction, QemuExited } from '../vmm/errors.js';
-
-function processAlive(pid: number | undefined): boolean {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { processAlive } from './boot-support.js';
 
 async function emptyDisk(t: import('ava').ExecutionContext): Promise<VmDisk & { closedCount: () => number }> {
   const scratch = await dir({ unsafeCleanup: true, prefix: 'lazyboot-test-' });
