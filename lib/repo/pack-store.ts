@@ -65,7 +65,7 @@ export class PackFile {
  * thread-pool round trip of an async read. A slow synchronous read means the data came from the
  * disk and blocked the event loop, so after one, all reads go to the thread pool for a while.
  */
-const SYNC_READ_MAX_BYTES = 128 * 1024;
+const SYNC_READ_MAX_BYTES = 1024 * 1024;
 const SLOW_SYNC_READ_NS = 300_000n;
 const ASYNC_ONLY_AFTER_SLOW_READ_MS = 1000;
 let asyncOnlyUntil = 0;
