@@ -173,3 +173,28 @@ test('a stale socket file is replaced; a live server on the path is not', (t) =>
       await repo.close();
     }
   }, { unsafeCleanup: true }));
+
+test('structured reads answer the image\'s zero blocks as holes (libnbd pread_structured sees them)', (t) =>
+  withServedRepo(async ({ socket, disk }) => {
+    // Bytes [512 KiB, 2.5 MiB): data, then the sample's zero MiB at [1, 2) MiB, then data again.
+    const script = [
+      'import json, sys',
+      'chunks = []',
+      'def chunk(buf, offset, status, error):',
+      '    chunks.append([offset, len(buf), "hole" if status == nbd.READ_HOLE else "data", buf.hex() if status == nbd.READ_DATA else ""])',
+      '    return 0',
+      'data = h.pread_structured(2 * 1024 * 1024, 512 * 1024, chunk)',
+      'print(json.dumps({"chunks": chunks, "data": data.hex()}))',
+    ].join('\n');
+    // nbdsh is `python3 -m nbd` of Debian's python3-libnbd: call Debian's python (not a PATH one).
+    const { stdout } = await execa('/usr/bin/python3', ['-m', 'nbd', '-u', exportUri(socket, 'alpha@1'), '-c', script]);
+    const result = JSON.parse(stdout) as { chunks: Array<[number, number, string, string]>; data: string };
+    const holes = result.chunks.filter(([, , kind]) => kind === 'hole').map(([offset, length]) => [offset, offset + length]);
+    t.deepEqual(holes, [[1 * MiB, 2 * MiB]]);
+    const covered = result.chunks.reduce((sum, [, length]) => sum + length, 0);
+    t.is(covered, 2 * MiB, 'chunks cover the read exactly');
+    for (const [offset, length, kind, hex] of result.chunks) {
+      if (kind === 'data') t.true(Buffer.from(hex, 'hex').equals(disk.subarray(offset, offset + length)), `data chunk at ${offset}`);
+    }
+    t.true(Buffer.from(result.data, 'hex').equals(disk.subarray(512 * 1024, 512 * 1024 + 2 * MiB)));
+  }));

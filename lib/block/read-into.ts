@@ -17,3 +17,18 @@ export async function readByFilling(reader: ReadsIntoBuffer, offset: number, len
   await reader.readInto(offset, buffer);
   return buffer;
 }
+
+/**
+ * Another optional extra: ranges of a read that are known to be zeros without reading them (the
+ * repository knows its zero blocks; the COR device its absent zero blocks). A server answers them
+ * as holes, and reads only the rest. Asking counts as reading those bytes: a COR device marks such
+ * blocks present.
+ */
+export interface KnowsZeroRanges {
+  /** Byte ranges [from, to) inside [offset, offset + length), in order, not overlapping. */
+  knownZeroRanges(offset: number, length: number): Array<readonly [number, number]>;
+}
+
+export function knowsZeroRanges(backend: BlockBackend): backend is BlockBackend & KnowsZeroRanges {
+  return typeof (backend as Partial<KnowsZeroRanges>).knownZeroRanges === 'function';
+}

@@ -6,7 +6,7 @@ import type { ByteQueue } from './byte-queue.js';
 import { BASE_ALLOCATION_CONTEXT_ID, blockSizeLimits, type Negotiated } from './handshake.js';
 import { nbdErrno } from './errno.js';
 import * as P from './protocol.js';
-import { readsIntoBuffer, type ReadsIntoBuffer } from '../block/read-into.js';
+import { knowsZeroRanges, readsIntoBuffer, type ReadsIntoBuffer } from '../block/read-into.js';
 import type { BufferPool } from './buffer-pool.js';
 
 const REQUEST_HEADER_BYTES = 28;
@@ -20,6 +20,13 @@ const READ_PIECE_BYTES = 512 * 1024;
 const FLUSH_AT_ONCE_BYTES = 64 * 1024;
 
 export class ProtocolViolation extends Error {}
+
+/** One chunk of a structured read reply: bytes [at, at + length) of the request, data or hole. */
+interface Piece {
+  readonly hole: boolean;
+  readonly at: number;
+  readonly length: number;
+}
 
 interface Request {
   readonly flags: number;
@@ -117,8 +124,9 @@ export class Transmission {
       switch (request.type) {
         case P.CMD_READ:
           if (readsIntoBuffer(backend) && request.length > 0) {
-            if (this.session.structuredReplies && request.length > READ_PIECE_BYTES) {
-              await this.readInPieces(request, backend);
+            const pieces = this.session.structuredReplies ? this.sparsePieces(request) : undefined;
+            if (pieces) {
+              await this.readInPieces(request, backend, pieces);
               return;
             }
             const storage = await this.pool.take(request.length);
@@ -258,31 +266,71 @@ export class Transmission {
   }
 
   /**
-   * A large read is read in pieces at once and answered with one data chunk per piece, in order,
-   * each sent as soon as it is read: the client receives the first bytes while the rest are read.
+   * How to answer a structured read in several chunks, or undefined for one data chunk: zero
+   * ranges the backend knows become holes (unless the client forbade fragmenting the reply), and
+   * large data ranges are cut into pieces so the client receives the first bytes while the rest
+   * are read.
    */
-  private async readInPieces(request: Request, backend: ReadsIntoBuffer): Promise<void> {
-    const storage = await this.pool.take(request.length);
-    const pieces: Array<{ at: number; data: Buffer; done: Promise<void> }> = [];
-    for (let at = 0; at < request.length; at += READ_PIECE_BYTES) {
-      const data = storage.subarray(at, Math.min(request.length, at + READ_PIECE_BYTES));
-      const done = backend.readInto(request.offset + at, data);
-      done.catch(() => {}); // awaited below, in order
-      pieces.push({ at, data, done });
+  private sparsePieces(request: Request): Piece[] | undefined {
+    const { backend } = this.session;
+    const zeros = knowsZeroRanges(backend) && !(request.flags & P.CMD_FLAG_DF)
+      ? backend.knownZeroRanges(request.offset, request.length) : [];
+    if (zeros.length === 0 && request.length <= READ_PIECE_BYTES) return undefined;
+    const pieces: Piece[] = [];
+    const addData = (from: number, to: number) => {
+      for (let at = from; at < to; at += READ_PIECE_BYTES) pieces.push({ hole: false, at, length: Math.min(READ_PIECE_BYTES, to - at) });
+    };
+    let at = 0;
+    for (const [from, to] of zeros) {
+      addData(at, from - request.offset);
+      pieces.push({ hole: true, at: from - request.offset, length: to - from });
+      at = to - request.offset;
     }
+    addData(at, request.length);
+    return pieces;
+  }
+
+  /** Reads the data pieces at once and sends every piece in order as soon as it is ready. */
+  private async readInPieces(request: Request, backend: ReadsIntoBuffer, pieces: Piece[]): Promise<void> {
+    const storage = await this.pool.take(request.length);
+    const reads = pieces.map((piece) => {
+      if (piece.hole) return undefined;
+      const done = backend.readInto(request.offset + piece.at, storage.subarray(piece.at, piece.at + piece.length));
+      done.catch(() => {}); // awaited below, in order
+      return done;
+    });
     try {
       for (const [i, piece] of pieces.entries()) {
-        await piece.done;
         const last = i === pieces.length - 1;
-        this.sendDataChunk(request, request.offset + piece.at, piece.data, last ? P.REPLY_FLAG_DONE : 0, last ? () => this.pool.give(storage) : undefined);
+        const flags = last ? P.REPLY_FLAG_DONE : 0;
+        const onWritten = last ? () => this.pool.give(storage) : undefined;
+        if (piece.hole) {
+          this.sendHoleChunk(request, request.offset + piece.at, piece.length, flags, onWritten);
+        } else {
+          await reads[i];
+          this.sendDataChunk(request, request.offset + piece.at, storage.subarray(piece.at, piece.at + piece.length), flags, onWritten);
+        }
       }
     } catch (error) {
       // Chunks already sent are followed by the error chunk; the buffer may still be in a pending
       // write, so it is left to the garbage collector rather than returned to the pool.
-      await Promise.allSettled(pieces.map((piece) => piece.done));
+      await Promise.allSettled(reads);
       this.pool.abandon(storage);
       throw error;
     }
+  }
+
+  private sendHoleChunk(request: Request, offset: number, length: number, flags: number, onWritten?: () => void): void {
+    const chunk = Buffer.allocUnsafe(32);
+    chunk.writeUInt32BE(P.STRUCTURED_REPLY_MAGIC, 0);
+    chunk.writeUInt16BE(flags, 4);
+    chunk.writeUInt16BE(P.REPLY_TYPE_OFFSET_HOLE, 6);
+    request.cookie.copy(chunk, 8);
+    chunk.writeUInt32BE(12, 16);
+    chunk.writeUInt32BE(Math.floor(offset / 2 ** 32), 20);
+    chunk.writeUInt32BE(offset >>> 0, 24);
+    chunk.writeUInt32BE(length, 28);
+    this.send([chunk], onWritten);
   }
 
   private sendDataChunk(request: Request, offset: number, data: Buffer, flags: number, onWritten?: () => void): void {
