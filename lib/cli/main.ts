@@ -1,11 +1,26 @@
 #!/usr/bin/env node
 // The `lazyboot` command: parses arguments with yargs and turns every error into one line.
-import yargs from 'yargs';
+import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { commands } from './commands/index.js';
+import { commandLoaders } from './commands/index.js';
 import { LazybootError } from '../errors.js';
+import { keepYoungGenerationSmall } from './young-generation.js';
+
+/**
+ * The command modules this invocation needs: only the named one when the first argument names a
+ * command (a `disk serve` process stays small), else all of them (help, typos, suggestions).
+ */
+async function commandsFor(argv: readonly string[]): Promise<CommandModule<any, any>[]> {
+  const named = commandLoaders.filter((loader) => loader.name === argv[0]);
+  return Promise.all((named.length > 0 ? named : commandLoaders).map((loader) => loader.load()));
+}
+
+/** Commands that run as long-lived disk processes, where RSS matters more than a few scavenges. */
+const SMALL_HEAP_COMMANDS = new Set(['disk']);
 
 export async function main(argv: string[]): Promise<void> {
+  if (SMALL_HEAP_COMMANDS.has(argv[0] ?? '')) keepYoungGenerationSmall();
+  const commands = await commandsFor(argv);
   const parser = yargs(argv)
     .scriptName('lazyboot')
     .usage('$0 <command> [options]\n\nBoot a disk image before it has been copied; ship back only the blocks that changed.')
