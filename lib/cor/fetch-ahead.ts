@@ -5,11 +5,20 @@
 // flight still gets large, early fetches, and "only blocks the guest read are present" still holds.
 // Reusing the data is always correct: it is verified image content, and it only ever fills blocks
 // that are absent (a block the guest wrote is present and never fetched again).
+// Memory: a run holds its fetched buffer (shared-buffers.ts) while it is in the window; take()
+// gives the caller a hold of its own, which the caller releases with releaseShared when done. A
+// dropped run gives its hold back, so the buffer is reused instead of waiting for a full GC.
+import { releaseShared, retainShared } from '../fetch/shared-buffers.js';
 
 interface AheadRun {
   readonly from: number;
   readonly to: number;          // exclusive
   readonly data: Promise<Buffer | undefined>;  // undefined: the fetch failed (fall back upstream)
+  /** take() calls still awaiting `data`: the run's own hold is kept until they have theirs. */
+  takersWaiting: number;
+  /** No longer in `runs`; its hold is dropped once no take() waits. */
+  dropped: boolean;
+  released: boolean;
 }
 
 export interface FetchAheadOptions {
@@ -49,17 +58,28 @@ export class FetchAhead {
     while (to > from && !wanted(to - 1)) to--;
     if (to - from < 2 || this.overlaps(from, to)) return;
     this.dropBefore(first);
-    if (this.runs.length >= MAX_RUNS) this.runs.shift();
-    const run: AheadRun = { from, to, data: this.options.fetch(from, to).catch(() => undefined) };
+    if (this.runs.length >= MAX_RUNS) this.drop(this.runs.shift()!);
+    const run: AheadRun = { from, to, data: this.options.fetch(from, to).catch(() => undefined), takersWaiting: 0, dropped: false, released: false };
     this.runs.push(run);
     void run.data.then((data) => { if (!data) this.remove(run); });
   }
 
-  /** The fetched-ahead bytes of blocks [from, to) if one run holds them all (awaits a running fetch). */
+  /**
+   * The fetched-ahead bytes of blocks [from, to) if one run holds them all (awaits a running fetch),
+   * with a hold of the caller's own: releaseShared(result) once nothing uses it any more.
+   */
   async take(from: number, to: number, blockSize: number): Promise<Buffer | undefined> {
     const run = this.runs.find((r) => r.from <= from && r.to >= to);
     if (!run) return undefined;
-    const data = await run.data;
+    run.takersWaiting++;
+    let data: Buffer | undefined;
+    try {
+      data = await run.data;
+      if (data) retainShared(data);
+    } finally {
+      run.takersWaiting--;
+      this.releaseIfUnused(run);
+    }
     if (!data) return undefined;
     const at = (from - run.from) * blockSize;
     return data.subarray(at, Math.min(at + (to - from) * blockSize, data.length));
@@ -67,7 +87,21 @@ export class FetchAhead {
 
   /** Forgets runs wholly before `block` (the reader has moved past them). */
   dropBefore(block: number): void {
-    this.runs = this.runs.filter((r) => r.to > block - this.options.windowBlocks);
+    const keep = block - this.options.windowBlocks;
+    for (const run of this.runs) if (run.to <= keep) this.drop(run);
+    this.runs = this.runs.filter((r) => r.to > keep);
+  }
+
+  private drop(run: AheadRun): void {
+    run.dropped = true;
+    this.releaseIfUnused(run);
+  }
+
+  /** Gives the run's own hold back once it is out of the window and no take() still waits for it. */
+  private releaseIfUnused(run: AheadRun): void {
+    if (!run.dropped || run.takersWaiting > 0 || run.released) return;
+    run.released = true;
+    void run.data.then((data) => { if (data) releaseShared(data); });
   }
 
   private overlaps(from: number, to: number): boolean {
@@ -76,5 +110,6 @@ export class FetchAhead {
 
   private remove(run: AheadRun): void {
     this.runs = this.runs.filter((r) => r !== run);
+    this.drop(run);
   }
 }

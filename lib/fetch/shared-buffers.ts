@@ -1,37 +1,68 @@
 // Reusable shared-memory buffers for fetched runs. A cold read fetches hundreds of MiB; a fresh
-// 4 MiB SharedArrayBuffer per fetch costs a page fault per 4 KiB (the kernel zeroes each page), so
-// buffers are recycled. Only the final owner of a fetched buffer may release it, and only after
-// every read into it has completed and nothing refers to it any more (see CorBackend.fetchData);
-// a buffer that is never released is simply garbage-collected.
-const CAPACITY = 4 * 1024 * 1024;
-/** Free buffers kept at most (8 fetches in flight by default): 32 MiB. */
-const MAX_FREE = 8;
+// SharedArrayBuffer per fetch costs a page fault per 4 KiB (the kernel zeroes each page), and a
+// fetched buffer that is dropped stays resident until V8's next full GC, which external memory
+// barely hastens (a cold read measured 200-400 MiB of RSS, mostly dropped fetch buffers). So
+// buffers are recycled, in power-of-two size classes.
+//
+// Ownership: acquireShared hands out one hold; retainShared adds one for another user of the same
+// memory (a fetch-ahead run taken by a guest read); releaseShared drops one. The memory returns to
+// the pool when the last hold is dropped, so release only once every read into or from the buffer
+// has completed and nothing refers to it any more (see CorBackend.fetchData, FetchAhead). A buffer
+// whose holds are never all dropped is simply garbage-collected: forgetting a release is safe,
+// releasing twice is not.
+const SMALLEST_POOLED = 16 * 1024;
+const LARGEST_POOLED = 4 * 1024 * 1024;
+/** Idle memory kept for reuse (8 fetches of 4 MiB in flight by default). */
+const MAX_FREE_BYTES = 32 * 1024 * 1024;
 /** Idle free buffers are given back after this long, so an idle device stays small. */
 const RELEASE_IDLE_MS = 2_000;
 
-const free: SharedArrayBuffer[] = [];
-const pooled = new WeakSet<SharedArrayBuffer>();
+const free = new Map<number, SharedArrayBuffer[]>();
+let freeBytes = 0;
+/** Pooled memory handed out → holds not yet released. */
+const holds = new WeakMap<SharedArrayBuffer, number>();
 let idleTimer: NodeJS.Timeout | undefined;
 
-/** A buffer of `length` bytes in shared memory (contents undefined). */
+/** A buffer of `length` bytes in shared memory (contents undefined), with one hold. */
 export function acquireShared(length: number): Buffer {
-  // Small or huge runs get memory of their own size: a pooled 4 MiB for a small run that is never
-  // released (a fetch-ahead run, a failed read) would waste memory until the next GC.
-  if (length > CAPACITY || length <= CAPACITY / 4) return Buffer.from(new SharedArrayBuffer(length));
-  let memory = free.pop();
-  if (!memory) {
-    memory = new SharedArrayBuffer(CAPACITY);
-    pooled.add(memory);
-  }
+  if (length > LARGEST_POOLED) return Buffer.from(new SharedArrayBuffer(length));
+  const size = sizeClass(length);
+  let memory = free.get(size)?.pop();
+  if (memory) freeBytes -= size;
+  else memory = new SharedArrayBuffer(size);
+  holds.set(memory, 1);
   return Buffer.from(memory, 0, length);
 }
 
-/** Gives a buffer from acquireShared back; the caller must hold the only reference to it. */
+/** Another hold on the memory of `buffer` (any view of it); no-op for memory not from the pool. */
+export function retainShared(buffer: Buffer): void {
+  const memory = buffer.buffer;
+  const count = memory instanceof SharedArrayBuffer ? holds.get(memory) : undefined;
+  if (count !== undefined) holds.set(memory as SharedArrayBuffer, count + 1);
+}
+
+/** Drops one hold on the memory of `buffer` (any view of it); the last one returns it to the pool. */
 export function releaseShared(buffer: Buffer): void {
   const memory = buffer.buffer;
-  if (!(memory instanceof SharedArrayBuffer) || !pooled.has(memory) || buffer.byteOffset !== 0) return;
-  if (free.length >= MAX_FREE || free.includes(memory)) return;
-  free.push(memory);
-  idleTimer ??= setTimeout(() => { idleTimer = undefined; free.length = 0; }, RELEASE_IDLE_MS).unref();
+  if (!(memory instanceof SharedArrayBuffer)) return;
+  const count = holds.get(memory);
+  if (count === undefined) return;
+  if (count > 1) {
+    holds.set(memory, count - 1);
+    return;
+  }
+  holds.delete(memory);
+  if (freeBytes + memory.byteLength > MAX_FREE_BYTES) return;
+  let list = free.get(memory.byteLength);
+  if (!list) free.set(memory.byteLength, (list = []));
+  list.push(memory);
+  freeBytes += memory.byteLength;
+  idleTimer ??= setTimeout(() => { idleTimer = undefined; free.clear(); freeBytes = 0; }, RELEASE_IDLE_MS).unref();
   idleTimer.refresh();
+}
+
+function sizeClass(length: number): number {
+  let size = SMALLEST_POOLED;
+  while (size < length) size *= 2;
+  return size;
 }
