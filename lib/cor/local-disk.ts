@@ -1,6 +1,6 @@
 // The local raw disk (a sparse file or a block device) as a BlockBackend: pread/pwrite at the
 // image's own offsets, so the file is always a valid raw image of what is present.
-import { readSync } from 'node:fs';
+import { readSync, writeSync } from 'node:fs';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
 import { DiskSizeMismatch } from './errors.js';
@@ -13,11 +13,14 @@ const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
  * Present blocks are usually in the page cache, where a synchronous pread is a memcpy and much
  * cheaper than a thread-pool round trip. A synchronous read that takes long means the disk was
  * involved: then reads go through the thread pool for a while, so the event loop never stalls
- * for more than one slow read.
+ * for more than one slow read. Small writes (a guest's, or the blocks of one cold read) go to the
+ * page cache the same way: the thread-pool round trip was most of a cold read's latency for a
+ * reader with one request in flight. Writes slowed by writeback throttling switch to the pool too.
  */
 const SYNC_READ_MAX_BYTES = 1024 * 1024;
-const SLOW_SYNC_READ_NS = 500_000n;
-const ASYNC_AFTER_SLOW_READ_MS = 1000;
+const SYNC_WRITE_MAX_BYTES = 256 * 1024;
+const SLOW_SYNC_IO_NS = 500_000n;
+const ASYNC_AFTER_SLOW_IO_MS = 1000;
 
 export class LocalDisk implements BlockBackend {
   readonly capabilities = CAPABILITIES;
@@ -59,7 +62,7 @@ export class LocalDisk implements BlockBackend {
     if (length <= SYNC_READ_MAX_BYTES && Date.now() >= this.asyncOnlyUntil) {
       const started = process.hrtime.bigint();
       done = readSync(this.file.fd, target, 0, length, offset);
-      if (process.hrtime.bigint() - started > SLOW_SYNC_READ_NS) this.asyncOnlyUntil = Date.now() + ASYNC_AFTER_SLOW_READ_MS;
+      if (process.hrtime.bigint() - started > SLOW_SYNC_IO_NS) this.asyncOnlyUntil = Date.now() + ASYNC_AFTER_SLOW_IO_MS;
       if (done === 0 && length > 0) throw new BlockError('EIO', `${this.path}: short read at ${offset}`);
     }
     while (done < length) {
@@ -71,6 +74,11 @@ export class LocalDisk implements BlockBackend {
 
   async write(offset: number, data: Buffer, options?: WriteOptions): Promise<void> {
     let done = 0;
+    if (data.length <= SYNC_WRITE_MAX_BYTES && Date.now() >= this.asyncOnlyUntil) {
+      const started = process.hrtime.bigint();
+      done = writeSync(this.file.fd, data, 0, data.length, offset);
+      if (process.hrtime.bigint() - started > SLOW_SYNC_IO_NS) this.asyncOnlyUntil = Date.now() + ASYNC_AFTER_SLOW_IO_MS;
+    }
     while (done < data.length) {
       const { bytesWritten } = await this.file.write(data, done, data.length - done, offset + done);
       done += bytesWritten;
