@@ -144,3 +144,37 @@ test('unknown image, unreachable repositories, a disk in use and a foreign map e
   const foreign = await t.throwsAsync(openCorDevice({ image: 'other', disk, from: [image.repoDir] }), { instanceOf: MapMismatch });
   t.regex(foreign!.toLine(), /belongs to image demo@1, not other@1/);
 }, { unsafeCleanup: true }));
+
+test('absent zero blocks are answered as holes; a zero block the guest wrote reads back inside a larger read', (t) => withDir(async ({ path: dir }) => {
+  // mixedContent: blocks 1 and 5 of every 8 are zero blocks in the image.
+  const image = await makeImage(dir, 'demo', { size: 32 * BS });
+  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [image.repoDir] });
+  try {
+    // libnbd's structured read of blocks 0..7: the zero blocks arrive as holes.
+    const script = [
+      'import json',
+      'holes = []',
+      'def chunk(buf, offset, status, error):',
+      '    if status == nbd.READ_HOLE: holes.append([offset, len(buf)])',
+      '    return 0',
+      `data = h.pread_structured(${8 * BS}, 0, chunk)`,
+      'print(json.dumps({"holes": holes, "data": data.hex()}))',
+    ].join('\n');
+    const { stdout } = await execa('/usr/bin/python3', ['-m', 'nbd', '-u', device.uri, '-c', script]);
+    const result = JSON.parse(stdout) as { holes: Array<[number, number]>; data: string };
+    t.deepEqual(result.holes, [[1 * BS, BS], [5 * BS, BS]]);
+    t.true(Buffer.from(result.data, 'hex').equals(image.content.subarray(0, 8 * BS)));
+    t.is(device.stats().presentBlocks, 8);
+    // Block 9 (a zero block, present after a hole answer) is written; then one deep read of the
+    // whole disk fetches blocks 8 and 10.. around it and must return the guest's bytes there.
+    await qemuIo(device.uri, [`read ${9 * BS} ${BS}`]);
+    await qemuIo(device.uri, [`write -P 0x5a ${9 * BS} ${BS}`]);
+    const out = join(dir, 'all.raw');
+    await nbdcopyTo(device.uri, out);
+    const expected = Buffer.from(image.content);
+    expected.fill(0x5a, 9 * BS, 10 * BS);
+    t.true((await readFile(out)).equals(expected));
+  } finally {
+    await device.close();
+  }
+}, { unsafeCleanup: true }));

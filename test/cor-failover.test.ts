@@ -95,20 +95,20 @@ test('a corrupt block in one repository is detected, served from the other, neve
 }, { unsafeCleanup: true }));
 
 test('all repositories down: EIO for absent blocks (no hang, no zeros), present blocks still served', (t) => withDir(async ({ path: dir }) => {
-  const { a, b } = await twoRepositories(dir, 32);
+  const { a, b } = await twoRepositories(dir, 256); // 16 MiB
   const serverA = await startRepoServer(a.repoDir, join(dir, 'a.sock'));
   const serverB = await startRepoServer(b.repoDir, join(dir, 'b.sock'));
   const lines: string[] = [];
   const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [serverA.uri, serverB.uri], log: (l) => lines.push(l) });
   try {
-    // One request for blocks 0..3: a sequential run of small reads would also fetch the next
-    // blocks ahead into memory (fetch-ahead), and block 10 would then be served from there.
+    // Blocks 0..3, then block 250: far beyond what reading 0..3 may fetch ahead into memory
+    // (8 MiB = 128 blocks), so only the repositories could serve it.
     await qemuIo(device.uri, [`read 0 ${4 * BS}`]);
     await qemuImgDd(device.uri, join(dir, 'first.raw'), BS, 0, 4);
     await serverA.kill();
     await serverB.kill();
     const started = Date.now();
-    const result = await execa('qemu-io', ['-f', 'raw', '-c', `read ${10 * BS} ${BS}`, device.uri], { reject: false });
+    const result = await execa('qemu-io', ['-f', 'raw', '-c', `read ${250 * BS} ${BS}`, device.uri], { reject: false });
     t.regex(`${result.stdout}${result.stderr}`, /Input\/output error/);
     t.true(Date.now() - started < 10_000, 'the error comes quickly');
     t.is(device.stats().presentBlocks, 4);
@@ -119,7 +119,7 @@ test('all repositories down: EIO for absent blocks (no hang, no zeros), present 
     await execa('cmp', ['-n', String(4 * BS), join(dir, 'again.raw'), a.rawPath]);
     const finalLines = lines.filter((l) => l.startsWith('fetch failed'));
     t.is(finalLines.length, 1, lines.join('\n'));
-    t.regex(finalLines[0]!, /blocks 10\.\.10/);
+    t.regex(finalLines[0]!, /blocks 250\.\.250/);
     t.true(finalLines[0]!.includes(serverA.uri));
   } finally {
     await device.close();

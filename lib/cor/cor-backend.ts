@@ -18,7 +18,7 @@ import { FetchQueue, type Priority } from './fetch-queue.js';
 import type { LocalDisk } from './local-disk.js';
 import { Readahead } from './readahead.js';
 import { FetchAhead } from './fetch-ahead.js';
-import { readByFilling } from '../block/read-into.js';
+import { readByFilling, type KnowsZeroRanges } from '../block/read-into.js';
 
 export interface CorBackendOptions {
   /** Largest single fetch (default 4 MiB): adjacent absent blocks are coalesced up to this. */
@@ -56,7 +56,7 @@ const FETCH_AHEAD_MAX_GUEST_REQUESTS = 8;
 
 const CAPABILITIES: BlockCapabilities = { write: true, flush: true, trim: true, writeZeroes: true, extents: false, multiConn: true };
 
-export class CorBackend implements BlockBackend {
+export class CorBackend implements BlockBackend, KnowsZeroRanges {
   readonly capabilities = CAPABILITIES;
   readonly size: number;
   readonly constraints;
@@ -98,7 +98,9 @@ export class CorBackend implements BlockBackend {
       this.zeroBlocks[i] = zero;
     }
     this.maxRunBlocks = Math.max(1, Math.floor((options.maxFetchBytes ?? 4 * 1024 * 1024) / this.blockSize));
-    this.queue = new FetchQueue((start, count) => this.fetchRun(start, count), options.maxInFlight ?? 8, this.maxRunBlocks);
+    // Present zero blocks may sit inside a fetch (read along, never written): see fetchRun.
+    this.queue = new FetchQueue((start, count) => this.fetchRun(start, count), options.maxInFlight ?? 8, this.maxRunBlocks,
+      (block) => this.zeroBlocks[block] === 1 && this.map.isPresent(block));
     this.readahead = new Readahead(options.readaheadBlocks ?? 0, manifest.blockCount);
     const aheadBlocks = Math.floor((options.fetchAheadBytes ?? 8 * 1024 * 1024) / this.blockSize);
     this.fetchAhead = new FetchAhead({
@@ -147,6 +149,28 @@ export class CorBackend implements BlockBackend {
       // (a replicator clears W once the guest's data is shipped). Holes read fast anyway.
       await this.local.readInto(offset, target);
     });
+  }
+
+  /**
+   * Absent zero blocks of a disk created sparse with its map are holes that equal the image: they
+   * become present here without any I/O, and the server answers them as holes instead of reading
+   * them. Other blocks are read as usual (a present block is not known to be zero: the guest may
+   * have written it, and W clear does not prove otherwise).
+   */
+  knownZeroRanges(offset: number, length: number): Array<readonly [number, number]> {
+    const ranges: Array<[number, number]> = [];
+    if (this.closed || length <= 0 || offset < 0 || offset + length > this.size) return ranges;
+    const [first, last] = this.blockRange(offset, length);
+    for (let b = first; b <= last; b++) {
+      if (this.zeroBlocks[b] !== 1 || this.map.isPresent(b) || this.busy.has(b) || !this.knownZero(b, b + 1)) continue;
+      this.map.markPresent(b, 1);
+      const from = Math.max(offset, b * this.blockSize);
+      const to = Math.min(offset + length, (b + 1) * this.blockSize);
+      const previous = ranges[ranges.length - 1];
+      if (previous && previous[1] === from) previous[1] = to;
+      else ranges.push([from, to]);
+    }
+    return ranges;
   }
 
   async write(offset: number, data: Buffer, options?: WriteOptions): Promise<void> {
@@ -256,7 +280,8 @@ export class CorBackend implements BlockBackend {
   }
 
   /**
-   * Called by the fetch queue with a coalesced range whose blocks are all claimed and absent.
+   * Called by the fetch queue with a coalesced range whose blocks are all claimed and absent,
+   * except present zero blocks the queue bridged (read along, never written, left alone).
    * Data blocks go upstream in as few requests as possible: short gaps of zero blocks are read
    * along (cheaper than another round trip) but never written; long gaps split the request.
    */
@@ -296,6 +321,7 @@ export class CorBackend implements BlockBackend {
     // The data segments (between zero blocks) are written in parallel: one thread-pool round trip
     // per fetch instead of one per segment.
     const writes: Promise<void>[] = [];
+    const segments: Array<{ readonly from: number; readonly to: number; readonly data: Buffer }> = [];
     for (let b = from; b < to;) {
       const segmentStart = b;
       while (b < to && this.zeroBlocks[b] !== 1) b++;
@@ -303,7 +329,9 @@ export class CorBackend implements BlockBackend {
         const at = (segmentStart - from) * this.blockSize;
         const bytes = Math.min(b * this.blockSize, this.size) - segmentStart * this.blockSize;
         const count = b - segmentStart;
-        writes.push(this.local.write(segmentStart * this.blockSize, data.subarray(at, at + bytes)).then(() => {
+        const bytesOfSegment = data.subarray(at, at + bytes);
+        segments.push({ from: segmentStart, to: b, data: bytesOfSegment });
+        writes.push(this.local.write(segmentStart * this.blockSize, bytesOfSegment).then(() => {
           this.counters.fetchedBlocks += count;
           // Rule 1: present in memory only after the local write returned; durable at the next commit.
           this.map.markPresent(segmentStart, count);
@@ -314,12 +342,14 @@ export class CorBackend implements BlockBackend {
     // All settled before failing: no write of this fetch may land after a guest write claims a block.
     const failed = (await Promise.allSettled(writes)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
-    const run = { from, to, data };
-    this.fresh.push(run);
+    // Only the stored segments: zero blocks in between may be bridged present blocks the guest
+    // has written since (their bytes here are the image's zeros, not the guest's data).
+    this.fresh.push(...segments);
+    const fetched = data;
     setImmediate(() => {
-      this.fresh = this.fresh.filter((r) => r !== run);
+      this.fresh = this.fresh.filter((r) => !segments.includes(r));
       // Written, and the waiting guest reads have copied it: nothing refers to it any more.
-      if (ownBuffer) releaseShared(run.data);
+      if (ownBuffer) releaseShared(fetched);
     });
     this.counters.fetchedBytes += length;
   }
@@ -327,9 +357,9 @@ export class CorBackend implements BlockBackend {
   /** Zero blocks of [start, end) are never fetched, and the local disk is kept sparse. */
   private async zeroAbsent(start: number, end: number): Promise<void> {
     for (let b = start; b < end;) {
-      if (this.zeroBlocks[b] !== 1) { b++; continue; }
+      if (this.zeroBlocks[b] !== 1 || this.map.isPresent(b)) { b++; continue; }
       const segmentStart = b;
-      while (b < end && this.zeroBlocks[b] === 1) b++;
+      while (b < end && this.zeroBlocks[b] === 1 && !this.map.isPresent(b)) b++;
       // On a disk created sparse with its map, an absent block without W is still a hole;
       // otherwise look before writing zeros.
       if (!this.knownZero(segmentStart, b)) {

@@ -2,6 +2,8 @@
 // upstream slots, and when a slot frees up, the oldest run is merged with every queued run adjacent
 // to it (up to the largest fetch) into ONE upstream request. So many small parallel reads of a
 // region (a guest, nbdcopy, a readahead) become few large fetches. Guest runs go before fill runs.
+// Runs separated by a few blocks that need no fetch (present zero blocks) merge too: the fetch
+// reads those blocks along (as holes or zeros) and stores nothing for them.
 export type Priority = 'guest' | 'background';
 
 interface QueuedRun {
@@ -15,13 +17,24 @@ interface QueuedRun {
 /** Fetches [start, start+count) upstream, stores it locally and marks it present. */
 export type FetchRange = (start: number, count: number) => Promise<void>;
 
+/** Whether a block between two queued runs may be fetched along with them (it is never stored). */
+export type Bridgeable = (block: number) => boolean;
+
+/** Longest gap of bridgeable blocks between two runs that still merge. */
+const MAX_BRIDGE_BLOCKS = 8;
+
 export class FetchQueue {
   private readonly waiting: Record<Priority, Set<QueuedRun>> = { guest: new Set(), background: new Set() };
   private readonly byStart = new Map<number, QueuedRun>();
   private readonly byEnd = new Map<number, QueuedRun>();
   private inFlight = 0;
 
-  constructor(private readonly fetchRange: FetchRange, private readonly maxInFlight: number, private readonly maxBlocks: number) {}
+  constructor(
+    private readonly fetchRange: FetchRange,
+    private readonly maxInFlight: number,
+    private readonly maxBlocks: number,
+    private readonly bridgeable: Bridgeable = () => false,
+  ) {}
 
   /** Queues a run (its blocks must be claimed by the caller); resolves when it is present. */
   enqueue(start: number, count: number, priority: Priority): Promise<void> {
@@ -68,26 +81,45 @@ export class FetchQueue {
   private coalesce(first: QueuedRun): QueuedRun[] {
     this.take(first);
     const batch = [first];
-    let blocks = first.count;
+    let start = first.start;
+    let end = first.start + first.count;
     for (;;) {
-      const head = batch[0]!;
-      const tail = batch[batch.length - 1]!;
-      const next = this.byStart.get(tail.start + tail.count);
-      if (next && blocks + next.count <= this.maxBlocks) {
+      const next = this.nextAfter(end);
+      if (next && next.start + next.count - start <= this.maxBlocks) {
         this.take(next);
         batch.push(next);
-        blocks += next.count;
+        end = next.start + next.count;
         continue;
       }
-      const previous = this.byEnd.get(head.start - 1);
-      if (previous && blocks + previous.count <= this.maxBlocks) {
+      const previous = this.previousBefore(start);
+      if (previous && end - previous.start <= this.maxBlocks) {
         this.take(previous);
         batch.unshift(previous);
-        blocks += previous.count;
+        start = previous.start;
         continue;
       }
       return batch;
     }
+  }
+
+  /** The queued run starting at `end`, or after a short gap of bridgeable blocks. */
+  private nextAfter(end: number): QueuedRun | undefined {
+    for (let at = end, gap = 0; gap <= MAX_BRIDGE_BLOCKS; at++, gap++) {
+      const run = this.byStart.get(at);
+      if (run) return run;
+      if (!this.bridgeable(at)) return undefined;
+    }
+    return undefined;
+  }
+
+  /** The queued run ending just before `start`, or before a short gap of bridgeable blocks. */
+  private previousBefore(start: number): QueuedRun | undefined {
+    for (let at = start - 1, gap = 0; gap <= MAX_BRIDGE_BLOCKS && at >= 0; at--, gap++) {
+      const run = this.byEnd.get(at);
+      if (run) return run;
+      if (!this.bridgeable(at)) return undefined;
+    }
+    return undefined;
   }
 
   private take(run: QueuedRun): void {
