@@ -305,12 +305,10 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges {
     const offset = from * this.blockSize;
     const length = Math.min(to * this.blockSize, this.size) - offset;
     let data: Buffer | undefined;
-    let ownBuffer = false;
     try {
       data = await this.fetchAhead.take(from, to, this.blockSize);
       if (data) this.counters.fetchAheadHits++;
       else {
-        ownBuffer = true;
         this.counters.fetchRequests++;
         data = await this.upstream.read(offset, length);
       }
@@ -348,8 +346,9 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges {
     const fetched = data;
     setImmediate(() => {
       this.fresh = this.fresh.filter((r) => !segments.includes(r));
-      // Written, and the waiting guest reads have copied it: nothing refers to it any more.
-      if (ownBuffer) releaseShared(fetched);
+      // Written, and the waiting guest reads have copied it: our hold goes back (a fetch's own
+      // buffer, or the hold take() gave us on fetched-ahead memory).
+      releaseShared(fetched);
     });
     this.counters.fetchedBytes += length;
   }
