@@ -4,7 +4,9 @@
 //      own copy-on-read chain (copy-on-read filter → qcow2 overlay → NBD backing from qemu-nbd),
 //      with 0 ms and with 2 ms injected per request on the repository side (nbdkit delay filter);
 //  (c) RSS of the COR process serving a 10 GiB sparse image.
-// Every client is nbdcopy to `null:` (for (b) also a guest-like 1 × 4 requests); server start-up is not timed.
+// Every client is nbdcopy to `null:` with --no-extents (every byte is read, on both sides); for (b)
+// three readers: nbdcopy's default 4 × 64 requests, a guest-like 1 × 4, and a booting guest's
+// one 64 KiB request at a time. Server start-up is not timed.
 import { mkdtemp, rm, readFile, writeFile, mkdir, access } from 'node:fs/promises';
 import { tmpdir, cpus, loadavg } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -15,6 +17,7 @@ import { execa, type ResultPromise } from 'execa';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { Repository } from '../lib/repo/repository.js';
+import { registerCleanup } from '../lib/cleanup.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(ROOT, 'bin', 'lazyboot.js');
@@ -53,12 +56,23 @@ async function stop(server: Server | undefined): Promise<void> {
   children.delete(server.child);
 }
 
-/** A guest-like reader: one connection, 4 requests in flight (nbdcopy's default is 4 × 64). */
-const SHALLOW_READER = ['--connections=1', '--requests=4'];
+interface Reader { readonly key: string; readonly label: string; readonly args: readonly string[] }
 
-async function timedCopy(uri: string, readerArgs: string[] = []): Promise<number> {
+/**
+ * nbdcopy's default keeps 4 × 64 requests in flight (hides any per-request delay); a guest keeps
+ * a few (QEMU's virtio queue under a busy guest); a booting guest reads mostly one request at a
+ * time, sequentially (the kernel's readahead).
+ */
+const READERS: readonly Reader[] = [
+  { key: 'b', label: 'nbdcopy default (4 connections × 64 requests)', args: [] },
+  { key: 'b2', label: 'guest-like reader (`nbdcopy --connections=1 --requests=4`)', args: ['--connections=1', '--requests=4'] },
+  { key: 'b3', label: 'boot-like reader, one 64 KiB request at a time (`--connections=1 --requests=1 --request-size=65536`)', args: ['--connections=1', '--requests=1', '--request-size=65536'] },
+];
+
+/** Full reads: without --no-extents nbdcopy skips what a server reports as holes, and the two sides report differently. */
+async function timedCopy(uri: string, readerArgs: readonly string[] = []): Promise<number> {
   const started = process.hrtime.bigint();
-  await execa('nbdcopy', [...readerArgs, uri, 'null:']);
+  await execa('nbdcopy', ['--no-extents', ...readerArgs, uri, 'null:']);
   return Number(process.hrtime.bigint() - started) / 1e6;
 }
 
@@ -71,11 +85,15 @@ function mibps(bytes: number, ms: number): string {
   return ((bytes / MIB) / (ms / 1000)).toFixed(0);
 }
 
-/** 1 block in 4 zero, the rest random. */
+/**
+ * 1 block in 4 zero, the rest random. The raw file (QEMU's backing) is sparse like the output of
+ * `qemu-img convert`: QEMU may answer its holes as holes, as the repository does its zero blocks.
+ */
 async function importImage(repoDir: string, rawPath: string, name: string, size: number): Promise<void> {
   const content = Buffer.alloc(size);
   for (let offset = 0, i = 0; offset < size; offset += BS, i++) if (i % 4 !== 1) randomBytes(Math.min(BS, size - offset)).copy(content, offset);
   await writeFile(rawPath, content);
+  await execa('fallocate', ['--dig-holes', rawPath]);
   const repo = await Repository.open(repoDir);
   async function* chunks() { for (let at = 0; at < size; at += 4 * MIB) yield content.subarray(at, Math.min(size, at + 4 * MIB)); }
   await repo.importImage(name, chunks(), { size, blockSize: BS });
@@ -119,11 +137,55 @@ async function serveRaw(file: string, socketPath: string): Promise<void> {
   await startNbdServer({ socketPath, exports: { async list() { return [{ name: '' }]; }, async open() { return disk; } } });
 }
 
+interface ColdResult { readonly cor: number[]; readonly qemu: number[] }
+
+/**
+ * Cold full reads of `image`, alternating: through a fresh COR device (from `repoUri`) and through
+ * QEMU's chain (copy-on-read filter → fresh qcow2 overlay → `backingUri`). Every run starts empty.
+ */
+async function coldComparison(o: { dir: string; image: string; size: number; repoUri: string; backingUri: string; reader: Reader; runs: number; tag: string }): Promise<ColdResult> {
+  const result: ColdResult = { cor: [], qemu: [] };
+  for (let i = 0; i < o.runs; i++) {
+    const name = `${o.tag}-${o.reader.key}-${i}`;
+    const coldDisk = join(o.dir, `cold-${name}.raw`);
+    const sock = join(o.dir, `cold-${name}.sock`);
+    const device = await serveDisk(o.dir, o.image, coldDisk, o.repoUri, sock);
+    result.cor.push(await timedCopy(`nbd+unix:///disk?socket=${sock}`, o.reader.args));
+    await stop(device);
+    if (i === 0) {
+      const status = JSON.parse((await execa('node', [BIN, 'disk', 'status', '--disk', coldDisk, '--json'])).stdout);
+      if (!status.complete) throw new Error('the cold read did not make every block present');
+    }
+    await rm(coldDisk, { force: true });
+    await rm(`${coldDisk}.map`, { force: true });
+
+    const overlay = join(o.dir, `overlay-${name}.qcow2`);
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', o.backingUri, overlay, String(o.size)]);
+    const chainSock = join(o.dir, `chain-${name}.sock`);
+    const chain = await serve('qemu-nbd', ['-t', '--image-opts', '--shared=16', '-k', chainSock,
+      `driver=copy-on-read,file.driver=qcow2,file.file.driver=file,file.file.filename=${overlay}`], chainSock);
+    result.qemu.push(await timedCopy(`nbd+unix:///?socket=${chainSock}`, o.reader.args));
+    await stop(chain);
+    await rm(overlay, { force: true });
+  }
+  return result;
+}
+
+function coldRow(result: ColdResult, reader: Reader, sizeLabel: string, bytes: number, delayMs: number, note: (line: string) => void): string {
+  const cor = median(result.cor);
+  const qemu = median(result.qemu);
+  const ratio = qemu / cor;
+  const bestRatio = Math.min(...result.qemu) / Math.min(...result.cor);
+  note(`(${reader.key}) cold read of ${sizeLabel}, ${reader.label}, ${delayMs} ms/request: COR ${cor.toFixed(0)} ms, QEMU chain ${qemu.toFixed(0)} ms, throughput ratio ${ratio.toFixed(2)}x (runs: COR ${result.cor.map((v) => v.toFixed(0)).join(' ')}; QEMU ${result.qemu.map((v) => v.toFixed(0)).join(' ')})`);
+  return `| (${reader.key}) cold read of ${sizeLabel}, ${delayMs} ms per repository request, ${reader.label} | ${cor.toFixed(0)} ms (${mibps(bytes, cor)} MiB/s) | QEMU copy-on-read → qcow2 → NBD (qemu-nbd): ${qemu.toFixed(0)} ms (${mibps(bytes, qemu)} MiB/s) | throughput ratio **${ratio.toFixed(2)}×** (best/best ${bestRatio.toFixed(2)}×; ${result.cor.length} runs) | ${delayMs ? '≥ 3×' : '≥ 1.0×'} |`;
+}
+
 async function main(): Promise<void> {
   if (process.argv[2] === '--serve-raw') return serveRaw(process.argv[3]!, process.argv[4]!);
   const args = await yargs(hideBin(process.argv))
     .option('size', { type: 'number', default: 256, describe: 'image size in MiB for (a) and (b)' })
     .option('runs', { type: 'number', default: 5, describe: 'runs per measurement (median reported)' })
+    .option('big-size', { type: 'number', default: 1024, describe: 'size in MiB of a second, larger image for one cold-read row (0 = skip)' })
     .option('sparse-gib', { type: 'number', default: 10, describe: 'size of the sparse image for (c)' })
     .option('rss-only', { type: 'boolean', default: false, describe: 'run only (c) and print its row (the report is not written)' })
     .option('out', { type: 'string', default: join(ROOT, 'bench', 'results', 'cor.md') })
@@ -131,6 +193,14 @@ async function main(): Promise<void> {
   const size = args.size * MIB;
   const loadavgAtStart = loadavg().map((l) => l.toFixed(1)).join(' ');
   const dir = await mkdtemp(join(tmpdir(), 'lazyboot-bench-cor-'));
+  // Ctrl-C or SIGTERM mid-run: no server or temp dir is left behind.
+  const unregister = registerCleanup({
+    release: async () => {
+      for (const child of children) child.kill('SIGKILL');
+      await rm(dir, { recursive: true, force: true });
+    },
+    releaseSync: () => { for (const child of children) child.kill('SIGKILL'); },
+  });
   const rows: string[] = [];
   const note = (line: string) => { process.stdout.write(`${line}\n`); };
   try {
@@ -185,44 +255,29 @@ async function main(): Promise<void> {
           repoUri = `nbd+unix:///?socket=${repoDelayed}`;
           backingUri = `nbd+unix:///?socket=${backingDelayed}`;
         }
-        // Two readers: nbdcopy's default (4 connections × 64 requests: hides any per-request delay)
-        // and a guest-like one with 4 requests in flight; each run times both sides with both.
-        const readers = [{ label: 'nbdcopy (4 × 64 requests)', args: [] as string[] }, { label: 'nbdcopy --connections=1 --requests=4', args: SHALLOW_READER }];
-        const corCold: number[][] = readers.map(() => []);
-        const qemuCold: number[][] = readers.map(() => []);
-        for (let i = 0; i < args.runs; i++) {
-          for (const [r, reader] of readers.entries()) {
-            const coldDisk = join(dir, `cold-${delayMs}-${i}-${r}.raw`);
-            const sock = join(dir, `cold-${delayMs}-${i}-${r}.sock`);
-            const device = await serveDisk(dir, 'bench', coldDisk, repoUri, sock);
-            corCold[r]!.push(await timedCopy(`nbd+unix:///disk?socket=${sock}`, reader.args));
-            await stop(device);
-            if (i === 0) {
-              const status = JSON.parse((await execa('node', [BIN, 'disk', 'status', '--disk', coldDisk, '--json'])).stdout);
-              if (!status.complete) throw new Error('the cold read did not make every block present');
-            }
-            await rm(coldDisk, { force: true });
-            await rm(`${coldDisk}.map`, { force: true });
-
-            const overlay = join(dir, `overlay-${delayMs}-${i}-${r}.qcow2`);
-            await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', backingUri, overlay, String(size)]);
-            const chainSock = join(dir, `chain-${delayMs}-${i}-${r}.sock`);
-            const chain = await serve('qemu-nbd', ['-t', '--image-opts', '--shared=16', '-k', chainSock,
-              `driver=copy-on-read,file.driver=qcow2,file.file.driver=file,file.file.filename=${overlay}`], chainSock);
-            qemuCold[r]!.push(await timedCopy(`nbd+unix:///?socket=${chainSock}`, reader.args));
-            await stop(chain);
-            await rm(overlay, { force: true });
-          }
+        for (const reader of READERS) {
+          // One request at a time through QEMU's chain with the delay takes ~15 s a run: fewer runs.
+          const runs = reader.key === 'b3' ? Math.min(args.runs, 3) : args.runs;
+          const result = await coldComparison({ dir, image: 'bench', size, repoUri, backingUri, reader, runs, tag: `${delayMs}` });
+          rows.push(coldRow(result, reader, `${args.size} MiB`, size, delayMs, note));
         }
         for (const proxy of proxies) await stop(proxy);
-        for (const [r, reader] of readers.entries()) {
-          const b = { cor: median(corCold[r]!), qemu: median(qemuCold[r]!) };
-          const ratio = b.qemu / b.cor;
-          const bestRatio = Math.min(...qemuCold[r]!) / Math.min(...corCold[r]!);
-          const shallow = reader.args.length > 0;
-          note(`(b${shallow ? '2' : ''}) cold read, ${reader.label}, ${delayMs} ms/request: COR ${b.cor.toFixed(0)} ms (${mibps(size, b.cor)} MiB/s), QEMU chain ${b.qemu.toFixed(0)} ms (${mibps(size, b.qemu)} MiB/s), throughput ratio ${ratio.toFixed(2)}x`);
-          rows.push(`| (b${shallow ? '2' : ''}) cold read of ${args.size} MiB, ${delayMs} ms per repository request${shallow ? ', guest-like reader (`nbdcopy --connections=1 --requests=4`)' : ''} | ${b.cor.toFixed(0)} ms (${mibps(size, b.cor)} MiB/s) | QEMU copy-on-read → qcow2 → NBD (qemu-nbd): ${b.qemu.toFixed(0)} ms (${mibps(size, b.qemu)} MiB/s) | throughput ratio **${ratio.toFixed(2)}×** (best/best ${bestRatio.toFixed(2)}×) | ${delayMs ? '≥ 3×' : '≥ 1.0×'} |`);
-        }
+      }
+      await stop(backing);
+      if (args['big-size'] > 0) {
+        // The same image shape, 4× larger or more: start-up costs (a fresh process warming up its
+        // JIT, connections) weigh less, and both sides write more to the page cache.
+        const bigSize = args['big-size'] * MIB;
+        const bigRaw = join(dir, 'big.raw');
+        note(`importing a ${args['big-size']} MiB image ...`);
+        await importImage(repoDir, bigRaw, 'big', bigSize);
+        const bigSock = join(dir, 'big-backing.sock');
+        const bigBacking = await serve('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', bigSock, bigRaw], bigSock);
+        const reader = READERS[0]!;
+        const result = await coldComparison({ dir, image: 'big', size: bigSize, repoUri: `nbd+unix:///?socket=${repoSock}`, backingUri: `nbd+unix:///?socket=${bigSock}`, reader, runs: Math.min(args.runs, 3), tag: 'big' });
+        rows.push(coldRow(result, reader, `${args['big-size']} MiB`, bigSize, 0, note));
+        await stop(bigBacking);
+        await rm(bigRaw, { force: true });
       }
       {
         const times: number[] = [];
@@ -239,7 +294,6 @@ async function main(): Promise<void> {
         note(`(b') cold read from the repository directory in-process: ${ms.toFixed(0)} ms (${mibps(size, ms)} MiB/s)`);
         rows.push(`| (b') cold read of ${args.size} MiB, repository directory opened in-process (no repository server) | ${ms.toFixed(0)} ms (${mibps(size, ms)} MiB/s) | — | — | (where the time goes) |`);
       }
-      await stop(backing);
       await stop(repoServer);
     }
 
@@ -277,7 +331,7 @@ async function main(): Promise<void> {
       '# Copy-on-read device benchmark',
       '',
       `Written by \`scripts/bench-cor\` on ${new Date().toISOString()} (${cpus().length} CPUs, ${cpus()[0]?.model ?? 'unknown CPU'}, Node ${process.version}; load average ${loadavgAtStart} at start, ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end: the machine is shared, so compare within a row, not across runs).`,
-      `Client: \`nbdcopy URI null:\` for every read (rows (b2): \`--connections=1 --requests=4\`, a guest-like queue depth); median of ${args.runs} runs, interleaved with the baseline (best run in parentheses); image of ${args.size} MiB in 64 KiB blocks, one block in four zero; server start-up not timed.`,
+      `Client: \`nbdcopy --no-extents URI null:\` (every byte is read on both sides); readers in (b): nbdcopy's default 4 connections × 64 requests, a guest-like 1 × 4, and a boot-like one 64 KiB request at a time. Median of ${args.runs} runs (3 for the boot-like reader and the large image), alternating with the baseline (best/best ratio in parentheses); images in 64 KiB blocks, one block in four zero (QEMU's backing raw file is sparse, as \`qemu-img convert\` writes it); server start-up not timed.`,
       'The 2 ms delay is `nbdkit --filter=delay nbd rdelay=2ms` in front of the repository (`lazyboot repo serve`) or the backing (`qemu-nbd`).',
       '',
       '| measurement | lazyboot COR device | baseline | ratio | goal |',
@@ -288,12 +342,14 @@ async function main(): Promise<void> {
       'the COR layer\'s own cost is (a)/(a\'); the rest of the gap to qemu-nbd is the Node.js NBD server.',
       '(b\') opens the repository in-process instead of through `lazyboot repo serve`, which shows the',
       'cost of the repository hop. In (b) every fetched block is verified (SHA-256), written to the',
-      'local disk and then served; QEMU\'s chain does not verify. nbdcopy keeps many requests in',
-      'flight, so both sides hide the 2 ms delay; the COR device merges queued adjacent absent runs',
-      'into fetches of up to 4 MiB (8 in flight). A guest-like reader (b2) keeps only 4 requests in',
-      'flight, so the delay is paid per request unless data is fetched ahead: the COR device fetches',
-      '8 MiB ahead of a sequential reader with few requests in flight, into memory only (blocks become',
-      'present only when read); QEMU\'s chain has no such readahead.',
+      'local disk and then served; QEMU\'s chain does not verify. Everything runs on the same 2 cores',
+      '(client, COR device, repository server), so a cold read is bound by the CPU time of the whole',
+      'pipeline: hashing alone is ~0.6 ms per MiB here. Zero blocks travel as NBD holes on both',
+      'sides. nbdcopy\'s default keeps 256 requests in flight, so both sides hide the 2 ms delay; the',
+      'fewer requests a reader keeps in flight, the more the delay costs QEMU\'s chain (one round trip',
+      'per request) and the more the COR device\'s design pays: queued adjacent absent runs merge into',
+      'fetches of up to 4 MiB (8 in flight), and a sequential reader with few requests in flight gets',
+      '8 MiB fetched ahead into memory (blocks become present only when read).',
       '',
     ].join('\n');
     await mkdir(dirname(args.out), { recursive: true });
@@ -302,6 +358,7 @@ async function main(): Promise<void> {
   } finally {
     for (const child of children) child.kill('SIGKILL');
     await rm(dir, { recursive: true, force: true });
+    unregister();
   }
 }
 
