@@ -35,6 +35,8 @@ export class BlockMap {
   private commitQueued: Promise<void> | undefined;
   private changedSinceCommit = false;
   private closed = false;
+  /** Reused by every commit (commits never overlap: see commit()). */
+  private slotBuffer: Buffer | undefined;
 
   private constructor(
     readonly path: string,
@@ -197,7 +199,8 @@ export class BlockMap {
     // Snapshot first: bits set after this point wait for the next commit (rule 1).
     this.changedSinceCommit = false;
     const generation = this.generation + 1n;
-    const slot = encodeSlot({ header: this.header, generation, present: this.present, modified: this.modified });
+    const slot = encodeSlot({ header: this.header, generation, present: this.present, modified: this.modified }, this.slotBuffer);
+    this.slotBuffer = slot;
     try {
       await this.syncData();
       const at = Number(generation % 2n) * slot.length;
