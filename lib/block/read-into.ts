@@ -32,3 +32,21 @@ export interface KnowsZeroRanges {
 export function knowsZeroRanges(backend: BlockBackend): backend is BlockBackend & KnowsZeroRanges {
   return typeof (backend as Partial<KnowsZeroRanges>).knownZeroRanges === 'function';
 }
+
+/** Bytes a backend lends instead of copying them into the caller's buffer; release() once sent. */
+export interface LentBytes {
+  readonly data: Buffer;
+  release(): void;
+}
+
+/**
+ * Optional too: like readInto, but a backend that already holds the bytes in memory (a COR device
+ * serving what it just fetched) may lend them instead of copying; then `target` is left alone.
+ */
+export interface LendsReads {
+  readIntoOrLend(offset: number, target: Buffer): Promise<LentBytes | undefined>;
+}
+
+export function lendsReads(backend: BlockBackend): backend is BlockBackend & LendsReads {
+  return typeof (backend as Partial<LendsReads>).readIntoOrLend === 'function';
+}

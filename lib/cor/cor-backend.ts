@@ -13,12 +13,12 @@ import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, typ
 import type { BlockMap } from '../map/block-map.js';
 import { DIGEST_BYTES, type Manifest } from '../repo/manifest-format.js';
 import { isAllZero } from '../fetch/verify.js';
-import { releaseShared } from '../fetch/shared-buffers.js';
+import { releaseShared, retainShared } from '../fetch/shared-buffers.js';
 import { FetchQueue, type Priority } from './fetch-queue.js';
 import type { LocalDisk } from './local-disk.js';
 import { Readahead } from './readahead.js';
 import { FetchAhead } from './fetch-ahead.js';
-import { readByFilling, type KnowsZeroRanges } from '../block/read-into.js';
+import { readByFilling, type KnowsZeroRanges, type LendsReads, type LentBytes } from '../block/read-into.js';
 
 export interface CorBackendOptions {
   /** Largest single fetch (default 4 MiB): adjacent absent blocks are coalesced up to this. */
@@ -56,7 +56,7 @@ const FETCH_AHEAD_MAX_GUEST_REQUESTS = 8;
 
 const CAPABILITIES: BlockCapabilities = { write: true, flush: true, trim: true, writeZeroes: true, extents: false, multiConn: true };
 
-export class CorBackend implements BlockBackend, KnowsZeroRanges {
+export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   readonly capabilities = CAPABILITIES;
   readonly size: number;
   readonly constraints;
@@ -127,11 +127,20 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges {
 
   /** Like read, into a buffer the caller owns (the NBD server reuses pooled buffers: less GC). */
   async readInto(offset: number, target: Buffer): Promise<void> {
+    await this.readOrLend(offset, target, false);
+  }
+
+  /** Like readInto, but the bytes of a fetch that just completed are lent, not copied. */
+  readIntoOrLend(offset: number, target: Buffer): Promise<LentBytes | undefined> {
+    return this.readOrLend(offset, target, true);
+  }
+
+  private async readOrLend(offset: number, target: Buffer, lend: boolean): Promise<LentBytes | undefined> {
     const length = target.length;
-    await this.asGuest(async () => {
+    return this.asGuest(async () => {
       this.counters.readRequests++;
       this.checkRange(offset, length);
-      if (length === 0) return;
+      if (length === 0) return undefined;
       const [first, last] = this.blockRange(offset, length);
       // The common case once warm: everything present, no promise juggling.
       if (!this.allPresent(first, last)) {
@@ -143,11 +152,17 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges {
         this.prefetchAfter(first, last);
         this.fetchAhead.afterMiss(first, last, sequential, (b) => this.zeroBlocks[b] !== 1 && !this.map.isPresent(b) && !this.busy.has(b));
         await own;
-        if (this.copyFresh(offset, target)) return;
+        const fresh = this.freshCovering(offset, length);
+        if (fresh && lend) return lendBytes(fresh);
+        if (fresh) {
+          fresh.copy(target);
+          return undefined;
+        }
       }
       // Always read the disk: W clear does not prove "equals the manifest" for a present block
       // (a replicator clears W once the guest's data is shipped). Holes read fast anyway.
       await this.local.readInto(offset, target);
+      return undefined;
     });
   }
 
@@ -390,17 +405,14 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges {
     }
   }
 
-  /** Fills `target` from a run fetched this turn if one covers it wholly (see `fresh`). */
-  private copyFresh(offset: number, target: Buffer): boolean {
-    const end = offset + target.length;
+  /** The bytes [offset, offset + length) from a run fetched this turn, if one covers them wholly (see `fresh`). */
+  private freshCovering(offset: number, length: number): Buffer | undefined {
+    const end = offset + length;
     for (const run of this.fresh) {
       const runStart = run.from * this.blockSize;
-      if (runStart <= offset && runStart + run.data.length >= end) {
-        run.data.copy(target, 0, offset - runStart, end - runStart);
-        return true;
-      }
+      if (runStart <= offset && runStart + run.data.length >= end) return run.data.subarray(offset - runStart, end - runStart);
     }
-    return false;
+    return undefined;
   }
 
   private allPresent(first: number, last: number): boolean {
@@ -450,4 +462,10 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges {
   private log(line: string): void {
     this.options.log?.(line);
   }
+}
+
+/** Lends a view of fetched memory: a hold keeps it out of the buffer pool until it is sent. */
+function lendBytes(data: Buffer): LentBytes {
+  retainShared(data);
+  return { data, release: () => releaseShared(data) };
 }

@@ -1,12 +1,12 @@
 // The transmission phase of one NBD connection: requests are read in order, run concurrently
 // against the backend, and each reply is sent as soon as its request completes.
 import type { Socket } from 'node:net';
-import { BlockError, type Extent } from '../block/backend.js';
+import { BlockError, type BlockBackend, type Extent } from '../block/backend.js';
 import type { ByteQueue } from './byte-queue.js';
 import { BASE_ALLOCATION_CONTEXT_ID, blockSizeLimits, type Negotiated } from './handshake.js';
 import { nbdErrno } from './errno.js';
 import * as P from './protocol.js';
-import { knowsZeroRanges, readsIntoBuffer, type ReadsIntoBuffer } from '../block/read-into.js';
+import { knowsZeroRanges, lendsReads, readsIntoBuffer, type LentBytes, type ReadsIntoBuffer } from '../block/read-into.js';
 import type { BufferPool } from './buffer-pool.js';
 
 const REQUEST_HEADER_BYTES = 28;
@@ -131,13 +131,19 @@ export class Transmission {
             }
             const storage = await this.pool.take(request.length);
             const data = storage.subarray(0, request.length);
+            let lent: LentBytes | undefined;
             try {
-              await backend.readInto(request.offset, data);
+              lent = await this.readPiece(backend, request.offset, data);
             } catch (error) {
               this.pool.give(storage);
               throw error;
             }
-            this.replyRead(request, data, () => this.pool.give(storage));
+            if (lent) {
+              this.pool.give(storage);
+              this.replyRead(request, lent.data, () => lent.release());
+            } else {
+              this.replyRead(request, data, () => this.pool.give(storage));
+            }
           } else {
             this.replyRead(request, await backend.read(request.offset, request.length));
           }
@@ -291,33 +297,45 @@ export class Transmission {
   }
 
   /** Reads the data pieces at once and sends every piece in order as soon as it is ready. */
-  private async readInPieces(request: Request, backend: ReadsIntoBuffer, pieces: Piece[]): Promise<void> {
+  private async readInPieces(request: Request, backend: BlockBackend & ReadsIntoBuffer, pieces: Piece[]): Promise<void> {
     const storage = await this.pool.take(request.length);
     const reads = pieces.map((piece) => {
       if (piece.hole) return undefined;
-      const done = backend.readInto(request.offset + piece.at, storage.subarray(piece.at, piece.at + piece.length));
+      const done = this.readPiece(backend, request.offset + piece.at, storage.subarray(piece.at, piece.at + piece.length));
       done.catch(() => {}); // awaited below, in order
       return done;
     });
+    let sent = 0;
     try {
       for (const [i, piece] of pieces.entries()) {
         const last = i === pieces.length - 1;
         const flags = last ? P.REPLY_FLAG_DONE : 0;
-        const onWritten = last ? () => this.pool.give(storage) : undefined;
         if (piece.hole) {
-          this.sendHoleChunk(request, request.offset + piece.at, piece.length, flags, onWritten);
+          this.sendHoleChunk(request, request.offset + piece.at, piece.length, flags, last ? () => this.pool.give(storage) : undefined);
         } else {
-          await reads[i];
-          this.sendDataChunk(request, request.offset + piece.at, storage.subarray(piece.at, piece.at + piece.length), flags, onWritten);
+          const lent = await reads[i];
+          const release = lent ? () => lent.release() : undefined;
+          const onWritten = last ? () => { release?.(); this.pool.give(storage); } : release;
+          this.sendDataChunk(request, request.offset + piece.at, lent?.data ?? storage.subarray(piece.at, piece.at + piece.length), flags, onWritten);
         }
+        sent = i + 1;
       }
     } catch (error) {
       // Chunks already sent are followed by the error chunk; the buffer may still be in a pending
-      // write, so it is left to the garbage collector rather than returned to the pool.
-      await Promise.allSettled(reads);
+      // write, so it is left to the garbage collector rather than returned to the pool. Bytes
+      // lent for pieces not sent go back now.
+      const settled = await Promise.allSettled(reads.slice(sent));
+      for (const result of settled) if (result.status === 'fulfilled') result.value?.release();
       this.pool.abandon(storage);
       throw error;
     }
+  }
+
+  /** Fills `target`, or takes the bytes the backend lends instead (no copy). */
+  private async readPiece(backend: BlockBackend & ReadsIntoBuffer, offset: number, target: Buffer): Promise<LentBytes | undefined> {
+    if (lendsReads(backend)) return backend.readIntoOrLend(offset, target);
+    await backend.readInto(offset, target);
+    return undefined;
   }
 
   private sendHoleChunk(request: Request, offset: number, length: number, flags: number, onWritten?: () => void): void {
