@@ -178,3 +178,25 @@ test('absent zero blocks are answered as holes; a zero block the guest wrote rea
     await device.close();
   }
 }, { unsafeCleanup: true }));
+
+test('block status reports absent zero blocks as holes (qemu-img map), so a convert skips them and still equals the image', (t) => withDir(async ({ path: dir }) => {
+  // mixedContent: blocks 1 and 5 of every 8 are zero blocks in the image.
+  const image = await makeImage(dir, 'demo', { size: 16 * BS });
+  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [image.repoDir] });
+  try {
+    await qemuIo(device.uri, [`write -P 0x33 ${9 * BS} ${BS}`]); // a zero block the guest wrote
+    const { stdout } = await execa('qemu-img', ['map', '--output=json', '-f', 'raw', device.uri]);
+    const map = JSON.parse(stdout) as Array<{ start: number; length: number; zero: boolean; data: boolean }>;
+    const zeroBlocks = new Set<number>();
+    for (const entry of map) if (entry.zero) for (let at = entry.start; at < entry.start + entry.length; at += BS) zeroBlocks.add(at / BS);
+    t.deepEqual([...zeroBlocks].sort((a, b) => a - b), [1, 5, 13], 'every absent zero block, not the written one');
+    t.is(device.stats().fetchedBlocks, 0, 'asking fetches nothing');
+    const out = join(dir, 'copy.raw');
+    await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', device.uri, out]);
+    const expected = Buffer.from(image.content);
+    expected.fill(0x33, 9 * BS, 10 * BS);
+    t.true((await readFile(out)).equals(expected));
+  } finally {
+    await device.close();
+  }
+}, { unsafeCleanup: true }));

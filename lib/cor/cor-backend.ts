@@ -54,7 +54,10 @@ const MAX_ZERO_GAP_FETCHED = 8;
 /** Fetch ahead (into memory) only while at most this many guest requests are running. */
 const FETCH_AHEAD_MAX_GUEST_REQUESTS = 8;
 
-const CAPABILITIES: BlockCapabilities = { write: true, flush: true, trim: true, writeZeroes: true, extents: false, multiConn: true };
+const CAPABILITIES: BlockCapabilities = { write: true, flush: true, trim: true, writeZeroes: true, extents: true, multiConn: true };
+
+/** Bound on the work one blockStatus call does (clients ask about the whole rest of the disk). */
+const MAX_EXTENTS_PER_CALL = 32;
 
 export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   readonly capabilities = CAPABILITIES;
@@ -208,8 +211,28 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     await this.map.commit();
   }
 
+  /**
+   * Absent zero blocks read as zeros (a hole in the local disk): reported as such, so a client
+   * copying the disk (qemu-img convert, nbdcopy, a QEMU block job) skips them without a fetch.
+   * Everything else is reported as data: a present block is not known to be zero.
+   */
   async blockStatus(offset: number, length: number): Promise<Extent[]> {
-    return [{ offset, length: Math.min(length, this.size - offset), hole: false, zero: false }];
+    const end = Math.min(offset + length, this.size);
+    const extents: Extent[] = [];
+    let at = offset;
+    while (at < end && extents.length < MAX_EXTENTS_PER_CALL) {
+      let block = Math.floor(at / this.blockSize);
+      const zero = this.readsAsZeroUnfetched(block);
+      while ((block + 1) * this.blockSize < end && this.readsAsZeroUnfetched(block + 1) === zero) block++;
+      const to = Math.min(end, (block + 1) * this.blockSize);
+      extents.push({ offset: at, length: to - at, hole: zero, zero });
+      at = to;
+    }
+    return extents;
+  }
+
+  private readsAsZeroUnfetched(block: number): boolean {
+    return this.zeroBlocks[block] === 1 && !this.map.isPresent(block) && !this.busy.has(block) && this.knownZero(block, block + 1);
   }
 
   // ---- for fill and the device ----
