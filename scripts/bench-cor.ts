@@ -313,10 +313,10 @@ async function main(): Promise<void> {
     // Fill through the device's own engine (disk fill is a separate process), so: a QEMU-like
     // read (1 connection, 16 requests in flight), then nbdcopy's default (4 connections × 64).
     const started = Date.now();
-    await execa('nbdcopy', ['--connections=1', '--requests=16', uri, 'null:']);
+    await execa('nbdcopy', ['--no-extents', '--connections=1', '--requests=16', uri, 'null:']);
     const readMs = Date.now() - started;
     const afterQemuLike = await rssOf(device.pid);
-    await execa('nbdcopy', [uri, 'null:']);
+    await execa('nbdcopy', ['--no-extents', uri, 'null:']);
     const afterDefault = await rssOf(device.pid);
     await stop(device);
     const mib = (bytes: number) => (bytes / MIB).toFixed(0);

@@ -158,11 +158,16 @@ test('absent zero blocks are answered as holes; a zero block the guest wrote rea
       '    if status == nbd.READ_HOLE: holes.append([offset, len(buf)])',
       '    return 0',
       `data = h.pread_structured(${8 * BS}, 0, chunk)`,
-      'print(json.dumps({"holes": holes, "data": data.hex()}))',
+      'first = list(holes)',
+      'holes.clear()',
+      `again = h.pread_structured(${8 * BS}, 0, chunk)  # now present, still known zero`,
+      'print(json.dumps({"holes": first, "again": holes, "data": data.hex(), "same": data == again}))',
     ].join('\n');
     const { stdout } = await execa('/usr/bin/python3', ['-m', 'nbd', '-u', device.uri, '-c', script]);
-    const result = JSON.parse(stdout) as { holes: Array<[number, number]>; data: string };
+    const result = JSON.parse(stdout) as { holes: Array<[number, number]>; again: Array<[number, number]>; data: string; same: boolean };
     t.deepEqual(result.holes, [[1 * BS, BS], [5 * BS, BS]]);
+    t.deepEqual(result.again, [[1 * BS, BS], [5 * BS, BS]]);
+    t.true(result.same);
     t.true(Buffer.from(result.data, 'hex').equals(image.content.subarray(0, 8 * BS)));
     t.is(device.stats().presentBlocks, 8);
     // Block 9 (a zero block, present after a hole answer) is written; then one deep read of the

@@ -11,6 +11,7 @@
 // claims on one block cannot interleave.
 import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
 import type { BlockMap } from '../map/block-map.js';
+import { Bitset } from '../map/bitset.js';
 import { DIGEST_BYTES, type Manifest } from '../repo/manifest-format.js';
 import { isAllZero } from '../fetch/verify.js';
 import { releaseShared, retainShared } from '../fetch/shared-buffers.js';
@@ -66,6 +67,13 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   readonly counters: CorCounters = { fetchRequests: 0, fetchedBytes: 0, fetchedBlocks: 0, readRequests: 0, failedFetches: 0, fetchAheadHits: 0 };
   private readonly blockSize: number;
   private readonly zeroBlocks: Uint8Array;
+  /**
+   * Present blocks this process knows still read as zeros: image zero blocks made present without
+   * a write (a hole answer, a fetch that skipped them). Any guest change clears the bit. Reads of
+   * them need no pread (the kernel would zero-fill page-cache pages for a hole), and block status
+   * can call them zero. Not persisted: after a restart they read from the disk like any block.
+   */
+  private readonly zeroPresent: Bitset;
   private readonly busy = new Map<number, Promise<void>>();
   private readonly queue: FetchQueue;
   private readonly maxRunBlocks: number;
@@ -94,6 +102,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     this.constraints = { minimum: 1, preferred: Math.min(this.blockSize, 65536), maximum: 32 * 1024 * 1024 };
     // One byte per block, computed without allocating per block (large images: 10^5+ blocks).
     this.zeroBlocks = new Uint8Array(manifest.blockCount);
+    this.zeroPresent = new Bitset(manifest.blockCount);
     const digests = manifest.digests;
     for (let i = 0; i < manifest.blockCount; i++) {
       let zero = 1;
@@ -172,16 +181,20 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   /**
    * Absent zero blocks of a disk created sparse with its map are holes that equal the image: they
    * become present here without any I/O, and the server answers them as holes instead of reading
-   * them. Other blocks are read as usual (a present block is not known to be zero: the guest may
-   * have written it, and W clear does not prove otherwise).
+   * them; so are present blocks known to be still zero (`zeroPresent`). Other blocks are read as
+   * usual (a present block is not known to be zero: the guest may have written it, and W clear
+   * does not prove otherwise).
    */
   knownZeroRanges(offset: number, length: number): Array<readonly [number, number]> {
     const ranges: Array<[number, number]> = [];
     if (this.closed || length <= 0 || offset < 0 || offset + length > this.size) return ranges;
     const [first, last] = this.blockRange(offset, length);
     for (let b = first; b <= last; b++) {
-      if (this.zeroBlocks[b] !== 1 || this.map.isPresent(b) || this.busy.has(b) || !this.knownZero(b, b + 1)) continue;
-      this.map.markPresent(b, 1);
+      if (!this.zeroPresent.get(b)) {
+        if (!this.readsAsZeroUnfetched(b)) continue;
+        this.map.markPresent(b, 1);
+        this.zeroPresent.set(b);
+      }
       const from = Math.max(offset, b * this.blockSize);
       const to = Math.min(offset + length, (b + 1) * this.blockSize);
       const previous = ranges[ranges.length - 1];
@@ -212,7 +225,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   }
 
   /**
-   * Absent zero blocks read as zeros (a hole in the local disk): reported as such, so a client
+   * Absent zero blocks read as zeros (a hole in the local disk), and so do the present ones known
+   * to be still zero: reported as such, so a client
    * copying the disk (qemu-img convert, nbdcopy, a QEMU block job) skips them without a fetch.
    * Everything else is reported as data: a present block is not known to be zero.
    */
@@ -222,8 +236,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     let at = offset;
     while (at < end && extents.length < MAX_EXTENTS_PER_CALL) {
       let block = Math.floor(at / this.blockSize);
-      const zero = this.readsAsZeroUnfetched(block);
-      while ((block + 1) * this.blockSize < end && this.readsAsZeroUnfetched(block + 1) === zero) block++;
+      const zero = this.readsAsZero(block);
+      while ((block + 1) * this.blockSize < end && this.readsAsZero(block + 1) === zero) block++;
       const to = Math.min(end, (block + 1) * this.blockSize);
       extents.push({ offset: at, length: to - at, hole: zero, zero });
       at = to;
@@ -233,6 +247,10 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
 
   private readsAsZeroUnfetched(block: number): boolean {
     return this.zeroBlocks[block] === 1 && !this.map.isPresent(block) && !this.busy.has(block) && this.knownZero(block, block + 1);
+  }
+
+  private readsAsZero(block: number): boolean {
+    return this.zeroPresent.get(block) || this.readsAsZeroUnfetched(block);
   }
 
   // ---- for fill and the device ----
@@ -296,6 +314,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     let done!: () => void;
     const writing = new Promise<void>((resolve) => { done = resolve; });
     for (const b of claimed) this.busy.set(b, writing);
+    this.zeroPresent.clearRange(first, last - first + 1);
     this.fresh = this.fresh.filter((run) => run.to <= first || run.from > last);
     try {
       // Rule 2: the W-intent is durable before the data write is issued.
@@ -404,6 +423,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
         await this.zeroLocally(offset, Math.min(b * this.blockSize, this.size) - offset);
       }
       this.map.markPresent(segmentStart, b - segmentStart);
+      this.zeroPresent.setRange(segmentStart, b - segmentStart);
     }
   }
 

@@ -49,7 +49,7 @@ export class VerifyBackend extends ReadOnlyBackend {
 
   /** Into shared memory when the source can fill a buffer (the hasher then reads it in place). */
   private async readShared(offset: number, length: number): Promise<Buffer> {
-    if (!readsIntoBuffer(this.inner) || length < 2 * this.manifest.blockSize) {
+    if (!readsIntoBuffer(this.inner)) {
       const data = await this.inner.read(offset, length);
       if (data.length !== length) throw new BlockError('EIO', `${this.source} returned ${data.length} bytes for ${length}`);
       return data;

@@ -4,7 +4,11 @@
 // reply costs no interim copy, and reads allocate nothing for the garbage collector to chase.
 import type { Socket } from 'node:net';
 
-const SCRATCH_BYTES = 256 * 1024;
+/**
+ * Small on purpose: bytes read into scratch are copied twice (out of it, then into a payload's
+ * buffer) and the first copy is garbage; see nextReadBuffer.
+ */
+const SCRATCH_BYTES = 4096;
 
 interface Waiter {
   readonly bytes: number;
@@ -57,6 +61,11 @@ export class SocketReader {
   private nextReadBuffer(): Buffer {
     const waiter = this.waiter;
     if (waiter?.into && this.buffered === 0) return waiter.into.subarray(waiter.filled);
+    // Node asks for the next read's buffer right after a read, often before the reply loop has
+    // said what it waits for next (usually a payload, for its own buffer): a scratch read takes a
+    // reply header (exactly what it lacks, when one is awaited) and at most a little more, and
+    // the payload then arrives straight in its buffer.
+    if (waiter && !waiter.into && waiter.bytes > this.buffered) return this.scratch.subarray(0, Math.min(SCRATCH_BYTES, waiter.bytes - this.buffered));
     return this.scratch;
   }
 

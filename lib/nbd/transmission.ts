@@ -296,12 +296,20 @@ export class Transmission {
     return pieces;
   }
 
-  /** Reads the data pieces at once and sends every piece in order as soon as it is ready. */
+  /**
+   * Reads the data pieces at once and sends every piece in order as soon as it is ready. Only the
+   * data pieces take reply-buffer space (laid out back to back): a read of holes takes none.
+   */
   private async readInPieces(request: Request, backend: BlockBackend & ReadsIntoBuffer, pieces: Piece[]): Promise<void> {
-    const storage = await this.pool.take(request.length);
+    const dataBytes = pieces.reduce((sum, piece) => sum + (piece.hole ? 0 : piece.length), 0);
+    const storage = dataBytes > 0 ? await this.pool.take(dataBytes) : undefined;
+    const giveBack = () => { if (storage) this.pool.give(storage); };
+    let at = 0;
     const reads = pieces.map((piece) => {
-      if (piece.hole) return undefined;
-      const done = this.readPiece(backend, request.offset + piece.at, storage.subarray(piece.at, piece.at + piece.length));
+      if (piece.hole || !storage) return undefined;
+      const target = storage.subarray(at, at + piece.length);
+      at += piece.length;
+      const done = this.readPiece(backend, request.offset + piece.at, target).then((lent) => ({ lent, target }));
       done.catch(() => {}); // awaited below, in order
       return done;
     });
@@ -311,12 +319,12 @@ export class Transmission {
         const last = i === pieces.length - 1;
         const flags = last ? P.REPLY_FLAG_DONE : 0;
         if (piece.hole) {
-          this.sendHoleChunk(request, request.offset + piece.at, piece.length, flags, last ? () => this.pool.give(storage) : undefined);
+          this.sendHoleChunk(request, request.offset + piece.at, piece.length, flags, last ? giveBack : undefined);
         } else {
-          const lent = await reads[i];
+          const { lent, target } = (await reads[i])!;
           const release = lent ? () => lent.release() : undefined;
-          const onWritten = last ? () => { release?.(); this.pool.give(storage); } : release;
-          this.sendDataChunk(request, request.offset + piece.at, lent?.data ?? storage.subarray(piece.at, piece.at + piece.length), flags, onWritten);
+          const onWritten = last ? () => { release?.(); giveBack(); } : release;
+          this.sendDataChunk(request, request.offset + piece.at, lent?.data ?? target, flags, onWritten);
         }
         sent = i + 1;
       }
@@ -325,8 +333,8 @@ export class Transmission {
       // write, so it is left to the garbage collector rather than returned to the pool. Bytes
       // lent for pieces not sent go back now.
       const settled = await Promise.allSettled(reads.slice(sent));
-      for (const result of settled) if (result.status === 'fulfilled') result.value?.release();
-      this.pool.abandon(storage);
+      for (const result of settled) if (result.status === 'fulfilled') result.value?.lent?.release();
+      if (storage) this.pool.abandon(storage);
       throw error;
     }
   }
