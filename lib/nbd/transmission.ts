@@ -348,26 +348,14 @@ export class Transmission {
 
   private sendHoleChunk(request: Request, offset: number, length: number, flags: number, onWritten?: () => void): void {
     const chunk = Buffer.allocUnsafe(32);
-    chunk.writeUInt32BE(P.STRUCTURED_REPLY_MAGIC, 0);
-    chunk.writeUInt16BE(flags, 4);
-    chunk.writeUInt16BE(P.REPLY_TYPE_OFFSET_HOLE, 6);
-    request.cookie.copy(chunk, 8);
-    chunk.writeUInt32BE(12, 16);
-    chunk.writeUInt32BE(Math.floor(offset / 2 ** 32), 20);
-    chunk.writeUInt32BE(offset >>> 0, 24);
+    writeOffsetChunkHeader(chunk, request, flags, P.REPLY_TYPE_OFFSET_HOLE, 12, offset);
     chunk.writeUInt32BE(length, 28);
     this.send([chunk], onWritten);
   }
 
   private sendDataChunk(request: Request, offset: number, data: Buffer, flags: number, onWritten?: () => void): void {
     const header = Buffer.allocUnsafe(28);
-    header.writeUInt32BE(P.STRUCTURED_REPLY_MAGIC, 0);
-    header.writeUInt16BE(flags, 4);
-    header.writeUInt16BE(P.REPLY_TYPE_OFFSET_DATA, 6);
-    request.cookie.copy(header, 8);
-    header.writeUInt32BE(8 + data.length, 16);
-    header.writeUInt32BE(Math.floor(offset / 2 ** 32), 20);
-    header.writeUInt32BE(offset >>> 0, 24);
+    writeOffsetChunkHeader(header, request, flags, P.REPLY_TYPE_OFFSET_DATA, 8 + data.length, offset);
     this.send([header, data], onWritten);
   }
 
@@ -421,4 +409,15 @@ export class Transmission {
     text.copy(payload, 6);
     this.send([this.chunkHeader(request, P.REPLY_FLAG_DONE, P.REPLY_TYPE_ERROR, payload.length), payload]);
   }
+}
+
+/** The 28 bytes that start an OFFSET_DATA or OFFSET_HOLE chunk: chunk header, then the offset. */
+function writeOffsetChunkHeader(out: Buffer, request: Request, flags: number, type: number, length: number, offset: number): void {
+  out.writeUInt32BE(P.STRUCTURED_REPLY_MAGIC, 0);
+  out.writeUInt16BE(flags, 4);
+  out.writeUInt16BE(type, 6);
+  request.cookie.copy(out, 8);
+  out.writeUInt32BE(length, 16);
+  out.writeUInt32BE(Math.floor(offset / 2 ** 32), 20);
+  out.writeUInt32BE(offset >>> 0, 24);
 }
