@@ -122,7 +122,10 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       fetch: (from, to) => {
         this.counters.fetchRequests++;
         const offset = from * this.blockSize;
-        return this.upstream.read(offset, Math.min(to * this.blockSize, this.size) - offset);
+        const length = Math.min(to * this.blockSize, this.size) - offset;
+        // Reported as speculative where the upstream can tell: no guest read fails with it.
+        const speculative = (this.upstream as Partial<{ readSpeculative(offset: number, length: number): Promise<Buffer> }>).readSpeculative;
+        return speculative ? speculative.call(this.upstream, offset, length) : this.upstream.read(offset, length);
       },
     });
     this.commitTimer = setInterval(() => {

@@ -72,7 +72,8 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
   const repositories = await openRepositories(options.from, options.image, {
     timeoutMs: options.fetchTimeoutMs,
     onFetchError: (event) => {
-      if (event.final) log(`fetch failed: ${event.error.message}`);
+      if (event.final && event.speculative) log(`fetch ahead failed (no guest read affected): ${event.error.message}`);
+      else if (event.final) log(`fetch failed: ${event.error.message}`);
       else log(`repository ${event.uri} failed on blocks ${event.firstBlock}..${event.firstBlock + event.blockCount - 1}: ${event.error.message}`);
       onFetchError?.(event);
     },

@@ -24,8 +24,6 @@ class HashWorker {
 
   constructor() {
     this.worker = new Worker(new URL('./hash-worker.js', import.meta.url), { resourceLimits: WORKER_LIMITS });
-    // Only keeps the process alive while a task is out (a CLI that is done must be able to exit).
-    this.worker.unref();
     this.worker.on('message', (result: HashResult) => {
       const waiting = this.waiting.get(result.id);
       if (!waiting) return;
@@ -39,6 +37,9 @@ class HashWorker {
     };
     this.worker.on('error', fail);
     this.worker.on('exit', (code) => fail(new Error(`block hasher worker exited (${code})`)));
+    // Only keeps the process alive while a task is out (a CLI that is done must be able to exit).
+    // Last: attaching the listeners above refs the worker again.
+    this.worker.unref();
   }
 
   get load(): number {

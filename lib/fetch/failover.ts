@@ -18,8 +18,10 @@ export interface FetchErrorEvent {
   readonly firstBlock: number;
   readonly blockCount: number;
   readonly error: Error;
-  /** True when no repository could serve the read (the guest sees EIO). */
+  /** True when no repository could serve the read (the guest sees EIO, unless speculative). */
   readonly final: boolean;
+  /** A fetch ahead of the guest (readSpeculative): no guest request fails with it. */
+  readonly speculative?: boolean;
 }
 
 export interface FailoverOptions {
@@ -61,6 +63,15 @@ export class FailoverBackend extends ReadOnlyBackend {
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
+    return this.readReporting(offset, length, false);
+  }
+
+  /** A read no guest waits for yet (fetch-ahead): its failures are reported as speculative. */
+  async readSpeculative(offset: number, length: number): Promise<Buffer> {
+    return this.readReporting(offset, length, true);
+  }
+
+  private async readReporting(offset: number, length: number, speculative: boolean): Promise<Buffer> {
     const { blockSize } = this.options;
     const firstBlock = Math.floor(offset / blockSize);
     const blockCount = Math.ceil((offset + length) / blockSize) - firstBlock;
@@ -77,12 +88,12 @@ export class FailoverBackend extends ReadOnlyBackend {
         errors.push(`${state.member.uri}: ${lastError.message}`);
         state.backoffMs = Math.min(MAX_BACKOFF_MS, state.backoffMs ? state.backoffMs * 2 : FIRST_BACKOFF_MS);
         state.retryAt = this.now() + state.backoffMs;
-        this.options.onFetchError?.({ uri: state.member.uri, firstBlock, blockCount, error: lastError, final: false });
+        this.options.onFetchError?.({ uri: state.member.uri, firstBlock, blockCount, error: lastError, final: false, speculative });
       }
     }
     const message = `blocks ${firstBlock}..${firstBlock + blockCount - 1}: every repository failed (${errors.join('; ')})`;
     const final = new BlockError('EIO', message, { cause: lastError });
-    this.options.onFetchError?.({ uri: this.members.map((m) => m.member.uri).join(', '), firstBlock, blockCount, error: final, final: true });
+    this.options.onFetchError?.({ uri: this.members.map((m) => m.member.uri).join(', '), firstBlock, blockCount, error: final, final: true, speculative });
     throw final;
   }
 
