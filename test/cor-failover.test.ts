@@ -127,3 +127,30 @@ test('all repositories down: EIO for absent blocks (no hang, no zeros), present 
     await serverB.kill();
   }
 }, { unsafeCleanup: true }));
+
+test('a failed fetch-ahead is reported as speculative: only the guest read that failed is a "fetch failed" line', (t) => withDir(async ({ path: dir }) => {
+  const { a } = await twoRepositories(dir, 64);
+  const server = await startRepoServer(a.repoDir, join(dir, 'a.sock'));
+  const lines: string[] = [];
+  const events: FetchErrorEvent[] = [];
+  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [server.uri], log: (l) => lines.push(l) });
+  device.on('fetch-error', (event: FetchErrorEvent) => events.push(event));
+  try {
+    await qemuIo(device.uri, [`read 0 ${2 * BS}`]); // blocks 0 (data) and 1 (zero) while the server is up
+    await server.kill();
+    // Block 2 follows a present block: its miss also starts a fetch-ahead of blocks 3.. (fails too).
+    const result = await execa('qemu-io', ['-f', 'raw', '-c', `read ${2 * BS} ${BS}`, device.uri], { reject: false });
+    t.regex(`${result.stdout}${result.stderr}`, /Input\/output error/);
+    for (let i = 0; i < 50 && !events.some((e) => e.final && e.speculative); i++) await sleep(100);
+    const guestFailures = events.filter((e) => e.final && !e.speculative);
+    const aheadFailures = events.filter((e) => e.final && e.speculative);
+    t.is(guestFailures.length, 1);
+    t.is(guestFailures[0]!.firstBlock, 2);
+    t.true(aheadFailures.length >= 1 && aheadFailures.every((e) => e.firstBlock >= 3), JSON.stringify(aheadFailures.map((e) => e.firstBlock)));
+    t.is(lines.filter((l) => l.startsWith('fetch failed')).length, 1, lines.join('\n'));
+    t.true(lines.some((l) => l.startsWith('fetch ahead failed (no guest read affected)')), lines.join('\n'));
+  } finally {
+    await device.close();
+    await server.kill();
+  }
+}, { unsafeCleanup: true }));
