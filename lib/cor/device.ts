@@ -10,7 +10,6 @@ import type { Manifest } from '../repo/manifest-format.js';
 import { BlockMap } from '../map/block-map.js';
 import { MapMismatch } from '../map/errors.js';
 import { openRepositories, type OpenedRepositories } from '../fetch/open-repositories.js';
-import { startHashers } from '../fetch/block-hasher.js';
 import type { FetchErrorEvent } from '../fetch/failover.js';
 import { LocalDisk } from './local-disk.js';
 import { CorBackend } from './cor-backend.js';
@@ -68,7 +67,6 @@ export function mapPathOf(disk: string): string {
 /** Opens (or creates) the disk and its map for `image`; refuses a map of another image. */
 export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' | 'from' | 'log' | 'fetchTimeoutMs'>, onFetchError?: (event: FetchErrorEvent) => void): Promise<OpenedDisk> {
   const log = options.log ?? (() => {});
-  startHashers(); // starts while the repositories and the manifest are opened
   const repositories = await openRepositories(options.from, options.image, {
     timeoutMs: options.fetchTimeoutMs,
     onFetchError: (event) => {

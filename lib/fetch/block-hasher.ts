@@ -74,14 +74,6 @@ function workers(): HashWorker[] {
 }
 
 /**
- * Starts the hashing threads now: a worker takes tens of milliseconds to start (its own V8 and
- * module load), which a device opening ahead of its first read should not make a guest wait for.
- */
-export function startHashers(): void {
-  workers();
-}
-
-/**
  * SHA-256 of each `blockSize` block of `data` (the last may be short): 32 bytes per block.
  * Blocks flagged 1 in `skip` are not hashed (their 32 bytes are zero).
  */
