@@ -7,6 +7,7 @@ import { execa, type ResultPromise } from 'execa';
 import type { ExecutionContext } from 'ava';
 import { dir } from 'tmp-promise';
 import { repositoryRoot } from '../fixtures/build.js';
+import { processAlive as isProcessAlive } from '../lib/process-alive.js';
 
 export const CLI = path.join(repositoryRoot(), 'bin', 'lazyboot.js');
 
@@ -54,14 +55,9 @@ export async function scratchDir(t: ExecutionContext): Promise<string> {
   return scratch.path;
 }
 
+/** processAlive for a PID that may not be known (undefined: no process). */
 export function processAlive(pid: number | undefined): boolean {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+  return pid !== undefined && pid > 0 && isProcessAlive(pid);
 }
 
 /** Entries lazyboot left in a TMPDIR (VM run dirs, temp disks, COR sockets). */

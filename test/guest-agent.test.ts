@@ -11,17 +11,9 @@ import { AgentTimeout } from '../guest/errors.js';
 import { GuestEvents } from '../guest/events.js';
 import { tinyStayUpArgs } from '../guest/qemu-args.js';
 import { startQemuDirect } from './helpers/qemu-direct.js';
+import { processAlive } from '../lib/process-alive.js';
 
 const SLACK_MS = 1500;
-
-function processGone(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return false;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'ESRCH';
-  }
-}
 
 test('a socket that accepts but never answers ends in AgentTimeout within the timeout, and the client closes it', async (t) => {
   await withDir(
@@ -99,7 +91,7 @@ test('an image without a guest agent (tiny, kept up) ends in AgentTimeout, and n
       const elapsed = Date.now() - started;
       t.true(elapsed < 3000 + SLACK_MS, `gave up after ${elapsed} ms`);
       await vm.stop();
-      t.true(vm.pid !== undefined && processGone(vm.pid), 'QEMU still running after stop()');
+      t.true(vm.pid !== undefined && !processAlive(vm.pid), 'QEMU still running after stop()');
     },
     { unsafeCleanup: true },
   );

@@ -3,6 +3,7 @@
 // process that died (SIGKILL, power loss) is taken over.
 import { open, readFile, unlink } from 'node:fs/promises';
 import { LazybootError } from '../errors.js';
+import { processAlive } from '../process-alive.js';
 
 export class DiskInUse extends LazybootError {
   constructor(disk: string, pid: number) {
@@ -12,15 +13,6 @@ export class DiskInUse extends LazybootError {
 
 export interface DiskLock {
   release(): Promise<void>;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export async function lockDisk(disk: string): Promise<DiskLock> {
@@ -35,7 +27,7 @@ export async function lockDisk(disk: string): Promise<DiskLock> {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
     const owner = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-    if (Number.isInteger(owner) && owner > 0 && alive(owner)) throw new DiskInUse(disk, owner);
+    if (Number.isInteger(owner) && owner > 0 && processAlive(owner)) throw new DiskInUse(disk, owner);
     await unlink(path).catch(() => undefined); // stale (or half-written by a dying owner)
   }
   throw new DiskInUse(disk, Number.NaN);
