@@ -1,7 +1,7 @@
 // The tiny image boots from its own disk under TCG (SeaBIOS → syslinux → kernel → busybox init),
 // announces storage-ready and boot-complete on the events port, writes to its disk, powers off.
 // Serial: on a busy 2-core machine six TCG guests at once each take 40+ s; one at a time, a few s each.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { createHash } from 'node:crypto';
 import { copyFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -43,6 +43,17 @@ async function bootToPowerOff(
     events.close();
     await vm.stop();
   }
+}
+
+/** Boots a copy of tiny asked to stay up, until boot-complete; the test's teardown stops both. */
+async function bootTinyStayingUp(t: ExecutionContext, dir: string) {
+  const disk = await tinyCopy(dir);
+  const vm = startQemuDirect({ disk, dir, extraArgs: tinyStayUpArgs() });
+  t.teardown(() => vm.stop());
+  const events = await GuestEvents.connect(vm.eventsSocket);
+  t.teardown(() => events.close());
+  const complete = await events.waitFor('boot-complete', { timeoutMs: BOOT_TIMEOUT_MS });
+  return { disk, vm, events, complete };
 }
 
 test.serial('tiny image boots from its disk, emits storage-ready naming disk and driver, and powers off with exit code 0', async (t) => {
@@ -96,12 +107,7 @@ test.serial('tiny image writes to its own disk: the boot counter persists across
 test.serial('tiny image stays up after boot-complete when fw_cfg opt/org.lazyboot/stay-up is 1', async (t) => {
   await withDir(
     async ({ path: dir }) => {
-      const disk = await tinyCopy(dir);
-      const vm = startQemuDirect({ disk, dir, extraArgs: tinyStayUpArgs() });
-      t.teardown(() => vm.stop());
-      const events = await GuestEvents.connect(vm.eventsSocket);
-      t.teardown(() => events.close());
-      const complete = await events.waitFor('boot-complete', { timeoutMs: BOOT_TIMEOUT_MS });
+      const { vm, events, complete } = await bootTinyStayingUp(t, dir);
       t.is(complete.stayUp, true);
       const stillRunning = (await within(vm.exited, 3000)) === undefined;
       t.true(stillRunning, 'QEMU exited although the guest was asked to stay up');
@@ -133,12 +139,7 @@ test.serial('a host that never connects to the events port does not hang the tin
 test.serial('tiny image kept up writes a file on request; it lands on the disk file; a bad request is refused; poweroff on request', async (t) => {
   await withDir(
     async ({ path: dir }) => {
-      const disk = await tinyCopy(dir);
-      const vm = startQemuDirect({ disk, dir, extraArgs: tinyStayUpArgs() });
-      t.teardown(() => vm.stop());
-      const events = await GuestEvents.connect(vm.eventsSocket);
-      t.teardown(() => events.close());
-      await events.waitFor('boot-complete', { timeoutMs: BOOT_TIMEOUT_MS });
+      const { disk, vm, events } = await bootTinyStayingUp(t, dir);
 
       const written = await tinyWriteFile(events, 'after-boot.bin', 256, { timeoutMs: 30_000 });
       t.is(written.file, '/data/after-boot.bin');
