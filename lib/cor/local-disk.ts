@@ -5,22 +5,19 @@ import { open, stat, type FileHandle } from 'node:fs/promises';
 import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
 import { DiskSizeMismatch } from './errors.js';
 import { readByFilling } from '../block/read-into.js';
+import { SyncIoGuard } from '../block/sync-io-guard.js';
 
 const CAPABILITIES: BlockCapabilities = { write: true, flush: true, trim: true, writeZeroes: true, extents: false, multiConn: true };
 const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
 
 /**
- * Present blocks are usually in the page cache, where a synchronous pread is a memcpy and much
- * cheaper than a thread-pool round trip. A synchronous read that takes long means the disk was
- * involved: then reads go through the thread pool for a while, so the event loop never stalls
- * for more than one slow read. Small writes (a guest's, or the blocks of one cold read) go to the
- * page cache the same way: the thread-pool round trip was most of a cold read's latency for a
- * reader with one request in flight. Writes slowed by writeback throttling switch to the pool too.
+ * Present blocks are usually in the page cache: small reads are synchronous (see SyncIoGuard).
+ * So are small writes (a guest's, or the blocks of one cold read): the thread-pool round trip was
+ * most of a cold read's latency for a reader with one request in flight.
  */
 const SYNC_READ_MAX_BYTES = 1024 * 1024;
 const SYNC_WRITE_MAX_BYTES = 256 * 1024;
 const SLOW_SYNC_IO_NS = 500_000n;
-const ASYNC_AFTER_SLOW_IO_MS = 1000;
 
 export class LocalDisk implements BlockBackend {
   readonly capabilities = CAPABILITIES;
@@ -49,7 +46,8 @@ export class LocalDisk implements BlockBackend {
     return new LocalDisk(path, file, size, created);
   }
 
-  private asyncOnlyUntil = 0;
+  /** Shared by reads and writes: a slow one of either means the disk is busy. */
+  private readonly syncIo = new SyncIoGuard(SLOW_SYNC_IO_NS);
 
   async read(offset: number, length: number): Promise<Buffer> {
     return readByFilling(this, offset, length);
@@ -59,11 +57,10 @@ export class LocalDisk implements BlockBackend {
   async readInto(offset: number, target: Buffer): Promise<void> {
     const length = target.length;
     let done = 0;
-    if (length <= SYNC_READ_MAX_BYTES && Date.now() >= this.asyncOnlyUntil) {
-      const started = process.hrtime.bigint();
-      done = readSync(this.file.fd, target, 0, length, offset);
-      if (process.hrtime.bigint() - started > SLOW_SYNC_IO_NS) this.asyncOnlyUntil = Date.now() + ASYNC_AFTER_SLOW_IO_MS;
-      if (done === 0 && length > 0) throw new BlockError('EIO', `${this.path}: short read at ${offset}`);
+    if (length <= SYNC_READ_MAX_BYTES) {
+      const read = this.syncIo.run(() => readSync(this.file.fd, target, 0, length, offset));
+      if (read === 0 && length > 0) throw new BlockError('EIO', `${this.path}: short read at ${offset}`);
+      done = read ?? 0;
     }
     while (done < length) {
       const { bytesRead } = await this.file.read(target, done, length - done, offset + done);
@@ -74,11 +71,7 @@ export class LocalDisk implements BlockBackend {
 
   async write(offset: number, data: Buffer, options?: WriteOptions): Promise<void> {
     let done = 0;
-    if (data.length <= SYNC_WRITE_MAX_BYTES && Date.now() >= this.asyncOnlyUntil) {
-      const started = process.hrtime.bigint();
-      done = writeSync(this.file.fd, data, 0, data.length, offset);
-      if (process.hrtime.bigint() - started > SLOW_SYNC_IO_NS) this.asyncOnlyUntil = Date.now() + ASYNC_AFTER_SLOW_IO_MS;
-    }
+    if (data.length <= SYNC_WRITE_MAX_BYTES) done = this.syncIo.run(() => writeSync(this.file.fd, data, 0, data.length, offset)) ?? 0;
     while (done < data.length) {
       const { bytesWritten } = await this.file.write(data, done, data.length - done, offset + done);
       done += bytesWritten;

@@ -6,6 +6,7 @@ import { open as fsOpen, read as fsRead, close as fsClose, readSync } from 'node
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { RepositoryCorrupt } from './errors.js';
+import { SyncIoGuard } from '../block/sync-io-guard.js';
 import { decodePackIndex, encodePackIndex, type PackIndexEntry } from './pack-index.js';
 import { fsyncDirectory, writeFileDurably } from './durable-file.js';
 
@@ -60,24 +61,15 @@ export class PackFile {
   }
 }
 
-/**
- * Small reads are done synchronously: from the page cache that is a memcpy, cheaper than the
- * thread-pool round trip of an async read. A slow synchronous read means the data came from the
- * disk and blocked the event loop, so after one, all reads go to the thread pool for a while.
- */
+/** Small reads are synchronous while the page cache serves them (see SyncIoGuard); one guard for all packs. */
 const SYNC_READ_MAX_BYTES = 1024 * 1024;
-const SLOW_SYNC_READ_NS = 300_000n;
-const ASYNC_ONLY_AFTER_SLOW_READ_MS = 1000;
-let asyncOnlyUntil = 0;
+const syncReads = new SyncIoGuard(300_000n);
 
 function preadOnce(fd: number, target: Buffer, offset: number, length: number, position: number): Promise<number> {
-  if (length <= SYNC_READ_MAX_BYTES && (asyncOnlyUntil === 0 || Date.now() >= asyncOnlyUntil)) {
-    asyncOnlyUntil = 0;
-    const start = process.hrtime.bigint();
+  if (length <= SYNC_READ_MAX_BYTES) {
     try {
-      const bytesRead = readSync(fd, target, offset, length, position);
-      if (process.hrtime.bigint() - start > SLOW_SYNC_READ_NS) asyncOnlyUntil = Date.now() + ASYNC_ONLY_AFTER_SLOW_READ_MS;
-      return Promise.resolve(bytesRead);
+      const bytesRead = syncReads.run(() => readSync(fd, target, offset, length, position));
+      if (bytesRead !== undefined) return Promise.resolve(bytesRead);
     } catch (error) {
       return Promise.reject(error);
     }
