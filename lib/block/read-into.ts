@@ -33,6 +33,24 @@ export function knowsZeroRanges(backend: BlockBackend): backend is BlockBackend 
   return typeof (backend as Partial<KnowsZeroRanges>).knownZeroRanges === 'function';
 }
 
+/**
+ * The byte ranges of [offset, offset + length) covered by blocks for which `isZero(block)` holds,
+ * neighbours merged, clipped to the request and to `size` (for knownZeroRanges).
+ */
+export function zeroBlockRanges(offset: number, length: number, blockSize: number, size: number, isZero: (block: number) => boolean): Array<readonly [number, number]> {
+  const end = Math.min(offset + length, size);
+  const ranges: Array<[number, number]> = [];
+  for (let block = Math.floor(offset / blockSize); block * blockSize < end; block++) {
+    if (!isZero(block)) continue;
+    const from = Math.max(offset, block * blockSize);
+    const to = Math.min(end, (block + 1) * blockSize);
+    const previous = ranges[ranges.length - 1];
+    if (previous && previous[1] === from) previous[1] = to;
+    else ranges.push([from, to]);
+  }
+  return ranges;
+}
+
 /** Bytes a backend lends instead of copying them into the caller's buffer; release() once sent. */
 export interface LentBytes {
   readonly data: Buffer;

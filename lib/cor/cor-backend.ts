@@ -19,7 +19,7 @@ import { FetchQueue, type Priority } from './fetch-queue.js';
 import type { LocalDisk } from './local-disk.js';
 import { Readahead } from './readahead.js';
 import { FetchAhead } from './fetch-ahead.js';
-import { readByFilling, type KnowsZeroRanges, type LendsReads, type LentBytes } from '../block/read-into.js';
+import { readByFilling, zeroBlockRanges, type KnowsZeroRanges, type LendsReads, type LentBytes } from '../block/read-into.js';
 
 export interface CorBackendOptions {
   /** Largest single fetch (default 4 MiB): adjacent absent blocks are coalesced up to this. */
@@ -189,22 +189,14 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
    * does not prove otherwise).
    */
   knownZeroRanges(offset: number, length: number): Array<readonly [number, number]> {
-    const ranges: Array<[number, number]> = [];
-    if (this.closed || length <= 0 || offset < 0 || offset + length > this.size) return ranges;
-    const [first, last] = this.blockRange(offset, length);
-    for (let b = first; b <= last; b++) {
-      if (!this.zeroPresent.get(b)) {
-        if (!this.readsAsZeroUnfetched(b)) continue;
-        this.map.markPresent(b, 1);
-        this.zeroPresent.set(b);
-      }
-      const from = Math.max(offset, b * this.blockSize);
-      const to = Math.min(offset + length, (b + 1) * this.blockSize);
-      const previous = ranges[ranges.length - 1];
-      if (previous && previous[1] === from) previous[1] = to;
-      else ranges.push([from, to]);
-    }
-    return ranges;
+    if (this.closed || length <= 0 || offset < 0 || offset + length > this.size) return [];
+    return zeroBlockRanges(offset, length, this.blockSize, this.size, (b) => {
+      if (this.zeroPresent.get(b)) return true;
+      if (!this.readsAsZeroUnfetched(b)) return false;
+      this.map.markPresent(b, 1);
+      this.zeroPresent.set(b);
+      return true;
+    });
   }
 
   async write(offset: number, data: Buffer, options?: WriteOptions): Promise<void> {

@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { BlockError, type BlockCapabilities, type BlockSizeConstraints, type Extent } from '../block/backend.js';
 import { MAX_REQUEST_BYTES } from '../nbd/protocol.js';
-import { readByFilling, type KnowsZeroRanges, type ReadsIntoBuffer } from '../block/read-into.js';
+import { readByFilling, zeroBlockRanges, type KnowsZeroRanges, type ReadsIntoBuffer } from '../block/read-into.js';
 import { READ_ONLY_CAPABILITIES, ReadOnlyBackend } from '../block/read-only.js';
 import { DIGEST_BYTES, type Manifest } from './manifest-format.js';
 import { LazybootError } from '../errors.js';
@@ -108,18 +108,7 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
 
   /** Zero blocks are not stored: a server sends them as holes instead of zeros. */
   knownZeroRanges(offset: number, length: number): Array<readonly [number, number]> {
-    const { blockSize } = this.manifest;
-    const end = Math.min(offset + length, this.size);
-    const ranges: Array<[number, number]> = [];
-    for (let index = Math.floor(offset / blockSize); index * blockSize < end; index++) {
-      if (!this.zeroFlags[index]) continue;
-      const from = Math.max(offset, index * blockSize);
-      const to = Math.min(end, (index + 1) * blockSize);
-      const previous = ranges[ranges.length - 1];
-      if (previous && previous[1] === from) previous[1] = to;
-      else ranges.push([from, to]);
-    }
-    return ranges;
+    return zeroBlockRanges(offset, length, this.manifest.blockSize, this.size, (block) => this.zeroFlags[block] === 1);
   }
 
   private digestAt(index: number): Buffer {
