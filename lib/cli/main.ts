@@ -5,6 +5,7 @@ import { hideBin } from 'yargs/helpers';
 import { commandLoaders } from './commands/index.js';
 import { LazybootError } from '../errors.js';
 import { keepYoungGenerationSmall } from './young-generation.js';
+import { tierUpLater } from './tier-up-later.js';
 
 /**
  * The command modules this invocation needs: only the named one when the first argument names a
@@ -18,8 +19,12 @@ async function commandsFor(argv: readonly string[]): Promise<CommandModule<any, 
 /** Commands that run as long-lived disk processes, where RSS matters more than a few scavenges. */
 const SMALL_HEAP_COMMANDS = new Set(['disk']);
 
+/** Commands that serve a copy-on-read device (in-process for boot and run): see tier-up-later.ts. */
+const DATA_PATH_COMMANDS = new Set(['disk', 'boot', 'run']);
+
 export async function main(argv: string[]): Promise<void> {
   if (SMALL_HEAP_COMMANDS.has(argv[0] ?? '')) keepYoungGenerationSmall();
+  if (DATA_PATH_COMMANDS.has(argv[0] ?? '')) tierUpLater();
   const commands = await commandsFor(argv);
   const parser = yargs(argv)
     .scriptName('lazyboot')

@@ -269,6 +269,13 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     for (let b = first; b <= last; b++) if (!this.map.isPresent(b)) return this.ensurePresent(b, last, priority);
   }
 
+  /** Blocks still to fetch: absent, and not zero in the image. */
+  absentDataBlocks(): number {
+    let count = 0;
+    for (let b = this.map.nextAbsent(0); b >= 0; b = this.map.nextAbsent(b + 1)) if (this.zeroBlocks[b] !== 1) count++;
+    return count;
+  }
+
   /** Guest requests running now; fill waits for zero. */
   get activeGuestRequests(): number {
     return this.guestRequests + this.queue.guestWaiting;
