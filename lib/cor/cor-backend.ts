@@ -1,12 +1,13 @@
 // Copy-on-read layer: a BlockBackend over (local raw disk + block map + verified upstream).
 // Read: present blocks come from the local disk; absent ones are fetched (adjacent absent blocks
-// in one request, several requests in flight, one shared fetch per block), written locally, and
-// only then marked present. Write: W-intent first (durable), then the data, then R.
+// in one request, several requests in flight, one shared fetch per block) and verified; the guest
+// reads waiting for them are answered from the fetched memory, then the blocks are written locally
+// and only then marked present. Write: W-intent first (durable), then the data, then R.
 // The durability rules are stated and enforced in lib/map/block-map.ts; this file keeps rule 2
 // (W before data) and rule 3 (FLUSH = commit).
 //
 // Locking rule: `busy` holds, per block, the promise of an operation that will make an absent
-// block present (a fetch or a whole-block guest write). Whoever wants to change an absent block
+// block present (a fetch, the local write of fetched data, or a whole-block guest write). Whoever wants to change an absent block
 // must first await its busy entry; claims are made synchronously after the last await, so two
 // claims on one block cannot interleave.
 import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
@@ -81,11 +82,12 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   private readonly fetchAhead: FetchAhead;
   private readonly commitTimer: NodeJS.Timeout;
   /**
-   * Runs just fetched and stored, kept until the next turn of the event loop: the guest reads that
-   * waited for them copy from here instead of reading the local disk back (a syscall per request).
-   * A guest write drops the entries it overlaps.
+   * Runs just fetched and verified, kept until they are stored: the guest reads that waited for
+   * them are answered from here, before the local write (which then overlaps the client's next
+   * request) and without reading the local disk back. `unstored` marks their blocks.
    */
-  private fresh: Array<{ readonly from: number; readonly to: number; readonly data: Buffer }> = [];
+  private fresh: FetchedSegment[] = [];
+  private readonly unstored: Bitset;
   private guestRequests = 0;
   private idleWaiters: Array<() => void> = [];
   private closed = false;
@@ -103,6 +105,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     // One byte per block, computed without allocating per block (large images: 10^5+ blocks).
     this.zeroBlocks = new Uint8Array(manifest.blockCount);
     this.zeroPresent = new Bitset(manifest.blockCount);
+    this.unstored = new Bitset(manifest.blockCount);
     const digests = manifest.digests;
     for (let i = 0; i < manifest.blockCount; i++) {
       let zero = 1;
@@ -163,7 +166,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
         // queue large adjacent runs to merge, and fetching ahead of it would fetch blocks twice.
         const sequential = this.guestRequests <= FETCH_AHEAD_MAX_GUEST_REQUESTS
           && first > 0 && (this.map.isPresent(first - 1) || this.busy.has(first - 1));
-        const own = this.ensurePresent(first, last, 'guest');
+        const own = this.ensurePresent(first, last, 'guest', 'readable');
         this.prefetchAfter(first, last);
         this.fetchAhead.afterMiss(first, last, sequential, (b) => this.zeroBlocks[b] !== 1 && !this.map.isPresent(b) && !this.busy.has(b));
         await own;
@@ -173,6 +176,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
           fresh.copy(target);
           return undefined;
         }
+        // Not within one fetched segment: read the disk once every block is stored.
+        if (!this.allPresent(first, last)) await this.ensurePresent(first, last, 'guest');
       }
       // Always read the disk: W clear does not prove "equals the manifest" for a present block
       // (a replicator clears W once the guest's data is shipped). Holes read fast anyway.
@@ -250,23 +255,30 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
 
   // ---- for fill and the device ----
 
-  /** Fetches every absent block in [first, last] (inclusive), sharing fetches already running. */
-  async ensurePresent(first: number, last: number, priority: Priority): Promise<void> {
+  /**
+   * Fetches every absent block in [first, last] (inclusive), sharing fetches already running.
+   * Resolves once they are all present, or with `until: 'readable'` once each is present or
+   * fetched, verified and not yet stored (then in `fresh`).
+   */
+  async ensurePresent(first: number, last: number, priority: Priority, until: 'present' | 'readable' = 'present'): Promise<void> {
+    const done = until === 'readable'
+      ? (b: number) => this.map.isPresent(b) || this.unstored.get(b)
+      : (b: number) => this.map.isPresent(b);
     const waits: Promise<void>[] = [];
     let i = first;
     while (i <= last) {
-      if (this.map.isPresent(i)) { i++; continue; }
+      if (done(i)) { i++; continue; }
       const pending = this.busy.get(i);
       if (pending) { waits.push(pending); i++; continue; }
       const runStart = i;
       while (i <= last && i - runStart < this.maxRunBlocks && !this.map.isPresent(i) && !this.busy.has(i)) i++;
       waits.push(this.startFetch(runStart, i - runStart, priority));
     }
-    // A busy entry may have been a guest write or a failed fetch: check again until all present.
+    // A busy entry may have been a guest write or a failed fetch: check again until all done.
     const results = await Promise.allSettled(waits);
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failure) throw failure.reason;
-    for (let b = first; b <= last; b++) if (!this.map.isPresent(b)) return this.ensurePresent(b, last, priority);
+    for (let b = first; b <= last; b++) if (!done(b)) return this.ensurePresent(b, last, priority, until);
   }
 
   /** Blocks still to fetch: absent, and not zero in the image. */
@@ -359,7 +371,10 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     ]);
   }
 
-  /** One upstream request for blocks [from, to); writes its data blocks locally, then marks R. */
+  /**
+   * One upstream request for blocks [from, to). Resolves once the data is verified and in `fresh`;
+   * its data blocks are then written locally (see storeAfterThisTurn) and only then marked present.
+   */
   private async fetchData(from: number, to: number): Promise<void> {
     const offset = from * this.blockSize;
     const length = Math.min(to * this.blockSize, this.size) - offset;
@@ -375,41 +390,54 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       this.counters.failedFetches++;
       throw error instanceof BlockError ? error : new BlockError('EIO', (error as Error).message, { cause: error });
     }
-    // The data segments (between zero blocks) are written in parallel: one thread-pool round trip
-    // per fetch instead of one per segment.
-    const writes: Promise<void>[] = [];
-    const segments: Array<{ readonly from: number; readonly to: number; readonly data: Buffer }> = [];
+    const segments: FetchedSegment[] = [];
     for (let b = from; b < to;) {
       const segmentStart = b;
       while (b < to && this.zeroBlocks[b] !== 1) b++;
       if (b > segmentStart) {
         const at = (segmentStart - from) * this.blockSize;
         const bytes = Math.min(b * this.blockSize, this.size) - segmentStart * this.blockSize;
-        const count = b - segmentStart;
-        const bytesOfSegment = data.subarray(at, at + bytes);
-        segments.push({ from: segmentStart, to: b, data: bytesOfSegment });
-        writes.push(this.local.write(segmentStart * this.blockSize, bytesOfSegment).then(() => {
-          this.counters.fetchedBlocks += count;
-          // Rule 1: present in memory only after the local write returned; durable at the next commit.
-          this.map.markPresent(segmentStart, count);
-        }));
+        segments.push({ from: segmentStart, to: b, data: data.subarray(at, at + bytes) });
       }
+      // Zero blocks in between are not stored: they may be bridged present blocks the guest has
+      // written since (their bytes here are the image's zeros, not the guest's data).
       while (b < to && this.zeroBlocks[b] === 1) b++;
     }
-    // All settled before failing: no write of this fetch may land after a guest write claims a block.
-    const failed = (await Promise.allSettled(writes)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
-    // Only the stored segments: zero blocks in between may be bridged present blocks the guest
-    // has written since (their bytes here are the image's zeros, not the guest's data).
-    this.fresh.push(...segments);
-    const fetched = data;
-    setImmediate(() => {
-      this.fresh = this.fresh.filter((r) => !segments.includes(r));
-      // Written, and the waiting guest reads have copied it: our hold goes back (a fetch's own
-      // buffer, or the hold take() gave us on fetched-ahead memory).
-      releaseShared(fetched);
-    });
     this.counters.fetchedBytes += length;
+    this.storeAfterThisTurn(segments, data);
+  }
+
+  /**
+   * Makes `segments` readable from memory now and writes them to the local disk after this turn
+   * of the event loop, when the guest reads that waited for them have been answered. Their blocks
+   * stay busy until stored (a guest write waits for that), and become present only after their
+   * local write returned (rule 1). A failed local write leaves them absent (fetched again later).
+   */
+  private storeAfterThisTurn(segments: FetchedSegment[], fetched: Buffer): void {
+    this.fresh.push(...segments);
+    for (const segment of segments) this.unstored.setRange(segment.from, segment.to - segment.from);
+    const stored: Promise<void> = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => Promise.all(segments.map((segment) => this.store(segment))))
+      .then(() => undefined)
+      .finally(() => {
+        for (const segment of segments) {
+          this.unstored.clearRange(segment.from, segment.to - segment.from);
+          for (let b = segment.from; b < segment.to; b++) if (this.busy.get(b) === stored) this.busy.delete(b);
+        }
+        this.fresh = this.fresh.filter((segment) => !segments.includes(segment));
+        // Our hold goes back (a fetch's own buffer, or the hold take() gave us on fetched-ahead
+        // memory); guest reads that lent from it hold their own.
+        releaseShared(fetched);
+      });
+    stored.catch((error) => this.log(`could not store fetched blocks locally (they stay absent): ${(error as Error).message}`));
+    for (const segment of segments) for (let b = segment.from; b < segment.to; b++) this.busy.set(b, stored);
+  }
+
+  private async store(segment: FetchedSegment): Promise<void> {
+    await this.local.write(segment.from * this.blockSize, segment.data);
+    this.counters.fetchedBlocks += segment.to - segment.from;
+    // Rule 1: present in memory only after the local write returned; durable at the next commit.
+    this.map.markPresent(segment.from, segment.to - segment.from);
   }
 
   /** Zero blocks of [start, end) are never fetched, and the local disk is kept sparse. */
@@ -508,6 +536,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     this.options.log?.(line);
   }
 }
+
+interface FetchedSegment { readonly from: number; readonly to: number; readonly data: Buffer }
 
 /** Lends a view of fetched memory: a hold keeps it out of the buffer pool until it is sent. */
 function lendBytes(data: Buffer): LentBytes {

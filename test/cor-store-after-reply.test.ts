@@ -1,0 +1,93 @@
+// A cold read is answered from the fetched (verified) memory before the blocks are written to the
+// local disk. These tests slow down or fail that local write to show that it stays invisible to
+// the guest: a write right after such a read is never overwritten by the late store, and a store
+// that fails leaves the blocks absent (fetched again), never present with wrong data.
+import test from 'ava';
+import { join } from 'node:path';
+import { open } from 'node:fs/promises';
+import { withDir } from 'tmp-promise';
+import { openDisk } from '../lib/cor/device.js';
+import type { LocalDisk } from '../lib/cor/local-disk.js';
+import { BlockMap } from '../lib/map/block-map.js';
+import { mapPathOf } from '../lib/cor/device.js';
+import { makeImage } from './cor-fixtures.js';
+
+const BS = 65536;
+
+/** Wraps the device's local disk writes (the only way the COR layer stores data). */
+function interceptWrites(backend: object, wrap: (write: LocalDisk['write'], offset: number, data: Buffer) => Promise<void>): void {
+  const local = (backend as { local: LocalDisk }).local;
+  const write = local.write.bind(local);
+  local.write = (offset, data, options) => wrap((o, d) => write(o, d, options), offset, data);
+}
+
+async function readDiskBlock(disk: string, block: number): Promise<Buffer> {
+  const file = await open(disk, 'r');
+  try {
+    const buffer = Buffer.alloc(BS);
+    await file.read(buffer, 0, BS, block * BS);
+    return buffer;
+  } finally {
+    await file.close();
+  }
+}
+
+test('a guest write right after a cold read of the same block is not overwritten by the late store of the fetched data', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'img', { size: 8 * BS });
+  const disk = join(dir, 'disk.raw');
+  const opened = await openDisk({ image: 'img', disk, from: [image.repoDir] });
+  const guestData = Buffer.alloc(BS, 0x5a);
+  try {
+    const { backend } = opened;
+    // The first local write (the store of the fetched block) takes 300 ms; the guest's is immediate.
+    let slow = 1;
+    interceptWrites(backend, async (write, offset, data) => {
+      if (slow-- > 0) await new Promise((resolve) => setTimeout(resolve, 300));
+      await write(offset, data);
+    });
+    const read = await backend.read(0, BS);
+    t.true(read.equals(image.content.subarray(0, BS)), 'the cold read returns the image');
+    t.false(backend.map.isPresent(0), 'answered before the block was stored');
+    await backend.write(0, guestData);
+    // Long enough for a store that had not waited for the guest write to land after it.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    t.true((await backend.read(0, BS)).equals(guestData));
+    t.true(backend.map.isPresent(0));
+    t.true(backend.map.isModified(0));
+  } finally {
+    await opened.close();
+  }
+  t.true((await readDiskBlock(disk, 0)).equals(guestData), 'the local disk holds the guest write, not the fetched block');
+  const map = await BlockMap.open(mapPathOf(disk), async () => {});
+  t.true(map.isPresent(0));
+  t.true(map.isModified(0));
+  await map.close();
+}, { unsafeCleanup: true }));
+
+test('a failed local store leaves the blocks absent and logged; the next read fetches them again', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'img', { size: 8 * BS });
+  const disk = join(dir, 'disk.raw');
+  const lines: string[] = [];
+  const opened = await openDisk({ image: 'img', disk, from: [image.repoDir], log: (line) => lines.push(line) });
+  try {
+    const { backend } = opened;
+    let failures = 1;
+    interceptWrites(backend, async (write, offset, data) => {
+      if (failures-- > 0) throw new Error('EIO: injected local write failure');
+      await write(offset, data);
+    });
+    // The guest still gets verified image data: the fetch succeeded, only keeping it failed.
+    t.true((await backend.read(0, BS)).equals(image.content.subarray(0, BS)));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    t.false(backend.map.isPresent(0), 'a block whose store failed is not present');
+    t.is(lines.filter((line) => line.includes('could not store fetched blocks locally')).length, 1, lines.join('\n'));
+    const fetchesBefore = backend.counters.fetchRequests;
+    t.true((await backend.read(0, BS)).equals(image.content.subarray(0, BS)));
+    t.true(backend.counters.fetchRequests > fetchesBefore, 'fetched again');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    t.true(backend.map.isPresent(0));
+  } finally {
+    await opened.close();
+  }
+  t.true((await readDiskBlock(disk, 0)).equals(image.content.subarray(0, BS)));
+}, { unsafeCleanup: true }));
