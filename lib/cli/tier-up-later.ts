@@ -5,8 +5,8 @@
 // background threads (measured with --trace-opt), on a 2-core machine that the device shares with
 // the repository server, the client and the guest. With a budget ~10× the default, few functions
 // are compiled in that burst; the rest runs as Sparkplug baseline code, which costs little here:
-// the time goes to system calls and hashing, not to JavaScript. Cold read 256 MiB: 635 → 534 ms
-// (median of 6, 1 × 4 reader), see bench/results/cor.md.
+// the time goes to system calls and hashing, not to JavaScript. A cold 256 MiB read with a
+// guest-like reader took ~15% less time (A/B in one run, medians of 6); see bench/results/cor.md.
 import { setFlagsFromString } from 'node:v8';
 
 /** Bytecode "budget" a function spends before V8 considers optimizing it (default 132 KiB in Node 20). */
