@@ -91,3 +91,34 @@ test('a failed local store leaves the blocks absent and logged; the next read fe
   }
   t.true((await readDiskBlock(disk, 0)).equals(image.content.subarray(0, BS)));
 }, { unsafeCleanup: true }));
+
+test('when one segment of a fetch fails to store, its other segments still hold their blocks until their writes end', (t) => withDir(async ({ path: dir }) => {
+  // Blocks 0 and 2..4 are data, block 1 is zero: one fetch, stored as two segments.
+  const image = await makeImage(dir, 'img', { size: 8 * BS });
+  const disk = join(dir, 'disk.raw');
+  const opened = await openDisk({ image: 'img', disk, from: [image.repoDir], log: () => {} });
+  const guestData = Buffer.alloc(BS, 0xa5);
+  try {
+    const { backend } = opened;
+    // The stores run after the read is answered: the first (block 0) fails, the other is slow.
+    let failBlock0 = true;
+    interceptWrites(backend, async (write, offset, data) => {
+      if (data.equals(guestData)) return write(offset, data);
+      if (offset === 0 && failBlock0) {
+        failBlock0 = false;
+        throw new Error('EIO: injected local write failure');
+      }
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await write(offset, data);
+    });
+    t.true((await backend.read(0, 5 * BS)).equals(image.content.subarray(0, 5 * BS)));
+    await backend.write(2 * BS, guestData);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    t.true((await backend.read(2 * BS, BS)).equals(guestData), 'the slow store of block 2 did not land after the guest write');
+    t.false(backend.map.isPresent(0), 'the block whose store failed stays absent');
+    t.true(backend.map.isPresent(3));
+  } finally {
+    await opened.close();
+  }
+  t.true((await readDiskBlock(disk, 2)).equals(guestData));
+}, { unsafeCleanup: true }));

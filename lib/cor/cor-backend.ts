@@ -7,9 +7,9 @@
 // (W before data) and rule 3 (FLUSH = commit).
 //
 // Locking rule: `busy` holds, per block, the promise of an operation that will make an absent
-// block present (a fetch, the local write of fetched data, or a whole-block guest write). Whoever wants to change an absent block
-// must first await its busy entry; claims are made synchronously after the last await, so two
-// claims on one block cannot interleave.
+// block present (a fetch, the local write of fetched data, or a whole-block guest write). Whoever
+// wants to change an absent block must first await its busy entry; claims are made synchronously
+// after the last await, so two claims on one block cannot interleave.
 import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
 import type { BlockMap } from '../map/block-map.js';
 import { Bitset } from '../map/bitset.js';
@@ -176,8 +176,11 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
           fresh.copy(target);
           return undefined;
         }
-        // Not within one fetched segment: read the disk once every block is stored.
-        if (!this.allPresent(first, last)) await this.ensurePresent(first, last, 'guest');
+        // Across fetched segments (or present blocks): each block from memory or the disk.
+        if (!this.allPresent(first, last)) {
+          await this.readAcrossFresh(offset, target, first, last);
+          return undefined;
+        }
       }
       // Always read the disk: W clear does not prove "equals the manifest" for a present block
       // (a replicator clears W once the guest's data is shipped). Holes read fast anyway.
@@ -417,8 +420,13 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     this.fresh.push(...segments);
     for (const segment of segments) this.unstored.setRange(segment.from, segment.to - segment.from);
     const stored: Promise<void> = new Promise<void>((resolve) => setImmediate(resolve))
-      .then(() => Promise.all(segments.map((segment) => this.store(segment))))
-      .then(() => undefined)
+      // All settled before the blocks are released: no write of this fetch may land after a guest
+      // write claimed one of its blocks.
+      .then(() => Promise.allSettled(segments.map((segment) => this.store(segment))))
+      .then((results) => {
+        const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed) throw failed.reason;
+      })
       .finally(() => {
         for (const segment of segments) {
           this.unstored.clearRange(segment.from, segment.to - segment.from);
@@ -476,6 +484,29 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       const chunk = Math.min(step, offset + length - at);
       if (!isAllZero(await this.local.read(at, chunk))) await this.local.writeZeroes(at, chunk);
     }
+  }
+
+  /**
+   * Fills `target` (from `offset`, blocks first..last) when every block is present or fetched but
+   * not yet stored: unstored blocks from their fetched segment, the others from the local disk.
+   */
+  private async readAcrossFresh(offset: number, target: Buffer, first: number, last: number): Promise<void> {
+    const end = offset + target.length;
+    const fromDisk: Array<[number, number]> = [];
+    for (let b = first; b <= last; b++) {
+      const from = Math.max(offset, b * this.blockSize);
+      const to = Math.min(end, (b + 1) * this.blockSize);
+      const segment = this.unstored.get(b) ? this.fresh.find((s) => s.from <= b && b < s.to) : undefined;
+      if (segment) {
+        const segmentStart = segment.from * this.blockSize;
+        segment.data.copy(target, from - offset, from - segmentStart, to - segmentStart);
+        continue;
+      }
+      const previous = fromDisk[fromDisk.length - 1];
+      if (previous && previous[1] === from) previous[1] = to;
+      else fromDisk.push([from, to]);
+    }
+    for (const [from, to] of fromDisk) await this.local.readInto(from, target.subarray(from - offset, to - offset));
   }
 
   /** The bytes [offset, offset + length) from a run fetched this turn, if one covers them wholly (see `fresh`). */
