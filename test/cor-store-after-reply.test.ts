@@ -6,10 +6,9 @@ import test from 'ava';
 import { join } from 'node:path';
 import { open } from 'node:fs/promises';
 import { withDir } from 'tmp-promise';
-import { openDisk } from '../lib/cor/device.js';
+import { openDisk, mapPathOf } from '../lib/cor/device.js';
 import type { LocalDisk } from '../lib/cor/local-disk.js';
 import { BlockMap } from '../lib/map/block-map.js';
-import { mapPathOf } from '../lib/cor/device.js';
 import { makeImage } from './cor-fixtures.js';
 
 const BS = 65536;

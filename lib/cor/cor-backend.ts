@@ -331,8 +331,9 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     let done!: () => void;
     const writing = new Promise<void>((resolve) => { done = resolve; });
     for (const b of claimed) this.busy.set(b, writing);
+    // No fetched segment overlaps [first, last] now: its blocks stay busy until stored, and the
+    // store drops it from `fresh` before the busy wait above can end.
     this.zeroPresent.clearRange(first, last - first + 1);
-    this.fresh = this.fresh.filter((run) => run.to <= first || run.from > last);
     try {
       // Rule 2: the W-intent is durable before the data write is issued.
       if (this.map.markModified(first, last - first + 1)) await this.map.commit();
@@ -509,7 +510,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     for (const [from, to] of fromDisk) await this.local.readInto(from, target.subarray(from - offset, to - offset));
   }
 
-  /** The bytes [offset, offset + length) from a run fetched this turn, if one covers them wholly (see `fresh`). */
+  /** The bytes [offset, offset + length) from a fetched segment not yet stored, if one covers them wholly (see `fresh`). */
   private freshCovering(offset: number, length: number): Buffer | undefined {
     const end = offset + length;
     for (const run of this.fresh) {
