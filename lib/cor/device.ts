@@ -15,10 +15,9 @@ import { LocalDisk } from './local-disk.js';
 import { CorBackend } from './cor-backend.js';
 import { Filler, type FillProgress } from './fill.js';
 import { lockDisk, type DiskLock } from './disk-lock.js';
-import { startHashWorkers } from '../fetch/block-hasher.js';
 
-/** Start the hash workers at open when at least this much is still to fetch. */
-const PRESTART_HASHERS_BYTES = 64 * 1024 * 1024;
+/** Start the fetching threads at open when at least this much is still to fetch. */
+const PRESTART_FETCHERS_BYTES = 64 * 1024 * 1024;
 
 export type { FetchErrorEvent } from '../fetch/failover.js';
 
@@ -114,9 +113,9 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
       }, syncData);
     }
     const backend = new CorBackend(manifest, disk, map, repositories.upstream, { log });
-    // With much left to fetch, the hash workers start now, not during the guest's first reads;
-    // with little, they may never be needed (~15-20 MiB each): see block-hasher.ts.
-    if (backend.absentDataBlocks() * manifest.blockSize >= PRESTART_HASHERS_BYTES) startHashWorkers();
+    // With much left to fetch, the fetch worker (or the hashers) start now, not during the
+    // guest's first reads; with little, they may never be needed (~15-20 MiB each).
+    if (backend.absentDataBlocks() * manifest.blockSize >= PRESTART_FETCHERS_BYTES) repositories.prestart();
     const heldLock = lock;
     return {
       repositories, backend,

@@ -3,7 +3,7 @@
 // moves the biggest single cost of a cold read (hashing) beside the thread that serves the guest.
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import { isMainThread, Worker } from 'node:worker_threads';
 import type { HashResult, HashTask } from './hash-worker.js';
 
 /** Below this many blocks a worker round trip costs more than it saves. */
@@ -87,7 +87,8 @@ export function startHashWorkers(): void {
  */
 export async function hashBlocks(data: Buffer, blockSize: number, skip?: Uint8Array): Promise<Buffer> {
   const count = Math.ceil(data.length / blockSize);
-  if (count >= MIN_WORKER_BLOCKS && data.buffer instanceof SharedArrayBuffer) {
+  // Off the main thread (the fetch worker) hashing is inline: that thread exists to do it.
+  if (count >= MIN_WORKER_BLOCKS && isMainThread && data.buffer instanceof SharedArrayBuffer) {
     const worker = workers().filter((w) => w.usable).sort((a, b) => a.load - b.load)[0];
     if (worker) {
       return worker.hash({ id: nextId++, buffer: data.buffer, byteOffset: data.byteOffset, length: data.length, blockSize, skip });

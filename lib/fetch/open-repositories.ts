@@ -12,6 +12,8 @@ import type { RepositorySource } from './source.js';
 import { VerifyBackend } from './verify.js';
 import { FailoverBackend, type FetchErrorEvent } from './failover.js';
 import { RepositoryUnreachable } from './errors.js';
+import { FetchWorker, WorkerBackedReader } from './worker-fetcher.js';
+import { startHashWorkers } from './block-hasher.js';
 
 export interface OpenRepositoriesOptions {
   readonly timeoutMs?: number;
@@ -25,6 +27,13 @@ export interface OpenedRepositories {
   readonly sources: RepositorySource[];
   /** Verified reads of whole blocks, striped and failing over across `sources`. */
   readonly upstream: FailoverBackend;
+  /** The worker thread of the NBD repositories' large reads (none without NBD repositories). */
+  readonly fetchWorker: FetchWorker | undefined;
+  /**
+   * Starts the threads a cold read needs (the fetch worker for NBD repositories, the hashers
+   * for directories) now, so their start-up does not land on the guest's first reads.
+   */
+  prestart(): void;
   close(): Promise<void>;
 }
 
@@ -68,16 +77,29 @@ export async function openRepositories(from: readonly string[], ref: string, opt
   }
   const manifest = decodeManifest(bytes);
   const manifestDigest = createHash('sha256').update(bytes).digest('hex');
+  // Large reads from NBD repositories are fetched and verified in one worker thread (see
+  // worker-fetcher.ts); directories are read in-process (their reads are file reads, hashed by
+  // the hash workers).
+  const nbdUris = sources.filter((source) => source instanceof NbdSource).map((source) => source.uri);
+  const fetcher = nbdUris.length > 0 ? new FetchWorker({ manifest: new Uint8Array(bytes), uris: nbdUris }) : undefined;
   const members = sources.map((source) => {
     const reader = source.imageReader(manifest);
     const reset = (reader as { reset?: (reason: string) => void }).reset?.bind(reader);
-    return { uri: source.uri, backend: new VerifyBackend(source.uri, manifest, reader), reset };
+    const verified = new VerifyBackend(source.uri, manifest, reader);
+    if (!fetcher || !(source instanceof NbdSource)) return { uri: source.uri, backend: verified, reset };
+    const backend = new WorkerBackedReader(fetcher, nbdUris.indexOf(source.uri), verified, reset);
+    return { uri: source.uri, backend, reset: (reason: string) => backend.reset(reason) };
   });
   const upstream = new FailoverBackend(members, { blockSize: manifest.blockSize, timeoutMs: options.timeoutMs, onFetchError: options.onFetchError });
   return {
-    manifest, manifestDigest, sources, upstream,
+    manifest, manifestDigest, sources, upstream, fetchWorker: fetcher,
+    prestart() {
+      fetcher?.start();
+      if (sources.some((source) => !(source instanceof NbdSource))) startHashWorkers();
+    },
     async close() {
       await upstream.close();
+      await fetcher?.close();
       await Promise.allSettled(sources.map((s) => s.close()));
     },
   };

@@ -21,6 +21,8 @@ const free = new Map<number, SharedArrayBuffer[]>();
 let freeBytes = 0;
 /** Pooled memory handed out → holds not yet released. */
 const holds = new WeakMap<SharedArrayBuffer, number>();
+/** Memory lent by another thread (adoptShared): given back to it, not pooled here. */
+const owners = new WeakMap<SharedArrayBuffer, (memory: SharedArrayBuffer) => void>();
 let idleTimer: NodeJS.Timeout | undefined;
 
 /** A buffer of `length` bytes in shared memory (contents undefined), with one hold. */
@@ -32,6 +34,17 @@ export function acquireShared(length: number): Buffer {
   else memory = new SharedArrayBuffer(size);
   holds.set(memory, 1);
   return Buffer.from(memory, 0, length);
+}
+
+/**
+ * Takes shared memory lent by another thread (the fetch worker) as if acquired here: one hold,
+ * and `giveBack` runs when the last hold is released instead of pooling it in this thread.
+ */
+export function adoptShared(buffer: Buffer, giveBack: (memory: SharedArrayBuffer) => void): Buffer {
+  const memory = buffer.buffer as SharedArrayBuffer;
+  holds.set(memory, 1);
+  owners.set(memory, giveBack);
+  return buffer;
 }
 
 /** Another hold on the memory of `buffer` (any view of it); no-op for memory not from the pool. */
@@ -52,6 +65,12 @@ export function releaseShared(buffer: Buffer): void {
     return;
   }
   holds.delete(memory);
+  const giveBack = owners.get(memory);
+  if (giveBack) {
+    owners.delete(memory);
+    giveBack(memory);
+    return;
+  }
   if (freeBytes + memory.byteLength > MAX_FREE_BYTES) return;
   let list = free.get(memory.byteLength);
   if (!list) free.set(memory.byteLength, (list = []));

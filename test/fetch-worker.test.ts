@@ -1,0 +1,88 @@
+// The fetch worker: large reads from an NBD repository (a real `lazyboot repo serve`) are fetched
+// and verified in a worker thread; small reads and reads after the worker is gone stay in-process.
+import test from 'ava';
+import { withDir } from 'tmp-promise';
+import { execa } from 'execa';
+import { join } from 'node:path';
+import { openRepositories } from '../lib/fetch/open-repositories.js';
+import { WORKER_MIN_READ_BYTES } from '../lib/fetch/worker-fetcher.js';
+import { DigestMismatch } from '../lib/fetch/errors.js';
+import { releaseShared } from '../lib/fetch/shared-buffers.js';
+import { makeImage, startRepoServer, corruptStoredBlock } from './cor-fixtures.js';
+
+const BS = 65536;
+const BIN = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
+
+test('large reads come verified from the worker, small ones in-process; both equal the image, and buffers given back are reused', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 64 * BS });
+  const server = await startRepoServer(image.repoDir, join(dir, 'repo.sock'));
+  try {
+    const repositories = await openRepositories([server.uri], 'demo');
+    try {
+      const worker = repositories.fetchWorker!;
+      t.truthy(worker, 'an NBD repository gets a fetch worker');
+      const big = await repositories.upstream.read(0, WORKER_MIN_READ_BYTES);
+      t.true(big.equals(image.content.subarray(0, WORKER_MIN_READ_BYTES)));
+      t.is(worker.answered, 1);
+      releaseShared(big);
+      // The same size again, after the give-back: still right (the worker reuses the memory).
+      const again = await repositories.upstream.read(WORKER_MIN_READ_BYTES, WORKER_MIN_READ_BYTES);
+      t.true(again.equals(image.content.subarray(WORKER_MIN_READ_BYTES, 2 * WORKER_MIN_READ_BYTES)));
+      t.true(big.equals(image.content.subarray(WORKER_MIN_READ_BYTES, 2 * WORKER_MIN_READ_BYTES)), 'the given-back memory was reused by the worker');
+      const small = await repositories.upstream.read(3 * BS, 2 * BS);
+      t.true(small.equals(image.content.subarray(3 * BS, 5 * BS)));
+      t.is(worker.answered, 2, 'a small read does not go to the worker');
+      // Once the worker is closed, large reads are served in-process.
+      await worker.close();
+      t.false(worker.usable);
+      const after = await repositories.upstream.read(0, 2 * WORKER_MIN_READ_BYTES);
+      t.true(after.equals(image.content.subarray(0, 2 * WORKER_MIN_READ_BYTES)));
+      t.is(worker.answered, 2);
+    } finally {
+      await repositories.close();
+    }
+  } finally {
+    await server.kill();
+  }
+}, { unsafeCleanup: true }));
+
+test('a corrupt block in a large read is a DigestMismatch naming the repository and the block', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 32 * BS });
+  const bad = 7; // a random-content block in mixedContent's pattern
+  await corruptStoredBlock(image.repoDir, image.content.subarray(bad * BS, (bad + 1) * BS));
+  const server = await startRepoServer(image.repoDir, join(dir, 'repo.sock'));
+  try {
+    const mismatches: DigestMismatch[] = [];
+    const repositories = await openRepositories([server.uri], 'demo', {
+      onFetchError: (event) => { if (event.error instanceof DigestMismatch) mismatches.push(event.error); },
+    });
+    try {
+      await t.throwsAsync(repositories.upstream.read(0, 32 * BS), { message: new RegExp(`block ${bad} from .* does not match its SHA-256 digest`) });
+      t.is(repositories.fetchWorker!.answered, 1, 'the mismatch was found in the worker');
+      t.is(mismatches.length, 1);
+      t.is(mismatches[0]!.source, server.uri);
+      t.is(mismatches[0]!.block, bad);
+      t.is(mismatches[0]!.code, 'EIO');
+      // The blocks before it are fine, also through the worker.
+      const good = await repositories.upstream.read(8 * BS, 16 * BS);
+      t.true(good.equals(image.content.subarray(8 * BS, 24 * BS)));
+    } finally {
+      await repositories.close();
+    }
+  } finally {
+    await server.kill();
+  }
+}, { unsafeCleanup: true }));
+
+test('`disk fill` from an NBD repository completes and exits (the worker keeps no process alive)', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 128 * BS });
+  const server = await startRepoServer(image.repoDir, join(dir, 'repo.sock'));
+  try {
+    const disk = join(dir, 'disk.raw');
+    const result = await execa('node', [BIN, 'disk', 'fill', '--disk', disk, '--image', 'demo', '--from', server.uri], { reject: false, timeout: 60_000 });
+    t.is(result.exitCode, 0, result.stderr);
+    await execa('cmp', [disk, image.rawPath]);
+  } finally {
+    await server.kill();
+  }
+}, { unsafeCleanup: true }));
