@@ -5,16 +5,17 @@ import { withDir } from 'tmp-promise';
 import { execa } from 'execa';
 import { join } from 'node:path';
 import { openRepositories } from '../lib/fetch/open-repositories.js';
-import { WORKER_MIN_READ_BYTES } from '../lib/fetch/worker-fetcher.js';
+import { workerReadThreshold } from '../lib/fetch/worker-fetcher.js';
 import { DigestMismatch } from '../lib/fetch/errors.js';
 import { releaseShared } from '../lib/fetch/shared-buffers.js';
 import { makeImage, startRepoServer, corruptStoredBlock } from './cor-fixtures.js';
 
 const BS = 65536;
+const WORKER_MIN_READ_BYTES = workerReadThreshold(BS);
 const BIN = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
 
 test('large reads come verified from the worker, small ones in-process; both equal the image, and buffers given back are reused', (t) => withDir(async ({ path: dir }) => {
-  const image = await makeImage(dir, 'demo', { size: 64 * BS });
+  const image = await makeImage(dir, 'demo', { size: 16 * BS });
   const server = await startRepoServer(image.repoDir, join(dir, 'repo.sock'));
   try {
     const repositories = await openRepositories([server.uri], 'demo');
@@ -29,8 +30,8 @@ test('large reads come verified from the worker, small ones in-process; both equ
       const again = await repositories.upstream.read(WORKER_MIN_READ_BYTES, WORKER_MIN_READ_BYTES);
       t.true(again.equals(image.content.subarray(WORKER_MIN_READ_BYTES, 2 * WORKER_MIN_READ_BYTES)));
       t.true(big.equals(image.content.subarray(WORKER_MIN_READ_BYTES, 2 * WORKER_MIN_READ_BYTES)), 'the given-back memory was reused by the worker');
-      const small = await repositories.upstream.read(3 * BS, 2 * BS);
-      t.true(small.equals(image.content.subarray(3 * BS, 5 * BS)));
+      const small = await repositories.upstream.read(WORKER_MIN_READ_BYTES, WORKER_MIN_READ_BYTES - BS);
+      t.true(small.equals(image.content.subarray(WORKER_MIN_READ_BYTES, 2 * WORKER_MIN_READ_BYTES - BS)));
       t.is(worker.answered, 2, 'a small read does not go to the worker');
       // Once the worker is closed, large reads are served in-process.
       await worker.close();

@@ -7,7 +7,7 @@ import { isMainThread, Worker } from 'node:worker_threads';
 import type { HashResult, HashTask } from './hash-worker.js';
 
 /** Below this many blocks a worker round trip costs more than it saves. */
-const MIN_WORKER_BLOCKS = 4;
+export const MIN_WORKER_BLOCKS = 4;
 /**
  * A worker is a second V8 heap. The hasher allocates only a hash object and 32 bytes per block, so
  * a small young generation is enough, and saves ~4-5 MiB of the ~21 MiB a worker costs (measured).

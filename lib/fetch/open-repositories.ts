@@ -12,7 +12,7 @@ import type { RepositorySource } from './source.js';
 import { VerifyBackend } from './verify.js';
 import { FailoverBackend, type FetchErrorEvent } from './failover.js';
 import { RepositoryUnreachable } from './errors.js';
-import { FetchWorker, WorkerBackedReader } from './worker-fetcher.js';
+import { FetchWorker, WorkerBackedReader, workerReadThreshold } from './worker-fetcher.js';
 import { startHashWorkers } from './block-hasher.js';
 
 export interface OpenRepositoriesOptions {
@@ -87,7 +87,7 @@ export async function openRepositories(from: readonly string[], ref: string, opt
     const reset = (reader as { reset?: (reason: string) => void }).reset?.bind(reader);
     const verified = new VerifyBackend(source.uri, manifest, reader);
     if (!fetcher || !(source instanceof NbdSource)) return { uri: source.uri, backend: verified, reset };
-    const backend = new WorkerBackedReader(fetcher, nbdUris.indexOf(source.uri), verified, reset);
+    const backend = new WorkerBackedReader(fetcher, nbdUris.indexOf(source.uri), verified, workerReadThreshold(manifest.blockSize), reset);
     return { uri: source.uri, backend, reset: (reason: string) => backend.reset(reason) };
   });
   const upstream = new FailoverBackend(members, { blockSize: manifest.blockSize, timeoutMs: options.timeoutMs, onFetchError: options.onFetchError });
