@@ -4,6 +4,9 @@ import test from 'ava';
 import { withDir } from 'tmp-promise';
 import { execa } from 'execa';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { openRepositories } from '../lib/fetch/open-repositories.js';
 import { workerReadThreshold } from '../lib/fetch/worker-fetcher.js';
 import { DigestMismatch } from '../lib/fetch/errors.js';
@@ -11,6 +14,14 @@ import { releaseShared } from '../lib/fetch/shared-buffers.js';
 import { makeImage, startRepoServer, corruptStoredBlock } from './cor-fixtures.js';
 
 const BS = 65536;
+setFlagsFromString('--expose-gc');
+const collectGarbage = runInNewContext('gc') as () => void;
+
+/** Reads and forgets the buffer (in a function of its own, so no reference outlives it). */
+async function dropUnreleased(read: () => Promise<Buffer>): Promise<void> {
+  const data = await read();
+  if (data.length === 0) throw new Error('empty read');
+}
 const WORKER_MIN_READ_BYTES = workerReadThreshold(BS);
 const BIN = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
 
@@ -33,12 +44,21 @@ test('large reads come verified from the worker, small ones in-process; both equ
       const small = await repositories.upstream.read(WORKER_MIN_READ_BYTES, WORKER_MIN_READ_BYTES - BS);
       t.true(small.equals(image.content.subarray(WORKER_MIN_READ_BYTES, 2 * WORKER_MIN_READ_BYTES - BS)));
       t.is(worker.answered, 2, 'a small read does not go to the worker');
+      // A buffer dropped without a release goes back to the worker once garbage-collected.
+      t.is(worker.givenBack, 1);
+      await dropUnreleased(() => repositories.upstream.read(0, WORKER_MIN_READ_BYTES));
+      t.is(worker.answered, 3);
+      for (let i = 0; i < 50 && worker.givenBack < 2; i++) {
+        collectGarbage();
+        await sleep(20);
+      }
+      t.is(worker.givenBack, 2, 'the dropped buffer was given back after garbage collection');
       // Once the worker is closed, large reads are served in-process.
       await worker.close();
       t.false(worker.usable);
       const after = await repositories.upstream.read(0, 2 * WORKER_MIN_READ_BYTES);
       t.true(after.equals(image.content.subarray(0, 2 * WORKER_MIN_READ_BYTES)));
-      t.is(worker.answered, 2);
+      t.is(worker.answered, 3);
     } finally {
       await repositories.close();
     }

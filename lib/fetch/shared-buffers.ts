@@ -11,7 +11,8 @@
 // whose holds are never all dropped is simply garbage-collected: forgetting a release is safe,
 // releasing twice is not.
 const SMALLEST_POOLED = 16 * 1024;
-const LARGEST_POOLED = 4 * 1024 * 1024;
+/** 8 MiB: a fetch-ahead run and a coalesced run with zero gaps read along can pass 4 MiB. */
+const LARGEST_POOLED = 8 * 1024 * 1024;
 /** Idle memory kept for reuse (8 fetches of 4 MiB in flight by default). */
 const MAX_FREE_BYTES = 32 * 1024 * 1024;
 /** Idle free buffers are given back after this long, so an idle device stays small. */

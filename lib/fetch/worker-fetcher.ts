@@ -35,8 +35,14 @@ export class FetchWorker {
   private nextId = 1;
   private failure: Error | undefined;
   private closed = false;
-  /** Reads answered by the worker (with data or an error): for tests and statistics. */
+  /** Reads answered by the worker (with data or an error), and their buffers given back: for tests. */
   answered = 0;
+  givenBack = 0;
+  /**
+   * A buffer that this thread drops without releasing it (a read that timed out, a caller that
+   * forgot) is given back when it is garbage-collected: the worker holds it until then.
+   */
+  private readonly dropped = new FinalizationRegistry<number>((id) => this.giveBack(id));
 
   constructor(private readonly init: FetchWorkerInit) {}
 
@@ -101,10 +107,16 @@ export class FetchWorker {
       return;
     }
     const data = Buffer.from(message.buffer, message.byteOffset, message.length);
-    waiting.resolve(adoptShared(data, () => this.giveBack(message.id)));
+    const token = {};
+    this.dropped.register(message.buffer, message.id, token);
+    waiting.resolve(adoptShared(data, () => {
+      this.dropped.unregister(token);
+      this.giveBack(message.id);
+    }));
   }
 
   private giveBack(id: number): void {
+    this.givenBack++;
     if (this.usable) this.worker?.postMessage({ type: 'free', id } satisfies ToFetchWorker);
   }
 
