@@ -67,6 +67,31 @@ test('large reads come verified from the worker, small ones in-process; both equ
   }
 }, { unsafeCleanup: true }));
 
+test('a worker that dies mid-read: the read is finished in-process, equal to the image, and no repository is blamed', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 256 * BS });
+  const server = await startRepoServer(image.repoDir, join(dir, 'repo.sock'));
+  try {
+    const events: string[] = [];
+    const repositories = await openRepositories([server.uri], 'demo', { onFetchError: (event) => events.push(event.error.message) });
+    try {
+      repositories.prestart();
+      const worker = repositories.fetchWorker!;
+      const reads = [0, 1, 2, 3].map((i) => repositories.upstream.read(i * 64 * BS, 64 * BS));
+      await worker.terminate();
+      const data = await Promise.all(reads);
+      data.forEach((chunk, i) => t.true(chunk.equals(image.content.subarray(i * 64 * BS, (i + 1) * 64 * BS)), `run ${i}`));
+      t.false(worker.usable);
+      t.deepEqual(events, []);
+      const later = await repositories.upstream.read(0, 8 * BS);
+      t.true(later.equals(image.content.subarray(0, 8 * BS)));
+    } finally {
+      await repositories.close();
+    }
+  } finally {
+    await server.kill();
+  }
+}, { unsafeCleanup: true }));
+
 test('a corrupt block in a large read is a DigestMismatch naming the repository and the block', (t) => withDir(async ({ path: dir }) => {
   const image = await makeImage(dir, 'demo', { size: 32 * BS });
   const bad = 7; // a random-content block in mixedContent's pattern

@@ -29,6 +29,14 @@ const CLOSE_WAIT_MS = 2_000;
 
 interface Waiting { resolve(data: Buffer): void; reject(error: Error): void }
 
+/** The worker itself failed (not the repository): the read is retried in-process. */
+export class FetchWorkerFailed extends BlockError {
+  constructor(detail: string, options?: ErrorOptions) {
+    super('EIO', `fetch worker failed: ${detail}`, options);
+    this.name = 'FetchWorkerFailed';
+  }
+}
+
 export class FetchWorker {
   private worker: Worker | undefined;
   private readonly waiting = new Map<number, Waiting>();
@@ -66,7 +74,7 @@ export class FetchWorker {
   read(member: number, offset: number, length: number): Promise<Buffer> {
     this.start();
     const worker = this.worker;
-    if (!worker || !this.usable) return Promise.reject(new BlockError('EIO', `fetch worker unavailable: ${this.failure?.message ?? 'closed'}`));
+    if (!worker || !this.usable) return Promise.reject(new FetchWorkerFailed(this.failure?.message ?? 'closed'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       if (this.waiting.size === 0) worker.ref();
@@ -78,6 +86,13 @@ export class FetchWorker {
   /** Drops the member's connection in the worker (after a timeout): its next read reconnects. */
   reset(member: number, reason: string): void {
     this.worker?.postMessage({ type: 'reset', member, reason } satisfies ToFetchWorker);
+  }
+
+  /** Stops the thread at once: reads in flight are retried in-process (see WorkerBackedReader). */
+  async terminate(): Promise<void> {
+    const worker = this.worker;
+    this.fail(new Error('terminated'));
+    await worker?.terminate();
   }
 
   async close(): Promise<void> {
@@ -129,7 +144,7 @@ export class FetchWorker {
     this.failure ??= error;
     for (const [id, waiting] of this.waiting) {
       this.settle(id);
-      waiting.reject(new BlockError('EIO', `fetch worker failed: ${error.message}`, { cause: error }));
+      waiting.reject(new FetchWorkerFailed(error.message, { cause: error }));
     }
   }
 }
@@ -161,8 +176,15 @@ export class WorkerBackedReader extends ReadOnlyBackend {
     this.constraints = inProcess.constraints;
   }
 
-  read(offset: number, length: number): Promise<Buffer> {
-    if (length >= this.minWorkerBytes && this.fetcher.usable) return this.fetcher.read(this.member, offset, length);
+  async read(offset: number, length: number): Promise<Buffer> {
+    if (length >= this.minWorkerBytes && this.fetcher.usable) {
+      try {
+        return await this.fetcher.read(this.member, offset, length);
+      } catch (error) {
+        // A dead worker is not the repository's fault: no failover, the read goes on here.
+        if (!(error instanceof FetchWorkerFailed)) throw error;
+      }
+    }
     return this.inProcess.read(offset, length);
   }
 
