@@ -114,8 +114,12 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     }
     this.maxRunBlocks = Math.max(1, Math.floor((options.maxFetchBytes ?? 4 * 1024 * 1024) / this.blockSize));
     // Present zero blocks may sit inside a fetch (read along, never written): see fetchRun.
-    this.queue = new FetchQueue((start, count) => this.fetchRun(start, count), options.maxInFlight ?? 8, this.maxRunBlocks,
-      (block) => this.zeroBlocks[block] === 1 && this.map.isPresent(block));
+    this.queue = new FetchQueue((start, count) => this.fetchRun(start, count), {
+      maxInFlight: options.maxInFlight ?? 8,
+      maxBlocks: this.maxRunBlocks,
+      bridgeable: (block) => this.zeroBlocks[block] === 1 && this.map.isPresent(block),
+      holdForTurn: () => this.guestRequests > FETCH_AHEAD_MAX_GUEST_REQUESTS,
+    });
     this.readahead = new Readahead(options.readaheadBlocks ?? 0, manifest.blockCount);
     const aheadBlocks = Math.floor((options.fetchAheadBytes ?? 8 * 1024 * 1024) / this.blockSize);
     this.fetchAhead = new FetchAhead({

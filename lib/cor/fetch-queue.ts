@@ -4,6 +4,8 @@
 // region (a guest, nbdcopy, a readahead) become few large fetches. Guest runs go before fill runs.
 // Runs separated by a few blocks that need no fetch (present zero blocks) merge too: the fetch
 // reads those blocks along (as holes or zeros) and stores nothing for them.
+// Under a deep queue of guest requests (a bulk copy), new runs wait for the end of the event-loop
+// turn before they take a free slot, so the requests that arrived together merge first.
 export type Priority = 'guest' | 'background';
 
 interface QueuedRun {
@@ -23,18 +25,29 @@ export type Bridgeable = (block: number) => boolean;
 /** Longest gap of bridgeable blocks between two runs that still merge. */
 const MAX_BRIDGE_BLOCKS = 8;
 
+export interface FetchQueueOptions {
+  /** Upstream requests at once. */
+  readonly maxInFlight: number;
+  /** Largest merged request, in blocks. */
+  readonly maxBlocks: number;
+  readonly bridgeable?: Bridgeable;
+  /**
+   * Whether a new run should wait for the end of this turn (while other fetches run) to merge with
+   * the runs queued after it. Measured on nbdcopy's 4 × 64 requests: ~140 of ~250 fetches were
+   * 1-2 blocks without it, and the cold read took ~16% longer. Not for a reader with few requests
+   * in flight: there the wait delayed the fetch-ahead (65 → 107 fetches, slower).
+   */
+  readonly holdForTurn?: () => boolean;
+}
+
 export class FetchQueue {
   private readonly waiting: Record<Priority, Set<QueuedRun>> = { guest: new Set(), background: new Set() };
   private readonly byStart = new Map<number, QueuedRun>();
   private readonly byEnd = new Map<number, QueuedRun>();
   private inFlight = 0;
+  private dispatchHeld = false;
 
-  constructor(
-    private readonly fetchRange: FetchRange,
-    private readonly maxInFlight: number,
-    private readonly maxBlocks: number,
-    private readonly bridgeable: Bridgeable = () => false,
-  ) {}
+  constructor(private readonly fetchRange: FetchRange, private readonly options: FetchQueueOptions) {}
 
   /** Queues a run (its blocks must be claimed by the caller); resolves when it is present. */
   enqueue(start: number, count: number, priority: Priority): Promise<void> {
@@ -43,7 +56,7 @@ export class FetchQueue {
       this.waiting[priority].add(run);
       this.byStart.set(start, run);
       this.byEnd.set(start + count - 1, run);
-      this.dispatch();
+      this.dispatchSoon();
     });
   }
 
@@ -52,8 +65,21 @@ export class FetchQueue {
     return this.waiting.guest.size;
   }
 
+  private dispatchSoon(): void {
+    if (this.inFlight === 0 || !this.options.holdForTurn?.()) {
+      this.dispatch();
+      return;
+    }
+    if (this.dispatchHeld) return;
+    this.dispatchHeld = true;
+    setImmediate(() => {
+      this.dispatchHeld = false;
+      this.dispatch();
+    });
+  }
+
   private dispatch(): void {
-    while (this.inFlight < this.maxInFlight) {
+    while (this.inFlight < this.options.maxInFlight) {
       const first = this.oldest();
       if (!first) return;
       const batch = this.coalesce(first);
@@ -85,14 +111,14 @@ export class FetchQueue {
     let end = first.start + first.count;
     for (;;) {
       const next = this.nextAfter(end);
-      if (next && next.start + next.count - start <= this.maxBlocks) {
+      if (next && next.start + next.count - start <= this.options.maxBlocks) {
         this.take(next);
         batch.push(next);
         end = next.start + next.count;
         continue;
       }
       const previous = this.previousBefore(start);
-      if (previous && end - previous.start <= this.maxBlocks) {
+      if (previous && end - previous.start <= this.options.maxBlocks) {
         this.take(previous);
         batch.unshift(previous);
         start = previous.start;
@@ -107,7 +133,7 @@ export class FetchQueue {
     for (let at = end, gap = 0; gap <= MAX_BRIDGE_BLOCKS; at++, gap++) {
       const run = this.byStart.get(at);
       if (run) return run;
-      if (!this.bridgeable(at)) return undefined;
+      if (!this.options.bridgeable?.(at)) return undefined;
     }
     return undefined;
   }
@@ -117,7 +143,7 @@ export class FetchQueue {
     for (let at = start - 1, gap = 0; gap <= MAX_BRIDGE_BLOCKS && at >= 0; at--, gap++) {
       const run = this.byEnd.get(at);
       if (run) return run;
-      if (!this.bridgeable(at)) return undefined;
+      if (!this.options.bridgeable?.(at)) return undefined;
     }
     return undefined;
   }
