@@ -1,5 +1,6 @@
-// The fetch worker: large reads from an NBD repository (a real `lazyboot repo serve`) are fetched
-// and verified in a worker thread; small reads and reads after the worker is gone stay in-process.
+// The fetch worker: reads of several blocks from a repository (a real `lazyboot repo serve`, or a
+// directory) are fetched and verified in a worker thread; small reads and reads after the worker
+// is gone stay in-process.
 import test from 'ava';
 import { withDir } from 'tmp-promise';
 import { execa } from 'execa';
@@ -64,6 +65,21 @@ test('large reads come verified from the worker, small ones in-process; both equ
     }
   } finally {
     await server.kill();
+  }
+}, { unsafeCleanup: true }));
+
+test('a repository directory is read through the worker too, single blocks in-process', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 64 * BS });
+  const repositories = await openRepositories([image.repoDir], 'demo');
+  try {
+    const data = await repositories.upstream.read(0, 64 * BS);
+    t.true(data.equals(image.content));
+    t.is(repositories.fetchWorker!.answered, 1);
+    const small = await repositories.upstream.read(2 * BS, BS);
+    t.true(small.equals(image.content.subarray(2 * BS, 3 * BS)));
+    t.is(repositories.fetchWorker!.answered, 1);
+  } finally {
+    await repositories.close();
   }
 }, { unsafeCleanup: true }));
 

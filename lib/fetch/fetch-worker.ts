@@ -1,19 +1,35 @@
-// Worker thread that reads large runs of blocks from NBD repositories and verifies them, so the
-// socket reads and the SHA-256 of a cold read run beside the event loop that serves the guest
-// (which was the busiest thread of a cold read). Main side: worker-fetcher.ts.
+// Worker thread that reads large runs of blocks from the repositories (NBD servers or directories)
+// and verifies them, so the socket or file reads and the SHA-256 of a cold read run beside the
+// event loop that serves the guest (which was the busiest thread of a cold read). Main side:
+// worker-fetcher.ts.
 // Each member is one repository; failover, timeouts and logging stay on the main thread.
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { decodeManifest } from '../repo/manifest-codec.js';
 import { NbdSource } from './nbd-source.js';
+import { DirectorySource } from './directory-source.js';
+import type { RepositorySource } from './source.js';
+import type { BlockBackend } from '../block/backend.js';
 import { VerifyBackend } from './verify.js';
 import { acquireShared, releaseShared } from './shared-buffers.js';
 import { BlockError } from '../block/backend.js';
 import { DigestMismatch } from './errors.js';
 
+/** A repository as the worker opens it: an NBD URI, or a directory path. */
+export interface FetchWorkerMember {
+  readonly kind: 'nbd' | 'directory';
+  readonly uri: string;
+}
+
 export interface FetchWorkerInit {
   /** The encoded manifest (the worker verifies against the same digests as the main thread). */
   readonly manifest: Uint8Array;
-  readonly uris: readonly string[];
+  readonly members: readonly FetchWorkerMember[];
+}
+
+interface OpenedMember {
+  readonly source: RepositorySource;
+  readonly reader: BlockBackend & { reset?(reason: string): void };
+  readonly verified: VerifyBackend;
 }
 
 export type ToFetchWorker =
@@ -46,18 +62,20 @@ if (!isMainThread && parentPort) {
   const port = parentPort;
   const init = workerData as FetchWorkerInit;
   const manifest = decodeManifest(Buffer.from(init.manifest.buffer, init.manifest.byteOffset, init.manifest.byteLength));
-  const members = init.uris.map((uri) => {
-    const source = new NbdSource(uri);
-    const reader = source.imageReader(manifest) as ReturnType<NbdSource['imageReader']> & { reset(reason: string): void };
-    return { source, reader, verified: new VerifyBackend(uri, manifest, reader) };
+  const members = init.members.map(async (member): Promise<OpenedMember> => {
+    const source: RepositorySource = member.kind === 'nbd' ? new NbdSource(member.uri) : await DirectorySource.open(member.uri);
+    const reader = source.imageReader(manifest);
+    return { source, reader, verified: new VerifyBackend(member.uri, manifest, reader) };
   });
+  // A member that cannot be opened fails each read (reported against it), not the worker.
+  for (const member of members) member.catch(() => undefined);
   /** Buffers lent to the main thread, by read id: the worker's hold until 'free'. */
   const lent = new Map<number, Buffer>();
 
   port.on('message', (message: ToFetchWorker) => {
     switch (message.type) {
       case 'read':
-        members[message.member]!.verified.read(message.offset, message.length).then((data) => {
+        members[message.member]!.then((member) => member.verified.read(message.offset, message.length)).then((data) => {
           const shared = data.buffer instanceof SharedArrayBuffer ? data : copyToShared(data);
           lent.set(message.id, shared);
           port.postMessage({ type: 'data', id: message.id, buffer: shared.buffer as SharedArrayBuffer, byteOffset: shared.byteOffset, length: shared.length } satisfies FromFetchWorker);
@@ -66,7 +84,7 @@ if (!isMainThread && parentPort) {
         });
         break;
       case 'reset':
-        members[message.member]?.reader.reset(message.reason);
+        void members[message.member]?.then((member) => member.reader.reset?.(message.reason), () => undefined);
         break;
       case 'free': {
         const data = lent.get(message.id);
@@ -76,7 +94,11 @@ if (!isMainThread && parentPort) {
       }
       case 'close':
         // Polite NBD disconnects, then nothing keeps the thread alive and it exits.
-        void Promise.allSettled(members.map(async (m) => { await m.verified.close(); await m.source.close(); })).then(() => port.close());
+        void Promise.allSettled(members.map(async (opening) => {
+          const member = await opening;
+          await member.verified.close();
+          await member.source.close();
+        })).then(() => port.close());
         break;
     }
   });

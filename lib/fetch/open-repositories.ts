@@ -13,6 +13,7 @@ import { VerifyBackend } from './verify.js';
 import { FailoverBackend, type FetchErrorEvent } from './failover.js';
 import { RepositoryUnreachable } from './errors.js';
 import { FetchWorker, WorkerBackedReader, workerReadThreshold } from './worker-fetcher.js';
+import type { FetchWorkerMember } from './fetch-worker.js';
 import { startHashWorkers } from './block-hasher.js';
 
 export interface OpenRepositoriesOptions {
@@ -27,7 +28,7 @@ export interface OpenedRepositories {
   readonly sources: RepositorySource[];
   /** Verified reads of whole blocks, striped and failing over across `sources`. */
   readonly upstream: FailoverBackend;
-  /** The worker thread of the NBD repositories' large reads (none without NBD repositories). */
+  /** The worker thread that fetches and verifies reads of several blocks. */
   readonly fetchWorker: FetchWorker | undefined;
   /**
    * Starts the threads a cold read needs (the fetch worker for NBD repositories, the hashers
@@ -77,17 +78,20 @@ export async function openRepositories(from: readonly string[], ref: string, opt
   }
   const manifest = decodeManifest(bytes);
   const manifestDigest = createHash('sha256').update(bytes).digest('hex');
-  // Large reads from NBD repositories are fetched and verified in one worker thread (see
-  // worker-fetcher.ts); directories are read in-process (their reads are file reads, hashed by
-  // the hash workers).
-  const nbdUris = sources.filter((source) => source instanceof NbdSource).map((source) => source.uri);
-  const fetcher = nbdUris.length > 0 ? new FetchWorker({ manifest: new Uint8Array(bytes), uris: nbdUris }) : undefined;
+  // Reads of several blocks are fetched and verified in one worker thread (see worker-fetcher.ts).
+  const workerMembers: FetchWorkerMember[] = [];
+  for (const source of sources) {
+    if (source instanceof NbdSource) workerMembers.push({ kind: 'nbd', uri: source.uri });
+    else if (source instanceof DirectorySource) workerMembers.push({ kind: 'directory', uri: source.uri });
+  }
+  const fetcher = workerMembers.length > 0 ? new FetchWorker({ manifest: new Uint8Array(bytes), members: workerMembers }) : undefined;
   const members = sources.map((source) => {
     const reader = source.imageReader(manifest);
     const reset = (reader as { reset?: (reason: string) => void }).reset?.bind(reader);
     const verified = new VerifyBackend(source.uri, manifest, reader);
-    if (!fetcher || !(source instanceof NbdSource)) return { uri: source.uri, backend: verified, reset };
-    const backend = new WorkerBackedReader(fetcher, nbdUris.indexOf(source.uri), verified, workerReadThreshold(manifest.blockSize), reset);
+    const index = workerMembers.findIndex((member) => member.uri === source.uri);
+    if (!fetcher || index < 0) return { uri: source.uri, backend: verified, reset };
+    const backend = new WorkerBackedReader(fetcher, index, verified, workerReadThreshold(manifest.blockSize), reset);
     return { uri: source.uri, backend, reset: (reason: string) => backend.reset(reason) };
   });
   const upstream = new FailoverBackend(members, { blockSize: manifest.blockSize, timeoutMs: options.timeoutMs, onFetchError: options.onFetchError });
@@ -95,7 +99,7 @@ export async function openRepositories(from: readonly string[], ref: string, opt
     manifest, manifestDigest, sources, upstream, fetchWorker: fetcher,
     prestart() {
       fetcher?.start();
-      if (sources.some((source) => !(source instanceof NbdSource))) startHashWorkers();
+      if (workerMembers.length < sources.length) startHashWorkers();
     },
     async close() {
       await upstream.close();

@@ -1,5 +1,5 @@
-// Main-thread side of the fetch worker (fetch-worker.ts): large verified reads from NBD
-// repositories run in one worker thread per opened image, and come back as shared memory (no
+// Main-thread side of the fetch worker (fetch-worker.ts): verified reads of several blocks from
+// the repositories run in one worker thread per opened image, and come back as shared memory (no
 // copy). Reads of a few blocks (a guest's scattered misses) stay in-process, hashed inline: a
 // worker round trip would cost more than it saves, and a device that only ever fetches single
 // blocks never starts the worker (~15-20 MiB of memory). If the worker dies, reads fall back to
@@ -157,7 +157,7 @@ function rebuildError(error: FetchWorkerError): BlockError {
 }
 
 /**
- * One NBD repository as a failover member: large reads through the worker, the rest (and all
+ * One repository as a failover member: reads of several blocks through the worker, the rest (and all
  * reads once the worker is gone) through `inProcess`, the verified reader on this thread.
  */
 export class WorkerBackedReader extends ReadOnlyBackend {
