@@ -9,7 +9,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openRepositories } from '../lib/fetch/open-repositories.js';
-import { workerReadThreshold } from '../lib/fetch/worker-fetcher.js';
+import { FetchWorkerFailed, workerReadThreshold } from '../lib/fetch/worker-fetcher.js';
 import { DigestMismatch } from '../lib/fetch/errors.js';
 import { releaseShared } from '../lib/fetch/shared-buffers.js';
 import { makeImage, startRepoServer, corruptStoredBlock } from './cor-fixtures.js';
@@ -106,6 +106,25 @@ test('a worker that dies mid-read: the read is finished in-process, equal to the
   } finally {
     await server.kill();
   }
+}, { unsafeCleanup: true }));
+
+test('a worker that crashes (an exception in the thread) is logged once, and reads go on in-process', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 64 * BS });
+  const lines: string[] = [];
+  const repositories = await openRepositories([image.repoDir], 'demo', { log: (line) => lines.push(line) });
+  try {
+    const worker = repositories.fetchWorker!;
+    // No member 99: the worker's message handler throws, which ends the thread.
+    await t.throwsAsync(worker.read(99, 0, 4 * BS), { instanceOf: FetchWorkerFailed });
+    t.false(worker.usable);
+    t.is(lines.length, 1, lines.join('\n'));
+    t.regex(lines[0]!, /^fetch worker stopped \(.+\): fetching on the main thread from now on$/);
+    const data = await repositories.upstream.read(0, 64 * BS);
+    t.true(data.equals(image.content));
+  } finally {
+    await repositories.close();
+  }
+  t.is(lines.length, 1, 'closing logs nothing more');
 }, { unsafeCleanup: true }));
 
 test('a corrupt block in a large read is a DigestMismatch naming the repository and the block', (t) => withDir(async ({ path: dir }) => {

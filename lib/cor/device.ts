@@ -72,6 +72,7 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
   const log = options.log ?? (() => {});
   const repositories = await openRepositories(options.from, options.image, {
     timeoutMs: options.fetchTimeoutMs,
+    log,
     onFetchError: (event) => {
       if (event.final && event.speculative) log(`fetch ahead failed (no guest read affected): ${event.error.message}`);
       else if (event.final) log(`fetch failed: ${event.error.message}`);

@@ -52,7 +52,8 @@ export class FetchWorker {
    */
   private readonly dropped = new FinalizationRegistry<number>((id) => this.giveBack(id));
 
-  constructor(private readonly init: FetchWorkerInit) {}
+  /** `log` gets one line if the worker stops on its own (reads then go on in-process). */
+  constructor(private readonly init: FetchWorkerInit, private readonly log: (line: string) => void = () => {}) {}
 
   /** False once the worker died or was closed: callers read in-process instead. */
   get usable(): boolean {
@@ -64,8 +65,8 @@ export class FetchWorker {
     if (this.worker || !this.usable) return;
     const worker = new Worker(new URL('./fetch-worker.js', import.meta.url), { workerData: this.init, resourceLimits: WORKER_LIMITS });
     worker.on('message', (message: FromFetchWorker) => this.answer(message));
-    worker.on('error', (error) => this.fail(error));
-    worker.on('exit', (code) => this.fail(new Error(`fetch worker exited (${code})`)));
+    worker.on('error', (error) => this.stopped(error));
+    worker.on('exit', (code) => this.stopped(new Error(`exited with code ${code}`)));
     // Only a read in flight keeps the process alive (a CLI that is done must be able to exit).
     worker.unref();
     this.worker = worker;
@@ -138,6 +139,13 @@ export class FetchWorker {
   private settle(id: number): void {
     this.waiting.delete(id);
     if (this.waiting.size === 0) this.worker?.unref();
+  }
+
+  /** The thread ended without close() or terminate(). */
+  private stopped(error: Error): void {
+    if (this.failure || this.closed) return;
+    this.log(`fetch worker stopped (${error.message}): fetching on the main thread from now on`);
+    this.fail(error);
   }
 
   private fail(error: Error): void {
