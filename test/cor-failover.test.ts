@@ -5,9 +5,11 @@ import { withDir } from 'tmp-promise';
 import { execa } from 'execa';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { access, readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { openCorDevice, mapPathOf, type FetchErrorEvent } from '../lib/cor/device.js';
 import { BlockMap } from '../lib/map/block-map.js';
-import { DigestMismatch } from '../lib/fetch/errors.js';
+import { DigestMismatch, FetchTimeout } from '../lib/fetch/errors.js';
 import { UnknownImage } from '../lib/repo/errors.js';
 import { makeImage, mixedContent, nbdcopyTo, startRepoServer, corruptStoredBlock, qemuImgDd, qemuIo } from './cor-fixtures.js';
 
@@ -152,5 +154,70 @@ test('a failed fetch-ahead is reported as speculative: only the guest read that 
   } finally {
     await device.close();
     await server.kill();
+  }
+}, { unsafeCleanup: true }));
+
+/** nbdkit's delay filter in front of a repository server: every read waits `delay` (a stalled repository). */
+async function startStalledProxy(repoSocket: string, socket: string, delay: string) {
+  const child = execa('nbdkit', ['-f', '-U', socket, '--filter=delay', 'nbd', `socket=${repoSocket}`, 'dynamic-export=true', `rdelay=${delay}`], { reject: false });
+  for (let i = 0; i < 200 && !(await access(socket).then(() => true, () => false)); i++) await sleep(25);
+  return {
+    uri: `nbd+unix:///?socket=${socket}`,
+    async kill() {
+      child.kill('SIGKILL');
+      await child;
+    },
+  };
+}
+
+test('a repository that stops answering: reads time out and fail over (in-process and worker reads), and it is backed off', (t) => withDir(async ({ path: dir }) => {
+  // 16 MiB without zero blocks (a read is not split around holes): stripes of 64 blocks alternate B, stalled.
+  const content = randomBytes(256 * BS);
+  const a = await makeImage(dir, 'demo', { size: content.length, content, repoDir: join(dir, 'repo-a') });
+  const b = await makeImage(dir, 'demo', { size: content.length, content, repoDir: join(dir, 'repo-b') });
+  const serverA = await startRepoServer(a.repoDir, join(dir, 'a.sock'));
+  const serverB = await startRepoServer(b.repoDir, join(dir, 'b.sock'));
+  const stalled = await startStalledProxy(join(dir, 'a.sock'), join(dir, 'stalled.sock'), '30');
+  const events: FetchErrorEvent[] = [];
+  try {
+    // B first: the manifest comes from it, and stripe 0 is B's, stripe 1 the stalled one's.
+    const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [serverB.uri, stalled.uri], fetchTimeoutMs: 400 });
+    device.on('fetch-error', (event: FetchErrorEvent) => events.push(event));
+    try {
+      // One block (an in-process read) in stripe 1.
+      let started = Date.now();
+      await qemuImgDd(device.uri, join(dir, 'one.raw'), BS, 66, 1);
+      t.true(Date.now() - started < 5_000);
+      const timeouts = () => events.filter((e) => e.uri === stalled.uri && e.error instanceof FetchTimeout && !e.final);
+      t.is(timeouts().length, 1, events.map((e) => `${e.uri}: ${e.error.message}`).join('\n'));
+      t.regex(timeouts()[0]!.error.message, /did not answer for block 66 within 400 ms/);
+      // Backed off now: stripe 3 goes to B at once, without waiting for a timeout.
+      started = Date.now();
+      await qemuIo(device.uri, [`read ${200 * BS} ${BS}`]);
+      t.true(Date.now() - started < 400, `${Date.now() - started} ms`);
+      t.is(timeouts().length, 1);
+      // After the back-off (1 s), 32 blocks in stripe 3 try it again: QEMU sends them as requests
+      // of several blocks (worker reads), each timing out and served by B.
+      await sleep(1_100);
+      await qemuIo(device.uri, [`read ${210 * BS} ${32 * BS}`]);
+      const later = timeouts().slice(1);
+      t.true(later.length >= 1, events.map((e) => e.error.message).join('\n'));
+      t.true(later.every((e) => e.firstBlock >= 210 && e.firstBlock < 242 && e.blockCount >= 4), JSON.stringify(later.map((e) => [e.firstBlock, e.blockCount])));
+      t.false(events.some((e) => e.final));
+      t.is(device.stats().failedFetches, 0);
+    } finally {
+      await device.close();
+    }
+    // What was read equals the image, on the local disk too.
+    t.true((await readFile(join(dir, 'one.raw'))).equals((await readFile(a.rawPath)).subarray(66 * BS, 67 * BS)), 'qemu-img dd got block 66');
+    const disk = await readFile(join(dir, 'disk.raw'));
+    const image = await readFile(a.rawPath);
+    for (const [from, count] of [[66, 1], [200, 1], [210, 32]] as const) {
+      t.true(disk.subarray(from * BS, (from + count) * BS).equals(image.subarray(from * BS, (from + count) * BS)), `blocks ${from}+${count}`);
+    }
+  } finally {
+    await stalled.kill();
+    await serverA.kill();
+    await serverB.kill();
   }
 }, { unsafeCleanup: true }));
