@@ -48,6 +48,22 @@ test('reading ranges fetches exactly those blocks, and the data equals the image
   await map.close();
 }, { unsafeCleanup: true }));
 
+test('a read across a zero block fetches its data blocks in one upstream request', (t) => withDir(async ({ path: dir }) => {
+  // mixedContent: block 8 data, 9 zero, 10 and 11 data (the reply has a hole between them); the
+  // image ends there, so nothing is fetched ahead.
+  const image = await makeImage(dir, 'demo', { size: 12 * BS });
+  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [image.repoDir] });
+  try {
+    await qemuImgDd(device.uri, join(dir, 'read.raw'), 4 * BS, 2, 1);
+    t.true((await readFile(join(dir, 'read.raw'))).equals(image.content.subarray(8 * BS, 12 * BS)));
+    t.is(device.stats().fetchRequests, 1);
+    t.is(device.stats().fetchedBlocks, 3);
+    t.is(device.stats().presentBlocks, 4);
+  } finally {
+    await device.close();
+  }
+}, { unsafeCleanup: true }));
+
 test('a full read equals the image, and after it the local raw file is the image (cmp)', (t) => withDir(async ({ path: dir }) => {
   const image = await makeImage(dir, 'demo', { size: 100 * BS });
   const disk = join(dir, 'disk.raw');

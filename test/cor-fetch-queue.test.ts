@@ -1,49 +1,58 @@
-// The fetch queue merges queued adjacent runs into one upstream request; under a deep queue it
-// holds new runs for the rest of the turn so that runs arriving together merge first.
+// The fetch queue merges queued adjacent runs into one upstream request: runs queued together go
+// out as one, and under a deep queue new runs wait for the end of the turn so that runs arriving
+// together merge first.
 import test from 'ava';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { FetchQueue } from '../lib/cor/fetch-queue.js';
 
+interface Recorded { readonly start: number; readonly count: number; finish(): void }
+
 /** A queue whose upstream requests are recorded and finished by hand. */
-function recordingQueue(holdForTurn: boolean) {
-  const requests: Array<{ start: number; count: number; finish(): void }> = [];
+function recordingQueue(options: { holdForTurn?: boolean; maxInFlight?: number; maxBlocks?: number } = {}) {
+  const requests: Recorded[] = [];
   const queue = new FetchQueue((start, count) => new Promise<void>((resolve) => requests.push({ start, count, finish: resolve })), {
-    maxInFlight: 8, maxBlocks: 64, holdForTurn: () => holdForTurn,
+    maxInFlight: options.maxInFlight ?? 8, maxBlocks: options.maxBlocks ?? 64, holdForTurn: () => options.holdForTurn ?? false,
   });
-  return { queue, requests };
+  const sent = () => requests.map((r) => [r.start, r.count]);
+  return { queue, requests, sent };
 }
 
-test('with a deep queue, runs queued in one turn while a fetch runs merge into one request', async (t) => {
-  const { queue, requests } = recordingQueue(true);
+test('runs queued together go out as one request, across a bridgeable gap', async (t) => {
+  const requests: Recorded[] = [];
+  const queue = new FetchQueue((start, count) => new Promise<void>((resolve) => requests.push({ start, count, finish: resolve })), {
+    maxInFlight: 8, maxBlocks: 64, bridgeable: (block) => block === 9,
+  });
+  const runs = queue.together(() => [queue.enqueue(8, 1, 'guest'), queue.enqueue(10, 2, 'guest')]);
+  t.deepEqual(requests.map((r) => [r.start, r.count]), [[8, 4]]);
+  // Outside together(), a run takes a free slot at once, while the first still runs.
+  const later = queue.enqueue(40, 2, 'guest');
+  t.deepEqual(requests.map((r) => [r.start, r.count]), [[8, 4], [40, 2]]);
+  for (const request of requests) request.finish();
+  await Promise.all([...runs, later]);
+});
+
+test('with a deep queue, runs queued over one turn while a fetch runs merge into one request', async (t) => {
+  const { queue, requests, sent } = recordingQueue({ holdForTurn: true });
   const first = queue.enqueue(0, 4, 'guest');
-  t.deepEqual(requests.map((r) => [r.start, r.count]), [[0, 4]], 'nothing in flight: the first run goes at once');
-  const later = [4, 8, 12, 16].map((start) => queue.enqueue(start, 4, 'guest'));
+  t.deepEqual(sent(), [[0, 4]], 'nothing in flight: the first run goes at once');
+  const later = [4, 8, 12].map((start) => queue.enqueue(start, 4, 'guest'));
   t.is(requests.length, 1, 'held until the end of the turn');
   await nextTurn();
-  t.deepEqual(requests.map((r) => [r.start, r.count]), [[0, 4], [4, 16]]);
+  t.deepEqual(sent(), [[0, 4], [4, 12]]);
   for (const request of requests) request.finish();
   await Promise.all([first, ...later]);
 });
 
-test('without a deep queue, each run takes a free slot at once (no wait for the turn)', async (t) => {
-  const { queue, requests } = recordingQueue(false);
-  const runs = [0, 4, 8].map((start) => queue.enqueue(start, 4, 'guest'));
-  t.deepEqual(requests.map((r) => [r.start, r.count]), [[0, 4], [4, 4], [8, 4]]);
-  for (const request of requests) request.finish();
-  await Promise.all(runs);
-});
-
 test('when all slots are busy, queued neighbours merge up to the largest request, oldest first', async (t) => {
-  const requests: Array<{ start: number; count: number; finish(): void }> = [];
-  const queue = new FetchQueue((start, count) => new Promise<void>((resolve) => requests.push({ start, count, finish: resolve })), { maxInFlight: 1, maxBlocks: 8 });
+  const { queue, requests, sent } = recordingQueue({ maxInFlight: 1, maxBlocks: 8 });
   const runs = [0, 100, 104, 108, 112].map((start) => queue.enqueue(start, 4, 'guest'));
-  t.deepEqual(requests.map((r) => [r.start, r.count]), [[0, 4]]);
+  t.deepEqual(sent(), [[0, 4]]);
   requests[0]!.finish();
   await nextTurn();
-  t.deepEqual(requests.map((r) => [r.start, r.count]), [[0, 4], [100, 8]]);
+  t.deepEqual(sent(), [[0, 4], [100, 8]]);
   requests[1]!.finish();
   await nextTurn();
-  t.deepEqual(requests.map((r) => [r.start, r.count]), [[0, 4], [100, 8], [108, 8]]);
+  t.deepEqual(sent(), [[0, 4], [100, 8], [108, 8]]);
   requests[2]!.finish();
   await Promise.all(runs);
 });

@@ -202,13 +202,20 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
    */
   knownZeroRanges(offset: number, length: number): Array<readonly [number, number]> {
     if (this.closed || length <= 0 || offset < 0 || offset + length > this.size) return [];
-    return zeroBlockRanges(offset, length, this.blockSize, this.size, (b) => {
+    const zeros = zeroBlockRanges(offset, length, this.blockSize, this.size, (b) => {
       if (this.zeroPresent.get(b)) return true;
       if (!this.readsAsZeroUnfetched(b)) return false;
       this.map.markPresent(b, 1);
       this.zeroPresent.set(b);
       return true;
     });
+    // The reply's data pieces around these holes are read one by one, each its own fetch: start
+    // one fetch for all of them now (the pieces then wait for it). Its errors reach them there.
+    if (zeros.length > 0) {
+      const [first, last] = this.blockRange(offset, length);
+      if (!this.allPresent(first, last)) this.ensurePresent(first, last, 'guest', 'readable').catch(() => undefined);
+    }
+    return zeros;
   }
 
   async write(offset: number, data: Buffer, options?: WriteOptions): Promise<void> {
@@ -272,15 +279,18 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       ? (b: number) => this.map.isPresent(b) || this.unstored.get(b)
       : (b: number) => this.map.isPresent(b);
     const waits: Promise<void>[] = [];
-    let i = first;
-    while (i <= last) {
-      if (done(i)) { i++; continue; }
-      const pending = this.busy.get(i);
-      if (pending) { waits.push(pending); i++; continue; }
-      const runStart = i;
-      while (i <= last && i - runStart < this.maxRunBlocks && !this.map.isPresent(i) && !this.busy.has(i)) i++;
-      waits.push(this.startFetch(runStart, i - runStart, priority));
-    }
+    // Runs split by present (zero) blocks merge again in the queue: one request where possible.
+    this.queue.together(() => {
+      let i = first;
+      while (i <= last) {
+        if (done(i)) { i++; continue; }
+        const pending = this.busy.get(i);
+        if (pending) { waits.push(pending); i++; continue; }
+        const runStart = i;
+        while (i <= last && i - runStart < this.maxRunBlocks && !this.map.isPresent(i) && !this.busy.has(i)) i++;
+        waits.push(this.startFetch(runStart, i - runStart, priority));
+      }
+    });
     // A busy entry may have been a guest write or a failed fetch: check again until all done.
     const results = await Promise.allSettled(waits);
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -373,8 +383,14 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       if (group && b - group[1] <= MAX_ZERO_GAP_FETCHED) group[1] = b + 1;
       else groups.push([b, b + 1]);
     }
+    // A group over several fetched-ahead runs (guest requests merged in the queue) is cut at
+    // their edges, so each piece takes its bytes from one run instead of going upstream.
+    const pieces = groups.flatMap(([from, to]) => {
+      const edges = [from, ...this.fetchAhead.cutsWithin(from, to), to];
+      return edges.slice(1).map((edge, i): [number, number] => [edges[i]!, edge]);
+    });
     await Promise.all([
-      ...groups.map(([from, to]) => this.fetchData(from, to)),
+      ...pieces.map(([from, to]) => this.fetchData(from, to)),
       this.zeroAbsent(start, end),
     ]);
   }

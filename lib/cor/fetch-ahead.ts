@@ -85,6 +85,19 @@ export class FetchAhead {
     return data.subarray(at, Math.min(at + (to - from) * blockSize, data.length));
   }
 
+  /**
+   * Where runs start or end strictly inside [from, to): a fetch cut there takes each piece from
+   * one run (take() serves a range only if one run holds all of it).
+   */
+  cutsWithin(from: number, to: number): number[] {
+    const cuts = new Set<number>();
+    for (const run of this.runs) {
+      if (run.from > from && run.from < to) cuts.add(run.from);
+      if (run.to > from && run.to < to) cuts.add(run.to);
+    }
+    return [...cuts].sort((a, b) => a - b);
+  }
+
   /** Forgets runs wholly before `block` (the reader has moved past them). */
   dropBefore(block: number): void {
     const keep = block - this.options.windowBlocks;

@@ -4,8 +4,9 @@
 // region (a guest, nbdcopy, a readahead) become few large fetches. Guest runs go before fill runs.
 // Runs separated by a few blocks that need no fetch (present zero blocks) merge too: the fetch
 // reads those blocks along (as holes or zeros) and stores nothing for them.
-// Under a deep queue of guest requests (a bulk copy), new runs wait for the end of the event-loop
-// turn before they take a free slot, so the requests that arrived together merge first.
+// Runs queued together (together()) merge before they take a slot. Under a deep queue of guest
+// requests (a bulk copy), new runs wait for the end of the event-loop turn before they take a free
+// slot, so the requests that arrived together merge first.
 export type Priority = 'guest' | 'background';
 
 interface QueuedRun {
@@ -46,6 +47,8 @@ export class FetchQueue {
   private readonly byEnd = new Map<number, QueuedRun>();
   private inFlight = 0;
   private dispatchHeld = false;
+  /** Inside together(): enqueue does not dispatch. */
+  private holding = 0;
 
   constructor(private readonly fetchRange: FetchRange, private readonly options: FetchQueueOptions) {}
 
@@ -65,12 +68,26 @@ export class FetchQueue {
     return this.waiting.guest.size;
   }
 
+  /**
+   * Runs `enqueueing` (which queues several runs) and only then looks for free slots, so its runs
+   * merge with each other first (the absent runs of one read, split by present zero blocks).
+   */
+  together<T>(enqueueing: () => T): T {
+    this.holding++;
+    try {
+      return enqueueing();
+    } finally {
+      this.holding--;
+      this.dispatchSoon();
+    }
+  }
+
   private dispatchSoon(): void {
+    if (this.holding > 0 || this.dispatchHeld) return;
     if (this.inFlight === 0 || !this.options.holdForTurn?.()) {
       this.dispatch();
       return;
     }
-    if (this.dispatchHeld) return;
     this.dispatchHeld = true;
     setImmediate(() => {
       this.dispatchHeld = false;
