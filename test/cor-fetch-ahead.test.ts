@@ -4,6 +4,7 @@ import test from 'ava';
 import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { withDir } from 'tmp-promise';
+import { randomBytes } from 'node:crypto';
 import { openCorDevice, mapPathOf } from '../lib/cor/device.js';
 import { BlockMap } from '../lib/map/block-map.js';
 import { makeImage, qemuImgDd } from './cor-fixtures.js';
@@ -28,4 +29,22 @@ test('a sequential one-block-at-a-time read is served by a few fetches; only rea
   t.is(map.counts().present, 40);
   t.is(map.nextAbsent(0), 40);
   await map.close();
+}, { unsafeCleanup: true }));
+
+test('a read that straddles two fetched-ahead runs takes both from memory (no extra upstream request)', (t) => withDir(async ({ path: dir }) => {
+  // No zero blocks (no holes split the reads); 3-block requests straddle the runs' edges.
+  const content = randomBytes(300 * BS);
+  const image = await makeImage(dir, 'demo', { size: content.length, content });
+  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [image.repoDir] });
+  try {
+    await qemuImgDd(device.uri, join(dir, 'out.raw'), 3 * BS, 0, 100);
+    t.true((await readFile(join(dir, 'out.raw'))).equals(content));
+    const stats = device.stats();
+    t.is(stats.presentBlocks, 300);
+    // The first miss, then one fetch per 64 blocks or so fetched ahead: no request for a straddling read.
+    t.log(`${stats.fetchRequests} upstream requests`);
+    t.true(stats.fetchRequests <= 6, `${stats.fetchRequests} upstream requests (8 when straddling reads go upstream)`);
+  } finally {
+    await device.close();
+  }
 }, { unsafeCleanup: true }));
