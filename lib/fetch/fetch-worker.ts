@@ -21,7 +21,11 @@ export interface FetchWorkerMember {
 }
 
 export interface FetchWorkerInit {
-  /** The encoded manifest (the worker verifies against the same digests as the main thread). */
+  /**
+   * The encoded manifest (the worker verifies against the same digests as the main thread). Not
+   * copied until the worker starts: for a 10 GiB image it is 5 MiB that a device which never
+   * starts the worker should not hold twice.
+   */
   readonly manifest: Uint8Array;
   readonly members: readonly FetchWorkerMember[];
 }

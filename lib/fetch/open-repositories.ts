@@ -86,7 +86,7 @@ export async function openRepositories(from: readonly string[], ref: string, opt
     if (source instanceof NbdSource) workerMembers.push({ kind: 'nbd', uri: source.uri });
     else if (source instanceof DirectorySource) workerMembers.push({ kind: 'directory', uri: source.uri });
   }
-  const fetcher = workerMembers.length > 0 ? new FetchWorker({ manifest: new Uint8Array(bytes), members: workerMembers }, options.log) : undefined;
+  const fetcher = workerMembers.length > 0 ? new FetchWorker({ manifest: bytes, members: workerMembers }, options.log) : undefined;
   const members = sources.map((source) => {
     const reader = source.imageReader(manifest);
     const reset = (reader as { reset?: (reason: string) => void }).reset?.bind(reader);
