@@ -33,8 +33,8 @@ export interface OpenedRepositories {
   /** The worker thread that fetches and verifies reads of several blocks. */
   readonly fetchWorker: FetchWorker | undefined;
   /**
-   * Starts the threads a cold read needs (the fetch worker for NBD repositories, the hashers
-   * for directories) now, so their start-up does not land on the guest's first reads.
+   * Starts the threads a cold read needs (the fetch worker; the hashers for a source the worker
+   * cannot open) now, so their start-up does not land on the guest's first reads.
    */
   prestart(): void;
   close(): Promise<void>;
