@@ -36,7 +36,9 @@ export interface FetchQueueOptions {
    * Whether a new run should wait for the end of this turn (while other fetches run) to merge with
    * the runs queued after it. Measured on nbdcopy's 4 × 64 requests: ~140 of ~250 fetches were
    * 1-2 blocks without it, and the cold read took ~16% longer. Not for a reader with few requests
-   * in flight: there the wait delayed the fetch-ahead (65 → 107 fetches, slower).
+   * in flight: measured slower there (65 → 107 fetches: merged guest requests spanned two
+   * fetched-ahead runs and went upstream; CorBackend.fetchRun now cuts at run edges, but this
+   * was not measured again).
    */
   readonly holdForTurn?: () => boolean;
 }
