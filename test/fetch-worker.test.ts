@@ -15,6 +15,8 @@ import { releaseShared } from '../lib/fetch/shared-buffers.js';
 import { makeImage, startRepoServer, corruptStoredBlock } from './cor-fixtures.js';
 
 const BS = 65536;
+const WORKER_MIN_READ_BYTES = workerReadThreshold(BS);
+const BIN = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
 setFlagsFromString('--expose-gc');
 const collectGarbage = runInNewContext('gc') as () => void;
 
@@ -23,8 +25,6 @@ async function dropUnreleased(read: () => Promise<Buffer>): Promise<void> {
   const data = await read();
   if (data.length === 0) throw new Error('empty read');
 }
-const WORKER_MIN_READ_BYTES = workerReadThreshold(BS);
-const BIN = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
 
 test('large reads come verified from the worker, small ones in-process; both equal the image, and buffers given back are reused', (t) => withDir(async ({ path: dir }) => {
   const image = await makeImage(dir, 'demo', { size: 16 * BS });
