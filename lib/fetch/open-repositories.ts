@@ -82,17 +82,21 @@ export async function openRepositories(from: readonly string[], ref: string, opt
   const manifestDigest = createHash('sha256').update(bytes).digest('hex');
   // Reads of several blocks are fetched and verified in one worker thread (see worker-fetcher.ts).
   const workerMembers: FetchWorkerMember[] = [];
+  /** Each source's member index in the worker (sources of another kind have none). */
+  const workerIndex = new Map<RepositorySource, number>();
   for (const source of sources) {
-    if (source instanceof NbdSource) workerMembers.push({ kind: 'nbd', uri: source.uri });
-    else if (source instanceof DirectorySource) workerMembers.push({ kind: 'directory', uri: source.uri });
+    const kind = source instanceof NbdSource ? 'nbd' : source instanceof DirectorySource ? 'directory' : undefined;
+    if (!kind) continue;
+    workerIndex.set(source, workerMembers.length);
+    workerMembers.push({ kind, uri: source.uri });
   }
   const fetcher = workerMembers.length > 0 ? new FetchWorker({ manifest: bytes, members: workerMembers }, options.log) : undefined;
   const members = sources.map((source) => {
     const reader = source.imageReader(manifest);
     const reset = (reader as { reset?: (reason: string) => void }).reset?.bind(reader);
     const verified = new VerifyBackend(source.uri, manifest, reader);
-    const index = workerMembers.findIndex((member) => member.uri === source.uri);
-    if (!fetcher || index < 0) return { uri: source.uri, backend: verified, reset };
+    const index = workerIndex.get(source);
+    if (!fetcher || index === undefined) return { uri: source.uri, backend: verified, reset };
     const backend = new WorkerBackedReader(fetcher, index, verified, workerReadThreshold(manifest.blockSize), reset);
     return { uri: source.uri, backend, reset: (reason: string) => backend.reset(reason) };
   });
