@@ -8,9 +8,10 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { openRepositories } from '../lib/fetch/open-repositories.js';
+import { openRepositories, type OpenedRepositories, type OpenRepositoriesOptions } from '../lib/fetch/open-repositories.js';
 import { FetchWorkerFailed, workerReadThreshold } from '../lib/fetch/worker-fetcher.js';
 import { DigestMismatch } from '../lib/fetch/errors.js';
+import type { FetchErrorEvent } from '../lib/fetch/failover.js';
 import { releaseShared } from '../lib/fetch/shared-buffers.js';
 import { makeImage, startRepoServer, corruptStoredBlock } from './cor-fixtures.js';
 
@@ -20,6 +21,24 @@ const BIN = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
 setFlagsFromString('--expose-gc');
 const collectGarbage = runInNewContext('gc') as () => void;
 
+/**
+ * A real `lazyboot repo serve` of `repoDir` and the image 'demo' opened through it: `body` gets
+ * them, and both are closed afterwards (also when it fails).
+ */
+async function withServedRepository(dir: string, repoDir: string, options: OpenRepositoriesOptions, body: (repositories: OpenedRepositories, uri: string) => Promise<void>): Promise<void> {
+  const server = await startRepoServer(repoDir, join(dir, 'repo.sock'));
+  try {
+    const repositories = await openRepositories([server.uri], 'demo', options);
+    try {
+      await body(repositories, server.uri);
+    } finally {
+      await repositories.close();
+    }
+  } finally {
+    await server.kill();
+  }
+}
+
 /** Reads and forgets the buffer (in a function of its own, so no reference outlives it). */
 async function dropUnreleased(read: () => Promise<Buffer>): Promise<void> {
   const data = await read();
@@ -28,44 +47,36 @@ async function dropUnreleased(read: () => Promise<Buffer>): Promise<void> {
 
 test('large reads come verified from the worker, small ones in-process; both equal the image, and buffers given back are reused', (t) => withDir(async ({ path: dir }) => {
   const image = await makeImage(dir, 'demo', { size: 16 * BS });
-  const server = await startRepoServer(image.repoDir, join(dir, 'repo.sock'));
-  try {
-    const repositories = await openRepositories([server.uri], 'demo');
-    try {
-      const worker = repositories.fetchWorker!;
-      t.truthy(worker, 'an NBD repository gets a fetch worker');
-      const big = await repositories.upstream.read(0, WORKER_MIN_READ_BYTES);
-      t.true(big.equals(image.content.subarray(0, WORKER_MIN_READ_BYTES)));
-      t.is(worker.answered, 1);
-      releaseShared(big);
-      // The same size again, after the give-back: still right (the worker reuses the memory).
-      const again = await repositories.upstream.read(WORKER_MIN_READ_BYTES, WORKER_MIN_READ_BYTES);
-      t.true(again.equals(image.content.subarray(WORKER_MIN_READ_BYTES, 2 * WORKER_MIN_READ_BYTES)));
-      t.true(big.equals(image.content.subarray(WORKER_MIN_READ_BYTES, 2 * WORKER_MIN_READ_BYTES)), 'the given-back memory was reused by the worker');
-      const small = await repositories.upstream.read(WORKER_MIN_READ_BYTES, WORKER_MIN_READ_BYTES - BS);
-      t.true(small.equals(image.content.subarray(WORKER_MIN_READ_BYTES, 2 * WORKER_MIN_READ_BYTES - BS)));
-      t.is(worker.answered, 2, 'a small read does not go to the worker');
-      // A buffer dropped without a release goes back to the worker once garbage-collected.
-      t.is(worker.givenBack, 1);
-      await dropUnreleased(() => repositories.upstream.read(0, WORKER_MIN_READ_BYTES));
-      t.is(worker.answered, 3);
-      for (let i = 0; i < 50 && worker.givenBack < 2; i++) {
-        collectGarbage();
-        await sleep(20);
-      }
-      t.is(worker.givenBack, 2, 'the dropped buffer was given back after garbage collection');
-      // Once the worker is closed, large reads are served in-process.
-      await worker.close();
-      t.false(worker.usable);
-      const after = await repositories.upstream.read(0, 2 * WORKER_MIN_READ_BYTES);
-      t.true(after.equals(image.content.subarray(0, 2 * WORKER_MIN_READ_BYTES)));
-      t.is(worker.answered, 3);
-    } finally {
-      await repositories.close();
+  await withServedRepository(dir, image.repoDir, {}, async (repositories) => {
+    const worker = repositories.fetchWorker!;
+    t.truthy(worker, 'an NBD repository gets a fetch worker');
+    const big = await repositories.upstream.read(0, WORKER_MIN_READ_BYTES);
+    t.true(big.equals(image.content.subarray(0, WORKER_MIN_READ_BYTES)));
+    t.is(worker.answered, 1);
+    releaseShared(big);
+    // The same size again, after the give-back: still right (the worker reuses the memory).
+    const again = await repositories.upstream.read(WORKER_MIN_READ_BYTES, WORKER_MIN_READ_BYTES);
+    t.true(again.equals(image.content.subarray(WORKER_MIN_READ_BYTES, 2 * WORKER_MIN_READ_BYTES)));
+    t.true(big.equals(image.content.subarray(WORKER_MIN_READ_BYTES, 2 * WORKER_MIN_READ_BYTES)), 'the given-back memory was reused by the worker');
+    const small = await repositories.upstream.read(WORKER_MIN_READ_BYTES, WORKER_MIN_READ_BYTES - BS);
+    t.true(small.equals(image.content.subarray(WORKER_MIN_READ_BYTES, 2 * WORKER_MIN_READ_BYTES - BS)));
+    t.is(worker.answered, 2, 'a small read does not go to the worker');
+    // A buffer dropped without a release goes back to the worker once garbage-collected.
+    t.is(worker.givenBack, 1);
+    await dropUnreleased(() => repositories.upstream.read(0, WORKER_MIN_READ_BYTES));
+    t.is(worker.answered, 3);
+    for (let i = 0; i < 50 && worker.givenBack < 2; i++) {
+      collectGarbage();
+      await sleep(20);
     }
-  } finally {
-    await server.kill();
-  }
+    t.is(worker.givenBack, 2, 'the dropped buffer was given back after garbage collection');
+    // Once the worker is closed, large reads are served in-process.
+    await worker.close();
+    t.false(worker.usable);
+    const after = await repositories.upstream.read(0, 2 * WORKER_MIN_READ_BYTES);
+    t.true(after.equals(image.content.subarray(0, 2 * WORKER_MIN_READ_BYTES)));
+    t.is(worker.answered, 3);
+  });
 }, { unsafeCleanup: true }));
 
 test('a repository directory is read through the worker too, single blocks in-process', (t) => withDir(async ({ path: dir }) => {
@@ -85,27 +96,19 @@ test('a repository directory is read through the worker too, single blocks in-pr
 
 test('a worker that dies mid-read: the read is finished in-process, equal to the image, and no repository is blamed', (t) => withDir(async ({ path: dir }) => {
   const image = await makeImage(dir, 'demo', { size: 256 * BS });
-  const server = await startRepoServer(image.repoDir, join(dir, 'repo.sock'));
-  try {
-    const events: string[] = [];
-    const repositories = await openRepositories([server.uri], 'demo', { onFetchError: (event) => events.push(event.error.message) });
-    try {
-      repositories.prestart();
-      const worker = repositories.fetchWorker!;
-      const reads = [0, 1, 2, 3].map((i) => repositories.upstream.read(i * 64 * BS, 64 * BS));
-      await worker.terminate();
-      const data = await Promise.all(reads);
-      data.forEach((chunk, i) => t.true(chunk.equals(image.content.subarray(i * 64 * BS, (i + 1) * 64 * BS)), `run ${i}`));
-      t.false(worker.usable);
-      t.deepEqual(events, []);
-      const later = await repositories.upstream.read(0, 8 * BS);
-      t.true(later.equals(image.content.subarray(0, 8 * BS)));
-    } finally {
-      await repositories.close();
-    }
-  } finally {
-    await server.kill();
-  }
+  const events: string[] = [];
+  await withServedRepository(dir, image.repoDir, { onFetchError: (event) => events.push(event.error.message) }, async (repositories) => {
+    repositories.prestart();
+    const worker = repositories.fetchWorker!;
+    const reads = [0, 1, 2, 3].map((i) => repositories.upstream.read(i * 64 * BS, 64 * BS));
+    await worker.terminate();
+    const data = await Promise.all(reads);
+    data.forEach((chunk, i) => t.true(chunk.equals(image.content.subarray(i * 64 * BS, (i + 1) * 64 * BS)), `run ${i}`));
+    t.false(worker.usable);
+    t.deepEqual(events, []);
+    const later = await repositories.upstream.read(0, 8 * BS);
+    t.true(later.equals(image.content.subarray(0, 8 * BS)));
+  });
 }, { unsafeCleanup: true }));
 
 test('a worker that crashes (an exception in the thread) is logged once, and reads go on in-process', (t) => withDir(async ({ path: dir }) => {
@@ -131,28 +134,19 @@ test('a corrupt block in a large read is a DigestMismatch naming the repository 
   const image = await makeImage(dir, 'demo', { size: 32 * BS });
   const bad = 7; // a random-content block in mixedContent's pattern
   await corruptStoredBlock(image.repoDir, image.content.subarray(bad * BS, (bad + 1) * BS));
-  const server = await startRepoServer(image.repoDir, join(dir, 'repo.sock'));
-  try {
-    const mismatches: DigestMismatch[] = [];
-    const repositories = await openRepositories([server.uri], 'demo', {
-      onFetchError: (event) => { if (event.error instanceof DigestMismatch) mismatches.push(event.error); },
-    });
-    try {
-      await t.throwsAsync(repositories.upstream.read(0, 32 * BS), { message: new RegExp(`block ${bad} from .* does not match its SHA-256 digest`) });
-      t.is(repositories.fetchWorker!.answered, 1, 'the mismatch was found in the worker');
-      t.is(mismatches.length, 1);
-      t.is(mismatches[0]!.source, server.uri);
-      t.is(mismatches[0]!.block, bad);
-      t.is(mismatches[0]!.code, 'EIO');
-      // The blocks before it are fine, also through the worker.
-      const good = await repositories.upstream.read(8 * BS, 16 * BS);
-      t.true(good.equals(image.content.subarray(8 * BS, 24 * BS)));
-    } finally {
-      await repositories.close();
-    }
-  } finally {
-    await server.kill();
-  }
+  const mismatches: DigestMismatch[] = [];
+  const onFetchError = (event: FetchErrorEvent) => { if (event.error instanceof DigestMismatch) mismatches.push(event.error); };
+  await withServedRepository(dir, image.repoDir, { onFetchError }, async (repositories, uri) => {
+    await t.throwsAsync(repositories.upstream.read(0, 32 * BS), { message: new RegExp(`block ${bad} from .* does not match its SHA-256 digest`) });
+    t.is(repositories.fetchWorker!.answered, 1, 'the mismatch was found in the worker');
+    t.is(mismatches.length, 1);
+    t.is(mismatches[0]!.source, uri);
+    t.is(mismatches[0]!.block, bad);
+    t.is(mismatches[0]!.code, 'EIO');
+    // The blocks before it are fine, also through the worker.
+    const good = await repositories.upstream.read(8 * BS, 16 * BS);
+    t.true(good.equals(image.content.subarray(8 * BS, 24 * BS)));
+  });
 }, { unsafeCleanup: true }));
 
 test('`disk fill` from an NBD repository completes and exits (the worker keeps no process alive)', (t) => withDir(async ({ path: dir }) => {
