@@ -101,10 +101,10 @@ test('all repositories down: EIO for absent blocks (no hang, no zeros), present 
   const serverA = await startRepoServer(a.repoDir, join(dir, 'a.sock'));
   const serverB = await startRepoServer(b.repoDir, join(dir, 'b.sock'));
   const lines: string[] = [];
-  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [serverA.uri, serverB.uri], log: (l) => lines.push(l) });
+  // Fetch-ahead off: exactly the blocks read become present.
+  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [serverA.uri, serverB.uri], log: (l) => lines.push(l), fetchAheadBytes: 0 });
   try {
-    // Blocks 0..3, then block 250: far beyond what reading 0..3 may fetch ahead into memory
-    // (8 MiB = 128 blocks), so only the repositories could serve it.
+    // Blocks 0..3, then block 250, which only the repositories could serve.
     await qemuIo(device.uri, [`read 0 ${4 * BS}`]);
     await qemuImgDd(device.uri, join(dir, 'first.raw'), BS, 0, 4);
     await serverA.kill();

@@ -1,50 +1,121 @@
-// Fetch-ahead into memory: a sequential reader with one request in flight gets few, large fetches,
-// yet only the blocks it read become present (the rest stays in memory, never on disk or in the map).
-import test from 'ava';
+// Fetch-ahead pays for itself (lib/cor/fetch-ahead.ts): a sequential reader with one request in
+// flight gets few, large fetches; a reader that jumps about gets its speculation cut off; in both,
+// every block crosses the link once and the bytes over the link stay within
+// (1 + BUDGET_SHARE) × what the guest needed + BUDGET_FLOOR_BYTES. Measured on the wire by a proxy
+// in front of a real `lazyboot repo serve`, read by real clients (qemu-img dd, qemu-io).
+import test, { type ExecutionContext } from 'ava';
 import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { withDir } from 'tmp-promise';
 import { randomBytes } from 'node:crypto';
-import { openCorDevice, mapPathOf } from '../lib/cor/device.js';
-import { BlockMap } from '../lib/map/block-map.js';
-import { makeImage, qemuImgDd } from './cor-fixtures.js';
+import { openCorDevice, type CorStats } from '../lib/cor/device.js';
+import { BUDGET_FLOOR_BYTES, BUDGET_SHARE } from '../lib/cor/fetch-ahead.js';
+import { makeImage, qemuImgDd, qemuIo, startRepoServer } from './cor-fixtures.js';
+import { NbdCountingProxy } from './helpers/nbd-counting-proxy.js';
 
 const BS = 65536;
+/** An NBD simple reply's header: the only bytes on the wire besides block data and the handshake. */
+const REPLY_HEADER = 16;
+/** Handshake bytes of the block connections (greeting, export info): a few hundred each, a few connections. */
+const HANDSHAKES = 16 * 1024;
 
-test('a sequential one-block-at-a-time read is served by a few fetches; only read blocks are present', (t) => withDir(async ({ path: dir }) => {
-  const image = await makeImage(dir, 'demo', { size: 96 * BS });
-  const disk = join(dir, 'disk.raw');
-  const device = await openCorDevice({ image: 'demo', disk, from: [image.repoDir] });
-  try {
-    // qemu-img dd reads one 64 KiB block per request, one request at a time.
-    await qemuImgDd(device.uri, join(dir, 'out.raw'), BS, 0, 40);
-    t.true((await readFile(join(dir, 'out.raw'))).equals(image.content.subarray(0, 40 * BS)));
-    const stats = device.stats();
-    t.is(stats.presentBlocks, 40);
-    t.true(stats.fetchRequests <= 6, `${stats.fetchRequests} upstream requests for 40 sequential one-block reads`);
-  } finally {
-    await device.close();
-  }
-  const map = await BlockMap.open(mapPathOf(disk), async () => {});
-  t.is(map.counts().present, 40);
-  t.is(map.nextAbsent(0), 40);
-  await map.close();
-}, { unsafeCleanup: true }));
+interface Served {
+  readonly proxy: NbdCountingProxy;
+  readonly close: () => Promise<void>;
+}
 
-test('a read that straddles two fetched-ahead runs takes both from memory (no extra upstream request)', (t) => withDir(async ({ path: dir }) => {
-  // No zero blocks (no holes split the reads); 3-block requests straddle the runs' edges.
+async function serveThroughProxy(dir: string, repoDir: string): Promise<Served> {
+  const server = await startRepoServer(repoDir, join(dir, 'repo.sock'));
+  const proxy = await NbdCountingProxy.start(join(dir, 'proxy.sock'), join(dir, 'repo.sock'));
+  return { proxy, close: async () => { await proxy.close(); await server.kill(); } };
+}
+
+/** Every block crossed the link at most once; bytes within the budget's bound (plus reply headers). */
+function assertWithinBound(t: ExecutionContext, proxy: NbdCountingProxy, stats: CorStats): void {
+  const perBlock = proxy.readsPerBlock(BS);
+  const twice = [...perBlock].filter(([, count]) => count > 1);
+  t.deepEqual(twice, [], 'no block is fetched twice');
+  const requested = proxy.requestedBlockBytes;
+  // What crossed the link is the blocks asked for, a reply header each, and the handshakes.
+  t.true(proxy.blockBytesToClients >= requested && proxy.blockBytesToClients <= requested + REPLY_HEADER * proxy.reads.length + HANDSHAKES);
+  const bound = (1 + BUDGET_SHARE) * stats.demandedBytes + BUDGET_FLOOR_BYTES;
+  t.log(`${(requested / 2 ** 20).toFixed(2)} MiB of blocks over the link in ${proxy.reads.length} reads; guest needed ${(stats.demandedBytes / 2 ** 20).toFixed(2)} MiB; fetched ahead ${(stats.aheadFetchedBytes / 2 ** 20).toFixed(2)} MiB, of it read ${(stats.aheadReadBytes / 2 ** 20).toFixed(2)} MiB`);
+  t.true(requested <= bound, `${requested} bytes of blocks over the link, bound ${bound}`);
+  t.is(stats.fetchedBytes, requested, 'the device counts what crossed the link');
+}
+
+test('a sequential one-block-at-a-time read gets few, large fetches; each block crosses the link once', (t) => withDir(async ({ path: dir }) => {
   const content = randomBytes(300 * BS);
   const image = await makeImage(dir, 'demo', { size: content.length, content });
-  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [image.repoDir] });
+  const served = await serveThroughProxy(dir, image.repoDir);
   try {
-    await qemuImgDd(device.uri, join(dir, 'out.raw'), 3 * BS, 0, 100);
-    t.true((await readFile(join(dir, 'out.raw'))).equals(content));
-    const stats = device.stats();
-    t.is(stats.presentBlocks, 300);
-    // The first miss, then one fetch per 64 blocks or so fetched ahead: no request for a straddling read.
-    t.log(`${stats.fetchRequests} upstream requests`);
-    t.true(stats.fetchRequests <= 6, `${stats.fetchRequests} upstream requests (8 when straddling reads go upstream)`);
+    const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [served.proxy.uri] });
+    let stats: CorStats;
+    try {
+      // qemu-img dd reads one 64 KiB block per request, one request at a time.
+      await qemuImgDd(device.uri, join(dir, 'out.raw'), BS, 0, 200);
+      stats = device.stats();
+    } finally {
+      await device.close();
+    }
+    t.true((await readFile(join(dir, 'out.raw'))).equals(content.subarray(0, 200 * BS)));
+    t.is(stats.demandedBytes, 200 * BS);
+    // Without fetch-ahead: 200 requests. The window grows with what was read (2 MiB, then more).
+    t.true(stats.fetchRequests <= 20, `${stats.fetchRequests} upstream requests for 200 sequential one-block reads`);
+    t.true(stats.aheadReadBytes >= 150 * BS, 'most of the reading was served by fetches ahead');
+    assertWithinBound(t, served.proxy, stats);
   } finally {
-    await device.close();
+    await served.close();
+  }
+}, { unsafeCleanup: true }));
+
+test('a read that straddles fetched-ahead runs needs no request of its own', (t) => withDir(async ({ path: dir }) => {
+  const content = randomBytes(300 * BS);
+  const image = await makeImage(dir, 'demo', { size: content.length, content });
+  const served = await serveThroughProxy(dir, image.repoDir);
+  try {
+    const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [served.proxy.uri] });
+    let stats: CorStats;
+    try {
+      await qemuImgDd(device.uri, join(dir, 'out.raw'), 3 * BS, 0, 100);
+      stats = device.stats();
+    } finally {
+      await device.close();
+    }
+    t.true((await readFile(join(dir, 'out.raw'))).equals(content));
+    t.is(stats.presentBlocks, 300);
+    t.true(stats.fetchRequests <= 20, `${stats.fetchRequests} upstream requests for 100 reads of 3 blocks`);
+    assertWithinBound(t, served.proxy, stats);
+  } finally {
+    await served.close();
+  }
+}, { unsafeCleanup: true }));
+
+test('a reader that jumps about (two blocks here, two blocks there) gets its fetch-ahead cut off by the budget', (t) => withDir(async ({ path: dir }) => {
+  // Each pair looks sequential (the second read follows the first): without a budget every pair
+  // would open a full 8 MiB window, ~100 times the bytes the reader needed.
+  const blocks = 1200;
+  const content = randomBytes(blocks * BS);
+  const image = await makeImage(dir, 'demo', { size: content.length, content });
+  const served = await serveThroughProxy(dir, image.repoDir);
+  try {
+    const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [served.proxy.uri] });
+    let stats: CorStats;
+    try {
+      const commands: string[] = [];
+      for (let pair = 0; pair < 60; pair++) {
+        const block = (pair * 397) % (blocks - 2);
+        commands.push(`read ${block * BS} ${BS}`, `read ${(block + 1) * BS} ${BS}`);
+      }
+      await qemuIo(device.uri, commands);
+      stats = device.stats();
+    } finally {
+      await device.close();
+    }
+    t.true(stats.demandedBytes <= 120 * BS && stats.demandedBytes >= 100 * BS, `${stats.demandedBytes} bytes needed`);
+    t.true(stats.aheadFetchedBytes <= BUDGET_FLOOR_BYTES + BUDGET_SHARE * stats.demandedBytes, `${stats.aheadFetchedBytes} bytes fetched ahead`);
+    assertWithinBound(t, served.proxy, stats);
+  } finally {
+    await served.close();
   }
 }, { unsafeCleanup: true }));

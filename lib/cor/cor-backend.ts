@@ -16,10 +16,10 @@ import { Bitset } from '../map/bitset.js';
 import { DIGEST_BYTES, type Manifest } from '../repo/manifest-format.js';
 import { isAllZero } from '../fetch/verify.js';
 import { releaseShared, retainShared } from '../fetch/shared-buffers.js';
-import { FetchQueue, type Priority } from './fetch-queue.js';
+import { FetchQueue, MAX_ZERO_GAP_BLOCKS, type Priority } from './fetch-queue.js';
 import type { LocalDisk } from './local-disk.js';
-import { Readahead } from './readahead.js';
-import { FetchAhead } from './fetch-ahead.js';
+import { FetchAhead, type FetchAheadCounters } from './fetch-ahead.js';
+import { GuestDemand } from './guest-demand.js';
 import { readByFilling, zeroBlockRanges, type KnowsZeroRanges, type LendsReads, type LentBytes } from '../block/read-into.js';
 
 export interface CorBackendOptions {
@@ -27,11 +27,9 @@ export interface CorBackendOptions {
   readonly maxFetchBytes?: number;
   /** Fetches in flight at once (default 8). */
   readonly maxInFlight?: number;
-  /** Blocks fetched ahead of a sequential read miss (default 0 = off: only what is read becomes present). */
-  readonly readaheadBlocks?: number;
   /**
-   * Bytes fetched ahead of a sequential reader INTO MEMORY only (default 8 MiB, fetched 4 MiB at a time; 0 = off): they
-   * become present only if the guest then reads them. See fetch-ahead.ts.
+   * Largest window fetched ahead of a sequential reader (default 8 MiB; 0 = off: only what the
+   * guest needs is fetched). Within a budget paid by the guest's own reads: see fetch-ahead.ts.
    */
   readonly fetchAheadBytes?: number;
   /** Commit the map this often while reads mark blocks present (default 1000 ms). */
@@ -46,15 +44,19 @@ export interface CorCounters {
   fetchedBlocks: number;
   readRequests: number;
   failedFetches: number;
-  /** Fetches served from the fetch-ahead memory instead of a new upstream request. */
-  fetchAheadHits: number;
 }
 
-/** Zero blocks between data blocks read along in one request rather than splitting it. */
-const MAX_ZERO_GAP_FETCHED = 8;
-
-/** Fetch ahead (into memory) only while at most this many guest requests are running. */
+/**
+ * Fetch ahead only while at most this many guest requests are running: a deeper queue already
+ * gives the fetch queue large adjacent runs to merge.
+ */
 const FETCH_AHEAD_MAX_GUEST_REQUESTS = 8;
+
+/**
+ * Above this many guest requests running (a bulk copy), a new fetch waits for the end of the
+ * event-loop turn so that requests that arrived together merge (see FetchQueueOptions.holdForTurn).
+ */
+const MERGE_TURN_MIN_GUEST_REQUESTS = 8;
 
 const CAPABILITIES: BlockCapabilities = { write: true, flush: true, trim: true, writeZeroes: true, extents: true, multiConn: true };
 
@@ -65,7 +67,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   readonly capabilities = CAPABILITIES;
   readonly size: number;
   readonly constraints;
-  readonly counters: CorCounters = { fetchRequests: 0, fetchedBytes: 0, fetchedBlocks: 0, readRequests: 0, failedFetches: 0, fetchAheadHits: 0 };
+  readonly counters: CorCounters = { fetchRequests: 0, fetchedBytes: 0, fetchedBlocks: 0, readRequests: 0, failedFetches: 0 };
   private readonly blockSize: number;
   private readonly zeroBlocks: Uint8Array;
   /**
@@ -78,8 +80,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   private readonly busy = new Map<number, Promise<void>>();
   private readonly queue: FetchQueue;
   private readonly maxRunBlocks: number;
-  private readonly readahead: Readahead;
   private readonly fetchAhead: FetchAhead;
+  private readonly demand: GuestDemand;
   private readonly commitTimer: NodeJS.Timeout;
   /**
    * Runs just fetched and verified, kept until they are stored: the guest reads that waited for
@@ -114,26 +116,21 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     }
     this.maxRunBlocks = Math.max(1, Math.floor((options.maxFetchBytes ?? 4 * 1024 * 1024) / this.blockSize));
     // Present zero blocks may sit inside a fetch (read along, never written): see fetchRun.
-    this.queue = new FetchQueue((start, count) => this.fetchRun(start, count), {
+    this.queue = new FetchQueue((start, count, speculative) => this.fetchRun(start, count, speculative), {
       maxInFlight: options.maxInFlight ?? 8,
       maxBlocks: this.maxRunBlocks,
       bridgeable: (block) => this.zeroBlocks[block] === 1 && this.map.isPresent(block),
-      holdForTurn: () => this.guestRequests > FETCH_AHEAD_MAX_GUEST_REQUESTS,
+      holdForTurn: () => this.guestRequests > MERGE_TURN_MIN_GUEST_REQUESTS,
     });
-    this.readahead = new Readahead(options.readaheadBlocks ?? 0, manifest.blockCount);
-    const aheadBlocks = Math.floor((options.fetchAheadBytes ?? 8 * 1024 * 1024) / this.blockSize);
+    const dataBytes = (block: number) => this.zeroBlocks[block] === 1 ? 0 : Math.min(this.blockSize, this.size - block * this.blockSize);
+    this.demand = new GuestDemand(manifest.blockCount, dataBytes, (block) => this.map.isModified(block));
     this.fetchAhead = new FetchAhead({
-      windowBlocks: aheadBlocks,
-      minBlocks: Math.max(1, Math.floor(aheadBlocks / 2)),
+      maxWindowBlocks: Math.floor((options.fetchAheadBytes ?? 8 * 1024 * 1024) / this.blockSize),
+      maxRunBlocks: this.maxRunBlocks,
       blockCount: manifest.blockCount,
-      fetch: (from, to) => {
-        this.counters.fetchRequests++;
-        const offset = from * this.blockSize;
-        const length = Math.min(to * this.blockSize, this.size) - offset;
-        // Reported as speculative where the upstream can tell: no guest read fails with it.
-        const speculative = (this.upstream as Partial<{ readSpeculative(offset: number, length: number): Promise<Buffer> }>).readSpeculative;
-        return speculative ? speculative.call(this.upstream, offset, length) : this.upstream.read(offset, length);
-      },
+      blockSize: this.blockSize,
+      dataBytes,
+      demandedBytes: () => this.demand.demandedBytes,
     });
     this.commitTimer = setInterval(() => {
       if (this.map.hasUncommittedChanges && !this.closed) this.map.commit().catch((error) => this.log(`map commit failed: ${(error as Error).message}`));
@@ -164,15 +161,15 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       this.checkRange(offset, length);
       if (length === 0) return undefined;
       const [first, last] = this.blockRange(offset, length);
+      this.demand.need(first, last);
+      // A read of blocks fetched ahead, or a miss right after present or fetching blocks, is a
+      // sequential reader: the window ahead of it is topped up (within the budget).
+      const followsAhead = this.fetchAhead.guestRead(first, last);
       // The common case once warm: everything present, no promise juggling.
       if (!this.allPresent(first, last)) {
-        // Only for a reader with few requests in flight: a deep queue already gives the fetch
-        // queue large adjacent runs to merge, and fetching ahead of it would fetch blocks twice.
-        const sequential = this.guestRequests <= FETCH_AHEAD_MAX_GUEST_REQUESTS
-          && first > 0 && (this.map.isPresent(first - 1) || this.busy.has(first - 1));
+        const sequential = followsAhead || (first > 0 && (this.map.isPresent(first - 1) || this.busy.has(first - 1)));
         const own = this.ensurePresent(first, last, 'guest', 'readable');
-        this.prefetchAfter(first, last);
-        this.fetchAhead.afterMiss(first, last, sequential, (b) => this.zeroBlocks[b] !== 1 && !this.map.isPresent(b) && !this.busy.has(b));
+        if (sequential) this.fetchAheadOf(last);
         await own;
         const fresh = this.freshCovering(offset, length);
         if (fresh && lend) return lendBytes(fresh);
@@ -185,7 +182,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
           await this.readAcrossFresh(offset, target, first, last);
           return undefined;
         }
-      }
+      } else if (followsAhead) this.fetchAheadOf(last);
       // Always read the disk: W clear does not prove "equals the manifest" for a present block
       // (a replicator clears W once the guest's data is shipped). Holes read fast anyway.
       await this.local.readInto(offset, target);
@@ -285,7 +282,12 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       while (i <= last) {
         if (done(i)) { i++; continue; }
         const pending = this.busy.get(i);
-        if (pending) { waits.push(pending); i++; continue; }
+        if (pending) {
+          if (priority === 'guest') this.queue.promote(i);
+          waits.push(pending);
+          i++;
+          continue;
+        }
         const runStart = i;
         while (i <= last && i - runStart < this.maxRunBlocks && !this.map.isPresent(i) && !this.busy.has(i)) i++;
         waits.push(this.startFetch(runStart, i - runStart, priority));
@@ -303,6 +305,16 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     let count = 0;
     for (let b = this.map.nextAbsent(0); b >= 0; b = this.map.nextAbsent(b + 1)) if (this.zeroBlocks[b] !== 1) count++;
     return count;
+  }
+
+  /** Bytes fetched ahead, and of those the bytes the guest then read (fetch-ahead.ts). */
+  get fetchAheadCounters(): Readonly<FetchAheadCounters> {
+    return this.fetchAhead.counters;
+  }
+
+  /** Bytes of image data the guest has needed (read, or partially overwritten), each block once. */
+  get demandedBytes(): number {
+    return this.demand.demandedBytes;
   }
 
   /** Guest requests running now; fill waits for zero. */
@@ -333,7 +345,11 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     const [first, last] = this.blockRange(offset, length);
     // Partially covered absent blocks need their old content first (head / tail).
     const partial = [first, last].filter((b, i, all) => all.indexOf(b) === i && !this.coversBlock(offset, length, b));
-    for (const block of partial) await this.ensurePresent(block, block, 'guest');
+    for (const block of partial) {
+      this.demand.need(block, block);
+      await this.ensurePresent(block, block, 'guest');
+    }
+    this.fetchAhead.overwritten(first, last);
     // Wait out fetches on the blocks we overwrite, then claim the absent ones synchronously.
     for (;;) {
       const pending = this.firstBusy(first, last);
@@ -362,10 +378,26 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
 
   private startFetch(start: number, count: number, priority: Priority): Promise<void> {
     const fetching = this.queue.enqueue(start, count, priority);
-    for (let b = start; b < start + count; b++) this.busy.set(b, fetching);
-    const clear = () => { for (let b = start; b < start + count; b++) if (this.busy.get(b) === fetching) this.busy.delete(b); };
+    // A guest read that joins a fetch ahead which then fails fetches for itself (ensurePresent
+    // looks again), instead of failing with an error no guest request caused.
+    const claim = priority === 'ahead' ? fetching.catch(() => undefined) : fetching;
+    for (let b = start; b < start + count; b++) this.busy.set(b, claim);
+    const clear = () => { for (let b = start; b < start + count; b++) if (this.busy.get(b) === claim) this.busy.delete(b); };
     fetching.then(clear, clear);
     return fetching;
+  }
+
+  /**
+   * Fetches ahead of a guest read that ended at block `last`, if the window and the budget allow
+   * (fetch-ahead.ts). Not for a reader with many requests in flight: the fetch queue merges those.
+   */
+  private fetchAheadOf(last: number): void {
+    if (this.guestRequests > FETCH_AHEAD_MAX_GUEST_REQUESTS || this.closed) return;
+    const run = this.fetchAhead.plan(last, (b) => !this.map.isPresent(b) && !this.busy.has(b));
+    if (!run) return;
+    const [from, to] = run;
+    // Its failure only matters to a later read, which fetches again (logged as speculative).
+    this.startFetch(from, to - from, 'ahead').catch(() => this.fetchAhead.failed(from, to));
   }
 
   /**
@@ -374,23 +406,17 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
    * Data blocks go upstream in as few requests as possible: short gaps of zero blocks are read
    * along (cheaper than another round trip) but never written; long gaps split the request.
    */
-  private async fetchRun(start: number, count: number): Promise<void> {
+  private async fetchRun(start: number, count: number, speculative: boolean): Promise<void> {
     const end = start + count;
     const groups: Array<[number, number]> = [];
     for (let b = start; b < end; b++) {
       if (this.zeroBlocks[b] === 1) continue;
       const group = groups[groups.length - 1];
-      if (group && b - group[1] <= MAX_ZERO_GAP_FETCHED) group[1] = b + 1;
+      if (group && b - group[1] <= MAX_ZERO_GAP_BLOCKS) group[1] = b + 1;
       else groups.push([b, b + 1]);
     }
-    // A group over several fetched-ahead runs (guest requests merged in the queue) is cut at
-    // their edges, so each piece takes its bytes from one run instead of going upstream.
-    const pieces = groups.flatMap(([from, to]) => {
-      const edges = [from, ...this.fetchAhead.cutsWithin(from, to), to];
-      return edges.slice(1).map((edge, i): [number, number] => [edges[i]!, edge]);
-    });
     await Promise.all([
-      ...pieces.map(([from, to]) => this.fetchData(from, to)),
+      ...groups.map(([from, to]) => this.fetchData(from, to, speculative)),
       this.zeroAbsent(start, end),
     ]);
   }
@@ -399,17 +425,13 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
    * One upstream request for blocks [from, to). Resolves once the data is verified and in `fresh`;
    * its data blocks are then written locally (see storeAfterThisTurn) and only then marked present.
    */
-  private async fetchData(from: number, to: number): Promise<void> {
+  private async fetchData(from: number, to: number, speculative: boolean): Promise<void> {
     const offset = from * this.blockSize;
     const length = Math.min(to * this.blockSize, this.size) - offset;
-    let data: Buffer | undefined;
+    let data: Buffer;
     try {
-      data = await this.fetchAhead.take(from, to, this.blockSize);
-      if (data) this.counters.fetchAheadHits++;
-      else {
-        this.counters.fetchRequests++;
-        data = await this.upstream.read(offset, length);
-      }
+      this.counters.fetchRequests++;
+      data = await (speculative ? this.readSpeculative(offset, length) : this.upstream.read(offset, length));
     } catch (error) {
       this.counters.failedFetches++;
       throw error instanceof BlockError ? error : new BlockError('EIO', (error as Error).message, { cause: error });
@@ -454,8 +476,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
           for (let b = segment.from; b < segment.to; b++) if (this.busy.get(b) === stored) this.busy.delete(b);
         }
         this.fresh = this.fresh.filter((segment) => !segments.includes(segment));
-        // Our hold goes back (a fetch's own buffer, or the hold take() gave us on fetched-ahead
-        // memory); guest reads that lent from it hold their own.
+        // Our hold on the fetch's buffer goes back; guest reads that lent from it hold their own.
         releaseShared(fetched);
       });
     stored.catch((error) => this.log(`could not store fetched blocks locally (they stay absent): ${(error as Error).message}`));
@@ -486,10 +507,10 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     }
   }
 
-  /** Starts (does not await) the readahead fetch; a failure there only matters to a later read. */
-  private prefetchAfter(first: number, last: number): void {
-    const range = this.readahead.after(first, last, (b) => this.map.isPresent(b) || this.busy.has(b));
-    if (range) this.ensurePresent(range[0], range[1], 'guest').catch(() => undefined);
+  /** Reported as speculative where the upstream can tell (failover's log): no guest read fails with it. */
+  private readSpeculative(offset: number, length: number): Promise<Buffer> {
+    const upstream = this.upstream as Partial<{ readSpeculative(offset: number, length: number): Promise<Buffer> }>;
+    return upstream.readSpeculative ? upstream.readSpeculative.call(this.upstream, offset, length) : this.upstream.read(offset, length);
   }
 
   private knownZero(first: number, end: number): boolean {

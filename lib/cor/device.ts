@@ -31,6 +31,8 @@ export interface CorDeviceOptions {
   log?: (line: string) => void;
   /** Per-request repository timeout in ms (default 10 000). */
   fetchTimeoutMs?: number;
+  /** Largest window fetched ahead of a sequential reader (default 8 MiB; 0 = off). See fetch-ahead.ts. */
+  fetchAheadBytes?: number;
   /** Background fill progress (after each fetched run, and once when done). */
   onFillProgress?: (progress: FillProgress) => void;
 }
@@ -40,6 +42,10 @@ export interface CorStats {
   fetchRequests: number;
   fetchedBytes: number; fetchedBlocks: number; presentBlocks: number;
   modifiedBlocks: number; totalBlocks: number; readRequests: number; failedFetches: number;
+  /** Bytes of image data the guest needed (read, or partially overwrote), each block once. */
+  demandedBytes: number;
+  /** Data bytes fetched ahead of the guest, and of those the bytes it then read. */
+  aheadFetchedBytes: number; aheadReadBytes: number;
 }
 
 export interface CorDevice extends EventEmitter {
@@ -68,7 +74,7 @@ export function mapPathOf(disk: string): string {
 }
 
 /** Opens (or creates) the disk and its map for `image`; refuses a map of another image. */
-export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' | 'from' | 'log' | 'fetchTimeoutMs'>, onFetchError?: (event: FetchErrorEvent) => void): Promise<OpenedDisk> {
+export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' | 'from' | 'log' | 'fetchTimeoutMs' | 'fetchAheadBytes'>, onFetchError?: (event: FetchErrorEvent) => void): Promise<OpenedDisk> {
   const log = options.log ?? (() => {});
   const repositories = await openRepositories(options.from, options.image, {
     timeoutMs: options.fetchTimeoutMs,
@@ -113,7 +119,7 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
         blockCount: manifest.blockCount, targets: ['origin'], diskCreatedSparse: disk.created,
       }, syncData);
     }
-    const backend = new CorBackend(manifest, disk, map, repositories.upstream, { log });
+    const backend = new CorBackend(manifest, disk, map, repositories.upstream, { log, fetchAheadBytes: options.fetchAheadBytes });
     // With much left to fetch, the fetch worker (or the hashers) start now, not during the
     // guest's first reads; with little, they may never be needed (~15-20 MiB each).
     if (backend.absentDataBlocks() * manifest.blockSize >= PRESTART_FETCHERS_BYTES) repositories.prestart();
@@ -141,6 +147,8 @@ export function statsOf(backend: CorBackend): CorStats {
   const counts = backend.map.counts();
   return {
     ...backend.counters,
+    ...backend.fetchAheadCounters,
+    demandedBytes: backend.demandedBytes,
     presentBlocks: counts.present,
     modifiedBlocks: Math.max(0, ...counts.modified),
     totalBlocks: counts.total,

@@ -1,30 +1,40 @@
 // The fetch queue of the copy-on-read layer: runs of absent blocks wait here for one of a few
 // upstream slots, and when a slot frees up, the oldest run is merged with every queued run adjacent
 // to it (up to the largest fetch) into ONE upstream request. So many small parallel reads of a
-// region (a guest, nbdcopy, a readahead) become few large fetches. Guest runs go before fill runs.
+// region (a guest, nbdcopy, a fetch-ahead) become few large fetches. Guest runs go first, then
+// runs fetched ahead of the guest, then fill runs; a run fetched ahead that a guest read comes to
+// wait for is promoted to a guest run.
 // Runs separated by a few blocks that need no fetch (present zero blocks) merge too: the fetch
 // reads those blocks along (as holes or zeros) and stores nothing for them.
 // Runs queued together (together()) merge before they take a slot. Under a deep queue of guest
 // requests (a bulk copy), new runs wait for the end of the event-loop turn before they take a free
 // slot, so the requests that arrived together merge first.
-export type Priority = 'guest' | 'background';
+export type Priority = 'guest' | 'ahead' | 'background';
+const PRIORITIES: readonly Priority[] = ['guest', 'ahead', 'background'];
 
 interface QueuedRun {
   readonly start: number;
   readonly count: number;
-  readonly priority: Priority;
+  priority: Priority;
   resolve(): void;
   reject(error: unknown): void;
 }
 
-/** Fetches [start, start+count) upstream, stores it locally and marks it present. */
-export type FetchRange = (start: number, count: number) => Promise<void>;
+/**
+ * Fetches [start, start+count) upstream, stores it locally and marks it present. `speculative`:
+ * every run in it was fetched ahead (no guest waits for it yet).
+ */
+export type FetchRange = (start: number, count: number, speculative: boolean) => Promise<void>;
 
 /** Whether a block between two queued runs may be fetched along with them (it is never stored). */
 export type Bridgeable = (block: number) => boolean;
 
-/** Longest gap of bridgeable blocks between two runs that still merge. */
-const MAX_BRIDGE_BLOCKS = 8;
+/**
+ * Longest gap of zero blocks read along inside one request rather than splitting it (one more round
+ * trip costs more than reading 512 KiB of zeros at 64 KiB blocks): between queued runs here, and
+ * between data blocks of one run in the copy-on-read layer.
+ */
+export const MAX_ZERO_GAP_BLOCKS = 8;
 
 export interface FetchQueueOptions {
   /** Upstream requests at once. */
@@ -44,7 +54,7 @@ export interface FetchQueueOptions {
 }
 
 export class FetchQueue {
-  private readonly waiting: Record<Priority, Set<QueuedRun>> = { guest: new Set(), background: new Set() };
+  private readonly waiting: Record<Priority, Set<QueuedRun>> = { guest: new Set(), ahead: new Set(), background: new Set() };
   private readonly byStart = new Map<number, QueuedRun>();
   private readonly byEnd = new Map<number, QueuedRun>();
   private inFlight = 0;
@@ -68,6 +78,18 @@ export class FetchQueue {
   /** Guest runs waiting for a slot. */
   get guestWaiting(): number {
     return this.waiting.guest.size;
+  }
+
+  /** A guest now waits for `block`: a queued run fetched ahead that holds it goes with the guest's. */
+  promote(block: number): void {
+    if (this.waiting.ahead.size === 0) return;
+    for (const run of this.waiting.ahead) {
+      if (block < run.start || block >= run.start + run.count) continue;
+      this.waiting.ahead.delete(run);
+      run.priority = 'guest';
+      this.waiting.guest.add(run);
+      return;
+    }
   }
 
   /**
@@ -105,7 +127,8 @@ export class FetchQueue {
       const start = batch[0]!.start;
       const last = batch[batch.length - 1]!;
       this.inFlight++;
-      this.fetchRange(start, last.start + last.count - start).then(
+      const speculative = batch.every((run) => run.priority === 'ahead');
+      this.fetchRange(start, last.start + last.count - start, speculative).then(
         () => { for (const run of batch) run.resolve(); },
         (error) => { for (const run of batch) run.reject(error); },
       ).finally(() => {
@@ -116,7 +139,7 @@ export class FetchQueue {
   }
 
   private oldest(): QueuedRun | undefined {
-    for (const priority of ['guest', 'background'] as const) {
+    for (const priority of PRIORITIES) {
       for (const run of this.waiting[priority]) return run;
     }
     return undefined;
@@ -149,7 +172,7 @@ export class FetchQueue {
 
   /** The queued run starting at `end`, or after a short gap of bridgeable blocks. */
   private nextAfter(end: number): QueuedRun | undefined {
-    for (let at = end, gap = 0; gap <= MAX_BRIDGE_BLOCKS; at++, gap++) {
+    for (let at = end, gap = 0; gap <= MAX_ZERO_GAP_BLOCKS; at++, gap++) {
       const run = this.byStart.get(at);
       if (run) return run;
       if (!this.options.bridgeable?.(at)) return undefined;
@@ -159,7 +182,7 @@ export class FetchQueue {
 
   /** The queued run ending just before `start`, or before a short gap of bridgeable blocks. */
   private previousBefore(start: number): QueuedRun | undefined {
-    for (let at = start - 1, gap = 0; gap <= MAX_BRIDGE_BLOCKS && at >= 0; at--, gap++) {
+    for (let at = start - 1, gap = 0; gap <= MAX_ZERO_GAP_BLOCKS && at >= 0; at--, gap++) {
       const run = this.byEnd.get(at);
       if (run) return run;
       if (!this.options.bridgeable?.(at)) return undefined;
