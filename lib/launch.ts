@@ -42,6 +42,10 @@ export interface LaunchOptions {
   readonly qemuArgs?: readonly string[];
   /** QEMU binary (default: $LAZYBOOT_QEMU or qemu-system-x86_64 on PATH). */
   readonly qemuBinary?: string;
+  /** Per-request repository timeout in ms (default 10 000). */
+  readonly fetchTimeoutMs?: number;
+  /** Largest window fetched ahead of a sequential guest (default 8 MiB; 0 = only what the guest reads). */
+  readonly fetchAheadBytes?: number;
   /** Diagnostic lines from the COR device (fetch failures, map recovery). */
   readonly log?: (line: string) => void;
 }
@@ -74,7 +78,9 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   const diskPath = path.resolve(options.disk ?? path.join(tempDiskDir!, 'disk.raw'));
   let cor: CorDevice | undefined;
   try {
-    cor = await openCorDevice({ image: options.image, disk: diskPath, from: [...(options.from ?? [])], fill: options.fill, fillRate: options.fillRate, log: options.log });
+    cor = await openCorDevice({ image: options.image, disk: diskPath, from: [...(options.from ?? [])], fill: options.fill, fillRate: options.fillRate, log: options.log,
+      fetchTimeoutMs: options.fetchTimeoutMs, fetchAheadBytes: options.fetchAheadBytes,
+    });
   } catch (error) {
     if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
     throw error;

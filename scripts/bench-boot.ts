@@ -20,6 +20,7 @@ import { launch } from '../lib/launch.js';
 import { chooseAccelerator } from '../vmm/accel.js';
 import { DISK_NODE } from '../vmm/qemu-args.js';
 import { TransientVm, type VmDisk, type VmEvent } from '../vmm/vm.js';
+import { measuredCommit } from './bench-freshness.js';
 
 
 const GiB = 1024 ** 3;
@@ -46,6 +47,8 @@ interface Measurement {
   readonly pingS?: number;
   readonly bytesAtStorageReady: number;
   readonly bytesAtPing: number;
+  /** (a) only: bytes of image blocks the guest needed (read or partly overwrote) by ready. */
+  readonly neededAtPing?: number;
   readonly note?: string;
 }
 
@@ -152,8 +155,9 @@ async function bootVm(disk: VmDisk, agent: boolean, bytes: () => number, started
   }
 }
 
-function measurement(scenario: string, bandwidth: string, marks: BootMarks & { started: number }, note?: string): Measurement {
+function measurement(scenario: string, bandwidth: string, marks: BootMarks & { started: number }, note?: string, neededAtPing?: number): Measurement {
   return {
+    neededAtPing,
     scenario,
     bandwidth,
     storageReadyS: marks.storageReadyAt ? (marks.storageReadyAt - marks.started) / 1000 : undefined,
@@ -228,20 +232,23 @@ async function main(): Promise<void> {
       }
     });
     for (const bandwidth of bandwidths) {
-      // (a) lazyboot lazy boot, through the throttled link to `lazyboot repo serve`.
-      await record(async () => {
-        const proxy = await startLink(path.join(work, 'link-a.sock'), repoSocket, bandwidth.bytesPerSecond);
-        say(`(a) lazyboot lazy boot at ${bandwidth.label}`);
-        const started = Date.now();
-        const vm = await launch({ image: imageName, from: [`nbd+unix:///?socket=${proxy.socketPath}`], agent, memory: '512M', timeoutMs });
-        try {
-          const marks = await watchBoot(vm.events, vm.ready, () => proxy.bytesToClients);
-          return measurement('(a) lazyboot', bandwidth.label, { ...marks, started });
-        } finally {
-          await vm.close();
-          await proxy.close();
-        }
-      });
+      // (a) lazyboot lazy boot, through the throttled link to `lazyboot repo serve`; (a0) the same
+      // with fetch-ahead off (only what the guest reads is fetched): what fetch-ahead buys or costs.
+      for (const [scenario, fetchAheadBytes] of [['(a) lazyboot', undefined], ['(a0) lazyboot, fetch-ahead off', 0]] as const) {
+        await record(async () => {
+          const proxy = await startLink(path.join(work, 'link-a.sock'), repoSocket, bandwidth.bytesPerSecond);
+          say(`${scenario} at ${bandwidth.label}`);
+          const started = Date.now();
+          const vm = await launch({ image: imageName, from: [`nbd+unix:///?socket=${proxy.socketPath}`], agent, memory: '512M', timeoutMs, fetchAheadBytes });
+          try {
+            const marks = await watchBoot(vm.events, vm.ready, () => proxy.bytesToClients);
+            return measurement(scenario, bandwidth.label, { ...marks, started }, undefined, vm.stats().demandedBytes);
+          } finally {
+            await vm.close();
+            await proxy.close();
+          }
+        });
+      }
       // (c) copy everything first (nbdcopy skips holes), then boot the local copy.
       await record(async () => {
         const proxy = await startLink(path.join(work, 'link-c.sock'), repoSocket, bandwidth.bytesPerSecond);
@@ -289,7 +296,7 @@ async function main(): Promise<void> {
   }
 
   const load = `load average ${loadBefore.toFixed(1)} before, ${os.loadavg()[0]!.toFixed(1)} after`;
-  const report = renderReport({ results, fixtureName, benchSize: benchStat.size, allocatedBytes, accel: `${accel.reason}; ${load}; median of ${args.repeat}`, readyLabel });
+  const report = renderReport({ commit: await measuredCommit(), results, fixtureName, benchSize: benchStat.size, allocatedBytes, accel: `${accel.reason}; ${load}; median of ${args.repeat}`, readyLabel });
   await mkdir(path.dirname(args.out), { recursive: true });
   await writeFile(args.out, report);
   process.stdout.write(report);
@@ -305,11 +312,12 @@ async function medianOf(n: number, run: () => Promise<Measurement>): Promise<Mea
   return { ...median, note: [median.note, runs.length > 1 ? `runs ${spread} s` : undefined].filter(Boolean).join('; ') };
 }
 
-function renderReport(input: { results: Measurement[]; fixtureName: string; benchSize: number; allocatedBytes: number; accel: string; readyLabel: string }): string {
+function renderReport(input: { commit: string; results: Measurement[]; fixtureName: string; benchSize: number; allocatedBytes: number; accel: string; readyLabel: string }): string {
   const s = (value: number | undefined) => (value === undefined ? '—' : value.toFixed(1));
   const mib = (bytes: number) => (bytes / MiB).toFixed(1);
   const rows = input.results.map(
-    (r) => `| ${r.scenario} | ${r.bandwidth} | ${s(r.storageReadyS)} | ${s(r.pingS)} | ${mib(r.bytesAtStorageReady)} | ${mib(r.bytesAtPing)} | ${r.note ?? ''} |`,
+    (r) => `| ${r.scenario} | ${r.bandwidth} | ${s(r.storageReadyS)} | ${s(r.pingS)} | ${mib(r.bytesAtStorageReady)} | ${mib(r.bytesAtPing)} | ` +
+      `${r.neededAtPing ? mib(r.neededAtPing) : '—'} | ${r.neededAtPing ? `${(r.bytesAtPing / r.neededAtPing).toFixed(2)}×` : '—'} | ${r.note ?? ''} |`,
   );
   const find = (scenario: string, bandwidth: string) => input.results.find((r) => r.scenario.startsWith(scenario) && r.bandwidth === bandwidth);
   const local = input.results.find((r) => r.scenario.startsWith('(b)'));
@@ -321,6 +329,9 @@ function renderReport(input: { results: Measurement[]; fixtureName: string; benc
     if (!a) continue;
     const parts: string[] = [];
     if (local?.pingS && a.pingS) parts.push(`(a)/(b) = ${(a.pingS / local.pingS).toFixed(2)}× (goal ≤ 1.05×)`);
+    if (a.neededAtPing) parts.push(`bytes over the link by ready / bytes the guest needed = ${(a.bytesAtPing / a.neededAtPing).toFixed(2)}× (bound ≤ 1.2×, manifest included here)`);
+    const a0 = find('(a0)', bandwidth);
+    if (a0?.pingS && a.pingS) parts.push(`fetch-ahead off (a0)/(a) = ${(a0.pingS / a.pingS).toFixed(2)}×`);
     if (c?.pingS && a.pingS) parts.push(`(c)/(a) = ${(c.pingS / a.pingS).toFixed(1)}× faster${bandwidth === '100 Mbit/s' ? ' (goal ≥ 5×)' : ''}`);
     if (d?.pingS && a.pingS) parts.push(`(d)/(a) = ${(d.pingS / a.pingS).toFixed(2)}× (goal ≥ 1.0×)`);
     parts.push(`fetched before storage-ready = ${((100 * a.bytesAtStorageReady) / input.allocatedBytes).toFixed(1)}% of the allocated bytes (goal ≤ 10%)`);
@@ -331,11 +342,12 @@ function renderReport(input: { results: Measurement[]; fixtureName: string; benc
     '',
     `${new Date().toISOString()}; fixture **${input.fixtureName}** inside a ${(input.benchSize / GiB).toFixed(0)} GiB disk with 2 GiB of never-read data; ` +
       `${(input.allocatedBytes / MiB).toFixed(0)} MiB allocated; ${os.cpus().length} cores; ${input.accel}.`,
+    `Code measured: ${input.commit}.`,
     `Times are seconds from the moment the boot is asked for (including the copy in (c)); bytes are what crossed the (throttled) link; ` +
       `the "ready" column is the ${input.readyLabel}.`,
     '',
-    `| scenario | bandwidth | storage-ready (s) | ${input.readyLabel} (s) | MiB fetched by storage-ready | MiB fetched by ${input.readyLabel} | note |`,
-    '| --- | --- | ---: | ---: | ---: | ---: | --- |',
+    `| scenario | bandwidth | storage-ready (s) | ${input.readyLabel} (s) | MiB fetched by storage-ready | MiB fetched by ${input.readyLabel} | MiB the guest needed by ${input.readyLabel} | over the link / needed | note |`,
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
     ...rows,
     '',
     '## Against the goals',

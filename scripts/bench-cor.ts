@@ -19,6 +19,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { Repository } from '../lib/repo/repository.js';
 import { registerCleanup } from '../lib/cleanup.js';
+import { measuredCommit } from './bench-freshness.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(ROOT, 'bin', 'lazyboot.js');
@@ -334,6 +335,8 @@ async function main(): Promise<void> {
     }
     const report = [
       '# Copy-on-read device benchmark',
+      '',
+      `Code measured: ${await measuredCommit()}.`,
       '',
       `Written by \`scripts/bench-cor\` on ${new Date().toISOString()} (${cpus().length} CPUs, ${cpus()[0]?.model ?? 'unknown CPU'}, Node ${process.version}; load average ${loadavgAtStart} at start, ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end: the machine is shared, so compare within a row, not across runs).`,
       `Client: \`nbdcopy --no-extents URI null:\` (every byte is read on both sides); readers in (b): a guest-like 1 × 4 and a boot-like one 64 KiB request at a time (the goal's readers: what a guest presents to the device), and nbdcopy's default 4 connections × 64 requests (a bulk copy, no goal). Median of ${args.runs} runs (3 for the boot-like reader and the large image), alternating with the baseline (best/best ratio in parentheses); images in 64 KiB blocks, one block in four zero (QEMU's backing raw file is sparse, as \`qemu-img convert\` writes it); server start-up not timed.`,

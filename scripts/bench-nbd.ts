@@ -3,6 +3,7 @@
 // table with ratios to qemu-nbd and writes it to bench/results/nbd.md. Not a test.
 //
 // Usage: node dist/scripts/bench-nbd.js [--size-mib 1024] [--runs 3] [--out bench/results/nbd.md]
+import { measuredCommit } from './bench-freshness.js';
 import { execa, type ResultPromise } from 'execa';
 import { randomBytes } from 'node:crypto';
 import { open, mkdir, writeFile, readdir, access, readFile } from 'node:fs/promises';
@@ -182,6 +183,8 @@ async function main(): Promise<void> {
     ]);
     const report = [
       '# NBD server benchmark',
+      '',
+      `Code measured: ${await measuredCommit()}.`,
       '',
       `Written by \`scripts/bench-nbd\` on ${new Date().toISOString()}. ${sizeMiB} MiB raw image, 3/4 random`,
       'data and every 4th MiB zeros (sparse in the raw file, zero blocks in the repository); page cache',
