@@ -172,6 +172,7 @@ async function main(): Promise<void> {
   const args = await yargs(hideBin(process.argv))
     .option('image', { choices: ['debian', 'tiny'] as const, default: 'debian' as const, describe: 'fixture inside the 4 GiB bench disk' })
     .option('only', { type: 'string', array: true, choices: BANDWIDTHS.map((b) => b.key), describe: 'bandwidths to run' })
+    .option('scenarios', { type: 'string', array: true, choices: ['a', 'a0', 'b', 'c', 'd'], describe: 'scenarios to run (default all; c at 100 Mbit/s takes ~4 min a boot)' })
     .option('repeat', { type: 'number', default: 3, describe: 'boots per cell; the table shows the median run (2 shared cores are noisy)' })
     .option('out', { type: 'string', default: path.join(ROOT, 'bench', 'results', 'boot.md') })
     .strict()
@@ -216,11 +217,14 @@ async function main(): Promise<void> {
   const qemuNbd = execa('qemu-nbd', ['-r', '-t', '-f', 'raw', '--shared=16', '-x', imageName, '-k', qemuNbdSocket, path.resolve(benchRaw)], { reject: false });
   const results: Measurement[] = [];
   const bandwidths = BANDWIDTHS.filter((b) => !args.only || args.only.includes(b.key));
-  const record = async (run: () => Promise<Measurement>) => results.push(await medianOf(args.repeat, run));
+  const wanted = (scenario: string) => !args.scenarios || args.scenarios.includes(scenario);
+  const record = async (scenario: string, run: () => Promise<Measurement>) => {
+    if (wanted(scenario)) results.push(await medianOf(args.repeat, run));
+  };
   const loadBefore = os.loadavg()[0]!;
   try {
     // (b) the lower bound: the image already local (copied beforehand, not timed).
-    await record(async () => {
+    await record('b', async () => {
       const local = path.join(work, 'local.raw');
       await execa('cp', ['--sparse=always', benchRaw, local]);
       say('(b) local raw file');
@@ -234,8 +238,8 @@ async function main(): Promise<void> {
     for (const bandwidth of bandwidths) {
       // (a) lazyboot lazy boot, through the throttled link to `lazyboot repo serve`; (a0) the same
       // with fetch-ahead off (only what the guest reads is fetched): what fetch-ahead buys or costs.
-      for (const [scenario, fetchAheadBytes] of [['(a) lazyboot', undefined], ['(a0) lazyboot, fetch-ahead off', 0]] as const) {
-        await record(async () => {
+      for (const [key, scenario, fetchAheadBytes] of [['a', '(a) lazyboot', undefined], ['a0', '(a0) lazyboot, fetch-ahead off', 0]] as const) {
+        await record(key, async () => {
           const proxy = await startLink(path.join(work, 'link-a.sock'), repoSocket, bandwidth.bytesPerSecond);
           say(`${scenario} at ${bandwidth.label}`);
           const started = Date.now();
@@ -250,7 +254,7 @@ async function main(): Promise<void> {
         });
       }
       // (c) copy everything first (nbdcopy skips holes), then boot the local copy.
-      await record(async () => {
+      await record('c', async () => {
         const proxy = await startLink(path.join(work, 'link-c.sock'), repoSocket, bandwidth.bytesPerSecond);
         const local = path.join(work, 'copied.raw');
         say(`(c) copy, then boot at ${bandwidth.label}`);
@@ -268,7 +272,7 @@ async function main(): Promise<void> {
         }
       });
       // (d) QEMU's own chain: nbd (qemu-nbd) ← qcow2 overlay (backing) ← copy-on-read filter.
-      await record(async () => {
+      await record('d', async () => {
         const proxy = await startLink(path.join(work, 'link-d.sock'), qemuNbdSocket, bandwidth.bytesPerSecond);
         const overlay = path.join(work, 'overlay.qcow2');
         await execa('qemu-img', ['create', '-q', '-f', 'qcow2', overlay, String(benchStat.size)]);
