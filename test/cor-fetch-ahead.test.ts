@@ -44,78 +44,58 @@ function assertWithinBound(t: ExecutionContext, proxy: NbdCountingProxy, stats: 
   t.is(stats.fetchedBytes, requested, 'the device counts what crossed the link');
 }
 
-test('a sequential one-block-at-a-time read gets few, large fetches; each block crosses the link once', (t) => withDir(async ({ path: dir }) => {
-  const content = randomBytes(300 * BS);
+/**
+ * A fresh device over `content` in a repository served behind the proxy; `reader` reads it through
+ * a real client. Returns the device's stats after the reads, and the proxy's view of the wire.
+ */
+async function readThroughProxy(dir: string, content: Buffer, reader: (uri: string) => Promise<void>): Promise<{ stats: CorStats; proxy: NbdCountingProxy }> {
   const image = await makeImage(dir, 'demo', { size: content.length, content });
   const served = await serveThroughProxy(dir, image.repoDir);
   try {
     const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [served.proxy.uri] });
-    let stats: CorStats;
     try {
-      // qemu-img dd reads one 64 KiB block per request, one request at a time.
-      await qemuImgDd(device.uri, join(dir, 'out.raw'), BS, 0, 200);
-      stats = device.stats();
+      await reader(device.uri);
+      return { stats: device.stats(), proxy: served.proxy };
     } finally {
       await device.close();
     }
-    t.true((await readFile(join(dir, 'out.raw'))).equals(content.subarray(0, 200 * BS)));
-    t.is(stats.demandedBytes, 200 * BS);
-    // Without fetch-ahead: 200 requests. The window grows with what was read (2 MiB, then more).
-    t.true(stats.fetchRequests <= 20, `${stats.fetchRequests} upstream requests for 200 sequential one-block reads`);
-    t.true(stats.aheadReadBytes >= 150 * BS, 'most of the reading was served by fetches ahead');
-    assertWithinBound(t, served.proxy, stats);
   } finally {
     await served.close();
   }
+}
+
+test('a sequential one-block-at-a-time read gets few, large fetches; each block crosses the link once', (t) => withDir(async ({ path: dir }) => {
+  const content = randomBytes(300 * BS);
+  // qemu-img dd reads one 64 KiB block per request, one request at a time.
+  const { stats, proxy } = await readThroughProxy(dir, content, (uri) => qemuImgDd(uri, join(dir, 'out.raw'), BS, 0, 200));
+  t.true((await readFile(join(dir, 'out.raw'))).equals(content.subarray(0, 200 * BS)));
+  t.is(stats.demandedBytes, 200 * BS);
+  // Without fetch-ahead: 200 requests. The window grows with what was read (2 MiB, then more).
+  t.true(stats.fetchRequests <= 20, `${stats.fetchRequests} upstream requests for 200 sequential one-block reads`);
+  t.true(stats.aheadReadBytes >= 150 * BS, 'most of the reading was served by fetches ahead');
+  assertWithinBound(t, proxy, stats);
 }, { unsafeCleanup: true }));
 
 test('a read that straddles fetched-ahead runs needs no request of its own', (t) => withDir(async ({ path: dir }) => {
   const content = randomBytes(300 * BS);
-  const image = await makeImage(dir, 'demo', { size: content.length, content });
-  const served = await serveThroughProxy(dir, image.repoDir);
-  try {
-    const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [served.proxy.uri] });
-    let stats: CorStats;
-    try {
-      await qemuImgDd(device.uri, join(dir, 'out.raw'), 3 * BS, 0, 100);
-      stats = device.stats();
-    } finally {
-      await device.close();
-    }
-    t.true((await readFile(join(dir, 'out.raw'))).equals(content));
-    t.is(stats.presentBlocks, 300);
-    t.true(stats.fetchRequests <= 20, `${stats.fetchRequests} upstream requests for 100 reads of 3 blocks`);
-    assertWithinBound(t, served.proxy, stats);
-  } finally {
-    await served.close();
-  }
+  const { stats, proxy } = await readThroughProxy(dir, content, (uri) => qemuImgDd(uri, join(dir, 'out.raw'), 3 * BS, 0, 100));
+  t.true((await readFile(join(dir, 'out.raw'))).equals(content));
+  t.is(stats.presentBlocks, 300);
+  t.true(stats.fetchRequests <= 20, `${stats.fetchRequests} upstream requests for 100 reads of 3 blocks`);
+  assertWithinBound(t, proxy, stats);
 }, { unsafeCleanup: true }));
 
 test('a reader that jumps about (two blocks here, two blocks there) gets its fetch-ahead cut off by the budget', (t) => withDir(async ({ path: dir }) => {
   // Each pair looks sequential (the second read follows the first): without a budget every pair
   // would open a full 8 MiB window, ~100 times the bytes the reader needed.
   const blocks = 1200;
-  const content = randomBytes(blocks * BS);
-  const image = await makeImage(dir, 'demo', { size: content.length, content });
-  const served = await serveThroughProxy(dir, image.repoDir);
-  try {
-    const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [served.proxy.uri] });
-    let stats: CorStats;
-    try {
-      const commands: string[] = [];
-      for (let pair = 0; pair < 60; pair++) {
-        const block = (pair * 397) % (blocks - 2);
-        commands.push(`read ${block * BS} ${BS}`, `read ${(block + 1) * BS} ${BS}`);
-      }
-      await qemuIo(device.uri, commands);
-      stats = device.stats();
-    } finally {
-      await device.close();
-    }
-    t.true(stats.demandedBytes <= 120 * BS && stats.demandedBytes >= 100 * BS, `${stats.demandedBytes} bytes needed`);
-    t.true(stats.aheadFetchedBytes <= BUDGET_FLOOR_BYTES + BUDGET_SHARE * stats.demandedBytes, `${stats.aheadFetchedBytes} bytes fetched ahead`);
-    assertWithinBound(t, served.proxy, stats);
-  } finally {
-    await served.close();
+  const commands: string[] = [];
+  for (let pair = 0; pair < 60; pair++) {
+    const block = (pair * 397) % (blocks - 2);
+    commands.push(`read ${block * BS} ${BS}`, `read ${(block + 1) * BS} ${BS}`);
   }
+  const { stats, proxy } = await readThroughProxy(dir, randomBytes(blocks * BS), async (uri) => { await qemuIo(uri, commands); });
+  t.true(stats.demandedBytes <= 120 * BS && stats.demandedBytes >= 100 * BS, `${stats.demandedBytes} bytes needed`);
+  t.true(stats.aheadFetchedBytes <= BUDGET_FLOOR_BYTES + BUDGET_SHARE * stats.demandedBytes, `${stats.aheadFetchedBytes} bytes fetched ahead`);
+  assertWithinBound(t, proxy, stats);
 }, { unsafeCleanup: true }));

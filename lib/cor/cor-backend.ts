@@ -1,25 +1,25 @@
-// Copy-on-read layer: a BlockBackend over (local raw disk + block map + verified upstream).
-// Read: present blocks come from the local disk; absent ones are fetched (adjacent absent blocks
-// in one request, several requests in flight, one shared fetch per block) and verified; the guest
-// reads waiting for them are answered from the fetched memory, then the blocks are written locally
-// and only then marked present. Write: W-intent first (durable), then the data, then R.
-// The durability rules are stated and enforced in lib/map/block-map.ts; this file keeps rule 2
-// (W before data) and rule 3 (FLUSH = commit).
-//
-// Locking rule: `busy` holds, per block, the promise of an operation that will make an absent
-// block present (a fetch, the local write of fetched data, or a whole-block guest write). Whoever
-// wants to change an absent block must first await its busy entry; claims are made synchronously
-// after the last await, so two claims on one block cannot interleave.
+// Copy-on-read layer: a BlockBackend over (local raw disk + block map + verified upstream), the
+// face the NBD server serves to QEMU. Read: present blocks come from the local disk; absent ones
+// are made present by the absent fetcher (absent-fetcher.ts), and the guest reads waiting for
+// them are answered from the fetched memory (fresh-segments.ts) before the local store. A
+// sequential reader is fetched ahead of, within a budget (fetch-ahead.ts). Write: W-intent first
+// (durable), then the data, then R. The durability rules are stated and enforced in
+// lib/map/block-map.ts; this file keeps rule 2 (W before data) and rule 3 (FLUSH = commit).
+// Every change to an absent block goes through the claims (block-claims.ts: the locking rule).
 import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
 import type { BlockMap } from '../map/block-map.js';
-import { Bitset } from '../map/bitset.js';
-import { DIGEST_BYTES, type Manifest } from '../repo/manifest-format.js';
-import { isAllZero } from '../fetch/verify.js';
-import { releaseShared, retainShared } from '../fetch/shared-buffers.js';
-import { FetchQueue, MAX_ZERO_GAP_BLOCKS, type Priority } from './fetch-queue.js';
+import type { Manifest } from '../repo/manifest-format.js';
+import { retainShared, releaseShared } from '../fetch/shared-buffers.js';
+import type { Priority } from './fetch-queue.js';
 import type { LocalDisk } from './local-disk.js';
 import { FetchAhead, type FetchAheadCounters } from './fetch-ahead.js';
 import { GuestDemand } from './guest-demand.js';
+import { GuestActivity } from './guest-activity.js';
+import { BlockClaims } from './block-claims.js';
+import { FreshSegments } from './fresh-segments.js';
+import { ZeroBlocks } from './zero-blocks.js';
+import { AbsentFetcher, type FetchCounters } from './absent-fetcher.js';
+import { startMapCommitTimer, type MapCommitTimer } from './map-commit-timer.js';
 import { readByFilling, zeroBlockRanges, type KnowsZeroRanges, type LendsReads, type LentBytes } from '../block/read-into.js';
 
 export interface CorBackendOptions {
@@ -37,13 +37,8 @@ export interface CorBackendOptions {
   readonly log?: (line: string) => void;
 }
 
-export interface CorCounters {
-  /** Requests sent upstream (each covers one or more adjacent blocks). */
-  fetchRequests: number;
-  fetchedBytes: number;
-  fetchedBlocks: number;
+export interface CorCounters extends FetchCounters {
   readRequests: number;
-  failedFetches: number;
 }
 
 /**
@@ -67,75 +62,52 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   readonly capabilities = CAPABILITIES;
   readonly size: number;
   readonly constraints;
-  readonly counters: CorCounters = { fetchRequests: 0, fetchedBytes: 0, fetchedBlocks: 0, readRequests: 0, failedFetches: 0 };
   private readonly blockSize: number;
-  private readonly zeroBlocks: Uint8Array;
-  /**
-   * Present blocks this process knows still read as zeros: image zero blocks made present without
-   * a write (a hole answer, a fetch that skipped them). Any guest change clears the bit. Reads of
-   * them need no pread (the kernel would zero-fill page-cache pages for a hole), and block status
-   * can call them zero. Not persisted: after a restart they read from the disk like any block.
-   */
-  private readonly zeroPresent: Bitset;
-  private readonly busy = new Map<number, Promise<void>>();
-  private readonly queue: FetchQueue;
-  private readonly maxRunBlocks: number;
+  private readRequests = 0;
+  private readonly zeros: ZeroBlocks;
+  private readonly claims = new BlockClaims();
+  private readonly fresh: FreshSegments;
+  private readonly fetcher: AbsentFetcher;
   private readonly fetchAhead: FetchAhead;
   private readonly demand: GuestDemand;
-  private readonly commitTimer: NodeJS.Timeout;
-  /**
-   * Runs just fetched and verified, kept until they are stored: the guest reads that waited for
-   * them are answered from here, before the local write (which then overlaps the client's next
-   * request) and without reading the local disk back. `unstored` marks their blocks.
-   */
-  private fresh: FetchedSegment[] = [];
-  private readonly unstored: Bitset;
-  private guestRequests = 0;
-  private idleWaiters: Array<() => void> = [];
+  private readonly guests: GuestActivity;
+  private readonly commitTimer: MapCommitTimer;
   private closed = false;
 
   constructor(
     readonly manifest: Manifest,
     private readonly local: LocalDisk,
     readonly map: BlockMap,
-    private readonly upstream: BlockBackend,
-    private readonly options: CorBackendOptions = {},
+    upstream: BlockBackend,
+    options: CorBackendOptions = {},
   ) {
+    const log = options.log ?? (() => {});
     this.size = manifest.size;
     this.blockSize = manifest.blockSize;
     this.constraints = { minimum: 1, preferred: Math.min(this.blockSize, 65536), maximum: 32 * 1024 * 1024 };
-    // One byte per block, computed without allocating per block (large images: 10^5+ blocks).
-    this.zeroBlocks = new Uint8Array(manifest.blockCount);
-    this.zeroPresent = new Bitset(manifest.blockCount);
-    this.unstored = new Bitset(manifest.blockCount);
-    const digests = manifest.digests;
-    for (let i = 0; i < manifest.blockCount; i++) {
-      let zero = 1;
-      for (let at = i * DIGEST_BYTES, end = at + DIGEST_BYTES; at < end; at++) if (digests[at] !== 0) { zero = 0; break; }
-      this.zeroBlocks[i] = zero;
-    }
-    this.maxRunBlocks = Math.max(1, Math.floor((options.maxFetchBytes ?? 4 * 1024 * 1024) / this.blockSize));
-    // Present zero blocks may sit inside a fetch (read along, never written): see fetchRun.
-    this.queue = new FetchQueue((start, count, speculative) => this.fetchRun(start, count, speculative), {
-      maxInFlight: options.maxInFlight ?? 8,
-      maxBlocks: this.maxRunBlocks,
-      bridgeable: (block) => this.zeroBlocks[block] === 1 && this.map.isPresent(block),
-      holdForTurn: () => this.guestRequests > MERGE_TURN_MIN_GUEST_REQUESTS,
-    });
-    const dataBytes = (block: number) => this.zeroBlocks[block] === 1 ? 0 : Math.min(this.blockSize, this.size - block * this.blockSize);
-    this.demand = new GuestDemand(manifest.blockCount, dataBytes, (block) => this.map.isModified(block));
+    this.zeros = new ZeroBlocks(manifest, map);
+    this.fresh = new FreshSegments(manifest.blockCount, this.blockSize);
+    const maxRunBlocks = Math.max(1, Math.floor((options.maxFetchBytes ?? 4 * 1024 * 1024) / this.blockSize));
+    this.guests = new GuestActivity(() => this.fetcher.guestWaiting);
+    this.fetcher = new AbsentFetcher(
+      { size: this.size, blockSize: this.blockSize, map, local, upstream, claims: this.claims, fresh: this.fresh, zeros: this.zeros, log },
+      { maxRunBlocks, maxInFlight: options.maxInFlight ?? 8, holdForTurn: () => this.guests.requests > MERGE_TURN_MIN_GUEST_REQUESTS },
+    );
+    const dataBytes = (block: number) => this.zeros.dataBytes(block);
+    this.demand = new GuestDemand(manifest.blockCount, dataBytes, (block) => map.isModified(block));
     this.fetchAhead = new FetchAhead({
       maxWindowBlocks: Math.floor((options.fetchAheadBytes ?? 8 * 1024 * 1024) / this.blockSize),
-      maxRunBlocks: this.maxRunBlocks,
+      maxRunBlocks,
       blockCount: manifest.blockCount,
       blockSize: this.blockSize,
       dataBytes,
       demandedBytes: () => this.demand.demandedBytes,
     });
-    this.commitTimer = setInterval(() => {
-      if (this.map.hasUncommittedChanges && !this.closed) this.map.commit().catch((error) => this.log(`map commit failed: ${(error as Error).message}`));
-    }, options.commitIntervalMs ?? 1000);
-    this.commitTimer.unref();
+    this.commitTimer = startMapCommitTimer(map, options.commitIntervalMs ?? 1000, log);
+  }
+
+  get counters(): Readonly<CorCounters> {
+    return { ...this.fetcher.counters, readRequests: this.readRequests };
   }
 
   // ---- guest-facing BlockBackend ----
@@ -156,8 +128,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
 
   private async readOrLend(offset: number, target: Buffer, lend: boolean): Promise<LentBytes | undefined> {
     const length = target.length;
-    return this.asGuest(async () => {
-      this.counters.readRequests++;
+    return this.guests.run(async () => {
+      this.readRequests++;
       this.checkRange(offset, length);
       if (length === 0) return undefined;
       const [first, last] = this.blockRange(offset, length);
@@ -167,11 +139,11 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       const followsAhead = this.fetchAhead.guestRead(first, last);
       // The common case once warm: everything present, no promise juggling.
       if (!this.allPresent(first, last)) {
-        const sequential = followsAhead || (first > 0 && (this.map.isPresent(first - 1) || this.busy.has(first - 1)));
-        const own = this.ensurePresent(first, last, 'guest', 'readable');
+        const sequential = followsAhead || (first > 0 && (this.map.isPresent(first - 1) || this.claims.isClaimed(first - 1)));
+        const own = this.fetcher.ensurePresent(first, last, 'guest', 'readable');
         if (sequential) this.fetchAheadOf(last);
         await own;
-        const fresh = this.freshCovering(offset, length);
+        const fresh = this.fresh.covering(offset, length);
         if (fresh && lend) return lendBytes(fresh);
         if (fresh) {
           fresh.copy(target);
@@ -193,34 +165,33 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   /**
    * Absent zero blocks of a disk created sparse with its map are holes that equal the image: they
    * become present here without any I/O, and the server answers them as holes instead of reading
-   * them; so are present blocks known to be still zero (`zeroPresent`). Other blocks are read as
-   * usual (a present block is not known to be zero: the guest may have written it, and W clear
-   * does not prove otherwise).
+   * them; so are present blocks known to be still zero. Other blocks are read as usual (a present
+   * block is not known to be zero: the guest may have written it, and W clear does not prove otherwise).
    */
   knownZeroRanges(offset: number, length: number): Array<readonly [number, number]> {
     if (this.closed || length <= 0 || offset < 0 || offset + length > this.size) return [];
     const zeros = zeroBlockRanges(offset, length, this.blockSize, this.size, (b) => {
-      if (this.zeroPresent.get(b)) return true;
+      if (this.zeros.isPresentZero(b)) return true;
       if (!this.readsAsZeroUnfetched(b)) return false;
       this.map.markPresent(b, 1);
-      this.zeroPresent.set(b);
+      this.zeros.markPresentZero(b, 1);
       return true;
     });
     // The reply's data pieces around these holes are read one by one, each its own fetch: start
     // one fetch for all of them now (the pieces then wait for it). Its errors reach them there.
     if (zeros.length > 0) {
       const [first, last] = this.blockRange(offset, length);
-      if (!this.allPresent(first, last)) this.ensurePresent(first, last, 'guest', 'readable').catch(() => undefined);
+      if (!this.allPresent(first, last)) this.fetcher.ensurePresent(first, last, 'guest', 'readable').catch(() => undefined);
     }
     return zeros;
   }
 
   async write(offset: number, data: Buffer, options?: WriteOptions): Promise<void> {
-    await this.asGuest(() => this.modify(offset, data.length, () => this.local.write(offset, data), options));
+    await this.guests.run(() => this.modify(offset, data.length, () => this.local.write(offset, data), options));
   }
 
   async writeZeroes(offset: number, length: number, options?: WriteOptions): Promise<void> {
-    await this.asGuest(() => this.modify(offset, length, () => this.local.writeZeroes(offset, length), options));
+    await this.guests.run(() => this.modify(offset, length, () => this.local.writeZeroes(offset, length), options));
   }
 
   /** Whole blocks are zeroed (no fetch); partial head/tail are left alone, as TRIM allows. */
@@ -237,9 +208,9 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
 
   /**
    * Absent zero blocks read as zeros (a hole in the local disk), and so do the present ones known
-   * to be still zero: reported as such, so a client
-   * copying the disk (qemu-img convert, nbdcopy, a QEMU block job) skips them without a fetch.
-   * Everything else is reported as data: a present block is not known to be zero.
+   * to be still zero: reported as such, so a client copying the disk (qemu-img convert, nbdcopy,
+   * a QEMU block job) skips them without a fetch. Everything else is reported as data: a present
+   * block is not known to be zero.
    */
   async blockStatus(offset: number, length: number): Promise<Extent[]> {
     const end = Math.min(offset + length, this.size);
@@ -257,53 +228,24 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   }
 
   private readsAsZeroUnfetched(block: number): boolean {
-    return this.zeroBlocks[block] === 1 && !this.map.isPresent(block) && !this.busy.has(block) && this.knownZero(block, block + 1);
+    return this.zeros.inImage(block) && !this.map.isPresent(block) && !this.claims.isClaimed(block) && this.zeros.stillHoles(block, block + 1);
   }
 
   private readsAsZero(block: number): boolean {
-    return this.zeroPresent.get(block) || this.readsAsZeroUnfetched(block);
+    return this.zeros.isPresentZero(block) || this.readsAsZeroUnfetched(block);
   }
 
   // ---- for fill and the device ----
 
-  /**
-   * Fetches every absent block in [first, last] (inclusive), sharing fetches already running.
-   * Resolves once they are all present, or with `until: 'readable'` once each is present or
-   * fetched, verified and not yet stored (then in `fresh`).
-   */
-  async ensurePresent(first: number, last: number, priority: Priority, until: 'present' | 'readable' = 'present'): Promise<void> {
-    const done = until === 'readable'
-      ? (b: number) => this.map.isPresent(b) || this.unstored.get(b)
-      : (b: number) => this.map.isPresent(b);
-    const waits: Promise<void>[] = [];
-    // Runs split by present (zero) blocks merge again in the queue: one request where possible.
-    this.queue.together(() => {
-      let i = first;
-      while (i <= last) {
-        if (done(i)) { i++; continue; }
-        const pending = this.busy.get(i);
-        if (pending) {
-          if (priority === 'guest') this.queue.promote(i);
-          waits.push(pending);
-          i++;
-          continue;
-        }
-        const runStart = i;
-        while (i <= last && i - runStart < this.maxRunBlocks && !this.map.isPresent(i) && !this.busy.has(i)) i++;
-        waits.push(this.startFetch(runStart, i - runStart, priority));
-      }
-    });
-    // A busy entry may have been a guest write or a failed fetch: check again until all done.
-    const results = await Promise.allSettled(waits);
-    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failure) throw failure.reason;
-    for (let b = first; b <= last; b++) if (!done(b)) return this.ensurePresent(b, last, priority, until);
+  /** Fetches every absent block in [first, last] (inclusive); resolves once they are present. */
+  ensurePresent(first: number, last: number, priority: Priority): Promise<void> {
+    return this.fetcher.ensurePresent(first, last, priority);
   }
 
   /** Blocks still to fetch: absent, and not zero in the image. */
   absentDataBlocks(): number {
     let count = 0;
-    for (let b = this.map.nextAbsent(0); b >= 0; b = this.map.nextAbsent(b + 1)) if (this.zeroBlocks[b] !== 1) count++;
+    for (let b = this.map.nextAbsent(0); b >= 0; b = this.map.nextAbsent(b + 1)) if (!this.zeros.inImage(b)) count++;
     return count;
   }
 
@@ -317,22 +259,21 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     return this.demand.demandedBytes;
   }
 
-  /** Guest requests running now; fill waits for zero. */
+  /** Guest requests running or queued now; fill waits for zero. */
   get activeGuestRequests(): number {
-    return this.guestRequests + this.queue.guestWaiting;
+    return this.guests.active;
   }
 
   /** Resolves when no guest request is running. */
   whenGuestIdle(): Promise<void> {
-    if (this.activeGuestRequests === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+    return this.guests.whenIdle();
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    clearInterval(this.commitTimer);
-    await Promise.allSettled([...new Set(this.busy.values())]);
+    this.commitTimer.stop();
+    await this.claims.settled();
     await this.map.close();
     await this.local.close();
   }
@@ -347,12 +288,12 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     const partial = [first, last].filter((b, i, all) => all.indexOf(b) === i && !this.coversBlock(offset, length, b));
     for (const block of partial) {
       this.demand.need(block, block);
-      await this.ensurePresent(block, block, 'guest');
+      await this.fetcher.ensurePresent(block, block, 'guest');
     }
     this.fetchAhead.overwritten(first, last);
     // Wait out fetches on the blocks we overwrite, then claim the absent ones synchronously.
     for (;;) {
-      const pending = this.firstBusy(first, last);
+      const pending = this.claims.firstHolder(first, last);
       if (!pending) break;
       await pending.catch(() => undefined);
     }
@@ -360,31 +301,20 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     for (let b = first; b <= last; b++) if (!this.map.isPresent(b)) claimed.push(b);
     let done!: () => void;
     const writing = new Promise<void>((resolve) => { done = resolve; });
-    for (const b of claimed) this.busy.set(b, writing);
-    // No fetched segment overlaps [first, last] now: its blocks stay busy until stored, and the
-    // store drops it from `fresh` before the busy wait above can end.
-    this.zeroPresent.clearRange(first, last - first + 1);
+    for (const b of claimed) this.claims.claim(b, 1, writing);
+    // No fetched segment overlaps [first, last] now: its blocks stay claimed until stored, and the
+    // store drops it from the fresh segments before the wait above can end.
+    this.zeros.forget(first, last - first + 1);
     try {
       // Rule 2: the W-intent is durable before the data write is issued.
       if (this.map.markModified(first, last - first + 1)) await this.map.commit();
       await apply();
       for (const b of claimed) this.map.markPresent(b, 1);
     } finally {
-      for (const b of claimed) if (this.busy.get(b) === writing) this.busy.delete(b);
+      for (const b of claimed) this.claims.release(b, 1, writing);
       done();
     }
     if (options?.fua) await this.map.commit();
-  }
-
-  private startFetch(start: number, count: number, priority: Priority): Promise<void> {
-    const fetching = this.queue.enqueue(start, count, priority);
-    // A guest read that joins a fetch ahead which then fails fetches for itself (ensurePresent
-    // looks again), instead of failing with an error no guest request caused.
-    const claim = priority === 'ahead' ? fetching.catch(() => undefined) : fetching;
-    for (let b = start; b < start + count; b++) this.busy.set(b, claim);
-    const clear = () => { for (let b = start; b < start + count; b++) if (this.busy.get(b) === claim) this.busy.delete(b); };
-    fetching.then(clear, clear);
-    return fetching;
   }
 
   /**
@@ -392,140 +322,12 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
    * (fetch-ahead.ts). Not for a reader with many requests in flight: the fetch queue merges those.
    */
   private fetchAheadOf(last: number): void {
-    if (this.guestRequests > FETCH_AHEAD_MAX_GUEST_REQUESTS || this.closed) return;
-    const run = this.fetchAhead.plan(last, (b) => !this.map.isPresent(b) && !this.busy.has(b));
+    if (this.guests.requests > FETCH_AHEAD_MAX_GUEST_REQUESTS || this.closed) return;
+    const run = this.fetchAhead.plan(last, (b) => !this.map.isPresent(b) && !this.claims.isClaimed(b));
     if (!run) return;
     const [from, to] = run;
     // Its failure only matters to a later read, which fetches again (logged as speculative).
-    this.startFetch(from, to - from, 'ahead').catch(() => this.fetchAhead.failed(from, to));
-  }
-
-  /**
-   * Called by the fetch queue with a coalesced range whose blocks are all claimed and absent,
-   * except present zero blocks the queue bridged (read along, never written, left alone).
-   * Data blocks go upstream in as few requests as possible: short gaps of zero blocks are read
-   * along (cheaper than another round trip) but never written; long gaps split the request.
-   */
-  private async fetchRun(start: number, count: number, speculative: boolean): Promise<void> {
-    const end = start + count;
-    const groups: Array<[number, number]> = [];
-    for (let b = start; b < end; b++) {
-      if (this.zeroBlocks[b] === 1) continue;
-      const group = groups[groups.length - 1];
-      if (group && b - group[1] <= MAX_ZERO_GAP_BLOCKS) group[1] = b + 1;
-      else groups.push([b, b + 1]);
-    }
-    await Promise.all([
-      ...groups.map(([from, to]) => this.fetchData(from, to, speculative)),
-      this.zeroAbsent(start, end),
-    ]);
-  }
-
-  /**
-   * One upstream request for blocks [from, to). Resolves once the data is verified and in `fresh`;
-   * its data blocks are then written locally (see storeAfterThisTurn) and only then marked present.
-   */
-  private async fetchData(from: number, to: number, speculative: boolean): Promise<void> {
-    const offset = from * this.blockSize;
-    const length = Math.min(to * this.blockSize, this.size) - offset;
-    let data: Buffer;
-    try {
-      this.counters.fetchRequests++;
-      data = await (speculative ? this.readSpeculative(offset, length) : this.upstream.read(offset, length));
-    } catch (error) {
-      this.counters.failedFetches++;
-      throw error instanceof BlockError ? error : new BlockError('EIO', (error as Error).message, { cause: error });
-    }
-    const segments: FetchedSegment[] = [];
-    for (let b = from; b < to;) {
-      const segmentStart = b;
-      while (b < to && this.zeroBlocks[b] !== 1) b++;
-      if (b > segmentStart) {
-        const at = (segmentStart - from) * this.blockSize;
-        const bytes = Math.min(b * this.blockSize, this.size) - segmentStart * this.blockSize;
-        segments.push({ from: segmentStart, to: b, data: data.subarray(at, at + bytes) });
-      }
-      // Zero blocks in between are not stored: they may be bridged present blocks the guest has
-      // written since (their bytes here are the image's zeros, not the guest's data).
-      while (b < to && this.zeroBlocks[b] === 1) b++;
-    }
-    this.counters.fetchedBytes += length;
-    this.storeAfterThisTurn(segments, data);
-  }
-
-  /**
-   * Makes `segments` readable from memory now and writes them to the local disk after this turn
-   * of the event loop, when the guest reads that waited for them have been answered. Their blocks
-   * stay busy until stored (a guest write waits for that), and become present only after their
-   * local write returned (rule 1). A failed local write leaves them absent (fetched again later).
-   */
-  private storeAfterThisTurn(segments: FetchedSegment[], fetched: Buffer): void {
-    this.fresh.push(...segments);
-    for (const segment of segments) this.unstored.setRange(segment.from, segment.to - segment.from);
-    const stored: Promise<void> = new Promise<void>((resolve) => setImmediate(resolve))
-      // All settled before the blocks are released: no write of this fetch may land after a guest
-      // write claimed one of its blocks.
-      .then(() => Promise.allSettled(segments.map((segment) => this.store(segment))))
-      .then((results) => {
-        const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-        if (failed) throw failed.reason;
-      })
-      .finally(() => {
-        for (const segment of segments) {
-          this.unstored.clearRange(segment.from, segment.to - segment.from);
-          for (let b = segment.from; b < segment.to; b++) if (this.busy.get(b) === stored) this.busy.delete(b);
-        }
-        this.fresh = this.fresh.filter((segment) => !segments.includes(segment));
-        // Our hold on the fetch's buffer goes back; guest reads that lent from it hold their own.
-        releaseShared(fetched);
-      });
-    stored.catch((error) => this.log(`could not store fetched blocks locally (they stay absent): ${(error as Error).message}`));
-    for (const segment of segments) for (let b = segment.from; b < segment.to; b++) this.busy.set(b, stored);
-  }
-
-  private async store(segment: FetchedSegment): Promise<void> {
-    await this.local.write(segment.from * this.blockSize, segment.data);
-    this.counters.fetchedBlocks += segment.to - segment.from;
-    // Rule 1: present in memory only after the local write returned; durable at the next commit.
-    this.map.markPresent(segment.from, segment.to - segment.from);
-  }
-
-  /** Zero blocks of [start, end) are never fetched, and the local disk is kept sparse. */
-  private async zeroAbsent(start: number, end: number): Promise<void> {
-    for (let b = start; b < end;) {
-      if (this.zeroBlocks[b] !== 1 || this.map.isPresent(b)) { b++; continue; }
-      const segmentStart = b;
-      while (b < end && this.zeroBlocks[b] === 1 && !this.map.isPresent(b)) b++;
-      // On a disk created sparse with its map, an absent block without W is still a hole;
-      // otherwise look before writing zeros.
-      if (!this.knownZero(segmentStart, b)) {
-        const offset = segmentStart * this.blockSize;
-        await this.zeroLocally(offset, Math.min(b * this.blockSize, this.size) - offset);
-      }
-      this.map.markPresent(segmentStart, b - segmentStart);
-      this.zeroPresent.setRange(segmentStart, b - segmentStart);
-    }
-  }
-
-  /** Reported as speculative where the upstream can tell (failover's log): no guest read fails with it. */
-  private readSpeculative(offset: number, length: number): Promise<Buffer> {
-    const upstream = this.upstream as Partial<{ readSpeculative(offset: number, length: number): Promise<Buffer> }>;
-    return upstream.readSpeculative ? upstream.readSpeculative.call(this.upstream, offset, length) : this.upstream.read(offset, length);
-  }
-
-  private knownZero(first: number, end: number): boolean {
-    if (!this.map.header.diskCreatedSparse) return false;
-    for (let b = first; b < end; b++) if (this.map.isModified(b)) return false;
-    return true;
-  }
-
-  /** Writes zeros where the local disk is not already zero, 1 MiB at a time (bounded memory). */
-  private async zeroLocally(offset: number, length: number): Promise<void> {
-    const step = 1024 * 1024;
-    for (let at = offset; at < offset + length; at += step) {
-      const chunk = Math.min(step, offset + length - at);
-      if (!isAllZero(await this.local.read(at, chunk))) await this.local.writeZeroes(at, chunk);
-    }
+    this.fetcher.startFetch(from, to - from, 'ahead').catch(() => this.fetchAhead.failed(from, to));
   }
 
   /**
@@ -538,7 +340,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     for (let b = first; b <= last; b++) {
       const from = Math.max(offset, b * this.blockSize);
       const to = Math.min(end, (b + 1) * this.blockSize);
-      const segment = this.unstored.get(b) ? this.fresh.find((s) => s.from <= b && b < s.to) : undefined;
+      const segment = this.fresh.segmentOf(b);
       if (segment) {
         const segmentStart = segment.from * this.blockSize;
         segment.data.copy(target, from - offset, from - segmentStart, to - segmentStart);
@@ -551,27 +353,9 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     for (const [from, to] of fromDisk) await this.local.readInto(from, target.subarray(from - offset, to - offset));
   }
 
-  /** The bytes [offset, offset + length) from a fetched segment not yet stored, if one covers them wholly (see `fresh`). */
-  private freshCovering(offset: number, length: number): Buffer | undefined {
-    const end = offset + length;
-    for (const run of this.fresh) {
-      const runStart = run.from * this.blockSize;
-      if (runStart <= offset && runStart + run.data.length >= end) return run.data.subarray(offset - runStart, end - runStart);
-    }
-    return undefined;
-  }
-
   private allPresent(first: number, last: number): boolean {
     const absent = this.map.nextAbsent(first);
     return absent < 0 || absent > last;
-  }
-
-  private firstBusy(first: number, last: number): Promise<void> | undefined {
-    for (let b = first; b <= last; b++) {
-      const pending = this.busy.get(b);
-      if (pending) return pending;
-    }
-    return undefined;
   }
 
   private coversBlock(offset: number, length: number, block: number): boolean {
@@ -590,27 +374,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     }
     if (this.closed) throw new BlockError('ESHUTDOWN', 'the copy-on-read device is closing');
   }
-
-  private async asGuest<T>(body: () => Promise<T>): Promise<T> {
-    this.guestRequests++;
-    try {
-      return await body();
-    } finally {
-      this.guestRequests--;
-      if (this.activeGuestRequests === 0) {
-        const waiters = this.idleWaiters;
-        this.idleWaiters = [];
-        for (const wake of waiters) wake();
-      }
-    }
-  }
-
-  private log(line: string): void {
-    this.options.log?.(line);
-  }
 }
-
-interface FetchedSegment { readonly from: number; readonly to: number; readonly data: Buffer }
 
 /** Lends a view of fetched memory: a hold keeps it out of the buffer pool until it is sent. */
 function lendBytes(data: Buffer): LentBytes {

@@ -65,6 +65,8 @@ export interface CorDevice extends EventEmitter {
 /** The local state of a disk: repositories + local disk + map + COR backend (no server). */
 export interface OpenedDisk {
   readonly repositories: OpenedRepositories;
+  /** The local raw disk the backend stores into (its only writer while open). */
+  readonly local: LocalDisk;
   readonly backend: CorBackend;
   close(): Promise<void>;
 }
@@ -125,7 +127,7 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
     if (backend.absentDataBlocks() * manifest.blockSize >= PRESTART_FETCHERS_BYTES) repositories.prestart();
     const heldLock = lock;
     return {
-      repositories, backend,
+      repositories, local: disk, backend,
       async close() {
         try {
           await backend.close();

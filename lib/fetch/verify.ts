@@ -4,7 +4,7 @@
 import { BlockError, type BlockBackend } from '../block/backend.js';
 import { readsIntoBuffer } from '../block/read-into.js';
 import { ReadOnlyBackend } from '../block/read-only.js';
-import { DIGEST_BYTES, type Manifest } from '../repo/manifest-format.js';
+import { DIGEST_BYTES, isZeroDigestAt, type Manifest } from '../repo/manifest-format.js';
 import { DigestMismatch } from './errors.js';
 import { hashBlocks } from './block-hasher.js';
 import { acquireShared } from './shared-buffers.js';
@@ -63,11 +63,6 @@ export class VerifyBackend extends ReadOnlyBackend {
   async close(): Promise<void> {
     await this.inner.close();
   }
-}
-
-function isZeroDigestAt(digests: Buffer, at: number): boolean {
-  for (let i = at; i < at + DIGEST_BYTES; i++) if (digests[i] !== 0) return false;
-  return true;
 }
 
 export function isAllZero(data: Buffer, from = 0, to = data.length): boolean {

@@ -34,3 +34,16 @@ export function digestOf(manifest: Manifest, index: number): Buffer {
 export function isZeroDigest(digest: Buffer): boolean {
   return digest.equals(ZERO_DIGEST);
 }
+
+/** Whether the digest at byte `at` of a digest list is the zero digest (no Buffer made). */
+export function isZeroDigestAt(digests: Buffer, at: number): boolean {
+  for (let i = at; i < at + DIGEST_BYTES; i++) if (digests[i] !== 0) return false;
+  return true;
+}
+
+/** One byte per block, 1 where the block is all zeros: computed once per opened image. */
+export function zeroBlockFlags(manifest: Manifest): Uint8Array {
+  const flags = new Uint8Array(manifest.blockCount);
+  for (let i = 0; i < manifest.blockCount; i++) flags[i] = isZeroDigestAt(manifest.digests, i * DIGEST_BYTES) ? 1 : 0;
+  return flags;
+}
