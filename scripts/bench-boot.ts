@@ -218,8 +218,11 @@ async function main(): Promise<void> {
   const results: Measurement[] = [];
   const bandwidths = BANDWIDTHS.filter((b) => !args.only || args.only.includes(b.key));
   const wanted = (scenario: string) => !args.scenarios || args.scenarios.includes(scenario);
+  // Cells are collected first and run round-robin (one boot of each, then again), so a change of
+  // load on this shared machine falls on every scenario alike instead of on one scenario's runs.
+  const cells: Array<() => Promise<Measurement>> = [];
   const record = async (scenario: string, run: () => Promise<Measurement>) => {
-    if (wanted(scenario)) results.push(await medianOf(args.repeat, run));
+    if (wanted(scenario)) cells.push(run);
   };
   const loadBefore = os.loadavg()[0]!;
   try {
@@ -292,6 +295,7 @@ async function main(): Promise<void> {
         }
       });
     }
+    results.push(...(await roundRobin(args.repeat, cells)));
   } finally {
     repoServer.kill('SIGTERM');
     qemuNbd.kill('SIGTERM');
@@ -307,9 +311,16 @@ async function main(): Promise<void> {
 }
 
 /** Runs `run` n times and keeps the run with the median time to ready (its bytes and notes too). */
-async function medianOf(n: number, run: () => Promise<Measurement>): Promise<Measurement> {
-  const runs: Measurement[] = [];
-  for (let i = 0; i < Math.max(1, n); i++) runs.push(await run());
+async function roundRobin(n: number, cells: ReadonlyArray<() => Promise<Measurement>>): Promise<Measurement[]> {
+  const runs: Measurement[][] = cells.map(() => []);
+  for (let i = 0; i < Math.max(1, n); i++) {
+    for (const [index, cell] of cells.entries()) runs[index]!.push(await cell());
+  }
+  return runs.map(medianOf);
+}
+
+/** The run with the median time to ready (its bytes and notes too), with every run's time noted. */
+function medianOf(runs: Measurement[]): Measurement {
   runs.sort((x, y) => (x.pingS ?? Infinity) - (y.pingS ?? Infinity));
   const median = runs[Math.floor((runs.length - 1) / 2)]!;
   const spread = runs.map((r) => (r.pingS ?? NaN).toFixed(1)).join(' / ');
