@@ -1,0 +1,88 @@
+// The fetch-ahead policy on its own (lib/cor/fetch-ahead.ts): what it plans, and that the unread
+// bytes it allows never exceed BUDGET_FLOOR_BYTES + BUDGET_SHARE × demanded, whatever the reads.
+import test from 'ava';
+import { BUDGET_FLOOR_BYTES, BUDGET_SHARE, FetchAhead } from '../lib/cor/fetch-ahead.js';
+
+const BS = 65536;
+
+/** A policy over `blockCount` blocks (blocks listed in `zero` are all-zero), with a demand counter the test moves. */
+function policy(blockCount: number, zero: ReadonlySet<number> = new Set()) {
+  let demanded = 0;
+  const ahead = new FetchAhead({
+    maxWindowBlocks: 128, maxRunBlocks: 64, blockCount, blockSize: BS,
+    dataBytes: (b) => (zero.has(b) ? 0 : BS),
+    demandedBytes: () => demanded,
+  });
+  const claimed = new Set<number>();
+  const plan = (last: number) => {
+    const run = ahead.plan(last, (b) => !claimed.has(b));
+    if (run) for (let b = run[0]; b < run[1]; b++) claimed.add(b);
+    return run;
+  };
+  return { ahead, plan, claimed, demand: (bytes: number) => { demanded += bytes; } };
+}
+
+test('with nothing demanded yet, one plan fetches at most the floor, and nothing more until reads pay for it', (t) => {
+  const { plan } = policy(10_000);
+  t.deepEqual(plan(0), [1, 1 + BUDGET_FLOOR_BYTES / BS]);
+  t.is(plan(0), undefined, 'the budget is spent: no second window');
+  t.is(plan(5000), undefined, 'not elsewhere either');
+});
+
+test('a reader that reads what was fetched ahead keeps a window in flight, topped up in large pieces', (t) => {
+  const { ahead, plan, demand } = policy(10_000);
+  plan(0);
+  const fetched: Array<readonly [number, number]> = [];
+  for (let block = 1; block < 3000; block++) {
+    demand(BS);
+    ahead.guestRead(block, block);
+    const run = plan(block);
+    if (run) fetched.push(run);
+  }
+  t.true(fetched.length > 20 && fetched.length < 200, `${fetched.length} pieces for 3000 blocks`);
+  for (const [from, to] of fetched) t.true(to - from >= 2 && to - from <= 64);
+  // Contiguous: no block planned twice, no gap left behind the reader.
+  for (let i = 1; i < fetched.length; i++) t.is(fetched[i]![0], fetched[i - 1]![1]);
+  t.is(ahead.counters.aheadFetchedBytes - ahead.counters.aheadReadBytes <= BUDGET_FLOOR_BYTES + BUDGET_SHARE * 2999 * BS, true);
+});
+
+test('whatever the reads, unread fetched-ahead bytes stay within the budget', (t) => {
+  const { ahead, plan, demand } = policy(20_000);
+  let seed = 7;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  let demanded = 0;
+  for (let i = 0; i < 5000; i++) {
+    const block = Math.floor(random() * 19_990);
+    if (random() < 0.5) {
+      demand(BS);
+      demanded += BS;
+      ahead.guestRead(block, block);
+    }
+    plan(block);
+    const unread = ahead.counters.aheadFetchedBytes - ahead.counters.aheadReadBytes;
+    if (unread > BUDGET_FLOOR_BYTES + BUDGET_SHARE * demanded) t.fail(`unread ${unread} over the budget at step ${i}`);
+  }
+  t.pass();
+});
+
+test('zero blocks cost nothing, trailing ones are left out, and a present block ends a piece', (t) => {
+  const { ahead, plan, claimed, demand } = policy(1000, new Set([3, 4, 9, 10, 11]));
+  demand(100 * BS);
+  claimed.add(12);
+  const run = plan(0);
+  t.deepEqual(run, [1, 9], 'ends before the present block 12; the zero blocks 9-11 before it are dropped');
+  t.is(ahead.counters.aheadFetchedBytes, 6 * BS, 'blocks 1, 2, 5, 6, 7, 8');
+});
+
+test('a failed fetch gives its budget back; an overwritten block stays spent and never counts as read', (t) => {
+  const { ahead, plan } = policy(1000);
+  const first = plan(0)!;
+  ahead.failed(first[0], first[1]);
+  t.is(ahead.counters.aheadFetchedBytes, 0);
+  const again = plan(100)!;
+  t.truthy(again, 'the budget came back');
+  ahead.overwritten(again[0], again[0]);
+  t.false(ahead.guestRead(again[0], again[0]), 'an overwritten block is not a hit');
+  t.true(ahead.guestRead(again[0] + 1, again[0] + 1));
+  t.is(ahead.counters.aheadReadBytes, BS);
+});
