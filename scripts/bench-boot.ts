@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ensureFixture, repositoryRoot, type FixtureName } from '../fixtures/build.js';
@@ -21,6 +21,7 @@ import { chooseAccelerator } from '../vmm/accel.js';
 import { DISK_NODE } from '../vmm/qemu-args.js';
 import { TransientVm, type VmDisk, type VmEvent } from '../vmm/vm.js';
 import { measuredCommit } from './bench-freshness.js';
+import { startServer, stopServer, writeReport } from './bench-kit.js';
 
 
 const GiB = 1024 ** 3;
@@ -137,15 +138,6 @@ async function startLink(socketPath: string, upstream: string, bytesPerSecond: n
   };
 }
 
-async function serveRepo(repoDir: string, socketPath: string): Promise<{ server: ResultPromise }> {
-  const server = execa('node', [CLI, 'repo', 'serve', '--repo', repoDir, '--socket', socketPath], { reject: false, stdin: 'ignore' });
-  await new Promise<void>((resolve, reject) => {
-    server.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('serving') && resolve());
-    void server.then((result) => reject(new Error(`repo serve exited: ${result.stderr}`)));
-  });
-  return { server }; // wrapped: an async function returning the (thenable) process would wait for its exit
-}
-
 async function bootVm(disk: VmDisk, agent: boolean, bytes: () => number, started: number, timeoutMs: number): Promise<BootMarks & { started: number }> {
   const vm = await TransientVm.start({ disk, accel: 'auto', memoryMiB: 512, agent, timeoutMs });
   try {
@@ -213,8 +205,8 @@ async function main(): Promise<void> {
 
   const repoSocket = path.join(work, 'repo.sock');
   const qemuNbdSocket = path.join(work, 'qemu-nbd.sock');
-  const { server: repoServer } = await serveRepo(repoDir, repoSocket);
-  const qemuNbd = execa('qemu-nbd', ['-r', '-t', '-f', 'raw', '--shared=16', '-x', imageName, '-k', qemuNbdSocket, path.resolve(benchRaw)], { reject: false });
+  const repoServer = await startServer('node', [CLI, 'repo', 'serve', '--repo', repoDir, '--socket', repoSocket], repoSocket);
+  const qemuNbd = await startServer('qemu-nbd', ['-r', '-t', '-f', 'raw', '--shared=16', '-x', imageName, '-k', qemuNbdSocket, path.resolve(benchRaw)], qemuNbdSocket);
   const results: Measurement[] = [];
   const bandwidths = BANDWIDTHS.filter((b) => !args.only || args.only.includes(b.key));
   const wanted = (scenario: string) => !args.scenarios || args.scenarios.includes(scenario);
@@ -297,16 +289,13 @@ async function main(): Promise<void> {
     }
     results.push(...(await roundRobin(args.repeat, cells)));
   } finally {
-    repoServer.kill('SIGTERM');
-    qemuNbd.kill('SIGTERM');
-    await Promise.allSettled([repoServer, qemuNbd]);
+    await Promise.allSettled([stopServer(repoServer), stopServer(qemuNbd)]);
     await rm(work, { recursive: true, force: true });
   }
 
   const load = `load average ${loadBefore.toFixed(1)} before, ${os.loadavg()[0]!.toFixed(1)} after`;
   const report = renderReport({ commit: await measuredCommit(), results, fixtureName, benchSize: benchStat.size, allocatedBytes, accel: `${accel.reason}; ${load}; median of ${args.repeat}`, readyLabel });
-  await mkdir(path.dirname(args.out), { recursive: true });
-  await writeFile(args.out, report);
+  await writeReport(args.out, report);
   process.stdout.write(report);
 }
 

@@ -8,55 +8,24 @@
 // three readers: a guest-like 1 × 4 and a booting guest's one 64 KiB request at a time (the goal's
 // readers), and nbdcopy's default 4 × 64 requests (a bulk copy, reported without a goal).
 // Server start-up is not timed.
-import { mkdtemp, rm, readFile, writeFile, mkdir, access } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir, cpus, loadavg } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { Repository } from '../lib/repo/repository.js';
 import { registerCleanup } from '../lib/cleanup.js';
 import { measuredCommit } from './bench-freshness.js';
+import { median, processMemory, writeReport, runningServers, startServer, stopServer, type ServerProcess } from './bench-kit.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(ROOT, 'bin', 'lazyboot.js');
 const MIB = 1024 * 1024;
 const BS = 65536;
-
-const children = new Set<ResultPromise>();
-
-/** A running server process (wrapped: a bare execa promise would be awaited to its exit). */
-interface Server { readonly child: ResultPromise; readonly pid: number }
-
-/** Starts a server process and waits for its socket; a server that exits first is an error with its stderr. */
-async function serve(command: string, args: string[], socket: string): Promise<Server> {
-  const child = execa(command, args, { reject: false, buffer: false, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe' });
-  children.add(child);
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => { stderr = (stderr + chunk.toString()).slice(-2000); });
-  let exited = false;
-  void child.then(() => { exited = true; });
-  for (let i = 0; i < 1200; i++) {
-    if (await access(socket).then(() => true, () => false)) {
-      await sleep(100);
-      return { child, pid: child.pid! };
-    }
-    if (exited) break;
-    await sleep(25);
-  }
-  child.kill('SIGKILL');
-  throw new Error(`${command} ${args.join(' ')} did not start serving on ${socket}: ${stderr.trim()}`);
-}
-
-async function stop(server: Server | undefined): Promise<void> {
-  if (!server) return;
-  server.child.kill('SIGTERM');
-  await server.child;
-  children.delete(server.child);
-}
 
 interface Reader { readonly key: string; readonly label: string; readonly args: readonly string[]; readonly goal: boolean }
 
@@ -77,11 +46,6 @@ async function timedCopy(uri: string, readerArgs: readonly string[] = []): Promi
   const started = process.hrtime.bigint();
   await execa('nbdcopy', ['--no-extents', ...readerArgs, uri, 'null:']);
   return Number(process.hrtime.bigint() - started) / 1e6;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 function mibps(bytes: number, ms: number): string {
@@ -120,15 +84,9 @@ async function importSparseImage(repoDir: string, name: string, size: number): P
   await repo.close();
 }
 
-async function rssOf(pid: number): Promise<{ rss: number; peak: number }> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const kib = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0);
-  return { rss: kib('VmRSS') * 1024, peak: kib('VmHWM') * 1024 };
-}
-
 /** The PID of the node process serving the disk (execa runs node directly). */
-async function serveDisk(dir: string, image: string, disk: string, from: string, socket: string, extra: string[] = []): Promise<Server> {
-  return serve('node', [BIN, 'disk', 'serve', image, '--disk', disk, '--from', from, '--socket', socket, ...extra], socket);
+async function serveDisk(dir: string, image: string, disk: string, from: string, socket: string, extra: string[] = []): Promise<ServerProcess> {
+  return startServer('node', [BIN, 'disk', 'serve', image, '--disk', disk, '--from', from, '--socket', socket, ...extra], socket);
 }
 
 /** `--serve-raw FILE SOCKET`: the raw file through lazyboot's NBD server without the COR layer. */
@@ -154,8 +112,8 @@ async function coldComparison(o: { dir: string; image: string; size: number; rep
     const sock = join(o.dir, `cold-${name}.sock`);
     const device = await serveDisk(o.dir, o.image, coldDisk, o.repoUri, sock);
     result.cor.push(await timedCopy(`nbd+unix:///disk?socket=${sock}`, o.reader.args));
-    result.corPeakRss.push((await rssOf(device.pid)).peak);
-    await stop(device);
+    result.corPeakRss.push((await processMemory(device.pid)).peak);
+    await stopServer(device);
     if (i === 0) {
       const status = JSON.parse((await execa('node', [BIN, 'disk', 'status', '--disk', coldDisk, '--json'])).stdout);
       if (!status.complete) throw new Error('the cold read did not make every block present');
@@ -166,10 +124,10 @@ async function coldComparison(o: { dir: string; image: string; size: number; rep
     const overlay = join(o.dir, `overlay-${name}.qcow2`);
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', o.backingUri, overlay, String(o.size)]);
     const chainSock = join(o.dir, `chain-${name}.sock`);
-    const chain = await serve('qemu-nbd', ['-t', '--image-opts', '--shared=16', '-k', chainSock,
+    const chain = await startServer('qemu-nbd', ['-t', '--image-opts', '--shared=16', '-k', chainSock,
       `driver=copy-on-read,file.driver=qcow2,file.file.driver=file,file.file.filename=${overlay}`], chainSock);
     result.qemu.push(await timedCopy(`nbd+unix:///?socket=${chainSock}`, o.reader.args));
-    await stop(chain);
+    await stopServer(chain);
     await rm(overlay, { force: true });
   }
   return result;
@@ -201,10 +159,10 @@ async function main(): Promise<void> {
   // Ctrl-C or SIGTERM mid-run: no server or temp dir is left behind.
   const unregister = registerCleanup({
     release: async () => {
-      for (const child of children) child.kill('SIGKILL');
+      for (const child of runningServers) child.kill('SIGKILL');
       await rm(dir, { recursive: true, force: true });
     },
-    releaseSync: () => { for (const child of children) child.kill('SIGKILL'); },
+    releaseSync: () => { for (const child of runningServers) child.kill('SIGKILL'); },
   });
   const rows: string[] = [];
   const note = (line: string) => { process.stdout.write(`${line}\n`); };
@@ -222,8 +180,8 @@ async function main(): Promise<void> {
       const qnbdSock = join(dir, 'qemu-nbd.sock');
       const plainSock = join(dir, 'plain.sock');
       const cor = await serveDisk(dir, 'bench', disk, repoDir, corSock);
-      const qnbd = await serve('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', qnbdSock, disk], qnbdSock);
-      const plain = await serve('node', [fileURLToPath(import.meta.url), '--serve-raw', disk, plainSock], plainSock);
+      const qnbd = await startServer('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', qnbdSock, disk], qnbdSock);
+      const plain = await startServer('node', [fileURLToPath(import.meta.url), '--serve-raw', disk, plainSock], plainSock);
       await timedCopy(`nbd+unix:///disk?socket=${corSock}`); // warm the page cache
       const corTimes: number[] = [];
       const qnbdTimes: number[] = [];
@@ -233,9 +191,9 @@ async function main(): Promise<void> {
         qnbdTimes.push(await timedCopy(`nbd+unix:///?socket=${qnbdSock}`));
         plainTimes.push(await timedCopy(`nbd+unix:///?socket=${plainSock}`));
       }
-      await stop(cor);
-      await stop(qnbd);
-      await stop(plain);
+      await stopServer(cor);
+      await stopServer(qnbd);
+      await stopServer(plain);
       const plainMs = median(plainTimes);
       const a = { cor: median(corTimes), qemu: median(qnbdTimes), corBest: Math.min(...corTimes), qemuBest: Math.min(...qnbdTimes) };
       note(`(a) present reads: COR ${a.cor.toFixed(0)} ms (best ${a.corBest.toFixed(0)}), qemu-nbd ${a.qemu.toFixed(0)} ms (best ${a.qemuBest.toFixed(0)}), ratio ${(a.cor / a.qemu).toFixed(2)}x`);
@@ -245,18 +203,18 @@ async function main(): Promise<void> {
 
       // ---- (b) cold full read: COR from `lazyboot repo serve` vs QEMU's COR chain over qemu-nbd ----
       const repoSock = join(dir, 'repo.sock');
-      const repoServer = await serve('node', [BIN, 'repo', 'serve', '--repo', repoDir, '--socket', repoSock], repoSock);
+      const repoServer = await startServer('node', [BIN, 'repo', 'serve', '--repo', repoDir, '--socket', repoSock], repoSock);
       const backingSock = join(dir, 'backing.sock');
-      const backing = await serve('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', backingSock, rawPath], backingSock);
+      const backing = await startServer('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', backingSock, rawPath], backingSock);
       for (const delayMs of [0, 2]) {
         let repoUri = `nbd+unix:///?socket=${repoSock}`;
         let backingUri = `nbd+unix:///?socket=${backingSock}`;
-        const proxies: Server[] = [];
+        const proxies: ServerProcess[] = [];
         if (delayMs > 0) {
           const repoDelayed = join(dir, `repo-delay.sock`);
           const backingDelayed = join(dir, `backing-delay.sock`);
-          proxies.push(await serve('nbdkit', ['-f', '-U', repoDelayed, '--filter=delay', 'nbd', `socket=${repoSock}`, 'dynamic-export=true', `rdelay=${delayMs}ms`], repoDelayed));
-          proxies.push(await serve('nbdkit', ['-f', '-U', backingDelayed, '--filter=delay', 'nbd', `socket=${backingSock}`, `rdelay=${delayMs}ms`], backingDelayed));
+          proxies.push(await startServer('nbdkit', ['-f', '-U', repoDelayed, '--filter=delay', 'nbd', `socket=${repoSock}`, 'dynamic-export=true', `rdelay=${delayMs}ms`], repoDelayed));
+          proxies.push(await startServer('nbdkit', ['-f', '-U', backingDelayed, '--filter=delay', 'nbd', `socket=${backingSock}`, `rdelay=${delayMs}ms`], backingDelayed));
           repoUri = `nbd+unix:///?socket=${repoDelayed}`;
           backingUri = `nbd+unix:///?socket=${backingDelayed}`;
         }
@@ -266,9 +224,9 @@ async function main(): Promise<void> {
           const result = await coldComparison({ dir, image: 'bench', size, repoUri, backingUri, reader, runs, tag: `${delayMs}` });
           rows.push(coldRow(result, reader, `${args.size} MiB`, size, delayMs, note));
         }
-        for (const proxy of proxies) await stop(proxy);
+        for (const proxy of proxies) await stopServer(proxy);
       }
-      await stop(backing);
+      await stopServer(backing);
       if (args['big-size'] > 0) {
         // The same image shape, 4× larger or more: start-up costs (a fresh process warming up its
         // JIT, connections) weigh less, and both sides write more to the page cache.
@@ -277,12 +235,12 @@ async function main(): Promise<void> {
         note(`importing a ${args['big-size']} MiB image ...`);
         await importImage(repoDir, bigRaw, 'big', bigSize);
         const bigSock = join(dir, 'big-backing.sock');
-        const bigBacking = await serve('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', bigSock, bigRaw], bigSock);
+        const bigBacking = await startServer('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', bigSock, bigRaw], bigSock);
         for (const reader of [READERS[0]!, READERS[2]!]) {
           const result = await coldComparison({ dir, image: 'big', size: bigSize, repoUri: `nbd+unix:///?socket=${repoSock}`, backingUri: `nbd+unix:///?socket=${bigSock}`, reader, runs: Math.min(args.runs, 3), tag: `big-${reader.key}` });
           rows.push(coldRow(result, reader, `${args['big-size']} MiB`, bigSize, 0, note));
         }
-        await stop(bigBacking);
+        await stopServer(bigBacking);
         await rm(bigRaw, { force: true });
       }
       {
@@ -292,7 +250,7 @@ async function main(): Promise<void> {
           const sock = join(dir, `cold-dir-${i}.sock`);
           const device = await serveDisk(dir, 'bench', coldDisk, repoDir, sock);
           times.push(await timedCopy(`nbd+unix:///disk?socket=${sock}`, READERS[0]!.args));
-          await stop(device);
+          await stopServer(device);
           await rm(coldDisk, { force: true });
           await rm(`${coldDisk}.map`, { force: true });
         }
@@ -300,7 +258,7 @@ async function main(): Promise<void> {
         note(`(b') cold read from the repository directory in-process: ${ms.toFixed(0)} ms (${mibps(size, ms)} MiB/s)`);
         rows.push(`| (b') cold read of ${args.size} MiB, guest-like reader, repository directory opened in-process (no repository server) | ${ms.toFixed(0)} ms (${mibps(size, ms)} MiB/s) | — | — | (where the time goes) |`);
       }
-      await stop(repoServer);
+      await stopServer(repoServer);
     }
 
     // ---- (c) RSS serving a 10 GiB sparse image (fill the whole disk, then read 1 GiB) ----
@@ -308,23 +266,23 @@ async function main(): Promise<void> {
     note(`importing a ${args['sparse-gib']} GiB sparse image ...`);
     const baselineChild = execa('node', ['-e', 'setTimeout(() => {}, 1000)']);
     await sleep(500);
-    const baseline = (await rssOf(baselineChild.pid!)).rss;
+    const baseline = (await processMemory(baselineChild.pid!)).rss;
     await baselineChild;
     await importSparseImage(repoDir, 'sparse', sparseSize);
     const sparseDisk = join(dir, 'sparse.raw');
     const sparseSock = join(dir, 'sparse.sock');
     const device = await serveDisk(dir, 'sparse', sparseDisk, repoDir, sparseSock);
     const uri = `nbd+unix:///disk?socket=${sparseSock}`;
-    const idle = await rssOf(device.pid);
+    const idle = await processMemory(device.pid);
     // Fill through the device's own engine (disk fill is a separate process), so: a QEMU-like
     // read (1 connection, 16 requests in flight), then nbdcopy's default (4 connections × 64).
     const started = Date.now();
     await execa('nbdcopy', ['--no-extents', '--connections=1', '--requests=16', uri, 'null:']);
     const readMs = Date.now() - started;
-    const afterQemuLike = await rssOf(device.pid);
+    const afterQemuLike = await processMemory(device.pid);
     await execa('nbdcopy', ['--no-extents', uri, 'null:']);
-    const afterDefault = await rssOf(device.pid);
-    await stop(device);
+    const afterDefault = await processMemory(device.pid);
+    await stopServer(device);
     const mib = (bytes: number) => (bytes / MIB).toFixed(0);
     note(`(c) RSS serving ${args['sparse-gib']} GiB: ${mib(idle.rss)} MiB after open, peak ${mib(afterQemuLike.peak)} MiB during a full cold read with 16 requests in flight (${readMs} ms), peak ${mib(afterDefault.peak)} MiB with nbdcopy's default 4×64`);
     rows.push(`| (c) RSS of the COR process, ${args['sparse-gib']} GiB sparse image | ${mib(idle.rss)} MiB after open; peak ${mib(afterQemuLike.peak)} MiB over a full cold read, 1 connection × 16 requests (${(readMs / 1000).toFixed(1)} s); peak ${mib(afterDefault.peak)} MiB with nbdcopy's 4 × 64 requests in flight | \`node -e 0\` on this machine: ${mib(baseline)} MiB | — | ≤ 80 MiB |`);
@@ -374,11 +332,10 @@ async function main(): Promise<void> {
       'verified and written).',
       '',
     ].join('\n');
-    await mkdir(dirname(args.out), { recursive: true });
-    await writeFile(args.out, report);
+    await writeReport(args.out, report);
     note(`\n${report}\nwritten to ${args.out}`);
   } finally {
-    for (const child of children) child.kill('SIGKILL');
+    for (const child of runningServers) child.kill('SIGKILL');
     await rm(dir, { recursive: true, force: true });
     unregister();
   }

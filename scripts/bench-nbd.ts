@@ -4,13 +4,13 @@
 //
 // Usage: node dist/scripts/bench-nbd.js [--size-mib 1024] [--runs 3] [--out bench/results/nbd.md]
 import { measuredCommit } from './bench-freshness.js';
-import { execa, type ResultPromise } from 'execa';
+import { processCpuSeconds, startServer, stopServer, versionOf, writeReport, type ServerProcess } from './bench-kit.js';
+import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
-import { open, mkdir, writeFile, readdir, access, readFile } from 'node:fs/promises';
+import { open, readdir } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
-import { join, dirname } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { withDir } from 'tmp-promise';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -27,10 +27,9 @@ const runs = Number(option('runs', '3'));
 const outFile = option('out', join(ROOT, 'bench', 'results', 'nbd.md'));
 const RANDOM_READS = 50_000;
 
-interface Server {
+interface Server extends ServerProcess {
   readonly label: string;
   readonly uri: string;
-  readonly process: ResultPromise;
 }
 
 interface Workload {
@@ -55,28 +54,15 @@ async function makeImage(path: string): Promise<void> {
   }
 }
 
-async function waitFor(path: string): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    try {
-      await access(path);
-      return;
-    } catch {
-      await sleep(25);
-    }
-  }
-  throw new Error(`${path} never appeared`);
-}
-
 async function startServers(dir: string, image: string, repo: string): Promise<Server[]> {
-  const servers: Server[] = [];
   const lazySocket = join(dir, 'lazyboot.sock');
-  servers.push({ label: 'lazyboot', uri: `nbd+unix:///bench?socket=${lazySocket}`, process: execa('node', [BIN, 'repo', 'serve', '--repo', repo, '--socket', lazySocket], { reject: false }) });
   const qemuSocket = join(dir, 'qemu-nbd.sock');
-  servers.push({ label: 'qemu-nbd', uri: `nbd+unix:///?socket=${qemuSocket}`, process: execa('qemu-nbd', ['-r', '-f', 'raw', '--shared=16', '-t', '-k', qemuSocket, image], { reject: false }) });
   const nbdkitSocket = join(dir, 'nbdkit.sock');
-  servers.push({ label: 'nbdkit file', uri: `nbd+unix:///?socket=${nbdkitSocket}`, process: execa('nbdkit', ['-f', '-r', '-U', nbdkitSocket, 'file', `file=${image}`], { reject: false }) });
-  await Promise.all([lazySocket, qemuSocket, nbdkitSocket].map(waitFor));
-  return servers;
+  return [
+    { label: 'lazyboot', uri: `nbd+unix:///bench?socket=${lazySocket}`, ...await startServer('node', [BIN, 'repo', 'serve', '--repo', repo, '--socket', lazySocket], lazySocket) },
+    { label: 'qemu-nbd', uri: `nbd+unix:///?socket=${qemuSocket}`, ...await startServer('qemu-nbd', ['-r', '-f', 'raw', '--shared=16', '-t', '-k', qemuSocket, image], qemuSocket) },
+    { label: 'nbdkit file', uri: `nbd+unix:///?socket=${nbdkitSocket}`, ...await startServer('nbdkit', ['-f', '-r', '-U', nbdkitSocket, 'file', `file=${image}`], nbdkitSocket) },
+  ];
 }
 
 const workloads: Workload[] = [
@@ -108,18 +94,6 @@ const workloads: Workload[] = [
   },
 ];
 
-/** CPU time (user + system, all threads) a process has used so far, in seconds. */
-async function cpuSeconds(pid: number | undefined): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-}
-
-async function versionOf(command: string, args: string[]): Promise<string> {
-  const { stdout } = await execa(command, args, { reject: false });
-  return stdout.split('\n')[0] ?? '?';
-}
-
 async function main(): Promise<void> {
   await withDir(async ({ path: dir }) => {
     const image = join(dir, 'bench.raw');
@@ -143,11 +117,11 @@ async function main(): Promise<void> {
         // Round-robin over servers, so that load from elsewhere hits all of them alike.
         for (let run = 0; run < runs; run++) {
           for (const server of servers) {
-            const cpuBefore = await cpuSeconds(server.process.pid);
+            const cpuBefore = await processCpuSeconds(server.pid);
             const start = process.hrtime.bigint();
             await workload.run(server.uri);
             const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-            const cpu = (await cpuSeconds(server.process.pid)) - cpuBefore;
+            const cpu = (await processCpuSeconds(server.pid)) - cpuBefore;
             const key = `${workload.label}|${server.label}`;
             best.set(key, Math.min(best.get(key) ?? Infinity, seconds));
             leastCpu.set(key, Math.min(leastCpu.get(key) ?? Infinity, cpu));
@@ -156,8 +130,7 @@ async function main(): Promise<void> {
         }
       }
     } finally {
-      for (const server of servers) server.process.kill('SIGTERM');
-      await Promise.all(servers.map((server) => server.process));
+      for (const server of servers) await stopServer(server);
     }
 
     const header = ['workload', ...servers.map((s) => s.label), 'lazyboot / qemu-nbd', 'goal'];
@@ -207,8 +180,7 @@ async function main(): Promise<void> {
       '',
     ].join('\n');
     process.stdout.write(`\n${table}\n\n${cpuTable}\n`);
-    await mkdir(dirname(outFile), { recursive: true });
-    await writeFile(outFile, report);
+    await writeReport(outFile, report);
     process.stdout.write(`\nwritten to ${outFile}\n`);
   }, { unsafeCleanup: true });
 }
