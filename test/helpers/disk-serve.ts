@@ -5,7 +5,7 @@ import { execa, type ResultPromise } from 'execa';
 export const BIN = new URL('../../../bin/lazyboot.js', import.meta.url).pathname;
 
 export type ServeOutcome =
-  | { readonly serving: true; readonly uri: string; readonly child: ResultPromise; stop(signal?: NodeJS.Signals): Promise<void> }
+  | { readonly serving: true; readonly uri: string; readonly child: ResultPromise; stop(signal?: NodeJS.Signals): Promise<void>; stderr(): string }
   | { readonly serving: false; readonly exitCode: number | undefined; readonly stderr: string };
 
 /** Starts `disk serve ARGS` and resolves once it prints its URI or exits, whichever comes first. */
@@ -22,7 +22,7 @@ export function serveDisk(args: readonly string[], options: { shell?: string } =
       const match = / at (nbd\+unix:\S+)/.exec(seen);
       if (!match) return;
       resolve({
-        serving: true, uri: match[1]!, child,
+        serving: true, uri: match[1]!, child, stderr: () => stderr,
         async stop(signal = 'SIGTERM') {
           child.kill(signal);
           await child;
