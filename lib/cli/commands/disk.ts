@@ -137,6 +137,7 @@ async function fill(args: FillArgs, context: { image?: string }): Promise<void> 
   }
   context.image = image;
   const opened = await openDisk({ image, disk: args.disk, from: args.from, log });
+  context.image = `${opened.backend.manifest.name}@${opened.backend.manifest.version}`;
   const filler = new Filler(opened.backend, {
     rate: parseRate(args.rate), stopOnError: true, log,
     onProgress: progressReporter(args.json, opened.backend.manifest.blockSize),
