@@ -1,7 +1,7 @@
 // Block map: bits survive reopen, torn writes recover conservatively, foreign maps are refused.
 import test from 'ava';
 import { withDir } from 'tmp-promise';
-import { open, stat, readFile, writeFile } from 'node:fs/promises';
+import { open, rm, stat, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BlockMap, type MapHeader } from '../lib/map/block-map.js';
 import { Bitset } from '../lib/map/bitset.js';
@@ -113,4 +113,41 @@ test('commit syncs data before writing the map, and concurrent commits share wor
   t.true(events.length <= 2, `syncs: ${events.length}`);
   t.true(events.length >= 1);
   await map.close();
+}, { unsafeCleanup: true }));
+
+test('a new map reopens as it was written: its never-written second slot is not reported as damage', (t) => withDir(async ({ path: dir }) => {
+  const path = join(dir, 'disk.map');
+  await (await BlockMap.create(path, header(100), noSync)).close();
+  const again = await BlockMap.open(path, noSync);
+  t.false(again.recovered);
+  t.is(again.recovery, 'generation 1');
+  await again.close();
+}, { unsafeCleanup: true }));
+
+test('a disk fingerprint is dropped by the first change of any bit, in the commit of that change', (t) => withDir(async ({ path: dir }) => {
+  const path = join(dir, 'disk.map');
+  const fingerprint = { blocks: [1], sha256: 'cd'.repeat(32) };
+  const changes: Array<[string, (map: BlockMap) => boolean | void]> = [
+    ['markPresent', (map) => map.markPresent(7, 1)],
+    ['markModified of a block already modified', (map) => map.markModified(3, 1)],
+    ['clearModified', (map) => map.clearModified(0, 3, 1)],
+  ];
+  for (const [name, change] of changes) {
+    const map = await BlockMap.create(path, { ...header(100), disk: { identity: 'file ino:1 born:2' } }, noSync);
+    map.markPresent(1, 1);
+    map.markModified(3, 1);
+    map.bindDisk({ identity: 'file ino:1 born:2', fingerprint });
+    await map.close();
+    const certified = await BlockMap.open(path, noSync);
+    t.deepEqual(certified.header.disk, { identity: 'file ino:1 born:2', fingerprint }, name);
+    // A W-intent must be committed before its data write: markModified says so even for set bits.
+    if (name.startsWith('markModified')) t.true(change(certified) as boolean, name);
+    else change(certified);
+    await certified.commit();
+    const after = await BlockMap.open(path, noSync);
+    t.deepEqual(after.header.disk, { identity: 'file ino:1 born:2' }, name);
+    await after.close();
+    await certified.close();
+    await rm(path);
+  }
 }, { unsafeCleanup: true }));

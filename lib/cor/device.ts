@@ -15,6 +15,7 @@ import { LocalDisk } from './local-disk.js';
 import { CorBackend } from './cor-backend.js';
 import { Filler, type FillProgress } from './fill.js';
 import { lockDisk, type DiskLock } from './disk-lock.js';
+import { certifyDisk, checkDiskBinding } from './disk-binding.js';
 
 /** Start the fetching threads at open when at least this much is still to fetch. */
 const PRESTART_FETCHERS_BYTES = 64 * 1024 * 1024;
@@ -105,12 +106,15 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
         await map.close();
         throw new MapMismatch(mapPath, 'manifest', manifestDigest.slice(0, 16), map.header.manifestDigest.slice(0, 16));
       }
-      if (!/generation \d+$/.test(map.recovery)) log(`map ${mapPath}: recovered (${map.recovery})`);
+      if (map.recovered) log(`map ${mapPath}: recovered (${map.recovery})`);
     }
     try {
-      local = await LocalDisk.openOrCreate(options.disk, manifest.size);
+      // With a map, the disk must exist: a new sparse file is not the disk the map describes.
+      local = await LocalDisk.openOrCreate(options.disk, manifest.size, { create: !map });
+      await lock.holdIdentity(await local.identity());
+      if (map) await checkDiskBinding(map, local, log);
     } catch (error) {
-      await map?.close();
+      await map?.close(); // unchanged: nothing is written
       throw error;
     }
     const disk = local;
@@ -119,6 +123,7 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
       map = await BlockMap.create(mapPath, {
         image: imageRef, manifestDigest, size: manifest.size, blockSize: manifest.blockSize,
         blockCount: manifest.blockCount, targets: ['origin'], diskCreatedSparse: disk.created,
+        disk: { identity: await disk.identity() },
       }, syncData);
     }
     const backend = new CorBackend(manifest, disk, map, repositories.upstream, { log, fetchAheadBytes: options.fetchAheadBytes });
@@ -130,6 +135,8 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
       repositories, local: disk, backend,
       async close() {
         try {
+          // Certified after the last guest I/O; any later change (a fetch storing) voids it again.
+          await certifyDisk(backend.map, disk, manifest).catch((error: Error) => log(`${options.disk}: no fingerprint recorded: ${error.message}`));
           await backend.close();
         } finally {
           await repositories.close();

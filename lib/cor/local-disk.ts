@@ -1,9 +1,10 @@
 // The local raw disk (a sparse file or a block device) as a BlockBackend: pread/pwrite at the
 // image's own offsets, so the file is always a valid raw image of what is present.
 import { readSync, writeSync } from 'node:fs';
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
 import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
-import { DiskSizeMismatch } from './errors.js';
+import { DiskMissing, DiskNotADisk, DiskSizeMismatch } from './errors.js';
 import { readByFilling } from '../block/read-into.js';
 import { SyncIoGuard } from '../block/sync-io-guard.js';
 
@@ -19,31 +20,57 @@ const SYNC_READ_MAX_BYTES = 1024 * 1024;
 const SYNC_WRITE_MAX_BYTES = 256 * 1024;
 const SLOW_SYNC_IO_NS = 500_000n;
 
+/** The local disk is the guest's data: owner only, whatever the umask (which only removes bits). */
+const FILE_MODE = 0o600;
+
 export class LocalDisk implements BlockBackend {
   readonly capabilities = CAPABILITIES;
   readonly constraints = { minimum: 1, preferred: 4096, maximum: 32 * 1024 * 1024 };
 
   private constructor(readonly path: string, private readonly file: FileHandle, readonly size: number, readonly created: boolean) {}
 
-  /** Opens `path`, creating a sparse file of `size` bytes if it does not exist. */
-  static async openOrCreate(path: string, size: number): Promise<LocalDisk> {
+  /**
+   * Opens `path`, creating a sparse file of `size` bytes if it does not exist and `create` allows
+   * (not when a map exists: a new file is not the disk that map describes).
+   */
+  static async openOrCreate(path: string, size: number, options: { create?: boolean } = {}): Promise<LocalDisk> {
     let created = false;
     let info = await stat(path).catch((error: NodeJS.ErrnoException) => {
       if (error.code === 'ENOENT') return undefined;
       throw error;
     });
     if (!info) {
-      const file = await open(path, 'wx');
+      if (options.create === false) throw new DiskMissing(path);
+      const file = await open(path, 'wx', FILE_MODE);
       await file.truncate(size);
       await file.sync();
       await file.close();
       created = true;
       info = await stat(path);
     }
-    // A block device reports size 0 through stat; trust the caller for those.
-    if (info.isFile() && info.size !== size) throw new DiskSizeMismatch(path, info.size, size);
+    if (!info.isFile() && !info.isBlockDevice()) throw new DiskNotADisk(path);
     const file = await open(path, 'r+');
-    return new LocalDisk(path, file, size, created);
+    try {
+      // Checked on the opened file, so a rename between stat and open cannot slip through.
+      const opened = await file.stat({ bigint: true });
+      const actual = opened.isBlockDevice() ? await blockDeviceSize(opened) : Number(opened.size);
+      if (actual !== undefined && actual !== size) throw new DiskSizeMismatch(path, actual, size);
+      return new LocalDisk(path, file, size, created);
+    } catch (error) {
+      await file.close();
+      throw error;
+    }
+  }
+
+  /**
+   * What names this disk across renames (not across copies): inode and birth time for a file
+   * (an inode number alone is reused at once by a file created after a delete; st_dev is left
+   * out because it can change across reboots), the device number for a block device.
+   */
+  async identity(): Promise<string> {
+    const info = await this.file.stat({ bigint: true });
+    if (info.isBlockDevice()) return `block ${deviceNumber(info.rdev)}`;
+    return `file ino:${info.ino} born:${info.birthtimeNs}`;
   }
 
   /** Shared by reads and writes: a slow one of either means the disk is busy. */
@@ -101,4 +128,16 @@ export class LocalDisk implements BlockBackend {
   async close(): Promise<void> {
     await this.file.close();
   }
+}
+
+function deviceNumber(rdev: bigint): string {
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+  return `${major}:${minor}`;
+}
+
+/** A block device's size from sysfs (stat says 0); undefined when sysfs cannot tell. */
+async function blockDeviceSize(info: BigIntStats): Promise<number | undefined> {
+  const sectors = await readFile(`/sys/dev/block/${deviceNumber(info.rdev)}/size`, 'utf8').catch(() => undefined);
+  return sectors === undefined ? undefined : Number(sectors.trim()) * 512;
 }

@@ -15,12 +15,19 @@
 //     slot is an older complete state, in which R bits are a subset (R only ever goes 0 → 1, so a
 //     block in doubt reads as absent and is fetched again) and W bits that mattered are already
 //     there (rule 2: a W-intent commit completed before its data write was issued).
-import { open, type FileHandle } from 'node:fs/promises';
+//  6. A disk fingerprint in the header certifies the bits it was committed with: the first change
+//     of any bit drops it, and the drop is committed in the same slot as the change (for a W,
+//     before the data write, rule 2). See DiskBinding in map-format.ts.
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { Bitset } from './bitset.js';
 import { MapCorrupt, MapMismatch } from './errors.js';
-import { decodeSlot, encodeSlot, MAX_TARGETS, slotSize, type MapHeader, type MapSlot } from './map-format.js';
+import { decodeSlot, encodeSlot, MAX_TARGETS, NEVER_WRITTEN, slotSize, type DiskBinding, type MapHeader, type MapSlot } from './map-format.js';
 
-export type { MapHeader } from './map-format.js';
+export type { DiskBinding, DiskFingerprint, MapHeader } from './map-format.js';
+
+/** The map and the local disk are the guest's data: owner only, whatever the umask. */
+const FILE_MODE = 0o600;
 
 export interface MapCounts {
   readonly present: number;
@@ -41,7 +48,7 @@ export class BlockMap {
   private constructor(
     readonly path: string,
     private readonly file: FileHandle,
-    readonly header: MapHeader,
+    private currentHeader: MapHeader,
     readonly present: Bitset,
     readonly modified: Bitset[],
     generation: bigint,
@@ -49,23 +56,34 @@ export class BlockMap {
     private readonly syncData: () => Promise<void>,
     /** Which slot recovery used and why the other was refused, for the log. */
     readonly recovery: string,
+    /** The newest slot was refused (a torn or damaged write): worth a log line. */
+    readonly recovered = false,
   ) {
     this.generation = generation;
   }
 
-  /** Creates a new map (all absent, nothing modified) and makes it durable before returning. */
+  /**
+   * Creates a new map (all absent, nothing modified) and makes it durable before returning. It is
+   * written beside `path` and renamed into place, so a crash leaves a whole map or none (never
+   * one a later open calls corrupt). The caller holds the disk lock: nothing else creates it.
+   */
   static async create(path: string, header: MapHeader, syncData: () => Promise<void>): Promise<BlockMap> {
     validateHeader(header);
-    const file = await open(path, 'w+');
+    const temporary = `${path}.new`;
+    await unlink(temporary).catch(() => undefined); // left by a crash during an earlier create
+    const file = await open(temporary, 'wx+', FILE_MODE);
     try {
       const map = new BlockMap(path, file, header, new Bitset(header.blockCount),
         header.targets.map(() => new Bitset(header.blockCount)), 0n, syncData, 'created');
       await file.truncate(slotSize(header) * 2);
       map.changedSinceCommit = true;
       await map.commit();
+      await rename(temporary, path);
+      await syncDirectory(dirname(path));
       return map;
     } catch (error) {
       await file.close();
+      await unlink(temporary).catch(() => undefined);
       throw error;
     }
   }
@@ -87,13 +105,39 @@ export class BlockMap {
       valid.sort((a, b) => (a.generation > b.generation ? -1 : 1));
       const chosen = valid[0]!;
       if (expected) checkExpected(path, chosen.header, expected);
-      const recovery = valid.length === 2 ? `generation ${chosen.generation}`
-        : `generation ${chosen.generation}; other slot refused: ${typeof first === 'string' ? first : second as string}`;
-      return new BlockMap(path, file, chosen.header, chosen.present, chosen.modified, chosen.generation, syncData, recovery);
+      const refused = typeof first === 'string' ? first : typeof second === 'string' ? second : undefined;
+      const recovered = refused !== undefined && refused !== NEVER_WRITTEN;
+      const recovery = recovered ? `generation ${chosen.generation}; other slot refused: ${refused}` : `generation ${chosen.generation}`;
+      return new BlockMap(path, file, chosen.header, chosen.present, chosen.modified, chosen.generation, syncData, recovery, recovered);
     } catch (error) {
       await file.close();
       throw error;
     }
+  }
+
+  get header(): MapHeader {
+    return this.currentHeader;
+  }
+
+  /**
+   * Records the disk this map describes, with a fingerprint of its present blocks taken now (see
+   * DiskBinding): call when nothing changes the disk, e.g. on close. Committed at the next commit.
+   */
+  bindDisk(binding: DiskBinding, options: { trustSparse?: boolean } = {}): void {
+    this.currentHeader = {
+      ...this.currentHeader,
+      disk: binding,
+      diskCreatedSparse: options.trustSparse === false ? false : this.currentHeader.diskCreatedSparse,
+    };
+    this.changedSinceCommit = true;
+  }
+
+  /** Rule 6: the fingerprint certifies the bits as they were; any change voids it. */
+  private voidFingerprint(): boolean {
+    const disk = this.currentHeader.disk;
+    if (!disk?.fingerprint) return false;
+    this.currentHeader = { ...this.currentHeader, disk: { identity: disk.identity } };
+    return true;
   }
 
   get blockCount(): number {
@@ -113,12 +157,14 @@ export class BlockMap {
   /** Rule 1: call only after the blocks' data writes returned. Durable at the next commit. */
   markPresent(first: number, count: number): void {
     this.present.setRange(first, count);
+    this.voidFingerprint();
     this.changedSinceCommit = true;
   }
 
   /** Sets W for every target (a guest write). Rule 2: await commit() before writing the data. */
   markModified(first: number, count: number): boolean {
-    let changed = false;
+    // A W-intent voids the fingerprint even if its bits are set already: the data changes.
+    let changed = this.voidFingerprint();
     for (const bits of this.modified) {
       for (let i = first; i < first + count; i++) {
         if (!bits.get(i)) { bits.set(i); changed = true; }
@@ -135,6 +181,7 @@ export class BlockMap {
    */
   clearModified(target: number, first: number, count: number): void {
     this.modified[target]!.clearRange(first, count);
+    this.voidFingerprint();
     this.changedSinceCommit = true;
   }
 
@@ -199,7 +246,7 @@ export class BlockMap {
     // Snapshot first: bits set after this point wait for the next commit (rule 1).
     this.changedSinceCommit = false;
     const generation = this.generation + 1n;
-    const slot = encodeSlot({ header: this.header, generation, present: this.present, modified: this.modified }, this.slotBuffer);
+    const slot = encodeSlot({ header: this.currentHeader, generation, present: this.present, modified: this.modified }, this.slotBuffer);
     this.slotBuffer = slot;
     try {
       await this.syncData();
@@ -211,6 +258,15 @@ export class BlockMap {
       this.changedSinceCommit = true;
       throw error;
     }
+  }
+}
+
+async function syncDirectory(path: string): Promise<void> {
+  const directory = await open(path, 'r');
+  try {
+    await directory.sync();
+  } finally {
+    await directory.close();
   }
 }
 

@@ -32,6 +32,29 @@ export interface MapHeader {
    * reads as zeros (only a guest write, W-intent first, can put other data there).
    */
   readonly diskCreatedSparse?: boolean;
+  /** The disk file this map describes (absent in maps made before bindings: those are refused). */
+  readonly disk?: DiskBinding;
+}
+
+/**
+ * Binds a map to its disk (checked in lib/cor/disk-binding.ts): a map outliving its disk must
+ * never make a new or another file's bytes pass for the image's.
+ */
+export interface DiskBinding {
+  /** `file ino:N born:NS` (inode + birth time) or `block MAJOR:MINOR`. */
+  readonly identity: string;
+  /**
+   * SHA-256 of a sample of present blocks, taken when the map was last closed cleanly. It
+   * certifies exactly the bits it was committed with: BlockMap drops it at the first change of
+   * any bit, in the same slot write as that change. So a fingerprint found on open vouches for
+   * every present block of that map, and lets a disk copied or moved with its map be rebound.
+   */
+  readonly fingerprint?: DiskFingerprint;
+}
+
+export interface DiskFingerprint {
+  readonly blocks: readonly number[];
+  readonly sha256: string;
 }
 
 export interface MapSlot {
@@ -79,9 +102,13 @@ function checksum(slotBytes: Buffer): Buffer {
   return createHash('sha256').update(slotBytes.subarray(CHECKSUM_OFFSET + 32)).digest();
 }
 
+/** A new map's second slot: not damage (a new map has one committed slot until its next commit). */
+export const NEVER_WRITTEN = 'never written';
+
 /** Decodes a slot, or says why it is not valid (torn, never written, foreign). */
 export function decodeSlot(bytes: Buffer): MapSlot | string {
   if (bytes.length < HEADER_PAGE) return 'short';
+  if (bytes.subarray(0, HEADER_PAGE).every((byte) => byte === 0)) return NEVER_WRITTEN;
   if (!bytes.subarray(0, 8).equals(MAP_MAGIC)) return 'no map magic';
   const format = bytes.readUInt32LE(8);
   if (format !== MAP_FORMAT_VERSION) return `format ${format} not supported`;

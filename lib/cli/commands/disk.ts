@@ -5,6 +5,8 @@ import { openCorDevice, openDisk, mapPathOf, statsOf } from '../../cor/device.js
 import { Filler, type FillProgress } from '../../cor/fill.js';
 import { BlockMap } from '../../map/block-map.js';
 import { UsageError, LazybootError } from '../../errors.js';
+import { BlockError } from '../../block/backend.js';
+import { DiskIoFailed, FillFailed } from '../../cor/errors.js';
 import { ProgressBar } from '../progress-bar.js';
 import { humanSize } from '../human-size.js';
 
@@ -47,6 +49,27 @@ interface FillArgs extends DiskArgs { image?: string; rate: string }
 
 const fromOption = { type: 'string', array: true, default: [] as string[], describe: 'repository URI: directory, nbd+unix:///?socket=PATH or nbd://HOST:PORT (repeat for several)', defaultDescription: 'the default local repository' } as const;
 
+/**
+ * The disk commands' errors as one line: a file system error names its file, a failed fill says
+ * which block, which repository and what to do (BlockError is the block layer's error, not a
+ * LazybootError: it carries an errno for NBD clients, not a hint for a person).
+ */
+function oneLine(error: unknown, context: { disk: string; image?: string }): unknown {
+  if (error instanceof LazybootError) return error;
+  if (error instanceof BlockError) return new FillFailed(context.disk, context.image ?? 'the image', error);
+  const errno = error as NodeJS.ErrnoException;
+  if (errno instanceof Error && typeof errno.code === 'string' && typeof errno.syscall === 'string') return new DiskIoFailed(errno);
+  return error;
+}
+
+async function withDiskErrors<T>(context: { disk: string; image?: string }, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    throw oneLine(error, context);
+  }
+}
+
 async function untilSignal(): Promise<string> {
   return new Promise((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
@@ -66,7 +89,7 @@ const serveCommand: CommandModule<any, ServeArgs> = {
     .option('fill', { type: 'boolean', default: false, describe: 'fetch every absent block in the background' })
     .option('fill-rate', { type: 'string', default: '0', describe: 'background fill limit in bytes/s (50M, 0 = unlimited)' })
     .option('json', { type: 'boolean', default: false, describe: 'progress as JSON lines on stdout' }) as Argv<any>,
-  handler: async (args) => {
+  handler: (args) => withDiskErrors({ disk: args.disk, image: args.image }, async () => {
     let report: ((progress: FillProgress) => void) | undefined;
     const device = await openCorDevice({
       image: args.image, disk: args.disk, from: args.from, socketPath: args.socket, exportName: args.export,
@@ -86,7 +109,7 @@ const serveCommand: CommandModule<any, ServeArgs> = {
     const stats = device.stats();
     log(`${signal}: flushing and stopping; ${stats.presentBlocks}/${stats.totalBlocks} present, ${stats.fetchedBlocks} blocks fetched in ${stats.fetchRequests} requests, ${stats.failedFetches} failed`);
     await device.close();
-  },
+  }),
 };
 
 const fillCommand: CommandModule<any, FillArgs> = {
@@ -98,33 +121,40 @@ const fillCommand: CommandModule<any, FillArgs> = {
     .option('from', fromOption)
     .option('rate', { type: 'string', default: '0', describe: 'limit in bytes/s (50M, 0 = unlimited)' })
     .option('json', { type: 'boolean', default: false, describe: 'progress as JSON lines on stdout' }) as Argv<any>,
-  handler: async (args) => {
-    let image = args.image;
-    if (!image) {
-      if (!(await access(mapPathOf(args.disk)).then(() => true, () => false))) throw new MissingMap(args.disk);
-      const map = await BlockMap.open(mapPathOf(args.disk), async () => {});
-      image = map.header.image;
-      await map.close();
-    }
-    const opened = await openDisk({ image, disk: args.disk, from: args.from, log });
-    const filler = new Filler(opened.backend, {
-      rate: parseRate(args.rate), stopOnError: true, log,
-      onProgress: progressReporter(args.json, opened.backend.manifest.blockSize),
-    });
-    const onSignal = () => filler.stop();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
-    try {
-      await filler.run();
-    } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      await opened.close();
-    }
-    const stats = statsOf(opened.backend);
-    if (!args.json) process.stdout.write(`${args.disk}: ${stats.presentBlocks}/${stats.totalBlocks} blocks present, ${humanSize(stats.fetchedBytes)} fetched\n`);
+  handler: (args) => {
+    const context = { disk: args.disk, image: args.image };
+    return withDiskErrors(context, () => fill(args, context));
   },
 };
+
+async function fill(args: FillArgs, context: { image?: string }): Promise<void> {
+  let image = args.image;
+  if (!image) {
+    if (!(await access(mapPathOf(args.disk)).then(() => true, () => false))) throw new MissingMap(args.disk);
+    const map = await BlockMap.open(mapPathOf(args.disk), async () => {});
+    image = map.header.image;
+    await map.close();
+  }
+  context.image = image;
+  const opened = await openDisk({ image, disk: args.disk, from: args.from, log });
+  context.image = `${opened.backend.manifest.name}@${opened.backend.manifest.version}`;
+  const filler = new Filler(opened.backend, {
+    rate: parseRate(args.rate), stopOnError: true, log,
+    onProgress: progressReporter(args.json, opened.backend.manifest.blockSize),
+  });
+  const onSignal = () => filler.stop();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    await filler.run();
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await opened.close();
+  }
+  const stats = statsOf(opened.backend);
+  if (!args.json) process.stdout.write(`${args.disk}: ${stats.presentBlocks}/${stats.totalBlocks} blocks present, ${humanSize(stats.fetchedBytes)} fetched\n`);
+}
 
 const statusCommand: CommandModule<any, DiskArgs> = {
   command: 'status',
@@ -132,7 +162,7 @@ const statusCommand: CommandModule<any, DiskArgs> = {
   builder: (y: Argv) => y
     .option('disk', { type: 'string', demandOption: true, describe: 'local raw file or block device' })
     .option('json', { type: 'boolean', default: false, describe: 'one JSON object on stdout' }) as Argv<any>,
-  handler: async (args) => {
+  handler: (args) => withDiskErrors({ disk: args.disk }, async () => {
     if (!(await access(mapPathOf(args.disk)).then(() => true, () => false))) throw new MissingMap(args.disk);
     const map = await BlockMap.open(mapPathOf(args.disk), async () => {});
     const counts = map.counts();
@@ -152,7 +182,7 @@ const statusCommand: CommandModule<any, DiskArgs> = {
     process.stdout.write(`${args.disk}: ${header.image} (${humanSize(header.size)}, ${humanSize(header.blockSize)} blocks)\n`
       + `  present:  ${counts.present} / ${counts.total} blocks (${percent}%)\n`
       + header.targets.map((target, i) => `  modified: ${counts.modified[i]} blocks (not yet shipped to ${target})\n`).join(''));
-  },
+  }),
 };
 
 export const diskCommand: CommandModule<any, any> = {

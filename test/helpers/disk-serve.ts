@@ -1,0 +1,35 @@
+// Runs `lazyboot disk serve` as a real process: either it serves (its URI, stop with a signal) or
+// it exits (its code and stderr). Used by the disk lock and disk binding tests.
+import { execa, type ResultPromise } from 'execa';
+
+export const BIN = new URL('../../../bin/lazyboot.js', import.meta.url).pathname;
+
+export type ServeOutcome =
+  | { readonly serving: true; readonly uri: string; readonly child: ResultPromise; stop(signal?: NodeJS.Signals): Promise<void>; stderr(): string }
+  | { readonly serving: false; readonly exitCode: number | undefined; readonly stderr: string };
+
+/** Starts `disk serve ARGS` and resolves once it prints its URI or exits, whichever comes first. */
+export function serveDisk(args: readonly string[], options: { shell?: string } = {}): Promise<ServeOutcome> {
+  const child = options.shell
+    ? execa('sh', ['-c', `${options.shell}; exec node "$0" disk serve "$@"`, BIN, ...args], { reject: false, buffer: false, stdin: 'ignore' })
+    : execa('node', [BIN, 'disk', 'serve', ...args], { reject: false, buffer: false, stdin: 'ignore' });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+  return new Promise((resolve) => {
+    let seen = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      seen += chunk.toString();
+      const match = / at (nbd\+unix:\S+)/.exec(seen);
+      if (!match) return;
+      resolve({
+        serving: true, uri: match[1]!, child, stderr: () => stderr,
+        async stop(signal = 'SIGTERM') {
+          child.kill(signal);
+          await child;
+        },
+      });
+    });
+    // execa settles after the process exited and its output was read to the end.
+    void child.then((result) => resolve({ serving: false, exitCode: result.exitCode, stderr }));
+  });
+}
