@@ -45,3 +45,16 @@ export class BlockCorrupt extends LazybootError {
 
 /** A source file lazyboot cannot read as a disk image. */
 export class ImportFailed extends LazybootError {}
+
+/**
+ * An image file lazyboot will not import as given, because reading it could read something other
+ * than the file itself (a backing file, an external data file, a probed format) or is not a disk.
+ */
+export class UnsafeImage extends LazybootError {}
+
+/** A directory that is not a lazyboot repository (or of a format this version does not read). */
+export class NotARepository extends LazybootError {
+  constructor(readonly dir: string, what: string, hint = 'pass --repo with a repository directory, or an empty or new directory to import into') {
+    super(`${dir} is not a lazyboot repository (${what})`, hint);
+  }
+}

@@ -38,7 +38,7 @@ const importCommand: CommandModule<RepoArgs, RepoArgs & { file: string; name: st
       .positional('file', { type: 'string', demandOption: true, describe: 'image file' })
       .positional('name', { type: 'string', demandOption: true, describe: 'image name' })
       .option('block-size', { type: 'string', default: '64K', describe: 'block size, a power of two from 4K to 4M' })
-      .option('format', { type: 'string', describe: 'image format (default: probed by qemu-img)' }) as Argv<any>,
+      .option('format', { type: 'string', describe: 'image format: raw, qcow2, vmdk, vpc, vhdx, vdi or qed (needed unless the file probes as raw)' }) as Argv<any>,
   handler: async (args) => {
     validateImageName(args.name);
     const blockSize = parseBlockSize(args['block-size'] ?? DEFAULT_BLOCK_SIZE);
