@@ -46,6 +46,9 @@ export class BlockCorrupt extends LazybootError {
 /** A source file lazyboot cannot read as a disk image. */
 export class ImportFailed extends LazybootError {}
 
+/** `image export` could not write its destination (which is left as it was). */
+export class ExportFailed extends LazybootError {}
+
 /**
  * An image file lazyboot will not import as given, because reading it could read something other
  * than the file itself (a backing file, an external data file, a probed format) or is not a disk.

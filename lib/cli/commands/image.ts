@@ -1,8 +1,8 @@
 // `lazyboot image import|ls|info|export`: manage images in a repository directory.
 import type { Argv, CommandModule } from 'yargs';
-import { open } from 'node:fs/promises';
 import { Repository } from '../../repo/repository.js';
 import { openImageSource } from '../../repo/image-source.js';
+import { exportImageToFile } from '../../repo/export-file.js';
 import { parseBlockSize, DEFAULT_BLOCK_SIZE } from '../../repo/block-size.js';
 import { validateImageName, formatImageRef } from '../../repo/image-name.js';
 import { LazybootError } from '../../errors.js';
@@ -125,28 +125,11 @@ const exportCommand: CommandModule<RepoArgs, RepoArgs & { image: string; file: s
   handler: async (args) => {
     await withRepository(args.repo, async (repo) => {
       const manifest = await repo.resolve(args.image);
-      const backend = repo.imageBackend(manifest, { verify: true });
       const progress = new ProgressBar(`exporting ${formatImageRef(manifest.name, manifest.version)}`, manifest.size);
-      const out = await open(args.file, 'w', 0o644);
       try {
-        await out.truncate(manifest.size);
-        // Whole blocks per read, so every block is verified; zero runs stay sparse.
-        const chunk = Math.max(manifest.blockSize, 4 * 1024 * 1024 - ((4 * 1024 * 1024) % manifest.blockSize));
-        for (let offset = 0; offset < manifest.size; offset += chunk) {
-          const length = Math.min(chunk, manifest.size - offset);
-          for (const extent of await backend.blockStatus(offset, length)) {
-            if (extent.zero) continue;
-            const data = await backend.read(extent.offset, extent.length).catch((error: Error & { cause?: unknown }) => {
-              throw error.cause instanceof LazybootError ? error.cause : new RepositoryCorrupt(repo.dir, `cannot be read: ${error.message}`);
-            });
-            await out.write(data, 0, data.length, extent.offset);
-          }
-          progress.update(offset + length);
-        }
-        await out.sync();
+        await exportImageToFile(repo, manifest, args.file, (done) => progress.update(done));
       } finally {
         progress.done();
-        await out.close();
       }
       process.stdout.write(`${formatImageRef(manifest.name, manifest.version)} written to ${args.file} (${manifest.size} bytes)\n`);
     });
