@@ -10,7 +10,8 @@ import type { Repository } from './repository.js';
 export const MANIFEST_EXPORT_PREFIX = 'manifest:';
 
 export function repositoryExports(repo: Repository): ExportProvider {
-  // Versions are immutable, so one backend per `name@N` serves every client.
+  // Versions are immutable, so one backend per `name@N` serves every client. Each block is verified
+  // the first time it is served (plain NBD clients cannot verify; the COR device does too).
   const images = new Map<string, BlockBackend>();
   return {
     async list() {
@@ -32,7 +33,7 @@ export function repositoryExports(repo: Repository): ExportProvider {
         const key = formatImageRef(manifest.name, manifest.version);
         let backend = images.get(key);
         if (!backend) {
-          backend = repo.imageBackend(manifest);
+          backend = repo.imageBackend(manifest, { verifyOnce: true });
           images.set(key, backend);
         }
         return backend;

@@ -22,8 +22,20 @@ const WRITE_BUFFER_BYTES = 8 * 1024 * 1024;
 export class PackFile {
   private fd?: number;
   private opening?: Promise<number>;
+  /** One bit per index entry: the block was read and matched its digest (see ImageBackend's verifyOnce). */
+  private readonly verified: Uint8Array;
 
-  constructor(readonly path: string) {}
+  constructor(readonly path: string, entryCount = 0) {
+    this.verified = new Uint8Array(Math.ceil(entryCount / 8));
+  }
+
+  isVerified(entry: number): boolean {
+    return (this.verified[entry >> 3]! & (1 << (entry & 7))) !== 0;
+  }
+
+  markVerified(entry: number): void {
+    this.verified[entry >> 3]! |= 1 << (entry & 7);
+  }
 
   /** Reads exactly `length` bytes at `position` into `target` at `targetOffset`. */
   async readInto(target: Buffer, targetOffset: number, length: number, position: number): Promise<void> {
@@ -81,6 +93,8 @@ function preadOnce(fd: number, target: Buffer, offset: number, length: number, p
 
 export interface BlockLocation {
   readonly pack: PackFile;
+  /** Position of the block in its pack's index (its bit in PackFile's verified set). */
+  readonly entry: number;
   readonly offset: number;
   readonly length: number;
 }
@@ -134,11 +148,11 @@ export class PackStore {
   }
 
   private addPack(packName: string, entries: readonly PackIndexEntry[]): void {
-    const pack = new PackFile(join(this.dir, packName));
+    const pack = new PackFile(join(this.dir, packName), entries.length);
     this.packs.set(packName, pack);
-    for (const entry of entries) {
-      this.locations.set(digestKey(entry.digest), { pack, offset: entry.offset, length: entry.length });
-    }
+    entries.forEach((entry, index) => {
+      this.locations.set(digestKey(entry.digest), { pack, entry: index, offset: entry.offset, length: entry.length });
+    });
   }
 
   /** Starts a new pack; nothing in it is visible to readers until seal(). */

@@ -16,3 +16,38 @@ export const inTempDir = (body: (dir: string) => Promise<void>) => withDir(({ pa
 export function oneLine(stderr: string): boolean {
   return stderr.trim().split('\n').length === 1 && stderr.startsWith('lazyboot: ');
 }
+
+export interface ServingRepository {
+  readonly socket: string;
+  /** Everything the server logged so far. */
+  stderr(): string;
+  /** SIGTERM, then the exit code. */
+  stop(): Promise<number | undefined>;
+}
+
+/** `lazyboot repo serve --socket` in the background, once it printed its URI. */
+export async function serveRepositoryCli(repo: string, socket: string): Promise<ServingRepository> {
+  const server = execa('node', [BIN, 'repo', 'serve', '--repo', repo, '--socket', socket], { reject: false, buffer: { stdout: false, stderr: false } });
+  let stderr = '';
+  server.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  await new Promise<void>((resolve, reject) => {
+    let seen = '';
+    server.stdout!.on('data', (chunk: Buffer) => {
+      seen += chunk.toString();
+      if (/at nbd\+unix:/.test(seen)) resolve();
+    });
+    void server.then((result) => reject(new Error(`repo serve exited ${result.exitCode}: ${stderr}`)));
+    setTimeout(() => reject(new Error(`no URI printed: ${seen} ${stderr}`)), 15000);
+  });
+  return {
+    socket,
+    stderr: () => stderr,
+    stop: async () => {
+      server.kill('SIGTERM');
+      const timer = setTimeout(() => server.kill('SIGKILL'), 10000);
+      const result = await server;
+      clearTimeout(timer);
+      return result.exitCode;
+    },
+  };
+}
