@@ -61,6 +61,7 @@ test('bad names, unknown images and missing files are one-line errors with exit 
   inTempDir(async (dir) => {
     const repo = join(dir, 'repo');
     const file = await writeDisk(join(dir, 'disk.raw'), randomBytes(8192));
+    await lazyboot(['image', 'import', file, 'present', '--repo', repo]);
     const cases: Array<[string[], RegExp]> = [
       [['image', 'import', file, 'a/b'], /^lazyboot: invalid image name "a\/b" \(contains "\/"\)/],
       [['image', 'import', file, 'a..b'], /contains "\.\."/],
@@ -187,6 +188,7 @@ test('kill -9 during an import leaves a consistent repository; importing again w
 test('repo serve defaults to $XDG_RUNTIME_DIR/lazyboot/repo.sock', (t) =>
   inTempDir(async (dir) => {
     const repo = join(dir, 'repo');
+    await lazyboot(['image', 'import', await writeDisk(join(dir, 'disk.raw'), sampleDisk()), 'alpha', '--repo', repo]);
     const runtime = join(dir, 'run');
     const server = execa('node', [BIN, 'repo', 'serve', '--repo', repo], { reject: false, buffer: { stdout: false }, env: { XDG_RUNTIME_DIR: runtime } });
     try {

@@ -11,7 +11,7 @@ export class UnknownImage extends LazybootError {
 /** An image name or reference that breaks the naming rules. */
 export class InvalidImageName extends LazybootError {
   constructor(readonly value: string, reason: string) {
-    super(`invalid image name ${JSON.stringify(value)} (${reason})`, 'use letters, digits, ".", "_", "-" and "+", at most 128 characters');
+    super(`invalid image name ${JSON.stringify(value)} (${reason})`, 'start with a letter or digit, then use letters, digits, ".", "_", "-" and "+", at most 128 characters');
   }
 }
 
@@ -24,7 +24,7 @@ export class InvalidBlockSize extends LazybootError {
 
 /** A repository file that is missing, truncated or does not decode. Names the file. */
 export class RepositoryCorrupt extends LazybootError {
-  constructor(readonly file: string, problem: string, options?: ErrorOptions) {
+  constructor(readonly file: string, readonly problem: string, options?: ErrorOptions) {
     super(`repository file ${file} ${problem}`, 'restore the repository from a copy, or re-import the affected images', options);
   }
 }
@@ -61,3 +61,6 @@ export class NotARepository extends LazybootError {
     super(`${dir} is not a lazyboot repository (${what})`, hint);
   }
 }
+
+/** `repo check` found damage that is still there (after --repair, if given). */
+export class RepositoryDamaged extends LazybootError {}

@@ -148,7 +148,8 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
       throw toBlockError(error);
     }
     if (!location) {
-      throw toBlockError(new BlockMissing(digest.toString('hex'), `block ${index} of ${formatImageRef(this.manifest.name, this.manifest.version)}`));
+      const damaged = this.store.damage.size > 0 ? `; ${this.store.damage.size} pack index(es) could not be loaded, see \`lazyboot repo check\`` : '';
+      throw toBlockError(new BlockMissing(digest.toString('hex'), `block ${index} of ${formatImageRef(this.manifest.name, this.manifest.version)}${damaged}`));
     }
     return (this.locations[index] = this.checkedLocation(index, location));
   }

@@ -9,6 +9,7 @@ import { RepositoryCorrupt } from './errors.js';
 import { SyncIoGuard } from '../block/sync-io-guard.js';
 import { decodePackIndex, encodePackIndex, type PackIndexEntry } from './pack-index.js';
 import { fsyncDirectory, writeFileDurably } from './durable-file.js';
+import { FILE_MODE } from './modes.js';
 
 const PACK_SUFFIX = '.pack';
 const INDEX_SUFFIX = '.idx';
@@ -107,6 +108,8 @@ export class PackStore {
   private readonly locations = new Map<string, BlockLocation>();
   private readonly packs = new Map<string, PackFile>();
   private refreshing?: Promise<void>;
+  /** Index files (or the directory) that could not be loaded, and why; see loadNewIndexes. */
+  readonly damage = new Map<string, string>();
 
   private constructor(readonly dir: string) {}
 
@@ -135,14 +138,34 @@ export class PackStore {
     return this.refreshing;
   }
 
+  /**
+   * A damaged index (or a directory or unreadable file named like one) is recorded and skipped:
+   * its blocks are missing to the images that need them, and everything else is still served.
+   */
   private async loadNewIndexes(): Promise<void> {
-    for (const entry of await readdir(this.dir)) {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch (error) {
+      this.damage.set(this.dir, `cannot be listed (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+      return;
+    }
+    for (const entry of names) {
       if (!entry.endsWith(INDEX_SUFFIX) || entry.startsWith('.')) continue;
       const packName = entry.slice(0, -INDEX_SUFFIX.length) + PACK_SUFFIX;
       if (this.packs.has(packName)) continue;
       const indexPath = join(this.dir, entry);
-      const entries = decodePackIndex(await readFile(indexPath));
-      if (typeof entries === 'string') throw new RepositoryCorrupt(indexPath, entries);
+      let entries: PackIndexEntry[] | string;
+      try {
+        entries = decodePackIndex(await readFile(indexPath));
+      } catch (error) {
+        entries = `cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`;
+      }
+      if (typeof entries === 'string') {
+        this.damage.set(indexPath, entries);
+        continue;
+      }
+      this.damage.delete(indexPath);
       this.addPack(packName, entries);
     }
   }
@@ -223,7 +246,7 @@ export class PackWriter {
   }
 
   private async writeOut(chunk: Buffer): Promise<void> {
-    this.handle ??= await open(this.packPath, 'wx', 0o644);
+    this.handle ??= await open(this.packPath, 'wx', FILE_MODE);
     let done = 0;
     while (done < chunk.length) {
       const { bytesWritten } = await this.handle.write(chunk, done, chunk.length - done, this.written + done);

@@ -1,7 +1,7 @@
 // `lazyboot image import|ls|info|export`: manage images in a repository directory.
 import type { Argv, CommandModule } from 'yargs';
 import { Repository } from '../../repo/repository.js';
-import { openImageSource } from '../../repo/image-source.js';
+import { openImageSource, type ImageSource } from '../../repo/image-source.js';
 import { exportImageToFile } from '../../repo/export-file.js';
 import { parseBlockSize, DEFAULT_BLOCK_SIZE } from '../../repo/block-size.js';
 import { validateImageName, formatImageRef } from '../../repo/image-name.js';
@@ -21,8 +21,9 @@ const repoOption = {
   defaultDescription: '$XDG_DATA_HOME/lazyboot/repo',
 } as const;
 
-async function withRepository<T>(dir: string, work: (repo: Repository) => Promise<T>): Promise<T> {
-  const repo = await Repository.open(dir);
+/** Only an import may create the repository (in a missing or empty directory); readers refuse. */
+async function withRepository<T>(dir: string, work: (repo: Repository) => Promise<T>, options: { create?: boolean } = {}): Promise<T> {
+  const repo = await Repository.open(dir, { create: options.create ?? false });
   try {
     return await work(repo);
   } finally {
@@ -32,7 +33,7 @@ async function withRepository<T>(dir: string, work: (repo: Repository) => Promis
 
 const importCommand: CommandModule<RepoArgs, RepoArgs & { file: string; name: string; 'block-size': string; format?: string }> = {
   command: 'import <file> <name>',
-  describe: 'import a disk image file (raw, qcow2, or any format qemu-img reads) as the next version of NAME',
+  describe: 'import a disk image file (raw; qcow2, vmdk, vpc, vhdx, vdi, qed with --format) as the next version of NAME',
   builder: (y) =>
     y
       .positional('file', { type: 'string', demandOption: true, describe: 'image file' })
@@ -42,47 +43,51 @@ const importCommand: CommandModule<RepoArgs, RepoArgs & { file: string; name: st
   handler: async (args) => {
     validateImageName(args.name);
     const blockSize = parseBlockSize(args['block-size'] ?? DEFAULT_BLOCK_SIZE);
-    await withRepository(args.repo, async (repo) => {
-      const source = await openImageSource(args.file, args.format);
-      const progress = new ProgressBar(`importing ${args.name}`, source.size);
-      let result;
-      try {
-        result = await repo.importImage(args.name, source.stream, { size: source.size, blockSize, onProgress: (n) => progress.update(n) });
-        await source.finish();
-      } catch (error) {
-        source.cancel();
-        await source.finish().catch((helperError: unknown) => {
-          throw helperError instanceof LazybootError ? helperError : error;
-        });
-        throw error;
-      } finally {
-        progress.done();
-      }
-      const blocks = result.manifest.blockCount;
-      process.stdout.write(
-        `${result.ref}: ${humanSize(result.manifest.size)} in ${blocks} blocks of ${humanSize(blockSize)}; ` +
-          `${result.newBlocks} new (${humanSize(result.bytesStored)} stored, ${result.bytesStored} bytes), ` +
-          `${result.presentBlocks} already present, ${result.zeroBlocks} zero\n`,
-      );
-    });
+    // The file is inspected (and refused) before the repository is opened or created.
+    const source = await openImageSource(args.file, args.format);
+    try {
+      await withRepository(args.repo, (repo) => importSource(repo, source, args.name, blockSize), { create: true });
+    } catch (error) {
+      source.cancel();
+      await source.finish().catch((helperError: unknown) => {
+        throw helperError instanceof LazybootError ? helperError : error;
+      });
+      throw error;
+    }
   },
 };
+
+async function importSource(repo: Repository, source: ImageSource, name: string, blockSize: number): Promise<void> {
+  const progress = new ProgressBar(`importing ${name}`, source.size);
+  let result;
+  try {
+    result = await repo.importImage(name, source.stream, { size: source.size, blockSize, onProgress: (n) => progress.update(n) });
+    await source.finish();
+  } finally {
+    progress.done();
+  }
+  const blocks = result.manifest.blockCount;
+  process.stdout.write(
+    `${result.ref}: ${humanSize(result.manifest.size)} in ${blocks} blocks of ${humanSize(blockSize)}; ` +
+      `${result.newBlocks} new (${humanSize(result.bytesStored)} stored, ${result.bytesStored} bytes), ` +
+      `${result.presentBlocks} already present, ${result.zeroBlocks} zero\n`,
+  );
+}
 
 const lsCommand: CommandModule<RepoArgs, RepoArgs> = {
   command: 'ls',
   describe: 'list the images and versions in the repository',
   handler: async (args) => {
     await withRepository(args.repo, async (repo) => {
-      const images = await repo.list();
+      const { images, damage } = await repo.listWithDamage();
+      // Damage stays local: the rest is listed, and each damaged file gets one note.
+      for (const { file, problem } of damage) process.stderr.write(`lazyboot: note: skipped ${file}: it ${problem} (see \`lazyboot repo check\`)\n`);
       if (images.length === 0) {
         process.stdout.write(`no images in ${repo.dir}\n`);
         return;
       }
       const rows = [['IMAGE', 'SIZE', 'BLOCK SIZE', 'CREATED']];
-      for (const image of images) {
-        const manifest = await repo.resolve(formatImageRef(image.name, image.version));
-        rows.push([formatImageRef(image.name, image.version), humanSize(image.size), humanSize(image.blockSize), manifest.created]);
-      }
+      for (const image of images) rows.push([formatImageRef(image.name, image.version), humanSize(image.size), humanSize(image.blockSize), image.created]);
       const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
       for (const row of rows) process.stdout.write(row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd() + '\n');
     });

@@ -5,6 +5,7 @@ import { Repository } from '../../repo/repository.js';
 import { repositoryExports } from '../../repo/export-provider.js';
 import { startNbdServer } from '../../nbd/server.js';
 import { UsageError } from '../../errors.js';
+import { checkCommand } from './repo-check.js';
 
 interface ServeArgs {
   repo: string;
@@ -43,7 +44,7 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
       process.once('SIGINT', () => stop('SIGINT'));
       process.once('SIGTERM', () => stop('SIGTERM'));
     });
-    const repo = await Repository.open(args.repo);
+    const repo = await Repository.open(args.repo, { create: false });
     const server = await startNbdServer({
       exports: repositoryExports(repo),
       ...(args.listen ? { listen: parseListen(args.listen) } : { socketPath: args.socket ?? defaultSocketPath(repo.dir) }),
@@ -58,11 +59,12 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
 
 export const repoCommand: CommandModule<any, any> = {
   command: 'repo <command>',
-  describe: 'serve an image repository',
+  describe: 'serve or check an image repository',
   builder: (y: Argv) =>
     y
       .option('repo', { type: 'string', describe: 'repository directory', default: Repository.defaultDir(), defaultDescription: '$XDG_DATA_HOME/lazyboot/repo' })
       .command(serveCommand as CommandModule<any, any>)
-      .demandCommand(1, 'Name a repo command: serve.'),
+      .command(checkCommand as CommandModule<any, any>)
+      .demandCommand(1, 'Name a repo command: serve or check.'),
   handler: () => {},
 };

@@ -1,0 +1,191 @@
+// `lazyboot repo check`: walks every file of a repository and reports what is damaged or does not
+// belong there. With repair it removes only what nothing refers to (packs without an index and temp
+// files, left by writers that are gone) and tightens permissions; never a referenced file.
+import { chmod, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { processAlive } from '../process-alive.js';
+import { decodePackIndex } from './pack-index.js';
+import { decodeManifest } from './manifest-codec.js';
+import { isZeroDigest, digestOf } from './manifest-format.js';
+import { formatImageRef, isValidImageName } from './image-name.js';
+import { MARKER } from './repository-marker.js';
+import { DIR_MODE, FILE_MODE } from './modes.js';
+
+export interface Finding {
+  readonly file: string;
+  readonly problem: string;
+  /** How to fix it without losing anything referenced; absent when only a person can. */
+  readonly repair?: () => Promise<void>;
+  repaired?: boolean;
+}
+
+export interface CheckResult {
+  readonly findings: Finding[];
+  readonly images: number;
+  readonly packs: number;
+}
+
+/** `pack-TIME-PID-RANDOM.pack` (pack-store.ts) and `.tmp-PID-RANDOM` (durable-file.ts). */
+const PACK_NAME = /^pack-[0-9a-f]+-([0-9]+)-[0-9a-f]+\.pack$/;
+const INDEX_NAME = /^pack-[0-9a-f]+-[0-9]+-[0-9a-f]+\.idx$/;
+const TEMP_NAME = /^\.tmp-([0-9]+)-[0-9a-f]+$/;
+const MANIFEST_NAME = /^([1-9][0-9]{0,8})\.manifest$/;
+
+const errorCode = (error: unknown): string => (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+
+/** A writer's leftover is removable once its process is gone (a live one may still finish it). */
+function leftover(file: string, pid: number, what: string): Finding | undefined {
+  if (processAlive(pid) && pid !== process.pid) return undefined;
+  return { file, problem: `${what}, left by an interrupted write (process ${pid} is gone); nothing refers to it`, repair: () => unlink(file) };
+}
+
+interface PackWalk {
+  readonly findings: Finding[];
+  /** Digests (latin1 keys) of every block a valid index lists over a long enough pack. */
+  readonly stored: Set<string>;
+  readonly packs: number;
+}
+
+async function checkPacks(dir: string): Promise<PackWalk> {
+  const findings: Finding[] = [];
+  const stored = new Set<string>();
+  const entries = await readdir(dir, { withFileTypes: true });
+  const names = new Set(entries.map((entry) => entry.name));
+  let packs = 0;
+  for (const entry of entries) {
+    const file = join(dir, entry.name);
+    const temp = TEMP_NAME.exec(entry.name);
+    const pack = PACK_NAME.exec(entry.name);
+    if (!entry.isFile()) {
+      findings.push({ file, problem: 'is not a regular file and does not belong in packs/; move it out of the repository' });
+    } else if (temp) {
+      const found = leftover(file, Number(temp[1]), 'temp file');
+      if (found) findings.push(found);
+    } else if (pack) {
+      if (!names.has(entry.name.replace(/\.pack$/, '.idx'))) {
+        const found = leftover(file, Number(pack[1]), 'pack without an index');
+        if (found) findings.push(found);
+      }
+    } else if (INDEX_NAME.test(entry.name)) {
+      packs++;
+      const problem = await checkIndex(dir, entry.name, stored);
+      if (problem) findings.push({ file, problem });
+    } else {
+      findings.push({ file, problem: 'is not a pack, index or temp file and does not belong in packs/; move it out of the repository' });
+    }
+  }
+  return { findings, stored, packs };
+}
+
+/** Adds the index's digests to `stored`; returns what is wrong with it, if anything. */
+async function checkIndex(dir: string, indexName: string, stored: Set<string>): Promise<string | undefined> {
+  let entries;
+  try {
+    entries = decodePackIndex(await readFile(join(dir, indexName)));
+  } catch (error) {
+    return `cannot be read (${errorCode(error)})`;
+  }
+  if (typeof entries === 'string') return `${entries}; the blocks of its pack are unreachable (restore the index, or re-import the images that need them)`;
+  const packName = indexName.replace(/\.idx$/, '.pack');
+  let packSize: number;
+  try {
+    packSize = (await stat(join(dir, packName))).size;
+  } catch (error) {
+    return `lists ${entries.length} blocks of ${packName}, which ${errorCode(error) === 'ENOENT' ? 'is missing' : `cannot be read (${errorCode(error)})`}`;
+  }
+  let needed = 0;
+  for (const entry of entries) {
+    needed = Math.max(needed, entry.offset + entry.length);
+    if (entry.offset + entry.length <= packSize) stored.add(entry.digest.toString('latin1'));
+  }
+  if (needed > packSize) return `needs ${packName} to hold ${needed} bytes, but it has ${packSize} (truncated)`;
+  return undefined;
+}
+
+async function checkImageDirectory(dir: string, name: string, stored: Set<string>, findings: Finding[]): Promise<number> {
+  let versions = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const file = join(dir, entry.name);
+    const temp = TEMP_NAME.exec(entry.name);
+    const manifestName = MANIFEST_NAME.exec(entry.name);
+    if (temp && entry.isFile()) {
+      const found = leftover(file, Number(temp[1]), 'temp file');
+      if (found) findings.push(found);
+    } else if (manifestName && entry.isFile()) {
+      versions++;
+      const problem = await checkManifest(file, name, Number(manifestName[1]), stored);
+      if (problem) findings.push({ file, problem });
+    } else {
+      findings.push({ file, problem: `is not a manifest and does not belong in ${join('manifests', name)}/; move it out of the repository` });
+    }
+  }
+  return versions;
+}
+
+async function checkManifest(file: string, name: string, version: number, stored: Set<string>): Promise<string | undefined> {
+  let manifest;
+  try {
+    manifest = decodeManifest(await readFile(file));
+  } catch (error) {
+    return `does not decode (${error instanceof Error ? error.message : String(error)}); restore it, or re-import ${formatImageRef(name, version)}`;
+  }
+  if (manifest.name !== name || manifest.version !== version) return `names ${formatImageRef(manifest.name, manifest.version)} instead of ${formatImageRef(name, version)}`;
+  let missing = 0;
+  let first: string | undefined;
+  for (let index = 0; index < manifest.blockCount; index++) {
+    const digest = digestOf(manifest, index);
+    if (isZeroDigest(digest) || stored.has(digest.toString('latin1'))) continue;
+    missing++;
+    first ??= `block ${index}, ${digest.toString('hex')}`;
+  }
+  if (missing > 0) return `refers to ${missing} block(s) no valid index lists (first: ${first}); restore the pack and index, or re-import ${formatImageRef(name, version)}`;
+  return undefined;
+}
+
+/** Group- or world-accessible files and directories: tightened to 0600/0700 by repair. */
+async function checkModes(path: string, findings: Finding[]): Promise<void> {
+  const info = await stat(path);
+  const wanted = info.isDirectory() ? DIR_MODE : FILE_MODE;
+  if ((info.mode & 0o077) !== 0) {
+    findings.push({ file: path, problem: `is accessible to other users (mode ${(info.mode & 0o777).toString(8).padStart(4, '0')})`, repair: () => chmod(path, wanted) });
+  }
+  if (!info.isDirectory()) return;
+  for (const entry of await readdir(path, { withFileTypes: true })) {
+    if (entry.isFile() || entry.isDirectory()) await checkModes(join(path, entry.name), findings);
+  }
+}
+
+/** Checks the repository in `dir` (whose marker Repository.open has checked); repairs if asked. */
+export async function checkRepository(dir: string, options: { repair?: boolean } = {}): Promise<CheckResult> {
+  const packs = await checkPacks(join(dir, 'packs'));
+  const findings = [...packs.findings];
+  let images = 0;
+  const manifests = join(dir, 'manifests');
+  for (const entry of await readdir(manifests, { withFileTypes: true })) {
+    const file = join(manifests, entry.name);
+    if (!entry.isDirectory()) {
+      findings.push({ file, problem: 'is not an image directory and does not belong in manifests/; move it out of the repository' });
+    } else if (!isValidImageName(entry.name)) {
+      findings.push({ file, problem: 'is not a valid image name (letters, digits, ".", "_", "-", "+", starting with a letter or digit); move it out of the repository' });
+    } else {
+      images += (await checkImageDirectory(file, entry.name, packs.stored, findings)) > 0 ? 1 : 0;
+    }
+  }
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    if (![MARKER, 'packs', 'manifests', 'repo.sock'].includes(entry.name)) {
+      findings.push({ file: join(dir, entry.name), problem: 'does not belong in a repository; move it out' });
+    }
+  }
+  await checkModes(dir, findings);
+  if (options.repair) {
+    for (const finding of findings) {
+      if (!finding.repair) continue;
+      // A file another process removed meanwhile is repaired too; any other failure leaves it reported.
+      await finding.repair().then(
+        () => (finding.repaired = true),
+        (error: NodeJS.ErrnoException) => void (finding.repaired = error.code === 'ENOENT'),
+      );
+    }
+  }
+  return { findings, images, packs: packs.packs };
+}
