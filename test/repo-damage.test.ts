@@ -115,7 +115,7 @@ test('a pack whose blocks were lost (index lists more than the pack holds) is na
     await stillUsable(t, dir, repo, 'beta', betaFile);
     const [alphaIndex] = await packsEndingWith(repo, '.idx');
     await checkNames(t, repo, alphaIndex!, /needs .* to hold 1048576 bytes, but it has 100000 \(truncated\)/);
-    await checkNames(t, repo, join(repo, 'manifests', 'alpha', '1.manifest'), /refers to 15 block\(s\) no valid index lists/);
+    await checkNames(t, repo, join(repo, 'manifests', 'alpha', '1.manifest'), /refers to 15 block\(s\) that are missing or damaged/);
   }));
 
 test('check --repair removes orphan packs and temp files of dead writers, nothing referenced, then exits 0', (t) =>
@@ -147,10 +147,25 @@ test('check --repair removes orphan packs and temp files of dead writers, nothin
     }
   }));
 
+test('a flipped bit in a pack: check --verify names the pack, offset and the image that uses it; the other image is fine', (t) =>
+  inTempDir(async (dir) => {
+    const { repo, betaFile } = await twoImages(dir);
+    const [alphaPack] = await packsEndingWith(repo, '.pack');
+    const [alphaIndex] = await packsEndingWith(repo, '.idx');
+    await flipBit(alphaPack!, 5 * 65536 + 3);
+    t.is((await lazyboot(['repo', 'check', '--repo', repo])).exitCode, 0, 'without --verify, blocks are not read');
+    const check = await lazyboot(['repo', 'check', '--verify', '--repo', repo]);
+    t.is(check.exitCode, 1);
+    t.regex(check.stdout, new RegExp(`^${alphaIndex}: lists 1 block\\(s\\) of \\S+\\.pack that fail their SHA-256 \\(first at offset ${5 * 65536}\\)`, 'm'));
+    t.regex(check.stdout, /manifests\/alpha\/1\.manifest: refers to 1 block\(s\) that are missing or damaged \(first: block 5,/);
+    t.notRegex(check.stdout, /beta/);
+    await stillUsable(t, dir, repo, 'beta', betaFile);
+  }));
+
 test('a clean repository checks clean with exit 0', (t) =>
   inTempDir(async (dir) => {
     const { repo } = await twoImages(dir);
-    const check = await lazyboot(['repo', 'check', '--repo', repo]);
+    const check = await lazyboot(['repo', 'check', '--verify', '--repo', repo]);
     t.is(check.exitCode, 0, check.stdout + check.stderr);
     t.regex(check.stdout, /2 image\(s\), 2 pack\(s\); 0 problem\(s\)$/m);
   }));

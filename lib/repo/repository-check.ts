@@ -1,10 +1,11 @@
 // `lazyboot repo check`: walks every file of a repository and reports what is damaged or does not
 // belong there. With repair it removes only what nothing refers to (packs without an index and temp
 // files, left by writers that are gone) and tightens permissions; never a referenced file.
-import { chmod, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { chmod, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { processAlive } from '../process-alive.js';
-import { decodePackIndex } from './pack-index.js';
+import { decodePackIndex, type PackIndexEntry } from './pack-index.js';
 import { decodeManifest } from './manifest-codec.js';
 import { isZeroDigest, digestOf } from './manifest-format.js';
 import { formatImageRef, isValidImageName } from './image-name.js';
@@ -46,7 +47,7 @@ interface PackWalk {
   readonly packs: number;
 }
 
-async function checkPacks(dir: string): Promise<PackWalk> {
+async function checkPacks(dir: string, verify: boolean): Promise<PackWalk> {
   const findings: Finding[] = [];
   const stored = new Set<string>();
   const entries = await readdir(dir, { withFileTypes: true });
@@ -68,7 +69,7 @@ async function checkPacks(dir: string): Promise<PackWalk> {
       }
     } else if (INDEX_NAME.test(entry.name)) {
       packs++;
-      const problem = await checkIndex(dir, entry.name, stored);
+      const problem = await checkIndex(dir, entry.name, stored, verify);
       if (problem) findings.push({ file, problem });
     } else {
       findings.push({ file, problem: 'is not a pack, index or temp file and does not belong in packs/; move it out of the repository' });
@@ -77,8 +78,8 @@ async function checkPacks(dir: string): Promise<PackWalk> {
   return { findings, stored, packs };
 }
 
-/** Adds the index's digests to `stored`; returns what is wrong with it, if anything. */
-async function checkIndex(dir: string, indexName: string, stored: Set<string>): Promise<string | undefined> {
+/** Adds the index's (intact) blocks to `stored`; returns what is wrong with it, if anything. */
+async function checkIndex(dir: string, indexName: string, stored: Set<string>, verify: boolean): Promise<string | undefined> {
   let entries;
   try {
     entries = decodePackIndex(await readFile(join(dir, indexName)));
@@ -93,13 +94,34 @@ async function checkIndex(dir: string, indexName: string, stored: Set<string>): 
   } catch (error) {
     return `lists ${entries.length} blocks of ${packName}, which ${errorCode(error) === 'ENOENT' ? 'is missing' : `cannot be read (${errorCode(error)})`}`;
   }
-  let needed = 0;
-  for (const entry of entries) {
-    needed = Math.max(needed, entry.offset + entry.length);
-    if (entry.offset + entry.length <= packSize) stored.add(entry.digest.toString('latin1'));
-  }
+  const present = entries.filter((entry) => entry.offset + entry.length <= packSize);
+  const damaged = verify ? await damagedBlocks(join(dir, packName), present) : [];
+  for (const entry of present) if (!damaged.includes(entry)) stored.add(entry.digest.toString('latin1'));
+  let needed = 0; // a loop, not Math.max(...entries): an index can list millions of blocks
+  for (const entry of entries) needed = Math.max(needed, entry.offset + entry.length);
   if (needed > packSize) return `needs ${packName} to hold ${needed} bytes, but it has ${packSize} (truncated)`;
+  if (damaged.length > 0) {
+    return `lists ${damaged.length} block(s) of ${packName} that fail their SHA-256 (first at offset ${damaged[0]!.offset}); re-import the images that use them, or restore the pack`;
+  }
   return undefined;
+}
+
+/** The entries whose bytes in the pack do not hash to their digest (--verify). */
+async function damagedBlocks(packPath: string, entries: readonly PackIndexEntry[]): Promise<PackIndexEntry[]> {
+  const damaged: PackIndexEntry[] = [];
+  const handle = await open(packPath, 'r');
+  try {
+    let buffer = Buffer.alloc(0);
+    for (const entry of entries) {
+      if (buffer.length < entry.length) buffer = Buffer.allocUnsafe(entry.length);
+      const block = buffer.subarray(0, entry.length);
+      await handle.read(block, 0, entry.length, entry.offset);
+      if (!createHash('sha256').update(block).digest().equals(entry.digest)) damaged.push(entry);
+    }
+  } finally {
+    await handle.close();
+  }
+  return damaged;
 }
 
 async function checkImageDirectory(dir: string, name: string, stored: Set<string>, findings: Finding[]): Promise<number> {
@@ -138,7 +160,7 @@ async function checkManifest(file: string, name: string, version: number, stored
     missing++;
     first ??= `block ${index}, ${digest.toString('hex')}`;
   }
-  if (missing > 0) return `refers to ${missing} block(s) no valid index lists (first: ${first}); restore the pack and index, or re-import ${formatImageRef(name, version)}`;
+  if (missing > 0) return `refers to ${missing} block(s) that are missing or damaged (first: ${first}); restore the pack and index, or re-import ${formatImageRef(name, version)}`;
   return undefined;
 }
 
@@ -155,9 +177,12 @@ async function checkModes(path: string, findings: Finding[]): Promise<void> {
   }
 }
 
-/** Checks the repository in `dir` (whose marker Repository.open has checked); repairs if asked. */
-export async function checkRepository(dir: string, options: { repair?: boolean } = {}): Promise<CheckResult> {
-  const packs = await checkPacks(join(dir, 'packs'));
+/**
+ * Checks the repository in `dir` (whose marker Repository.open has checked): every file, every
+ * manifest's blocks against the indexes, and with `verify` every stored block's SHA-256.
+ */
+export async function checkRepository(dir: string, options: { repair?: boolean; verify?: boolean } = {}): Promise<CheckResult> {
+  const packs = await checkPacks(join(dir, 'packs'), options.verify ?? false);
   const findings = [...packs.findings];
   let images = 0;
   const manifests = join(dir, 'manifests');

@@ -8,16 +8,20 @@ import { RepositoryDamaged } from '../../repo/errors.js';
 interface CheckArgs {
   repo: string;
   repair: boolean;
+  verify: boolean;
 }
 
 export const checkCommand: CommandModule<CheckArgs, CheckArgs> = {
   command: 'check',
-  describe: 'check every file of the repository; --repair removes what nothing refers to (orphan packs, temp files) and fixes permissions',
-  builder: (y) => y.option('repair', { type: 'boolean', default: false, describe: 'remove orphan packs and temp files of interrupted writers, make files 0600 and directories 0700' }) as Argv<any>,
+  describe: 'check every file of the repository (--verify: every block too); --repair removes what nothing refers to (orphan packs, temp files) and fixes permissions',
+  builder: (y) =>
+    y
+      .option('repair', { type: 'boolean', default: false, describe: 'remove orphan packs and temp files of interrupted writers, make files 0600 and directories 0700' })
+      .option('verify', { type: 'boolean', default: false, describe: 'also read every stored block and check its SHA-256' }) as Argv<any>,
   handler: async (args) => {
     const repo = await Repository.open(args.repo, { create: false });
     await repo.close(); // the check reads the files itself
-    const { findings, images, packs } = await checkRepository(repo.dir, { repair: args.repair });
+    const { findings, images, packs } = await checkRepository(repo.dir, { repair: args.repair, verify: args.verify });
     for (const finding of findings) {
       const status = finding.repaired ? ' (repaired)' : finding.repair ? ' (--repair fixes this)' : '';
       process.stdout.write(`${finding.file}: ${finding.problem}${status}\n`);
