@@ -224,3 +224,11 @@ test('concurrent imports of one name get distinct versions, both complete', (t) 
       await other.close();
     }
   }));
+
+test('offsets near 2^64 are printed as exact integers in range errors', (t) =>
+  withRepo(async (repo, dir) => {
+    await importFile(repo, await writeDisk(join(dir, 'a.raw'), sampleDisk()), 'alpha');
+    const backend = repo.imageBackend(await repo.resolve('alpha'));
+    const error = await t.throwsAsync(backend.read(2 ** 64 - 4096, 4096));
+    t.regex(error!.message, /^range 18446744073709547520\+4096 is outside the image/);
+  }));

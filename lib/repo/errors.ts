@@ -1,5 +1,6 @@
 // Typed errors of the image repository: each says in one line what is wrong and what to do.
 import { LazybootError } from '../errors.js';
+import { exactInteger } from './exact-integer.js';
 
 /** No image (or no such version) by that name. */
 export class UnknownImage extends LazybootError {
@@ -38,8 +39,8 @@ export class BlockMissing extends LazybootError {
 
 /** A stored block whose content does not hash to its digest. */
 export class BlockCorrupt extends LazybootError {
-  constructor(readonly digest: string, readonly file: string, offset: number) {
-    super(`block ${digest} in ${file} at offset ${offset} is corrupt (SHA-256 mismatch)`, 're-import the image, or restore the repository from a copy');
+  constructor(readonly digest: string, readonly file: string, offset: number | bigint) {
+    super(`block ${digest} in ${file} at offset ${exactInteger(offset)} is corrupt (SHA-256 mismatch)`, 're-import the image, or restore the repository from a copy');
   }
 }
 

@@ -10,6 +10,7 @@ import { LazybootError } from '../errors.js';
 import { BlockCorrupt, BlockMissing, RepositoryCorrupt } from './errors.js';
 import type { BlockLocation, PackFile, PackStore } from './pack-store.js';
 import { formatImageRef } from './image-name.js';
+import { exactInteger } from './exact-integer.js';
 
 export interface ImageBackendOptions {
   /** Hash every block read and fail on a mismatch (costs CPU; the fetcher verifies anyway). */
@@ -233,7 +234,7 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
 
   private checkRange(offset: number, length: number): void {
     if (offset < 0 || length < 0 || offset + length > this.size) {
-      throw new BlockError('EINVAL', `range ${offset}+${length} is outside the image (${this.size} bytes)`);
+      throw new BlockError('EINVAL', `range ${exactInteger(offset)}+${exactInteger(length)} is outside the image (${this.size} bytes)`);
     }
   }
 

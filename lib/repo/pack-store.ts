@@ -10,6 +10,7 @@ import { SyncIoGuard } from '../block/sync-io-guard.js';
 import { decodePackIndex, encodePackIndex, type PackIndexEntry } from './pack-index.js';
 import { fsyncDirectory, writeFileDurably } from './durable-file.js';
 import { FILE_MODE } from './modes.js';
+import { exactInteger } from './exact-integer.js';
 
 const PACK_SUFFIX = '.pack';
 const INDEX_SUFFIX = '.idx';
@@ -46,7 +47,7 @@ export class PackFile {
       const bytesRead = await preadOnce(fd, target, targetOffset + done, length - done, position + done).catch((error: NodeJS.ErrnoException) => {
         throw new RepositoryCorrupt(this.path, `cannot be read (${error.code ?? error.message})`, { cause: error });
       });
-      if (bytesRead === 0) throw new RepositoryCorrupt(this.path, `is truncated (no data at offset ${position + done})`);
+      if (bytesRead === 0) throw new RepositoryCorrupt(this.path, `is truncated (no data at offset ${exactInteger(position + done)})`);
       done += bytesRead;
     }
   }
