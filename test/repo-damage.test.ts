@@ -91,6 +91,18 @@ test('a damaged manifest: ls shows the rest with a note, info names the file, ch
     t.true(oneLine(info.stderr), info.stderr);
     t.true(info.stderr.includes(manifest), info.stderr);
     await stillUsable(t, dir, repo, 'beta', betaFile);
+    // Served: the client is refused with the file's name, and the server logs it; no garbage manifest.
+    const server = await serveRepositoryCli(repo, join(dir, 'manifest.sock'));
+    try {
+      const info = await execa('qemu-img', ['info', `nbd+unix:///alpha?socket=${server.socket}`], { reject: false });
+      t.not(info.exitCode, 0);
+      t.true(info.stderr.includes(manifest), info.stderr);
+      const raw = await execa('nbdcopy', [`nbd+unix:///manifest:alpha?socket=${server.socket}`, join(dir, 'm.out')], { reject: false });
+      t.not(raw.exitCode, 0, 'a damaged manifest is not served as manifest:alpha');
+      t.regex(server.stderr(), new RegExp(`export "alpha" cannot be opened: repository file ${manifest} does not decode`));
+    } finally {
+      await server.stop();
+    }
     await checkNames(t, repo, manifest, /does not decode \(invalid image manifest: checksum mismatch\)/);
   }));
 

@@ -9,7 +9,8 @@ import type { Repository } from './repository.js';
 
 export const MANIFEST_EXPORT_PREFIX = 'manifest:';
 
-export function repositoryExports(repo: Repository): ExportProvider {
+/** `log`: where a damaged repository file met while opening an export is reported (one line). */
+export function repositoryExports(repo: Repository, log?: (line: string) => void): ExportProvider {
   // Versions are immutable, so one backend per `name@N` serves every client. Each block is verified
   // the first time it is served (plain NBD clients cannot verify; the COR device does too).
   const images = new Map<string, BlockBackend>();
@@ -27,7 +28,10 @@ export function repositoryExports(repo: Repository): ExportProvider {
     async open(exportName) {
       try {
         if (exportName.startsWith(MANIFEST_EXPORT_PREFIX)) {
-          return new ReadOnlyBufferBackend(await repo.manifestBytes(exportName.slice(MANIFEST_EXPORT_PREFIX.length)));
+          // Decoded first: a damaged manifest is an error naming its file here, not garbage for the client.
+          const ref = exportName.slice(MANIFEST_EXPORT_PREFIX.length);
+          const manifest = await repo.resolve(ref);
+          return new ReadOnlyBufferBackend(await repo.manifestBytes(formatImageRef(manifest.name, manifest.version)));
         }
         const manifest = await repo.resolve(exportName);
         const key = formatImageRef(manifest.name, manifest.version);
@@ -40,6 +44,7 @@ export function repositoryExports(repo: Repository): ExportProvider {
       } catch (error) {
         // Unknown or malformed names are simply "no such export"; a damaged repository is an error.
         if (error instanceof UnknownImage || error instanceof InvalidImageName) return undefined;
+        log?.(`export ${JSON.stringify(exportName)} cannot be opened: ${(error as Error).message}`);
         throw error;
       }
     },

@@ -46,7 +46,7 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
     });
     const repo = await Repository.open(args.repo, { create: false });
     const server = await startNbdServer({
-      exports: repositoryExports(repo),
+      exports: repositoryExports(repo, log),
       ...(args.listen ? { listen: parseListen(args.listen) } : { socketPath: args.socket ?? defaultSocketPath(repo.dir) }),
       log,
     });
