@@ -9,10 +9,19 @@ import type { Repository } from './repository.js';
 
 export const MANIFEST_EXPORT_PREFIX = 'manifest:';
 
-/** `log`: where a damaged repository file met while opening an export is reported (one line). */
-export function repositoryExports(repo: Repository, log?: (line: string) => void): ExportProvider {
-  // Versions are immutable, so one backend per `name@N` serves every client. Each block is verified
-  // the first time it is served (plain NBD clients cannot verify; the COR device does too).
+export interface RepositoryExportsOptions {
+  /** Where a damaged repository file met while opening an export is reported (one line). */
+  readonly log?: (line: string) => void;
+  /**
+   * Verify each block the first time it is served (default true): plain NBD clients cannot.
+   * Off only to test a client's own verification against a server that sends bad bytes.
+   */
+  readonly verifyBlocks?: boolean;
+}
+
+export function repositoryExports(repo: Repository, options: RepositoryExportsOptions = {}): ExportProvider {
+  const { log, verifyBlocks = true } = options;
+  // Versions are immutable, so one backend per `name@N` serves every client.
   const images = new Map<string, BlockBackend>();
   return {
     async list() {
@@ -37,7 +46,7 @@ export function repositoryExports(repo: Repository, log?: (line: string) => void
         const key = formatImageRef(manifest.name, manifest.version);
         let backend = images.get(key);
         if (!backend) {
-          backend = repo.imageBackend(manifest, { verifyOnce: true });
+          backend = repo.imageBackend(manifest, { verifyOnce: verifyBlocks });
           images.set(key, backend);
         }
         return backend;

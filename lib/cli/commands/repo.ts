@@ -9,6 +9,7 @@ import { checkCommand } from './repo-check.js';
 
 interface ServeArgs {
   repo: string;
+  verify: boolean;
   socket?: string;
   listen?: string;
 }
@@ -32,6 +33,7 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
     y
       .option('socket', { type: 'string', describe: 'unix socket path', defaultDescription: '$XDG_RUNTIME_DIR/lazyboot/repo.sock or REPO/repo.sock' })
       .option('listen', { type: 'string', describe: 'listen on TCP HOST:PORT instead (e.g. 127.0.0.1:10809)' })
+      .option('verify', { type: 'boolean', default: true, describe: "verify each block's SHA-256 the first time it is served (--no-verify: only to test clients' own verification)" })
       .conflicts('socket', 'listen') as Argv<any>,
   handler: async (args) => {
     const log = (line: string): void => void process.stderr.write(`${new Date().toISOString()} ${line}\n`);
@@ -46,7 +48,7 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
     });
     const repo = await Repository.open(args.repo, { create: false });
     const server = await startNbdServer({
-      exports: repositoryExports(repo, log),
+      exports: repositoryExports(repo, { log, verifyBlocks: args.verify }),
       ...(args.listen ? { listen: parseListen(args.listen) } : { socketPath: args.socket ?? defaultSocketPath(repo.dir) }),
       log,
     });
