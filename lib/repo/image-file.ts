@@ -112,6 +112,8 @@ export async function inspectImageFile(path: string, format?: string): Promise<I
         `say which it is: --format ${info.format}, or --format raw to import the file's bytes as they are`,
       );
     }
+    // An unattached loop device or an empty card reader is 0 bytes: a mistake, not an image.
+    if (blockDevice && info['virtual-size'] === 0) throw new ImportFailed(`${path} is a block device with no data (0 bytes)`, 'attach or insert the disk first');
     // qemu-img rounds a raw file's size up to 512 bytes; the file's own size is the truth.
     return { path, format: 'raw', size: blockDevice ? info['virtual-size'] : fileSize };
   }
