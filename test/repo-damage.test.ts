@@ -116,6 +116,11 @@ test('stray files and directories under packs/ and manifests/ take nothing offli
     await stillUsable(t, dir, repo, 'alpha', alphaFile);
     for (const file of strays) await checkNames(t, repo, file, /does not belong in (packs|manifests)\//);
     await checkNames(t, repo, join(repo, 'packs', 'old.idx'), /is not a regular file/);
+    // Importing under the stray file's name: one line saying what is in the way.
+    const blocked = await lazyboot(['image', 'import', alphaFile, 'README', '--repo', repo]);
+    t.is(blocked.exitCode, 1);
+    t.true(oneLine(blocked.stderr), blocked.stderr);
+    t.regex(blocked.stderr, /manifests\/README is in the way .*: move it out of the repository/);
     await checkNames(t, repo, join(repo, 'manifests', 'not valid'), /is not a valid image name/);
   }));
 

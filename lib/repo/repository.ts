@@ -256,7 +256,11 @@ export class Repository {
       }
     }
     const dir = this.manifestDir(image.name);
-    await mkdir(dir, { recursive: true, mode: DIR_MODE });
+    await mkdir(dir, { recursive: true, mode: DIR_MODE }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST' && error.code !== 'ENOTDIR') throw error;
+      // A stray file under manifests/ with the image's name: only this image is blocked.
+      throw new ImportFailed(`${dir} is in the way (a file where image ${image.name}'s directory belongs)`, 'move it out of the repository (`lazyboot repo check` lists such files), or use another name');
+    });
     await fsyncDirectory(join(this.dir, 'manifests'));
     const versions = await this.versions(image.name);
     for (let version = (versions[versions.length - 1] ?? 0) + 1; ; version++) {
