@@ -5,7 +5,7 @@
 import { createReadStream } from 'node:fs';
 import { execa } from 'execa';
 import { ImportFailed } from './errors.js';
-import { inspectImageFile } from './image-file.js';
+import type { InspectedImage } from './image-file.js';
 
 export interface ImageSource {
   readonly format: string;
@@ -18,8 +18,12 @@ export interface ImageSource {
   cancel(): void;
 }
 
-export async function openImageSource(file: string, format?: string): Promise<ImageSource> {
-  const image = await inspectImageFile(file, format);
+/**
+ * Starts reading an image that inspectImageFile accepted. Consume the stream at once: a helper
+ * whose output is not read may have it discarded when it exits (execa drains it).
+ */
+export function openImageSource(image: InspectedImage): ImageSource {
+  const file = image.path;
   if (image.qemuSpec === undefined) {
     const stream = createReadStream(file, { start: 0, end: Math.max(0, image.size - 1), highWaterMark: 1024 * 1024 });
     return {

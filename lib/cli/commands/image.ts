@@ -1,7 +1,8 @@
 // `lazyboot image import|ls|info|export`: manage images in a repository directory.
 import type { Argv, CommandModule } from 'yargs';
 import { Repository } from '../../repo/repository.js';
-import { openImageSource, type ImageSource } from '../../repo/image-source.js';
+import { openImageSource } from '../../repo/image-source.js';
+import { inspectImageFile, type InspectedImage } from '../../repo/image-file.js';
 import { exportImageToFile } from '../../repo/export-file.js';
 import { parseBlockSize, DEFAULT_BLOCK_SIZE } from '../../repo/block-size.js';
 import { validateImageName, formatImageRef } from '../../repo/image-name.js';
@@ -44,25 +45,24 @@ const importCommand: CommandModule<RepoArgs, RepoArgs & { file: string; name: st
     validateImageName(args.name);
     const blockSize = parseBlockSize(args['block-size'] ?? DEFAULT_BLOCK_SIZE);
     // The file is inspected (and refused) before the repository is opened or created.
-    const source = await openImageSource(args.file, args.format);
-    try {
-      await withRepository(args.repo, (repo) => importSource(repo, source, args.name, blockSize), { create: true });
-    } catch (error) {
-      source.cancel();
-      await source.finish().catch((helperError: unknown) => {
-        throw helperError instanceof LazybootError ? helperError : error;
-      });
-      throw error;
-    }
+    const image = await inspectImageFile(args.file, args.format);
+    await withRepository(args.repo, (repo) => importImageFile(repo, image, args.name, blockSize), { create: true });
   },
 };
 
-async function importSource(repo: Repository, source: ImageSource, name: string, blockSize: number): Promise<void> {
+async function importImageFile(repo: Repository, image: InspectedImage, name: string, blockSize: number): Promise<void> {
+  const source = openImageSource(image);
   const progress = new ProgressBar(`importing ${name}`, source.size);
   let result;
   try {
     result = await repo.importImage(name, source.stream, { size: source.size, blockSize, onProgress: (n) => progress.update(n) });
     await source.finish();
+  } catch (error) {
+    source.cancel();
+    await source.finish().catch((helperError: unknown) => {
+      throw helperError instanceof LazybootError ? helperError : error;
+    });
+    throw error;
   } finally {
     progress.done();
   }
