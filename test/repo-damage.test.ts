@@ -3,7 +3,7 @@
 // refers to. Also: the marker is checked, files are 0600 under any umask, names agree with yargs.
 import test, { type ExecutionContext } from 'ava';
 import { execa } from 'execa';
-import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
 import { BIN, lazyboot, inTempDir, oneLine, serveRepositoryCli } from './helpers/repo-cli.js';
@@ -176,6 +176,20 @@ test('a flipped bit in a pack: check --verify names the pack, offset and the ima
     t.regex(check.stdout, new RegExp(`^${alphaIndex}: lists 1 block\\(s\\) of \\S+\\.pack that fail their SHA-256 \\(first at offset ${5 * 65536}\\)`, 'm'));
     t.regex(check.stdout, /manifests\/alpha\/1\.manifest: refers to 1 block\(s\) that are missing or damaged \(first: block 5,/);
     t.notRegex(check.stdout, /beta/);
+    await stillUsable(t, dir, repo, 'beta', betaFile);
+  }));
+
+test('check --repair keeps a pack whose index was lost while a manifest misses blocks (they may be in it)', (t) =>
+  inTempDir(async (dir) => {
+    const { repo, betaFile } = await twoImages(dir);
+    const [alphaPack] = await packsEndingWith(repo, '.pack');
+    const [alphaIndex] = await packsEndingWith(repo, '.idx');
+    await rm(alphaIndex!);
+    const repaired = await lazyboot(['repo', 'check', '--repair', '--repo', repo]);
+    t.is(repaired.exitCode, 1);
+    t.regex(repaired.stdout, new RegExp(`^${alphaPack}: pack without an index; kept, because 1 manifest\\(s\\) refer to blocks no index lists`, 'm'));
+    t.regex(repaired.stdout, /manifests\/alpha\/1\.manifest: refers to 16 block\(s\) that are missing or damaged/);
+    t.true((await packsEndingWith(repo, '.pack')).includes(alphaPack!), 'the pack is still there');
     await stillUsable(t, dir, repo, 'beta', betaFile);
   }));
 

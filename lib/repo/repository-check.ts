@@ -17,6 +17,8 @@ export interface Finding {
   readonly problem: string;
   /** How to fix it without losing anything referenced; absent when only a person can. */
   readonly repair?: () => Promise<void>;
+  /** A pack without an index: unreferenced only while every manifest finds all its blocks. */
+  readonly orphanPack?: boolean;
   repaired?: boolean;
 }
 
@@ -65,7 +67,7 @@ async function checkPacks(dir: string, verify: boolean): Promise<PackWalk> {
     } else if (pack) {
       if (!names.has(entry.name.replace(/\.pack$/, '.idx'))) {
         const found = leftover(file, Number(pack[1]), 'pack without an index');
-        if (found) findings.push(found);
+        if (found) findings.push({ ...found, orphanPack: true });
       }
     } else if (INDEX_NAME.test(entry.name)) {
       packs++;
@@ -124,7 +126,13 @@ async function damagedBlocks(packPath: string, entries: readonly PackIndexEntry[
   return damaged;
 }
 
-async function checkImageDirectory(dir: string, name: string, stored: Set<string>, findings: Finding[]): Promise<number> {
+/** What the manifest walk learns: the blocks stored, and how many manifests miss some. */
+interface BlockRefs {
+  readonly stored: Set<string>;
+  manifestsMissingBlocks: number;
+}
+
+async function checkImageDirectory(dir: string, name: string, refs: BlockRefs, findings: Finding[]): Promise<number> {
   let versions = 0;
   for (const entry of await readdir(dir, { withFileTypes: true })) {
     const file = join(dir, entry.name);
@@ -135,7 +143,7 @@ async function checkImageDirectory(dir: string, name: string, stored: Set<string
       if (found) findings.push(found);
     } else if (manifestName && entry.isFile()) {
       versions++;
-      const problem = await checkManifest(file, name, Number(manifestName[1]), stored);
+      const problem = await checkManifest(file, name, Number(manifestName[1]), refs);
       if (problem) findings.push({ file, problem });
     } else {
       findings.push({ file, problem: `is not a manifest and does not belong in ${join('manifests', name)}/; move it out of the repository` });
@@ -144,7 +152,7 @@ async function checkImageDirectory(dir: string, name: string, stored: Set<string
   return versions;
 }
 
-async function checkManifest(file: string, name: string, version: number, stored: Set<string>): Promise<string | undefined> {
+async function checkManifest(file: string, name: string, version: number, refs: BlockRefs): Promise<string | undefined> {
   let manifest;
   try {
     manifest = decodeManifest(await readFile(file));
@@ -156,10 +164,11 @@ async function checkManifest(file: string, name: string, version: number, stored
   let first: string | undefined;
   for (let index = 0; index < manifest.blockCount; index++) {
     const digest = digestOf(manifest, index);
-    if (isZeroDigest(digest) || stored.has(digest.toString('latin1'))) continue;
+    if (isZeroDigest(digest) || refs.stored.has(digest.toString('latin1'))) continue;
     missing++;
     first ??= `block ${index}, ${digest.toString('hex')}`;
   }
+  if (missing > 0) refs.manifestsMissingBlocks++;
   if (missing > 0) return `refers to ${missing} block(s) that are missing or damaged (first: ${first}); restore the pack and index, or re-import ${formatImageRef(name, version)}`;
   return undefined;
 }
@@ -183,7 +192,8 @@ async function checkModes(path: string, findings: Finding[]): Promise<void> {
  */
 export async function checkRepository(dir: string, options: { repair?: boolean; verify?: boolean } = {}): Promise<CheckResult> {
   const packs = await checkPacks(join(dir, 'packs'), options.verify ?? false);
-  const findings = [...packs.findings];
+  let findings = [...packs.findings];
+  const refs: BlockRefs = { stored: packs.stored, manifestsMissingBlocks: 0 };
   let images = 0;
   const manifests = join(dir, 'manifests');
   for (const entry of await readdir(manifests, { withFileTypes: true })) {
@@ -193,8 +203,16 @@ export async function checkRepository(dir: string, options: { repair?: boolean; 
     } else if (!isValidImageName(entry.name)) {
       findings.push({ file, problem: 'is not a valid image name (letters, digits, ".", "_", "-", "+", starting with a letter or digit); move it out of the repository' });
     } else {
-      images += (await checkImageDirectory(file, entry.name, packs.stored, findings)) > 0 ? 1 : 0;
+      images += (await checkImageDirectory(file, entry.name, refs, findings)) > 0 ? 1 : 0;
     }
+  }
+  if (refs.manifestsMissingBlocks > 0) {
+    // The missing blocks may be in a pack whose index was lost: such a pack is kept.
+    findings = findings.map(({ repair, ...finding }) =>
+      finding.orphanPack
+        ? { ...finding, problem: `pack without an index; kept, because ${refs.manifestsMissingBlocks} manifest(s) refer to blocks no index lists, which may be in it (restore its index, or re-import those images and run --repair again)` }
+        : { repair, ...finding },
+    );
   }
   for (const entry of await readdir(dir, { withFileTypes: true })) {
     if (![MARKER, 'packs', 'manifests', 'repo.sock'].includes(entry.name)) {
