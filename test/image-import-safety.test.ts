@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { lazyboot, inTempDir, oneLine } from './helpers/repo-cli.js';
 import { MiB } from './helpers/repo-fixtures.js';
+import { qemuSpecFor } from '../lib/repo/image-file.js';
 
 /** A host file an attacker would like to read: its bytes must never reach the repository. */
 async function hostSecret(dir: string): Promise<{ path: string; marker: string }> {
@@ -141,4 +142,17 @@ test('a format lazyboot does not import is refused; a plain qcow2 imports with -
     const ok = await lazyboot(['image', 'import', file, 'x', '--format', 'qcow2', '--repo', repo]);
     t.is(ok.exitCode, 0, ok.stderr);
     t.regex(ok.stdout, /^x@1: 1 MiB/);
+  }));
+
+test('the qemu-nbd spec for a non-raw image opens no backing file even if the header names one', (t) =>
+  inTempDir(async (dir) => {
+    const secret = await hostSecret(dir);
+    const file = await qcow2WithBacking(dir, secret.path);
+    // What qemu-nbd would read with a plain filename: the host file, through the backing chain.
+    const followed = await execa('nbdcopy', ['--', '[', 'qemu-nbd', '-r', '-f', 'qcow2', file, ']', '-'], { encoding: 'buffer' });
+    t.true(Buffer.from(followed.stdout).includes(secret.marker), 'the attack works without the spec');
+    const spec = qemuSpecFor(file, false, 'qcow2');
+    const guarded = await execa('nbdcopy', ['--', '[', 'qemu-nbd', '-r', spec, ']', '-'], { encoding: 'buffer' });
+    t.is(guarded.stdout.length, MiB);
+    t.true(Buffer.from(guarded.stdout).equals(Buffer.alloc(MiB)), 'with "backing": null the unallocated image reads as zeros');
   }));
