@@ -19,6 +19,8 @@ export interface InspectedImage {
   readonly qemuSpec?: string;
 }
 
+const QEMU_IMG_TIMEOUT_MS = 60_000;
+
 interface QemuImageInfo {
   format: string;
   'virtual-size': number;
@@ -57,11 +59,13 @@ async function sourceKind(path: string): Promise<{ blockDevice: boolean; fileSiz
 /** `qemu-img info` of a spec; undefined when qemu-img is not installed. */
 async function qemuImgInfo(path: string, spec: string): Promise<QemuImageInfo | undefined> {
   try {
-    const { stdout } = await execa('qemu-img', ['info', '--output=json', spec]);
+    // Bounded: a probed vmdk opens the extents its descriptor names, which could be a pipe.
+    const { stdout } = await execa('qemu-img', ['info', '--output=json', spec], { timeout: QEMU_IMG_TIMEOUT_MS });
     return JSON.parse(stdout) as QemuImageInfo;
   } catch (error) {
-    const e = error as { code?: string; stderr?: string; shortMessage?: string };
+    const e = error as { code?: string; stderr?: string; shortMessage?: string; timedOut?: boolean };
     if (e.code === 'ENOENT') return undefined;
+    if (e.timedOut) throw new UnsafeImage(`qemu-img info of ${path} did not finish within ${QEMU_IMG_TIMEOUT_MS / 1000} s`, 'check what the image file refers to; convert it to raw first');
     // "qemu-img: Could not open 'json:{…}': Image is not in qcow2 format" → the reason only.
     const line = (e.stderr ?? e.shortMessage ?? '').trim().split('\n')[0] ?? '';
     const reason = line.replace(/^qemu-img: Could not open '.*?': /, '').replace(/^qemu-img: /, '');
