@@ -31,13 +31,13 @@ test('image import prints name@N, bytes stored, new vs present; a re-import stor
     t.deepEqual(ls.stdout.split('\n').slice(1).map((line) => line.split(/\s+/)[0]), ['debian@1', 'debian@2', 'small@1']);
   }));
 
-test('a qcow2 image imports through qemu-nbd and exports back to the same raw bytes', (t) =>
+test('a qcow2 image imports through qemu-nbd with --format qcow2 and exports back to the same raw bytes', (t) =>
   inTempDir(async (dir) => {
     const repo = join(dir, 'repo');
     const raw = await writeDisk(join(dir, 'disk.raw'), sampleDisk(3 * MiB + 4096));
     const qcow2 = join(dir, 'disk.qcow2');
     await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
-    const imported = await lazyboot(['image', 'import', qcow2, 'q', '--repo', repo]);
+    const imported = await lazyboot(['image', 'import', qcow2, 'q', '--format', 'qcow2', '--repo', repo]);
     t.is(imported.exitCode, 0, imported.stderr);
     t.regex(imported.stdout, /^q@1: /);
     const out = join(dir, 'out.raw');
@@ -61,6 +61,7 @@ test('bad names, unknown images and missing files are one-line errors with exit 
   inTempDir(async (dir) => {
     const repo = join(dir, 'repo');
     const file = await writeDisk(join(dir, 'disk.raw'), randomBytes(8192));
+    await lazyboot(['image', 'import', file, 'present', '--repo', repo]);
     const cases: Array<[string[], RegExp]> = [
       [['image', 'import', file, 'a/b'], /^lazyboot: invalid image name "a\/b" \(contains "\/"\)/],
       [['image', 'import', file, 'a..b'], /contains "\.\."/],
@@ -187,6 +188,7 @@ test('kill -9 during an import leaves a consistent repository; importing again w
 test('repo serve defaults to $XDG_RUNTIME_DIR/lazyboot/repo.sock', (t) =>
   inTempDir(async (dir) => {
     const repo = join(dir, 'repo');
+    await lazyboot(['image', 'import', await writeDisk(join(dir, 'disk.raw'), sampleDisk()), 'alpha', '--repo', repo]);
     const runtime = join(dir, 'run');
     const server = execa('node', [BIN, 'repo', 'serve', '--repo', repo], { reject: false, buffer: { stdout: false }, env: { XDG_RUNTIME_DIR: runtime } });
     try {

@@ -79,9 +79,10 @@ export interface RepoServer {
   kill(): Promise<void>;
 }
 
-export async function startRepoServer(repoDir: string, socket: string): Promise<RepoServer> {
+/** `extraArgs`: e.g. ['--no-verify'], so that a corrupt block reaches the client's own verification. */
+export async function startRepoServer(repoDir: string, socket: string, extraArgs: string[] = []): Promise<RepoServer> {
   const bin = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
-  const child = execa('node', [bin, 'repo', 'serve', '--repo', repoDir, '--socket', socket], { reject: false, buffer: false });
+  const child = execa('node', [bin, 'repo', 'serve', '--repo', repoDir, '--socket', socket, ...extraArgs], { reject: false, buffer: false });
   await new Promise<void>((resolve, reject) => {
     let seen = '';
     child.stdout!.on('data', (chunk: Buffer) => {

@@ -26,7 +26,8 @@ const collectGarbage = runInNewContext('gc') as () => void;
  * them, and both are closed afterwards (also when it fails).
  */
 async function withServedRepository(dir: string, repoDir: string, options: OpenRepositoriesOptions, body: (repositories: OpenedRepositories, uri: string) => Promise<void>): Promise<void> {
-  const server = await startRepoServer(repoDir, join(dir, 'repo.sock'));
+  // --no-verify: a corrupt block must reach the worker, whose own verification is under test.
+  const server = await startRepoServer(repoDir, join(dir, 'repo.sock'), ['--no-verify']);
   try {
     const repositories = await openRepositories([server.uri], 'demo', options);
     try {

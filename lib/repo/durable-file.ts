@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, rename, link, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { FILE_MODE } from './modes.js';
 
 /** Temp files start with a dot so that directory listings can skip them. */
 export function tempPathBeside(path: string): string {
@@ -20,7 +21,7 @@ export async function fsyncDirectory(dir: string): Promise<void> {
 
 async function writeTempDurably(path: string, data: Buffer | Buffer[]): Promise<string> {
   const temp = tempPathBeside(path);
-  const handle = await open(temp, 'wx', 0o644);
+  const handle = await open(temp, 'wx', FILE_MODE);
   try {
     await handle.writev(Array.isArray(data) ? data : [data]);
     await handle.sync();

@@ -1,5 +1,6 @@
 // Typed errors of the image repository: each says in one line what is wrong and what to do.
 import { LazybootError } from '../errors.js';
+import { exactInteger } from './exact-integer.js';
 
 /** No image (or no such version) by that name. */
 export class UnknownImage extends LazybootError {
@@ -11,7 +12,7 @@ export class UnknownImage extends LazybootError {
 /** An image name or reference that breaks the naming rules. */
 export class InvalidImageName extends LazybootError {
   constructor(readonly value: string, reason: string) {
-    super(`invalid image name ${JSON.stringify(value)} (${reason})`, 'use letters, digits, ".", "_", "-" and "+", at most 128 characters');
+    super(`invalid image name ${JSON.stringify(value)} (${reason})`, 'start with a letter or digit, then use letters, digits, ".", "_", "-" and "+", at most 128 characters');
   }
 }
 
@@ -24,7 +25,7 @@ export class InvalidBlockSize extends LazybootError {
 
 /** A repository file that is missing, truncated or does not decode. Names the file. */
 export class RepositoryCorrupt extends LazybootError {
-  constructor(readonly file: string, problem: string, options?: ErrorOptions) {
+  constructor(readonly file: string, readonly problem: string, options?: ErrorOptions) {
     super(`repository file ${file} ${problem}`, 'restore the repository from a copy, or re-import the affected images', options);
   }
 }
@@ -38,10 +39,29 @@ export class BlockMissing extends LazybootError {
 
 /** A stored block whose content does not hash to its digest. */
 export class BlockCorrupt extends LazybootError {
-  constructor(readonly digest: string, readonly file: string, offset: number) {
-    super(`block ${digest} in ${file} at offset ${offset} is corrupt (SHA-256 mismatch)`, 're-import the image, or restore the repository from a copy');
+  constructor(readonly digest: string, readonly file: string, offset: number | bigint) {
+    super(`block ${digest} in ${file} at offset ${exactInteger(offset)} is corrupt (SHA-256 mismatch)`, 're-import the image, or restore the repository from a copy');
   }
 }
 
 /** A source file lazyboot cannot read as a disk image. */
 export class ImportFailed extends LazybootError {}
+
+/** `image export` could not write its destination (which is left as it was). */
+export class ExportFailed extends LazybootError {}
+
+/**
+ * An image file lazyboot will not import as given, because reading it could read something other
+ * than the file itself (a backing file, an external data file, a probed format) or is not a disk.
+ */
+export class UnsafeImage extends LazybootError {}
+
+/** A directory that is not a lazyboot repository (or of a format this version does not read). */
+export class NotARepository extends LazybootError {
+  constructor(readonly dir: string, what: string, hint = 'pass --repo with a repository directory, or an empty or new directory to import into') {
+    super(`${dir} is not a lazyboot repository (${what})`, hint);
+  }
+}
+
+/** `repo check` found damage that is still there (after --repair, if given). */
+export class RepositoryDamaged extends LazybootError {}

@@ -9,7 +9,18 @@ import type { Repository } from './repository.js';
 
 export const MANIFEST_EXPORT_PREFIX = 'manifest:';
 
-export function repositoryExports(repo: Repository): ExportProvider {
+export interface RepositoryExportsOptions {
+  /** Where a damaged repository file met while opening an export is reported (one line). */
+  readonly log?: (line: string) => void;
+  /**
+   * Verify each block the first time it is served (default true): plain NBD clients cannot.
+   * Off only to test a client's own verification against a server that sends bad bytes.
+   */
+  readonly verifyBlocks?: boolean;
+}
+
+export function repositoryExports(repo: Repository, options: RepositoryExportsOptions = {}): ExportProvider {
+  const { log, verifyBlocks = true } = options;
   // Versions are immutable, so one backend per `name@N` serves every client.
   const images = new Map<string, BlockBackend>();
   return {
@@ -26,19 +37,23 @@ export function repositoryExports(repo: Repository): ExportProvider {
     async open(exportName) {
       try {
         if (exportName.startsWith(MANIFEST_EXPORT_PREFIX)) {
-          return new ReadOnlyBufferBackend(await repo.manifestBytes(exportName.slice(MANIFEST_EXPORT_PREFIX.length)));
+          // Decoded first: a damaged manifest is an error naming its file here, not garbage for the client.
+          const ref = exportName.slice(MANIFEST_EXPORT_PREFIX.length);
+          const manifest = await repo.resolve(ref);
+          return new ReadOnlyBufferBackend(await repo.manifestBytes(formatImageRef(manifest.name, manifest.version)));
         }
         const manifest = await repo.resolve(exportName);
         const key = formatImageRef(manifest.name, manifest.version);
         let backend = images.get(key);
         if (!backend) {
-          backend = repo.imageBackend(manifest);
+          backend = repo.imageBackend(manifest, { verifyOnce: verifyBlocks });
           images.set(key, backend);
         }
         return backend;
       } catch (error) {
         // Unknown or malformed names are simply "no such export"; a damaged repository is an error.
         if (error instanceof UnknownImage || error instanceof InvalidImageName) return undefined;
+        log?.(`export ${JSON.stringify(exportName)} cannot be opened: ${(error as Error).message}`);
         throw error;
       }
     },

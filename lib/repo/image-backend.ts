@@ -10,10 +10,23 @@ import { LazybootError } from '../errors.js';
 import { BlockCorrupt, BlockMissing, RepositoryCorrupt } from './errors.js';
 import type { BlockLocation, PackFile, PackStore } from './pack-store.js';
 import { formatImageRef } from './image-name.js';
+import { exactInteger } from './exact-integer.js';
 
 export interface ImageBackendOptions {
   /** Hash every block read and fail on a mismatch (costs CPU; the fetcher verifies anyway). */
   readonly verify?: boolean;
+  /**
+   * Hash each stored block the first time it is read, and remember that it matched (one bit per
+   * block in its pack), so that a damaged block is an error and not silently served, while
+   * re-reads cost a bit test. What `repo serve` uses: plain NBD clients cannot verify.
+   */
+  readonly verifyOnce?: boolean;
+}
+
+/** A block read whose first verification is still to do. */
+interface Unverified {
+  readonly index: number;
+  readonly location: BlockLocation;
 }
 
 /** Long runs are split so that one big request's copy is shared by several thread-pool threads. */
@@ -72,6 +85,7 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
     const { blockSize } = this.manifest;
     const end = offset + length;
     const runs: ReadRun[] = [];
+    const unverified: Unverified[] = [];
     let run: ReadRun | undefined;
     for (let index = Math.floor(offset / blockSize); index * blockSize < end; index++) {
       const blockStart = index * blockSize;
@@ -84,6 +98,7 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
         continue;
       }
       const location = this.locateKnown(index) ?? (await this.locateAfterRefresh(index));
+      if (this.options.verifyOnce && !location.pack.isVerified(location.entry)) unverified.push({ index, location });
       const filePosition = location.offset + (from - blockStart);
       const adjacent = run && run.pack === location.pack && run.filePosition + run.length === filePosition && run.targetOffset + run.length === targetOffset;
       if (run && adjacent && run.length < MAX_RUN_BYTES) {
@@ -101,6 +116,7 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
         await Promise.all(runs.map((r) => r.pack.readInto(out, r.targetOffset, r.length, r.filePosition)));
       }
       if (this.options.verify) this.verifyBlocks(out, offset, length);
+      if (unverified.length > 0) await this.verifyFirstReads(unverified, out, offset);
     } catch (error) {
       throw toBlockError(error);
     }
@@ -133,7 +149,8 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
       throw toBlockError(error);
     }
     if (!location) {
-      throw toBlockError(new BlockMissing(digest.toString('hex'), `block ${index} of ${formatImageRef(this.manifest.name, this.manifest.version)}`));
+      const damaged = this.store.damage.size > 0 ? `; ${this.store.damage.size} pack index(es) could not be loaded, see \`lazyboot repo check\`` : '';
+      throw toBlockError(new BlockMissing(digest.toString('hex'), `block ${index} of ${formatImageRef(this.manifest.name, this.manifest.version)}${damaged}`));
     }
     return (this.locations[index] = this.checkedLocation(index, location));
   }
@@ -144,6 +161,30 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
       throw toBlockError(new RepositoryCorrupt(location.pack.path, `holds block ${this.digestAt(index).toString('hex')} with ${location.length} bytes where ${expected} are expected`));
     }
     return location;
+  }
+
+  /**
+   * Hashes blocks read for the first time: from `out` when the read covered the whole block, else
+   * from a read of the whole block (once per block per server process).
+   */
+  private async verifyFirstReads(blocks: readonly Unverified[], out: Buffer, offset: number): Promise<void> {
+    const { blockSize } = this.manifest;
+    for (const { index, location } of blocks) {
+      const blockStart = index * blockSize;
+      const inside = blockStart >= offset && blockStart + location.length <= offset + out.length;
+      let data: Buffer;
+      if (inside) {
+        data = out.subarray(blockStart - offset, blockStart - offset + location.length);
+      } else {
+        data = Buffer.allocUnsafe(location.length);
+        await location.pack.readInto(data, 0, location.length, location.offset);
+      }
+      const digest = this.digestAt(index);
+      if (!createHash('sha256').update(data).digest().equals(digest)) {
+        throw new BlockCorrupt(digest.toString('hex'), location.pack.path, location.offset);
+      }
+      location.pack.markVerified(location.entry);
+    }
   }
 
   /** Verifies the whole blocks inside [offset, offset+length) (partial edge blocks are not checked). */
@@ -193,7 +234,7 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
 
   private checkRange(offset: number, length: number): void {
     if (offset < 0 || length < 0 || offset + length > this.size) {
-      throw new BlockError('EINVAL', `range ${offset}+${length} is outside the image (${this.size} bytes)`);
+      throw new BlockError('EINVAL', `range ${exactInteger(offset)}+${exactInteger(length)} is outside the image (${this.size} bytes)`);
     }
   }
 

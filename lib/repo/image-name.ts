@@ -3,8 +3,12 @@ import { InvalidImageName } from './errors.js';
 
 export const MAX_IMAGE_NAME_LENGTH = 128;
 
-/** Letters, digits and a few punctuation marks; never `/`, `:`, `@`, whitespace or a leading dot. */
-const NAME_PATTERN = /^[A-Za-z0-9_+-][A-Za-z0-9._+-]*$/;
+/**
+ * Letters, digits and a few punctuation marks; never `/`, `:`, `@` or whitespace. The first
+ * character is a letter or digit: a leading `-` would be taken for an option on the command line
+ * (and a leading `.` hides the directory).
+ */
+const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
 
 export interface ImageRef {
   readonly name: string;
@@ -20,8 +24,18 @@ export function validateImageName(name: string): string {
   if (name.includes('..')) throw new InvalidImageName(name, 'contains ".."');
   if (name.includes(':')) throw new InvalidImageName(name, 'contains ":"');
   if (name.includes('@')) throw new InvalidImageName(name, 'contains "@", which separates the version');
-  if (!NAME_PATTERN.test(name)) throw new InvalidImageName(name, 'contains a character other than letters, digits, ".", "_", "-", "+", or starts with "."');
+  if (!/^[A-Za-z0-9]/.test(name)) throw new InvalidImageName(name, 'does not start with a letter or digit');
+  if (!NAME_PATTERN.test(name)) throw new InvalidImageName(name, 'contains a character other than letters, digits, ".", "_", "-", "+"');
   return name;
+}
+
+export function isValidImageName(name: string): boolean {
+  try {
+    validateImageName(name);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Parses `name` or `name@N` (N counts from 1). */

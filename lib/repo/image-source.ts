@@ -1,10 +1,11 @@
 // Opens a disk image file as a stream of raw bytes for import. Raw files are read directly;
 // other formats (qcow2, vmdk, …) are exported read-only by `qemu-nbd` and streamed by `nbdcopy`
-// to a pipe, so no temporary copy of the whole image is ever made.
+// to a pipe, so no temporary copy of the whole image is ever made. What may be opened, and how,
+// is decided by image-file.ts.
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
 import { execa } from 'execa';
 import { ImportFailed } from './errors.js';
+import type { InspectedImage } from './image-file.js';
 
 export interface ImageSource {
   readonly format: string;
@@ -17,49 +18,24 @@ export interface ImageSource {
   cancel(): void;
 }
 
-/** Asks qemu-img what the file is; `format` skips the probe. */
-async function probe(file: string, format?: string): Promise<{ format: string; size: number }> {
-  const args = ['info', '--output=json', ...(format ? ['-f', format] : []), file];
-  let stdout: string;
-  try {
-    ({ stdout } = await execa('qemu-img', args));
-  } catch (error) {
-    const e = error as { code?: string; stderr?: string; shortMessage?: string };
-    if (e.code === 'ENOENT') {
-      // Without qemu-img only raw files can be read; say so rather than guess for other formats.
-      if (format === undefined || format === 'raw') return { format: 'raw', size: -1 };
-      throw new ImportFailed('qemu-img is not installed', 'install qemu-utils (apt-get install qemu-utils)');
-    }
-    throw new ImportFailed(`cannot read ${file} as a disk image: ${(e.stderr ?? e.shortMessage ?? '').trim().split('\n')[0]}`);
-  }
-  const info = JSON.parse(stdout) as { format: string; 'virtual-size': number };
-  return { format: info.format, size: info['virtual-size'] };
-}
-
-export async function openImageSource(file: string, format?: string): Promise<ImageSource> {
-  let fileSize: number | undefined;
-  try {
-    const info = await stat(file);
-    if (info.isFile()) fileSize = info.size;
-  } catch {
-    throw new ImportFailed(`cannot open ${file}`, 'check the path');
-  }
-  const probed = await probe(file, format);
-  if (probed.format === 'raw') {
-    // qemu-img rounds a raw file's size up to 512 bytes; the file's own size is the truth.
-    if (fileSize !== undefined) probed.size = fileSize;
-    if (probed.size < 0) throw new ImportFailed(`cannot tell the size of ${file} without qemu-img`, 'install qemu-utils (apt-get install qemu-utils)');
-    const stream = createReadStream(file, { start: 0, end: Math.max(0, probed.size - 1), highWaterMark: 1024 * 1024 });
+/**
+ * Starts reading an image that inspectImageFile accepted. Consume the stream at once: a helper
+ * whose output is not read may have it discarded when it exits (execa drains it).
+ */
+export function openImageSource(image: InspectedImage): ImageSource {
+  const file = image.path;
+  if (image.qemuSpec === undefined) {
+    const stream = createReadStream(file, { start: 0, end: Math.max(0, image.size - 1), highWaterMark: 1024 * 1024 });
     return {
       format: 'raw',
-      size: probed.size,
-      stream: probed.size === 0 ? (async function* () {})() : stream,
+      size: image.size,
+      stream: image.size === 0 ? (async function* () {})() : stream,
       finish: async () => {},
       cancel: () => stream.destroy(),
     };
   }
   // `[ qemu-nbd … ]` is libnbd's socket-activation syntax: nbdcopy runs qemu-nbd on a private socket.
-  const copier = execa('nbdcopy', ['--', '[', 'qemu-nbd', '-r', '-f', probed.format, file, ']', '-'], {
+  const copier = execa('nbdcopy', ['--', '[', 'qemu-nbd', '-r', image.qemuSpec, ']', '-'], {
     stdout: 'pipe',
     stderr: 'pipe',
     buffer: { stdout: false, stderr: true },
@@ -67,8 +43,8 @@ export async function openImageSource(file: string, format?: string): Promise<Im
   });
   copier.catch(() => {}); // surfaced by finish()
   return {
-    format: probed.format,
-    size: probed.size,
+    format: image.format,
+    size: image.size,
     stream: copier.stdout!,
     finish: async () => {
       try {
@@ -77,7 +53,7 @@ export async function openImageSource(file: string, format?: string): Promise<Im
         const e = error as { code?: string; stderr?: Uint8Array | string };
         if (e.code === 'ENOENT') throw new ImportFailed('nbdcopy is not installed', 'install libnbd-bin and qemu-utils');
         const stderr = Buffer.from(e.stderr ?? '').toString().trim().split('\n')[0];
-        throw new ImportFailed(`reading ${file} (${probed.format}) through qemu-nbd failed: ${stderr}`);
+        throw new ImportFailed(`reading ${file} (${image.format}) through qemu-nbd failed: ${stderr}`);
       }
     },
     cancel: () => copier.kill(),

@@ -37,11 +37,11 @@ export function decodePackIndex(bytes: Buffer): PackIndexEntry[] | string {
   if (body.length !== MAGIC.length + 4 + count * ENTRY_BYTES) return 'has a wrong length';
   const entries: PackIndexEntry[] = [];
   for (let i = 0, at = MAGIC.length + 4; i < count; i++, at += ENTRY_BYTES) {
-    entries.push({
-      digest: body.subarray(at, at + DIGEST_BYTES),
-      offset: Number(body.readBigUInt64BE(at + DIGEST_BYTES)),
-      length: body.readUInt32BE(at + DIGEST_BYTES + 8),
-    });
+    // Offsets are u64 on disk; beyond 2^53 a Number would round, so such an index is refused
+    // (and the offset printed exactly, as a BigInt).
+    const offset = body.readBigUInt64BE(at + DIGEST_BYTES);
+    if (offset > BigInt(Number.MAX_SAFE_INTEGER)) return `has entry ${i} at offset ${offset}, beyond 2^53`;
+    entries.push({ digest: body.subarray(at, at + DIGEST_BYTES), offset: Number(offset), length: body.readUInt32BE(at + DIGEST_BYTES + 8) });
   }
   return entries;
 }

@@ -9,6 +9,8 @@ import { RepositoryCorrupt } from './errors.js';
 import { SyncIoGuard } from '../block/sync-io-guard.js';
 import { decodePackIndex, encodePackIndex, type PackIndexEntry } from './pack-index.js';
 import { fsyncDirectory, writeFileDurably } from './durable-file.js';
+import { FILE_MODE } from './modes.js';
+import { exactInteger } from './exact-integer.js';
 
 const PACK_SUFFIX = '.pack';
 const INDEX_SUFFIX = '.idx';
@@ -22,8 +24,20 @@ const WRITE_BUFFER_BYTES = 8 * 1024 * 1024;
 export class PackFile {
   private fd?: number;
   private opening?: Promise<number>;
+  /** One bit per index entry: the block was read and matched its digest (see ImageBackend's verifyOnce). */
+  private readonly verified: Uint8Array;
 
-  constructor(readonly path: string) {}
+  constructor(readonly path: string, entryCount = 0) {
+    this.verified = new Uint8Array(Math.ceil(entryCount / 8));
+  }
+
+  isVerified(entry: number): boolean {
+    return (this.verified[entry >> 3]! & (1 << (entry & 7))) !== 0;
+  }
+
+  markVerified(entry: number): void {
+    this.verified[entry >> 3]! |= 1 << (entry & 7);
+  }
 
   /** Reads exactly `length` bytes at `position` into `target` at `targetOffset`. */
   async readInto(target: Buffer, targetOffset: number, length: number, position: number): Promise<void> {
@@ -33,7 +47,7 @@ export class PackFile {
       const bytesRead = await preadOnce(fd, target, targetOffset + done, length - done, position + done).catch((error: NodeJS.ErrnoException) => {
         throw new RepositoryCorrupt(this.path, `cannot be read (${error.code ?? error.message})`, { cause: error });
       });
-      if (bytesRead === 0) throw new RepositoryCorrupt(this.path, `is truncated (no data at offset ${position + done})`);
+      if (bytesRead === 0) throw new RepositoryCorrupt(this.path, `is truncated (no data at offset ${exactInteger(position + done)})`);
       done += bytesRead;
     }
   }
@@ -81,6 +95,8 @@ function preadOnce(fd: number, target: Buffer, offset: number, length: number, p
 
 export interface BlockLocation {
   readonly pack: PackFile;
+  /** Position of the block in its pack's index (its bit in PackFile's verified set). */
+  readonly entry: number;
   readonly offset: number;
   readonly length: number;
 }
@@ -93,6 +109,8 @@ export class PackStore {
   private readonly locations = new Map<string, BlockLocation>();
   private readonly packs = new Map<string, PackFile>();
   private refreshing?: Promise<void>;
+  /** Index files (or the directory) that could not be loaded, and why; see loadNewIndexes. */
+  readonly damage = new Map<string, string>();
 
   private constructor(readonly dir: string) {}
 
@@ -121,24 +139,44 @@ export class PackStore {
     return this.refreshing;
   }
 
+  /**
+   * A damaged index (or a directory or unreadable file named like one) is recorded and skipped:
+   * its blocks are missing to the images that need them, and everything else is still served.
+   */
   private async loadNewIndexes(): Promise<void> {
-    for (const entry of await readdir(this.dir)) {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch (error) {
+      this.damage.set(this.dir, `cannot be listed (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+      return;
+    }
+    for (const entry of names) {
       if (!entry.endsWith(INDEX_SUFFIX) || entry.startsWith('.')) continue;
       const packName = entry.slice(0, -INDEX_SUFFIX.length) + PACK_SUFFIX;
       if (this.packs.has(packName)) continue;
       const indexPath = join(this.dir, entry);
-      const entries = decodePackIndex(await readFile(indexPath));
-      if (typeof entries === 'string') throw new RepositoryCorrupt(indexPath, entries);
+      let entries: PackIndexEntry[] | string;
+      try {
+        entries = decodePackIndex(await readFile(indexPath));
+      } catch (error) {
+        entries = `cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`;
+      }
+      if (typeof entries === 'string') {
+        this.damage.set(indexPath, entries);
+        continue;
+      }
+      this.damage.delete(indexPath);
       this.addPack(packName, entries);
     }
   }
 
   private addPack(packName: string, entries: readonly PackIndexEntry[]): void {
-    const pack = new PackFile(join(this.dir, packName));
+    const pack = new PackFile(join(this.dir, packName), entries.length);
     this.packs.set(packName, pack);
-    for (const entry of entries) {
-      this.locations.set(digestKey(entry.digest), { pack, offset: entry.offset, length: entry.length });
-    }
+    entries.forEach((entry, index) => {
+      this.locations.set(digestKey(entry.digest), { pack, entry: index, offset: entry.offset, length: entry.length });
+    });
   }
 
   /** Starts a new pack; nothing in it is visible to readers until seal(). */
@@ -209,7 +247,7 @@ export class PackWriter {
   }
 
   private async writeOut(chunk: Buffer): Promise<void> {
-    this.handle ??= await open(this.packPath, 'wx', 0o644);
+    this.handle ??= await open(this.packPath, 'wx', FILE_MODE);
     let done = 0;
     while (done < chunk.length) {
       const { bytesWritten } = await this.handle.write(chunk, done, chunk.length - done, this.written + done);

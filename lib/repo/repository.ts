@@ -3,7 +3,7 @@
 //   lazyboot-repository          marker with the format version
 //   packs/pack-*.pack, *.idx     append-only block data and its index (digest → offset, length)
 //   manifests/NAME/N.manifest    image NAME version N (encoded by manifest-codec)
-import { mkdir, readdir, readFile, writeFile, access } from 'node:fs/promises';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -11,23 +11,36 @@ import type { BlockBackend } from '../block/backend.js';
 import { DIGEST_BYTES, digestOf, isZeroDigest, type Manifest } from './manifest-format.js';
 import { decodeManifest, encodeManifest } from './manifest-codec.js';
 import { BlockCorrupt, BlockMissing, ImportFailed, RepositoryCorrupt, UnknownImage } from './errors.js';
-import { formatImageRef, parseImageRef, validateImageName } from './image-name.js';
+import { formatImageRef, isValidImageName, parseImageRef, validateImageName } from './image-name.js';
 import { PackStore } from './pack-store.js';
 import { ImageBackend, type ImageBackendOptions } from './image-backend.js';
 import { BlockBatch } from './block-batch.js';
 import { createFileDurably, fsyncDirectory } from './durable-file.js';
+import { openRepositoryDirectory } from './repository-marker.js';
+import { DIR_MODE } from './modes.js';
 import { DEFAULT_BLOCK_SIZE, parseBlockSize } from './block-size.js';
 import { LazybootError } from '../errors.js';
 
-const MARKER = 'lazyboot-repository';
-const MARKER_TEXT = 'lazyboot image repository, format 1\n';
 const MANIFEST_SUFFIX = '.manifest';
+const MANIFEST_PATTERN = /^[1-9][0-9]{0,8}\.manifest$/;
 
 export interface ImageSummary {
   readonly name: string;
   readonly version: number;
   readonly size: number;
   readonly blockSize: number;
+  readonly created: string;
+}
+
+/** A repository file (or directory) that is damaged or does not belong there, and what is wrong. */
+export interface Damage {
+  readonly file: string;
+  readonly problem: string;
+}
+
+export interface OpenOptions {
+  /** Make a missing or empty directory a repository (import does; readers refuse). Default true. */
+  readonly create?: boolean;
 }
 
 export interface ImportOptions {
@@ -75,19 +88,11 @@ export class Repository {
     return join(dataHome, 'lazyboot', 'repo');
   }
 
-  /** Opens the repository in `dir`, creating it if missing. */
-  static async open(directory: string = Repository.defaultDir()): Promise<Repository> {
+  /** Opens the repository in `dir` (checking its marker), creating it if allowed and missing or empty. */
+  static async open(directory: string = Repository.defaultDir(), options: OpenOptions = {}): Promise<Repository> {
     const dir = resolvePath(directory);
     try {
-      await mkdir(join(dir, 'packs'), { recursive: true });
-      await mkdir(join(dir, 'manifests'), { recursive: true });
-      const marker = join(dir, MARKER);
-      try {
-        await access(marker);
-      } catch {
-        await writeFile(marker, MARKER_TEXT);
-        await fsyncDirectory(dir);
-      }
+      await openRepositoryDirectory(dir, options.create ?? true);
     } catch (error) {
       if (error instanceof LazybootError) throw error;
       throw new RepositoryCorrupt(dir, `cannot be opened or created (${(error as Error).message})`, { cause: error });
@@ -103,10 +108,17 @@ export class Repository {
     return join(this.manifestDir(name), `${version}${MANIFEST_SUFFIX}`);
   }
 
-  /** Image names, sorted. */
+  /** Image names, sorted: the directories under manifests/ with a valid name (see listWithDamage for the rest). */
   async names(): Promise<string[]> {
-    const entries = await readdir(join(this.dir, 'manifests'));
-    return entries.filter((entry) => !entry.startsWith('.')).sort();
+    return (await this.manifestEntries()).filter((entry) => entry.isImage).map((entry) => entry.name);
+  }
+
+  private async manifestEntries(): Promise<Array<{ name: string; isImage: boolean; isDirectory: boolean }>> {
+    const entries = await readdir(join(this.dir, 'manifests'), { withFileTypes: true });
+    return entries
+      .filter((entry) => !entry.name.startsWith('.'))
+      .map((entry) => ({ name: entry.name, isDirectory: entry.isDirectory(), isImage: entry.isDirectory() && isValidImageName(entry.name) }))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   /** Versions of `name`, ascending; empty if there is no such image. */
@@ -115,25 +127,46 @@ export class Repository {
     try {
       entries = await readdir(this.manifestDir(validateImageName(name)));
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return [];
       throw error;
     }
     return entries
-      .filter((entry) => /^[1-9][0-9]*\.manifest$/.test(entry))
+      .filter((entry) => MANIFEST_PATTERN.test(entry))
       .map((entry) => Number(entry.slice(0, -MANIFEST_SUFFIX.length)))
       .sort((a, b) => a - b);
   }
 
-  /** Every version of every image. */
+  /** Every readable version of every image. */
   async list(): Promise<ImageSummary[]> {
-    const result: ImageSummary[] = [];
-    for (const name of await this.names()) {
-      for (const version of await this.versions(name)) {
-        const m = await this.resolve(formatImageRef(name, version));
-        result.push({ name, version, size: m.size, blockSize: m.blockSize });
+    return (await this.listWithDamage()).images;
+  }
+
+  /**
+   * Every readable version of every image, and what was skipped: stray entries under manifests/,
+   * manifests that do not decode, indexes that could not be loaded. Damage stays local to it.
+   */
+  async listWithDamage(): Promise<{ images: ImageSummary[]; damage: Damage[] }> {
+    const images: ImageSummary[] = [];
+    const damage: Damage[] = [];
+    for (const entry of await this.manifestEntries()) {
+      const path = join(this.dir, 'manifests', entry.name);
+      if (!entry.isImage) {
+        damage.push({ file: path, problem: entry.isDirectory ? 'is not a valid image name' : 'is not an image directory' });
+        continue;
+      }
+      for (const version of await this.versions(entry.name)) {
+        try {
+          const m = await this.resolve(formatImageRef(entry.name, version));
+          images.push({ name: entry.name, version, size: m.size, blockSize: m.blockSize, created: m.created });
+        } catch (error) {
+          if (!(error instanceof RepositoryCorrupt)) throw error;
+          damage.push({ file: error.file, problem: error.problem });
+        }
       }
     }
-    return result;
+    for (const [file, problem] of this.store.damage) damage.push({ file, problem });
+    return { images, damage };
   }
 
   /** `name@N`, or the latest version for a bare `name`. */
@@ -178,7 +211,7 @@ export class Repository {
   async readBlock(digest: Buffer, expectedLength?: number): Promise<Buffer> {
     if (isZeroDigest(digest)) return Buffer.alloc(expectedLength ?? DEFAULT_BLOCK_SIZE);
     const location = await this.store.locateFresh(digest);
-    if (!location) throw new BlockMissing(digest.toString('hex'), `no pack index in ${join(this.dir, 'packs')} lists it`);
+    if (!location) throw new BlockMissing(digest.toString('hex'), `no pack index in ${join(this.dir, 'packs')} lists it${this.damageNote()}`);
     if (expectedLength !== undefined && location.length !== expectedLength) {
       throw new RepositoryCorrupt(location.pack.path, `holds block ${digest.toString('hex')} with ${location.length} bytes where ${expectedLength} are expected`);
     }
@@ -188,6 +221,12 @@ export class Repository {
       throw new BlockCorrupt(digest.toString('hex'), location.pack.path, location.offset);
     }
     return data;
+  }
+
+  /** For "block missing" messages: the block may be in a pack whose index could not be loaded. */
+  private damageNote(): string {
+    const count = this.store.damage.size;
+    return count === 0 ? '' : `; ${count} ${count === 1 ? 'index' : 'indexes'} could not be loaded, see \`lazyboot repo check\``;
   }
 
   /** A read-only backend serving the image; zero blocks are holes. */
@@ -217,7 +256,11 @@ export class Repository {
       }
     }
     const dir = this.manifestDir(image.name);
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: DIR_MODE }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST' && error.code !== 'ENOTDIR') throw error;
+      // A stray file under manifests/ with the image's name: only this image is blocked.
+      throw new ImportFailed(`${dir} is in the way (a file where image ${image.name}'s directory belongs)`, 'move it out of the repository (`lazyboot repo check` lists such files), or use another name');
+    });
     await fsyncDirectory(join(this.dir, 'manifests'));
     const versions = await this.versions(image.name);
     for (let version = (versions[versions.length - 1] ?? 0) + 1; ; version++) {

@@ -1,8 +1,9 @@
 // `lazyboot image import|ls|info|export`: manage images in a repository directory.
 import type { Argv, CommandModule } from 'yargs';
-import { open } from 'node:fs/promises';
 import { Repository } from '../../repo/repository.js';
 import { openImageSource } from '../../repo/image-source.js';
+import { inspectImageFile, type InspectedImage } from '../../repo/image-file.js';
+import { exportImageToFile } from '../../repo/export-file.js';
 import { parseBlockSize, DEFAULT_BLOCK_SIZE } from '../../repo/block-size.js';
 import { validateImageName, formatImageRef } from '../../repo/image-name.js';
 import { LazybootError } from '../../errors.js';
@@ -21,8 +22,9 @@ const repoOption = {
   defaultDescription: '$XDG_DATA_HOME/lazyboot/repo',
 } as const;
 
-async function withRepository<T>(dir: string, work: (repo: Repository) => Promise<T>): Promise<T> {
-  const repo = await Repository.open(dir);
+/** Only an import may create the repository (in a missing or empty directory); readers refuse. */
+async function withRepository<T>(dir: string, work: (repo: Repository) => Promise<T>, options: { create?: boolean } = {}): Promise<T> {
+  const repo = await Repository.open(dir, { create: options.create ?? false });
   try {
     return await work(repo);
   } finally {
@@ -32,57 +34,60 @@ async function withRepository<T>(dir: string, work: (repo: Repository) => Promis
 
 const importCommand: CommandModule<RepoArgs, RepoArgs & { file: string; name: string; 'block-size': string; format?: string }> = {
   command: 'import <file> <name>',
-  describe: 'import a disk image file (raw, qcow2, or any format qemu-img reads) as the next version of NAME',
+  describe: 'import a disk image file (raw; qcow2, vmdk, vpc, vhdx, vdi, qed with --format) as the next version of NAME',
   builder: (y) =>
     y
       .positional('file', { type: 'string', demandOption: true, describe: 'image file' })
       .positional('name', { type: 'string', demandOption: true, describe: 'image name' })
       .option('block-size', { type: 'string', default: '64K', describe: 'block size, a power of two from 4K to 4M' })
-      .option('format', { type: 'string', describe: 'image format (default: probed by qemu-img)' }) as Argv<any>,
+      .option('format', { type: 'string', describe: 'image format: raw, qcow2, vmdk, vpc, vhdx, vdi or qed (needed unless the file probes as raw)' }) as Argv<any>,
   handler: async (args) => {
     validateImageName(args.name);
     const blockSize = parseBlockSize(args['block-size'] ?? DEFAULT_BLOCK_SIZE);
-    await withRepository(args.repo, async (repo) => {
-      const source = await openImageSource(args.file, args.format);
-      const progress = new ProgressBar(`importing ${args.name}`, source.size);
-      let result;
-      try {
-        result = await repo.importImage(args.name, source.stream, { size: source.size, blockSize, onProgress: (n) => progress.update(n) });
-        await source.finish();
-      } catch (error) {
-        source.cancel();
-        await source.finish().catch((helperError: unknown) => {
-          throw helperError instanceof LazybootError ? helperError : error;
-        });
-        throw error;
-      } finally {
-        progress.done();
-      }
-      const blocks = result.manifest.blockCount;
-      process.stdout.write(
-        `${result.ref}: ${humanSize(result.manifest.size)} in ${blocks} blocks of ${humanSize(blockSize)}; ` +
-          `${result.newBlocks} new (${humanSize(result.bytesStored)} stored, ${result.bytesStored} bytes), ` +
-          `${result.presentBlocks} already present, ${result.zeroBlocks} zero\n`,
-      );
-    });
+    // The file is inspected (and refused) before the repository is opened or created.
+    const image = await inspectImageFile(args.file, args.format);
+    await withRepository(args.repo, (repo) => importImageFile(repo, image, args.name, blockSize), { create: true });
   },
 };
+
+async function importImageFile(repo: Repository, image: InspectedImage, name: string, blockSize: number): Promise<void> {
+  const source = openImageSource(image);
+  const progress = new ProgressBar(`importing ${name}`, source.size);
+  let result;
+  try {
+    result = await repo.importImage(name, source.stream, { size: source.size, blockSize, onProgress: (n) => progress.update(n) });
+    await source.finish();
+  } catch (error) {
+    source.cancel();
+    await source.finish().catch((helperError: unknown) => {
+      throw helperError instanceof LazybootError ? helperError : error;
+    });
+    throw error;
+  } finally {
+    progress.done();
+  }
+  const blocks = result.manifest.blockCount;
+  process.stdout.write(
+    `${result.ref}: ${humanSize(result.manifest.size)} in ${blocks} blocks of ${humanSize(blockSize)}; ` +
+      `${result.newBlocks} new (${humanSize(result.bytesStored)} stored, ${result.bytesStored} bytes), ` +
+      `${result.presentBlocks} already present, ${result.zeroBlocks} zero\n`,
+  );
+}
 
 const lsCommand: CommandModule<RepoArgs, RepoArgs> = {
   command: 'ls',
   describe: 'list the images and versions in the repository',
   handler: async (args) => {
     await withRepository(args.repo, async (repo) => {
-      const images = await repo.list();
+      const { images, damage } = await repo.listWithDamage();
+      // Damage stays local: the rest is listed, and each damaged file gets one note.
+      for (const { file, problem } of damage) process.stderr.write(`lazyboot: note: skipped ${file}: it ${problem} (see \`lazyboot repo check\`)\n`);
       if (images.length === 0) {
         process.stdout.write(`no images in ${repo.dir}\n`);
         return;
       }
       const rows = [['IMAGE', 'SIZE', 'BLOCK SIZE', 'CREATED']];
-      for (const image of images) {
-        const manifest = await repo.resolve(formatImageRef(image.name, image.version));
-        rows.push([formatImageRef(image.name, image.version), humanSize(image.size), humanSize(image.blockSize), manifest.created]);
-      }
+      for (const image of images) rows.push([formatImageRef(image.name, image.version), humanSize(image.size), humanSize(image.blockSize), image.created]);
       const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
       for (const row of rows) process.stdout.write(row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd() + '\n');
     });
@@ -125,28 +130,11 @@ const exportCommand: CommandModule<RepoArgs, RepoArgs & { image: string; file: s
   handler: async (args) => {
     await withRepository(args.repo, async (repo) => {
       const manifest = await repo.resolve(args.image);
-      const backend = repo.imageBackend(manifest, { verify: true });
       const progress = new ProgressBar(`exporting ${formatImageRef(manifest.name, manifest.version)}`, manifest.size);
-      const out = await open(args.file, 'w', 0o644);
       try {
-        await out.truncate(manifest.size);
-        // Whole blocks per read, so every block is verified; zero runs stay sparse.
-        const chunk = Math.max(manifest.blockSize, 4 * 1024 * 1024 - ((4 * 1024 * 1024) % manifest.blockSize));
-        for (let offset = 0; offset < manifest.size; offset += chunk) {
-          const length = Math.min(chunk, manifest.size - offset);
-          for (const extent of await backend.blockStatus(offset, length)) {
-            if (extent.zero) continue;
-            const data = await backend.read(extent.offset, extent.length).catch((error: Error & { cause?: unknown }) => {
-              throw error.cause instanceof LazybootError ? error.cause : new RepositoryCorrupt(repo.dir, `cannot be read: ${error.message}`);
-            });
-            await out.write(data, 0, data.length, extent.offset);
-          }
-          progress.update(offset + length);
-        }
-        await out.sync();
+        await exportImageToFile(repo, manifest, args.file, (done) => progress.update(done));
       } finally {
         progress.done();
-        await out.close();
       }
       process.stdout.write(`${formatImageRef(manifest.name, manifest.version)} written to ${args.file} (${manifest.size} bytes)\n`);
     });

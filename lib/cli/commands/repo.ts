@@ -5,9 +5,11 @@ import { Repository } from '../../repo/repository.js';
 import { repositoryExports } from '../../repo/export-provider.js';
 import { startNbdServer } from '../../nbd/server.js';
 import { UsageError } from '../../errors.js';
+import { checkCommand } from './repo-check.js';
 
 interface ServeArgs {
   repo: string;
+  verify: boolean;
   socket?: string;
   listen?: string;
 }
@@ -31,6 +33,7 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
     y
       .option('socket', { type: 'string', describe: 'unix socket path', defaultDescription: '$XDG_RUNTIME_DIR/lazyboot/repo.sock or REPO/repo.sock' })
       .option('listen', { type: 'string', describe: 'listen on TCP HOST:PORT instead (e.g. 127.0.0.1:10809)' })
+      .option('verify', { type: 'boolean', default: true, describe: "verify each block's SHA-256 the first time it is served (--no-verify: only to test clients' own verification)" })
       .conflicts('socket', 'listen') as Argv<any>,
   handler: async (args) => {
     const log = (line: string): void => void process.stderr.write(`${new Date().toISOString()} ${line}\n`);
@@ -43,9 +46,9 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
       process.once('SIGINT', () => stop('SIGINT'));
       process.once('SIGTERM', () => stop('SIGTERM'));
     });
-    const repo = await Repository.open(args.repo);
+    const repo = await Repository.open(args.repo, { create: false });
     const server = await startNbdServer({
-      exports: repositoryExports(repo),
+      exports: repositoryExports(repo, { log, verifyBlocks: args.verify }),
       ...(args.listen ? { listen: parseListen(args.listen) } : { socketPath: args.socket ?? defaultSocketPath(repo.dir) }),
       log,
     });
@@ -58,11 +61,12 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
 
 export const repoCommand: CommandModule<any, any> = {
   command: 'repo <command>',
-  describe: 'serve an image repository',
+  describe: 'serve or check an image repository',
   builder: (y: Argv) =>
     y
       .option('repo', { type: 'string', describe: 'repository directory', default: Repository.defaultDir(), defaultDescription: '$XDG_DATA_HOME/lazyboot/repo' })
       .command(serveCommand as CommandModule<any, any>)
-      .demandCommand(1, 'Name a repo command: serve.'),
+      .command(checkCommand as CommandModule<any, any>)
+      .demandCommand(1, 'Name a repo command: serve or check.'),
   handler: () => {},
 };
