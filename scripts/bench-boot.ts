@@ -21,6 +21,8 @@ import { chooseAccelerator } from '../vmm/accel.js';
 import { DISK_NODE } from '../vmm/qemu-args.js';
 import { TransientVm, type VmDisk, type VmEvent } from '../vmm/vm.js';
 import { measuredCommit } from './bench-freshness.js';
+import { tuneProcess } from '../lib/process-tuning.js';
+import { installSignalTeardown } from '../lib/base/cleanup.js';
 
 
 const GiB = 1024 ** 3;
@@ -169,6 +171,9 @@ function measurement(scenario: string, bandwidth: string, marks: BootMarks & { s
 }
 
 async function main(): Promise<void> {
+  // launch() runs the COR device in this process: tuned like `lazyboot boot`, which it stands for.
+  tuneProcess('data-path');
+  installSignalTeardown(); // Ctrl-C: VMs torn down as before (the library no longer does it by itself)
   const args = await yargs(hideBin(process.argv))
     .option('image', { choices: ['debian', 'tiny'] as const, default: 'debian' as const, describe: 'fixture inside the 4 GiB bench disk' })
     .option('only', { type: 'string', array: true, choices: BANDWIDTHS.map((b) => b.key), describe: 'bandwidths to run' })
