@@ -83,7 +83,7 @@ test('an image without a guest agent (tiny, kept up) ends in AgentTimeout, and n
     async ({ path: dir }) => {
       const disk = join(dir, 'tiny.raw');
       await copyFile((await ensureFixture('tiny')).path, disk);
-      const vm = startQemuDirect({ disk, dir, extraArgs: tinyStayUpArgs() });
+      const vm = startQemuDirect({ disk, dir, qemuArgs: tinyStayUpArgs() });
       t.teardown(() => vm.stop());
       const events = await GuestEvents.connect(vm.eventsSocket);
       t.teardown(() => events.close());
