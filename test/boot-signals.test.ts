@@ -46,7 +46,7 @@ test('a program embedding launch() keeps its own SIGINT handler: it runs, closes
   const result = await embedder;
   t.log(result.stdout, result.stderr);
   t.regex(result.stdout, /^embedder: SIGINT$/m, "the embedder's handler ran");
-  t.regex(result.stdout, /^embedder: closed (stopped|failed)$/m, 'it closed the VM itself');
+  t.regex(result.stdout, /^embedder: closed stopped$/m, 'it closed the VM itself: a stop it asked for, not a failure');
   // The library took no part: no teardown message of its own, no exit with 130, and the process
   // ended by itself once the VM was closed (nothing left open).
   t.notRegex(result.stderr, /tearing down/);

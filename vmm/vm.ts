@@ -12,6 +12,7 @@ import { BootTimeout, GuestDiskError, IllegalVmAction, QemuExited, VmEndedEarly 
 import { EventStream } from './event-stream.js';
 import { GuestEvents, type GuestEvent } from '../guest/events.js';
 import { launchQemu, type LaunchedQemu } from './launcher.js';
+import type { QemuExit } from './qemu-process.js';
 import { VmLifecycle, type VmState, type VmTransition } from './lifecycle.js';
 import type { DiskSpec } from './qemu-args.js';
 import type { QmpEvent } from './qmp.js';
@@ -28,6 +29,14 @@ export interface VmDisk {
 /** The VM options (vm-options.ts: names and defaults) and the disk to boot. */
 export interface StartVmOptions extends VmOptions {
   readonly disk: VmDisk;
+}
+
+/**
+ * Resolves once the event loop has polled for I/O again: the first immediate runs after this
+ * turn's poll, the one it queues after the next turn's, which sees every signal delivered by now.
+ */
+function afterNextPoll(): Promise<void> {
+  return new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
 }
 
 /** Longest delay a Node timer takes (a larger one fires at once): "no limit" for the agent wait. */
@@ -69,6 +78,8 @@ export class TransientVm implements AsyncDisposable {
   readonly #startedAt = Date.now();
   readonly #unregisterCleanup: () => void;
   #bootTimer: NodeJS.Timeout | undefined;
+  /** Set while a host-signal SHUTDOWN waits to learn whether this process asked for the stop. */
+  #hostSignalVerdict: Promise<void> | undefined;
 
   readonly options: ResolvedVmOptions & { readonly disk: VmDisk };
 
@@ -182,12 +193,14 @@ export class TransientVm implements AsyncDisposable {
       await qmp.close();
       throw new IllegalVmAction('start', 'stopping');
     }
-    void process.exited.then((exit) => {
+    const onExit = (exit: QemuExit) => {
       if (!this.lifecycle.isFinal && this.state !== 'stopping') {
         this.lifecycle.feed({ type: 'failure', error: new QemuExited(exit.exitCode, exit.signal, process.stderrTail()) });
       }
       this.lifecycle.feed({ type: 'qemu-exited' });
-    });
+    };
+    // A pending host-signal verdict goes first: it knows whether the stop was ours.
+    void process.exited.then((exit) => (this.#hostSignalVerdict ? this.#hostSignalVerdict.then(() => onExit(exit)) : onExit(exit)));
     qmp.onEvent((event) => this.#onQmpEvent(event));
     void this.#listenToGuest(eventsSocket);
     this.lifecycle.feed({ type: 'qemu-up' });
@@ -225,9 +238,15 @@ export class TransientVm implements AsyncDisposable {
     this.events.emit({ type: 'qmp-event', event, atMs: this.elapsedMs() });
     switch (event.event) {
       case 'SHUTDOWN':
-        // A signal from someone else ends the VM without the guest's or our consent: a failure.
         if (event.data.reason === 'host-signal' && this.state !== 'stopping') {
-          this.#fail(new QemuExited(undefined, 'a signal', 'terminated by a signal from outside lazyboot'));
+          // A signal from someone else ends the VM without the guest's or our consent: a failure.
+          // But a terminal's Ctrl-C reaches QEMU and this process together (one process group), and
+          // QEMU's answer can be read before our own handler has run: the signal was delivered to us
+          // before QEMU could answer it, so by the next poll for I/O that handler (the CLI's
+          // teardown, an embedder's close()) has run. Judge after it: a stop we asked for is a stop.
+          this.#hostSignalVerdict ??= afterNextPoll().then(() => {
+            if (this.state !== 'stopping') this.#fail(new QemuExited(undefined, 'a signal', 'terminated by a signal from outside lazyboot'));
+          });
         } else {
           this.lifecycle.feed({ type: 'stop' });
         }
