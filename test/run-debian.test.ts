@@ -1,7 +1,7 @@
 // The Debian image through `lazyboot run`, its blocks served by a separate `lazyboot repo serve`:
 // commands run in the guest through qemu-guest-agent, the exit code is the guest command's, and the
 // guest's writes land in the local disk with their W bits in the map.
-import { open } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
@@ -57,8 +57,14 @@ test.serial('debian: `run -- cat /etc/os-release` prints it and exits 0; `-- fal
   // A marker the guest writes must reach the local raw disk, and W bits must record it.
   const marker = `lazyboot-guest-write-${process.pid}-${Date.now()}`;
   {
-    await using vm = await launch({ image: 'debian', from: [served.uri], disk: diskPath, agent: true, memoryMiB: 512, timeoutMs: 240_000 });
-    await vm.ready;
+    const consoleLog = path.join(scratch, 'launch-console.log');
+    await using vm = await launch({ image: 'debian', from: [served.uri], disk: diskPath, agent: true, memoryMiB: 512, timeoutMs: 240_000, consoleLog });
+    await vm.ready.catch(async (error: unknown) => {
+      // Seen once (not reproduced): AgentDisconnected during the agent handshake. Keep what tells why.
+      const qmpEvents = vm.events.history.filter((event) => event.type === 'qmp-event').map((event) => JSON.stringify(event));
+      t.log(`QMP events: ${qmpEvents.join('; ') || 'none'}\nconsole tail:\n${(await readFile(consoleLog, 'utf8').catch(() => '')).slice(-3000)}`);
+      throw error;
+    });
     const before = vm.stats().modifiedBlocks;
     // The marker, then 1 MiB more of new file data: ext4 places a new file in free space, which
     // the earlier boots did not write, so these writes must set W bits on blocks that had none

@@ -10,8 +10,6 @@ import { KvmUnavailable } from './errors.js';
 import { launchQemu } from './launcher.js';
 import type { Accelerator, AccelRequest } from './vm-options.js';
 
-export type { AccelRequest } from './vm-options.js';
-
 export interface AccelChoice {
   readonly accel: Accelerator;
   /** One line saying why, for the user. */

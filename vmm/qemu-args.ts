@@ -5,8 +5,6 @@ import { guestChannelArgs } from './guest-channels.js';
 import { escapeOption } from './qemu-option.js';
 import { VM_DEFAULTS, type Accelerator, type Machine, type VmOptions } from './vm-options.js';
 
-export type { Accelerator } from './vm-options.js';
-
 /** The VM's disk: an NBD export on a unix socket (the COR device, qemu-nbd) or a local file. */
 export type DiskSpec =
   | { readonly kind: 'nbd'; readonly socketPath: string; readonly exportName: string; readonly readOnly?: boolean }
