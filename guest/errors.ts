@@ -1,5 +1,5 @@
 // Typed errors of the guest side: the agent or the events port did not answer, or answered "no".
-import { LazybootError } from '../lib/errors.js';
+import { LazybootError } from '../lib/base/errors.js';
 
 /** The guest agent did not answer in time (not installed, not started, or the port not attached). */
 export class AgentTimeout extends LazybootError {

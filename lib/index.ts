@@ -2,10 +2,13 @@
 export * from './errors.js';
 export * from './block/backend.js';
 export * from './repo/manifest-format.js';
-export { launch, parseMemoryMiB, type LaunchOptions, type LazyVm, type VmEvent, type ExecResult, type VmState } from './launch.js';
+export { launch, type LaunchOptions, type LazyVm, type VmEvent, type ExecResult, type VmState } from './launch.js';
+export { VM_DEFAULTS, parseMemoryMiB, type VmOptions, type AccelRequest } from '../vmm/vm-options.js';
+export { installSignalTeardown, teardownOnUncaughtException } from './base/cleanup.js';
+export { tuneProcess, type ProcessRole } from './process-tuning.js';
 export * from '../vmm/errors.js';
 export { QmpClient, type QmpEvent, type QmpGreeting } from '../vmm/qmp.js';
-export { chooseAccelerator, type AccelChoice, type AccelRequest } from '../vmm/accel.js';
+export { chooseAccelerator, type AccelChoice } from '../vmm/accel.js';
 export { TransientVm, type VmDisk, type StartVmOptions } from '../vmm/vm.js';
 export { openCorDevice, type CorDevice, type CorDeviceOptions, type CorStats, type FetchErrorEvent } from './cor/device.js';
 export { BlockMap, type MapHeader } from './map/block-map.js';

@@ -1,54 +1,21 @@
 // The harness API: `launch({ image })` boots an image from a repository inside QEMU on a
 // copy-on-read disk and returns a VM to wait on, run commands in, and close (or `await using`).
+// The composition above both parts: it joins the COR device (lib/cor) to the VMM (vmm/).
+// It touches no process-wide state: signals and V8 tuning are the process owner's opt-ins
+// (installSignalTeardown in base/cleanup.ts, tuneProcess in process-tuning.ts).
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { openCorDevice, type CorDevice, type CorStats } from './cor/device.js';
-import { UsageError } from './errors.js';
-import type { AccelRequest } from '../vmm/accel.js';
+import { vmOptionsOf, type LaunchOptions } from './launch-options.js';
+import { withVmDefaults } from '../vmm/vm-options.js';
 import { TransientVm, type ExecResult, type VmEvent } from '../vmm/vm.js';
 import type { EventStream } from '../vmm/event-stream.js';
 import type { VmState } from '../vmm/lifecycle.js';
 
+export type { LaunchOptions } from './launch-options.js';
 export type { VmEvent, ExecResult } from '../vmm/vm.js';
 export type { VmState } from '../vmm/lifecycle.js';
-
-export interface LaunchOptions {
-  /** `name` or `name@N` in the repository. */
-  readonly image: string;
-  /** Local disk (raw file or block device; created sparse if missing, map beside it). Default: a temp disk removed at close. */
-  readonly disk?: string;
-  /** Repository URIs (directory, nbd+unix:///?socket=…, nbd://…); none = the embedded default repository. */
-  readonly from?: readonly string[];
-  /** Guest memory: MiB as a number, or a size like "512M", "1G". Default 512M. */
-  readonly memory?: number | string;
-  readonly cpus?: number;
-  readonly accel?: AccelRequest;
-  /** Show the serial console on stdout. */
-  readonly console?: boolean;
-  /** Keep the serial console here (default: inside the VM's run dir, removed at close). */
-  readonly consoleLog?: string;
-  /** Time allowed from start to `ready`. Default 300 s. */
-  readonly timeoutMs?: number;
-  /**
-   * true: `ready` waits for qemu-guest-agent (needed for exec). 'optional': use the agent if the
-   * guest has one, `ready` at boot-complete. false (default): no agent.
-   */
-  readonly agent?: boolean | 'optional';
-  /** Fill the rest of the disk in the background while the VM runs. */
-  readonly fill?: boolean;
-  readonly fillRate?: number;
-  /** Extra QEMU arguments (e.g. fw_cfg entries). */
-  readonly qemuArgs?: readonly string[];
-  /** QEMU binary (default: $LAZYBOOT_QEMU or qemu-system-x86_64 on PATH). */
-  readonly qemuBinary?: string;
-  /** Per-request repository timeout in ms (default 10 000). */
-  readonly fetchTimeoutMs?: number;
-  /** Largest window fetched ahead of a sequential guest (default 8 MiB; 0 = only what the guest reads). */
-  readonly fetchAheadBytes?: number;
-  /** Diagnostic lines from the COR device (fetch failures, map recovery). */
-  readonly log?: (line: string) => void;
-}
 
 export interface LazyVm extends AsyncDisposable {
   /** The guest's own storage driver has the disk. */
@@ -73,13 +40,21 @@ export interface LazyVm extends AsyncDisposable {
 }
 
 export async function launch(options: LaunchOptions): Promise<LazyVm> {
-  const memoryMiB = parseMemoryMiB(options.memory ?? 512);
+  // Bad VM options fail here, before anything is fetched or created.
+  const vmOptions = withVmDefaults(vmOptionsOf(options));
   const tempDiskDir = options.disk ? undefined : await mkdtemp(path.join(tmpdir(), 'lazyboot-disk-'));
   const diskPath = path.resolve(options.disk ?? path.join(tempDiskDir!, 'disk.raw'));
   let cor: CorDevice | undefined;
   try {
-    cor = await openCorDevice({ image: options.image, disk: diskPath, from: [...(options.from ?? [])], fill: options.fill, fillRate: options.fillRate, log: options.log,
-      fetchTimeoutMs: options.fetchTimeoutMs, fetchAheadBytes: options.fetchAheadBytes,
+    cor = await openCorDevice({
+      image: options.image,
+      disk: diskPath,
+      from: [...(options.from ?? [])],
+      fill: options.fill,
+      fillRate: options.fillRate,
+      log: options.log,
+      fetchTimeoutMs: options.fetchTimeoutMs,
+      fetchAheadBytes: options.fetchAheadBytes,
     });
   } catch (error) {
     if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
@@ -88,6 +63,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   const device = cor;
   let lastStats = device.stats();
   const vm = await TransientVm.start({
+    ...vmOptions,
     disk: {
       spec: { kind: 'nbd', socketPath: device.socketPath, exportName: device.exportName },
       close: async () => {
@@ -99,15 +75,6 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
         }
       },
     },
-    accel: options.accel,
-    memoryMiB,
-    cpus: options.cpus,
-    console: options.console,
-    serialLog: options.consoleLog,
-    agent: options.agent,
-    timeoutMs: options.timeoutMs ?? 300_000,
-    binary: options.qemuBinary,
-    extraArgs: options.qemuArgs,
   });
   // TransientVm.start closed the disk itself if it threw.
   return {
@@ -129,13 +96,4 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     close: () => vm.close(),
     [Symbol.asyncDispose]: () => vm.close(),
   };
-}
-
-/** "512M", "1G", "2048" (MiB) or a number of MiB. */
-export function parseMemoryMiB(value: number | string): number {
-  if (typeof value === 'number') return value;
-  const match = /^(\d+)\s*([MG])?i?B?$/i.exec(value.trim());
-  if (!match) throw new UsageError(`invalid memory size ${JSON.stringify(value)}`, 'use e.g. 512M or 1G');
-  const amount = Number(match[1]);
-  return match[2]?.toUpperCase() === 'G' ? amount * 1024 : amount;
 }

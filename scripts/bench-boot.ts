@@ -22,6 +22,8 @@ import { DISK_NODE } from '../vmm/qemu-args.js';
 import { TransientVm, type VmDisk, type VmEvent } from '../vmm/vm.js';
 import { measuredCommit } from './bench-freshness.js';
 import { startServer, stopServer, writeReport } from './bench-kit.js';
+import { tuneProcess } from '../lib/process-tuning.js';
+import { installSignalTeardown } from '../lib/base/cleanup.js';
 
 
 const GiB = 1024 ** 3;
@@ -161,6 +163,9 @@ function measurement(scenario: string, bandwidth: string, marks: BootMarks & { s
 }
 
 async function main(): Promise<void> {
+  // launch() runs the COR device in this process: tuned like `lazyboot boot`, which it stands for.
+  tuneProcess('data-path');
+  installSignalTeardown(); // Ctrl-C: VMs torn down as before (the library no longer does it by itself)
   const args = await yargs(hideBin(process.argv))
     .option('image', { choices: ['debian', 'tiny'] as const, default: 'debian' as const, describe: 'fixture inside the 4 GiB bench disk' })
     .option('only', { type: 'string', array: true, choices: BANDWIDTHS.map((b) => b.key), describe: 'bandwidths to run' })
@@ -238,7 +243,7 @@ async function main(): Promise<void> {
           const proxy = await startLink(path.join(work, 'link-a.sock'), repoSocket, bandwidth.bytesPerSecond);
           say(`${scenario} at ${bandwidth.label}`);
           const started = Date.now();
-          const vm = await launch({ image: imageName, from: [`nbd+unix:///?socket=${proxy.socketPath}`], agent, memory: '512M', timeoutMs, fetchAheadBytes });
+          const vm = await launch({ image: imageName, from: [`nbd+unix:///?socket=${proxy.socketPath}`], agent, memoryMiB: 512, timeoutMs, fetchAheadBytes });
           try {
             const marks = await watchBoot(vm.events, vm.ready, () => proxy.bytesToClients);
             return measurement(scenario, bandwidth.label, { ...marks, started }, undefined, vm.stats().demandedBytes);

@@ -21,6 +21,8 @@ import { Repository } from '../lib/repo/repository.js';
 import { registerCleanup } from '../lib/cleanup.js';
 import { measuredCommit } from './bench-freshness.js';
 import { median, processMemory, writeReport, runningServers, startServer, stopServer, type ServerProcess } from './bench-kit.js';
+import { tuneProcess } from '../lib/process-tuning.js';
+import { installSignalTeardown } from '../lib/base/cleanup.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(ROOT, 'bin', 'lazyboot.js');
@@ -144,6 +146,9 @@ function coldRow(result: ColdResult, reader: Reader, sizeLabel: string, bytes: n
 }
 
 async function main(): Promise<void> {
+  // The raw server (--serve-raw) runs tuned like `lazyboot disk serve`, the device it is compared with.
+  tuneProcess('disk-server');
+  installSignalTeardown(); // Ctrl-C: the registered servers and temp dir are released (no longer implicit)
   if (process.argv[2] === '--serve-raw') return serveRaw(process.argv[3]!, process.argv[4]!);
   const args = await yargs(hideBin(process.argv))
     .option('size', { type: 'number', default: 256, describe: 'image size in MiB for (a) and (b)' })

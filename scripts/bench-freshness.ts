@@ -12,8 +12,8 @@ const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 /** Each result file and the code whose change makes it stale. */
 export const MEASURED_CODE: Record<string, readonly string[]> = {
   'bench/results/nbd.md': ['lib/nbd', 'lib/repo', 'lib/block'],
-  'bench/results/cor.md': ['lib/cor', 'lib/fetch', 'lib/map', 'lib/nbd', 'lib/repo', 'lib/block'],
-  'bench/results/boot.md': ['lib/cor', 'lib/fetch', 'lib/map', 'lib/nbd', 'lib/repo', 'lib/block', 'lib/launch.ts', 'vmm'],
+  'bench/results/cor.md': ['lib/cor', 'lib/fetch', 'lib/map', 'lib/nbd', 'lib/repo', 'lib/block', 'lib/process-tuning.ts'],
+  'bench/results/boot.md': ['lib/cor', 'lib/fetch', 'lib/map', 'lib/nbd', 'lib/repo', 'lib/block', 'lib/process-tuning.ts', 'lib/launch.ts', 'vmm'],
 };
 
 /** "abc1234" for the checked-out commit, with a note when the measured code has uncommitted changes. */

@@ -23,7 +23,7 @@ test.serial('debian boot through a counting proxy: by agent-ready ≤ 1.2× the 
   const proxy = await NbdCountingProxy.start(path.join(scratch, 'link.sock'), served.socketPath);
   t.teardown(() => proxy.close());
 
-  const vm = await launch({ image: 'debian', from: [proxy.uri], agent: true, memory: '512M', timeoutMs: 240_000 });
+  const vm = await launch({ image: 'debian', from: [proxy.uri], agent: true, memoryMiB: 512, timeoutMs: 240_000 });
   let atReady;
   try {
     await vm.ready;

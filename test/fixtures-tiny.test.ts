@@ -48,7 +48,7 @@ async function bootToPowerOff(
 /** Boots a copy of tiny asked to stay up, until boot-complete; the test's teardown stops both. */
 async function bootTinyStayingUp(t: ExecutionContext, dir: string) {
   const disk = await tinyCopy(dir);
-  const vm = startQemuDirect({ disk, dir, extraArgs: tinyStayUpArgs() });
+  const vm = startQemuDirect({ disk, dir, qemuArgs: tinyStayUpArgs() });
   t.teardown(() => vm.stop());
   const events = await GuestEvents.connect(vm.eventsSocket);
   t.teardown(() => events.close());

@@ -1,5 +1,9 @@
 // The guest agent client gives up in time, with a typed error and nothing left open, when no
 // agent answers: a socket nobody serves, a socket that never appears, an image without an agent.
+// Outcomes and order, not wall-clock windows: a loaded machine only delays a timer, so an upper
+// bound on elapsed time proves nothing but flakes; that the error is the timeout's own (naming the
+// configured time) or the abort's shows which path ended the wait. The only time bounds kept are
+// lower ones ("did not give up early"), which load cannot break: timers never fire early.
 import test from 'ava';
 import { createServer, type Socket } from 'node:net';
 import { copyFile } from 'node:fs/promises';
@@ -13,9 +17,7 @@ import { tinyStayUpArgs } from '../guest/qemu-args.js';
 import { startQemuDirect } from './helpers/qemu-direct.js';
 import { processAlive } from '../lib/process-alive.js';
 
-const SLACK_MS = 1500;
-
-test('a socket that accepts but never answers ends in AgentTimeout within the timeout, and the client closes it', async (t) => {
+test('a socket that accepts but never answers ends in AgentTimeout once its timeout has run out, and the client closes it', async (t) => {
   await withDir(
     async ({ path: dir }) => {
       const socketPath = join(dir, 'silent.sock');
@@ -32,7 +34,7 @@ test('a socket that accepts but never answers ends in AgentTimeout within the ti
       const started = Date.now();
       const error = await t.throwsAsync(GuestAgent.connect(socketPath, { timeoutMs: 2500 }), { instanceOf: AgentTimeout });
       const elapsed = Date.now() - started;
-      t.true(elapsed >= 2500 && elapsed < 2500 + SLACK_MS, `gave up after ${elapsed} ms`);
+      t.true(elapsed >= 2500, `gave up after ${elapsed} ms, before its 2500 ms`);
       t.is(error?.command, 'guest-sync-delimited');
       t.regex(error?.toLine() ?? '', /did not answer guest-sync-delimited within 2500 ms: check that qemu-guest-agent runs/);
       // The client hung up: the server sees its side closed.
@@ -43,33 +45,34 @@ test('a socket that accepts but never answers ends in AgentTimeout within the ti
   );
 });
 
-test('a socket path that never appears ends in AgentTimeout within the timeout', async (t) => {
+test('a socket path that never appears ends in AgentTimeout when its timeout runs out', async (t) => {
   await withDir(
     async ({ path: dir }) => {
       const started = Date.now();
-      await t.throwsAsync(waitForAgent(join(dir, 'absent.sock'), { timeoutMs: 1500 }), { instanceOf: AgentTimeout });
+      const error = await t.throwsAsync(waitForAgent(join(dir, 'absent.sock'), { timeoutMs: 1500 }), { instanceOf: AgentTimeout });
+      t.regex(error?.message ?? '', /within 1500 ms/);
       const elapsed = Date.now() - started;
-      t.true(elapsed >= 1400 && elapsed < 1500 + SLACK_MS, `gave up after ${elapsed} ms`);
+      // It retries every 50 ms and stops when the next retry would pass the deadline: at most 50 ms early.
+      t.true(elapsed >= 1450, `gave up after ${elapsed} ms, well before its 1500 ms`);
     },
     { unsafeCleanup: true },
   );
 });
 
-test('waitForAgent stops at once when its AbortSignal fires', async (t) => {
+test('waitForAgent ends by its AbortSignal, not by its own timeout', async (t) => {
   await withDir(
     async ({ path: dir }) => {
       const socketPath = join(dir, 'silent.sock');
       const server = createServer((socket) => socket.resume());
       await new Promise<void>((resolve) => server.listen(socketPath, resolve));
       t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
-      const started = Date.now();
-      // The abort reason (a DOMException, which ava's throwsAsync does not take) is what rejects.
+      // The abort reason (a DOMException, which ava's throwsAsync does not take) is what rejects: its
+      // own 60 s timeout would have been an AgentTimeout, so this shows the abort ended the wait.
       const outcome: unknown = await waitForAgent(socketPath, { timeoutMs: 60_000, signal: AbortSignal.timeout(500) }).then(
         (agent) => agent.close(),
         (error: unknown) => error,
       );
       t.is((outcome as DOMException | undefined)?.name, 'TimeoutError');
-      t.true(Date.now() - started < 500 + SLACK_MS, `took ${Date.now() - started} ms`);
     },
     { unsafeCleanup: true },
   );
@@ -80,16 +83,14 @@ test('an image without a guest agent (tiny, kept up) ends in AgentTimeout, and n
     async ({ path: dir }) => {
       const disk = join(dir, 'tiny.raw');
       await copyFile((await ensureFixture('tiny')).path, disk);
-      const vm = startQemuDirect({ disk, dir, extraArgs: tinyStayUpArgs() });
+      const vm = startQemuDirect({ disk, dir, qemuArgs: tinyStayUpArgs() });
       t.teardown(() => vm.stop());
       const events = await GuestEvents.connect(vm.eventsSocket);
       t.teardown(() => events.close());
       // The guest is fully up, its agent port attached: only the agent itself is missing.
       await events.waitFor('boot-complete', { timeoutMs: 60_000 });
-      const started = Date.now();
-      await t.throwsAsync(waitForAgent(vm.agentSocket, { timeoutMs: 3000 }), { instanceOf: AgentTimeout });
-      const elapsed = Date.now() - started;
-      t.true(elapsed < 3000 + SLACK_MS, `gave up after ${elapsed} ms`);
+      const error = await t.throwsAsync(waitForAgent(vm.agentSocket, { timeoutMs: 3000 }), { instanceOf: AgentTimeout });
+      t.regex(error?.message ?? '', /within 3000 ms/);
       await vm.stop();
       t.true(vm.pid !== undefined && !processAlive(vm.pid), 'QEMU still running after stop()');
     },

@@ -86,6 +86,19 @@ test('QEMU killed mid-boot: the VM fails with QemuExited, ready rejects, and it 
   t.is(disk.closedCount(), 1);
 });
 
+test('QEMU stopped by a signal nobody here sent (SIGTERM to QEMU alone) is a failure, not a stop', async (t) => {
+  const disk = await emptyDisk(t);
+  const vm = await TransientVm.start({ disk, accel: 'tcg', memoryMiB: 128 });
+  t.teardown(() => vm.close());
+  // QEMU answers with SHUTDOWN (host-signal) and exits; this process asked for nothing.
+  process.kill(vm.pid!, 'SIGTERM');
+  const error = await t.throwsAsync(vm.ready, { instanceOf: QemuExited });
+  t.regex(error.message, /signal from outside lazyboot/);
+  await vm.closed;
+  t.is(vm.state, 'failed');
+  t.is(disk.closedCount(), 1);
+});
+
 test('a boot that does not reach running in time fails with BootTimeout and is torn down', async (t) => {
   const disk = await emptyDisk(t);
   const vm = await TransientVm.start({ disk, accel: 'tcg', memoryMiB: 128, timeoutMs: 1500 });

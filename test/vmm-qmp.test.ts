@@ -84,10 +84,10 @@ test('a peer that closes before the greeting, or never greets, fails fast with a
 test('a missing QEMU binary and a QEMU that dies at start are one-line typed errors', async (t) => {
   const runDir = await dir({ unsafeCleanup: true, prefix: 'lazyboot-test-' });
   t.teardown(() => runDir.cleanup());
-  await t.throwsAsync(launchQemu({ runDir: runDir.path, accel: 'tcg', machine: 'none', binary: '/nonexistent/qemu-system-x86_64' }), {
+  await t.throwsAsync(launchQemu({ runDir: runDir.path, accel: 'tcg', machine: 'none', qemuBinary: '/nonexistent/qemu-system-x86_64' }), {
     instanceOf: QemuNotFound,
   });
-  const died = await t.throwsAsync(launchQemu({ runDir: runDir.path, accel: 'tcg', machine: 'none', extraArgs: ['-no-such-option'] }), {
+  const died = await t.throwsAsync(launchQemu({ runDir: runDir.path, accel: 'tcg', machine: 'none', qemuArgs: ['-no-such-option'] }), {
     instanceOf: QemuExited,
   });
   t.regex(died.message, /no-such-option/);

@@ -8,9 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { dir } from 'tmp-promise';
 import { KvmUnavailable } from './errors.js';
 import { launchQemu } from './launcher.js';
-import type { Accelerator } from './qemu-args.js';
-
-export type AccelRequest = 'auto' | Accelerator;
+import type { Accelerator, AccelRequest } from './vm-options.js';
 
 export interface AccelChoice {
   readonly accel: Accelerator;
@@ -20,8 +18,8 @@ export interface AccelChoice {
 
 const cache = new Map<string, Promise<AccelChoice>>();
 
-export function chooseAccelerator(request: AccelRequest, options: { binary?: string; probeTimeoutMs?: number } = {}): Promise<AccelChoice> {
-  const key = `${request}:${options.binary ?? ''}`;
+export function chooseAccelerator(request: AccelRequest, options: { qemuBinary?: string; probeTimeoutMs?: number } = {}): Promise<AccelChoice> {
+  const key = `${request}:${options.qemuBinary ?? ''}`;
   let choice = cache.get(key);
   if (!choice) {
     choice = decide(request, options);
@@ -31,7 +29,7 @@ export function chooseAccelerator(request: AccelRequest, options: { binary?: str
   return choice;
 }
 
-async function decide(request: AccelRequest, options: { binary?: string; probeTimeoutMs?: number }): Promise<AccelChoice> {
+async function decide(request: AccelRequest, options: { qemuBinary?: string; probeTimeoutMs?: number }): Promise<AccelChoice> {
   if (request === 'tcg') return { accel: 'tcg', reason: 'TCG as requested (--accel tcg)' };
   const kvmDevice = await canOpenKvm();
   if (request === 'kvm') {
@@ -69,19 +67,19 @@ async function canOpenKvm(): Promise<Verdict> {
  * says so): proves KVM runs real-mode firmware to the end. Reports failure on a KVM internal
  * error, a QEMU abort, or no progress within the timeout.
  */
-export async function probeKvm(options: { binary?: string; probeTimeoutMs?: number } = {}): Promise<Verdict> {
+export async function probeKvm(options: { qemuBinary?: string; probeTimeoutMs?: number } = {}): Promise<Verdict> {
   const timeoutMs = options.probeTimeoutMs ?? 5000;
   const runDir = await dir({ unsafeCleanup: true, prefix: 'lazyboot-kvm-probe-' });
   const firmwareLog = path.join(runDir.path, 'firmware.log');
   try {
     const qemu = await launchQemu({
       runDir: runDir.path,
-      binary: options.binary,
+      qemuBinary: options.qemuBinary,
       accel: 'kvm',
       machine: 'pc',
       memoryMiB: 64,
       qmpTimeoutMs: timeoutMs,
-      extraArgs: ['-chardev', `file,id=probe-debugcon,path=${firmwareLog}`, '-device', 'isa-debugcon,iobase=0x402,chardev=probe-debugcon', '-no-reboot'],
+      qemuArgs: ['-chardev', `file,id=probe-debugcon,path=${firmwareLog}`, '-device', 'isa-debugcon,iobase=0x402,chardev=probe-debugcon', '-no-reboot'],
     });
     try {
       const deadline = Date.now() + timeoutMs;

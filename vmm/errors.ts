@@ -1,6 +1,6 @@
 // Typed errors of the VMM side (QMP, QEMU process, accelerator, VM lifecycle): one line each,
 // with a hint saying what to do.
-import { LazybootError } from '../lib/errors.js';
+import { LazybootError } from '../lib/base/errors.js';
 
 /** QEMU answered a QMP command with an error object ({class, desc}). */
 export class QmpError extends LazybootError {

@@ -5,11 +5,11 @@ import { buildQemuArgs, type QemuArgsOptions } from './qemu-args.js';
 import { QemuExited } from './errors.js';
 import { QemuProcess, resolveQemuBinary } from './qemu-process.js';
 import { QmpClient } from './qmp.js';
+import type { VmOptions } from './vm-options.js';
 
-export interface LaunchQemuOptions extends Omit<QemuArgsOptions, 'qmpSocket'> {
+export interface LaunchQemuOptions extends Omit<QemuArgsOptions, 'qmpSocket'>, Pick<VmOptions, 'qemuBinary'> {
   /** Directory for the QMP socket and QEMU's log (the caller owns and removes it). */
   readonly runDir: string;
-  readonly binary?: string;
   /** How long QEMU may take to answer on QMP. */
   readonly qmpTimeoutMs?: number;
 }
@@ -22,11 +22,11 @@ export interface LaunchedQemu {
 }
 
 export async function launchQemu(options: LaunchQemuOptions): Promise<LaunchedQemu> {
-  const binary = resolveQemuBinary(options.binary);
+  const binary = resolveQemuBinary(options.qemuBinary);
   const qmpSocket = path.join(options.runDir, 'qmp.sock');
   const logPath = path.join(options.runDir, 'qemu.log');
   const args = buildQemuArgs({ ...options, qmpSocket });
-  const process = QemuProcess.start({ binary, args, logPath, stdoutToTerminal: options.consoleToStdout });
+  const process = QemuProcess.start({ binary, args, logPath, stdoutToTerminal: options.console });
   const exitedFirst = new AbortController();
   void process.exited.then(() => exitedFirst.abort(new QemuExited(process.exit?.exitCode, process.exit?.signal, process.stderrTail())));
   try {

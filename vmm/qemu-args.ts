@@ -1,9 +1,9 @@
 // Builds the qemu-system-x86_64 command line for a lazyboot VM: machine, accelerator, disk, QMP,
 // serial console and guest channels. Pure: no processes, easy to test and to print.
+// Field names and defaults are those of the VM options (vm-options.ts).
 import { guestChannelArgs } from './guest-channels.js';
 import { escapeOption } from './qemu-option.js';
-
-export type Accelerator = 'kvm' | 'tcg';
+import { VM_DEFAULTS, type Accelerator, type Machine, type VmOptions } from './vm-options.js';
 
 /** The VM's disk: an NBD export on a unix socket (the COR device, qemu-nbd) or a local file. */
 export type DiskSpec =
@@ -12,23 +12,18 @@ export type DiskSpec =
   /** A hand-wired block graph (e.g. QEMU's own copy-on-read chain): `-blockdev` nodes, the last one named DISK_NODE. */
   | { readonly kind: 'blockdev'; readonly nodes: readonly Record<string, unknown>[] };
 
-export interface QemuArgsOptions {
+export interface QemuArgsOptions extends Pick<VmOptions, 'memoryMiB' | 'cpus' | 'console' | 'consoleLog' | 'qemuArgs'> {
+  /** The accelerator already chosen (chooseAccelerator): no `auto` here. */
   readonly accel: Accelerator;
   /** `none` boots nothing (for tests of the QMP/lifecycle plumbing). */
-  readonly machine?: 'q35' | 'pc' | 'none';
-  readonly memoryMiB?: number;
-  readonly cpus?: number;
+  readonly machine?: Machine | 'none';
   readonly qmpSocket: string;
-  readonly serialLog?: string;
-  /** Also show the serial console on QEMU's stdout. */
-  readonly consoleToStdout?: boolean;
   readonly disk?: DiskSpec;
   /** The serial number the guest sees on the disk (virtio-blk `serial`). */
   readonly diskSerial?: string;
   readonly guestChannels?: { readonly agentSocket: string; readonly eventsSocket: string };
   /** Exit instead of rebooting when the guest reboots (a transient VM ends there). */
   readonly noReboot?: boolean;
-  readonly extraArgs?: readonly string[];
 }
 
 /** Node name of the disk's block node and id of its virtio-blk device: QMP addresses them. */
@@ -36,14 +31,14 @@ export const DISK_NODE = 'lazyboot-disk';
 export const DISK_DEVICE = 'lazyboot-disk-dev';
 
 export function buildQemuArgs(options: QemuArgsOptions): string[] {
-  const machine = options.machine ?? 'q35';
+  const machine = options.machine ?? VM_DEFAULTS.machine;
   const args = ['-nodefaults', '-no-user-config', '-display', 'none'];
   args.push('-machine', machine === 'none' ? 'none' : `${machine},accel=${options.accel}`);
   if (machine !== 'none') {
     // qemu64 is the CPU model both TCG and KVM run everywhere; `-pni` silences TCG's SSE3 warning.
     // (`host`/`max` abort with an MSR assertion under some nested KVMs.)
     args.push('-cpu', options.accel === 'tcg' ? 'qemu64,-pni' : 'qemu64');
-    args.push('-m', `${options.memoryMiB ?? 512}M`, '-smp', String(options.cpus ?? 1));
+    args.push('-m', `${options.memoryMiB ?? VM_DEFAULTS.memoryMiB}M`, '-smp', String(options.cpus ?? VM_DEFAULTS.cpus));
   }
   if (machine === 'q35') {
     // q35's root bus refuses hotplug: one root port gives later device_add calls a home.
@@ -51,15 +46,15 @@ export function buildQemuArgs(options: QemuArgsOptions): string[] {
   }
   args.push('-chardev', `socket,id=lazyboot-qmp,path=${escapeOption(options.qmpSocket)},server=on,wait=off`);
   args.push('-mon', 'chardev=lazyboot-qmp,mode=control');
-  if (options.serialLog && machine !== 'none') {
-    const backend = options.consoleToStdout ? 'stdio,signal=off' : 'null';
-    args.push('-chardev', `${backend},id=lazyboot-serial,logfile=${escapeOption(options.serialLog)},logappend=on`);
+  if (options.consoleLog && machine !== 'none') {
+    const backend = options.console ? 'stdio,signal=off' : 'null';
+    args.push('-chardev', `${backend},id=lazyboot-serial,logfile=${escapeOption(options.consoleLog)},logappend=on`);
     args.push('-serial', 'chardev:lazyboot-serial');
   }
   if (options.disk) args.push(...diskArgs(options.disk, options.diskSerial ?? 'lazyboot0'));
   if (options.guestChannels) args.push(...guestChannelArgs(options.guestChannels));
   if (options.noReboot) args.push('-no-reboot');
-  if (options.extraArgs) args.push(...options.extraArgs);
+  if (options.qemuArgs) args.push(...options.qemuArgs);
   return args;
 }
 

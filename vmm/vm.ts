@@ -1,19 +1,23 @@
 // One transient VM: owns its QEMU process, QMP connection, guest channels, disk (e.g. the COR
 // device) and run directory, drives the lifecycle state machine from what it sees, and tears
-// everything down exactly once — on close(), on failure, on guest poweroff, on SIGINT/SIGTERM.
+// everything down exactly once — on close(), on failure, on guest poweroff, and on SIGINT/SIGTERM
+// only if the process's owner opted in (installSignalTeardown). At process exit QEMU is killed
+// whatever happens (a synchronous kill: no async work runs then).
 import path from 'node:path';
 import { rm } from 'node:fs/promises';
 import { dir } from 'tmp-promise';
-import { registerCleanup } from '../lib/cleanup.js';
-import { chooseAccelerator, type AccelChoice, type AccelRequest } from './accel.js';
+import { registerCleanup } from '../lib/base/cleanup.js';
+import { chooseAccelerator, type AccelChoice } from './accel.js';
 import { BootTimeout, GuestDiskError, IllegalVmAction, QemuExited, VmEndedEarly } from './errors.js';
 import { EventStream } from './event-stream.js';
 import { GuestEvents, type GuestEvent } from '../guest/events.js';
 import { launchQemu, type LaunchedQemu } from './launcher.js';
+import type { QemuExit } from './qemu-process.js';
 import { VmLifecycle, type VmState, type VmTransition } from './lifecycle.js';
 import type { DiskSpec } from './qemu-args.js';
 import type { QmpEvent } from './qmp.js';
 import { connectGuestAgent, type GuestAgentLink } from './guest-agent-link.js';
+import { withVmDefaults, type ResolvedVmOptions, type VmOptions } from './vm-options.js';
 
 /** The VM's disk as the VMM sees it: how QEMU reaches it, and how to release it. */
 export interface VmDisk {
@@ -22,28 +26,21 @@ export interface VmDisk {
   close(): Promise<void>;
 }
 
-export interface StartVmOptions {
+/** The VM options (vm-options.ts: names and defaults) and the disk to boot. */
+export interface StartVmOptions extends VmOptions {
   readonly disk: VmDisk;
-  readonly accel?: AccelRequest;
-  readonly memoryMiB?: number;
-  readonly cpus?: number;
-  readonly machine?: 'q35' | 'pc';
-  /** Show the serial console on our stdout too. */
-  readonly console?: boolean;
-  /** Where the serial console log goes (default: inside the VM's run dir, removed at the end). */
-  readonly serialLog?: string;
-  /**
-   * true: the VM is running once qemu-guest-agent answers (needed for exec). 'optional': connect to
-   * the agent if the guest has one, but boot-complete already counts as running. false: no agent.
-   */
-  readonly agent?: boolean | 'optional';
-  /** Whole boot budget: starting → running. */
-  readonly timeoutMs?: number;
-  readonly binary?: string;
-  readonly extraArgs?: readonly string[];
-  /** How long QEMU gets to quit over QMP before it is killed. */
-  readonly quitGraceMs?: number;
 }
+
+/**
+ * Resolves once the event loop has polled for I/O again: the first immediate runs after this
+ * turn's poll, the one it queues after the next turn's, which sees every signal delivered by now.
+ */
+function afterNextPoll(): Promise<void> {
+  return new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
+}
+
+/** Longest delay a Node timer takes (a larger one fires at once): "no limit" for the agent wait. */
+const NO_TIME_LIMIT_MS = 2 ** 31 - 1;
 
 export type VmEvent =
   | { readonly type: 'accelerator'; readonly accel: string; readonly reason: string }
@@ -81,8 +78,13 @@ export class TransientVm implements AsyncDisposable {
   readonly #startedAt = Date.now();
   readonly #unregisterCleanup: () => void;
   #bootTimer: NodeJS.Timeout | undefined;
+  /** Set while a host-signal SHUTDOWN waits to learn whether this process asked for the stop. */
+  #hostSignalVerdict: Promise<void> | undefined;
 
-  private constructor(readonly options: StartVmOptions) {
+  readonly options: ResolvedVmOptions & { readonly disk: VmDisk };
+
+  private constructor(options: ResolvedVmOptions & { readonly disk: VmDisk }) {
+    this.options = options;
     const endError = (waitedFor: string) => (state: VmState) => this.lifecycle.failure ?? new VmEndedEarly(waitedFor, state);
     this.storageReady = this.lifecycle.waitFor(['storage-ready', 'running'], endError('storage-ready')).then(() => undefined);
     this.ready = this.lifecycle.waitFor(['running'], endError('running')).then(() => undefined);
@@ -97,9 +99,16 @@ export class TransientVm implements AsyncDisposable {
     });
   }
 
-  /** Starts QEMU on `options.disk`; resolves once QEMU answers on QMP (the boot goes on). */
+  /** Starts QEMU on `options.disk`; resolves once QEMU answers on QMP (the boot goes on). If it throws, the disk is closed. */
   static async start(options: StartVmOptions): Promise<TransientVm> {
-    const vm = new TransientVm(options);
+    let resolved: ResolvedVmOptions;
+    try {
+      resolved = withVmDefaults(options);
+    } catch (error) {
+      await options.disk.close(); // the promise holds at every exit: a failed start releases the disk
+      throw error;
+    }
+    const vm = new TransientVm({ ...resolved, disk: options.disk });
     try {
       await vm.#start();
     } catch (error) {
@@ -126,8 +135,9 @@ export class TransientVm implements AsyncDisposable {
     return this.#runDir?.path;
   }
 
-  get serialLog(): string {
-    return this.options.serialLog ?? path.join(this.#runDir?.path ?? '.', 'console.log');
+  /** The serial console log: `consoleLog`, or console.log in the run dir. */
+  get consoleLog(): string {
+    return this.options.consoleLog ?? path.join(this.#runDir?.path ?? '.', 'console.log');
   }
 
   /** Milliseconds since start. */
@@ -153,27 +163,28 @@ export class TransientVm implements AsyncDisposable {
   }
 
   async #start(): Promise<void> {
-    this.#accel = await chooseAccelerator(this.options.accel ?? 'auto', { binary: this.options.binary });
+    const options = this.options;
+    this.#accel = await chooseAccelerator(options.accel, { qemuBinary: options.qemuBinary });
     this.events.emit({ type: 'accelerator', accel: this.#accel.accel, reason: this.#accel.reason });
     this.#runDir = await dir({ unsafeCleanup: true, prefix: 'lazyboot-vm-' });
     const agentSocket = path.join(this.#runDir.path, 'agent.sock');
     const eventsSocket = path.join(this.#runDir.path, 'events.sock');
-    if (this.options.timeoutMs) {
-      this.#bootTimer = setTimeout(() => this.#fail(new BootTimeout('running', this.options.timeoutMs!)), this.options.timeoutMs);
+    if (options.timeoutMs > 0) {
+      this.#bootTimer = setTimeout(() => this.#fail(new BootTimeout('running', options.timeoutMs)), options.timeoutMs);
     }
     this.#qemu = await launchQemu({
       runDir: this.#runDir.path,
-      binary: this.options.binary,
+      qemuBinary: options.qemuBinary,
       accel: this.#accel.accel,
-      machine: this.options.machine ?? 'q35',
-      memoryMiB: this.options.memoryMiB ?? 512,
-      cpus: this.options.cpus ?? 1,
-      serialLog: this.serialLog,
-      consoleToStdout: this.options.console,
-      disk: this.options.disk.spec,
+      machine: options.machine,
+      memoryMiB: options.memoryMiB,
+      cpus: options.cpus,
+      consoleLog: this.consoleLog,
+      console: options.console,
+      disk: options.disk.spec,
       guestChannels: { agentSocket, eventsSocket },
       noReboot: true,
-      extraArgs: this.options.extraArgs,
+      qemuArgs: options.qemuArgs,
     });
     const { process, qmp } = this.#qemu;
     if (this.#closing) {
@@ -182,12 +193,14 @@ export class TransientVm implements AsyncDisposable {
       await qmp.close();
       throw new IllegalVmAction('start', 'stopping');
     }
-    void process.exited.then((exit) => {
+    const onExit = (exit: QemuExit) => {
       if (!this.lifecycle.isFinal && this.state !== 'stopping') {
         this.lifecycle.feed({ type: 'failure', error: new QemuExited(exit.exitCode, exit.signal, process.stderrTail()) });
       }
       this.lifecycle.feed({ type: 'qemu-exited' });
-    });
+    };
+    // A pending host-signal verdict goes first: it knows whether the stop was ours.
+    void process.exited.then((exit) => (this.#hostSignalVerdict ? this.#hostSignalVerdict.then(() => onExit(exit)) : onExit(exit)));
     qmp.onEvent((event) => this.#onQmpEvent(event));
     void this.#listenToGuest(eventsSocket);
     this.lifecycle.feed({ type: 'qemu-up' });
@@ -210,7 +223,7 @@ export class TransientVm implements AsyncDisposable {
 
   async #connectAgent(socketPath: string): Promise<void> {
     try {
-      const agent = await connectGuestAgent(socketPath, { signal: this.#abort.signal, timeoutMs: this.options.timeoutMs ?? 300_000 });
+      const agent = await connectGuestAgent(socketPath, { signal: this.#abort.signal, timeoutMs: this.options.timeoutMs || NO_TIME_LIMIT_MS });
       if (this.#abort.signal.aborted) return void (await agent.close());
       this.#agent = agent;
       this.events.emit({ type: 'agent-up', atMs: this.elapsedMs() });
@@ -225,9 +238,15 @@ export class TransientVm implements AsyncDisposable {
     this.events.emit({ type: 'qmp-event', event, atMs: this.elapsedMs() });
     switch (event.event) {
       case 'SHUTDOWN':
-        // A signal from someone else ends the VM without the guest's or our consent: a failure.
         if (event.data.reason === 'host-signal' && this.state !== 'stopping') {
-          this.#fail(new QemuExited(undefined, 'a signal', 'terminated by a signal from outside lazyboot'));
+          // A signal from someone else ends the VM without the guest's or our consent: a failure.
+          // But a terminal's Ctrl-C reaches QEMU and this process together (one process group), and
+          // QEMU's answer can be read before our own handler has run: the signal was delivered to us
+          // before QEMU could answer it, so by the next poll for I/O that handler (the CLI's
+          // teardown, an embedder's close()) has run. Judge after it: a stop we asked for is a stop.
+          this.#hostSignalVerdict ??= afterNextPoll().then(() => {
+            if (this.state !== 'stopping') this.#fail(new QemuExited(undefined, 'a signal', 'terminated by a signal from outside lazyboot'));
+          });
         } else {
           this.lifecycle.feed({ type: 'stop' });
         }
@@ -267,7 +286,7 @@ export class TransientVm implements AsyncDisposable {
     const qemu = this.#qemu;
     try {
       if (qemu) {
-        await qemu.process.stop(qemu.qmp, this.options.quitGraceMs ?? 3000);
+        await qemu.process.stop(qemu.qmp, this.options.quitGraceMs);
         await qemu.qmp.close();
       }
       await this.#agent?.close().catch(() => {});

@@ -1,20 +1,25 @@
-// Options and milestone printing shared by `lazyboot boot` and `lazyboot run`.
+// Options and milestone printing shared by `lazyboot boot` and `lazyboot run`. The flags carry no
+// defaults of their own: an absent flag leaves the option to launch(), whose defaults live in
+// vmm/vm-options.ts (shown in --help from there).
 import type { Argv } from 'yargs';
-import { UsageError } from '../errors.js';
 import type { LazyVm, LaunchOptions, VmEvent } from '../launch.js';
+import { parseMemoryMiB, VM_DEFAULTS } from '../../vmm/vm-options.js';
 import { humanSize } from './human-size.js';
+import { parseDurationMs, parseSizeBytes } from './units.js';
 
 export interface BootArgs {
   image: string;
   disk?: string;
   from?: string[];
-  memory: string;
-  cpus: number;
-  accel: 'auto' | 'kvm' | 'tcg';
-  console: boolean;
+  memory?: string;
+  cpus?: number;
+  accel?: 'auto' | 'kvm' | 'tcg';
+  console?: boolean;
   'console-log'?: string;
-  timeout: string;
+  timeout?: string;
   'qemu-arg'?: string[];
+  'fetch-timeout'?: string;
+  'fetch-ahead'?: string;
 }
 
 export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
@@ -22,13 +27,16 @@ export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
     .positional('image', { type: 'string', describe: 'image NAME or NAME@N in the repository', demandOption: true })
     .option('disk', { type: 'string', describe: 'local disk file or device (map beside it); default: a temp disk deleted at the end' })
     .option('from', { type: 'string', array: true, describe: 'repository URI (directory, nbd+unix:///?socket=PATH, nbd://HOST:PORT); repeatable', defaultDescription: 'the embedded default repository' })
-    .option('memory', { type: 'string', default: '512M', describe: 'guest memory' })
-    .option('cpus', { type: 'number', default: 1, describe: 'guest CPUs' })
-    .option('accel', { choices: ['auto', 'kvm', 'tcg'] as const, default: 'auto' as const, describe: 'accelerator (auto probes that KVM really runs guests)' })
-    .option('console', { type: 'boolean', default: false, describe: 'show the guest serial console' })
+    .option('memory', { type: 'string', describe: 'guest memory (e.g. 1G, 2048M)', defaultDescription: `${VM_DEFAULTS.memoryMiB}M` })
+    .option('cpus', { type: 'number', describe: 'guest CPUs', defaultDescription: String(VM_DEFAULTS.cpus) })
+    .option('accel', { choices: ['auto', 'kvm', 'tcg'] as const, describe: 'accelerator (auto probes that KVM really runs guests)', defaultDescription: VM_DEFAULTS.accel })
+    .option('console', { type: 'boolean', describe: 'show the guest serial console', defaultDescription: String(VM_DEFAULTS.console) })
     .option('console-log', { type: 'string', describe: 'keep the serial console log in this file' })
-    .option('timeout', { type: 'string', default: '300s', describe: 'time allowed to boot (e.g. 90s, 5m)' })
-    .option('qemu-arg', { type: 'string', array: true, describe: 'extra QEMU argument, repeatable (write --qemu-arg=-fw_cfg --qemu-arg=name=…)' }) as unknown as Argv<T & BootArgs>;
+    .option('timeout', { type: 'string', describe: 'time allowed to boot (e.g. 90s, 5m; 0 = no limit)', defaultDescription: `${VM_DEFAULTS.timeoutMs / 1000}s` })
+    .option('qemu-arg', { type: 'string', array: true, describe: 'extra QEMU argument, repeatable (write --qemu-arg=-fw_cfg --qemu-arg=name=…)' })
+    // The device's defaults live in lib/fetch and lib/cor; these descriptions only name them.
+    .option('fetch-timeout', { type: 'string', describe: 'time allowed per repository request before failing over (e.g. 10s, 500ms)', defaultDescription: '10s' })
+    .option('fetch-ahead', { type: 'string', describe: 'largest window fetched ahead of a sequential guest read (e.g. 8M; 0 = only what the guest reads)', defaultDescription: '8M' }) as unknown as Argv<T & BootArgs>;
 }
 
 /** The COR device's diagnostics worth a user's eye (not its per-connection chatter). */
@@ -38,27 +46,23 @@ export function corLog(say: (line: string) => void): (line: string) => void {
   };
 }
 
+/** The launch() options the flags ask for: text parsed here, absent flags left to launch()'s defaults. */
 export function launchOptionsOf(args: BootArgs): LaunchOptions {
+  const given = <T>(value: string | undefined, parse: (text: string) => T): T | undefined => (value === undefined ? undefined : parse(value));
   return {
     image: args.image,
     disk: args.disk,
     from: args.from ?? [],
-    memory: args.memory,
+    memoryMiB: given(args.memory, parseMemoryMiB),
     cpus: args.cpus,
     accel: args.accel,
     console: args.console,
     consoleLog: args['console-log'],
-    timeoutMs: parseDurationMs(args.timeout),
-    qemuArgs: args['qemu-arg'] ?? [],
+    timeoutMs: given(args.timeout, parseDurationMs),
+    qemuArgs: args['qemu-arg'],
+    fetchTimeoutMs: given(args['fetch-timeout'], parseDurationMs),
+    fetchAheadBytes: given(args['fetch-ahead'], parseSizeBytes),
   };
-}
-
-/** "300s", "5m", "1h", "90" (seconds), "500ms". */
-export function parseDurationMs(value: string): number {
-  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(value.trim());
-  if (!match) throw new UsageError(`invalid duration ${JSON.stringify(value)}`, 'use e.g. 90s, 5m or 300');
-  const scale = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? 's']!;
-  return Math.round(Number(match[1]) * scale);
 }
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;

@@ -3,9 +3,8 @@
 import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commandLoaders } from './commands/index.js';
-import { LazybootError } from '../errors.js';
-import { keepYoungGenerationSmall } from './young-generation.js';
-import { tierUpLater } from './tier-up-later.js';
+import { LazybootError } from '../base/errors.js';
+import { tuneProcess, type ProcessRole } from '../process-tuning.js';
 
 /**
  * The command modules this invocation needs: only the named one when the first argument names a
@@ -16,15 +15,12 @@ async function commandsFor(argv: readonly string[]): Promise<CommandModule<any, 
   return Promise.all((named.length > 0 ? named : commandLoaders).map((loader) => loader.load()));
 }
 
-/** Commands that run as long-lived disk processes, where RSS matters more than a few scavenges. */
-const SMALL_HEAP_COMMANDS = new Set(['disk']);
-
-/** Commands that serve a copy-on-read device (in-process for boot and run): see tier-up-later.ts. */
-const DATA_PATH_COMMANDS = new Set(['disk', 'boot', 'run']);
+/** Commands that carry the data path (a COR device, in-process for boot and run): see process-tuning.ts. */
+const PROCESS_ROLES: ReadonlyMap<string, ProcessRole> = new Map([['disk', 'disk-server'], ['boot', 'data-path'], ['run', 'data-path']]);
 
 export async function main(argv: string[]): Promise<void> {
-  if (SMALL_HEAP_COMMANDS.has(argv[0] ?? '')) keepYoungGenerationSmall();
-  if (DATA_PATH_COMMANDS.has(argv[0] ?? '')) tierUpLater();
+  const role = PROCESS_ROLES.get(argv[0] ?? '');
+  if (role) tuneProcess(role);
   const commands = await commandsFor(argv);
   const parser = yargs(argv)
     .scriptName('lazyboot')

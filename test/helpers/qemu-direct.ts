@@ -12,7 +12,8 @@ export interface DirectVmOptions {
   readonly memoryMiB?: number;
   /** How the disk is attached (default virtio-blk). */
   readonly diskBus?: 'virtio-blk' | 'virtio-scsi';
-  readonly extraArgs?: readonly string[];
+  /** Extra QEMU arguments (the name the VM options use, vmm/vm-options.ts). */
+  readonly qemuArgs?: readonly string[];
 }
 
 export interface DirectVm {
@@ -40,7 +41,7 @@ export function startQemuDirect(options: DirectVmOptions): DirectVm {
       ? ['-device', 'virtio-scsi-pci,id=scsi0', '-device', 'scsi-hd,drive=disk0,bus=scsi0.0']
       : ['-device', 'virtio-blk-pci,drive=disk0']),
     ...guestChannelArgs({ agentSocket, eventsSocket }),
-    ...(options.extraArgs ?? []),
+    ...(options.qemuArgs ?? []),
   ];
   const child: ResultPromise = execa('qemu-system-x86_64', args, { reject: false, stdin: 'ignore' });
   const exited = child.then((result) => ({ exitCode: result.exitCode, signal: result.signal }));

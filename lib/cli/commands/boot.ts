@@ -1,7 +1,7 @@
 // `lazyboot boot IMAGE`: boot an image from a repository in a transient VM on a copy-on-read disk,
 // print milestones as they happen, run until the guest powers off (or Ctrl-C), then a summary.
 import type { Argv, CommandModule } from 'yargs';
-import { teardownOnUncaughtException } from '../../cleanup.js';
+import { installSignalTeardown, teardownOnUncaughtException } from '../../base/cleanup.js';
 import { launch } from '../../launch.js';
 import { bootOptions, corLog, launchOptionsOf, printMilestones, summaryLines, type BootArgs } from '../boot-options.js';
 
@@ -10,6 +10,8 @@ export const bootCommand: CommandModule<any, BootArgs> = {
   describe: 'boot an image lazily in a transient VM (blocks fetched on first read); runs until the guest powers off or Ctrl-C',
   builder: (y: Argv) => bootOptions(y),
   handler: async (args) => {
+    // The CLI owns its process: Ctrl-C/SIGTERM and crashes tear the VM down (the library does not).
+    installSignalTeardown();
     teardownOnUncaughtException();
     const startedAt = Date.now();
     const say = (line: string) => void process.stderr.write(`lazyboot: ${line}\n`);

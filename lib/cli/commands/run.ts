@@ -1,8 +1,8 @@
 // `lazyboot run IMAGE -- CMD ARGS...`: for CI. Boots the image lazily, waits for the guest agent,
 // runs the command in the guest, prints its output, tears down, and exits with its exit code.
 import type { Argv, CommandModule } from 'yargs';
-import { teardownOnUncaughtException } from '../../cleanup.js';
-import { UsageError } from '../../errors.js';
+import { installSignalTeardown, teardownOnUncaughtException } from '../../base/cleanup.js';
+import { UsageError } from '../../base/errors.js';
 import { launch } from '../../launch.js';
 import { bootOptions, corLog, launchOptionsOf, printMilestones, type BootArgs } from '../boot-options.js';
 
@@ -16,6 +16,8 @@ export const runCommand: CommandModule<any, BootArgs & { '--'?: (string | number
   handler: async (args) => {
     const command = (args['--'] ?? []).map(String);
     if (command.length === 0) throw new UsageError('no command to run', 'put it after --, e.g. lazyboot run debian -- uname -a');
+    // The CLI owns its process: Ctrl-C/SIGTERM and crashes tear the VM down (the library does not).
+    installSignalTeardown();
     teardownOnUncaughtException();
     const say = args.quiet ? () => {} : (line: string) => void process.stderr.write(`lazyboot: ${line}\n`);
     const vm = await launch({ ...launchOptionsOf(args), agent: true, log: corLog(say) });

@@ -1,0 +1,78 @@
+// Who owns Ctrl-C. The library does not: a program that embeds launch() keeps its own SIGINT
+// handling and closes the VM itself. The CLI does: `lazyboot boot` tears everything down when the
+// terminal sends SIGINT to its whole process group (QEMU included, as a real Ctrl-C does).
+import path from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import test from 'ava';
+import { execa, type ResultPromise } from 'execa';
+import { ensureFixture, repositoryRoot } from '../fixtures/build.js';
+import { STAY_UP_FW_CFG_NAME } from '../guest/qemu-args.js';
+import { CLI, importImage, leftovers, processAlive, qemuProcessesMentioning, scratchDir, serveRepository } from './boot-support.js';
+
+const TEST_TIMEOUT_MS = 120_000;
+const EMBEDDER = path.join(repositoryRoot(), 'dist', 'test', 'helpers', 'embedded-launch.js');
+
+/** Resolves with the first match of `pattern` in the child's `stream`; rejects if the child ends first. */
+function waitForLine(child: ResultPromise, stream: 'stdout' | 'stderr', pattern: RegExp): Promise<RegExpExecArray> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    child[stream]!.on('data', (chunk: Buffer) => {
+      seen += chunk.toString();
+      const match = pattern.exec(seen);
+      if (match) resolve(match);
+    });
+    void child.then((result) => reject(new Error(`the process ended before ${pattern}: ${result.stderr || seen}`)));
+  });
+}
+
+async function tinyServed(t: import('ava').ExecutionContext) {
+  const tiny = await ensureFixture('tiny');
+  const scratch = await scratchDir(t);
+  const served = await serveRepository(t, await importImage(scratch, tiny.path, 'tiny'));
+  const tmp = path.join(scratch, 'tmp');
+  await mkdir(tmp);
+  return { served, tmp };
+}
+
+test('a program embedding launch() keeps its own SIGINT handler: it runs, closes the VM itself, and no QEMU is left', async (t) => {
+  t.timeout(TEST_TIMEOUT_MS);
+  const { served, tmp } = await tinyServed(t);
+  // Its own process group, signalled as a whole: what a terminal's Ctrl-C does.
+  const embedder = execa('node', [EMBEDDER, served.uri], { env: { TMPDIR: tmp }, reject: false, detached: true });
+  t.teardown(() => void embedder.kill('SIGKILL'));
+  const qemuPid = Number((await waitForLine(embedder, 'stdout', /^up (\d+)$/m))[1]);
+  t.true(processAlive(qemuPid));
+  process.kill(-embedder.pid!, 'SIGINT');
+  const result = await embedder;
+  t.log(result.stdout, result.stderr);
+  t.regex(result.stdout, /^embedder: SIGINT$/m, "the embedder's handler ran");
+  t.regex(result.stdout, /^embedder: closed stopped$/m, 'it closed the VM itself: a stop it asked for, not a failure');
+  // The library took no part: no teardown message of its own, no exit with 130, and the process
+  // ended by itself once the VM was closed (nothing left open).
+  t.notRegex(result.stderr, /tearing down/);
+  t.is(result.exitCode, 0);
+  t.false(processAlive(qemuPid));
+  t.deepEqual(await qemuProcessesMentioning(tmp), []);
+  t.deepEqual(await leftovers(tmp), []);
+});
+
+test('`lazyboot boot`: Ctrl-C to the whole process group mid-boot tears everything down, exit 130, nothing left', async (t) => {
+  t.timeout(TEST_TIMEOUT_MS);
+  const { served, tmp } = await tinyServed(t);
+  // Kept up after boot-complete, so the guest cannot power off by itself before the signal lands.
+  const stayUp = ['--qemu-arg=-fw_cfg', `--qemu-arg=name=${STAY_UP_FW_CFG_NAME},string=1`];
+  const child = execa('node', [CLI, 'boot', 'tiny', '--from', served.uri, '--memory', '256M', ...stayUp], { env: { TMPDIR: tmp }, reject: false, detached: true });
+  t.teardown(() => void child.kill('SIGKILL'));
+  const qemuPid = Number((await waitForLine(child, 'stderr', /QEMU up \(pid (\d+)\)/))[1]);
+  // Mid-boot: the guest's own driver has the disk and reads through the COR device.
+  await waitForLine(child, 'stderr', /storage-ready at/);
+  process.kill(-child.pid!, 'SIGINT');
+  const result = await child;
+  t.log(result.stderr);
+  t.is(result.exitCode, 130);
+  t.regex(result.stderr, /SIGINT: tearing down/);
+  t.regex(result.stdout, /summary: tiny@1 stopped/, 'the summary is printed on the way out');
+  t.false(processAlive(qemuPid));
+  t.deepEqual(await leftovers(tmp), [], 'no run dir, socket or temp disk left');
+  t.deepEqual(await qemuProcessesMentioning(tmp), []);
+});
