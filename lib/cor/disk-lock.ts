@@ -68,6 +68,7 @@ function abstractName(key: string): string {
 async function holdName(disk: string, key: string): Promise<Server> {
   const name = abstractName(key);
   const server = createServer((socket) => socket.end(`${process.pid}\n`));
+  server.maxConnections = 64; // anyone may connect to an abstract socket: bound what it costs
   try {
     await new Promise<void>((listening, failed) => {
       server.once('error', failed);
