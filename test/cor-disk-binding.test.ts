@@ -7,7 +7,7 @@ import { access, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/pr
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { makeImage, nbdcopyTo, qemuIo, type TestImage } from './cor-fixtures.js';
-import { serveDisk } from './helpers/disk-serve.js';
+import { BIN, serveDisk } from './helpers/disk-serve.js';
 import { BlockMap } from '../lib/map/block-map.js';
 
 const BS = 65536;
@@ -62,6 +62,8 @@ test('a deleted disk whose map is kept is refused; no disk is created', (t) => w
   await useDisk(image, disk, 'SIGTERM');
   await rm(disk);
   await expectRefused(t, image, disk, /disk\.raw is missing but its map [^\n]*: put the disk back, or delete [^\n]*disk\.raw\.map to start over/);
+  const status = await execa('node', [BIN, 'disk', 'status', '--disk', disk, '--json']);
+  t.like(JSON.parse(status.stdout), { diskMissing: true, presentBlocks: 8 });
 }, { unsafeCleanup: true }));
 
 test('a disk deleted and recreated empty (often the same inode number) is refused', (t) => withDir(async ({ path: dir }) => {
@@ -135,7 +137,7 @@ test('a map that records no disk (made before bindings) is refused', (t) => with
 /** The manifest digest the device checks, from a map it made itself. */
 async function manifestDigestOf(image: TestImage): Promise<string> {
   const scratch = join(image.repoDir, '..', 'scratch.raw');
-  await execa('node', [new URL('../../bin/lazyboot.js', import.meta.url).pathname, 'disk', 'fill', '--disk', scratch, '--image', 'demo', '--from', image.repoDir]);
+  await execa('node', [BIN, 'disk', 'fill', '--disk', scratch, '--image', 'demo', '--from', image.repoDir]);
   const map = await BlockMap.open(`${scratch}.map`, async () => {});
   const digest = map.header.manifestDigest;
   await map.close();

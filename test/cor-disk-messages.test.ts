@@ -2,7 +2,7 @@
 import test from 'ava';
 import { withDir } from 'tmp-promise';
 import { execa } from 'execa';
-import { mkdir, truncate } from 'node:fs/promises';
+import { access, mkdir, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { corruptStoredBlock, makeImage } from './cor-fixtures.js';
 import { BIN, serveDisk } from './helpers/disk-serve.js';
@@ -57,4 +57,14 @@ test('a directory, a truncated disk and a grown disk as --disk are refused in on
     t.regex(served.stderr, /^lazyboot: [^\n]+\n$/);
     t.regex(served.stderr, line);
   }
+}, { unsafeCleanup: true }));
+
+test('disk fill with a bad --rate is refused before anything is opened or created', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 8 * BS });
+  const disk = join(dir, 'disk.raw');
+  const fill = await lazyboot(['disk', 'fill', '--disk', disk, '--image', 'demo', '--from', image.repoDir, '--rate', 'fast']);
+  t.is(fill.exitCode, 1);
+  t.is(fill.stderr, 'lazyboot: invalid rate "fast": use bytes per second like 50M, 800K or 0 for unlimited');
+  await t.throwsAsync(access(disk), { code: 'ENOENT' });
+  await t.throwsAsync(access(`${disk}.map`), { code: 'ENOENT' });
 }, { unsafeCleanup: true }));

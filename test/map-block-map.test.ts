@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { BlockMap, type MapHeader } from '../lib/map/block-map.js';
 import { Bitset } from '../lib/map/bitset.js';
 import { MapCorrupt, MapMismatch } from '../lib/map/errors.js';
-import { slotSize } from '../lib/map/map-format.js';
+import { encodeSlot, slotSize } from '../lib/map/map-format.js';
 
 const noSync = async () => {};
 function header(blockCount: number, targets = ['origin']): MapHeader {
@@ -149,5 +149,20 @@ test('a disk fingerprint is dropped by the first change of any bit, in the commi
     await after.close();
     await certified.close();
     await rm(path);
+  }
+}, { unsafeCleanup: true }));
+
+test('a checksummed slot whose header numbers do not add up is refused, not trusted', (t) => withDir(async ({ path: dir }) => {
+  const path = join(dir, 'disk.map');
+  const bad = [
+    { ...header(100), targets: [] },
+    { ...header(100), blockCount: 99 },
+    { ...header(100), blockSize: 0 },
+  ];
+  for (const slotHeader of bad) {
+    // encodeSlot checksums whatever it is given: what a crafted or buggy writer could leave.
+    const slot = encodeSlot({ header: slotHeader, generation: 1n, present: new Bitset(100), modified: [new Bitset(100)] });
+    await writeFile(path, Buffer.concat([slot, slot]));
+    await t.throwsAsync(BlockMap.open(path, noSync), { instanceOf: MapCorrupt, message: /bad header/ }, JSON.stringify(slotHeader));
   }
 }, { unsafeCleanup: true }));

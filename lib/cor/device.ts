@@ -135,7 +135,9 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
       repositories, local: disk, backend,
       async close() {
         try {
-          // Certified after the last guest I/O; any later change (a fetch storing) voids it again.
+          // Certified after the last guest write has landed (the server is closed, but requests it
+          // started may still run); a later change (a fetch storing) voids it again.
+          await backend.whenGuestIdle();
           await certifyDisk(backend.map, disk, manifest).catch((error: Error) => log(`${options.disk}: no fingerprint recorded: ${error.message}`));
           await backend.close();
         } finally {

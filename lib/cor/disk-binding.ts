@@ -16,6 +16,8 @@
 // recorded. Anything else is refused with one line saying how to start over: refusing is the safe
 // default, since resetting the map would silently drop the W bits of writes not yet shipped.
 // Not caught: a copy of another disk of the same image that agrees on every sampled block.
+// Certifying assumes lazyboot is the disk's only writer until the map is closed: a pivot that
+// hands the disk to QEMU while this map stays open must not certify at close.
 import { createHash } from 'node:crypto';
 import type { BlockMap, DiskFingerprint } from '../map/block-map.js';
 import type { LocalDisk } from './local-disk.js';

@@ -68,6 +68,7 @@ function abstractName(key: string): string {
 async function holdName(disk: string, key: string): Promise<Server> {
   const name = abstractName(key);
   const server = createServer((socket) => socket.end(`${process.pid}\n`));
+  server.maxConnections = 64; // anyone may connect to an abstract socket: bound what it costs
   try {
     await new Promise<void>((listening, failed) => {
       server.once('error', failed);
@@ -77,8 +78,10 @@ async function holdName(disk: string, key: string): Promise<Server> {
       });
     });
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
-    throw new DiskInUse(disk, await askHolder(name));
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw new DiskInUse(disk, await askHolder(name));
+    throw new LazybootError(`cannot lock ${disk}: the lock's abstract unix socket failed (${code ?? (error as Error).message})`,
+      'this needs Linux with unix sockets allowed (no sandbox that denies them)');
   }
   // A forgotten release must not keep a finished command alive; the process's exit frees the name.
   server.unref();

@@ -120,7 +120,7 @@ export function decodeSlot(bytes: Buffer): MapSlot | string {
   } catch {
     return 'header is not JSON';
   }
-  if (!Number.isInteger(header.blockCount) || !Array.isArray(header.targets)) return 'bad header';
+  if (!wellFormed(header)) return 'bad header';
   const size = slotSize(header);
   if (bytes.length < size) return 'short';
   const slotBytes = bytes.subarray(0, size);
@@ -134,4 +134,15 @@ export function decodeSlot(bytes: Buffer): MapSlot | string {
     present: bitsetAt(0),
     modified: header.targets.map((_, i) => bitsetAt(i + 1)),
   };
+}
+
+/** A checksummed header is still checked: its numbers decide which bits exist and where. */
+function wellFormed(header: MapHeader): boolean {
+  if (typeof header !== 'object' || header === null) return false;
+  const { size, blockSize, blockCount, targets, disk } = header;
+  return typeof header.image === 'string' && typeof header.manifestDigest === 'string'
+    && Number.isSafeInteger(size) && size >= 0 && Number.isSafeInteger(blockSize) && blockSize > 0
+    && blockCount === Math.ceil(size / blockSize)
+    && Array.isArray(targets) && targets.length >= 1 && targets.length <= MAX_TARGETS
+    && (disk === undefined || (typeof disk === 'object' && disk !== null && typeof disk.identity === 'string'));
 }

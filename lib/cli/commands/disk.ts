@@ -128,6 +128,7 @@ const fillCommand: CommandModule<any, FillArgs> = {
 };
 
 async function fill(args: FillArgs, context: { image?: string }): Promise<void> {
+  const rate = parseRate(args.rate); // before anything is opened or created
   let image = args.image;
   if (!image) {
     if (!(await access(mapPathOf(args.disk)).then(() => true, () => false))) throw new MissingMap(args.disk);
@@ -139,7 +140,7 @@ async function fill(args: FillArgs, context: { image?: string }): Promise<void> 
   const opened = await openDisk({ image, disk: args.disk, from: args.from, log });
   context.image = `${opened.backend.manifest.name}@${opened.backend.manifest.version}`;
   const filler = new Filler(opened.backend, {
-    rate: parseRate(args.rate), stopOnError: true, log,
+    rate, stopOnError: true, log,
     onProgress: progressReporter(args.json, opened.backend.manifest.blockSize),
   });
   const onSignal = () => filler.stop();
@@ -168,8 +169,10 @@ const statusCommand: CommandModule<any, DiskArgs> = {
     const counts = map.counts();
     await map.close();
     const { header } = map;
+    // The map alone cannot serve: say so here rather than at the next serve.
+    const diskMissing = !(await access(args.disk).then(() => true, () => false));
     const status = {
-      disk: args.disk, image: header.image, manifestDigest: header.manifestDigest, size: header.size, blockSize: header.blockSize,
+      disk: args.disk, diskMissing, image: header.image, manifestDigest: header.manifestDigest, size: header.size, blockSize: header.blockSize,
       presentBlocks: counts.present, totalBlocks: counts.total,
       modifiedBlocks: Object.fromEntries(header.targets.map((target, i) => [target, counts.modified[i]])),
       complete: counts.present === counts.total,
@@ -181,7 +184,8 @@ const statusCommand: CommandModule<any, DiskArgs> = {
     const percent = counts.total ? ((counts.present / counts.total) * 100).toFixed(1) : '100.0';
     process.stdout.write(`${args.disk}: ${header.image} (${humanSize(header.size)}, ${humanSize(header.blockSize)} blocks)\n`
       + `  present:  ${counts.present} / ${counts.total} blocks (${percent}%)\n`
-      + header.targets.map((target, i) => `  modified: ${counts.modified[i]} blocks (not yet shipped to ${target})\n`).join(''));
+      + header.targets.map((target, i) => `  modified: ${counts.modified[i]} blocks (not yet shipped to ${target})\n`).join('')
+      + (diskMissing ? `  disk:     missing: serve and fill refuse this map; put the disk back, or delete ${mapPathOf(args.disk)} to start over\n` : ''));
   }),
 };
 
