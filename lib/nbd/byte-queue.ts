@@ -14,21 +14,41 @@ export class ByteQueue {
   private buffered = 0;
   private ended = false;
   private waiter?: { wanted: number; resolve: () => void };
+  private readonly onData = (chunk: Buffer): void => {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    if (this.buffered > this.highWater && (!this.waiter || this.buffered >= this.waiter.wanted)) this.socket.pause();
+    this.wake();
+  };
+  private readonly onEnd = (): void => {
+    this.ended = true;
+    this.wake();
+  };
 
-  constructor(private readonly socket: Socket, private readonly highWater = 4 * 1024 * 1024) {
-    socket.on('data', (chunk: Buffer) => {
-      this.chunks.push(chunk);
-      this.buffered += chunk.length;
-      if (this.buffered > this.highWater && (!this.waiter || this.buffered >= this.waiter.wanted)) socket.pause();
-      this.wake();
-    });
-    const end = (): void => {
-      this.ended = true;
-      this.wake();
-    };
-    socket.on('end', end);
-    socket.on('close', end);
-    socket.on('error', end);
+  constructor(private readonly socket: Socket, private highWater = 4 * 1024 * 1024) {
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('close', this.onEnd);
+    socket.on('error', this.onEnd);
+  }
+
+  /** Bytes received and not yet read. */
+  get bufferedBytes(): number {
+    return this.buffered;
+  }
+
+  /** Read-ahead allowed from now on (the handshake needs little, transmission more). */
+  setHighWater(bytes: number): void {
+    this.highWater = bytes;
+    if (this.buffered <= bytes && this.socket.isPaused()) this.socket.resume();
+  }
+
+  /** Stops taking the socket's bytes (STARTTLS hands the socket to TLS). */
+  detach(): void {
+    this.socket.off('data', this.onData);
+    this.socket.off('end', this.onEnd);
+    this.socket.off('close', this.onEnd);
+    this.socket.off('error', this.onEnd);
   }
 
   private wake(): void {

@@ -7,13 +7,19 @@ import { BASE_ALLOCATION_CONTEXT_ID, blockSizeLimits, type Negotiated } from './
 import { nbdErrno } from './errno.js';
 import * as P from './protocol.js';
 import { knowsZeroRanges, lendsReads, readsIntoBuffer, type LentBytes, type ReadsIntoBuffer } from '../block/read-into.js';
-import type { BufferPool } from './buffer-pool.js';
+import { sizeClass, type BufferPool } from './buffer-pool.js';
+import type { ByteBudget } from './byte-budget.js';
 
 const REQUEST_HEADER_BYTES = 28;
 /** Requests in flight per connection before we stop reading more. */
 const MAX_IN_FLIGHT = 64;
-/** Unsent reply bytes per connection before we stop reading more requests. */
-const MAX_PENDING_REPLY_BYTES = 64 * 1024 * 1024;
+/**
+ * Unsent bytes of small replies (headers, errors, block status) beyond the budgeted read data
+ * before we stop reading requests: a client that sends requests and never reads stops being read.
+ */
+const MAX_UNBUDGETED_REPLY_BYTES = 256 * 1024;
+/** Block status descriptors per reply; the spec lets a server describe less than was asked. */
+const MAX_EXTENTS_PER_REPLY = 1024;
 /** Structured reads larger than this are read and sent in pieces of this size. */
 const READ_PIECE_BYTES = 512 * 1024;
 /** Replies at least this big are flushed at once instead of batched until the end of the turn. */
@@ -48,8 +54,15 @@ export class Transmission {
     private readonly session: Negotiated,
     private readonly log: (line: string) => void,
     private readonly pool: BufferPool,
+    /** This connection's bytes of read replies and write payloads held at once. */
+    private readonly budget: ByteBudget,
   ) {
     this.maximum = blockSizeLimits(session.backend).maximum;
+  }
+
+  /** Requests are running or replies wait to be sent. */
+  get busy(): boolean {
+    return this.inFlight > 0 || this.socket.writableLength > 0;
   }
 
   /** Serves requests until NBD_CMD_DISC or the connection ends. */
@@ -77,10 +90,18 @@ export class Transmission {
           this.replyError(request, P.NBD_EINVAL, `write of ${request.length} bytes exceeds the maximum ${this.maximum}`);
           continue;
         }
-        payload = this.queue.take(request.length) ?? (await this.queue.read(request.length));
+        // A write's payload is held until the backend has it: it counts against the budget.
+        await this.budget.reserve(request.length);
+        try {
+          payload = this.queue.take(request.length) ?? (await this.queue.read(request.length));
+        } catch (error) {
+          this.budget.release(request.length);
+          throw error;
+        }
       }
       this.inFlight++;
       void this.serve(request, payload).finally(() => {
+        if (payload) this.budget.release(request.length);
         this.inFlight--;
         for (const wake of this.idle.splice(0)) wake();
       });
@@ -88,7 +109,7 @@ export class Transmission {
   }
 
   private mustWait(): boolean {
-    return this.inFlight >= MAX_IN_FLIGHT || this.socket.writableLength > MAX_PENDING_REPLY_BYTES;
+    return this.inFlight >= MAX_IN_FLIGHT || this.socket.writableLength > this.budget.heldBytes + MAX_UNBUDGETED_REPLY_BYTES;
   }
 
   private async waitForRoom(): Promise<void> {
@@ -129,23 +150,32 @@ export class Transmission {
               await this.readInPieces(request, backend, pieces);
               return;
             }
-            const storage = await this.pool.take(request.length);
+            const storage = await this.takeBuffer(request.length);
             const data = storage.subarray(0, request.length);
             let lent: LentBytes | undefined;
             try {
               lent = await this.readPiece(backend, request.offset, data);
             } catch (error) {
-              this.pool.give(storage);
+              this.giveBuffer(storage);
               throw error;
             }
             if (lent) {
+              // Lent bytes are held until written, in place of the buffer: they keep its share.
               this.pool.give(storage);
-              this.replyRead(request, lent.data, () => lent.release());
+              this.replyRead(request, lent.data, () => { lent.release(); this.budget.release(storage.length); });
             } else {
-              this.replyRead(request, data, () => this.pool.give(storage));
+              this.replyRead(request, data, () => this.giveBuffer(storage));
             }
           } else {
-            this.replyRead(request, await backend.read(request.offset, request.length));
+            await this.budget.reserve(request.length);
+            let data: Buffer;
+            try {
+              data = await backend.read(request.offset, request.length);
+            } catch (error) {
+              this.budget.release(request.length);
+              throw error;
+            }
+            this.replyRead(request, data, () => this.budget.release(request.length));
           }
           return;
         case P.CMD_WRITE:
@@ -302,8 +332,8 @@ export class Transmission {
    */
   private async readInPieces(request: Request, backend: BlockBackend & ReadsIntoBuffer, pieces: Piece[]): Promise<void> {
     const dataBytes = pieces.reduce((sum, piece) => sum + (piece.hole ? 0 : piece.length), 0);
-    const storage = dataBytes > 0 ? await this.pool.take(dataBytes) : undefined;
-    const giveBack = () => { if (storage) this.pool.give(storage); };
+    const storage = dataBytes > 0 ? await this.takeBuffer(dataBytes) : undefined;
+    const giveBack = () => { if (storage) this.giveBuffer(storage); };
     let at = 0;
     const reads = pieces.map((piece) => {
       if (piece.hole || !storage) return undefined;
@@ -334,9 +364,23 @@ export class Transmission {
       // lent for pieces not sent go back now.
       const settled = await Promise.allSettled(reads.slice(sent));
       for (const result of settled) if (result.status === 'fulfilled') result.value?.lent?.release();
-      if (storage) this.pool.abandon(storage);
+      if (storage) {
+        this.pool.abandon(storage);
+        this.budget.release(storage.length);
+      }
       throw error;
     }
+  }
+
+  /** A reply buffer from the shared pool, once this connection's budget has room for it. */
+  private async takeBuffer(length: number): Promise<Buffer> {
+    await this.budget.reserve(sizeClass(length));
+    return this.pool.take(length);
+  }
+
+  private giveBuffer(storage: Buffer): void {
+    this.pool.give(storage);
+    this.budget.release(storage.length);
   }
 
   /** Fills `target`, or takes the bytes the backend lends instead (no copy). */
@@ -382,7 +426,7 @@ export class Transmission {
       if (from !== at || to <= from) break; // must be contiguous from the request's offset
       descriptors.push([to - from, (extent.hole ? P.STATE_HOLE : 0) | (extent.zero ? P.STATE_ZERO : 0)]);
       at = to;
-      if (at >= end || request.flags & P.CMD_FLAG_REQ_ONE) break;
+      if (at >= end || request.flags & P.CMD_FLAG_REQ_ONE || descriptors.length >= MAX_EXTENTS_PER_REPLY) break;
     }
     if (descriptors.length === 0) {
       this.replyError(request, P.NBD_EIO, 'backend returned no extent for the range');
