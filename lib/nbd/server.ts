@@ -29,7 +29,7 @@ export interface NbdServerOptions {
 }
 
 export interface NbdServer {
-  /** What clients connect to: `nbd+unix:///?socket=/abs/path` or `nbd://HOST:PORT`. */
+  /** What clients connect to: `nbd+unix:///?socket=/abs/path` or `nbd://HOST:PORT` (`nbds…` with TLS). */
   readonly uri: string;
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -51,7 +51,8 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
   // Buffers are shared for reuse only; what each connection may hold is its own budget.
   const pool = new BufferPool({ budgetBytes: Number.POSITIVE_INFINITY, maxPooledBytes: options.pooledBufferBytes ?? 32 * 1024 * 1024 });
 
-  const server = createServer({ noDelay: true }, (socket) => {
+  // Keep-alive finds TCP peers that vanished without a word (a host powered off, a cut link).
+  const server = createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 }, (socket) => {
     const id = ++connectionCount;
     socket.on('error', () => {}); // reported through the connection's outcome
     const peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix socket';
@@ -80,13 +81,13 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
       process.umask(previousUmask);
     }
     await chmod(socketPath, 0o600);
-    uri = `nbd+unix:///?socket=${socketPath}`;
+    uri = `${options.tls ? 'nbds' : 'nbd'}+unix:///?socket=${socketPath}`;
   } else {
     const { host, port } = options.listen!;
     await listen(server, () => server.listen(port, host));
     const address = server.address();
     const boundPort = typeof address === 'object' && address ? address.port : port;
-    uri = `nbd://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
+    uri = `${options.tls ? 'nbds' : 'nbd'}://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
   }
 
   let closing: Promise<void> | undefined;
