@@ -51,7 +51,8 @@ export function parseNbdUri(text: string): NbdTarget {
 function tlsOf(url: URL): NbdTlsTarget {
   const x509Dir = url.searchParams.get('tls-certificates') ?? undefined;
   const pskFile = url.searchParams.get('tls-psk-file') ?? undefined;
-  const pskUser = url.searchParams.get('tls-username') ?? undefined;
+  // libnbd takes the PSK user from the URI's user part (nbds://USER@HOST/…).
+  const pskUser = url.searchParams.get('tls-username') ?? (url.username ? decodeURIComponent(url.username) : undefined);
   return { ...(x509Dir ? { x509Dir } : {}), ...(pskFile ? { pskFile } : {}), ...(pskUser ? { pskUser } : {}) };
 }
 

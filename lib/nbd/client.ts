@@ -121,8 +121,10 @@ export class NbdClient implements BlockBackend {
     } catch (error) {
       socket.destroy();
       raw.destroy();
-      const detail = error instanceof Error ? error.message : String(error);
-      throw new NbdConnectError(uri, detail, { cause: error, ...(error instanceof TlsRefused ? { hint: error.hint } : {}) });
+      // What to do about a TLS refusal goes into the message: a caller listing several
+      // repositories (RepositoryUnreachable) keeps messages, not hints.
+      const detail = error instanceof TlsRefused ? `${error.message} (${error.hint})` : error instanceof Error ? error.message : String(error);
+      throw new NbdConnectError(uri, detail, { cause: error, ...(error instanceof TlsRefused ? { hint: 'check the TLS settings of client and server' } : {}) });
     } finally {
       clearTimeout(timer);
     }
