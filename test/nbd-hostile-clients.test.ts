@@ -13,6 +13,8 @@ import * as P from '../lib/nbd/protocol.js';
 import { makeImage, type TestImage } from './cor-fixtures.js';
 import { RawPeer, optionHeader } from './helpers/nbd-raw-peer.js';
 import { memoryOf, startServing, MiB, type ServedProcess } from './helpers/served-process.js';
+import { MemoryBackend } from './helpers/memory-backend.js';
+import { startNbdServer } from '../lib/nbd/server.js';
 
 const IMAGE_BYTES = 8 * MiB;
 /** The flood the issue measured: 8 MiB of options cost `disk serve` +290 MB before the fix. */
@@ -281,5 +283,96 @@ test('an idle connection is closed after --idle-timeout; our repository client r
     }
   } finally {
     t.is(await server.stop(), 0, server.stderr());
+  }
+}, { unsafeCleanup: true }));
+
+// In-process: the mechanisms themselves, without the option cap or a child process in the way.
+
+test('with no option cap, a client that never reads its NBD_OPT_LIST replies is no longer read after a few hundred KiB', (t) => withDir(async ({ path: dir }) => {
+  const socket = join(dir, 'nbd.sock');
+  const backend = new MemoryBackend(MiB);
+  let lists = 0;
+  const server = await startNbdServer({
+    socketPath: socket,
+    limits: { maxOptions: Number.MAX_SAFE_INTEGER },
+    exports: { async list() { lists++; return [{ name: 'x'.repeat(200), description: 'y'.repeat(200) }]; }, async open() { return backend; } },
+  });
+  try {
+    const peer = await nonReadingPeer(socket);
+    // 16 bytes of option, ~420 bytes of reply: 8 MiB of options ask for ~200 MiB of replies.
+    peer.write(Buffer.concat(Array.from({ length: 8 * MiB / 16 }, () => optionHeader(P.OPT_LIST, 0))));
+    // Wait until the server has stopped answering (its count holds still for a second); before
+    // the fix it went on until every option was read and its ~200 MiB of replies queued.
+    let seen = -1;
+    while (lists !== seen) {
+      seen = lists;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+    // Replies stop being produced at 64 KiB unsent; the kernel's buffers hold a few hundred KiB.
+    t.true(lists < 4096, `${lists} NBD_OPT_LIST answered`);
+    t.true(peer.writableLength > 7 * MiB, `${(peer.writableLength / MiB).toFixed(1)} MiB still unsent by the client`);
+    peer.destroy();
+  } finally {
+    await server.close();
+  }
+}, { unsafeCleanup: true }));
+
+test('write payloads count against the connection budget: a slow backend stops the server reading writes', (t) => withDir(async ({ path: dir }) => {
+  const socket = join(dir, 'nbd.sock');
+  const backend = new MemoryBackend(64 * MiB);
+  let started = 0;
+  const release: Array<() => void> = [];
+  const write = backend.write.bind(backend);
+  backend.write = async (offset, data, options) => {
+    started++;
+    await new Promise<void>((resolve) => release.push(resolve));
+    return write(offset, data, options);
+  };
+  const server = await startNbdServer({
+    socketPath: socket,
+    limits: { connectionBufferBytes: 8 * MiB },
+    exports: { async list() { return [{ name: 'w' }]; }, async open() { return backend; } },
+  });
+  try {
+    const peer = await RawPeer.connect(socket);
+    await peer.go('w');
+    const payload = Buffer.alloc(4 * MiB, 0x5a);
+    const header = (i: number): Buffer => {
+      const request = Buffer.alloc(28);
+      request.writeUInt32BE(P.REQUEST_MAGIC, 0);
+      request.writeUInt16BE(P.CMD_WRITE, 6);
+      request.writeBigUInt64BE(BigInt(i + 1), 8);
+      request.writeBigUInt64BE(BigInt(i * 4 * MiB), 16);
+      request.writeUInt32BE(payload.length, 24);
+      return request;
+    };
+    // 12 writes of 4 MiB; the backend answers none of them yet.
+    let pushed = 0;
+    const push = (async () => {
+      for (let i = 0; i < 12; i++) {
+        pushed = i;
+        if (!peer.socket.write(Buffer.concat([header(i), payload]))) await once(peer.socket, 'drain');
+      }
+    })();
+    // Wait until the server stops taking bytes: two 4 MiB payloads fill the 8 MiB budget.
+    for (let i = 0; i < 600 && started < 2; i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    let last = -1;
+    while (peer.socket.bytesWritten - peer.socket.writableLength !== last) {
+      last = peer.socket.bytesWritten - peer.socket.writableLength;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    t.is(started, 2, 'the backend was handed two payloads, the budget\'s worth; the rest waits in the client');
+    t.true(pushed < 11, 'the client could not push all 48 MiB');
+    // Let the backend go: every write completes, in order of the budget.
+    while (started < 12 || release.length > 0) {
+      for (const done of release.splice(0)) done();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await push;
+    for (let i = 0; i < 12; i++) t.is((await peer.readSimpleReply(0)).error, 0);
+    t.true(backend.data.subarray(0, 48 * MiB).every((byte) => byte === 0x5a));
+    peer.close();
+  } finally {
+    await server.close();
   }
 }, { unsafeCleanup: true }));
