@@ -4,7 +4,7 @@
 import test from 'ava';
 import { withDir } from 'tmp-promise';
 import { execa } from 'execa';
-import { readFile, mkdir, copyFile } from 'node:fs/promises';
+import { readFile, mkdir, copyFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NbdClient } from '../lib/nbd/client.js';
 import { makeImage, type TestImage } from './cor-fixtures.js';
@@ -19,11 +19,11 @@ interface Setup {
   image: TestImage;
 }
 
-function withCredentials(body: (setup: Setup) => Promise<void>) {
+function withCredentials(body: (setup: Setup) => Promise<void>, size = 4 * MiB + 4096) {
   return withDir(async ({ path: dir }) => {
     const creds = join(dir, 'creds');
     await makeX509Credentials(creds);
-    const image = await makeImage(dir, 'alpha', { size: 4 * MiB + 4096 });
+    const image = await makeImage(dir, 'alpha', { size });
     await body({ dir, creds, image });
   }, { unsafeCleanup: true });
 }
@@ -83,7 +83,7 @@ test('x509: clients without TLS, with another CA or without a client certificate
   }
 }));
 
-test('disk serve --from nbds:// --tls-creds fetches over TLS; the copy-on-read disk reads as the image', (t) => withCredentials(async (setup) => {
+test('disk serve --from nbds:// --tls-creds fetches over TLS (main thread and fetch worker); the copy-on-read disk reads as the image', (t) => withCredentials(async (setup) => {
   const { server, port } = await serveTls(setup, ['--tls-creds', setup.creds]);
   const socket = join(setup.dir, 'disk.sock');
   const disk = await startServing(['disk', 'serve', 'alpha', '--disk', join(setup.dir, 'disk.raw'), '--from', `nbds://127.0.0.1:${port}`, '--tls-creds', setup.creds, '--socket', socket]);
@@ -91,12 +91,15 @@ test('disk serve --from nbds:// --tls-creds fetches over TLS; the copy-on-read d
     const out = join(setup.dir, 'out.raw');
     await execa('nbdcopy', [`nbd+unix:///disk?socket=${socket}`, out]);
     t.true((await readFile(out)).equals(setup.image.content));
-    t.regex(server.stderr(), /TLS\)/);
+    // The manifest, the main thread's reader and the fetch worker's each came over TLS.
+    const tlsConnections = server.stderr().match(/export "[^"]+" \(read-only, TLS\)/g) ?? [];
+    t.true(tlsConnections.length >= 3, server.stderr());
   } finally {
     t.is(await disk.stop(), 0, disk.stderr());
     t.is(await server.stop(), 0, server.stderr());
   }
-}));
+  // 72 MiB: the fetch worker starts at 64 MiB still to fetch, and opens its own nbds:// connections.
+}, 72 * MiB));
 
 test('our client against qemu-nbd: reads over TLS, and says so when the server offers no TLS', (t) => withCredentials(async (setup) => {
   const port = 20000 + Math.floor(Math.random() * 20000);
@@ -156,6 +159,7 @@ test('--listen beyond loopback without TLS is refused in one line; bad TLS flags
   const run = (args: string[]) => execa('node', [BIN, 'repo', 'serve', '--repo', join(dir, 'repo'), ...args], { reject: false });
   const open = await run(['--listen', '0.0.0.0:0']);
   t.is(open.exitCode, 1);
+  t.false(await access(join(dir, 'repo')).then(() => true, () => false), 'refused before the repository is touched');
   t.is(open.stderr.trim().split('\n').length, 1);
   t.regex(open.stderr, /listening on 0\.0\.0\.0 would let anyone who can reach it read every export, without authentication: add TLS credentials/);
   const missing = await run(['--listen', '0.0.0.0:0', '--tls-creds', join(dir, 'nowhere')]);

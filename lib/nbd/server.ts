@@ -38,11 +38,15 @@ export interface NbdServer {
 /** The server could not start listening. */
 export class NbdListenFailed extends LazybootError {}
 
+/** Beyond loopback, only with TLS: NBD itself authenticates nobody. */
+export function checkListenAllowed(host: string, tls: boolean): void {
+  if (tls || isLoopbackHost(host)) return;
+  throw new NbdListenFailed(`listening on ${host} would let anyone who can reach it read every export, without authentication`, 'add TLS credentials (--tls-creds DIR or --tls-psk FILE) or listen on 127.0.0.1');
+}
+
 export async function startNbdServer(options: NbdServerOptions): Promise<NbdServer> {
   if (!options.socketPath === !options.listen) throw new NbdListenFailed('give exactly one of socketPath or listen');
-  if (options.listen && !options.tls && !isLoopbackHost(options.listen.host)) {
-    throw new NbdListenFailed(`listening on ${options.listen.host} would let anyone who can reach it read every export, without authentication`, 'add TLS credentials (--tls-creds DIR or --tls-psk FILE) or listen on 127.0.0.1');
-  }
+  if (options.listen) checkListenAllowed(options.listen.host, options.tls !== undefined);
   const log = options.log ?? (() => {});
   const limits = resolveLimits(options.limits);
   const connections = new Set<Connection>();

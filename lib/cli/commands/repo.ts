@@ -3,7 +3,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { join } from 'node:path';
 import { Repository } from '../../repo/repository.js';
 import { repositoryExports } from '../../repo/export-provider.js';
-import { startNbdServer } from '../../nbd/server.js';
+import { checkListenAllowed, startNbdServer } from '../../nbd/server.js';
 import { loadServerTls } from '../../nbd/tls.js';
 import { UsageError } from '../../errors.js';
 import { serverLimitOptions, serverLimitsOf, type ServerLimitArgs } from '../server-limits.js';
@@ -54,6 +54,8 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
       process.once('SIGTERM', () => stop('SIGTERM'));
     });
     const limits = serverLimitsOf(args);
+    const listen = args.listen ? parseListen(args.listen) : undefined;
+    if (listen) checkListenAllowed(listen.host, Boolean(args['tls-creds'] || args['tls-psk']));
     const tls = args['tls-creds'] || args['tls-psk']
       ? await loadServerTls({ ...(args['tls-creds'] ? { x509Dir: args['tls-creds'] } : {}), ...(args['tls-psk'] ? { pskFile: args['tls-psk'] } : {}) })
       : undefined;
@@ -61,7 +63,7 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
     try {
       const server = await startNbdServer({
         exports: repositoryExports(repo),
-        ...(args.listen ? { listen: parseListen(args.listen) } : { socketPath: args.socket ?? defaultSocketPath(repo.dir) }),
+        ...(listen ? { listen } : { socketPath: args.socket ?? defaultSocketPath(repo.dir) }),
         log,
         limits,
         ...(tls ? { tls } : {}),
