@@ -97,13 +97,23 @@ export class ByteQueue {
     }
   }
 
-  /** Discards `n` bytes without holding them all in memory. */
+  /** Discards `n` bytes as they arrive, without copying or holding them. */
   async skip(n: number): Promise<void> {
     let left = n;
     while (left > 0) {
-      const part = Math.min(left, this.highWater);
-      await this.read(part);
+      if (this.buffered === 0) {
+        if (this.ended) throw new ConnectionClosed(n, n - left);
+        if (this.socket.isPaused()) this.socket.resume();
+        await new Promise<void>((resolve) => (this.waiter = { wanted: 1, resolve }));
+        continue;
+      }
+      const chunk = this.chunks[0]!;
+      const part = Math.min(chunk.length, left);
+      if (part === chunk.length) this.chunks.shift();
+      else this.chunks[0] = chunk.subarray(part);
+      this.buffered -= part;
       left -= part;
+      if (this.buffered <= this.highWater && this.socket.isPaused()) this.socket.resume();
     }
   }
 }
