@@ -168,3 +168,32 @@ test('--listen beyond loopback without TLS is refused in one line; bad TLS flags
   const both = await run(['--tls-creds', dir, '--tls-psk', join(dir, 'k')]);
   t.not(both.exitCode, 0);
 }, { unsafeCleanup: true }));
+
+test('over TLS too, a client that stops reading is closed by the stall timeout', (t) => withCredentials(async (setup) => {
+  const { startNbdServer } = await import('../lib/nbd/server.js');
+  const { loadServerTls } = await import('../lib/nbd/tls.js');
+  const { MemoryBackend } = await import('./helpers/memory-backend.js');
+  const backend = new MemoryBackend(8 * MiB);
+  const logs: string[] = [];
+  const server = await startNbdServer({
+    listen: { host: '127.0.0.1', port: 0 },
+    tls: await loadServerTls({ x509Dir: setup.creds }),
+    limits: { stallTimeoutMs: 1000 },
+    log: (line) => logs.push(line),
+    exports: { async list() { return [{ name: 'm' }]; }, async open() { return backend; } },
+  });
+  try {
+    const client = await NbdClient.connect(`${server.uri}/m?tls-certificates=${setup.creds}`);
+    // Our client has no "stop reading" switch: pause its TLS socket by hand (test only).
+    (client as unknown as { socket: { pause(): void } }).socket.pause();
+    const reads = Array.from({ length: 32 }, () => client.read(0, 4 * MiB).then(() => 'read', () => 'failed'));
+    // A paused client does not even see the close: watch the server's log (bounded wait).
+    const stalled = (): boolean => logs.some((line) => /has not read its replies for [\d.]+ s: closing \(stall timeout\)/.test(line));
+    for (let i = 0; i < 600 && !stalled(); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    t.true(stalled(), logs.join('\n'));
+    client.destroy('test over');
+    t.true((await Promise.all(reads)).includes('failed'));
+  } finally {
+    await server.close();
+  }
+}));
