@@ -67,8 +67,10 @@ export class Connection {
       const budget = new ByteBudget(limits.connectionBufferBytes);
       const transmission = new Transmission(this.socket, queue, session, log, this.context.pool, budget);
       if (limits.idleTimeoutMs > 0) {
-        // Node's socket timeout counts time without traffic; a request still running is not idle.
-        this.socket.setTimeout(limits.idleTimeoutMs, () => {
+        // Node's socket timeout counts time without traffic and fires again after more silence
+        // (a listener, not setTimeout's one-shot callback): a request still running is not idle.
+        this.socket.setTimeout(limits.idleTimeoutMs);
+        this.socket.on('timeout', () => {
           if (transmission.busy) return;
           log(`idle for ${limits.idleTimeoutMs / 1000} s: closing`);
           this.destroy();
