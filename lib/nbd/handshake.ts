@@ -106,9 +106,9 @@ export class Handshake {
   }
 
   /** Waits while too many replies are unsent, so that a client that never reads stops being read. */
-  private async repliesSent(): Promise<void> {
+  private async repliesSent(atMost = MAX_UNSENT_REPLY_BYTES): Promise<void> {
     const { socket } = this;
-    while (socket.writableLength > MAX_UNSENT_REPLY_BYTES && !socket.destroyed) {
+    while (socket.writableLength > atMost && !socket.destroyed) {
       await new Promise<void>((resolve) => {
         const done = (): void => {
           socket.off('drain', done);
@@ -129,8 +129,12 @@ export class Handshake {
           this.replyError(option, P.REP_ERR_INVALID, 'NBD_OPT_STARTTLS takes no data');
           return 'continue';
         }
+        // Earlier replies must all be out before TLS takes the socket over: wait for them first;
+        // then the ACK and the takeover happen in one turn, before any TLS byte can arrive.
+        await this.repliesSent(0);
+        if (this.socket.destroyed) throw new HandshakeFailed('connection closed during NBD_OPT_STARTTLS');
         this.reply(option, P.REP_ACK);
-        await this.startTls();
+        this.startTls();
         return 'continue';
       case P.OPT_ABORT:
         this.reply(option, P.REP_ACK);
@@ -144,7 +148,7 @@ export class Handshake {
     }
   }
 
-  private async startTls(): Promise<void> {
+  private startTls(): void {
     // The client must wait for our ACK before it starts TLS: bytes already here are a violation.
     if (this.queue.bufferedBytes > 0) throw new HandshakeFailed('client sent data after NBD_OPT_STARTTLS before the TLS handshake');
     this.queue.detach();
