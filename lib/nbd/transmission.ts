@@ -150,6 +150,10 @@ export class Transmission {
               await this.readInPieces(request, backend, pieces);
               return;
             }
+            if (!this.session.structuredReplies && request.length > this.budget.limitBytes) {
+              await this.streamSimpleRead(request, backend);
+              return;
+            }
             const storage = await this.takeBuffer(request.length);
             const data = storage.subarray(0, request.length);
             let lent: LentBytes | undefined;
@@ -327,49 +331,79 @@ export class Transmission {
   }
 
   /**
-   * Reads the data pieces at once and sends every piece in order as soon as it is ready. Only the
-   * data pieces take reply-buffer space (laid out back to back): a read of holes takes none.
+   * Reads the data pieces and sends every piece in order as soon as it is ready. Each data piece
+   * takes its own buffer and share of the budget, in order, so a read of any size holds at most
+   * the connection's budget; holes take none.
    */
   private async readInPieces(request: Request, backend: BlockBackend & ReadsIntoBuffer, pieces: Piece[]): Promise<void> {
-    const dataBytes = pieces.reduce((sum, piece) => sum + (piece.hole ? 0 : piece.length), 0);
-    const storage = dataBytes > 0 ? await this.takeBuffer(dataBytes) : undefined;
-    const giveBack = () => { if (storage) this.giveBuffer(storage); };
-    let at = 0;
-    const reads = pieces.map((piece) => {
-      if (piece.hole || !storage) return undefined;
-      const target = storage.subarray(at, at + piece.length);
-      at += piece.length;
-      const done = this.readPiece(backend, request.offset + piece.at, target).then((lent) => ({ lent, target }));
-      done.catch(() => {}); // awaited below, in order
-      return done;
-    });
+    const reads = pieces.map((piece) => (piece.hole ? undefined : this.readBudgetedPiece(backend, request.offset + piece.at, piece.length)));
+    for (const read of reads) read?.catch(() => {}); // awaited below, in order
     let sent = 0;
     try {
       for (const [i, piece] of pieces.entries()) {
-        const last = i === pieces.length - 1;
-        const flags = last ? P.REPLY_FLAG_DONE : 0;
+        const flags = i === pieces.length - 1 ? P.REPLY_FLAG_DONE : 0;
         if (piece.hole) {
-          this.sendHoleChunk(request, request.offset + piece.at, piece.length, flags, last ? giveBack : undefined);
+          this.sendHoleChunk(request, request.offset + piece.at, piece.length, flags);
         } else {
-          const { lent, target } = (await reads[i])!;
-          const release = lent ? () => lent.release() : undefined;
-          const onWritten = last ? () => { release?.(); giveBack(); } : release;
-          this.sendDataChunk(request, request.offset + piece.at, lent?.data ?? target, flags, onWritten);
+          const { data, done } = await reads[i]!;
+          this.sendDataChunk(request, request.offset + piece.at, data, flags, done);
         }
         sent = i + 1;
       }
     } catch (error) {
-      // Chunks already sent are followed by the error chunk; the buffer may still be in a pending
-      // write, so it is left to the garbage collector rather than returned to the pool. Bytes
-      // lent for pieces not sent go back now.
-      const settled = await Promise.allSettled(reads.slice(sent));
-      for (const result of settled) if (result.status === 'fulfilled') result.value?.lent?.release();
-      if (storage) {
-        this.pool.abandon(storage);
-        this.budget.release(storage.length);
-      }
+      // Chunks already sent give their buffers back once written; pieces read but not sent now.
+      await this.giveBackUnsent(reads.slice(sent));
       throw error;
     }
+  }
+
+  /**
+   * A simple-reply read larger than the connection's budget, sent in pieces as they are read so
+   * that it holds no more than the budget. The header goes out with the first piece; an error
+   * after it cannot be told to the client, so the connection is closed (NBD spec, simple replies).
+   */
+  private async streamSimpleRead(request: Request, backend: BlockBackend & ReadsIntoBuffer): Promise<void> {
+    const reads: Array<Promise<{ data: Buffer; done: () => void }>> = [];
+    for (let at = 0; at < request.length; at += READ_PIECE_BYTES) {
+      const read = this.readBudgetedPiece(backend, request.offset + at, Math.min(READ_PIECE_BYTES, request.length - at));
+      read.catch(() => {}); // awaited below, in order
+      reads.push(read);
+    }
+    let sent = 0;
+    try {
+      for (const read of reads) {
+        const { data, done } = await read;
+        this.send(sent === 0 ? [this.simpleHeader(request, 0), data] : [data], done);
+        sent++;
+      }
+    } catch (error) {
+      await this.giveBackUnsent(reads.slice(sent));
+      if (sent === 0) throw error; // nothing sent yet: an ordinary error reply
+      this.log(`${this.session.exportName}: read at ${request.offset}+${request.length} failed after its reply began: ${(error as Error).message}; closing the connection`);
+      this.socket.destroy();
+    }
+  }
+
+  private async giveBackUnsent(reads: Array<Promise<{ data: Buffer; done: () => void }> | undefined>): Promise<void> {
+    const settled = await Promise.allSettled(reads);
+    for (const result of settled) if (result.status === 'fulfilled') result.value?.done();
+  }
+
+  /** One piece read under the budget; `done` gives its buffer (or lent bytes) and share back. */
+  private async readBudgetedPiece(backend: BlockBackend & ReadsIntoBuffer, offset: number, length: number): Promise<{ data: Buffer; done: () => void }> {
+    const storage = await this.takeBuffer(length);
+    let lent: LentBytes | undefined;
+    try {
+      lent = await this.readPiece(backend, offset, storage.subarray(0, length));
+    } catch (error) {
+      this.giveBuffer(storage);
+      throw error;
+    }
+    if (!lent) return { data: storage.subarray(0, length), done: () => this.giveBuffer(storage) };
+    // Lent bytes are held until written, in place of the buffer: they keep its share.
+    this.pool.give(storage);
+    const bytes = lent;
+    return { data: bytes.data, done: () => { bytes.release(); this.budget.release(storage.length); } };
   }
 
   /** A reply buffer from the shared pool, once this connection's budget has room for it. */
