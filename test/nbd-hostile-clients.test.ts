@@ -261,6 +261,29 @@ test('connections beyond --max-connections are refused with the reason; a freed 
   }
 }, { unsafeCleanup: true }));
 
+test('disk serve has the same cap (--max-connections) and idle timeout (--idle-timeout) when asked', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'alpha', { size: IMAGE_BYTES });
+  const { server, socket } = await serve('disk', dir, image, ['--max-connections', '1', '--idle-timeout', '1']);
+  try {
+    const held = await RawPeer.connect(socket);
+    await held.go('disk');
+    const refused = await execa('qemu-img', ['info', uriOf(socket, 'disk')], { reject: false });
+    t.not(refused.exitCode, 0);
+    t.regex(refused.stderr, /already has 1 connections open \(its cap\)/);
+    t.true(await held.closedByServer(30_000), 'the idle connection is closed');
+    t.true(await server.waitForLog(/idle for 1 s: closing/), server.stderr());
+    // The server frees the slot a moment after closing: try until it does (bounded).
+    let info: Awaited<ReturnType<typeof execa>> | undefined;
+    for (let i = 0; i < 50 && info?.exitCode !== 0; i++) {
+      if (i > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+      info = await execa('nbdinfo', ['--size', uriOf(socket, 'disk')], { reject: false });
+    }
+    t.is(Number(String(info!.stdout).trim()), IMAGE_BYTES, 'the freed slot serves the next client');
+  } finally {
+    t.is(await server.stop(), 0, server.stderr());
+  }
+}, { unsafeCleanup: true }));
+
 test('an idle connection is closed after --idle-timeout; our repository client reconnects on its next read', (t) => withDir(async ({ path: dir }) => {
   const image = await makeImage(dir, 'alpha', { size: IMAGE_BYTES });
   const { server, socket } = await serve('repo', dir, image, ['--idle-timeout', '1']);

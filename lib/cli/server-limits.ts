@@ -11,11 +11,11 @@ export interface ServerLimitArgs {
   'handshake-timeout': number;
 }
 
-export function serverLimitOptions<T>(y: Argv<T>, defaults: { idleTimeoutS: number; maxConnections: number }): Argv<T> {
+export function serverLimitOptions<T>(y: Argv<T>, defaults: { idleTimeoutS: number; maxConnections: number; stallTimeoutS?: number }): Argv<T> {
   return y
     .option('max-connections', { type: 'number', default: defaults.maxConnections, describe: 'connections open at once; more are refused with a reason' })
     .option('idle-timeout', { type: 'number', default: defaults.idleTimeoutS, describe: 'close a connection idle this many seconds (0 = never)' })
-    .option('stall-timeout', { type: 'number', default: DEFAULT_LIMITS.stallTimeoutMs / 1000, describe: 'close a connection whose client has not read its replies for this many seconds (0 = never)' })
+    .option('stall-timeout', { type: 'number', default: defaults.stallTimeoutS ?? DEFAULT_LIMITS.stallTimeoutMs / 1000, describe: 'close a connection whose client has not read its replies for this many seconds (0 = never)' })
     .option('handshake-timeout', { type: 'number', default: DEFAULT_LIMITS.handshakeTimeoutMs / 1000, describe: 'seconds a client has to finish the NBD handshake' }) as Argv<T>;
 }
 

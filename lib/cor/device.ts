@@ -40,9 +40,11 @@ export interface CorDeviceOptions {
 /**
  * One guest, and the process should stay small: 64 guest reads of 256 KiB in flight per
  * connection, a few connections (QEMU's, a copy tool's), and no idle timeout: QEMU keeps its one
- * connection for the guest's life and does not reconnect.
+ * connection for the guest's life and does not reconnect. For the same reason a stall closes a
+ * connection only after 10 minutes (a QEMU stopped in a debugger must not lose its disk), while
+ * its own budget already keeps a stuck client from delaying the guest.
  */
-export const COR_SERVER_LIMITS: NbdServerLimits = { connectionBufferBytes: 16 * 1024 * 1024, maxConnections: 16, idleTimeoutMs: 0 };
+export const COR_SERVER_LIMITS: NbdServerLimits = { connectionBufferBytes: 16 * 1024 * 1024, maxConnections: 16, idleTimeoutMs: 0, stallTimeoutMs: 600_000 };
 
 export interface CorStats {
   /** Upstream requests: fetchedBlocks / fetchRequests shows the coalescing. */

@@ -77,7 +77,7 @@ const serveCommand: CommandModule<any, ServeArgs> = {
     .option('fill', { type: 'boolean', default: false, describe: 'fetch every absent block in the background' })
     .option('fill-rate', { type: 'string', default: '0', describe: 'background fill limit in bytes/s (50M, 0 = unlimited)' })
     .option('json', { type: 'boolean', default: false, describe: 'progress as JSON lines on stdout' }),
-  { idleTimeoutS: (COR_SERVER_LIMITS.idleTimeoutMs ?? 0) / 1000, maxConnections: COR_SERVER_LIMITS.maxConnections ?? 16 }) as Argv<any>,
+  { idleTimeoutS: (COR_SERVER_LIMITS.idleTimeoutMs ?? 0) / 1000, maxConnections: COR_SERVER_LIMITS.maxConnections ?? 16, stallTimeoutS: (COR_SERVER_LIMITS.stallTimeoutMs ?? 600_000) / 1000 }) as Argv<any>,
   handler: async (args) => {
     let report: ((progress: FillProgress) => void) | undefined;
     const device = await openCorDevice({
