@@ -52,6 +52,8 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
   const connections = new Set<Connection>();
   const refusing = new Set<Socket>();
   let connectionCount = 0;
+  let lastRefusalLogAt = 0;
+  let refusedSinceLog = 0;
   // Buffers are shared for reuse only; what each connection may hold is its own budget.
   const pool = new BufferPool({ budgetBytes: Number.POSITIVE_INFINITY, maxPooledBytes: options.pooledBufferBytes ?? 32 * 1024 * 1024 });
 
@@ -62,7 +64,16 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
     const peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix socket';
     const connectionLog = (line: string): void => log(`connection ${id} (${peer}): ${line}`);
     if (connections.size >= limits.maxConnections) {
-      connectionLog(`refused: ${connections.size} connections open, the most this server accepts`);
+      // A flood of connections must not become a flood of log lines: one a second at most.
+      const now = Date.now();
+      if (now - lastRefusalLogAt >= 1000) {
+        const more = refusedSinceLog > 0 ? ` (and ${refusedSinceLog} more refused since the last such line)` : '';
+        connectionLog(`refused: ${connections.size} connections open, the most this server accepts${more}`);
+        lastRefusalLogAt = now;
+        refusedSinceLog = 0;
+      } else {
+        refusedSinceLog++;
+      }
       refuseConnection(socket, refusing, `this server already has ${connections.size} connections open (its cap): try again later`);
       return;
     }
