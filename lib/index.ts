@@ -25,4 +25,5 @@ export { Repository, type ImageSummary, type ImportOptions, type ImportResult, t
 export { encodeManifest, decodeManifest, InvalidManifest } from './repo/manifest-codec.js';
 export { UnknownImage, InvalidImageName, InvalidBlockSize, RepositoryCorrupt, BlockMissing, BlockCorrupt, ImportFailed } from './repo/errors.js';
 export { repositoryExports, MANIFEST_EXPORT_PREFIX } from './repo/export-provider.js';
-export { startNbdServer, NbdListenFailed, type NbdServer, type NbdServerOptions, type ExportProvider } from './nbd/server.js';
+export { startNbdServer, NbdListenFailed, type NbdServer, type NbdServerOptions, type NbdServerLimits, type ExportProvider } from './nbd/server.js';
+export { loadServerTls, TlsCredentialsInvalid, type ServerTls } from './nbd/tls.js';

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { NbdClient, NbdConnectError, parseNbdUri, formatNbdUri } from '../lib/nbd/client.js';
+import { NbdClient, NbdConnectError, parseNbdUri, formatNbdUri, withTlsCredentials } from '../lib/nbd/client.js';
 import { BlockError } from '../lib/block/backend.js';
 
 async function waitForSocket(path: string): Promise<void> {
@@ -33,6 +33,27 @@ test('URIs parse into socket/host targets and format back', (t) => {
   t.deepEqual(parseNbdUri('nbd://127.0.0.1:10900/demo@2'), { host: '127.0.0.1', port: 10900, exportName: 'demo@2' });
   t.deepEqual(parseNbdUri('nbd+unix:///?socket=/s'), { socketPath: '/s', exportName: '' });
   t.is(formatNbdUri({ socketPath: '/s', exportName: '' }, 'manifest:demo@2'), 'nbd+unix:///manifest:demo@2?socket=/s');
+});
+
+test('nbds:// and nbds+unix:// carry TLS credentials as libnbd writes them; --tls-creds fills in the ones that name none', (t) => {
+  t.deepEqual(parseNbdUri('nbds://repo.example:10809/demo?tls-certificates=/etc/pki/lazyboot'),
+    { host: 'repo.example', port: 10809, exportName: 'demo', tls: { x509Dir: '/etc/pki/lazyboot' } });
+  t.deepEqual(parseNbdUri('nbds+unix:///?socket=/s&tls-certificates=/c'), { socketPath: '/s', exportName: '', tls: { x509Dir: '/c' } });
+  t.deepEqual(parseNbdUri('nbds://alice@h:1/x?tls-psk-file=/k'), { host: 'h', port: 1, exportName: 'x', tls: { pskFile: '/k', pskUser: 'alice' } });
+  t.deepEqual(parseNbdUri('nbds://h:1'), { host: 'h', port: 1, exportName: '', tls: {} }, 'TLS without credentials: refused at connect with a hint');
+  const target = parseNbdUri('nbds://[::1]:10809/?tls-certificates=/c');
+  t.is(formatNbdUri(target, 'manifest:demo@2'), 'nbds://[::1]:10809/manifest:demo@2?tls-certificates=/c');
+  t.is(withTlsCredentials('nbds://h:1', { x509Dir: '/c' }), 'nbds://h:1/?tls-certificates=/c');
+  t.is(withTlsCredentials('nbds://h:1/?tls-certificates=/mine', { x509Dir: '/c' }), 'nbds://h:1/?tls-certificates=/mine', 'the URI\'s own credentials win');
+  t.is(withTlsCredentials('nbd://h:1', { x509Dir: '/c' }), 'nbd://h:1', 'plain NBD stays plain');
+  t.is(withTlsCredentials('/srv/repo', { x509Dir: '/c' }), '/srv/repo');
+});
+
+test('nbds:// without credentials, or with a directory lacking ca-cert.pem, is one clear error before connecting', async (t) => {
+  const none = await t.throwsAsync(NbdClient.connect('nbds://127.0.0.1:9/x'), { instanceOf: NbdConnectError });
+  t.regex(none!.message, /an nbds:\/\/ repository needs TLS credentials/);
+  const missing = await t.throwsAsync(NbdClient.connect('nbds://127.0.0.1:9/x?tls-certificates=/nonexistent'), { instanceOf: NbdConnectError });
+  t.regex(missing!.message, /cannot read \/nonexistent\/ca-cert\.pem \(ENOENT\)/);
 });
 
 test('reads from qemu-nbd equal the file, with many requests in flight', (t) => withDir(async ({ path: dir }) => {

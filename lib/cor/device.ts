@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 import { access, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
-import { startNbdServer, type NbdServer } from '../nbd/server.js';
+import { startNbdServer, type NbdServer, type NbdServerLimits } from '../nbd/server.js';
 import type { Manifest } from '../repo/manifest-format.js';
 import { BlockMap } from '../map/block-map.js';
 import { MapMismatch } from '../map/errors.js';
@@ -36,7 +36,18 @@ export interface CorDeviceOptions {
   fetchAheadBytes?: number;
   /** Background fill progress (after each fetched run, and once when done). */
   onFillProgress?: (progress: FillProgress) => void;
+  /** Limits of the NBD server (see COR_SERVER_LIMITS for the defaults here). */
+  serverLimits?: NbdServerLimits;
 }
+
+/**
+ * One guest, and the process should stay small: 64 guest reads of 256 KiB in flight per
+ * connection, a few connections (QEMU's, a copy tool's), and no idle timeout: QEMU keeps its one
+ * connection for the guest's life and does not reconnect. For the same reason a stall closes a
+ * connection only after 10 minutes (a QEMU stopped in a debugger must not lose its disk), while
+ * its own budget already keeps a stuck client from delaying the guest.
+ */
+export const COR_SERVER_LIMITS: NbdServerLimits = { connectionBufferBytes: 16 * 1024 * 1024, maxConnections: 16, idleTimeoutMs: 0, stallTimeoutMs: 600_000 };
 
 export interface CorStats {
   /** Upstream requests: fetchedBlocks / fetchRequests shows the coalescing. */
@@ -180,8 +191,8 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
     server = await startNbdServer({
       socketPath,
       log,
-      // One guest, and the process should stay small: 64 guest reads of 256 KiB in flight.
-      replyBufferBudget: 16 * 1024 * 1024,
+      limits: { ...COR_SERVER_LIMITS, ...options.serverLimits },
+      pooledBufferBytes: 16 * 1024 * 1024,
       exports: {
         async list() { return [{ name: exportName, description: `copy-on-read disk of ${backend.manifest.name}@${backend.manifest.version}` }]; },
         async open(name) { return name === exportName ? backend : undefined; },

@@ -57,14 +57,26 @@ class NbdImageReader extends ReadOnlyBackend {
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
-    const client = await this.connection();
-    return client.read(offset, length);
+    return this.once((client) => client.read(offset, length));
   }
 
   /** Straight into the caller's buffer (the verify layer passes shared memory for its hasher). */
   async readInto(offset: number, target: Buffer): Promise<void> {
+    await this.once((client) => client.readInto(offset, target));
+  }
+
+  /**
+   * Runs a read; if the server had closed the connection in order as it was sent (its idle
+   * timeout crossing our request), runs it once more on a new connection. Reads are idempotent.
+   */
+  private async once<T>(read: (client: NbdClient) => Promise<T>): Promise<T> {
     const client = await this.connection();
-    await client.readInto(offset, target);
+    try {
+      return await read(client);
+    } catch (error) {
+      if (!client.closedByServer || this.closed) throw error;
+      return read(await this.connection());
+    }
   }
 
   /** Drops the connection (after a timeout): the next read reconnects. */

@@ -1,10 +1,12 @@
-// Reusable reply buffers with a per-process byte budget. Allocating a fresh buffer per read request
+// Reusable reply buffers, with an optional byte budget. Allocating a fresh buffer per read request
 // costs more in page faults and garbage collection than the read itself at high request rates, so
 // buffers are recycled (power-of-two sizes; when the pool is full, the size with the most idle
-// bytes gives way). The budget bounds the bytes handed out at once: a request beyond it waits for
-// a buffer to come back (backpressure) instead of growing the process with every request a client
-// queues (nbdcopy keeps 4 × 64 in flight). Idle buffers are dropped after a quiet spell, so an idle
+// bytes gives way). A budget bounds the bytes handed out at once: a request beyond it waits for
+// a buffer to come back (backpressure). The NBD server bounds each connection on its own instead
+// (connection-budget.ts), so one client that stops reading cannot hold every other's. Idle buffers are dropped after a quiet spell, so an idle
 // server stays small.
+import { ByteBudget } from './byte-budget.js';
+
 const SMALLEST = 4096;
 /** Idle buffers are given back to the system after this long without a request. */
 const RELEASE_IDLE_MS = 2_000;
@@ -12,22 +14,23 @@ const RELEASE_IDLE_MS = 2_000;
 export interface BufferPoolLimits {
   /** Bytes of idle buffers kept for reuse. */
   readonly maxPooledBytes?: number;
-  /** Bytes handed out at once across every connection; more waits (one request may exceed it alone). */
+  /**
+   * Bytes handed out at once by this pool; more waits (one request may exceed it alone). The NBD
+   * server leaves it unbounded and bounds each connection instead (connection-budget.ts).
+   */
   readonly budgetBytes?: number;
 }
 
 export class BufferPool {
   private readonly free = new Map<number, Buffer[]>();
   private pooledBytes = 0;
-  private outstandingBytes = 0;
-  private readonly waiting: Array<{ size: number; resolve: () => void }> = [];
+  private readonly budget: ByteBudget;
   private idleTimer: NodeJS.Timeout | undefined;
   private readonly maxPooledBytes: number;
-  private readonly budgetBytes: number;
 
   constructor(limits: BufferPoolLimits = {}) {
     this.maxPooledBytes = limits.maxPooledBytes ?? 8 * 1024 * 1024;
-    this.budgetBytes = limits.budgetBytes ?? 8 * 1024 * 1024;
+    this.budget = new ByteBudget(limits.budgetBytes ?? 8 * 1024 * 1024);
   }
 
   /**
@@ -36,12 +39,7 @@ export class BufferPool {
    */
   async take(length: number): Promise<Buffer> {
     const size = sizeClass(length);
-    // First come, first served: a big request is not starved by a stream of small ones.
-    if (this.waiting.length > 0 || !this.fits(size)) {
-      await new Promise<void>((resolve) => this.waiting.push({ size, resolve })); // release() reserves
-    } else {
-      this.outstandingBytes += size;
-    }
+    await this.budget.reserve(size);
     const buffer = this.free.get(size)?.pop();
     if (buffer) {
       this.pooledBytes -= size;
@@ -51,7 +49,7 @@ export class BufferPool {
   }
 
   give(buffer: Buffer): void {
-    this.release(buffer.length);
+    this.budget.release(buffer.length);
     const size = buffer.length;
     if (size !== sizeClass(size) || size > this.maxPooledBytes) return;
     while (this.pooledBytes + size > this.maxPooledBytes) {
@@ -67,20 +65,7 @@ export class BufferPool {
 
   /** Returns a buffer's share of the budget without reusing it (the garbage collector frees it). */
   abandon(buffer: Buffer): void {
-    this.release(buffer.length);
-  }
-
-  private fits(size: number): boolean {
-    return this.outstandingBytes === 0 || this.outstandingBytes + size <= this.budgetBytes;
-  }
-
-  private release(size: number): void {
-    this.outstandingBytes -= size;
-    while (this.waiting.length > 0 && this.fits(this.waiting[0]!.size)) {
-      const next = this.waiting.shift()!;
-      this.outstandingBytes += next.size; // reserved now, so the next waiter sees it
-      next.resolve();
-    }
+    this.budget.release(buffer.length);
   }
 
   private dropIdle(): void {
@@ -106,7 +91,8 @@ export class BufferPool {
   }
 }
 
-function sizeClass(length: number): number {
+/** The size of the buffer take(length) hands out. */
+export function sizeClass(length: number): number {
   let size = SMALLEST;
   while (size < length) size *= 2;
   return size;

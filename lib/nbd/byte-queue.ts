@@ -14,21 +14,41 @@ export class ByteQueue {
   private buffered = 0;
   private ended = false;
   private waiter?: { wanted: number; resolve: () => void };
+  private readonly onData = (chunk: Buffer): void => {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    if (this.buffered > this.highWater && (!this.waiter || this.buffered >= this.waiter.wanted)) this.socket.pause();
+    this.wake();
+  };
+  private readonly onEnd = (): void => {
+    this.ended = true;
+    this.wake();
+  };
 
-  constructor(private readonly socket: Socket, private readonly highWater = 4 * 1024 * 1024) {
-    socket.on('data', (chunk: Buffer) => {
-      this.chunks.push(chunk);
-      this.buffered += chunk.length;
-      if (this.buffered > this.highWater && (!this.waiter || this.buffered >= this.waiter.wanted)) socket.pause();
-      this.wake();
-    });
-    const end = (): void => {
-      this.ended = true;
-      this.wake();
-    };
-    socket.on('end', end);
-    socket.on('close', end);
-    socket.on('error', end);
+  constructor(private readonly socket: Socket, private highWater = 4 * 1024 * 1024) {
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('close', this.onEnd);
+    socket.on('error', this.onEnd);
+  }
+
+  /** Bytes received and not yet read. */
+  get bufferedBytes(): number {
+    return this.buffered;
+  }
+
+  /** Read-ahead allowed from now on (the handshake needs little, transmission more). */
+  setHighWater(bytes: number): void {
+    this.highWater = bytes;
+    if (this.buffered <= bytes && this.socket.isPaused()) this.socket.resume();
+  }
+
+  /** Stops taking the socket's bytes (STARTTLS hands the socket to TLS). */
+  detach(): void {
+    this.socket.off('data', this.onData);
+    this.socket.off('end', this.onEnd);
+    this.socket.off('close', this.onEnd);
+    this.socket.off('error', this.onEnd);
   }
 
   private wake(): void {
@@ -77,13 +97,23 @@ export class ByteQueue {
     }
   }
 
-  /** Discards `n` bytes without holding them all in memory. */
+  /** Discards `n` bytes as they arrive, without copying or holding them. */
   async skip(n: number): Promise<void> {
     let left = n;
     while (left > 0) {
-      const part = Math.min(left, this.highWater);
-      await this.read(part);
+      if (this.buffered === 0) {
+        if (this.ended) throw new ConnectionClosed(n, n - left);
+        if (this.socket.isPaused()) this.socket.resume();
+        await new Promise<void>((resolve) => (this.waiter = { wanted: 1, resolve }));
+        continue;
+      }
+      const chunk = this.chunks[0]!;
+      const part = Math.min(chunk.length, left);
+      if (part === chunk.length) this.chunks.shift();
+      else this.chunks[0] = chunk.subarray(part);
+      this.buffered -= part;
       left -= part;
+      if (this.buffered <= this.highWater && this.socket.isPaused()) this.socket.resume();
     }
   }
 }

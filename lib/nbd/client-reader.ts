@@ -32,6 +32,20 @@ export class SocketReader {
     callback: (bytes: number, buffer: Uint8Array): boolean => { this.received(bytes, buffer); return true; },
   };
 
+  /**
+   * Takes a stream's bytes from its 'data' events instead of onread (a TLS socket, which has no
+   * onread); returns what stops it.
+   */
+  follow(stream: Socket): () => void {
+    const feed = (chunk: Buffer): void => {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+      this.serve();
+    };
+    stream.on('data', feed);
+    return () => stream.off('data', feed);
+  }
+
   attach(socket: Socket): void {
     const end = (error?: Error) => this.fail(error ?? new Error('NBD server closed the connection'));
     socket.on('end', () => end());

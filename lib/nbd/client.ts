@@ -6,13 +6,21 @@ import { LazybootError } from '../errors.js';
 import * as P from './protocol.js';
 import { SocketReader } from './client-reader.js';
 import { formatNbdUri, parseNbdUri, type NbdTarget } from './client-uri.js';
+import { loadClientTls, startClientTls, TlsCredentialsInvalid } from './tls.js';
 
-export { parseNbdUri, formatNbdUri, isNbdUri, type NbdTarget } from './client-uri.js';
+export { parseNbdUri, formatNbdUri, isNbdUri, withTlsCredentials, type NbdTarget } from './client-uri.js';
 
 /** Connecting or negotiating failed (no server, refused export, protocol error). */
 export class NbdConnectError extends LazybootError {
-  constructor(readonly uri: string, detail: string, options?: ErrorOptions) {
-    super(`cannot open NBD export ${uri}: ${detail}`, 'check that the server runs and the export name is right', options);
+  constructor(readonly uri: string, detail: string, options?: ErrorOptions & { hint?: string }) {
+    super(`cannot open NBD export ${uri}: ${detail}`, options?.hint ?? 'check that the server runs and the export name is right', options);
+  }
+}
+
+/** A refusal the user fixes with TLS settings, not by checking the export name. */
+class TlsRefused extends Error {
+  constructor(message: string, readonly hint: string) {
+    super(message);
   }
 }
 
@@ -42,6 +50,7 @@ export class NbdClient implements BlockBackend {
   private nextHandle = 1n;
   private failure: Error | undefined;
   private closing = false;
+  private endedByServer = false;
 
   private constructor(
     readonly uri: string,
@@ -61,29 +70,49 @@ export class NbdClient implements BlockBackend {
       multiConn: has(P.TFLAG_CAN_MULTI_CONN),
     };
     this.constraints = constraints ?? { minimum: 1, preferred: 4096, maximum: P.MAX_REQUEST_BYTES };
+    socket.on('end', () => { this.endedByServer = true; });
     socket.on('close', () => this.failAll(new BlockError('EIO', `NBD connection to ${uri} closed`)));
     socket.on('error', (error) => this.failAll(new BlockError('EIO', `NBD connection to ${uri} failed: ${error.message}`, { cause: error })));
     void this.receiveReplies();
   }
 
-  /** Connects to an NBD URI (or target) and selects its export with OPT_GO. */
+  /** Connects to an NBD URI (or target) and selects its export with OPT_GO (after STARTTLS for nbds). */
   static async connect(target: string | NbdConnectOptions): Promise<NbdClient> {
     const options: NbdConnectOptions = typeof target === 'string' ? parseNbdUri(target) : target;
     const uri = formatNbdUri(options);
+    let tls;
+    try {
+      tls = options.tls ? await loadClientTls(options.tls) : undefined;
+    } catch (error) {
+      if (error instanceof TlsCredentialsInvalid) throw new NbdConnectError(uri, error.message, { cause: error, hint: error.hint ?? 'check the TLS credentials' });
+      throw error;
+    }
     const reader = new SocketReader();
-    const socket = options.socketPath
-      ? netConnect({ path: options.socketPath, onread: reader.onread })
-      : netConnect({ host: options.host ?? '127.0.0.1', port: options.port ?? 10809, onread: reader.onread });
-    reader.attach(socket);
-    socket.setNoDelay(true);
+    // A TLS socket has no onread: its bytes come as 'data' events, before and after STARTTLS.
+    const onread = tls ? {} : { onread: reader.onread };
+    const raw = options.socketPath
+      ? netConnect({ path: options.socketPath, ...onread })
+      : netConnect({ host: options.host ?? '127.0.0.1', port: options.port ?? 10809, ...onread });
+    reader.attach(raw);
+    const stopFollowingRaw = tls ? reader.follow(raw) : undefined;
+    raw.setNoDelay(true);
+    let socket: Socket = raw;
+    const startTls = tls ? async (): Promise<Socket> => {
+      stopFollowingRaw!();
+      const secure = await startClientTls(raw, tls, options.socketPath ? undefined : options.host ?? '127.0.0.1');
+      reader.follow(secure);
+      reader.attach(secure);
+      socket = secure;
+      return secure;
+    } : undefined;
     const timeoutMs = options.connectTimeoutMs ?? 10_000;
     let timer: NodeJS.Timeout | undefined;
     try {
       const negotiated = await Promise.race([
         new Promise<void>((resolve, reject) => {
-          socket.once('connect', resolve);
-          socket.once('error', reject);
-        }).then(() => negotiate(socket, reader, options.exportName)),
+          raw.once('connect', resolve);
+          raw.once('error', reject);
+        }).then(() => negotiate(raw, reader, options.exportName, startTls)),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
         }),
@@ -91,8 +120,11 @@ export class NbdClient implements BlockBackend {
       return new NbdClient(uri, socket, reader, negotiated.size, negotiated.flags, negotiated.constraints);
     } catch (error) {
       socket.destroy();
-      const detail = error instanceof Error ? error.message : String(error);
-      throw new NbdConnectError(uri, detail, { cause: error });
+      raw.destroy();
+      // What to do about a TLS refusal goes into the message: a caller listing several
+      // repositories (RepositoryUnreachable) keeps messages, not hints.
+      const detail = error instanceof TlsRefused ? `${error.message} (${error.hint})` : error instanceof Error ? error.message : String(error);
+      throw new NbdConnectError(uri, detail, { cause: error, ...(error instanceof TlsRefused ? { hint: 'check the TLS settings of client and server' } : {}) });
     } finally {
       clearTimeout(timer);
     }
@@ -143,6 +175,11 @@ export class NbdClient implements BlockBackend {
 
   get isBroken(): boolean {
     return this.failure !== undefined;
+  }
+
+  /** The server closed the connection in order (e.g. its idle timeout), not a reset or our close. */
+  get closedByServer(): boolean {
+    return this.endedByServer;
   }
 
   /** Sends NBD_CMD_DISC once in-flight requests are answered, then closes the socket. */
@@ -219,6 +256,28 @@ export class NbdClient implements BlockBackend {
   }
 }
 
+/** NBD_OPT_STARTTLS, then the TLS handshake on the same socket; the options go on over TLS. */
+async function requestTls(socket: Socket, reader: SocketReader, startTls: () => Promise<Socket>): Promise<Socket> {
+  const option = Buffer.alloc(16);
+  option.writeBigUInt64BE(P.IHAVEOPT, 0);
+  option.writeUInt32BE(P.OPT_STARTTLS, 8);
+  option.writeUInt32BE(0, 12);
+  socket.write(option);
+  const reply = await reader.readExactly(20);
+  if (reply.readBigUInt64BE(0) !== P.OPT_REPLY_MAGIC) throw new Error('bad option reply magic');
+  const type = reply.readUInt32BE(12);
+  const body = await reader.readExactly(reply.readUInt32BE(16));
+  if (type !== P.REP_ACK) {
+    const said = body.length ? ` (${body.toString('utf8').slice(0, 200)})` : '';
+    throw new TlsRefused(`the server does not offer TLS${said}`, 'use an nbd:// URI for this server, or start it with --tls-creds');
+  }
+  try {
+    return await startTls();
+  } catch (error) {
+    throw new TlsRefused(`TLS handshake failed: ${(error as Error).message}`, 'check that the server certificate is signed by DIR/ca-cert.pem and names the host, and that the client certificate is accepted');
+  }
+}
+
 function requestHeader(type: number, flags: number, handle: bigint, offset: number, length: number): Buffer {
   const header = Buffer.allocUnsafe(28);
   header.writeUInt32BE(P.REQUEST_MAGIC, 0);
@@ -232,7 +291,7 @@ function requestHeader(type: number, flags: number, handle: bigint, offset: numb
 
 interface Negotiated { size: number; flags: number; constraints?: BlockSizeConstraints }
 
-async function negotiate(socket: Socket, reader: SocketReader, exportName: string): Promise<Negotiated> {
+async function negotiate(socket: Socket, reader: SocketReader, exportName: string, startTls?: () => Promise<Socket>): Promise<Negotiated> {
   const greeting = await reader.readExactly(18);
   if (greeting.readBigUInt64BE(0) !== P.NBDMAGIC) throw new Error('not an NBD server (bad magic)');
   if (greeting.readBigUInt64BE(8) !== P.IHAVEOPT) throw new Error('server does not speak newstyle NBD');
@@ -241,6 +300,7 @@ async function negotiate(socket: Socket, reader: SocketReader, exportName: strin
   const clientFlags = Buffer.allocUnsafe(4);
   clientFlags.writeUInt32BE(P.CLIENT_FLAG_FIXED_NEWSTYLE | (handshakeFlags & P.FLAG_NO_ZEROES ? P.CLIENT_FLAG_NO_ZEROES : 0));
   socket.write(clientFlags);
+  if (startTls) socket = await requestTls(socket, reader, startTls);
 
   const name = Buffer.from(exportName, 'utf8');
   const data = Buffer.allocUnsafe(4 + name.length + 2 + 2);
@@ -276,7 +336,9 @@ async function negotiate(socket: Socket, reader: SocketReader, exportName: strin
     }
     if (type & P.REP_FLAG_ERROR) {
       const message = body.toString('utf8');
-      const what = type === P.REP_ERR_UNKNOWN ? `export '${exportName}' not present` : `option refused (0x${type.toString(16)})`;
+      // The error constants are negative in JavaScript (bit 31 set); the wire value is unsigned.
+      if (type === P.REP_ERR_TLS_REQD >>> 0) throw new TlsRefused('the server requires TLS', 'connect with an nbds:// URI and --tls-creds DIR (or ?tls-certificates=DIR)');
+      const what = type === P.REP_ERR_UNKNOWN >>> 0 ? `export '${exportName}' not present` : `option refused (0x${type.toString(16)})`;
       throw new Error(message ? `${what}: ${message}` : what);
     }
   }

@@ -1,16 +1,41 @@
 // The server side of the fixed newstyle handshake: option haggling until NBD_OPT_GO or
-// NBD_OPT_EXPORT_NAME picks an export. A malformed handshake ends with HandshakeFailed.
+// NBD_OPT_EXPORT_NAME picks an export. A malformed handshake ends with HandshakeFailed. With TLS
+// required, NBD_OPT_STARTTLS comes first and the haggling goes on over TLS.
 import type { Socket } from 'node:net';
 import type { BlockBackend } from '../block/backend.js';
-import type { ByteQueue } from './byte-queue.js';
+import { ByteQueue } from './byte-queue.js';
 import type { ExportProvider } from './export-provider.js';
 import * as P from './protocol.js';
 
 /** Longest option payload accepted (names and meta context queries are short). */
 const MAX_OPTION_BYTES = 64 * 1024;
+/**
+ * Unsent option replies after which no further option is read until they drain: a client that
+ * sends options and never reads the replies holds at most this, plus the read-ahead.
+ */
+const MAX_UNSENT_REPLY_BYTES = 64 * 1024;
+/** Read-ahead during the handshake: one option of the longest kind and its header. */
+export const HANDSHAKE_READ_AHEAD_BYTES = MAX_OPTION_BYTES + 16;
+/** Characters of a client's export name echoed in an error reply or a log line. */
+const MAX_ECHOED_NAME_CHARS = 256;
 export const BASE_ALLOCATION_CONTEXT_ID = 1;
 
 export class HandshakeFailed extends Error {}
+
+/** A client's export name, quoted and cut short: a name is up to 64 KiB of the client's choosing. */
+export function quoteName(name: string): string {
+  return JSON.stringify(name.length > MAX_ECHOED_NAME_CHARS ? `${name.slice(0, MAX_ECHOED_NAME_CHARS)}…` : name);
+}
+
+export interface HandshakeOptions {
+  /** Options accepted before the connection is closed. */
+  readonly maxOptions: number;
+  /**
+   * TLS is required: only NBD_OPT_STARTTLS and NBD_OPT_ABORT are answered until it runs; then
+   * this turns the socket into a TLS socket.
+   */
+  readonly startTls?: (socket: Socket) => Socket;
+}
 
 export interface Negotiated {
   readonly exportName: string;
@@ -43,8 +68,15 @@ export class Handshake {
   private structuredReplies = false;
   private baseAllocation = false;
   private noZeroes = false;
+  private tlsActive = false;
 
-  constructor(private readonly socket: Socket, private readonly queue: ByteQueue, private readonly exports: ExportProvider) {}
+  constructor(
+    /** The connection; after STARTTLS, the TLS socket and its queue. */
+    public socket: Socket,
+    public queue: ByteQueue,
+    private readonly exports: ExportProvider,
+    private readonly options: HandshakeOptions,
+  ) {}
 
   /** Runs the handshake; undefined when the client aborted politely. */
   async run(): Promise<Negotiated | undefined> {
@@ -59,20 +91,81 @@ export class Handshake {
     if (clientFlags & ~(P.CLIENT_FLAG_FIXED_NEWSTYLE | P.CLIENT_FLAG_NO_ZEROES)) throw new HandshakeFailed(`unknown client flags 0x${clientFlags.toString(16)}`);
     this.noZeroes = (clientFlags & P.CLIENT_FLAG_NO_ZEROES) !== 0;
 
-    for (;;) {
+    for (let count = 1; ; count++) {
       const header = await this.queue.read(16);
       if (header.readBigUInt64BE(0) !== P.IHAVEOPT) throw new HandshakeFailed('bad option magic');
       const option = header.readUInt32BE(8);
       const length = header.readUInt32BE(12);
       if (length > MAX_OPTION_BYTES) throw new HandshakeFailed(`option ${option} too long (${length} bytes)`);
+      if (count > this.options.maxOptions) throw new HandshakeFailed(`more than ${this.options.maxOptions} options in one handshake`);
       const data = await this.queue.read(length);
-      const done = await this.handleOption(option, data);
+      const done = this.options.startTls && !this.tlsActive ? await this.beforeTls(option, data) : await this.handleOption(option, data);
       if (done !== 'continue') return done;
+      await this.repliesSent();
     }
+  }
+
+  /** Waits while too many replies are unsent, so that a client that never reads stops being read. */
+  private async repliesSent(atMost = MAX_UNSENT_REPLY_BYTES): Promise<void> {
+    const { socket } = this;
+    while (socket.writableLength > atMost && !socket.destroyed) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          socket.off('drain', done);
+          socket.off('close', done);
+          resolve();
+        };
+        socket.once('drain', done);
+        socket.once('close', done);
+      });
+    }
+  }
+
+  /** With TLS required and not yet started: STARTTLS or ABORT, nothing else. */
+  private async beforeTls(option: number, data: Buffer): Promise<Negotiated | undefined | 'continue'> {
+    switch (option) {
+      case P.OPT_STARTTLS:
+        if (data.length !== 0) {
+          this.replyError(option, P.REP_ERR_INVALID, 'NBD_OPT_STARTTLS takes no data');
+          return 'continue';
+        }
+        // Earlier replies must all be out before TLS takes the socket over: wait for them first;
+        // then the ACK and the takeover happen in one turn, before any TLS byte can arrive.
+        await this.repliesSent(0);
+        if (this.socket.destroyed) throw new HandshakeFailed('connection closed during NBD_OPT_STARTTLS');
+        this.reply(option, P.REP_ACK);
+        this.startTls();
+        return 'continue';
+      case P.OPT_ABORT:
+        this.reply(option, P.REP_ACK);
+        return undefined;
+      case P.OPT_EXPORT_NAME:
+        // This option has no error reply: the spec says to close.
+        throw new HandshakeFailed('NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS: this server requires TLS');
+      default:
+        this.replyError(option, P.REP_ERR_TLS_REQD, 'this server requires TLS: send NBD_OPT_STARTTLS first (nbds:// URI, tls-creds)');
+        return 'continue';
+    }
+  }
+
+  private startTls(): void {
+    // The client must wait for our ACK before it starts TLS: bytes already here are a violation.
+    if (this.queue.bufferedBytes > 0) throw new HandshakeFailed('client sent data after NBD_OPT_STARTTLS before the TLS handshake');
+    this.queue.detach();
+    this.socket = this.options.startTls!(this.socket);
+    this.queue = new ByteQueue(this.socket, HANDSHAKE_READ_AHEAD_BYTES);
+    this.tlsActive = true;
+    // What was negotiated in the clear does not carry over (NBD spec, STARTTLS).
+    this.structuredReplies = false;
+    this.baseAllocation = false;
   }
 
   private async handleOption(option: number, data: Buffer): Promise<Negotiated | undefined | 'continue'> {
     switch (option) {
+      case P.OPT_STARTTLS:
+        if (this.tlsActive) this.replyError(option, P.REP_ERR_INVALID, 'TLS is already active');
+        else this.replyError(option, P.REP_ERR_UNSUP, 'this server does not offer TLS (start it with --tls-creds)');
+        return 'continue';
       case P.OPT_EXPORT_NAME:
         return this.exportName(data.toString('utf8'));
       case P.OPT_ABORT:
@@ -103,7 +196,7 @@ export class Handshake {
 
   private async exportName(name: string): Promise<Negotiated> {
     const backend = await this.exports.open(name);
-    if (!backend) throw new HandshakeFailed(`unknown export ${JSON.stringify(name)} (NBD_OPT_EXPORT_NAME)`);
+    if (!backend) throw new HandshakeFailed(`unknown export ${quoteName(name)} (NBD_OPT_EXPORT_NAME)`);
     const flags = transmissionFlagsFor(backend);
     const reply = Buffer.alloc(this.noZeroes ? 10 : 134);
     reply.writeBigUInt64BE(BigInt(backend.size), 0);
@@ -174,11 +267,11 @@ export class Handshake {
     try {
       backend = await this.exports.open(request.name);
     } catch (error) {
-      this.replyError(option, P.REP_ERR_UNKNOWN, `export ${JSON.stringify(request.name)} cannot be opened: ${(error as Error).message}`);
+      this.replyError(option, P.REP_ERR_UNKNOWN, `export ${quoteName(request.name)} cannot be opened: ${(error as Error).message.slice(0, 512)}`);
       return 'continue';
     }
     if (!backend) {
-      this.replyError(option, P.REP_ERR_UNKNOWN, `export ${JSON.stringify(request.name)} not present`);
+      this.replyError(option, P.REP_ERR_UNKNOWN, `export ${quoteName(request.name)} not present`);
       return 'continue';
     }
     const flags = transmissionFlagsFor(backend);

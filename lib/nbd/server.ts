@@ -1,56 +1,85 @@
 // An NBD server (fixed newstyle) for any ExportProvider: on a unix socket (mode 0600, removed on
-// close) or on TCP. Many clients; per connection, many requests in flight.
+// close) or on TCP (beyond loopback only with TLS). Many clients, each bounded (limits.ts); per
+// connection, many requests in flight.
 import { createServer, createConnection, type Server, type Socket } from 'node:net';
 import { chmod, lstat, unlink, mkdir } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { LazybootError } from '../errors.js';
-import { ByteQueue, ConnectionClosed } from './byte-queue.js';
-import { Handshake, HandshakeFailed } from './handshake.js';
-import { Transmission } from './transmission.js';
 import type { ExportProvider } from './export-provider.js';
 import { BufferPool } from './buffer-pool.js';
+import { Connection } from './connection.js';
+import { resolveLimits, type NbdServerLimits } from './limits.js';
+import { refuseConnection } from './refusal.js';
+import { isLoopbackHost, type ServerTls } from './tls.js';
 
 export type { ExportProvider } from './export-provider.js';
+export type { NbdServerLimits } from './limits.js';
 
 export interface NbdServerOptions {
   readonly exports: ExportProvider;
   readonly socketPath?: string;
   readonly listen?: { host: string; port: number };
   readonly log?: (line: string) => void;
-  /**
-   * Bytes of read-reply buffers held at once across all connections (default 32 MiB: 8 fetches of
-   * 4 MiB from a copy-on-read device); reads beyond it wait. Smaller keeps the process smaller.
-   */
-  readonly replyBufferBudget?: number;
+  /** Connections, timeouts and bytes per connection (defaults in limits.ts). */
+  readonly limits?: NbdServerLimits;
+  /** TLS required of every client (NBD_OPT_STARTTLS); needed to listen beyond loopback. */
+  readonly tls?: ServerTls;
+  /** Idle reply buffers kept for reuse across connections (default 32 MiB). */
+  readonly pooledBufferBytes?: number;
 }
 
 export interface NbdServer {
-  /** What clients connect to: `nbd+unix:///?socket=/abs/path` or `nbd://HOST:PORT`. */
+  /** What clients connect to: `nbd+unix:///?socket=/abs/path` or `nbd://HOST:PORT` (`nbds…` with TLS). */
   readonly uri: string;
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-const HANDSHAKE_TIMEOUT_MS = 30_000;
-
 /** The server could not start listening. */
 export class NbdListenFailed extends LazybootError {}
 
+/** Beyond loopback, only with TLS: NBD itself authenticates nobody. */
+export function checkListenAllowed(host: string, tls: boolean): void {
+  if (tls || isLoopbackHost(host)) return;
+  throw new NbdListenFailed(`listening on ${host} would let anyone who can reach it read every export, without authentication`, 'add TLS credentials (--tls-creds DIR or --tls-psk FILE) or listen on 127.0.0.1');
+}
+
 export async function startNbdServer(options: NbdServerOptions): Promise<NbdServer> {
   if (!options.socketPath === !options.listen) throw new NbdListenFailed('give exactly one of socketPath or listen');
+  if (options.listen) checkListenAllowed(options.listen.host, options.tls !== undefined);
   const log = options.log ?? (() => {});
-  const sockets = new Set<Socket>();
+  const limits = resolveLimits(options.limits);
+  const connections = new Set<Connection>();
+  const refusing = new Set<Socket>();
   let connectionCount = 0;
-  const budget = options.replyBufferBudget ?? 32 * 1024 * 1024;
-  const pool = new BufferPool({ budgetBytes: budget, maxPooledBytes: budget });
+  let lastRefusalLogAt = 0;
+  let refusedSinceLog = 0;
+  // Buffers are shared for reuse only; what each connection may hold is its own budget.
+  const pool = new BufferPool({ budgetBytes: Number.POSITIVE_INFINITY, maxPooledBytes: options.pooledBufferBytes ?? 32 * 1024 * 1024 });
 
-  const server = createServer({ noDelay: true }, (socket) => {
+  // Keep-alive finds TCP peers that vanished without a word (a host powered off, a cut link).
+  const server = createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 }, (socket) => {
     const id = ++connectionCount;
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => {}); // reported through serveConnection's outcome
+    socket.on('error', () => {}); // reported through the connection's outcome
     const peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix socket';
-    void serveConnection(socket, options.exports, pool, (line) => log(`connection ${id} (${peer}): ${line}`));
+    const connectionLog = (line: string): void => log(`connection ${id} (${peer}): ${line}`);
+    if (connections.size >= limits.maxConnections) {
+      // A flood of connections must not become a flood of log lines: one a second at most.
+      const now = Date.now();
+      if (now - lastRefusalLogAt >= 1000) {
+        const more = refusedSinceLog > 0 ? ` (and ${refusedSinceLog} more refused since the last such line)` : '';
+        connectionLog(`refused: ${connections.size} connections open, the most this server accepts${more}`);
+        lastRefusalLogAt = now;
+        refusedSinceLog = 0;
+      } else {
+        refusedSinceLog++;
+      }
+      refuseConnection(socket, refusing, `this server already has ${connections.size} connections open (its cap): try again later`);
+      return;
+    }
+    const connection = new Connection(socket, { exports: options.exports, pool, limits, log: connectionLog, ...(options.tls ? { tls: options.tls } : {}) });
+    connections.add(connection);
+    void connection.serve().finally(() => connections.delete(connection));
   });
 
   let uri: string;
@@ -67,20 +96,21 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
       process.umask(previousUmask);
     }
     await chmod(socketPath, 0o600);
-    uri = `nbd+unix:///?socket=${socketPath}`;
+    uri = `${options.tls ? 'nbds' : 'nbd'}+unix:///?socket=${socketPath}`;
   } else {
     const { host, port } = options.listen!;
     await listen(server, () => server.listen(port, host));
     const address = server.address();
     const boundPort = typeof address === 'object' && address ? address.port : port;
-    uri = `nbd://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
+    uri = `${options.tls ? 'nbds' : 'nbd'}://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
   }
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= (async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const socket of sockets) socket.destroy();
+      for (const connection of connections) connection.destroy();
+      for (const socket of refusing) socket.destroy();
       await closed;
       if (socketPath) await unlink(socketPath).catch(() => {});
     })();
@@ -122,32 +152,4 @@ async function removeStaleSocket(path: string): Promise<void> {
   });
   if (alive) throw new NbdListenFailed(`a server is already listening on ${path}`, 'stop it or choose another --socket path');
   await unlink(path);
-}
-
-async function serveConnection(socket: Socket, exports: ExportProvider, pool: BufferPool, log: (line: string) => void): Promise<void> {
-  const queue = new ByteQueue(socket);
-  // A peer that connects and then says nothing must not hold a connection forever.
-  socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => {
-    log(`handshake timed out after ${HANDSHAKE_TIMEOUT_MS / 1000} s`);
-    socket.destroy();
-  });
-  try {
-    const session = await new Handshake(socket, queue, exports).run();
-    socket.setTimeout(0);
-    if (!session) {
-      log('client aborted the handshake');
-      socket.end();
-      return;
-    }
-    const mode = session.backend.capabilities.write ? 'read-write' : 'read-only';
-    log(`export ${JSON.stringify(session.exportName)} (${mode}${session.structuredReplies ? ', structured replies' : ''})`);
-    await new Transmission(socket, queue, session, log, pool).run();
-    socket.end();
-  } catch (error) {
-    if (!(error instanceof ConnectionClosed && error.had === 0)) {
-      const phase = error instanceof HandshakeFailed ? 'handshake failed' : 'dropped';
-      log(`${phase}: ${(error as Error).message}`);
-    }
-    socket.destroy();
-  }
 }

@@ -7,13 +7,19 @@ import { BASE_ALLOCATION_CONTEXT_ID, blockSizeLimits, type Negotiated } from './
 import { nbdErrno } from './errno.js';
 import * as P from './protocol.js';
 import { knowsZeroRanges, lendsReads, readsIntoBuffer, type LentBytes, type ReadsIntoBuffer } from '../block/read-into.js';
-import type { BufferPool } from './buffer-pool.js';
+import { sizeClass, type BufferPool } from './buffer-pool.js';
+import type { ByteBudget } from './byte-budget.js';
 
 const REQUEST_HEADER_BYTES = 28;
 /** Requests in flight per connection before we stop reading more. */
 const MAX_IN_FLIGHT = 64;
-/** Unsent reply bytes per connection before we stop reading more requests. */
-const MAX_PENDING_REPLY_BYTES = 64 * 1024 * 1024;
+/**
+ * Unsent bytes of small replies (headers, errors, block status) beyond the budgeted read data
+ * before we stop reading requests: a client that sends requests and never reads stops being read.
+ */
+const MAX_UNBUDGETED_REPLY_BYTES = 256 * 1024;
+/** Block status descriptors per reply; the spec lets a server describe less than was asked. */
+const MAX_EXTENTS_PER_REPLY = 1024;
 /** Structured reads larger than this are read and sent in pieces of this size. */
 const READ_PIECE_BYTES = 512 * 1024;
 /** Replies at least this big are flushed at once instead of batched until the end of the turn. */
@@ -48,8 +54,15 @@ export class Transmission {
     private readonly session: Negotiated,
     private readonly log: (line: string) => void,
     private readonly pool: BufferPool,
+    /** This connection's bytes of read replies and write payloads held at once. */
+    private readonly budget: ByteBudget,
   ) {
     this.maximum = blockSizeLimits(session.backend).maximum;
+  }
+
+  /** Requests are running or replies wait to be sent. */
+  get busy(): boolean {
+    return this.inFlight > 0 || this.socket.writableLength > 0;
   }
 
   /** Serves requests until NBD_CMD_DISC or the connection ends. */
@@ -77,10 +90,18 @@ export class Transmission {
           this.replyError(request, P.NBD_EINVAL, `write of ${request.length} bytes exceeds the maximum ${this.maximum}`);
           continue;
         }
-        payload = this.queue.take(request.length) ?? (await this.queue.read(request.length));
+        // A write's payload is held until the backend has it: it counts against the budget.
+        await this.budget.reserve(request.length);
+        try {
+          payload = this.queue.take(request.length) ?? (await this.queue.read(request.length));
+        } catch (error) {
+          this.budget.release(request.length);
+          throw error;
+        }
       }
       this.inFlight++;
       void this.serve(request, payload).finally(() => {
+        if (payload) this.budget.release(request.length);
         this.inFlight--;
         for (const wake of this.idle.splice(0)) wake();
       });
@@ -88,7 +109,7 @@ export class Transmission {
   }
 
   private mustWait(): boolean {
-    return this.inFlight >= MAX_IN_FLIGHT || this.socket.writableLength > MAX_PENDING_REPLY_BYTES;
+    return this.inFlight >= MAX_IN_FLIGHT || this.socket.writableLength > this.budget.heldBytes + MAX_UNBUDGETED_REPLY_BYTES;
   }
 
   private async waitForRoom(): Promise<void> {
@@ -129,23 +150,36 @@ export class Transmission {
               await this.readInPieces(request, backend, pieces);
               return;
             }
-            const storage = await this.pool.take(request.length);
+            if (!this.session.structuredReplies && request.length > this.budget.limitBytes) {
+              await this.streamSimpleRead(request, backend);
+              return;
+            }
+            const storage = await this.takeBuffer(request.length);
             const data = storage.subarray(0, request.length);
             let lent: LentBytes | undefined;
             try {
               lent = await this.readPiece(backend, request.offset, data);
             } catch (error) {
-              this.pool.give(storage);
+              this.giveBuffer(storage);
               throw error;
             }
             if (lent) {
+              // Lent bytes are held until written, in place of the buffer: they keep its share.
               this.pool.give(storage);
-              this.replyRead(request, lent.data, () => lent.release());
+              this.replyRead(request, lent.data, () => { lent.release(); this.budget.release(storage.length); });
             } else {
-              this.replyRead(request, data, () => this.pool.give(storage));
+              this.replyRead(request, data, () => this.giveBuffer(storage));
             }
           } else {
-            this.replyRead(request, await backend.read(request.offset, request.length));
+            await this.budget.reserve(request.length);
+            let data: Buffer;
+            try {
+              data = await backend.read(request.offset, request.length);
+            } catch (error) {
+              this.budget.release(request.length);
+              throw error;
+            }
+            this.replyRead(request, data, () => this.budget.release(request.length));
           }
           return;
         case P.CMD_WRITE:
@@ -297,46 +331,90 @@ export class Transmission {
   }
 
   /**
-   * Reads the data pieces at once and sends every piece in order as soon as it is ready. Only the
-   * data pieces take reply-buffer space (laid out back to back): a read of holes takes none.
+   * Reads the data pieces and sends every piece in order as soon as it is ready. Each data piece
+   * takes its own buffer and share of the budget, in order, so a read of any size holds at most
+   * the connection's budget; holes take none.
    */
   private async readInPieces(request: Request, backend: BlockBackend & ReadsIntoBuffer, pieces: Piece[]): Promise<void> {
-    const dataBytes = pieces.reduce((sum, piece) => sum + (piece.hole ? 0 : piece.length), 0);
-    const storage = dataBytes > 0 ? await this.pool.take(dataBytes) : undefined;
-    const giveBack = () => { if (storage) this.pool.give(storage); };
-    let at = 0;
-    const reads = pieces.map((piece) => {
-      if (piece.hole || !storage) return undefined;
-      const target = storage.subarray(at, at + piece.length);
-      at += piece.length;
-      const done = this.readPiece(backend, request.offset + piece.at, target).then((lent) => ({ lent, target }));
-      done.catch(() => {}); // awaited below, in order
-      return done;
-    });
+    const reads = pieces.map((piece) => (piece.hole ? undefined : this.readBudgetedPiece(backend, request.offset + piece.at, piece.length)));
+    for (const read of reads) read?.catch(() => {}); // awaited below, in order
     let sent = 0;
     try {
       for (const [i, piece] of pieces.entries()) {
-        const last = i === pieces.length - 1;
-        const flags = last ? P.REPLY_FLAG_DONE : 0;
+        const flags = i === pieces.length - 1 ? P.REPLY_FLAG_DONE : 0;
         if (piece.hole) {
-          this.sendHoleChunk(request, request.offset + piece.at, piece.length, flags, last ? giveBack : undefined);
+          this.sendHoleChunk(request, request.offset + piece.at, piece.length, flags);
         } else {
-          const { lent, target } = (await reads[i])!;
-          const release = lent ? () => lent.release() : undefined;
-          const onWritten = last ? () => { release?.(); giveBack(); } : release;
-          this.sendDataChunk(request, request.offset + piece.at, lent?.data ?? target, flags, onWritten);
+          const { data, done } = await reads[i]!;
+          this.sendDataChunk(request, request.offset + piece.at, data, flags, done);
         }
         sent = i + 1;
       }
     } catch (error) {
-      // Chunks already sent are followed by the error chunk; the buffer may still be in a pending
-      // write, so it is left to the garbage collector rather than returned to the pool. Bytes
-      // lent for pieces not sent go back now.
-      const settled = await Promise.allSettled(reads.slice(sent));
-      for (const result of settled) if (result.status === 'fulfilled') result.value?.lent?.release();
-      if (storage) this.pool.abandon(storage);
+      // Chunks already sent give their buffers back once written; pieces read but not sent now.
+      await this.giveBackUnsent(reads.slice(sent));
       throw error;
     }
+  }
+
+  /**
+   * A simple-reply read larger than the connection's budget, sent in pieces as they are read so
+   * that it holds no more than the budget. The header goes out with the first piece; an error
+   * after it cannot be told to the client, so the connection is closed (NBD spec, simple replies).
+   */
+  private async streamSimpleRead(request: Request, backend: BlockBackend & ReadsIntoBuffer): Promise<void> {
+    const reads: Array<Promise<{ data: Buffer; done: () => void }>> = [];
+    for (let at = 0; at < request.length; at += READ_PIECE_BYTES) {
+      const read = this.readBudgetedPiece(backend, request.offset + at, Math.min(READ_PIECE_BYTES, request.length - at));
+      read.catch(() => {}); // awaited below, in order
+      reads.push(read);
+    }
+    let sent = 0;
+    try {
+      for (const read of reads) {
+        const { data, done } = await read;
+        this.send(sent === 0 ? [this.simpleHeader(request, 0), data] : [data], done);
+        sent++;
+      }
+    } catch (error) {
+      await this.giveBackUnsent(reads.slice(sent));
+      if (sent === 0) throw error; // nothing sent yet: an ordinary error reply
+      this.log(`${this.session.exportName}: read at ${request.offset}+${request.length} failed after its reply began: ${(error as Error).message}; closing the connection`);
+      this.socket.destroy();
+    }
+  }
+
+  private async giveBackUnsent(reads: Array<Promise<{ data: Buffer; done: () => void }> | undefined>): Promise<void> {
+    const settled = await Promise.allSettled(reads);
+    for (const result of settled) if (result.status === 'fulfilled') result.value?.done();
+  }
+
+  /** One piece read under the budget; `done` gives its buffer (or lent bytes) and share back. */
+  private async readBudgetedPiece(backend: BlockBackend & ReadsIntoBuffer, offset: number, length: number): Promise<{ data: Buffer; done: () => void }> {
+    const storage = await this.takeBuffer(length);
+    let lent: LentBytes | undefined;
+    try {
+      lent = await this.readPiece(backend, offset, storage.subarray(0, length));
+    } catch (error) {
+      this.giveBuffer(storage);
+      throw error;
+    }
+    if (!lent) return { data: storage.subarray(0, length), done: () => this.giveBuffer(storage) };
+    // Lent bytes are held until written, in place of the buffer: they keep its share.
+    this.pool.give(storage);
+    const bytes = lent;
+    return { data: bytes.data, done: () => { bytes.release(); this.budget.release(storage.length); } };
+  }
+
+  /** A reply buffer from the shared pool, once this connection's budget has room for it. */
+  private async takeBuffer(length: number): Promise<Buffer> {
+    await this.budget.reserve(sizeClass(length));
+    return this.pool.take(length);
+  }
+
+  private giveBuffer(storage: Buffer): void {
+    this.pool.give(storage);
+    this.budget.release(storage.length);
   }
 
   /** Fills `target`, or takes the bytes the backend lends instead (no copy). */
@@ -382,7 +460,7 @@ export class Transmission {
       if (from !== at || to <= from) break; // must be contiguous from the request's offset
       descriptors.push([to - from, (extent.hole ? P.STATE_HOLE : 0) | (extent.zero ? P.STATE_ZERO : 0)]);
       at = to;
-      if (at >= end || request.flags & P.CMD_FLAG_REQ_ONE) break;
+      if (at >= end || request.flags & P.CMD_FLAG_REQ_ONE || descriptors.length >= MAX_EXTENTS_PER_REPLY) break;
     }
     if (descriptors.length === 0) {
       this.replyError(request, P.NBD_EIO, 'backend returned no extent for the range');

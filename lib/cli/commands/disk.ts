@@ -9,6 +9,9 @@ import { BlockError } from '../../block/backend.js';
 import { DiskIoFailed, FillFailed } from '../../cor/errors.js';
 import { ProgressBar } from '../progress-bar.js';
 import { humanSize } from '../human-size.js';
+import { serverLimitOptions, serverLimitsOf, type ServerLimitArgs } from '../server-limits.js';
+import { withTlsCredentials } from '../../nbd/client-uri.js';
+import { COR_SERVER_LIMITS } from '../../cor/device.js';
 
 const log = (line: string): void => void process.stderr.write(`${new Date().toISOString()} ${line}\n`);
 
@@ -44,10 +47,17 @@ function progressReporter(json: boolean, blockSize: number): (progress: FillProg
 }
 
 interface DiskArgs { disk: string; from: string[]; json: boolean }
-interface ServeArgs extends DiskArgs { image: string; socket?: string; fill: boolean; 'fill-rate': string; export: string }
-interface FillArgs extends DiskArgs { image?: string; rate: string }
+interface ServeArgs extends DiskArgs, ServerLimitArgs { image: string; socket?: string; fill: boolean; 'fill-rate': string; export: string; 'tls-creds'?: string }
+interface FillArgs extends DiskArgs { image?: string; rate: string; 'tls-creds'?: string }
 
-const fromOption = { type: 'string', array: true, default: [] as string[], describe: 'repository URI: directory, nbd+unix:///?socket=PATH or nbd://HOST:PORT (repeat for several)', defaultDescription: 'the default local repository' } as const;
+const fromOption = { type: 'string', array: true, default: [] as string[], describe: 'repository URI: directory, nbd+unix:///?socket=PATH, nbd://HOST:PORT, or nbds://… with TLS (repeat for several)', defaultDescription: 'the default local repository' } as const;
+const tlsCredsOption = { type: 'string', describe: 'x509 directory for nbds:// repositories: ca-cert.pem (and client-cert.pem, client-key.pem)' } as const;
+
+/** The --from URIs, with --tls-creds added to nbds:// ones that name no credentials. */
+function fromUris(args: { from: string[]; 'tls-creds'?: string }): string[] {
+  const creds = args['tls-creds'];
+  return args.from.map((uri) => withTlsCredentials(uri, creds ? { x509Dir: creds } : undefined));
+}
 
 /**
  * The disk commands' errors as one line: a file system error names its file, a failed fill says
@@ -80,20 +90,22 @@ async function untilSignal(): Promise<string> {
 const serveCommand: CommandModule<any, ServeArgs> = {
   command: 'serve <image>',
   describe: 'serve IMAGE as a copy-on-read disk over NBD (creates the disk and its map on first use)',
-  builder: (y: Argv) => y
+  builder: (y: Argv) => serverLimitOptions(y
     .positional('image', { type: 'string', describe: 'NAME or NAME@N' })
     .option('disk', { type: 'string', demandOption: true, describe: 'local raw file or block device' })
     .option('from', fromOption)
+    .option('tls-creds', tlsCredsOption)
     .option('socket', { type: 'string', describe: 'unix socket to serve on', defaultDescription: 'a fresh temporary path' })
     .option('export', { type: 'string', default: 'disk', describe: 'NBD export name' })
     .option('fill', { type: 'boolean', default: false, describe: 'fetch every absent block in the background' })
     .option('fill-rate', { type: 'string', default: '0', describe: 'background fill limit in bytes/s (50M, 0 = unlimited)' })
-    .option('json', { type: 'boolean', default: false, describe: 'progress as JSON lines on stdout' }) as Argv<any>,
+    .option('json', { type: 'boolean', default: false, describe: 'progress as JSON lines on stdout' }),
+  { idleTimeoutS: (COR_SERVER_LIMITS.idleTimeoutMs ?? 0) / 1000, maxConnections: COR_SERVER_LIMITS.maxConnections ?? 16, stallTimeoutS: (COR_SERVER_LIMITS.stallTimeoutMs ?? 600_000) / 1000 }) as Argv<any>,
   handler: (args) => withDiskErrors({ disk: args.disk, image: args.image }, async () => {
     let report: ((progress: FillProgress) => void) | undefined;
     const device = await openCorDevice({
-      image: args.image, disk: args.disk, from: args.from, socketPath: args.socket, exportName: args.export,
-      fill: args.fill, fillRate: parseRate(args['fill-rate']), log,
+      image: args.image, disk: args.disk, from: fromUris(args), socketPath: args.socket, exportName: args.export,
+      fill: args.fill, fillRate: parseRate(args['fill-rate']), log, serverLimits: serverLimitsOf(args),
       onFillProgress: (progress) => report?.(progress),
     });
     report = progressReporter(args.json, device.manifest.blockSize);
@@ -119,6 +131,7 @@ const fillCommand: CommandModule<any, FillArgs> = {
     .option('disk', { type: 'string', demandOption: true, describe: 'local raw file or block device' })
     .option('image', { type: 'string', describe: 'NAME@N, needed only when the disk has no map yet' })
     .option('from', fromOption)
+    .option('tls-creds', tlsCredsOption)
     .option('rate', { type: 'string', default: '0', describe: 'limit in bytes/s (50M, 0 = unlimited)' })
     .option('json', { type: 'boolean', default: false, describe: 'progress as JSON lines on stdout' }) as Argv<any>,
   handler: (args) => {
@@ -137,7 +150,7 @@ async function fill(args: FillArgs, context: { image?: string }): Promise<void> 
     await map.close();
   }
   context.image = image;
-  const opened = await openDisk({ image, disk: args.disk, from: args.from, log });
+  const opened = await openDisk({ image, disk: args.disk, from: fromUris(args), log });
   context.image = `${opened.backend.manifest.name}@${opened.backend.manifest.version}`;
   const filler = new Filler(opened.backend, {
     rate, stopOnError: true, log,

@@ -3,15 +3,19 @@ import type { Argv, CommandModule } from 'yargs';
 import { join } from 'node:path';
 import { Repository } from '../../repo/repository.js';
 import { repositoryExports } from '../../repo/export-provider.js';
-import { startNbdServer } from '../../nbd/server.js';
+import { checkListenAllowed, startNbdServer } from '../../nbd/server.js';
+import { loadServerTls } from '../../nbd/tls.js';
 import { UsageError } from '../../errors.js';
 import { checkCommand } from './repo-check.js';
+import { serverLimitOptions, serverLimitsOf, type ServerLimitArgs } from '../server-limits.js';
 
-interface ServeArgs {
+interface ServeArgs extends ServerLimitArgs {
   repo: string;
   verify: boolean;
   socket?: string;
   listen?: string;
+  'tls-creds'?: string;
+  'tls-psk'?: string;
 }
 
 /** `$XDG_RUNTIME_DIR/lazyboot/repo.sock`, else `repo.sock` inside the repository directory. */
@@ -26,15 +30,21 @@ export function parseListen(value: string): { host: string; port: number } {
   return { host: match[1] ?? match[2]!, port };
 }
 
+/** A repository server may have many hosts' COR devices as clients, each idle for long spells. */
+const REPO_IDLE_TIMEOUT_S = 600;
+
 const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
   command: 'serve',
   describe: 'serve the repository over NBD: exports NAME@N, NAME (latest) and manifest:NAME[@N]',
   builder: (y) =>
-    y
-      .option('socket', { type: 'string', describe: 'unix socket path', defaultDescription: '$XDG_RUNTIME_DIR/lazyboot/repo.sock or REPO/repo.sock' })
-      .option('listen', { type: 'string', describe: 'listen on TCP HOST:PORT instead (e.g. 127.0.0.1:10809)' })
+    serverLimitOptions(y
+      .option('socket', { type: 'string', describe: 'unix socket path (mode 0600)', defaultDescription: '$XDG_RUNTIME_DIR/lazyboot/repo.sock or REPO/repo.sock' })
+      .option('listen', { type: 'string', describe: 'listen on TCP HOST:PORT instead (e.g. 127.0.0.1:10809); beyond loopback TLS is required' })
       .option('verify', { type: 'boolean', default: true, describe: "verify each block's SHA-256 the first time it is served (--no-verify: only to test clients' own verification)" })
-      .conflicts('socket', 'listen') as Argv<any>,
+      .option('tls-creds', { type: 'string', describe: 'require TLS with x509 certificates: DIR with ca-cert.pem, server-cert.pem, server-key.pem (as QEMU tls-creds-x509); clients need a certificate from the CA' })
+      .option('tls-psk', { type: 'string', describe: 'require TLS with pre-shared keys: FILE of username:hexkey lines (as QEMU tls-creds-psk keys.psk)' })
+      .conflicts('socket', 'listen')
+      .conflicts('tls-creds', 'tls-psk'), { idleTimeoutS: REPO_IDLE_TIMEOUT_S, maxConnections: 64 }) as Argv<any>,
   handler: async (args) => {
     const log = (line: string): void => void process.stderr.write(`${new Date().toISOString()} ${line}\n`);
     // Listen for the stop signals before anything else: a client may signal as soon as it sees the URI.
@@ -46,16 +56,28 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
       process.once('SIGINT', () => stop('SIGINT'));
       process.once('SIGTERM', () => stop('SIGTERM'));
     });
+    const limits = serverLimitsOf(args);
+    const listen = args.listen ? parseListen(args.listen) : undefined;
+    if (listen) checkListenAllowed(listen.host, Boolean(args['tls-creds'] || args['tls-psk']));
+    const tls = args['tls-creds'] || args['tls-psk']
+      ? await loadServerTls({ ...(args['tls-creds'] ? { x509Dir: args['tls-creds'] } : {}), ...(args['tls-psk'] ? { pskFile: args['tls-psk'] } : {}) })
+      : undefined;
     const repo = await Repository.open(args.repo, { create: false });
-    const server = await startNbdServer({
-      exports: repositoryExports(repo, { log, verifyBlocks: args.verify }),
-      ...(args.listen ? { listen: parseListen(args.listen) } : { socketPath: args.socket ?? defaultSocketPath(repo.dir) }),
-      log,
-    });
-    process.stdout.write(`serving ${repo.dir} at ${server.uri}\n`);
-    await stopped;
-    await server.close();
-    await repo.close();
+    try {
+      const server = await startNbdServer({
+        exports: repositoryExports(repo, { log, verifyBlocks: args.verify }),
+        ...(listen ? { listen } : { socketPath: args.socket ?? defaultSocketPath(repo.dir) }),
+        log,
+        limits,
+        ...(tls ? { tls } : {}),
+      });
+      process.stdout.write(`serving ${repo.dir} at ${server.uri}\n`);
+      if (tls) log(`clients must use ${tls.describe}`);
+      await stopped;
+      await server.close();
+    } finally {
+      await repo.close();
+    }
   },
 };
 
