@@ -7,6 +7,7 @@ import { exportImageToFile } from '../../repo/export-file.js';
 import { parseBlockSize, DEFAULT_BLOCK_SIZE } from '../../repo/block-size.js';
 import { validateImageName, formatImageRef } from '../../repo/image-name.js';
 import { LazybootError } from '../../errors.js';
+import { installSignalTeardown } from '../../base/cleanup.js';
 import { RepositoryCorrupt } from '../../repo/errors.js';
 import { ProgressBar } from '../progress-bar.js';
 import { humanSize } from '../human-size.js';
@@ -128,6 +129,8 @@ const exportCommand: CommandModule<RepoArgs, RepoArgs & { image: string; file: s
   describe: 'write an image version (NAME or NAME@N) to a raw file, verifying every block',
   builder: (y) => y.positional('image', { type: 'string', demandOption: true }).positional('file', { type: 'string', demandOption: true }) as Argv<any>,
   handler: async (args) => {
+    // Ctrl-C removes the temp file beside FILE (export-file.ts registers it) before exiting 130.
+    installSignalTeardown();
     await withRepository(args.repo, async (repo) => {
       const manifest = await repo.resolve(args.image);
       const progress = new ProgressBar(`exporting ${formatImageRef(manifest.name, manifest.version)}`, manifest.size);
