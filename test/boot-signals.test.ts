@@ -69,6 +69,7 @@ test('`lazyboot boot`: Ctrl-C to the whole process group mid-boot tears everythi
   process.kill(-child.pid!, 'SIGINT');
   const result = await child;
   t.log(result.stderr);
+  t.log(result.stdout);
   t.is(result.exitCode, 130);
   t.regex(result.stderr, /SIGINT: tearing down/);
   t.regex(result.stdout, /summary: tiny@1 stopped/, 'the summary is printed on the way out');

@@ -80,6 +80,8 @@ export class TransientVm implements AsyncDisposable {
   #bootTimer: NodeJS.Timeout | undefined;
   /** Set while a host-signal SHUTDOWN waits to learn whether this process asked for the stop. */
   #hostSignalVerdict: Promise<void> | undefined;
+  /** QEMU sent SHUTDOWN: it is going down, whoever asked. */
+  #qemuShuttingDown = false;
 
   readonly options: ResolvedVmOptions & { readonly disk: VmDisk };
 
@@ -238,6 +240,7 @@ export class TransientVm implements AsyncDisposable {
     this.events.emit({ type: 'qmp-event', event, atMs: this.elapsedMs() });
     switch (event.event) {
       case 'SHUTDOWN':
+        this.#qemuShuttingDown = true;
         if (event.data.reason === 'host-signal' && this.state !== 'stopping') {
           // A signal from someone else ends the VM without the guest's or our consent: a failure.
           // But a terminal's Ctrl-C reaches QEMU and this process together (one process group), and
@@ -252,6 +255,10 @@ export class TransientVm implements AsyncDisposable {
         }
         break;
       case 'BLOCK_IO_ERROR':
+        // Once QEMU is shutting down it closes its drives under the guest's last reads ("No medium
+        // found"): that is the shutdown, whose own verdict (ours, the guest's, or a signal from
+        // outside) decides how the VM ended, not a failure of the disk.
+        if (this.#qemuShuttingDown) break;
         this.#fail(new GuestDiskError(String(event.data.operation), String(event.data.reason ?? 'I/O error')));
         break;
       case 'GUEST_PANICKED':
