@@ -41,3 +41,15 @@ test('disk fill makes a cmp-identical disk; status reports it; a foreign image i
   t.is(badRate.exitCode, 1);
   t.regex(badRate.stderr, /invalid rate "fast"/);
 }, { unsafeCleanup: true }));
+
+test('a mistyped --from directory is refused in one line and is not created (nor is the disk)', (t) => withDir(async ({ path: dir }) => {
+  const typo = join(dir, 'no-such-repo');
+  const disk = join(dir, 'disk.raw');
+  for (const command of [['disk', 'fill', '--disk', disk, '--image', 'demo'], ['disk', 'serve', 'demo', '--disk', disk, '--socket', join(dir, 's.sock')]]) {
+    const result = await lazyboot([...command, '--from', typo]);
+    t.is(result.exitCode, 1, command.join(' '));
+    t.regex(result.stderr, /^lazyboot: [^\n]*no-such-repo is not a lazyboot repository \(it does not exist\)[^\n]*$/);
+  }
+  const { readdir } = await import('node:fs/promises');
+  t.deepEqual(await readdir(dir), [], 'no repository, disk or map was created');
+}, { unsafeCleanup: true }));

@@ -8,7 +8,8 @@ export class DirectorySource implements RepositorySource {
   private constructor(readonly uri: string, private readonly repository: Repository) {}
 
   static async open(dir: string): Promise<DirectorySource> {
-    return new DirectorySource(dir, await Repository.open(dir));
+    // Only read: a mistyped --from must be refused as "not a repository", never created empty.
+    return new DirectorySource(dir, await Repository.open(dir, { create: false }));
   }
 
   manifestBytes(ref: string): Promise<Buffer> {
