@@ -11,7 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as P from '../lib/nbd/protocol.js';
 import { makeImage, type TestImage } from './cor-fixtures.js';
-import { RawPeer, optionHeader } from './helpers/nbd-raw-peer.js';
+import { RawPeer, exportNameData, optionHeader } from './helpers/nbd-raw-peer.js';
 import { memoryOf, startServing, MiB, type ServedProcess } from './helpers/served-process.js';
 import { MemoryBackend } from './helpers/memory-backend.js';
 import { startNbdServer } from '../lib/nbd/server.js';
@@ -162,10 +162,7 @@ test('a slow handshake is closed at its deadline even while the client keeps sen
   const { server, socket } = await serve('repo', dir, image, ['--handshake-timeout', '1']);
   try {
     const peer = await RawPeer.connect(socket);
-    await peer.read(18);
-    const flags = Buffer.alloc(4);
-    flags.writeUInt32BE(P.CLIENT_FLAG_FIXED_NEWSTYLE | P.CLIENT_FLAG_NO_ZEROES);
-    peer.write(flags);
+    await peer.greet();
     // One byte of an option every 100 ms: an inactivity timer would never fire.
     const option = Buffer.concat([optionHeader(P.OPT_INFO, 1000), Buffer.alloc(1000)]);
     let sent = 0;
@@ -190,10 +187,7 @@ test('more options than the cap in one handshake close the connection', (t) => w
   const { server, socket } = await serve('repo', dir, image);
   try {
     const peer = await RawPeer.connect(socket);
-    await peer.read(18);
-    const flags = Buffer.alloc(4);
-    flags.writeUInt32BE(P.CLIENT_FLAG_FIXED_NEWSTYLE | P.CLIENT_FLAG_NO_ZEROES);
-    peer.write(flags);
+    await peer.greet();
     let answered = 0;
     for (let i = 0; i < 2000; i++) {
       peer.write(optionHeader(P.OPT_STRUCTURED_REPLY, 0));
@@ -214,14 +208,9 @@ test('error replies echo at most 256 characters of a client\'s export name', (t)
   const { server, socket } = await serve('repo', dir, image);
   try {
     const peer = await RawPeer.connect(socket);
-    await peer.read(18);
-    const flags = Buffer.alloc(4);
-    flags.writeUInt32BE(P.CLIENT_FLAG_FIXED_NEWSTYLE | P.CLIENT_FLAG_NO_ZEROES);
-    const name = Buffer.alloc(60_000, 'n');
-    const data = Buffer.alloc(4 + name.length + 2);
-    data.writeUInt32BE(name.length, 0);
-    name.copy(data, 4);
-    peer.write(Buffer.concat([flags, optionHeader(P.OPT_INFO, data.length), data]));
+    await peer.greet();
+    const data = exportNameData(Buffer.alloc(60_000, 'n'));
+    peer.write(Buffer.concat([optionHeader(P.OPT_INFO, data.length), data]));
     const header = (await peer.read(20))!;
     t.is(header.readUInt32BE(12), P.REP_ERR_UNKNOWN >>> 0);
     const length = header.readUInt32BE(16);
@@ -406,14 +395,9 @@ async function rawGo(peer: RawPeer, name: string, structured: boolean): Promise<
     await peer.go(name);
     return;
   }
-  await peer.read(18);
-  const flags = Buffer.alloc(4);
-  flags.writeUInt32BE(P.CLIENT_FLAG_FIXED_NEWSTYLE | P.CLIENT_FLAG_NO_ZEROES);
-  const nameBytes = Buffer.from(name);
-  const go = Buffer.alloc(4 + nameBytes.length + 2);
-  go.writeUInt32BE(nameBytes.length, 0);
-  nameBytes.copy(go, 4);
-  peer.write(Buffer.concat([flags, optionHeader(P.OPT_STRUCTURED_REPLY, 0), optionHeader(P.OPT_GO, go.length), go]));
+  await peer.greet();
+  const go = exportNameData(name);
+  peer.write(Buffer.concat([optionHeader(P.OPT_STRUCTURED_REPLY, 0), optionHeader(P.OPT_GO, go.length), go]));
   for (;;) {
     const header = (await peer.read(20))!;
     const payload = (await peer.read(header.readUInt32BE(16)))!;

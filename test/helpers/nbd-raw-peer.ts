@@ -56,17 +56,19 @@ export class RawPeer {
     this.socket.write(bytes);
   }
 
-  /** Fixed newstyle greeting + NBD_OPT_GO for `name` (simple replies). Returns size and flags. */
-  async go(name: string): Promise<{ size: number; flags: number }> {
+  /** Reads the fixed newstyle greeting and answers it with the client flags: options may follow. */
+  async greet(): Promise<void> {
     const greeting = await this.read(18);
     if (!greeting || greeting.readBigUInt64BE(0) !== P.NBDMAGIC) throw new Error('no NBD greeting');
     const clientFlags = Buffer.alloc(4);
     clientFlags.writeUInt32BE(P.CLIENT_FLAG_FIXED_NEWSTYLE | P.CLIENT_FLAG_NO_ZEROES);
     this.write(clientFlags);
-    const nameBytes = Buffer.from(name);
-    const data = Buffer.alloc(4 + nameBytes.length + 2);
-    data.writeUInt32BE(nameBytes.length, 0);
-    nameBytes.copy(data, 4);
+  }
+
+  /** Fixed newstyle greeting + NBD_OPT_GO for `name` (simple replies). Returns size and flags. */
+  async go(name: string): Promise<{ size: number; flags: number }> {
+    await this.greet();
+    const data = exportNameData(name);
     this.write(Buffer.concat([optionHeader(P.OPT_GO, data.length), data]));
     let size = -1;
     let flags = 0;
@@ -114,6 +116,15 @@ export class RawPeer {
   close(): void {
     this.socket.destroy();
   }
+}
+
+/** The data of NBD_OPT_INFO / NBD_OPT_GO: the export name (length-prefixed) and no information requests. */
+export function exportNameData(name: string | Buffer): Buffer {
+  const nameBytes = Buffer.from(name);
+  const data = Buffer.alloc(4 + nameBytes.length + 2);
+  data.writeUInt32BE(nameBytes.length, 0);
+  nameBytes.copy(data, 4);
+  return data;
 }
 
 export function optionHeader(option: number, length: number): Buffer {
