@@ -5,7 +5,7 @@ import { BlockError, type BlockCapabilities, type BlockSizeConstraints, type Ext
 import { MAX_REQUEST_BYTES } from '../nbd/protocol.js';
 import { readByFilling, zeroBlockRanges, type KnowsZeroRanges, type ReadsIntoBuffer } from '../block/read-into.js';
 import { READ_ONLY_CAPABILITIES, ReadOnlyBackend } from '../block/read-only.js';
-import { DIGEST_BYTES, type Manifest } from './manifest-format.js';
+import { DIGEST_BYTES, zeroBlockFlags, type Manifest } from './manifest-format.js';
 import { LazybootError } from '../errors.js';
 import { BlockCorrupt, BlockMissing, RepositoryCorrupt } from './errors.js';
 import type { BlockLocation, PackFile, PackStore } from './pack-store.js';
@@ -65,10 +65,7 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
     this.size = manifest.size;
     this.constraints = { minimum: 1, preferred: Math.min(manifest.blockSize, 64 * 1024), maximum: MAX_REQUEST_BYTES };
     // One byte per block, so block status and reads need not compare digests.
-    this.zeroFlags = new Uint8Array(manifest.blockCount);
-    for (let i = 0; i < manifest.blockCount; i++) {
-      this.zeroFlags[i] = isZero(manifest.digests, i * DIGEST_BYTES) ? 1 : 0;
-    }
+    this.zeroFlags = zeroBlockFlags(manifest);
     this.locations = new Array<BlockLocation | undefined>(manifest.blockCount);
     const starts: number[] = [];
     for (let i = 0; i < manifest.blockCount; i++) if (i === 0 || this.zeroFlags[i] !== this.zeroFlags[i - 1]) starts.push(i);
@@ -240,11 +237,6 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
 
   /** Nothing to release: pack handles belong to the repository. */
   async close(): Promise<void> {}
-}
-
-function isZero(buffer: Buffer, at: number): boolean {
-  for (let i = at; i < at + DIGEST_BYTES; i++) if (buffer[i] !== 0) return false;
-  return true;
 }
 
 function toBlockError(error: unknown): BlockError {
