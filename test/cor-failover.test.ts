@@ -170,6 +170,9 @@ async function startStalledProxy(repoSocket: string, socket: string, delay: stri
   };
 }
 
+/** Long enough for a healthy repository on a loaded machine; the stalled one stalls 30 s. */
+const TIMEOUT_MS = 1_500;
+
 test('a repository that stops answering: reads time out and fail over (in-process and worker reads), and it is backed off', (t) => withDir(async ({ path: dir }) => {
   // 16 MiB without zero blocks (a read is not split around holes): stripes of 64 blocks alternate B, stalled.
   const content = randomBytes(256 * BS);
@@ -181,24 +184,30 @@ test('a repository that stops answering: reads time out and fail over (in-proces
   const events: FetchErrorEvent[] = [];
   try {
     // B first: the manifest comes from it, and stripe 0 is B's, stripe 1 the stalled one's.
-    const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [serverB.uri, stalled.uri], fetchTimeoutMs: 400 });
-    device.on('fetch-error', (event: FetchErrorEvent) => events.push(event));
+    const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [serverB.uri, stalled.uri], fetchTimeoutMs: TIMEOUT_MS });
+    const eventTimes = new Map<FetchErrorEvent, number>();
+    device.on('fetch-error', (event: FetchErrorEvent) => { events.push(event); eventTimes.set(event, Date.now()); });
     try {
       // One block (an in-process read) in stripe 1.
       const started = Date.now();
       await qemuImgDd(device.uri, join(dir, 'one.raw'), BS, 66, 1);
-      t.true(Date.now() - started < 5_000);
+      t.true(Date.now() - started < TIMEOUT_MS + 5_000);
       const timeouts = () => events.filter((e) => e.uri === stalled.uri && e.error instanceof FetchTimeout && !e.final);
       t.is(timeouts().length, 1, events.map((e) => `${e.uri}: ${e.error.message}`).join('\n'));
-      t.regex(timeouts()[0]!.error.message, /did not answer for block 66 within 400 ms/);
-      // Backed off now: stripe 3 goes to B first, so no new timeout.
+      t.regex(timeouts()[0]!.error.message, new RegExp(`did not answer for block 66 within ${TIMEOUT_MS} ms`));
+      // Backed off now (for 1 s from the timeout): stripe 3 goes to B first, so no new timeout.
+      // The exact 1 s edges are tested on a fake clock (failover-backoff.test.ts); here the check
+      // holds only if qemu-io got its read in well within the back-off, which a loaded machine
+      // may not give.
+      const timedOutAt = eventTimes.get(timeouts()[0]!)!;
       await qemuIo(device.uri, [`read ${200 * BS} ${BS}`]);
-      t.is(timeouts().length, 1);
+      if (Date.now() - timedOutAt < 800) t.is(timeouts().length, 1);
+      else t.log(`qemu-io took ${Date.now() - timedOutAt} ms: the back-off may have ended, its check is skipped`);
       // After the back-off (1 s), 32 blocks in stripe 3 try it again: QEMU sends them as requests
       // of several blocks (worker reads), each timing out and served by B.
       await sleep(1_100);
       await qemuIo(device.uri, [`read ${210 * BS} ${32 * BS}`]);
-      const later = timeouts().slice(1);
+      const later = timeouts().filter((e) => e.firstBlock >= 210);
       t.true(later.length >= 1, events.map((e) => e.error.message).join('\n'));
       t.true(later.every((e) => e.firstBlock >= 210 && e.firstBlock < 242 && e.blockCount >= 4), JSON.stringify(later.map((e) => [e.firstBlock, e.blockCount])));
       t.false(events.some((e) => e.final));

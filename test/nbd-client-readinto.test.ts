@@ -4,10 +4,9 @@ import test from 'ava';
 import { withDir } from 'tmp-promise';
 import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
-import { writeFile, access } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { NbdClient } from '../lib/nbd/client.js';
+import { connectWhenUp } from './helpers/connect-when-up.js';
 
 test('readInto and read interleaved, many in flight, fill exactly the right bytes', (t) => withDir(async ({ path: dir }) => {
   const file = join(dir, 'disk.raw');
@@ -16,8 +15,7 @@ test('readInto and read interleaved, many in flight, fill exactly the right byte
   const socket = join(dir, 'nbd.sock');
   const server = execa('qemu-nbd', ['-k', socket, '-f', 'raw', '--shared=4', '--read-only', file], { reject: false });
   try {
-    for (let i = 0; i < 200 && !(await access(socket).then(() => true, () => false)); i++) await sleep(25);
-    const client = await NbdClient.connect(`nbd+unix:///?socket=${socket}`);
+    const client = await connectWhenUp(`nbd+unix:///?socket=${socket}`);
     try {
       // Sizes from 1 byte to 4 MiB + a bit, at unaligned offsets; every other one into a guard-banded
       // target in shared memory (the bytes around the target must stay untouched).

@@ -3,24 +3,17 @@ import test from 'ava';
 import { withDir } from 'tmp-promise';
 import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
-import { readFile, writeFile, access } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NbdClient, NbdConnectError, parseNbdUri, formatNbdUri, withTlsCredentials } from '../lib/nbd/client.js';
 import { BlockError } from '../lib/block/backend.js';
+import { connectWhenUp } from './helpers/connect-when-up.js';
 
-async function waitForSocket(path: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try { await access(path); return; } catch { await sleep(25); }
-  }
-  throw new Error(`socket ${path} never appeared`);
-}
-
-/** Runs qemu-nbd on `file` for the duration of `body`. */
+/** Runs qemu-nbd on `file` for the duration of `body` (which connects with connectWhenUp). */
 async function withQemuNbd<T>(file: string, socket: string, args: string[], body: () => Promise<T>): Promise<T> {
   const server = execa('qemu-nbd', ['-k', socket, '-f', 'raw', '--shared=8', ...args, file], { reject: false });
   try {
-    await waitForSocket(socket);
     return await body();
   } finally {
     server.kill('SIGTERM');
@@ -62,7 +55,7 @@ test('reads from qemu-nbd equal the file, with many requests in flight', (t) => 
   await writeFile(file, content);
   const socket = join(dir, 'nbd.sock');
   await withQemuNbd(file, socket, ['--read-only'], async () => {
-    const client = await NbdClient.connect(`nbd+unix:///?socket=${socket}`);
+    const client = await connectWhenUp(`nbd+unix:///?socket=${socket}`);
     try {
       t.is(client.size, content.length);
       t.false(client.capabilities.write);
@@ -85,7 +78,7 @@ test('writes, write-zeroes, trim and flush reach the file through qemu-nbd', (t)
   await writeFile(file, Buffer.alloc(1024 * 1024, 0x11));
   const socket = join(dir, 'nbd.sock');
   await withQemuNbd(file, socket, ['--cache=none'], async () => {
-    const client = await NbdClient.connect({ socketPath: socket, exportName: '' });
+    const client = await connectWhenUp({ socketPath: socket, exportName: '' });
     try {
       t.true(client.capabilities.write && client.capabilities.flush && client.capabilities.writeZeroes);
       const data = randomBytes(8192);
@@ -108,8 +101,7 @@ test('nbdkit named exports: the right one is selected, a wrong name is a clear e
   // The memory plugin with a size; exportname filter restricts names to 'alpha'.
   const server = execa('nbdkit', ['-f', '-U', socket, '--filter=exportname', 'memory', '1M', 'exportname=alpha', 'exportname-strict=true'], { reject: false });
   try {
-    await waitForSocket(socket);
-    const client = await NbdClient.connect(`nbd+unix:///alpha?socket=${socket}`);
+    const client = await connectWhenUp(`nbd+unix:///alpha?socket=${socket}`);
     t.is(client.size, 1024 * 1024);
     await client.write(0, Buffer.from('hello'));
     t.is((await client.read(0, 5)).toString(), 'hello');
@@ -132,8 +124,7 @@ test('server killed with requests in flight: they fail with EIO, no hang', (t) =
   // 500 ms per read, so requests are in flight when the server dies.
   const server = execa('nbdkit', ['-f', '-U', socket, '--filter=delay', 'memory', '1M', 'rdelay=500ms'], { reject: false });
   try {
-    await waitForSocket(socket);
-    const client = await NbdClient.connect({ socketPath: socket, exportName: '' });
+    const client = await connectWhenUp({ socketPath: socket, exportName: '' });
     const reads = [client.read(0, 4096), client.read(4096, 4096)];
     await sleep(100);
     server.kill('SIGKILL');

@@ -7,6 +7,7 @@ import { execa } from 'execa';
 import { readFile, mkdir, copyFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NbdClient } from '../lib/nbd/client.js';
+import { connectWhenUp } from './helpers/connect-when-up.js';
 import { makeImage, type TestImage } from './cor-fixtures.js';
 import { makePskFile, makeX509Credentials } from './helpers/tls-certs.js';
 import { startServing, MiB, type ServedProcess } from './helpers/served-process.js';
@@ -123,18 +124,6 @@ test('our client against qemu-nbd: reads over TLS, and says so when the server o
     await plainServer;
   }
 }));
-
-/** qemu-nbd listens a moment after it starts: retry while the port refuses (bounded). */
-async function connectWhenUp(uri: string): Promise<NbdClient> {
-  for (let i = 0; ; i++) {
-    try {
-      return await NbdClient.connect(uri);
-    } catch (error) {
-      if (i >= 100 || !/ECONNREFUSED/.test((error as Error).message)) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-}
 
 test('PSK: qemu-img (tls-creds-psk), nbdinfo and our client read over TLS with a keys.psk file', (t) => withCredentials(async (setup) => {
   const pskDir = join(setup.dir, 'psk');
