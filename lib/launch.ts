@@ -10,12 +10,16 @@ import { openCorDevice, type CorDevice, type CorStats } from './cor/device.js';
 import { vmOptionsOf, type LaunchOptions } from './launch-options.js';
 import { withVmDefaults } from '../vmm/vm-options.js';
 import { TransientVm, type ExecResult, type VmEvent } from '../vmm/vm.js';
+import type { RunCommandOptions, RunOutcome } from '../vmm/guest-command.js';
+import type { CopyResult } from '../guest/agent-files.js';
 import type { EventStream } from '../vmm/event-stream.js';
 import type { VmState } from '../vmm/lifecycle.js';
 
 export type { LaunchOptions } from './launch-options.js';
 export type { VmEvent, ExecResult } from '../vmm/vm.js';
 export type { VmState } from '../vmm/lifecycle.js';
+export type { RunCommandOptions, RunOutcome } from '../vmm/guest-command.js';
+export type { CopyResult } from '../guest/agent-files.js';
 
 export interface LazyVm extends AsyncDisposable {
   /** The guest's own storage driver has the disk. */
@@ -36,6 +40,14 @@ export interface LazyVm extends AsyncDisposable {
   /** Blocks fetched / present / modified on the local disk, read requests, failed fetches. */
   stats(): CorStats;
   exec(program: string, args?: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
+  /** Runs a command with live output on the given sinks (stream ports); a timeout kills it in the guest. Needs `agent: true`. */
+  run(command: readonly string[], options: RunCommandOptions): Promise<RunOutcome>;
+  /** Copies a host file into the guest (agent file calls); the guest's directory must exist. */
+  copyIn(hostPath: string, guestPath: string): Promise<CopyResult>;
+  /** Copies a guest file to the host (atomically replaced). */
+  copyOut(guestPath: string, hostPath: string): Promise<CopyResult>;
+  /** The serial console log (removed at close unless `consoleLog` was given). */
+  readonly consoleLog: string;
   close(): Promise<void>;
 }
 
@@ -93,6 +105,12 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     imageBytes: device.manifest.size,
     stats: () => (vm.lifecycle.isFinal ? lastStats : (lastStats = device.stats())),
     exec: (program, args, execOptions) => vm.exec(program, args, execOptions),
+    run: (command, runOptions) => vm.runCommand(command, runOptions),
+    copyIn: (hostPath, guestPath) => vm.copyToGuest(hostPath, guestPath),
+    copyOut: (guestPath, hostPath) => vm.copyFromGuest(guestPath, hostPath),
+    get consoleLog() {
+      return vm.consoleLog;
+    },
     close: () => vm.close(),
     [Symbol.asyncDispose]: () => vm.close(),
   };
