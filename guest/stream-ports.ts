@@ -22,6 +22,14 @@ export interface Forwarding {
   stop(): void;
 }
 
+/** Length of the longest tail of `bytes` that is a proper prefix of `token` (0 almost always). */
+export function tokenStartAtEnd(bytes: Buffer, token: Buffer): number {
+  for (let keep = Math.min(bytes.length, token.length - 1); keep > 0; keep--) {
+    if (bytes[bytes.length - keep] === token[0] && bytes.subarray(bytes.length - keep).equals(token.subarray(0, keep))) return keep;
+  }
+  return 0;
+}
+
 /** One output port: paused between commands, so nothing is read while nobody takes it. */
 export class OutputPort {
   #busy = false;
@@ -35,7 +43,8 @@ export class OutputPort {
 
   /**
    * Passes every byte up to `token` to `sink` (waiting for its 'drain' when it is full); resolves
-   * when the token has arrived. Holds back only the last token.length - 1 bytes, which could be its start.
+   * when the token has arrived. Holds back only a tail that could be the token's start (a line
+   * that ends a chunk goes out at once: the host must see it while the command still runs).
    */
   forward(token: Buffer, sink: Writable): Forwarding {
     if (this.#busy) throw new Error(`${this.name} is already forwarding a command's output`);
@@ -67,7 +76,7 @@ export class OutputPort {
           finish();
           return;
         }
-        const keep = Math.min(bytes.length, token.length - 1);
+        const keep = tokenStartAtEnd(bytes, token);
         write(bytes.subarray(0, bytes.length - keep));
         held = Buffer.from(bytes.subarray(bytes.length - keep));
       };
