@@ -11,6 +11,7 @@ import { CommandNotStarted } from '../../../vmm/command-errors.js';
 import { bootOptions, corLog, launchOptionsOf, printMilestones, type BootArgs } from '../boot-options.js';
 import { parseCopyIn, parseCopyOut, type CopySpec } from '../copy-specs.js';
 import { RUN_EXIT } from '../run-exit-codes.js';
+import { RunEventLog } from '../run-events.js';
 import { parseDurationMs } from '../units.js';
 
 interface RunArgs extends BootArgs {
@@ -20,6 +21,8 @@ interface RunArgs extends BootArgs {
   'boot-timeout'?: string;
   'copy-in'?: string[];
   'copy-out'?: string[];
+  json: boolean;
+  'json-fd': number;
 }
 
 /** Lines of the serial console shown when the command times out. */
@@ -41,42 +44,73 @@ export const runCommand: CommandModule<any, RunArgs> = {
       .option('copy-in', { type: 'string', array: true, describe: 'copy a host file into the guest before the command (HOST:GUEST; GUEST/ keeps the name); repeatable' })
       .option('copy-out', { type: 'string', array: true, describe: 'copy a guest file to the host after the command, also when it failed (GUEST:HOST); repeatable' })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'no milestones on stderr' })
+      .option('json', { type: 'boolean', default: false, describe: 'events as JSON lines (milestones, fetch progress, copies, the exit, a summary) instead of milestones' })
+      .option('json-fd', { type: 'number', default: 2, describe: 'file descriptor for --json (e.g. --json-fd 3 3>events.ndjson)' })
       .example('$0 run debian -- cat /etc/os-release', 'print the guest’s os-release')
       .example('$0 run debian --copy-in ./t.sh:/root/ --copy-out /root/out.xml:. --timeout 10m -- /root/t.sh', 'a CI job')
       .epilogue(`Exit codes: the command's own; ${RUN_EXIT.timedOut} timed out; ${RUN_EXIT.lazybootFailed} lazyboot failed; ${RUN_EXIT.cannotStart} command cannot be started; ${RUN_EXIT.notFound} command not found.`) as Argv<any>,
   handler: async (args) => {
     // Every failure of lazyboot itself is 125, whatever part failed (the command's codes are its own).
     process.exitCode = RUN_EXIT.lazybootFailed;
-    const command = (args['--'] ?? []).map(String);
-    if (command.length === 0) throw new UsageError('no command to run', 'put it after --, e.g. lazyboot run debian -- uname -a');
-    const timeoutMs = args.timeout === undefined ? 0 : parseDurationMs(args.timeout);
-    const copyIns = (args['copy-in'] ?? []).map(parseCopyIn);
-    const copyOuts = (args['copy-out'] ?? []).map(parseCopyOut);
-    // The CLI owns its process: Ctrl-C/SIGTERM and crashes tear the VM down (the library does not).
-    installSignalTeardown();
-    teardownOnUncaughtException();
-    const say = args.quiet ? () => {} : (line: string) => void process.stderr.write(`lazyboot: ${line}\n`);
-    const vm = await launch({ ...launchOptionsOf({ ...args, timeout: args['boot-timeout'] }), agent: true, log: corLog(say) });
-    printMilestones(vm, say);
+    const events = RunEventLog.open(args.json, args['json-fd']);
+    const times: { bootMs?: number; commandMs?: number } = {};
+    let vm: LazyVm | undefined;
     try {
-      await vm.ready;
-      for (const copy of copyIns) {
-        const copied = await vm.copyIn(copy.host, copy.guest);
-        say(`copied ${copy.host} to guest:${copy.guest} (${copied.bytes} bytes)`);
+      const command = (args['--'] ?? []).map(String);
+      if (command.length === 0) throw new UsageError('no command to run', 'put it after --, e.g. lazyboot run debian -- uname -a');
+      const timeoutMs = args.timeout === undefined ? 0 : parseDurationMs(args.timeout);
+      const copyIns = (args['copy-in'] ?? []).map(parseCopyIn);
+      const copyOuts = (args['copy-out'] ?? []).map(parseCopyOut);
+      // The CLI owns its process: Ctrl-C/SIGTERM and crashes tear the VM down (the library does not).
+      installSignalTeardown();
+      teardownOnUncaughtException();
+      const say = args.quiet || args.json ? () => {} : (line: string) => void process.stderr.write(`lazyboot: ${line}\n`);
+      vm = await launch({ ...launchOptionsOf({ ...args, timeout: args['boot-timeout'] }), agent: true, log: corLog(say) });
+      printMilestones(vm, say);
+      events.follow(vm);
+      try {
+        await vm.ready;
+        times.bootMs = events.elapsedMs();
+        for (const copy of copyIns) {
+          const copied = await vm.copyIn(copy.host, copy.guest);
+          say(`copied ${copy.host} to guest:${copy.guest} (${copied.bytes} bytes)`);
+          events.emit('copied', { direction: 'in', host: copy.host, guest: copy.guest, ...copied });
+        }
+        const commandStarted = Date.now();
+        const outcome = await runInGuest(vm, command, { timeoutMs, interactive: args.interactive, say, events });
+        times.commandMs = Date.now() - commandStarted;
+        const copiedAll = await copyOut(vm, copyOuts, say, events);
+        // A failed copy-out fails the job, but never hides the command's own failure.
+        process.exitCode = copiedAll || outcome !== 0 ? outcome : RUN_EXIT.lazybootFailed;
+      } finally {
+        if (args.interactive) process.stdin.destroy();
+        await vm.close();
       }
-      const outcome = await runInGuest(vm, command, { timeoutMs, interactive: args.interactive, say });
-      const copiedAll = await copyOut(vm, copyOuts, say);
-      // A failed copy-out fails the job, but never hides the command's own failure.
-      process.exitCode = copiedAll || outcome !== 0 ? outcome : RUN_EXIT.lazybootFailed;
+    } catch (error) {
+      events.emit('error', { message: error instanceof LazybootError ? error.toLine() : (error as Error).message });
+      throw error;
     } finally {
-      if (args.interactive) process.stdin.destroy();
-      await vm.close();
+      events.stop();
+      const stats = vm?.stats();
+      events.emit('summary', {
+        exitCode: process.exitCode,
+        image: vm?.image,
+        state: vm?.state,
+        ...times,
+        ...(stats && vm ? { fetchedBytes: stats.fetchedBytes, imageBytes: vm.imageBytes, presentBlocks: stats.presentBlocks, totalBlocks: stats.totalBlocks, modifiedBlocks: stats.modifiedBlocks } : {}),
+      });
     }
   },
 };
 
 /** Runs the command; returns the exit code to end with (its own, or 124/126/127). */
-async function runInGuest(vm: LazyVm, command: string[], options: { timeoutMs: number; interactive: boolean; say: (line: string) => void }): Promise<number> {
+async function runInGuest(
+  vm: LazyVm,
+  command: string[],
+  options: { timeoutMs: number; interactive: boolean; say: (line: string) => void; events: RunEventLog },
+): Promise<number> {
+  const { events } = options;
+  events.emit('command-started', { command });
   try {
     const outcome = await vm.run(command, {
       stdout: process.stdout,
@@ -88,27 +122,33 @@ async function runInGuest(vm: LazyVm, command: string[], options: { timeoutMs: n
       const tail = await consoleTail(vm, CONSOLE_TAIL_LINES);
       process.stderr.write(`lazyboot: the command did not end within ${outcome.timeoutMs / 1000} s: killed in the guest (exit ${RUN_EXIT.timedOut})\n`);
       if (tail.length > 0) process.stderr.write(`lazyboot: last lines of the guest console:\n${tail.map((line) => `  | ${line}\n`).join('')}`);
+      events.emit('command-timed-out', { timeoutMs: outcome.timeoutMs, exitCode: RUN_EXIT.timedOut, consoleTail: tail });
       return RUN_EXIT.timedOut;
     }
-    if (!outcome.outputComplete) options.say("warning: the end of the command's output did not arrive; some output may be missing");
+    if (!outcome.outputComplete) process.stderr.write("lazyboot: warning: the end of the command's output did not arrive; some output may be missing\n");
+    events.emit('command-exited', { exitCode: outcome.exitCode, outputComplete: outcome.outputComplete });
     return outcome.exitCode;
   } catch (error) {
     if (!(error instanceof CommandNotStarted)) throw error;
     process.stderr.write(`lazyboot: ${error.toLine()}\n`);
-    return error.reason === 'not-found' ? RUN_EXIT.notFound : RUN_EXIT.cannotStart;
+    const exitCode = error.reason === 'not-found' ? RUN_EXIT.notFound : RUN_EXIT.cannotStart;
+    events.emit('command-not-started', { reason: error.reason, message: error.toLine(), exitCode });
+    return exitCode;
   }
 }
 
 /** Copies every --copy-out file; a failure is reported and the others still copied. False if any failed. */
-async function copyOut(vm: LazyVm, copies: readonly CopySpec[], say: (line: string) => void): Promise<boolean> {
+async function copyOut(vm: LazyVm, copies: readonly CopySpec[], say: (line: string) => void, events: RunEventLog): Promise<boolean> {
   let copiedAll = true;
   for (const copy of copies) {
     try {
       const copied = await vm.copyOut(copy.guest, copy.host);
       say(`copied guest:${copy.guest} to ${copy.host} (${copied.bytes} bytes)`);
+      events.emit('copied', { direction: 'out', guest: copy.guest, host: copy.host, ...copied });
     } catch (error) {
       if (!(error instanceof LazybootError)) throw error;
       process.stderr.write(`lazyboot: ${error.toLine()}\n`);
+      events.emit('copy-failed', { direction: 'out', guest: copy.guest, host: copy.host, message: error.toLine() });
       copiedAll = false;
     }
   }
