@@ -12,6 +12,9 @@ import { bootOptions, corLog, launchOptionsOf, printMilestones, type BootArgs } 
 import { parseCopyIn, parseCopyOut, type CopySpec } from '../copy-specs.js';
 import { RUN_EXIT } from '../run-exit-codes.js';
 import { RunEventLog } from '../run-events.js';
+import { configureGuestNetwork, prepareNetwork } from '../run-network.js';
+import { parsePersonalization, personalize } from '../run-personalize.js';
+import type { NetworkMode } from '../../../vmm/network-args.js';
 import { parseDurationMs } from '../units.js';
 
 interface RunArgs extends BootArgs {
@@ -23,6 +26,11 @@ interface RunArgs extends BootArgs {
   'copy-out'?: string[];
   json: boolean;
   'json-fd': number;
+  net: NetworkMode;
+  hostname?: string;
+  'ssh-key'?: string;
+  'ssh-user': string;
+  forward?: string[];
 }
 
 /** Lines of the serial console shown when the command times out. */
@@ -43,6 +51,11 @@ export const runCommand: CommandModule<any, RunArgs> = {
       .option('interactive', { alias: 'i', type: 'boolean', default: false, describe: "feed this process's stdin to the command" })
       .option('copy-in', { type: 'string', array: true, describe: 'copy a host file into the guest before the command (HOST:GUEST; GUEST/ keeps the name); repeatable' })
       .option('copy-out', { type: 'string', array: true, describe: 'copy a guest file to the host after the command, also when it failed (GUEST:HOST); repeatable' })
+      .option('net', { choices: ['user', 'restrict', 'none'] as const, default: 'user', describe: 'guest network: user-mode NAT, restrict (only the forwards reach the guest; it reaches nothing), or none' })
+      .option('forward', { type: 'string', array: true, describe: 'forward 127.0.0.1:HOST_PORT to GUEST_PORT (HOST_PORT:GUEST_PORT, or GUEST_PORT for a free host port, printed); repeatable' })
+      .option('hostname', { type: 'string', describe: "set the guest's hostname (through the agent)" })
+      .option('ssh-key', { type: 'string', describe: 'authorize this public key file for --ssh-user in the guest (through the agent)' })
+      .option('ssh-user', { type: 'string', default: 'root', describe: 'the guest user --ssh-key is authorized for' })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'no milestones on stderr' })
       .option('json', { type: 'boolean', default: false, describe: 'events as JSON lines (milestones, fetch progress, copies, the exit, a summary) instead of milestones' })
       .option('json-fd', { type: 'number', default: 2, describe: 'file descriptor for --json (e.g. --json-fd 3 3>events.ndjson)' })
@@ -61,16 +74,33 @@ export const runCommand: CommandModule<any, RunArgs> = {
       const timeoutMs = args.timeout === undefined ? 0 : parseDurationMs(args.timeout);
       const copyIns = (args['copy-in'] ?? []).map(parseCopyIn);
       const copyOuts = (args['copy-out'] ?? []).map(parseCopyOut);
+      const settings = parsePersonalization({ hostname: args.hostname, sshKey: args['ssh-key'], sshUser: args['ssh-user'] });
+      const network = await prepareNetwork(args.net, args.forward ?? []);
       // The CLI owns its process: Ctrl-C/SIGTERM and crashes tear the VM down (the library does not).
       installSignalTeardown();
       teardownOnUncaughtException();
       const say = args.quiet || args.json ? () => {} : (line: string) => void process.stderr.write(`lazyboot: ${line}\n`);
-      vm = await launch({ ...launchOptionsOf({ ...args, timeout: args['boot-timeout'] }), agent: true, log: corLog(say) });
+      const launchOptions = launchOptionsOf({ ...args, timeout: args['boot-timeout'] });
+      vm = await launch({ ...launchOptions, qemuArgs: [...network.qemuArgs, ...(launchOptions.qemuArgs ?? [])], agent: true, log: corLog(say) });
       printMilestones(vm, say);
       events.follow(vm);
       try {
         await vm.ready;
         times.bootMs = events.elapsedMs();
+        for (const line of await personalize(vm, settings)) {
+          say(`personalized: ${line}`);
+          events.emit('personalized', { result: line });
+        }
+        if (network.mode !== 'none') {
+          const configured = await configureGuestNetwork(vm, network);
+          say(`network (${network.mode}): ${configured}`);
+          events.emit('network', { mode: network.mode, result: configured });
+          for (const forward of network.forwards) {
+            // Printed even with --quiet (a harness needs the port it did not choose); --json has it as an event.
+            if (!args.json) process.stderr.write(`lazyboot: forwarding 127.0.0.1:${forward.hostPort} to guest port ${forward.guestPort}\n`);
+            events.emit('forward', { hostAddress: '127.0.0.1', hostPort: forward.hostPort, guestPort: forward.guestPort });
+          }
+        }
         for (const copy of copyIns) {
           const copied = await vm.copyIn(copy.host, copy.guest);
           say(`copied ${copy.host} to guest:${copy.guest} (${copied.bytes} bytes)`);
