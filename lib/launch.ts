@@ -9,17 +9,19 @@ import path from 'node:path';
 import { openCorDevice, type CorDevice, type CorStats } from './cor/device.js';
 import { vmOptionsOf, type LaunchOptions } from './launch-options.js';
 import { withVmDefaults } from '../vmm/vm-options.js';
-import { TransientVm, type ExecResult, type VmEvent } from '../vmm/vm.js';
+import { TransientVm, type ExecResult, type StorageReadySource, type VmEvent } from '../vmm/vm.js';
 import type { EventStream } from '../vmm/event-stream.js';
 import type { VmState } from '../vmm/lifecycle.js';
 
 export type { LaunchOptions } from './launch-options.js';
-export type { VmEvent, ExecResult } from '../vmm/vm.js';
+export type { VmEvent, ExecResult, StorageReadySource } from '../vmm/vm.js';
 export type { VmState } from '../vmm/lifecycle.js';
 
 export interface LazyVm extends AsyncDisposable {
   /** The guest's own storage driver has the disk. */
   readonly storageReady: Promise<void>;
+  /** Who said storage-ready: the image's lazyboot hook, or qemu-guest-agent (undefined until then). */
+  readonly storageReadySource: StorageReadySource | undefined;
   /** The guest is up (agent answered with `agent: true`, else boot-complete). Rejects with the failure. */
   readonly ready: Promise<void>;
   /** Everything that happened, live and replayable (`for await` ends at teardown). */
@@ -79,6 +81,9 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   // TransientVm.start closed the disk itself if it threw.
   return {
     storageReady: vm.storageReady,
+    get storageReadySource() {
+      return vm.storageReadySource;
+    },
     ready: vm.ready,
     events: vm.events,
     closed: vm.closed,

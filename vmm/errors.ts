@@ -73,3 +73,15 @@ export class VmEndedEarly extends LazybootError {
     super(`the VM was ${state} before it was ${waitedFor}`, 'the guest powered off by itself: watch its console (--console)');
   }
 }
+
+/** The guest is up, but nothing said its own storage driver has the disk: no hooks, and no agent that sees `/` on a native disk. */
+export class StorageReadinessUnknown extends LazybootError {
+  constructor(agentAsked: boolean) {
+    super(
+      agentAsked
+        ? "the guest is up but never said its storage driver has the disk (no lazyboot hooks, and qemu-guest-agent did not report / on a virtio/scsi/nvme disk)"
+        : 'the guest is up but never said its storage driver has the disk (no lazyboot hooks, and the guest agent was not used)',
+      'install qemu-guest-agent in the image (or the lazyboot hooks), or boot with --pivot none',
+    );
+  }
+}

@@ -8,7 +8,7 @@ import { rm } from 'node:fs/promises';
 import { dir } from 'tmp-promise';
 import { registerCleanup } from '../lib/base/cleanup.js';
 import { chooseAccelerator, type AccelChoice } from './accel.js';
-import { BootTimeout, GuestDiskError, IllegalVmAction, QemuExited, VmEndedEarly } from './errors.js';
+import { BootTimeout, GuestDiskError, IllegalVmAction, QemuExited, StorageReadinessUnknown, VmEndedEarly } from './errors.js';
 import { EventStream } from './event-stream.js';
 import { GuestEvents, type GuestEvent } from '../guest/events.js';
 import { launchQemu, type LaunchedQemu } from './launcher.js';
@@ -49,7 +49,15 @@ export type VmEvent =
   | { readonly type: 'guest-event'; readonly event: GuestEvent; readonly atMs: number }
   | { readonly type: 'qmp-event'; readonly event: QmpEvent; readonly atMs: number }
   | { readonly type: 'agent-up'; readonly atMs: number }
+  /** The guest's own storage driver has the disk: said by our hooks (events port) or learnt through qemu-guest-agent. */
+  | { readonly type: 'storage-ready'; readonly source: StorageReadySource; readonly root: string; readonly disk?: string; readonly driver?: string; readonly atMs: number }
   | { readonly type: 'torn-down'; readonly atMs: number };
+
+/** Who said the guest's storage driver is up: the image's lazyboot hooks, or qemu-guest-agent (any image that runs it). */
+export type StorageReadySource = 'hook' | 'agent';
+
+/** How long the agent fallback asks guest-get-fsinfo before concluding `/` is not on a native disk. */
+const AGENT_READINESS_TIMEOUT_MS = 30_000;
 
 export interface ExecResult {
   readonly exitCode: number;
@@ -78,6 +86,7 @@ export class TransientVm implements AsyncDisposable {
   readonly #startedAt = Date.now();
   readonly #unregisterCleanup: () => void;
   #bootTimer: NodeJS.Timeout | undefined;
+  #storageReadySource: StorageReadySource | undefined;
   /** Set while a host-signal SHUTDOWN waits to learn whether this process asked for the stop. */
   #hostSignalVerdict: Promise<void> | undefined;
   /** QEMU sent SHUTDOWN: it is going down, whoever asked. */
@@ -88,7 +97,11 @@ export class TransientVm implements AsyncDisposable {
   private constructor(options: ResolvedVmOptions & { readonly disk: VmDisk }) {
     this.options = options;
     const endError = (waitedFor: string) => (state: VmState) => this.lifecycle.failure ?? new VmEndedEarly(waitedFor, state);
-    this.storageReady = this.lifecycle.waitFor(['storage-ready', 'running'], endError('storage-ready')).then(() => undefined);
+    // Only a real source resolves it: a guest that is up without one (no hooks, and no agent that
+    // sees `/` on a native disk) never gets a storage-ready that a pivot could trust.
+    this.storageReady = this.lifecycle.waitFor(['storage-ready', 'running'], endError('storage-ready')).then(() => {
+      if (!this.#storageReadySource) throw new StorageReadinessUnknown(this.options.agent !== false);
+    });
     this.ready = this.lifecycle.waitFor(['running'], endError('running')).then(() => undefined);
     // Nobody may be listening: these rejections are reported through whoever awaits them.
     this.storageReady.catch(() => {});
@@ -127,6 +140,11 @@ export class TransientVm implements AsyncDisposable {
 
   get accelerator(): AccelChoice | undefined {
     return this.#accel;
+  }
+
+  /** Who said storage-ready (undefined until someone did). */
+  get storageReadySource(): StorageReadySource | undefined {
+    return this.#storageReadySource;
   }
 
   get pid(): number | undefined {
@@ -229,11 +247,30 @@ export class TransientVm implements AsyncDisposable {
       if (this.#abort.signal.aborted) return void (await agent.close());
       this.#agent = agent;
       this.events.emit({ type: 'agent-up', atMs: this.elapsedMs() });
+      // An image without our hooks: the agent tells whether `/` is on a disk of the guest's own driver.
+      if (!this.#storageReadySource) await this.#askAgentForStorage(agent);
       this.lifecycle.feed({ type: 'guest-up' });
     } catch (error) {
       // An optional agent that never shows up is not a failure: the image may have none.
       if (!this.#abort.signal.aborted && this.options.agent === true) this.#fail(error as Error);
     }
+  }
+
+  async #askAgentForStorage(agent: GuestAgentLink): Promise<void> {
+    try {
+      const ready = await agent.nativeStorage({ timeoutMs: AGENT_READINESS_TIMEOUT_MS, signal: this.#abort.signal });
+      this.#storageReadyFrom('agent', { root: ready.root });
+    } catch {
+      // `/` not on a native disk (or torn down meanwhile): no storage-ready; storageReady says so.
+    }
+  }
+
+  /** The first source to say storage-ready wins; later ones change nothing. */
+  #storageReadyFrom(source: StorageReadySource, where: { root: string; disk?: string; driver?: string }): void {
+    if (this.#storageReadySource || this.lifecycle.isFinal) return;
+    this.#storageReadySource = source;
+    this.events.emit({ type: 'storage-ready', source, ...where, atMs: this.elapsedMs() });
+    this.lifecycle.feed({ type: 'storage-ready' });
   }
 
   #onQmpEvent(event: QmpEvent): void {
@@ -269,7 +306,7 @@ export class TransientVm implements AsyncDisposable {
 
   #onGuestEvent(event: GuestEvent): void {
     this.events.emit({ type: 'guest-event', event, atMs: this.elapsedMs() });
-    if (event.event === 'storage-ready') this.lifecycle.feed({ type: 'storage-ready' });
+    if (event.event === 'storage-ready') this.#storageReadyFrom('hook', { root: String(event.root ?? '?'), disk: event.disk, driver: event.driver });
     else if (event.event === 'boot-complete' && this.options.agent !== true) this.lifecycle.feed({ type: 'guest-up' });
     else if (event.event === 'boot-failed') this.#fail(new QemuExited(undefined, undefined, `the guest reported boot-failed: ${String(event.reason ?? '')}`));
   }

@@ -75,14 +75,13 @@ export function printMilestones(vm: LazyVm, write: (line: string) => void): void
         return `accelerator: ${event.reason}`;
       case 'qemu-up':
         return `QEMU up (pid ${event.pid}) at ${seconds(event.atMs)}`;
-      case 'guest-event': {
-        const { event: name, disk, driver, root } = event.event as Record<string, string>;
-        if (name === 'storage-ready') {
-          const stats = vm.stats();
-          return `storage-ready at ${seconds(event.atMs)}: ${driver ?? '?'} has ${disk ?? '?'} (root ${root ?? '?'}); fetched ${humanSize(stats.fetchedBytes)} so far`;
-        }
-        return name === 'boot-complete' ? `boot-complete at ${seconds(event.atMs)}` : undefined;
+      case 'storage-ready': {
+        const fetched = humanSize(vm.stats().fetchedBytes);
+        const where = event.source === 'hook' ? `${event.driver ?? '?'} has ${event.disk ?? '?'} (root ${event.root}; said by the image's lazyboot hook)` : `/ is ${event.root} on a native disk (said by qemu-guest-agent)`;
+        return `storage-ready at ${seconds(event.atMs)}: ${where}; fetched ${fetched} so far`;
       }
+      case 'guest-event':
+        return event.event.event === 'boot-complete' ? `boot-complete at ${seconds(event.atMs)}` : undefined;
       case 'agent-up':
         return `guest agent up at ${seconds(event.atMs)}`;
       case 'qmp-event':
@@ -104,10 +103,10 @@ export function printMilestones(vm: LazyVm, write: (line: string) => void): void
 /** The end-of-boot summary: how it ended, time, and what the disk fetched versus the image. */
 export function summaryLines(vm: LazyVm, startedAt: number): string[] {
   const stats = vm.stats();
-  const storageReady = vm.events.history.find((e): e is Extract<VmEvent, { type: 'guest-event' }> => e.type === 'guest-event' && e.event.event === 'storage-ready');
+  const storageReady = vm.events.history.find((e): e is Extract<VmEvent, { type: 'storage-ready' }> => e.type === 'storage-ready');
   return [
     `summary: ${vm.image} ${vm.state}${vm.failure ? ` (${vm.failure.message})` : ''} after ${seconds(Date.now() - startedAt)}`,
-    `  storage-ready: ${storageReady ? seconds(storageReady.atMs) : 'never'}`,
+    `  storage-ready: ${storageReady ? `${seconds(storageReady.atMs)} (from the ${storageReady.source === 'hook' ? 'image\'s hook' : 'guest agent'})` : 'never'}`,
     `  fetched: ${humanSize(stats.fetchedBytes)} of a ${humanSize(vm.imageBytes)} image, in ${stats.fetchedBlocks} blocks (${stats.failedFetches} failed fetches, ${stats.readRequests} guest reads)`,
     `  the guest needed ${humanSize(stats.demandedBytes)}; fetched ahead ${humanSize(stats.aheadFetchedBytes)}, of it read ${humanSize(stats.aheadReadBytes)}`,
     `  disk ${vm.diskPath}: ${stats.presentBlocks}/${stats.totalBlocks} blocks present, ${stats.modifiedBlocks} modified`,
