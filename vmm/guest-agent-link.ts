@@ -32,7 +32,9 @@ export async function connectGuestAgent(socketPath: string, options: { timeoutMs
     },
     async nativeStorage(waitOptions) {
       const { filesystem, disk } = await waitForNativeStorage(agent, waitOptions);
-      return { root: filesystem.name, bus: disk['bus-type'], serial: disk.serial };
+      // The agent names the device without /dev (vda2).
+      const root = filesystem.name.startsWith('/') ? filesystem.name : `/dev/${filesystem.name}`;
+      return { root, bus: disk['bus-type'], serial: disk.serial };
     },
     async close() {
       agent.close();

@@ -18,6 +18,7 @@ import type { DiskSpec } from './qemu-args.js';
 import type { QmpEvent } from './qmp.js';
 import { connectGuestAgent, type GuestAgentLink } from './guest-agent-link.js';
 import { withVmDefaults, type ResolvedVmOptions, type VmOptions } from './vm-options.js';
+import { livePivot, type LivePivotResult, type NativeGraph } from './native-graph.js';
 
 /** The VM's disk as the VMM sees it: how QEMU reaches it, and how to release it. */
 export interface VmDisk {
@@ -51,6 +52,8 @@ export type VmEvent =
   | { readonly type: 'agent-up'; readonly atMs: number }
   /** The guest's own storage driver has the disk: said by our hooks (events port) or learnt through qemu-guest-agent. */
   | { readonly type: 'storage-ready'; readonly source: StorageReadySource; readonly root: string; readonly disk?: string; readonly driver?: string; readonly atMs: number }
+  /** The live pivot: the guest ran on QEMU's native graph from here; it was paused `pauseMs`. */
+  | { readonly type: 'pivot'; readonly pauseMs: number; readonly drainMs: number; readonly atMs: number }
   | { readonly type: 'torn-down'; readonly atMs: number };
 
 /** Who said the guest's storage driver is up: the image's lazyboot hooks, or qemu-guest-agent (any image that runs it). */
@@ -87,6 +90,7 @@ export class TransientVm implements AsyncDisposable {
   readonly #unregisterCleanup: () => void;
   #bootTimer: NodeJS.Timeout | undefined;
   #storageReadySource: StorageReadySource | undefined;
+  #native = false;
   /** Set while a host-signal SHUTDOWN waits to learn whether this process asked for the stop. */
   #hostSignalVerdict: Promise<void> | undefined;
   /** QEMU sent SHUTDOWN: it is going down, whoever asked. */
@@ -158,6 +162,33 @@ export class TransientVm implements AsyncDisposable {
   /** The serial console log: `consoleLog`, or console.log in the run dir. */
   get consoleLog(): string {
     return this.options.consoleLog ?? path.join(this.#runDir?.path ?? '.', 'console.log');
+  }
+
+  /** On QEMU's native graph since a pivot. */
+  get isNative(): boolean {
+    return this.#native;
+  }
+
+  /**
+   * The live pivot (native-graph.ts): the guest pauses, `whilePaused` drains the COR device to
+   * read-through and finishes the metadata file, the device's drive moves to the native graph,
+   * the guest resumes. Allowed once storage-ready; a failure fails the VM (its old disk no longer
+   * takes writes) and is thrown.
+   */
+  async pivot(graph: NativeGraph, whilePaused: () => Promise<void>): Promise<LivePivotResult> {
+    this.lifecycle.assertAllowed('pivot');
+    if (this.#native) throw new IllegalVmAction('pivot again', 'native');
+    const qemu = this.#qemu;
+    if (!qemu || this.#closing) throw new IllegalVmAction('pivot', this.state);
+    this.#native = true;
+    try {
+      const result = await livePivot(qemu.qmp, graph, whilePaused);
+      this.events.emit({ type: 'pivot', pauseMs: result.pauseMs, drainMs: result.drainMs, atMs: this.elapsedMs() });
+      return result;
+    } catch (error) {
+      this.#fail(error as Error);
+      throw error;
+    }
   }
 
   /** Milliseconds since start. */

@@ -69,6 +69,8 @@ export interface CorDevice extends EventEmitter {
   /** Resolves when the background fill is done (undefined when fill is off). */
   readonly filled: Promise<void> | undefined;
   stats(): CorStats;
+  /** Block b is present on the local disk (its R bit): read-only, for the pivot's qcow2 metadata. */
+  isPresent(block: number): boolean;
   /**
    * The pivot's switch (single-writer rule, read-through.ts): stops the fill, lets running fetches
    * land, commits the map, and from then on serves reads without storing and refuses writes.
@@ -231,6 +233,7 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
       uri: `nbd+unix:///${exportName}?socket=${socketPath}`,
       filled,
       stats: () => statsOf(backend),
+      isPresent: (block: number) => backend.map.isPresent(block),
       enterReadThrough,
       close,
       [Symbol.asyncDispose]: close,
