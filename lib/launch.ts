@@ -4,6 +4,7 @@
 // It touches no process-wide state: signals and V8 tuning are the process owner's opt-ins
 // (installSignalTeardown in base/cleanup.ts, tuneProcess in process-tuning.ts).
 import { mkdtemp, rm } from 'node:fs/promises';
+import { UsageError } from './base/errors.js';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { openCorDevice, type CorDevice, type CorStats } from './cor/device.js';
@@ -12,8 +13,13 @@ import { withVmDefaults } from '../vmm/vm-options.js';
 import { TransientVm, type ExecResult, type StorageReadySource, type VmEvent } from '../vmm/vm.js';
 import type { EventStream } from '../vmm/event-stream.js';
 import type { VmState } from '../vmm/lifecycle.js';
+import { ClusterSizeUnsupported, QCOW2_MAX_CLUSTER, QCOW2_MIN_CLUSTER } from '../vmm/qcow2-metadata.js';
+import { pivotWhenStorageReady, type PivotOutcome } from './pivot/live-pivot.js';
+import { foldNativeIntoMap, type FoldResult } from './pivot/fold-native.js';
 
-export type { LaunchOptions } from './launch-options.js';
+export type { LaunchOptions, PivotMode } from './launch-options.js';
+export type { PivotOutcome } from './pivot/live-pivot.js';
+export type { FoldResult } from './pivot/fold-native.js';
 export type { VmEvent, ExecResult, StorageReadySource } from '../vmm/vm.js';
 export type { VmState } from '../vmm/lifecycle.js';
 
@@ -35,6 +41,13 @@ export interface LazyVm extends AsyncDisposable {
   readonly image: string;
   /** The image's disk size in bytes. */
   readonly imageBytes: number;
+  /**
+   * With `pivot: 'live'`: resolves once the guest runs on QEMU's native graph (with the measured
+   * pause); resolves undefined without a pivot, or when the VM ends before it (see `failure`).
+   */
+  readonly pivoted: Promise<PivotOutcome | undefined>;
+  /** After a pivot, once closed: what QEMU's allocation and writes bitmap added to the map. */
+  readonly folded: FoldResult | undefined;
   /** Blocks fetched / present / modified on the local disk, read requests, failed fetches. */
   stats(): CorStats;
   exec(program: string, args?: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
@@ -43,7 +56,10 @@ export interface LazyVm extends AsyncDisposable {
 
 export async function launch(options: LaunchOptions): Promise<LazyVm> {
   // Bad VM options fail here, before anything is fetched or created.
-  const vmOptions = withVmDefaults(vmOptionsOf(options));
+  const pivotMode = options.pivot ?? 'none';
+  if (pivotMode !== 'live' && pivotMode !== 'none') throw new UsageError(`unknown pivot mode ${JSON.stringify(pivotMode)}`, 'use live or none');
+  // A pivot needs a storage-ready: without our hooks only the guest agent can say it.
+  const vmOptions = withVmDefaults({ ...vmOptionsOf(options), agent: pivotMode === 'live' && !options.agent ? 'optional' : options.agent });
   const tempDiskDir = options.disk ? undefined : await mkdtemp(path.join(tmpdir(), 'lazyboot-disk-'));
   const diskPath = path.resolve(options.disk ?? path.join(tempDiskDir!, 'disk.raw'));
   let cor: CorDevice | undefined;
@@ -63,8 +79,21 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     throw error;
   }
   const device = cor;
+  const { blockSize } = device.manifest;
+  const powerOfTwo = (blockSize & (blockSize - 1)) === 0;
+  if (pivotMode === 'live' && (!powerOfTwo || blockSize < QCOW2_MIN_CLUSTER || blockSize > QCOW2_MAX_CLUSTER)) {
+    await device.close();
+    if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
+    throw new ClusterSizeUnsupported(blockSize);
+  }
+  // The pivot's qcow2 metadata file lives beside a temp disk, else in its own temp dir.
+  const pivotDir = pivotMode === 'live' ? tempDiskDir ?? (await mkdtemp(path.join(tmpdir(), 'lazyboot-pivot-'))) : undefined;
+  const metadataPath = pivotDir ? path.join(pivotDir, 'native.qcow2') : undefined;
+  let folded: FoldResult | undefined;
   let lastStats = device.stats();
-  const vm = await TransientVm.start({
+  // eslint-disable-next-line prefer-const -- the disk's close reads it once the VM exists
+  let vm: TransientVm | undefined;
+  vm = await TransientVm.start({
     ...vmOptions,
     disk: {
       spec: { kind: 'nbd', socketPath: device.socketPath, exportName: device.exportName },
@@ -72,33 +101,53 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
         lastStats = device.stats();
         try {
           await device.close();
+          // QEMU has exited: what it wrote and allocated since the pivot goes into the map.
+          if (vm?.isNative && metadataPath) {
+            folded = await foldNativeIntoMap({ disk: diskPath, metadataPath, manifest: device.manifest });
+            options.log?.(`after the pivot: ${folded.newlyPresent} blocks made present by QEMU, ${folded.written} written by the guest (from the ${folded.writesFrom === 'bitmap' ? 'writes bitmap' : 'manifest digests'}), recorded in the map`);
+          }
         } finally {
           if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
+          if (pivotDir && pivotDir !== tempDiskDir) await rm(pivotDir, { recursive: true, force: true });
         }
       },
     },
+    requireStorageReady: pivotMode === 'live',
   });
   // TransientVm.start closed the disk itself if it threw.
+  const started = vm;
+  const pivoted: Promise<PivotOutcome | undefined> =
+    pivotMode === 'live' && metadataPath
+      ? pivotWhenStorageReady(started, device, diskPath, metadataPath).catch((error: Error) => {
+          // Asked for a pivot that cannot happen: the VM ends with the reason (unless it ended already).
+          if (!started.lifecycle.isFinal) started.abort(error);
+          return undefined;
+        })
+      : Promise.resolve(undefined);
   return {
-    storageReady: vm.storageReady,
-    get storageReadySource() {
-      return vm.storageReadySource;
+    pivoted,
+    get folded() {
+      return folded;
     },
-    ready: vm.ready,
-    events: vm.events,
-    closed: vm.closed,
+    storageReady: started.storageReady,
+    get storageReadySource() {
+      return started.storageReadySource;
+    },
+    ready: started.ready,
+    events: started.events,
+    closed: started.closed,
     get state() {
-      return vm.state;
+      return started.state;
     },
     get failure() {
-      return vm.lifecycle.failure;
+      return started.lifecycle.failure;
     },
     diskPath,
     image: `${device.manifest.name}@${device.manifest.version}`,
     imageBytes: device.manifest.size,
-    stats: () => (vm.lifecycle.isFinal ? lastStats : (lastStats = device.stats())),
-    exec: (program, args, execOptions) => vm.exec(program, args, execOptions),
-    close: () => vm.close(),
-    [Symbol.asyncDispose]: () => vm.close(),
+    stats: () => (started.lifecycle.isFinal ? lastStats : (lastStats = device.stats())),
+    exec: (program, args, execOptions) => started.exec(program, args, execOptions),
+    close: () => started.close(),
+    [Symbol.asyncDispose]: () => started.close(),
   };
 }

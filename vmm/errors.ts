@@ -76,11 +76,13 @@ export class VmEndedEarly extends LazybootError {
 
 /** The guest is up, but nothing said its own storage driver has the disk: no hooks, and no agent that sees `/` on a native disk. */
 export class StorageReadinessUnknown extends LazybootError {
-  constructor(agentAsked: boolean) {
+  constructor(agentAsked: boolean, options: { waitedMs?: number; forPivot?: boolean } = {}) {
+    const { waitedMs, forPivot = true } = options;
+    const sources = agentAsked
+      ? 'no lazyboot hook said storage-ready, and qemu-guest-agent did not report / on a virtio/scsi/nvme disk'
+      : 'no lazyboot hook said storage-ready, and the guest agent was not used';
     super(
-      agentAsked
-        ? "the guest is up but never said its storage driver has the disk (no lazyboot hooks, and qemu-guest-agent did not report / on a virtio/scsi/nvme disk)"
-        : 'the guest is up but never said its storage driver has the disk (no lazyboot hooks, and the guest agent was not used)',
+      `${forPivot ? 'cannot pivot: ' : 'no storage-ready: '}${waitedMs === undefined ? 'the guest is up but ' : `after ${Math.round(waitedMs / 1000)} s `}${sources}`,
       'install qemu-guest-agent in the image (or the lazyboot hooks), or boot with --pivot none',
     );
   }

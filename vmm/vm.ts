@@ -30,6 +30,11 @@ export interface VmDisk {
 /** The VM options (vm-options.ts: names and defaults) and the disk to boot. */
 export interface StartVmOptions extends VmOptions {
   readonly disk: VmDisk;
+  /**
+   * A pivot will need storage-ready: a guest that is up without it, or the boot timeout without
+   * it, fails the VM with StorageReadinessUnknown (one line saying why and what to do).
+   */
+  readonly requireStorageReady?: boolean;
 }
 
 /**
@@ -96,15 +101,15 @@ export class TransientVm implements AsyncDisposable {
   /** QEMU sent SHUTDOWN: it is going down, whoever asked. */
   #qemuShuttingDown = false;
 
-  readonly options: ResolvedVmOptions & { readonly disk: VmDisk };
+  readonly options: ResolvedVmOptions & Pick<StartVmOptions, 'disk' | 'requireStorageReady'>;
 
-  private constructor(options: ResolvedVmOptions & { readonly disk: VmDisk }) {
+  private constructor(options: ResolvedVmOptions & Pick<StartVmOptions, 'disk' | 'requireStorageReady'>) {
     this.options = options;
     const endError = (waitedFor: string) => (state: VmState) => this.lifecycle.failure ?? new VmEndedEarly(waitedFor, state);
     // Only a real source resolves it: a guest that is up without one (no hooks, and no agent that
     // sees `/` on a native disk) never gets a storage-ready that a pivot could trust.
     this.storageReady = this.lifecycle.waitFor(['storage-ready', 'running'], endError('storage-ready')).then(() => {
-      if (!this.#storageReadySource) throw new StorageReadinessUnknown(this.options.agent !== false);
+      if (!this.#storageReadySource) throw new StorageReadinessUnknown(this.options.agent !== false, { forPivot: false });
     });
     this.ready = this.lifecycle.waitFor(['running'], endError('running')).then(() => undefined);
     // Nobody may be listening: these rejections are reported through whoever awaits them.
@@ -127,7 +132,7 @@ export class TransientVm implements AsyncDisposable {
       await options.disk.close(); // the promise holds at every exit: a failed start releases the disk
       throw error;
     }
-    const vm = new TransientVm({ ...resolved, disk: options.disk });
+    const vm = new TransientVm({ ...resolved, disk: options.disk, requireStorageReady: options.requireStorageReady });
     try {
       await vm.#start();
     } catch (error) {
@@ -191,6 +196,11 @@ export class TransientVm implements AsyncDisposable {
     }
   }
 
+  /** Ends the VM as failed with `error` (a part above the VMM gave up on it); tears it down. */
+  abort(error: Error): void {
+    this.#fail(error);
+  }
+
   /** Milliseconds since start. */
   elapsedMs(): number {
     return Date.now() - this.#startedAt;
@@ -221,7 +231,10 @@ export class TransientVm implements AsyncDisposable {
     const agentSocket = path.join(this.#runDir.path, 'agent.sock');
     const eventsSocket = path.join(this.#runDir.path, 'events.sock');
     if (options.timeoutMs > 0) {
-      this.#bootTimer = setTimeout(() => this.#fail(new BootTimeout('running', options.timeoutMs)), options.timeoutMs);
+      this.#bootTimer = setTimeout(() => {
+        const unknown = options.requireStorageReady && !this.#storageReadySource;
+        this.#fail(unknown ? new StorageReadinessUnknown(options.agent !== false, { waitedMs: options.timeoutMs }) : new BootTimeout('running', options.timeoutMs));
+      }, options.timeoutMs);
     }
     this.#qemu = await launchQemu({
       runDir: this.#runDir.path,
@@ -350,6 +363,10 @@ export class TransientVm implements AsyncDisposable {
   #onTransition(transition: VmTransition): void {
     this.events.emit({ type: 'state', from: transition.from, to: transition.to, atMs: transition.atMs });
     if (transition.to === 'running' && this.#bootTimer) clearTimeout(this.#bootTimer);
+    if (transition.to === 'running' && this.options.requireStorageReady && !this.#storageReadySource) {
+      // Up, and nobody said storage-ready: waiting longer will not make it come.
+      this.#fail(new StorageReadinessUnknown(this.options.agent !== false));
+    }
     // Always tear down: a failed VM, or one whose guest powered off, releases everything at once.
     if (transition.to === 'failed' || transition.to === 'stopped') void this.close();
   }

@@ -20,6 +20,7 @@ export interface BootArgs {
   'qemu-arg'?: string[];
   'fetch-timeout'?: string;
   'fetch-ahead'?: string;
+  pivot?: 'live' | 'none';
 }
 
 export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
@@ -36,6 +37,7 @@ export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
     .option('qemu-arg', { type: 'string', array: true, describe: 'extra QEMU argument, repeatable (write --qemu-arg=-fw_cfg --qemu-arg=name=…)' })
     // The device's defaults live in lib/fetch and lib/cor; these descriptions only name them.
     .option('fetch-timeout', { type: 'string', describe: 'time allowed per repository request before failing over (e.g. 10s, 500ms)', defaultDescription: '10s' })
+    .option('pivot', { choices: ['live', 'none'] as const, describe: 'at storage-ready, move the disk to QEMU\'s native graph (live: the guest pauses for milliseconds), or stay on the copy-on-read device (none)' })
     .option('fetch-ahead', { type: 'string', describe: 'largest window fetched ahead of a sequential guest read (e.g. 8M; 0 = only what the guest reads)', defaultDescription: '8M' }) as unknown as Argv<T & BootArgs>;
 }
 
@@ -62,6 +64,7 @@ export function launchOptionsOf(args: BootArgs): LaunchOptions {
     qemuArgs: args['qemu-arg'],
     fetchTimeoutMs: given(args['fetch-timeout'], parseDurationMs),
     fetchAheadBytes: given(args['fetch-ahead'], parseSizeBytes),
+    pivot: args.pivot,
   };
 }
 
@@ -82,6 +85,8 @@ export function printMilestones(vm: LazyVm, write: (line: string) => void): void
       }
       case 'guest-event':
         return event.event.event === 'boot-complete' ? `boot-complete at ${seconds(event.atMs)}` : undefined;
+      case 'pivot':
+        return `pivot to native at ${seconds(event.atMs)}: the guest was paused ${event.pauseMs.toFixed(1)} ms; QEMU's block layer has the disk (the copy-on-read device only reads through for it)`;
       case 'agent-up':
         return `guest agent up at ${seconds(event.atMs)}`;
       case 'qmp-event':
@@ -104,9 +109,11 @@ export function printMilestones(vm: LazyVm, write: (line: string) => void): void
 export function summaryLines(vm: LazyVm, startedAt: number): string[] {
   const stats = vm.stats();
   const storageReady = vm.events.history.find((e): e is Extract<VmEvent, { type: 'storage-ready' }> => e.type === 'storage-ready');
+  const pivot = vm.events.history.find((e): e is Extract<VmEvent, { type: 'pivot' }> => e.type === 'pivot');
   return [
     `summary: ${vm.image} ${vm.state}${vm.failure ? ` (${vm.failure.message})` : ''} after ${seconds(Date.now() - startedAt)}`,
     `  storage-ready: ${storageReady ? `${seconds(storageReady.atMs)} (from the ${storageReady.source === 'hook' ? 'image\'s hook' : 'guest agent'})` : 'never'}`,
+    `  pivot: ${pivot ? `live at ${seconds(pivot.atMs)}, guest paused ${pivot.pauseMs.toFixed(1)} ms` : 'none'}`,
     `  fetched: ${humanSize(stats.fetchedBytes)} of a ${humanSize(vm.imageBytes)} image, in ${stats.fetchedBlocks} blocks (${stats.failedFetches} failed fetches, ${stats.readRequests} guest reads)`,
     `  the guest needed ${humanSize(stats.demandedBytes)}; fetched ahead ${humanSize(stats.aheadFetchedBytes)}, of it read ${humanSize(stats.aheadReadBytes)}`,
     `  disk ${vm.diskPath}: ${stats.presentBlocks}/${stats.totalBlocks} blocks present, ${stats.modifiedBlocks} modified`,
