@@ -16,6 +16,7 @@ import type { VmState } from '../vmm/lifecycle.js';
 import { ClusterSizeUnsupported, QCOW2_MAX_CLUSTER, QCOW2_MIN_CLUSTER } from '../vmm/qcow2-metadata.js';
 import { pivotWhenStorageReady, type PivotOutcome } from './pivot/live-pivot.js';
 import { foldNativeIntoMap, type FoldResult } from './pivot/fold-native.js';
+import { lockDisk, type DiskLock } from './cor/disk-lock.js';
 
 export type { LaunchOptions, PivotMode } from './launch-options.js';
 export type { PivotOutcome } from './pivot/live-pivot.js';
@@ -46,6 +47,11 @@ export interface LazyVm extends AsyncDisposable {
    * pause); resolves undefined without a pivot, or when the VM ends before it (see `failure`).
    */
   readonly pivoted: Promise<PivotOutcome | undefined>;
+  /**
+   * With a live pivot and `fill`: resolves true once QEMU's block-stream has filled the disk and
+   * the COR device has left the data path; false without a fill, or when it failed (logged).
+   */
+  readonly filled: Promise<boolean>;
   /** After a pivot, once closed: what QEMU's allocation and writes bitmap added to the map. */
   readonly folded: FoldResult | undefined;
   /** Blocks fetched / present / modified on the local disk, read requests, failed fetches. */
@@ -68,7 +74,8 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       image: options.image,
       disk: diskPath,
       from: [...(options.from ?? [])],
-      fill: options.fill,
+      // With a live pivot QEMU's block-stream fills after it (below), not the COR device.
+      fill: options.fill && options.pivot !== 'live',
       fillRate: options.fillRate,
       log: options.log,
       fetchTimeoutMs: options.fetchTimeoutMs,
@@ -90,6 +97,11 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   const pivotDir = pivotMode === 'live' ? tempDiskDir ?? (await mkdtemp(path.join(tmpdir(), 'lazyboot-pivot-'))) : undefined;
   const metadataPath = pivotDir ? path.join(pivotDir, 'native.qcow2') : undefined;
   let folded: FoldResult | undefined;
+  /** Taken when the COR device closes after the fill, so the disk stays ours until the fold. */
+  let heldLock: DiskLock | undefined;
+  /** The COR device closed after the fill (its stats are final). */
+  let deviceLeft = false;
+  let leaving: Promise<void> | undefined;
   let lastStats = device.stats();
   // eslint-disable-next-line prefer-const -- the disk's close reads it once the VM exists
   let vm: TransientVm | undefined;
@@ -98,15 +110,18 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     disk: {
       spec: { kind: 'nbd', socketPath: device.socketPath, exportName: device.exportName },
       close: async () => {
-        lastStats = device.stats();
+        if (!deviceLeft) lastStats = device.stats();
         try {
           await device.close();
+          await leaving?.catch(() => undefined);
           // QEMU has exited: what it wrote and allocated since the pivot goes into the map.
           if (vm?.isNative && metadataPath) {
-            folded = await foldNativeIntoMap({ disk: diskPath, metadataPath, manifest: device.manifest });
+            folded = await foldNativeIntoMap({ disk: diskPath, metadataPath, manifest: device.manifest, heldLock });
+            heldLock = undefined;
             options.log?.(`after the pivot: ${folded.newlyPresent} blocks made present by QEMU, ${folded.written} written by the guest (from the ${folded.writesFrom === 'bitmap' ? 'writes bitmap' : 'manifest digests'}), recorded in the map`);
           }
         } finally {
+          await heldLock?.release();
           if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
           if (pivotDir && pivotDir !== tempDiskDir) await rm(pivotDir, { recursive: true, force: true });
         }
@@ -124,8 +139,26 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
           return undefined;
         })
       : Promise.resolve(undefined);
+  const filled: Promise<boolean> = pivoted.then(async (pivot) => {
+    if (!pivot || !options.fill) return false;
+    try {
+      await started.fill(options.fillRate ?? 0);
+    } catch (error) {
+      if (!started.lifecycle.isFinal && started.state !== 'stopping') options.log?.((error as Error).message);
+      return false;
+    }
+    // QEMU alone has the disk now: the COR device leaves; the disk stays locked until the fold.
+    lastStats = device.stats();
+    deviceLeft = true;
+    leaving = device.close().then(async () => {
+      heldLock = await lockDisk(diskPath);
+    });
+    await leaving;
+    return true;
+  });
   return {
     pivoted,
+    filled,
     get folded() {
       return folded;
     },
@@ -145,7 +178,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     diskPath,
     image: `${device.manifest.name}@${device.manifest.version}`,
     imageBytes: device.manifest.size,
-    stats: () => (started.lifecycle.isFinal ? lastStats : (lastStats = device.stats())),
+    stats: () => (started.lifecycle.isFinal || deviceLeft ? lastStats : (lastStats = device.stats())),
     exec: (program, args, execOptions) => started.exec(program, args, execOptions),
     close: () => started.close(),
     [Symbol.asyncDispose]: () => started.close(),

@@ -19,6 +19,7 @@ import type { QmpEvent } from './qmp.js';
 import { connectGuestAgent, type GuestAgentLink } from './guest-agent-link.js';
 import { withVmDefaults, type ResolvedVmOptions, type VmOptions } from './vm-options.js';
 import { livePivot, type LivePivotResult, type NativeGraph } from './native-graph.js';
+import { FillJob } from './fill-job.js';
 
 /** The VM's disk as the VMM sees it: how QEMU reaches it, and how to release it. */
 export interface VmDisk {
@@ -59,6 +60,10 @@ export type VmEvent =
   | { readonly type: 'storage-ready'; readonly source: StorageReadySource; readonly root: string; readonly disk?: string; readonly driver?: string; readonly atMs: number }
   /** The live pivot: the guest ran on QEMU's native graph from here; it was paused `pauseMs`. */
   | { readonly type: 'pivot'; readonly pauseMs: number; readonly drainMs: number; readonly atMs: number }
+  /** The fill block job (fill-job.ts): progress in bytes, its end, or its failure. */
+  | { readonly type: 'fill-progress'; readonly offset: number; readonly len: number; readonly atMs: number }
+  | { readonly type: 'fill-complete'; readonly atMs: number }
+  | { readonly type: 'fill-failed'; readonly message: string; readonly atMs: number }
   | { readonly type: 'torn-down'; readonly atMs: number };
 
 /** Who said the guest's storage driver is up: the image's lazyboot hooks, or qemu-guest-agent (any image that runs it). */
@@ -96,6 +101,7 @@ export class TransientVm implements AsyncDisposable {
   #bootTimer: NodeJS.Timeout | undefined;
   #storageReadySource: StorageReadySource | undefined;
   #native = false;
+  #fill: FillJob | undefined;
   /** Set while a host-signal SHUTDOWN waits to learn whether this process asked for the stop. */
   #hostSignalVerdict: Promise<void> | undefined;
   /** QEMU sent SHUTDOWN: it is going down, whoever asked. */
@@ -192,6 +198,29 @@ export class TransientVm implements AsyncDisposable {
       return result;
     } catch (error) {
       this.#fail(error as Error);
+      throw error;
+    }
+  }
+
+  /**
+   * After the pivot: QEMU's block-stream fills the rest of the disk at `speed` bytes/s (0 =
+   * unlimited). Resolves when it completed and the backing node is gone; rejects with
+   * FillJobFailed (the guest runs on). Progress and the end are VM events.
+   */
+  async fill(speed: number): Promise<void> {
+    if (!this.#native || this.#fill) throw new IllegalVmAction(this.#fill ? 'fill twice' : 'fill before the pivot', this.state);
+    const qemu = this.#qemu;
+    if (!qemu || this.#closing || this.lifecycle.isFinal) throw new IllegalVmAction('fill', this.state);
+    const fill = await FillJob.start(qemu.qmp, {
+      speed,
+      onProgress: ({ offset, len }) => this.events.emit({ type: 'fill-progress', offset, len, atMs: this.elapsedMs() }),
+    });
+    this.#fill = fill;
+    try {
+      await fill.done;
+      this.events.emit({ type: 'fill-complete', atMs: this.elapsedMs() });
+    } catch (error) {
+      if (!this.#closing) this.events.emit({ type: 'fill-failed', message: (error as Error).message, atMs: this.elapsedMs() });
       throw error;
     }
   }
@@ -378,6 +407,9 @@ export class TransientVm implements AsyncDisposable {
     const qemu = this.#qemu;
     try {
       if (qemu) {
+        // In order: a running fill is paused first, so QEMU's quit cuts no stream write short.
+        if (this.#fill && !qemu.qmp.closed) await this.#fill.pause().catch(() => undefined);
+        this.#fill?.stopWatching();
         await qemu.process.stop(qemu.qmp, this.options.quitGraceMs);
         await qemu.qmp.close();
       }

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { dir } from 'tmp-promise';
 import { BlockMap } from '../map/block-map.js';
-import { lockDisk } from '../cor/disk-lock.js';
+import { lockDisk, type DiskLock } from '../cor/disk-lock.js';
 import { mapPathOf } from '../cor/device.js';
 import { digestOf, isZeroDigest, type Manifest } from '../repo/manifest-format.js';
 import { WRITES_BITMAP } from '../../vmm/native-graph.js';
@@ -33,6 +33,9 @@ export interface FoldResult {
   readonly written: number;
   /** Where W came from. */
   readonly writesFrom: 'bitmap' | 'digests';
+  /** The map after the fold. */
+  readonly presentBlocks: number;
+  readonly modifiedBlocks: number;
 }
 
 /** Byte ranges → inclusive block ranges (partial blocks count). */
@@ -72,9 +75,10 @@ async function dirtyRanges(metadataPath: string): Promise<MapEntry[] | undefined
 }
 
 /** Folds QEMU's allocation and the writes bitmap into the disk's map. QEMU must have exited. */
-export async function foldNativeIntoMap(options: { disk: string; metadataPath: string; manifest: Manifest }): Promise<FoldResult> {
+export async function foldNativeIntoMap(options: { disk: string; metadataPath: string; manifest: Manifest; heldLock?: DiskLock }): Promise<FoldResult> {
   const { disk, metadataPath, manifest } = options;
-  const lock = await lockDisk(disk);
+  // The caller may hold the disk's lock already (taken when the COR device closed after the fill).
+  const lock = options.heldLock ?? (await lockDisk(disk));
   try {
     const handle = await open(disk, 'r');
     try {
@@ -113,7 +117,8 @@ export async function foldNativeIntoMap(options: { disk: string; metadataPath: s
           }
         }
         await map.commit();
-        return { newlyPresent, written, writesFrom: dirty ? 'bitmap' : 'digests' };
+        const counts = map.counts();
+        return { newlyPresent, written, writesFrom: dirty ? 'bitmap' : 'digests', presentBlocks: counts.present, modifiedBlocks: Math.max(0, ...counts.modified) };
       } finally {
         await map.close();
       }

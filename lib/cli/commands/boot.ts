@@ -16,7 +16,8 @@ export const bootCommand: CommandModule<any, BootArgs> = {
     const startedAt = Date.now();
     const say = (line: string) => void process.stderr.write(`lazyboot: ${line}\n`);
     // `boot` pivots by default: the guest runs on QEMU's own block layer once its driver has the disk.
-    const vm = await launch({ ...launchOptionsOf(args), pivot: args.pivot ?? 'live', agent: 'optional', log: corLog(say) });
+    const pivot = args.pivot ?? 'live';
+    const vm = await launch({ ...launchOptionsOf(args), pivot, fill: args.fill ?? pivot === 'live', agent: 'optional', log: corLog(say) });
     printMilestones(vm, say);
     vm.events.on((event) => {
       if (event.type !== 'torn-down') return;
