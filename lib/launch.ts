@@ -57,6 +57,8 @@ export interface LazyVm extends AsyncDisposable {
   /** Blocks fetched / present / modified on the local disk, read requests, failed fetches. */
   stats(): CorStats;
   exec(program: string, args?: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
+  /** QEMU's block nodes (node name, driver): which parts are in the data path now. */
+  blockNodes(): Promise<Array<{ nodeName: string; driver: string }>>;
   close(): Promise<void>;
 }
 
@@ -180,6 +182,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     imageBytes: device.manifest.size,
     stats: () => (started.lifecycle.isFinal || deviceLeft ? lastStats : (lastStats = device.stats())),
     exec: (program, args, execOptions) => started.exec(program, args, execOptions),
+    blockNodes: () => started.blockNodes(),
     close: () => started.close(),
     [Symbol.asyncDispose]: () => started.close(),
   };

@@ -225,6 +225,14 @@ export class TransientVm implements AsyncDisposable {
     }
   }
 
+  /** QEMU's block nodes now (query-named-block-nodes): node name and driver, for diagnostics and tests. */
+  async blockNodes(): Promise<Array<{ nodeName: string; driver: string }>> {
+    const qemu = this.#qemu;
+    if (!qemu || qemu.qmp.closed) return [];
+    const nodes = await qemu.qmp.execute<Array<{ 'node-name': string; drv: string }>>('query-named-block-nodes', { flat: true });
+    return nodes.map((node) => ({ nodeName: node['node-name'], driver: node.drv }));
+  }
+
   /** Ends the VM as failed with `error` (a part above the VMM gave up on it); tears it down. */
   abort(error: Error): void {
     this.#fail(error);
