@@ -87,22 +87,26 @@ export interface LivePivotResult {
  * refuses writes, so the caller ends the VM.
  */
 export async function livePivot(qmp: QmpClient, graph: NativeGraph, whilePaused: () => Promise<void>): Promise<LivePivotResult> {
+  const [data, backing, qcow2, top] = nativeGraphNodes(graph);
+  // Before the pause: what does not depend on the final metadata (the raw disk's node, the NBD
+  // connection to the COR device), and what the swap must check (the device's node and its size).
+  const device = `/machine/peripheral/${DISK_DEVICE}`;
+  const attached = await step('qom-get drive', () => qmp.execute<string>('qom-get', { path: device, property: 'drive' }));
+  // Setting the node a device already has aborts QEMU (an assertion): never try.
+  if (attached === NATIVE_TOP_NODE) throw new PivotFailed('qom-set drive', 'the device already has the native graph');
+  const oldSize = sizeOf(await step('query-named-block-nodes', () => qmp.execute<NamedNode[]>('query-named-block-nodes', { flat: true })), DISK_NODE);
+  for (const node of [data!, backing!]) await step(`blockdev-add ${String(node['node-name'])}`, () => qmp.execute('blockdev-add', node));
   const stoppedAt = performance.now();
   await step('stop', () => qmp.execute('stop'));
   let drainMs = 0;
   try {
     await step('draining the copy-on-read device', whilePaused);
     drainMs = performance.now() - stoppedAt;
-    for (const node of nativeGraphNodes(graph)) await step(`blockdev-add ${String(node['node-name'])}`, () => qmp.execute('blockdev-add', node));
+    for (const node of [qcow2!, top!]) await step(`blockdev-add ${String(node['node-name'])}`, () => qmp.execute('blockdev-add', node));
     await step('block-dirty-bitmap-add', () => qmp.execute('block-dirty-bitmap-add', { node: NATIVE_NODE, name: WRITES_BITMAP, persistent: true, granularity: graph.blockSize }));
-    const nodes = await step('query-named-block-nodes', () => qmp.execute<NamedNode[]>('query-named-block-nodes', { flat: true }));
-    const sizeOf = (name: string) => nodes.find((node) => node['node-name'] === name)?.image['virtual-size'];
-    const [oldSize, newSize] = [sizeOf(DISK_NODE), sizeOf(NATIVE_TOP_NODE)];
+    const newSize = sizeOf(await step('query-named-block-nodes', () => qmp.execute<NamedNode[]>('query-named-block-nodes', { flat: true })), NATIVE_TOP_NODE);
     // QEMU 7.2 does not compare sizes on this swap: a wrong size would reach the guest unnoticed.
     if (oldSize === undefined || oldSize !== newSize) throw new PivotFailed('the size check', `the native graph has ${newSize} bytes, the guest's disk ${oldSize}`);
-    const device = `/machine/peripheral/${DISK_DEVICE}`;
-    const attached = await step('qom-get drive', () => qmp.execute<string>('qom-get', { path: device, property: 'drive' }));
-    if (attached === NATIVE_TOP_NODE) throw new PivotFailed('qom-set drive', 'the device already has the native graph');
     await step('qom-set drive', () => qmp.execute('qom-set', { path: device, property: 'drive', value: NATIVE_TOP_NODE }));
   } finally {
     await qmp.execute('cont').catch(() => undefined);
@@ -111,4 +115,8 @@ export async function livePivot(qmp: QmpClient, graph: NativeGraph, whilePaused:
   // The old path (raw over NBD to the COR device) has no parent now: its connection closes.
   await step('blockdev-del of the transient disk', () => qmp.execute('blockdev-del', { 'node-name': DISK_NODE }));
   return { pauseMs, drainMs };
+}
+
+function sizeOf(nodes: readonly NamedNode[], name: string): number | undefined {
+  return nodes.find((node) => node['node-name'] === name)?.image['virtual-size'];
 }
