@@ -140,6 +140,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       // The common case once warm: everything present, no promise juggling.
       if (!this.allPresent(first, last)) {
         const sequential = followsAhead || (first > 0 && (this.map.isPresent(first - 1) || this.claims.isClaimed(first - 1)));
+        if (!followsAhead) this.fetchAhead.missed();
         const own = this.fetcher.ensurePresent(first, last, 'guest', 'readable');
         if (sequential) this.fetchAheadOf(last);
         await own;
