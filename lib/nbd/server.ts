@@ -134,7 +134,7 @@ function listen(server: Server, start: () => void): Promise<void> {
 }
 
 /** Removes a socket file nobody listens on; refuses if a server answers there. */
-async function removeStaleSocket(path: string): Promise<void> {
+export async function removeStaleSocket(path: string): Promise<void> {
   try {
     const stat = await lstat(path);
     if (!stat.isSocket()) throw new NbdListenFailed(`${path} exists and is not a socket`, 'choose another --socket path');
