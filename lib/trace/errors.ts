@@ -1,6 +1,6 @@
 // Errors of the boot trace: a stored trace that cannot be used (it is then left out, with one log
 // line, and the boot goes on without it), and a trace the user named that does not exist.
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 
 /** A trace file that does not match (format version, checksum, length, image version). */
 export class TraceRefused extends LazybootError {
