@@ -10,9 +10,6 @@ export class DiskSizeMismatch extends LazybootError {
   }
 }
 
-/** A disk without its map, or a map for another manifest of the same name@N. */
-export class DiskStateUnknown extends LazybootError {}
-
 /** The map exists but its disk does not: a new file would not hold what the map says is present. */
 export class DiskMissing extends LazybootError {
   constructor(disk: string) {
