@@ -27,3 +27,12 @@ export { UnknownImage, InvalidImageName, InvalidBlockSize, RepositoryCorrupt, Bl
 export { repositoryExports, MANIFEST_EXPORT_PREFIX } from './repo/export-provider.js';
 export { startNbdServer, NbdListenFailed, type NbdServer, type NbdServerOptions, type NbdServerLimits, type ExportProvider } from './nbd/server.js';
 export { loadServerTls, TlsCredentialsInvalid, type ServerTls } from './nbd/tls.js';
+export { snapshot, type SnapshotOptions, type SnapshotResult, type SnapshotProgress } from './snapshot/snapshot.js';
+export { SnapshotNoMap, SnapshotNeedsFullDisk, SnapshotBaselineChanged, SnapshotInterrupted } from './snapshot/errors.js';
+export { SendingSetCorrupt } from './snapshot/sending-set.js';
+export type { WriteTarget, SessionRequest, SessionStart, OfferedBlock, StoredBlocks, ImageCommit, CommitResult } from './repo/write-target.js';
+export { RepositoryWriter } from './repo/repository-writer.js';
+export { openWriteTarget } from './write/open-write-target.js';
+export { startWriteServer, type WriteServer } from './write/http-server.js';
+export { WriteTargetUnreachable } from './write/http-client.js';
+export { UnknownParent, ImageShapeMismatch, BlockDigestMismatch, VersionConflict, MalformedWriteRequest } from './repo/errors.js';
