@@ -16,6 +16,7 @@ import { CorBackend } from './cor-backend.js';
 import { Filler, type FillProgress } from './fill.js';
 import { lockDisk, type DiskLock } from './disk-lock.js';
 import { certifyDisk, checkDiskBinding } from './disk-binding.js';
+import { asLazybootError } from '../base/system-error.js';
 
 /** Start the fetching threads at open when at least this much is still to fetch. */
 const PRESTART_FETCHERS_BYTES = 64 * 1024 * 1024;
@@ -159,9 +160,12 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
     };
   } catch (error) {
     await local?.close();
+    // A disk this call created and left without a map holds nothing: do not leave it behind.
+    if (local?.created && !(await access(mapPathOf(options.disk)).then(() => true, () => false))) await rm(options.disk, { force: true });
     await repositories.close();
     await lock?.release();
-    throw error;
+    // A failed write to the disk or its map (a full file system) names neither: say which.
+    throw asLazybootError(error, { path: options.disk, subject: `${options.disk} (or its map)` }) ?? error;
   }
 }
 

@@ -1,5 +1,5 @@
 // Typed errors of the block map (`<disk>.map`), each one line with what to do.
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 
 /** The map on disk was made for another image or block size than the one asked for. */
 export class MapMismatch extends LazybootError {

@@ -1,5 +1,5 @@
 // Typed errors of `snapshot()`: each says in one line what is wrong and what to do.
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 
 /** The disk has no map: it was never served by lazyboot, so nothing says what changed. */
 export class SnapshotNoMap extends LazybootError {

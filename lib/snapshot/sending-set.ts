@@ -9,7 +9,7 @@ import { readFile, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Bitset } from '../map/bitset.js';
 import { fsyncDirectory, writeFileDurably } from '../repo/durable-file.js';
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 
 const MAGIC = Buffer.from('LZBSEND1', 'latin1');
 
