@@ -35,13 +35,10 @@ export { NbdConnectError } from './nbd/client.js';
 export { NbdListenFailed } from './nbd/server.js';
 export { TlsCredentialsInvalid } from './nbd/tls.js';
 
-// Snapshots and the repository's write path (add blocks, then commit a version atomically).
+// Snapshots: ship a disk's modified blocks as a new image version ('lazyboot/write' has the
+// repository's write path itself: sessions, the in-process writer, the HTTP server and client).
 export { snapshot, type SnapshotOptions, type SnapshotResult, type SnapshotProgress } from './snapshot/snapshot.js';
 export * from './snapshot/errors.js';
 export { SendingSetCorrupt } from './snapshot/sending-set.js';
-export type { WriteTarget, SessionRequest, SessionStart, OfferedBlock, StoredBlocks, ImageCommit, CommitResult, WireCounters } from './repo/write-target.js';
-export { RepositoryWriter } from './repo/repository-writer.js';
-export { openWriteTarget } from './write/open-write-target.js';
-export { startWriteServer, WriteServerFailed, type WriteServer } from './write/http-server.js';
 export { WriteTargetUnreachable } from './write/http-client.js';
 export { WriteRefused } from './write/http-protocol.js';
