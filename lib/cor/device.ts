@@ -16,6 +16,7 @@ import { CorBackend } from './cor-backend.js';
 import { Filler, type FillProgress } from './fill.js';
 import { lockDisk, type DiskLock } from './disk-lock.js';
 import { certifyDisk, checkDiskBinding } from './disk-binding.js';
+import { BootTracing, type BootTraceOptions, type BootTraceStats } from './boot-tracing.js';
 import { asLazybootError } from '../base/system-error.js';
 
 /** Start the fetching threads at open when at least this much is still to fetch. */
@@ -39,6 +40,8 @@ export interface CorDeviceOptions {
   onFillProgress?: (progress: FillProgress) => void;
   /** Limits of the NBD server (see COR_SERVER_LIMITS for the defaults here). */
   serverLimits?: NbdServerLimits;
+  /** Record this boot's first reads and replay the stored trace ahead of the guest (boot-tracing.ts). Default off here; launch() turns it on. */
+  trace?: BootTraceOptions | false;
 }
 
 /**
@@ -61,6 +64,11 @@ export interface CorStats {
   aheadFetchedBytes: number; aheadReadBytes: number;
 }
 
+/** The device's stats with those of its boot trace (zeros when tracing is off). */
+export interface CorDeviceStats extends CorStats, BootTraceStats {}
+
+const NO_TRACE_STATS: BootTraceStats = { traceBlocks: 0, traceRecordings: 0, replayFetchedBytes: 0, replayReadBytes: 0, replayRequests: 0, recordedBlocks: 0 };
+
 export interface CorDevice extends EventEmitter {
   readonly manifest: Manifest;
   readonly socketPath: string;
@@ -69,7 +77,9 @@ export interface CorDevice extends EventEmitter {
   readonly uri: string;
   /** Resolves when the background fill is done (undefined when fill is off). */
   readonly filled: Promise<void> | undefined;
-  stats(): CorStats;
+  /** The boot trace (recording, replay), when `trace` was given. */
+  readonly trace: BootTracing | undefined;
+  stats(): CorDeviceStats;
   /** Stop serving, flush data + map durably, remove the socket. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -188,7 +198,14 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
   const exportName = options.exportName ?? 'disk';
   let tempDir: string | undefined;
   let server: NbdServer | undefined;
+  let tracing: BootTracing | undefined;
   try {
+    if (options.trace) {
+      const { manifest, manifestDigest } = opened.repositories;
+      tracing = await BootTracing.start(opened.backend, {
+        manifestDigest, imageRef: `${manifest.name}@${manifest.version}`, blockSize: manifest.blockSize, blockCount: manifest.blockCount,
+      }, options.trace, log);
+    }
     if (!options.socketPath) tempDir = await mkdtemp(join(tmpdir(), 'lazyboot-cor-'));
     const socketPath = resolvePath(options.socketPath ?? join(tempDir!, 'disk.sock'));
     const backend = opened.backend;
@@ -209,6 +226,7 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
     let closing: Promise<void> | undefined;
     const close = () => closing ??= (async () => {
       try {
+        tracing?.stop();
         filler?.stop();
         await filled?.catch(() => undefined);
         await liveServer.close();
@@ -223,11 +241,13 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
       exportName,
       uri: `nbd+unix:///${exportName}?socket=${socketPath}`,
       filled,
-      stats: () => statsOf(backend),
+      trace: tracing,
+      stats: () => ({ ...statsOf(backend), ...(tracing?.stats() ?? NO_TRACE_STATS) }),
       close,
       [Symbol.asyncDispose]: close,
     });
   } catch (error) {
+    tracing?.stop();
     await server?.close();
     await opened.close();
     if (tempDir) await rm(tempDir, { recursive: true, force: true });
