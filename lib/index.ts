@@ -34,3 +34,11 @@ export { InvalidManifest } from './repo/manifest-codec.js';
 export { NbdConnectError } from './nbd/client.js';
 export { NbdListenFailed } from './nbd/server.js';
 export { TlsCredentialsInvalid } from './nbd/tls.js';
+
+// Snapshots: ship a disk's modified blocks as a new image version ('lazyboot/write' has the
+// repository's write path itself: sessions, the in-process writer, the HTTP server and client).
+export { snapshot, type SnapshotOptions, type SnapshotResult, type SnapshotProgress } from './snapshot/snapshot.js';
+export * from './snapshot/errors.js';
+export { SendingSetCorrupt } from './snapshot/sending-set.js';
+export { WriteTargetUnreachable } from './write/http-client.js';
+export { WriteRefused } from './write/http-protocol.js';

@@ -12,11 +12,12 @@ import { NbdClient } from 'lazyboot/nbd';
 import { QmpClient, TransientVm } from 'lazyboot/vmm';
 import { GuestAgent, GuestEvents } from 'lazyboot/guest';
 import { BlockMap, decodeManifest } from 'lazyboot/block';
+import { RepositoryWriter, openWriteTarget, startWriteServer } from 'lazyboot/write';
 import { ensureFixture } from '../fixtures/build.js';
 
 const ROOT_NAMES = [
   // What a harness calls.
-  'launch', 'openCorDevice', 'Repository', 'VM_DEFAULTS', 'installSignalTeardown', 'teardownOnUncaughtException', 'tuneProcess',
+  'launch', 'openCorDevice', 'Repository', 'snapshot', 'VM_DEFAULTS', 'installSignalTeardown', 'teardownOnUncaughtException', 'tuneProcess',
   // What it may catch.
   'LazybootError', 'UsageError', 'FileSystemFailed', 'BlockError',
   'QmpError', 'QmpConnectionClosed', 'QmpTimeout', 'QemuNotFound', 'QemuExited', 'KvmUnavailable', 'IllegalVmAction', 'GuestDiskError', 'BootTimeout', 'VmEndedEarly',
@@ -26,6 +27,8 @@ const ROOT_NAMES = [
   'UnknownImage', 'InvalidImageName', 'InvalidBlockSize', 'RepositoryCorrupt', 'BlockMissing', 'BlockCorrupt', 'ImportFailed', 'ExportFailed', 'UnsafeImage',
   'NotARepository', 'RepositoryDamaged', 'UnknownParent', 'ImageShapeMismatch', 'BlockDigestMismatch', 'VersionConflict', 'MalformedWriteRequest', 'InvalidManifest',
   'NbdConnectError', 'NbdListenFailed', 'TlsCredentialsInvalid',
+  'MapTargetsFull', 'SnapshotNoMap', 'SnapshotNeedsFullDisk', 'SnapshotBaselineChanged', 'SnapshotInterrupted', 'SendingSetCorrupt',
+  'WriteTargetUnreachable', 'WriteRefused',
 ];
 
 test('the root exports what a harness needs, and nothing else', (t) => {
@@ -40,7 +43,7 @@ test('every error class of the root derives from LazybootError (one error tree)'
 });
 
 test('the subpath exports hold the parts\' own APIs', (t) => {
-  for (const value of [NbdClient, QmpClient, TransientVm, GuestAgent, GuestEvents, BlockMap, decodeManifest]) t.is(typeof value, 'function');
+  for (const value of [NbdClient, QmpClient, TransientVm, GuestAgent, GuestEvents, BlockMap, decodeManifest, RepositoryWriter, openWriteTarget, startWriteServer]) t.is(typeof value, 'function');
   t.false('NbdClient' in lazyboot, 'the NBD client is not in the root');
 });
 

@@ -16,3 +16,10 @@ export class MapCorrupt extends LazybootError {
       'delete the disk and its .map to start over (blocks are fetched again)');
   }
 }
+
+/** A map has room for MAX_TARGETS replication targets, each with its own W bits. */
+export class MapTargetsFull extends LazybootError {
+  constructor(path: string, targets: readonly string[]) {
+    super(`${path} already ships to ${targets.length} targets (${targets.join(', ')})`, 'snapshot to one of those repositories');
+  }
+}
