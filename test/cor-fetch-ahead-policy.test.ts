@@ -1,7 +1,9 @@
 // The fetch-ahead policy on its own (lib/cor/fetch-ahead.ts): what it plans, and that the unread
-// bytes it allows never exceed BUDGET_FLOOR_BYTES + BUDGET_SHARE × demanded, whatever the reads.
+// bytes it allows never exceed BUDGET_FLOOR_BYTES + BUDGET_SHARE × demanded + the reader's streak
+// credit (at most STREAK_CAP_BYTES, earned only by reading fetched-ahead data in a row), whatever
+// the reads.
 import test from 'ava';
-import { BUDGET_FLOOR_BYTES, BUDGET_SHARE, FetchAhead } from '../lib/cor/fetch-ahead.js';
+import { BUDGET_FLOOR_BYTES, BUDGET_SHARE, STREAK_CAP_BYTES, FetchAhead } from '../lib/cor/fetch-ahead.js';
 
 const BS = 65536;
 
@@ -43,7 +45,41 @@ test('a reader that reads what was fetched ahead keeps a window in flight, toppe
   for (const [from, to] of fetched) t.true(to - from >= 2 && to - from <= 64);
   // Contiguous: no block planned twice, no gap left behind the reader.
   for (let i = 1; i < fetched.length; i++) t.is(fetched[i]![0], fetched[i - 1]![1]);
-  t.is(ahead.counters.aheadFetchedBytes - ahead.counters.aheadReadBytes <= BUDGET_FLOOR_BYTES + BUDGET_SHARE * 2999 * BS, true);
+  t.true(ahead.counters.aheadFetchedBytes - ahead.counters.aheadReadBytes <= BUDGET_FLOOR_BYTES + BUDGET_SHARE * 2999 * BS + STREAK_CAP_BYTES);
+});
+
+test('a reader proven sequential gets its full window after a few MiB (streak credit), not after the ~60 MiB the demand share needs', (t) => {
+  const { ahead, plan, demand } = policy(10_000);
+  plan(0);
+  let mostUnread = 0;
+  for (let block = 1; block <= 160; block++) { // 10 MiB read
+    demand(BS);
+    ahead.guestRead(block, block);
+    plan(block);
+    mostUnread = Math.max(mostUnread, ahead.counters.aheadFetchedBytes - ahead.counters.aheadReadBytes);
+  }
+  const withoutStreak = BUDGET_FLOOR_BYTES + BUDGET_SHARE * 160 * BS; // 3 MiB
+  t.true(mostUnread > withoutStreak + 3 * 2 ** 20, `at most ${mostUnread} bytes ahead in the first 10 MiB (${withoutStreak} without the streak credit)`);
+  t.true(mostUnread <= 128 * BS, 'never beyond one window');
+});
+
+test('a miss ends the streak: nothing more is fetched ahead until the unread bytes are back under the rest of the budget', (t) => {
+  const { ahead, plan, demand } = policy(10_000);
+  plan(0);
+  for (let block = 1; block <= 200; block++) {
+    demand(BS);
+    ahead.guestRead(block, block);
+    plan(block);
+  }
+  const unread = ahead.counters.aheadFetchedBytes - ahead.counters.aheadReadBytes;
+  const base = BUDGET_FLOOR_BYTES + BUDGET_SHARE * 200 * BS;
+  t.true(unread > base, `${unread} unread ahead after a streak (base budget ${base})`);
+  // The reader jumps elsewhere: a miss.
+  demand(BS);
+  t.false(ahead.guestRead(5000, 5000));
+  ahead.missed();
+  t.is(plan(5000), undefined, 'the streak credit is gone and the unread bytes exceed the rest of the budget');
+  t.is(ahead.allowedBytes, base + BUDGET_SHARE * BS);
 });
 
 test('whatever the reads, unread fetched-ahead bytes stay within the budget', (t) => {
@@ -56,11 +92,14 @@ test('whatever the reads, unread fetched-ahead bytes stay within the budget', (t
     if (random() < 0.5) {
       demand(BS);
       demanded += BS;
-      ahead.guestRead(block, block);
+      // As the device does: a read that touches nothing fetched ahead is a miss.
+      if (!ahead.guestRead(block, block)) ahead.missed();
     }
     plan(block);
     const unread = ahead.counters.aheadFetchedBytes - ahead.counters.aheadReadBytes;
-    if (unread > BUDGET_FLOOR_BYTES + BUDGET_SHARE * demanded) t.fail(`unread ${unread} over the budget at step ${i}`);
+    if (unread > BUDGET_FLOOR_BYTES + BUDGET_SHARE * demanded + STREAK_CAP_BYTES) t.fail(`unread ${unread} over the budget at step ${i}`);
+    // A reader this random earns hardly any streak: a few blocks' worth at most.
+    if (unread > BUDGET_FLOOR_BYTES + BUDGET_SHARE * demanded + 4 * BS) t.fail(`unread ${unread}: a random reader earned a streak at step ${i}`);
   }
   t.pass();
 });

@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as P from '../lib/nbd/protocol.js';
+import { decodeOptionReplyHeader, encodeClientFlags, encodeExportRequest, encodeRequest, OPTION_REPLY_HEADER_BYTES } from '../lib/nbd/wire.js';
 import { makeImage, type TestImage } from './cor-fixtures.js';
 import { RawPeer, exportNameData, optionHeader } from './helpers/nbd-raw-peer.js';
 import { memoryOf, startServing, MiB, type ServedProcess } from './helpers/served-process.js';
@@ -40,9 +41,7 @@ async function nonReadingPeer(socket: string): Promise<Socket> {
   peer.on('error', () => {});
   await once(peer, 'connect');
   // Without a 'data' listener the stream stops reading once its small buffer is full.
-  const flags = Buffer.alloc(4);
-  flags.writeUInt32BE(P.CLIENT_FLAG_FIXED_NEWSTYLE | P.CLIENT_FLAG_NO_ZEROES);
-  peer.write(flags);
+  peer.write(encodeClientFlags(P.CLIENT_FLAG_FIXED_NEWSTYLE | P.CLIENT_FLAG_NO_ZEROES));
   return peer;
 }
 
@@ -53,10 +52,7 @@ async function nonReadingPeer(socket: string): Promise<Socket> {
  * in the error reply) and NBD_OPT_LIST.
  */
 async function floodOptions(peer: Socket, total: number): Promise<{ taken: number; closedByServer: boolean }> {
-  const name = Buffer.alloc(300, 'x');
-  const info = Buffer.alloc(4 + name.length + 2);
-  info.writeUInt32BE(name.length, 0);
-  name.copy(info, 4);
+  const info = encodeExportRequest(Buffer.alloc(300, 'x'));
   const option = Buffer.concat([optionHeader(P.OPT_INFO, info.length), info, optionHeader(P.OPT_LIST, 0)]);
   let closedByServer = false;
   peer.once('error', () => { closedByServer = true; });
@@ -211,9 +207,8 @@ test('error replies echo at most 256 characters of a client\'s export name', (t)
     await peer.greet();
     const data = exportNameData(Buffer.alloc(60_000, 'n'));
     peer.write(Buffer.concat([optionHeader(P.OPT_INFO, data.length), data]));
-    const header = (await peer.read(20))!;
-    t.is(header.readUInt32BE(12), P.REP_ERR_UNKNOWN >>> 0);
-    const length = header.readUInt32BE(16);
+    const { type, length } = decodeOptionReplyHeader((await peer.read(OPTION_REPLY_HEADER_BYTES))!)!;
+    t.is(type, P.REP_ERR_UNKNOWN >>> 0);
     t.true(length < 400, `error reply of ${length} bytes`);
     t.regex((await peer.read(length))!.toString(), /^export "n{256}…" not present$/);
     peer.close();
@@ -349,15 +344,7 @@ test('write payloads count against the connection budget: a slow backend stops t
     const peer = await RawPeer.connect(socket);
     await peer.go('w');
     const payload = Buffer.alloc(4 * MiB, 0x5a);
-    const header = (i: number): Buffer => {
-      const request = Buffer.alloc(28);
-      request.writeUInt32BE(P.REQUEST_MAGIC, 0);
-      request.writeUInt16BE(P.CMD_WRITE, 6);
-      request.writeBigUInt64BE(BigInt(i + 1), 8);
-      request.writeBigUInt64BE(BigInt(i * 4 * MiB), 16);
-      request.writeUInt32BE(payload.length, 24);
-      return request;
-    };
+    const header = (i: number): Buffer => encodeRequest({ type: P.CMD_WRITE, flags: 0, cookie: BigInt(i + 1), offset: i * 4 * MiB, length: payload.length });
     // 12 writes of 4 MiB; the backend answers none of them yet.
     let pushed = 0;
     const push = (async () => {
@@ -399,11 +386,10 @@ async function rawGo(peer: RawPeer, name: string, structured: boolean): Promise<
   const go = exportNameData(name);
   peer.write(Buffer.concat([optionHeader(P.OPT_STRUCTURED_REPLY, 0), optionHeader(P.OPT_GO, go.length), go]));
   for (;;) {
-    const header = (await peer.read(20))!;
-    const payload = (await peer.read(header.readUInt32BE(16)))!;
-    const type = header.readUInt32BE(12);
-    if (type & P.REP_FLAG_ERROR) throw new Error(`option refused: ${payload.toString()}`);
-    if (header.readUInt32BE(8) === P.OPT_GO && type === P.REP_ACK) return;
+    const header = decodeOptionReplyHeader((await peer.read(OPTION_REPLY_HEADER_BYTES))!)!;
+    const payload = (await peer.read(header.length))!;
+    if (header.type & P.REP_FLAG_ERROR) throw new Error(`option refused: ${payload.toString()}`);
+    if (header.option === P.OPT_GO && header.type === P.REP_ACK) return;
   }
 }
 

@@ -10,6 +10,7 @@ import { Repository } from '../lib/repo/repository.js';
 import type { NbdServer } from '../lib/nbd/server.js';
 import * as P from '../lib/nbd/protocol.js';
 import { RawPeer, optionHeader } from './helpers/nbd-raw-peer.js';
+import { encodeClientFlags, encodeOption } from '../lib/nbd/wire.js';
 import { exportUri, importFile, sampleDisk, serveRepository, writeDisk } from './helpers/repo-fixtures.js';
 
 interface Served {
@@ -55,9 +56,7 @@ test('unknown export: the client gets a clean NBD error naming it, the server ke
     // NBD_OPT_EXPORT_NAME has no error reply: the server closes that connection.
     const peer = await RawPeer.connect(socket);
     await peer.read(18);
-    const flags = Buffer.alloc(4);
-    flags.writeUInt32BE(P.CLIENT_FLAG_FIXED_NEWSTYLE | P.CLIENT_FLAG_NO_ZEROES);
-    peer.write(Buffer.concat([flags, optionHeader(P.OPT_EXPORT_NAME, 4), Buffer.from('nope')]));
+    peer.write(Buffer.concat([encodeClientFlags(P.CLIENT_FLAG_FIXED_NEWSTYLE | P.CLIENT_FLAG_NO_ZEROES), encodeOption(P.OPT_EXPORT_NAME, Buffer.from('nope'))]));
     t.true(await peer.closedByServer());
     t.true(await stillServes(socket));
   }));

@@ -20,6 +20,10 @@ import { FreshSegments } from './fresh-segments.js';
 import { ZeroBlocks } from './zero-blocks.js';
 import { AbsentFetcher, type FetchCounters } from './absent-fetcher.js';
 import { startMapCommitTimer, type MapCommitTimer } from './map-commit-timer.js';
+import { TraceRecorder, type TraceRecorderOptions } from './trace-recorder.js';
+import { TraceReplay, type TraceReplayOptions } from './trace-replay.js';
+import type { BootTrace } from '../trace/trace-format.js';
+import { ReadThrough } from './read-through.js';
 import { readByFilling, zeroBlockRanges, type KnowsZeroRanges, type LendsReads, type LentBytes } from '../block/read-into.js';
 
 export interface CorBackendOptions {
@@ -72,6 +76,19 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   private readonly demand: GuestDemand;
   private readonly guests: GuestActivity;
   private readonly commitTimer: MapCommitTimer;
+  private readonly maxRunBlocks: number;
+  private readonly log: (line: string) => void;
+  /** Boot trace hooks (boot-tracing.ts): the guest's first reads recorded, a trace replayed ahead. */
+  private recorder: TraceRecorder | undefined;
+  private replay: TraceReplay | undefined;
+  private readonly readThrough: ReadThrough;
+  /**
+   * The single-writer rule (read-through.ts): once QEMU's native graph has the local disk (after
+   * the pivot), QEMU is its only writer. From enterReadThrough() on, this backend never writes the
+   * disk or the map: reads go through ReadThrough (fetched, verified, returned, not stored); guest
+   * writes, fetch ahead, trace replay and ensurePresent (the fill) are refused. It never goes back.
+   */
+  private readThroughMode = false;
   private closed = false;
 
   constructor(
@@ -88,6 +105,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     this.zeros = new ZeroBlocks(manifest, map);
     this.fresh = new FreshSegments(manifest.blockCount, this.blockSize);
     const maxRunBlocks = Math.max(1, Math.floor((options.maxFetchBytes ?? 4 * 1024 * 1024) / this.blockSize));
+    this.maxRunBlocks = maxRunBlocks;
+    this.log = log;
     this.guests = new GuestActivity(() => this.fetcher.guestWaiting);
     this.fetcher = new AbsentFetcher(
       { size: this.size, blockSize: this.blockSize, map, local, upstream, claims: this.claims, fresh: this.fresh, zeros: this.zeros, log },
@@ -104,10 +123,37 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       demandedBytes: () => this.demand.demandedBytes,
     });
     this.commitTimer = startMapCommitTimer(map, options.commitIntervalMs ?? 1000, log);
+    this.readThrough = new ReadThrough({ size: this.size, blockSize: this.blockSize, map, local, upstream, zeros: this.zeros });
   }
 
   get counters(): Readonly<CorCounters> {
-    return { ...this.fetcher.counters, readRequests: this.readRequests };
+    const stored = this.fetcher.counters;
+    const through = this.readThrough.counters;
+    return {
+      ...stored,
+      fetchRequests: stored.fetchRequests + through.fetchRequests,
+      fetchedBytes: stored.fetchedBytes + through.fetchedBytes,
+      failedFetches: stored.failedFetches + through.failedFetches,
+      readRequests: this.readRequests,
+    };
+  }
+
+  /** True once the backend serves as the native graph's read-only backing (the single-writer rule). */
+  get isReadThrough(): boolean {
+    return this.readThroughMode;
+  }
+
+  /**
+   * Switches to read-through for good (see readThroughMode): new requests see the mode at once;
+   * resolves once the guest requests, fetches and stores already running have ended and the map
+   * is durable. Call it with QEMU paused and the fill stopped: then nothing writes the disk after.
+   */
+  async enterReadThrough(): Promise<void> {
+    this.readThroughMode = true;
+    this.replay?.stop(); // a trace replay stores what it fetches
+    await this.guests.whenIdle();
+    await this.claims.settled();
+    await this.map.commit();
   }
 
   // ---- guest-facing BlockBackend ----
@@ -132,14 +178,18 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       this.readRequests++;
       this.checkRange(offset, length);
       if (length === 0) return undefined;
+      if (this.readThroughMode) return void (await this.readThrough.readInto(offset, target));
       const [first, last] = this.blockRange(offset, length);
       this.demand.need(first, last);
+      this.recorder?.guestRead(first, last);
+      this.replay?.guestRead(first, last);
       // A read of blocks fetched ahead, or a miss right after present or fetching blocks, is a
       // sequential reader: the window ahead of it is topped up (within the budget).
       const followsAhead = this.fetchAhead.guestRead(first, last);
       // The common case once warm: everything present, no promise juggling.
       if (!this.allPresent(first, last)) {
         const sequential = followsAhead || (first > 0 && (this.map.isPresent(first - 1) || this.claims.isClaimed(first - 1)));
+        if (!followsAhead) this.fetchAhead.missed();
         const own = this.fetcher.ensurePresent(first, last, 'guest', 'readable');
         if (sequential) this.fetchAheadOf(last);
         await own;
@@ -169,7 +219,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
    * block is not known to be zero: the guest may have written it, and W clear does not prove otherwise).
    */
   knownZeroRanges(offset: number, length: number): Array<readonly [number, number]> {
-    if (this.closed || length <= 0 || offset < 0 || offset + length > this.size) return [];
+    // Read-through marks nothing present: its reader answers zero blocks from memory.
+    if (this.closed || this.readThroughMode || length <= 0 || offset < 0 || offset + length > this.size) return [];
     const zeros = zeroBlockRanges(offset, length, this.blockSize, this.size, (b) => {
       if (this.zeros.isPresentZero(b)) return true;
       if (!this.readsAsZeroUnfetched(b)) return false;
@@ -239,6 +290,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
 
   /** Fetches every absent block in [first, last] (inclusive); resolves once they are present. */
   ensurePresent(first: number, last: number, priority: Priority): Promise<void> {
+    if (this.readThroughMode) return Promise.reject(this.singleWriterRefusal('make blocks present'));
     return this.fetcher.ensurePresent(first, last, priority);
   }
 
@@ -269,9 +321,35 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     return this.guests.whenIdle();
   }
 
+  // ---- boot trace ----
+
+  /** Records the guest's first reads from now on (trace-recorder.ts). */
+  startRecording(options: Partial<TraceRecorderOptions> = {}): TraceRecorder {
+    this.recorder = new TraceRecorder({ blockCount: this.manifest.blockCount, dataBytes: (b) => this.zeros.dataBytes(b), ...options });
+    return this.recorder;
+  }
+
+  /** Fetches `trace`'s blocks ahead of the guest, below its own fetches (trace-replay.ts). */
+  startReplay(trace: BootTrace, options: TraceReplayOptions = {}): TraceReplay {
+    this.replay?.stop();
+    const replay = new TraceReplay(trace, {
+      blockCount: this.manifest.blockCount,
+      blockSize: this.blockSize,
+      dataBytes: (b) => this.zeros.dataBytes(b),
+      claimable: (b) => !this.closed && !this.readThroughMode && !this.map.isPresent(b) && !this.claims.isClaimed(b),
+      fetch: (start, count) => this.fetcher.startFetch(start, count, 'ahead'),
+      maxRunBlocks: this.maxRunBlocks,
+      log: this.log,
+    }, options);
+    this.replay = replay;
+    replay.start();
+    return replay;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.replay?.stop();
     this.commitTimer.stop();
     await this.claims.settled();
     await this.map.close();
@@ -280,17 +358,24 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
 
   // ---- internals ----
 
+  private singleWriterRefusal(what: string): BlockError {
+    return new BlockError('EPERM', `cannot ${what}: the copy-on-read device is read-through (after the pivot QEMU is the only writer of the local disk)`);
+  }
+
   private async modify(offset: number, length: number, apply: () => Promise<void>, options?: WriteOptions): Promise<void> {
     this.checkRange(offset, length);
+    if (this.readThroughMode) throw this.singleWriterRefusal('write');
     if (length === 0) return;
     const [first, last] = this.blockRange(offset, length);
     // Partially covered absent blocks need their old content first (head / tail).
     const partial = [first, last].filter((b, i, all) => all.indexOf(b) === i && !this.coversBlock(offset, length, b));
     for (const block of partial) {
       this.demand.need(block, block);
+      this.recorder?.guestRead(block, block);
       await this.fetcher.ensurePresent(block, block, 'guest');
     }
     this.fetchAhead.overwritten(first, last);
+    this.recorder?.written(first, last);
     // Wait out fetches on the blocks we overwrite, then claim the absent ones synchronously.
     for (;;) {
       const pending = this.claims.firstHolder(first, last);
@@ -322,7 +407,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
    * (fetch-ahead.ts). Not for a reader with many requests in flight: the fetch queue merges those.
    */
   private fetchAheadOf(last: number): void {
-    if (this.guests.requests > FETCH_AHEAD_MAX_GUEST_REQUESTS || this.closed) return;
+    if (this.guests.requests > FETCH_AHEAD_MAX_GUEST_REQUESTS || this.closed || this.readThroughMode) return;
     const run = this.fetchAhead.plan(last, (b) => !this.map.isPresent(b) && !this.claims.isClaimed(b));
     if (!run) return;
     const [from, to] = run;

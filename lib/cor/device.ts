@@ -16,6 +16,8 @@ import { CorBackend } from './cor-backend.js';
 import { Filler, type FillProgress } from './fill.js';
 import { lockDisk, type DiskLock } from './disk-lock.js';
 import { certifyDisk, checkDiskBinding } from './disk-binding.js';
+import { BootTracing, type BootTraceOptions, type BootTraceStats } from './boot-tracing.js';
+import { asLazybootError } from '../base/system-error.js';
 
 /** Start the fetching threads at open when at least this much is still to fetch. */
 const PRESTART_FETCHERS_BYTES = 64 * 1024 * 1024;
@@ -38,6 +40,8 @@ export interface CorDeviceOptions {
   onFillProgress?: (progress: FillProgress) => void;
   /** Limits of the NBD server (see COR_SERVER_LIMITS for the defaults here). */
   serverLimits?: NbdServerLimits;
+  /** Record this boot's first reads and replay the stored trace ahead of the guest (boot-tracing.ts). Default off here; launch() turns it on. */
+  trace?: BootTraceOptions | false;
 }
 
 /**
@@ -60,6 +64,11 @@ export interface CorStats {
   aheadFetchedBytes: number; aheadReadBytes: number;
 }
 
+/** The device's stats with those of its boot trace (zeros when tracing is off). */
+export interface CorDeviceStats extends CorStats, BootTraceStats {}
+
+const NO_TRACE_STATS: BootTraceStats = { traceBlocks: 0, traceRecordings: 0, replayFetchedBytes: 0, replayReadBytes: 0, replayRequests: 0, recordedBlocks: 0 };
+
 export interface CorDevice extends EventEmitter {
   readonly manifest: Manifest;
   readonly socketPath: string;
@@ -68,7 +77,16 @@ export interface CorDevice extends EventEmitter {
   readonly uri: string;
   /** Resolves when the background fill is done (undefined when fill is off). */
   readonly filled: Promise<void> | undefined;
-  stats(): CorStats;
+  /** The boot trace (recording, replay), when `trace` was given. */
+  readonly trace: BootTracing | undefined;
+  stats(): CorDeviceStats;
+  /** Block b is present on the local disk (its R bit): read-only, for the pivot's qcow2 metadata. */
+  isPresent(block: number): boolean;
+  /**
+   * The pivot's switch (single-writer rule, read-through.ts): stops the fill, lets running fetches
+   * land, commits the map, and from then on serves reads without storing and refuses writes.
+   */
+  enterReadThrough(): Promise<void>;
   /** Stop serving, flush data + map durably, remove the socket. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -149,7 +167,8 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
           // Certified after the last guest write has landed (the server is closed, but requests it
           // started may still run); a later change (a fetch storing) voids it again.
           await backend.whenGuestIdle();
-          await certifyDisk(backend.map, disk, manifest).catch((error: Error) => log(`${options.disk}: no fingerprint recorded: ${error.message}`));
+          // After a pivot QEMU wrote the disk too: this map no longer vouches for its content.
+          if (!backend.isReadThrough) await certifyDisk(backend.map, disk, manifest).catch((error: Error) => log(`${options.disk}: no fingerprint recorded: ${error.message}`));
           await backend.close();
         } finally {
           await repositories.close();
@@ -159,9 +178,12 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
     };
   } catch (error) {
     await local?.close();
+    // A disk this call created and left without a map holds nothing: do not leave it behind.
+    if (local?.created && !(await access(mapPathOf(options.disk)).then(() => true, () => false))) await rm(options.disk, { force: true });
     await repositories.close();
     await lock?.release();
-    throw error;
+    // A failed write to the disk or its map (a full file system) names neither: say which.
+    throw asLazybootError(error, { path: options.disk, subject: `${options.disk} (or its map)` }) ?? error;
   }
 }
 
@@ -184,7 +206,14 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
   const exportName = options.exportName ?? 'disk';
   let tempDir: string | undefined;
   let server: NbdServer | undefined;
+  let tracing: BootTracing | undefined;
   try {
+    if (options.trace) {
+      const { manifest, manifestDigest } = opened.repositories;
+      tracing = await BootTracing.start(opened.backend, {
+        manifestDigest, imageRef: `${manifest.name}@${manifest.version}`, blockSize: manifest.blockSize, blockCount: manifest.blockCount,
+      }, options.trace, log);
+    }
     if (!options.socketPath) tempDir = await mkdtemp(join(tmpdir(), 'lazyboot-cor-'));
     const socketPath = resolvePath(options.socketPath ?? join(tempDir!, 'disk.sock'));
     const backend = opened.backend;
@@ -202,9 +231,15 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
     const filled = filler?.run();
     filled?.catch((error) => log(`fill stopped: ${(error as Error).message}`));
     const liveServer = server;
+    const enterReadThrough = async () => {
+      filler?.stop();
+      await filled?.catch(() => undefined);
+      await backend.enterReadThrough();
+    };
     let closing: Promise<void> | undefined;
     const close = () => closing ??= (async () => {
       try {
+        tracing?.stop();
         filler?.stop();
         await filled?.catch(() => undefined);
         await liveServer.close();
@@ -219,11 +254,15 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
       exportName,
       uri: `nbd+unix:///${exportName}?socket=${socketPath}`,
       filled,
-      stats: () => statsOf(backend),
+      trace: tracing,
+      stats: () => ({ ...statsOf(backend), ...(tracing?.stats() ?? NO_TRACE_STATS) }),
+      isPresent: (block: number) => backend.map.isPresent(block),
+      enterReadThrough,
       close,
       [Symbol.asyncDispose]: close,
     });
   } catch (error) {
+    tracing?.stop();
     await server?.close();
     await opened.close();
     if (tempDir) await rm(tempDir, { recursive: true, force: true });

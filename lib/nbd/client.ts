@@ -1,9 +1,14 @@
 // An NBD client (fixed newstyle, OPT_GO, simple replies, pipelined requests) that is a BlockBackend.
 // Used by the fetcher to read manifests and blocks from `lazyboot repo serve`, and by tests.
 import { connect as netConnect, type Socket } from 'node:net';
-import { BlockError, type BlockBackend, type BlockCapabilities, type BlockErrorCode, type BlockSizeConstraints, type Extent, type WriteOptions } from '../block/backend.js';
-import { LazybootError } from '../errors.js';
+import { BlockError, type BlockBackend, type BlockCapabilities, type BlockSizeConstraints, type Extent, type WriteOptions } from '../block/backend.js';
+import { LazybootError } from '../base/errors.js';
 import * as P from './protocol.js';
+import { blockErrorCode } from './errno.js';
+import {
+  decodeGreeting, decodeInfo, decodeOptionReplyHeader, decodeSimpleReply, encodeClientFlags, encodeExportRequest, encodeOption, encodeRequest,
+  GREETING_BYTES, isOptionError, OPTION_REPLY_HEADER_BYTES, SIMPLE_REPLY_HEADER_BYTES,
+} from './wire.js';
 import { SocketReader } from './client-reader.js';
 import { formatNbdUri, parseNbdUri, type NbdTarget } from './client-uri.js';
 import { loadClientTls, startClientTls, TlsCredentialsInvalid } from './tls.js';
@@ -28,11 +33,6 @@ export interface NbdConnectOptions extends NbdTarget {
   /** Give up connecting/negotiating after this long (default 10 s). */
   readonly connectTimeoutMs?: number;
 }
-
-const ERRNO_BY_VALUE: Record<number, BlockErrorCode> = {
-  [P.NBD_EPERM]: 'EPERM', [P.NBD_EIO]: 'EIO', [P.NBD_ENOMEM]: 'ENOMEM', [P.NBD_EINVAL]: 'EINVAL',
-  [P.NBD_ENOSPC]: 'ENOSPC', [P.NBD_EOVERFLOW]: 'EOVERFLOW', [P.NBD_ENOTSUP]: 'ENOTSUP', [P.NBD_ESHUTDOWN]: 'ESHUTDOWN',
-};
 
 interface Pending {
   readonly type: number;
@@ -192,7 +192,7 @@ export class NbdClient implements BlockBackend {
         p.resolve = (data) => { done(data); resolve(); };
         p.reject = (error) => { reject(error); resolve(); };
       })));
-      const header = requestHeader(P.CMD_DISC, 0, this.nextHandle++, 0, 0);
+      const header = encodeRequest({ type: P.CMD_DISC, flags: 0, cookie: this.nextHandle++, offset: 0, length: 0 });
       await new Promise<void>((resolve) => this.socket.end(header, () => resolve()));
     }
     this.socket.destroy();
@@ -215,7 +215,7 @@ export class NbdClient implements BlockBackend {
     const handle = this.nextHandle++;
     return new Promise<Buffer>((resolve, reject) => {
       this.pending.set(handle, { type, length, into, resolve, reject });
-      this.socket.write(requestHeader(type, flags, handle, offset, length));
+      this.socket.write(encodeRequest({ type, flags, cookie: handle, offset, length }));
       if (payload) this.socket.write(payload);
     });
   }
@@ -223,16 +223,15 @@ export class NbdClient implements BlockBackend {
   private async receiveReplies(): Promise<void> {
     try {
       for (;;) {
-        const header = await this.reader.readExactly(16);
-        const magic = header.readUInt32BE(0);
-        if (magic !== P.SIMPLE_REPLY_MAGIC) throw new Error(`unexpected reply magic 0x${magic.toString(16)}`);
-        const error = header.readUInt32BE(4);
-        const handle = header.readBigUInt64BE(8);
+        const header = await this.reader.readExactly(SIMPLE_REPLY_HEADER_BYTES);
+        const reply = decodeSimpleReply(header);
+        if (!reply) throw new Error(`unexpected reply magic 0x${header.readUInt32BE(0).toString(16)}`);
+        const { errno: error, cookie: handle } = reply;
         const pending = this.pending.get(handle);
         if (!pending) throw new Error(`reply for unknown handle ${handle}`);
         if (error !== 0) {
           this.pending.delete(handle);
-          const code = ERRNO_BY_VALUE[error] ?? 'EIO';
+          const code = blockErrorCode(error);
           pending.reject(new BlockError(code, `NBD server ${this.uri} answered ${code} (${error})`));
           continue;
         }
@@ -258,15 +257,11 @@ export class NbdClient implements BlockBackend {
 
 /** NBD_OPT_STARTTLS, then the TLS handshake on the same socket; the options go on over TLS. */
 async function requestTls(socket: Socket, reader: SocketReader, startTls: () => Promise<Socket>): Promise<Socket> {
-  const option = Buffer.alloc(16);
-  option.writeBigUInt64BE(P.IHAVEOPT, 0);
-  option.writeUInt32BE(P.OPT_STARTTLS, 8);
-  option.writeUInt32BE(0, 12);
-  socket.write(option);
-  const reply = await reader.readExactly(20);
-  if (reply.readBigUInt64BE(0) !== P.OPT_REPLY_MAGIC) throw new Error('bad option reply magic');
-  const type = reply.readUInt32BE(12);
-  const body = await reader.readExactly(reply.readUInt32BE(16));
+  socket.write(encodeOption(P.OPT_STARTTLS));
+  const reply = decodeOptionReplyHeader(await reader.readExactly(OPTION_REPLY_HEADER_BYTES));
+  if (!reply) throw new Error('bad option reply magic');
+  const { type } = reply;
+  const body = await reader.readExactly(reply.length);
   if (type !== P.REP_ACK) {
     const said = body.length ? ` (${body.toString('utf8').slice(0, 200)})` : '';
     throw new TlsRefused(`the server does not offer TLS${said}`, 'use an nbd:// URI for this server, or start it with --tls-creds');
@@ -278,63 +273,38 @@ async function requestTls(socket: Socket, reader: SocketReader, startTls: () => 
   }
 }
 
-function requestHeader(type: number, flags: number, handle: bigint, offset: number, length: number): Buffer {
-  const header = Buffer.allocUnsafe(28);
-  header.writeUInt32BE(P.REQUEST_MAGIC, 0);
-  header.writeUInt16BE(flags, 4);
-  header.writeUInt16BE(type, 6);
-  header.writeBigUInt64BE(handle, 8);
-  header.writeBigUInt64BE(BigInt(offset), 16);
-  header.writeUInt32BE(length, 24);
-  return header;
-}
-
 interface Negotiated { size: number; flags: number; constraints?: BlockSizeConstraints }
 
 async function negotiate(socket: Socket, reader: SocketReader, exportName: string, startTls?: () => Promise<Socket>): Promise<Negotiated> {
-  const greeting = await reader.readExactly(18);
-  if (greeting.readBigUInt64BE(0) !== P.NBDMAGIC) throw new Error('not an NBD server (bad magic)');
-  if (greeting.readBigUInt64BE(8) !== P.IHAVEOPT) throw new Error('server does not speak newstyle NBD');
-  const handshakeFlags = greeting.readUInt16BE(16);
+  const greeting = decodeGreeting(await reader.readExactly(GREETING_BYTES));
+  if ('problem' in greeting) throw new Error(greeting.problem);
+  const { handshakeFlags } = greeting;
   if (!(handshakeFlags & P.FLAG_FIXED_NEWSTYLE)) throw new Error('server does not speak fixed newstyle NBD');
-  const clientFlags = Buffer.allocUnsafe(4);
-  clientFlags.writeUInt32BE(P.CLIENT_FLAG_FIXED_NEWSTYLE | (handshakeFlags & P.FLAG_NO_ZEROES ? P.CLIENT_FLAG_NO_ZEROES : 0));
-  socket.write(clientFlags);
+  socket.write(encodeClientFlags(P.CLIENT_FLAG_FIXED_NEWSTYLE | (handshakeFlags & P.FLAG_NO_ZEROES ? P.CLIENT_FLAG_NO_ZEROES : 0)));
   if (startTls) socket = await requestTls(socket, reader, startTls);
 
-  const name = Buffer.from(exportName, 'utf8');
-  const data = Buffer.allocUnsafe(4 + name.length + 2 + 2);
-  data.writeUInt32BE(name.length, 0);
-  name.copy(data, 4);
-  data.writeUInt16BE(1, 4 + name.length); // one information request:
-  data.writeUInt16BE(P.INFO_BLOCK_SIZE, 6 + name.length);
-  const option = Buffer.allocUnsafe(16);
-  option.writeBigUInt64BE(P.IHAVEOPT, 0);
-  option.writeUInt32BE(P.OPT_GO, 8);
-  option.writeUInt32BE(data.length, 12);
-  socket.write(Buffer.concat([option, data]));
+  socket.write(encodeOption(P.OPT_GO, encodeExportRequest(Buffer.from(exportName, 'utf8'), [P.INFO_BLOCK_SIZE])));
 
   let size: number | undefined;
   let flags = 0;
   let constraints: BlockSizeConstraints | undefined;
   for (;;) {
-    const reply = await reader.readExactly(20);
-    if (reply.readBigUInt64BE(0) !== P.OPT_REPLY_MAGIC) throw new Error('bad option reply magic');
-    const type = reply.readUInt32BE(12);
-    const length = reply.readUInt32BE(16);
-    const body = await reader.readExactly(length);
+    const reply = decodeOptionReplyHeader(await reader.readExactly(OPTION_REPLY_HEADER_BYTES));
+    if (!reply) throw new Error('bad option reply magic');
+    const { type } = reply;
+    const body = await reader.readExactly(reply.length);
     if (type === P.REP_ACK) break;
     if (type === P.REP_INFO) {
-      const info = body.readUInt16BE(0);
-      if (info === P.INFO_EXPORT) {
-        size = Number(body.readBigUInt64BE(2));
-        flags = body.readUInt16BE(10);
-      } else if (info === P.INFO_BLOCK_SIZE) {
-        constraints = { minimum: body.readUInt32BE(2), preferred: body.readUInt32BE(6), maximum: Math.min(body.readUInt32BE(10), P.MAX_REQUEST_BYTES) };
+      const info = decodeInfo(body);
+      if (info.kind === 'export') {
+        size = info.size;
+        flags = info.transmissionFlags;
+      } else if (info.kind === 'block-size') {
+        constraints = { ...info.limits, maximum: Math.min(info.limits.maximum, P.MAX_REQUEST_BYTES) };
       }
       continue;
     }
-    if (type & P.REP_FLAG_ERROR) {
+    if (isOptionError(type)) {
       const message = body.toString('utf8');
       // The error constants are negative in JavaScript (bit 31 set); the wire value is unsigned.
       if (type === P.REP_ERR_TLS_REQD >>> 0) throw new TlsRefused('the server requires TLS', 'connect with an nbds:// URI and --tls-creds DIR (or ?tls-certificates=DIR)');

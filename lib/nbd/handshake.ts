@@ -6,16 +6,17 @@ import type { BlockBackend } from '../block/backend.js';
 import { ByteQueue } from './byte-queue.js';
 import type { ExportProvider } from './export-provider.js';
 import * as P from './protocol.js';
+import { decodeExportRequest, decodeMetaContextRequest, decodeOptionHeader, encodeExportListing, encodeExportNameReply, encodeGreeting, encodeInfo, encodeMetaContext, encodeOptionReply, OPTION_HEADER_BYTES, optionName, type BlockSizeLimits } from './wire.js';
 
 /** Longest option payload accepted (names and meta context queries are short). */
-const MAX_OPTION_BYTES = 64 * 1024;
+export const MAX_OPTION_BYTES = 64 * 1024;
 /**
  * Unsent option replies after which no further option is read until they drain: a client that
  * sends options and never reads the replies holds at most this, plus the read-ahead.
  */
 const MAX_UNSENT_REPLY_BYTES = 64 * 1024;
 /** Read-ahead during the handshake: one option of the longest kind and its header. */
-export const HANDSHAKE_READ_AHEAD_BYTES = MAX_OPTION_BYTES + 16;
+export const HANDSHAKE_READ_AHEAD_BYTES = MAX_OPTION_BYTES + OPTION_HEADER_BYTES;
 /** Characters of a client's export name echoed in an error reply or a log line. */
 const MAX_ECHOED_NAME_CHARS = 256;
 export const BASE_ALLOCATION_CONTEXT_ID = 1;
@@ -58,7 +59,7 @@ export function transmissionFlagsFor(backend: BlockBackend): number {
   return flags;
 }
 
-export function blockSizeLimits(backend: BlockBackend): { minimum: number; preferred: number; maximum: number } {
+export function blockSizeLimits(backend: BlockBackend): BlockSizeLimits {
   const maximum = Math.min(backend.constraints.maximum, P.MAX_REQUEST_BYTES);
   const minimum = backend.constraints.minimum;
   return { minimum, preferred: Math.min(Math.max(backend.constraints.preferred, minimum), maximum), maximum };
@@ -80,11 +81,7 @@ export class Handshake {
 
   /** Runs the handshake; undefined when the client aborted politely. */
   async run(): Promise<Negotiated | undefined> {
-    const greeting = Buffer.alloc(18);
-    greeting.writeBigUInt64BE(P.NBDMAGIC, 0);
-    greeting.writeBigUInt64BE(P.IHAVEOPT, 8);
-    greeting.writeUInt16BE(P.FLAG_FIXED_NEWSTYLE | P.FLAG_NO_ZEROES, 16);
-    this.socket.write(greeting);
+    this.socket.write(encodeGreeting(P.FLAG_FIXED_NEWSTYLE | P.FLAG_NO_ZEROES));
 
     const clientFlags = (await this.queue.read(4)).readUInt32BE(0);
     if (!(clientFlags & P.CLIENT_FLAG_FIXED_NEWSTYLE)) throw new HandshakeFailed('client does not speak fixed newstyle');
@@ -92,11 +89,10 @@ export class Handshake {
     this.noZeroes = (clientFlags & P.CLIENT_FLAG_NO_ZEROES) !== 0;
 
     for (let count = 1; ; count++) {
-      const header = await this.queue.read(16);
-      if (header.readBigUInt64BE(0) !== P.IHAVEOPT) throw new HandshakeFailed('bad option magic');
-      const option = header.readUInt32BE(8);
-      const length = header.readUInt32BE(12);
-      if (length > MAX_OPTION_BYTES) throw new HandshakeFailed(`option ${option} too long (${length} bytes)`);
+      const header = decodeOptionHeader(await this.queue.read(OPTION_HEADER_BYTES));
+      if (!header) throw new HandshakeFailed('bad option magic');
+      const { option, length } = header;
+      if (length > MAX_OPTION_BYTES) throw new HandshakeFailed(`${optionName(option)} too long (${length} bytes)`);
       if (count > this.options.maxOptions) throw new HandshakeFailed(`more than ${this.options.maxOptions} options in one handshake`);
       const data = await this.queue.read(length);
       const done = this.options.startTls && !this.tlsActive ? await this.beforeTls(option, data) : await this.handleOption(option, data);
@@ -198,10 +194,7 @@ export class Handshake {
     const backend = await this.exports.open(name);
     if (!backend) throw new HandshakeFailed(`unknown export ${quoteName(name)} (NBD_OPT_EXPORT_NAME)`);
     const flags = transmissionFlagsFor(backend);
-    const reply = Buffer.alloc(this.noZeroes ? 10 : 134);
-    reply.writeBigUInt64BE(BigInt(backend.size), 0);
-    reply.writeUInt16BE(flags, 8);
-    this.socket.write(reply);
+    this.socket.write(encodeExportNameReply(backend.size, flags, this.noZeroes));
     return this.negotiated(name, backend, flags);
   }
 
@@ -221,19 +214,13 @@ export class Handshake {
       return;
     }
     for (const { name, description } of await this.exports.list()) {
-      const nameBytes = Buffer.from(name, 'utf8');
-      const descriptionBytes = Buffer.from(description ?? '', 'utf8');
-      const payload = Buffer.alloc(4 + nameBytes.length + descriptionBytes.length);
-      payload.writeUInt32BE(nameBytes.length, 0);
-      nameBytes.copy(payload, 4);
-      descriptionBytes.copy(payload, 4 + nameBytes.length);
-      this.reply(P.OPT_LIST, P.REP_SERVER, payload);
+      this.reply(P.OPT_LIST, P.REP_SERVER, encodeExportListing(name, description));
     }
     this.reply(P.OPT_LIST, P.REP_ACK);
   }
 
   private metaContext(option: number, data: Buffer): void {
-    const parsed = parseMetaContextRequest(data);
+    const parsed = decodeMetaContextRequest(data);
     if (!parsed) {
       this.replyError(option, P.REP_ERR_INVALID, 'malformed meta context request');
       return;
@@ -247,18 +234,12 @@ export class Handshake {
       (option === P.OPT_LIST_META_CONTEXT && parsed.queries.length === 0) ||
       parsed.queries.some((query) => query === P.BASE_ALLOCATION || query === 'base:');
     if (option === P.OPT_SET_META_CONTEXT) this.baseAllocation = wanted;
-    if (wanted) {
-      const name = Buffer.from(P.BASE_ALLOCATION, 'utf8');
-      const payload = Buffer.alloc(4 + name.length);
-      payload.writeUInt32BE(BASE_ALLOCATION_CONTEXT_ID, 0);
-      name.copy(payload, 4);
-      this.reply(option, P.REP_META_CONTEXT, payload);
-    }
+    if (wanted) this.reply(option, P.REP_META_CONTEXT, encodeMetaContext(BASE_ALLOCATION_CONTEXT_ID, P.BASE_ALLOCATION));
     this.reply(option, P.REP_ACK);
   }
 
   private async infoOrGo(option: number, data: Buffer): Promise<Negotiated | 'continue'> {
-    const request = parseInfoRequest(data);
+    const request = decodeExportRequest(data);
     if (!request) {
       this.replyError(option, P.REP_ERR_INVALID, 'malformed NBD_OPT_INFO/GO request');
       return 'continue';
@@ -275,71 +256,19 @@ export class Handshake {
       return 'continue';
     }
     const flags = transmissionFlagsFor(backend);
-    const exportInfo = Buffer.alloc(12);
-    exportInfo.writeUInt16BE(P.INFO_EXPORT, 0);
-    exportInfo.writeBigUInt64BE(BigInt(backend.size), 2);
-    exportInfo.writeUInt16BE(flags, 10);
-    this.reply(option, P.REP_INFO, exportInfo);
-    if (request.infos.includes(P.INFO_NAME)) {
-      const name = Buffer.from(request.name, 'utf8');
-      const payload = Buffer.alloc(2 + name.length);
-      payload.writeUInt16BE(P.INFO_NAME, 0);
-      name.copy(payload, 2);
-      this.reply(option, P.REP_INFO, payload);
-    }
+    this.reply(option, P.REP_INFO, encodeInfo({ kind: 'export', size: backend.size, transmissionFlags: flags }));
+    if (request.infos.includes(P.INFO_NAME)) this.reply(option, P.REP_INFO, encodeInfo({ kind: 'name', name: request.name }));
     // Always sent: the maximum matters to every client.
-    const limits = blockSizeLimits(backend);
-    const blockSize = Buffer.alloc(14);
-    blockSize.writeUInt16BE(P.INFO_BLOCK_SIZE, 0);
-    blockSize.writeUInt32BE(limits.minimum, 2);
-    blockSize.writeUInt32BE(limits.preferred, 6);
-    blockSize.writeUInt32BE(limits.maximum, 10);
-    this.reply(option, P.REP_INFO, blockSize);
+    this.reply(option, P.REP_INFO, encodeInfo({ kind: 'block-size', limits: blockSizeLimits(backend) }));
     this.reply(option, P.REP_ACK);
     return option === P.OPT_GO ? this.negotiated(request.name, backend, flags) : 'continue';
   }
 
-  private reply(option: number, type: number, payload: Buffer = Buffer.alloc(0)): void {
-    const header = Buffer.alloc(20);
-    header.writeBigUInt64BE(P.OPT_REPLY_MAGIC, 0);
-    header.writeUInt32BE(option, 8);
-    header.writeUInt32BE(type >>> 0, 12);
-    header.writeUInt32BE(payload.length, 16);
-    this.socket.write(payload.length ? Buffer.concat([header, payload]) : header);
+  private reply(option: number, type: number, payload?: Buffer): void {
+    this.socket.write(encodeOptionReply(option, type, payload));
   }
 
   private replyError(option: number, type: number, message: string): void {
     this.reply(option, type, Buffer.from(message, 'utf8'));
   }
-}
-
-function parseInfoRequest(data: Buffer): { name: string; infos: number[] } | undefined {
-  if (data.length < 6) return undefined;
-  const nameLength = data.readUInt32BE(0);
-  if (4 + nameLength + 2 > data.length) return undefined;
-  const name = data.toString('utf8', 4, 4 + nameLength);
-  const count = data.readUInt16BE(4 + nameLength);
-  if (data.length !== 4 + nameLength + 2 + count * 2) return undefined;
-  const infos: number[] = [];
-  for (let i = 0; i < count; i++) infos.push(data.readUInt16BE(4 + nameLength + 2 + i * 2));
-  return { name, infos };
-}
-
-function parseMetaContextRequest(data: Buffer): { exportName: string; queries: string[] } | undefined {
-  if (data.length < 8) return undefined;
-  const nameLength = data.readUInt32BE(0);
-  if (4 + nameLength + 4 > data.length) return undefined;
-  const exportName = data.toString('utf8', 4, 4 + nameLength);
-  const count = data.readUInt32BE(4 + nameLength);
-  const queries: string[] = [];
-  let at = 4 + nameLength + 4;
-  for (let i = 0; i < count; i++) {
-    if (at + 4 > data.length) return undefined;
-    const length = data.readUInt32BE(at);
-    if (at + 4 + length > data.length) return undefined;
-    queries.push(data.toString('utf8', at + 4, at + 4 + length));
-    at += 4 + length;
-  }
-  if (at !== data.length) return undefined;
-  return { exportName, queries };
 }

@@ -3,6 +3,8 @@
 // bytes and a short deadline; past a handful of refusals at once, sockets are just closed.
 import type { Socket } from 'node:net';
 import * as P from './protocol.js';
+import { MAX_OPTION_BYTES } from './handshake.js';
+import { CLIENT_FLAGS_BYTES, decodeOptionHeader, encodeGreeting, encodeOptionReply, OPTION_HEADER_BYTES } from './wire.js';
 
 /** Refusals answered at once; beyond, a connection is closed without a word. */
 const MAX_REFUSING = 8;
@@ -10,7 +12,6 @@ const MAX_REFUSING = 8;
 const REFUSAL_DEADLINE_MS = 5_000;
 /** Options answered with the reason before the connection is closed. */
 const MAX_ANSWERS = 8;
-const MAX_OPTION_BYTES = 64 * 1024;
 
 export function refuseConnection(socket: Socket, refusing: Set<Socket>, reason: string): void {
   if (refusing.size >= MAX_REFUSING) {
@@ -23,11 +24,7 @@ export function refuseConnection(socket: Socket, refusing: Set<Socket>, reason: 
     clearTimeout(timer);
     refusing.delete(socket);
   });
-  const greeting = Buffer.alloc(18);
-  greeting.writeBigUInt64BE(P.NBDMAGIC, 0);
-  greeting.writeBigUInt64BE(P.IHAVEOPT, 8);
-  greeting.writeUInt16BE(P.FLAG_FIXED_NEWSTYLE | P.FLAG_NO_ZEROES, 16);
-  socket.write(greeting);
+  socket.write(encodeGreeting(P.FLAG_FIXED_NEWSTYLE | P.FLAG_NO_ZEROES));
   // Every option gets the reason (a client takes a refused STRUCTURED_REPLY as "not supported"
   // and goes on to NBD_OPT_GO, whose refusal it reports), up to a few options.
   let pending = Buffer.alloc(0);
@@ -37,37 +34,32 @@ export function refuseConnection(socket: Socket, refusing: Set<Socket>, reason: 
   socket.on('data', (chunk: Buffer) => {
     pending = Buffer.concat([pending, chunk]);
     if (!greeted) {
-      if (pending.length < 4) return;
-      pending = pending.subarray(4); // the client's flags
+      if (pending.length < CLIENT_FLAGS_BYTES) return;
+      pending = pending.subarray(CLIENT_FLAGS_BYTES);
       greeted = true;
     }
     for (;;) {
       const skipped = Math.min(skip, pending.length);
       pending = pending.subarray(skipped);
       skip -= skipped;
-      if (skip > 0 || pending.length < 16) return;
-      const option = pending.readUInt32BE(8);
-      skip = pending.readUInt32BE(12);
-      pending = pending.subarray(16);
+      if (skip > 0 || pending.length < OPTION_HEADER_BYTES) return;
+      const header = decodeOptionHeader(pending);
+      if (!header) {
+        socket.destroy(); // not an option: the client is out of step
+        return;
+      }
+      const { option } = header;
+      skip = header.length;
+      pending = pending.subarray(OPTION_HEADER_BYTES);
       if (option === P.OPT_EXPORT_NAME || skip > MAX_OPTION_BYTES || ++answered > MAX_ANSWERS) {
         socket.destroy(); // NBD_OPT_EXPORT_NAME has no error reply
         return;
       }
       if (option === P.OPT_ABORT) {
-        socket.end(optionReply(option, P.REP_ACK, Buffer.alloc(0)));
+        socket.end(encodeOptionReply(option, P.REP_ACK));
         return;
       }
-      socket.write(optionReply(option, P.REP_ERR_POLICY, Buffer.from(reason, 'utf8')));
+      socket.write(encodeOptionReply(option, P.REP_ERR_POLICY, Buffer.from(reason, 'utf8')));
     }
   });
-}
-
-function optionReply(option: number, type: number, message: Buffer): Buffer {
-  const reply = Buffer.alloc(20 + message.length);
-  reply.writeBigUInt64BE(P.OPT_REPLY_MAGIC, 0);
-  reply.writeUInt32BE(option, 8);
-  reply.writeUInt32BE(type >>> 0, 12);
-  reply.writeUInt32BE(message.length, 16);
-  message.copy(reply, 20);
-  return reply;
 }

@@ -4,7 +4,7 @@
 import { createServer, createConnection, type Server, type Socket } from 'node:net';
 import { chmod, lstat, unlink, mkdir } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 import type { ExportProvider } from './export-provider.js';
 import { BufferPool } from './buffer-pool.js';
 import { Connection } from './connection.js';
@@ -134,7 +134,7 @@ function listen(server: Server, start: () => void): Promise<void> {
 }
 
 /** Removes a socket file nobody listens on; refuses if a server answers there. */
-async function removeStaleSocket(path: string): Promise<void> {
+export async function removeStaleSocket(path: string): Promise<void> {
   try {
     const stat = await lstat(path);
     if (!stat.isSocket()) throw new NbdListenFailed(`${path} exists and is not a socket`, 'choose another --socket path');

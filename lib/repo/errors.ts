@@ -1,5 +1,5 @@
 // Typed errors of the image repository: each says in one line what is wrong and what to do.
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 import { exactInteger } from './exact-integer.js';
 
 /** No image (or no such version) by that name. */
@@ -65,3 +65,38 @@ export class NotARepository extends LazybootError {
 
 /** `repo check` found damage that is still there (after --repair, if given). */
 export class RepositoryDamaged extends LazybootError {}
+
+/** A write session names a parent version the repository does not hold. */
+export class UnknownParent extends LazybootError {
+  constructor(readonly ref: string) {
+    super(`parent image ${ref} is not in the repository`, 'start the session from a version it holds (see `lazyboot image ls`), or from none');
+  }
+}
+
+/** A new version whose size or block size differs from its parent's, or a block of the wrong length. */
+export class ImageShapeMismatch extends LazybootError {
+  constructor(what: string) {
+    super(what, 'a new version keeps its parent\'s size and block size; every block but the last is one block long');
+  }
+}
+
+/** An offered block whose bytes do not hash to the digest it was offered under. */
+export class BlockDigestMismatch extends LazybootError {
+  constructor(readonly offered: string, readonly actual: string) {
+    super(`block offered as ${offered} hashes to ${actual}`, 'the sender read changing or damaged data: retry; nothing of this batch was stored');
+  }
+}
+
+/** Another writer committed the version this session was to create (create-only, like link(2)). */
+export class VersionConflict extends LazybootError {
+  constructor(readonly ref: string) {
+    super(`${ref} was committed by another writer while this session ran`, 'start again from the new latest version, or commit under another name');
+  }
+}
+
+/** A request the repository's write path cannot parse (wrong framing, lengths, JSON). */
+export class MalformedWriteRequest extends LazybootError {
+  constructor(problem: string) {
+    super(`malformed write request: ${problem}`, 'use a lazyboot client of the same version');
+  }
+}

@@ -1,9 +1,9 @@
 // On-disk (and on-wire) encoding of an image manifest, with full validation on decode.
 //
 // Layout: "LZBMAN01" | u32 header length | header JSON (name, version, size, blockSize, blockCount,
-// parent?, created) | blockCount × 32-byte digests | SHA-256 of everything before it.
+// parent?, created, session?) | blockCount × 32-byte digests | SHA-256 of everything before it.
 import { createHash } from 'node:crypto';
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 import { DIGEST_BYTES, type Manifest } from './manifest-format.js';
 import { isValidBlockSize } from './block-size.js';
 import { parseImageRef, validateImageName } from './image-name.js';
@@ -29,6 +29,7 @@ export function encodeManifest(m: Manifest): Buffer {
     created: m.created,
   };
   if (m.parent !== undefined) header.parent = m.parent;
+  if (m.session !== undefined) header.session = m.session;
   const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
   const length = Buffer.alloc(4);
   length.writeUInt32BE(headerBytes.length);
@@ -65,6 +66,7 @@ export function decodeManifest(bytes: Buffer): Manifest {
     digests,
     created: header.created as string,
     ...(header.parent !== undefined ? { parent: header.parent as string } : {}),
+    ...(header.session !== undefined ? { session: header.session as string } : {}),
   };
   checkManifest(manifest);
   return manifest;
@@ -80,6 +82,7 @@ function checkManifest(m: Manifest): void {
   } catch {
     throw new InvalidManifest(`bad name or parent in ${JSON.stringify(m.name)}`);
   }
+  if (m.session !== undefined && (typeof m.session !== 'string' || !/^[A-Za-z0-9_-]{8,64}$/.test(m.session))) throw new InvalidManifest('session is not a session id');
   if (!Number.isSafeInteger(m.version) || m.version < 1) throw new InvalidManifest('version is not a positive integer');
   if (!Number.isSafeInteger(m.size) || m.size < 0) throw new InvalidManifest('size is not a non-negative integer');
   if (!isValidBlockSize(m.blockSize)) throw new InvalidManifest(`block size ${m.blockSize} is not a power of two from 4K to 4M`);

@@ -24,6 +24,11 @@ export interface Manifest {
   readonly parent?: string;
   /** ISO 8601 time of commit. */
   readonly created: string;
+  /**
+   * The write session that committed this version (lib/repo/repository-writer.ts): a retried
+   * commit of the same session and content finds it instead of adding a second version.
+   */
+  readonly session?: string;
 }
 
 /** The digest of block `index` (a view, not a copy). */

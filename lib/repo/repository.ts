@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import type { BlockBackend } from '../block/backend.js';
 import { DIGEST_BYTES, digestOf, isZeroDigest, type Manifest } from './manifest-format.js';
 import { decodeManifest, encodeManifest } from './manifest-codec.js';
-import { BlockCorrupt, BlockMissing, ImportFailed, RepositoryCorrupt, UnknownImage } from './errors.js';
+import { BlockCorrupt, BlockMissing, ImportFailed, RepositoryCorrupt, UnknownImage, VersionConflict } from './errors.js';
 import { formatImageRef, isValidImageName, parseImageRef, validateImageName } from './image-name.js';
 import { PackStore } from './pack-store.js';
 import { ImageBackend, type ImageBackendOptions } from './image-backend.js';
@@ -19,7 +19,7 @@ import { createFileDurably, fsyncDirectory } from './durable-file.js';
 import { openRepositoryDirectory } from './repository-marker.js';
 import { DIR_MODE } from './modes.js';
 import { DEFAULT_BLOCK_SIZE, parseBlockSize } from './block-size.js';
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 
 const MANIFEST_SUFFIX = '.manifest';
 const MANIFEST_PATTERN = /^[1-9][0-9]{0,8}\.manifest$/;
@@ -67,6 +67,10 @@ export interface NewImage {
   readonly blockSize: number;
   readonly digests: Buffer;
   readonly parent?: string;
+  /** Create exactly this version, or fail with VersionConflict (default: the next free one). */
+  readonly version?: number;
+  /** The write session committing it (kept in the manifest, see Manifest.session). */
+  readonly session?: string;
 }
 
 export interface ImageCheck {
@@ -223,6 +227,21 @@ export class Repository {
     return data;
   }
 
+  /** Bytes of the stored block, or undefined when no loaded index lists it (indexes are refreshed on a miss). */
+  async storedLength(digest: Buffer): Promise<number | undefined> {
+    return (await this.store.locateFresh(digest))?.length;
+  }
+
+  /** Whether the block is stored, from the indexes loaded so far (no refresh: for bulk queries). */
+  holdsLoaded(digest: Buffer): boolean {
+    return this.store.locate(digest) !== undefined;
+  }
+
+  /** Loads the indexes other writers added since (before a bulk query with holdsLoaded). */
+  refreshIndexes(): Promise<void> {
+    return this.store.refresh();
+  }
+
   /** For "block missing" messages: the block may be in a pack whose index could not be loaded. */
   private damageNote(): string {
     const count = this.store.damage.size;
@@ -263,7 +282,7 @@ export class Repository {
     });
     await fsyncDirectory(join(this.dir, 'manifests'));
     const versions = await this.versions(image.name);
-    for (let version = (versions[versions.length - 1] ?? 0) + 1; ; version++) {
+    for (let version = image.version ?? (versions[versions.length - 1] ?? 0) + 1; ; version++) {
       const manifest: Manifest = {
         name: image.name,
         version,
@@ -273,12 +292,15 @@ export class Repository {
         digests: Buffer.from(image.digests),
         created: new Date().toISOString(),
         ...(image.parent !== undefined ? { parent: image.parent } : {}),
+        ...(image.session !== undefined ? { session: image.session } : {}),
       };
-      // Another writer may take the same version number: link() refuses, and we try the next.
+      // Another writer may take the same version number: link() refuses, and we try the next
+      // (or, when this exact version was asked for, report the conflict).
       if (await createFileDurably(this.manifestPath(image.name, version), encodeManifest(manifest))) {
         this.manifestCache.set(formatImageRef(image.name, version), manifest);
         return manifest;
       }
+      if (image.version !== undefined) throw new VersionConflict(formatImageRef(image.name, version));
     }
   }
 

@@ -4,13 +4,8 @@
 // repository and a target, so tests can assert bytes and "no block fetched twice" on the wire.
 import net from 'node:net';
 import { rm } from 'node:fs/promises';
-
-const OPTION_MAGIC = Buffer.from('IHAVEOPT');
-const REQUEST_MAGIC = 0x25609513;
-const NBD_OPT_EXPORT_NAME = 1;
-const NBD_OPT_GO = 7;
-const NBD_CMD_READ = 0;
-const NBD_CMD_WRITE = 1;
+import * as P from '../../lib/nbd/protocol.js';
+import { CLIENT_FLAGS_BYTES, decodeExportRequest, decodeOptionHeader, decodeRequest, OPTION_HEADER_BYTES, REQUEST_HEADER_BYTES } from '../../lib/nbd/wire.js';
 
 export interface ProxiedRead {
   readonly exportName: string;
@@ -118,40 +113,39 @@ class ClientStreamParser {
   #step(): boolean {
     const data = this.#buffered;
     if (this.#state === 'flags') {
-      if (data.length < 4) return false;
-      this.#buffered = data.subarray(4);
+      if (data.length < CLIENT_FLAGS_BYTES) return false;
+      this.#buffered = data.subarray(CLIENT_FLAGS_BYTES);
       this.#state = 'options';
       return true;
     }
     if (this.#state === 'options') {
       // After NBD_OPT_GO the next bytes are another option (the GO failed) or the first request.
-      if (this.exportName !== undefined && data.length >= 4 && data.readUInt32BE(0) === REQUEST_MAGIC) {
+      if (this.exportName !== undefined && data.length >= 4 && data.readUInt32BE(0) === P.REQUEST_MAGIC) {
         this.#state = 'transmission';
         return true;
       }
-      if (data.length < 16) return false;
-      if (!data.subarray(0, 8).equals(OPTION_MAGIC)) throw new Error('NBD proxy: unexpected bytes in the handshake');
-      const option = data.readUInt32BE(8);
-      const length = data.readUInt32BE(12);
-      if (data.length < 16 + length) return false;
-      const payload = data.subarray(16, 16 + length);
-      this.#buffered = data.subarray(16 + length);
-      if (option === NBD_OPT_EXPORT_NAME) {
+      if (data.length < OPTION_HEADER_BYTES) return false;
+      const header = decodeOptionHeader(data);
+      if (!header) throw new Error('NBD proxy: unexpected bytes in the handshake');
+      const { option, length } = header;
+      if (data.length < OPTION_HEADER_BYTES + length) return false;
+      const payload = data.subarray(OPTION_HEADER_BYTES, OPTION_HEADER_BYTES + length);
+      this.#buffered = data.subarray(OPTION_HEADER_BYTES + length);
+      if (option === P.OPT_EXPORT_NAME) {
         this.exportName = payload.toString();
         this.#state = 'transmission';
-      } else if (option === NBD_OPT_GO) {
-        this.exportName = payload.subarray(4, 4 + payload.readUInt32BE(0)).toString();
+      } else if (option === P.OPT_GO) {
+        this.exportName = decodeExportRequest(payload)?.name ?? '';
       }
       return true;
     }
-    if (data.length < 28) return false;
-    if (data.readUInt32BE(0) !== REQUEST_MAGIC) throw new Error('NBD proxy: lost track of the request stream');
-    const type = data.readUInt16BE(6);
-    const offset = Number(data.readBigUInt64BE(16));
-    const length = data.readUInt32BE(24);
-    this.#buffered = data.subarray(28);
-    if (type === NBD_CMD_READ) this.onRead({ exportName: this.exportName ?? '', offset, length });
-    if (type === NBD_CMD_WRITE) this.#skip = length;
+    if (data.length < REQUEST_HEADER_BYTES) return false;
+    const request = decodeRequest(data);
+    if (!request) throw new Error('NBD proxy: lost track of the request stream');
+    const { type, offset, length } = request;
+    this.#buffered = data.subarray(REQUEST_HEADER_BYTES);
+    if (type === P.CMD_READ) this.onRead({ exportName: this.exportName ?? '', offset, length });
+    if (type === P.CMD_WRITE) this.#skip = length;
     return true;
   }
 }

@@ -4,6 +4,10 @@
 import { createConnection, type Socket } from 'node:net';
 import { once } from 'node:events';
 import * as P from '../../lib/nbd/protocol.js';
+import {
+  decodeGreeting, decodeInfo, decodeOptionReplyHeader, decodeSimpleReply, encodeClientFlags, encodeExportRequest, encodeOption, encodeOptionHeader, encodeRequest,
+  GREETING_BYTES, isOptionError, OPTION_REPLY_HEADER_BYTES, SIMPLE_REPLY_HEADER_BYTES,
+} from '../../lib/nbd/wire.js';
 
 export class RawPeer {
   private buffered = Buffer.alloc(0);
@@ -58,30 +62,29 @@ export class RawPeer {
 
   /** Reads the fixed newstyle greeting and answers it with the client flags: options may follow. */
   async greet(): Promise<void> {
-    const greeting = await this.read(18);
-    if (!greeting || greeting.readBigUInt64BE(0) !== P.NBDMAGIC) throw new Error('no NBD greeting');
-    const clientFlags = Buffer.alloc(4);
-    clientFlags.writeUInt32BE(P.CLIENT_FLAG_FIXED_NEWSTYLE | P.CLIENT_FLAG_NO_ZEROES);
-    this.write(clientFlags);
+    const greeting = await this.read(GREETING_BYTES);
+    if (!greeting || 'problem' in decodeGreeting(greeting)) throw new Error('no NBD greeting');
+    this.write(encodeClientFlags(P.CLIENT_FLAG_FIXED_NEWSTYLE | P.CLIENT_FLAG_NO_ZEROES));
   }
 
   /** Fixed newstyle greeting + NBD_OPT_GO for `name` (simple replies). Returns size and flags. */
   async go(name: string): Promise<{ size: number; flags: number }> {
     await this.greet();
-    const data = exportNameData(name);
-    this.write(Buffer.concat([optionHeader(P.OPT_GO, data.length), data]));
+    this.write(encodeOption(P.OPT_GO, exportNameData(name)));
     let size = -1;
     let flags = 0;
     for (;;) {
-      const header = await this.read(20);
-      if (!header) throw new Error('server closed during NBD_OPT_GO');
-      const type = header.readUInt32BE(12);
-      const payload = (await this.read(header.readUInt32BE(16)))!;
-      if (type === P.REP_ACK) return { size, flags };
-      if (type & P.REP_FLAG_ERROR) throw new Error(`NBD_OPT_GO refused: ${payload.toString()}`);
-      if (type === P.REP_INFO && payload.readUInt16BE(0) === P.INFO_EXPORT) {
-        size = Number(payload.readBigUInt64BE(2));
-        flags = payload.readUInt16BE(10);
+      const bytes = await this.read(OPTION_REPLY_HEADER_BYTES);
+      if (!bytes) throw new Error('server closed during NBD_OPT_GO');
+      const header = decodeOptionReplyHeader(bytes);
+      if (!header) throw new Error('not an option reply');
+      const payload = (await this.read(header.length))!;
+      if (header.type === P.REP_ACK) return { size, flags };
+      if (isOptionError(header.type)) throw new Error(`NBD_OPT_GO refused: ${payload.toString()}`);
+      const info = header.type === P.REP_INFO ? decodeInfo(payload) : undefined;
+      if (info?.kind === 'export') {
+        size = info.size;
+        flags = info.transmissionFlags;
       }
     }
   }
@@ -93,22 +96,17 @@ export class RawPeer {
   }
 
   sendRequest(type: number, offset: number, length: number, options: { payload?: Buffer; flags?: number; cookie?: number } = {}): void {
-    const header = Buffer.alloc(28);
-    header.writeUInt32BE(P.REQUEST_MAGIC, 0);
-    header.writeUInt16BE(options.flags ?? 0, 4);
-    header.writeUInt16BE(type, 6);
-    header.writeBigUInt64BE(BigInt(options.cookie ?? 1), 8);
-    header.writeBigUInt64BE(BigInt(offset), 16);
-    header.writeUInt32BE(length, 24);
+    const header = encodeRequest({ type, flags: options.flags ?? 0, cookie: BigInt(options.cookie ?? 1), offset, length });
     this.write(options.payload ? Buffer.concat([header, options.payload]) : header);
   }
 
   async readSimpleReply(readLength: number): Promise<{ error: number; cookie: number; data?: Buffer }> {
-    const reply = await this.read(16);
-    if (!reply) throw new Error('server closed instead of replying');
-    if (reply.readUInt32BE(0) !== P.SIMPLE_REPLY_MAGIC) throw new Error('not a simple reply');
-    const error = reply.readUInt32BE(4);
-    const cookie = Number(reply.readBigUInt64BE(8));
+    const bytes = await this.read(SIMPLE_REPLY_HEADER_BYTES);
+    if (!bytes) throw new Error('server closed instead of replying');
+    const reply = decodeSimpleReply(bytes);
+    if (!reply) throw new Error('not a simple reply');
+    const error = reply.errno;
+    const cookie = Number(reply.cookie);
     if (error !== 0 || readLength === 0) return { error, cookie };
     return { error, cookie, data: await this.read(readLength) };
   }
@@ -120,17 +118,10 @@ export class RawPeer {
 
 /** The data of NBD_OPT_INFO / NBD_OPT_GO: the export name (length-prefixed) and no information requests. */
 export function exportNameData(name: string | Buffer): Buffer {
-  const nameBytes = Buffer.from(name);
-  const data = Buffer.alloc(4 + nameBytes.length + 2);
-  data.writeUInt32BE(nameBytes.length, 0);
-  nameBytes.copy(data, 4);
-  return data;
+  return encodeExportRequest(name);
 }
 
+/** An option header announcing `length` bytes of data (sent separately, or never: hostile tests). */
 export function optionHeader(option: number, length: number): Buffer {
-  const header = Buffer.alloc(16);
-  header.writeBigUInt64BE(P.IHAVEOPT, 0);
-  header.writeUInt32BE(option, 8);
-  header.writeUInt32BE(length, 12);
-  return header;
+  return encodeOptionHeader(option, length);
 }

@@ -5,8 +5,9 @@ import { Repository } from '../../repo/repository.js';
 import { repositoryExports } from '../../repo/export-provider.js';
 import { checkListenAllowed, startNbdServer } from '../../nbd/server.js';
 import { loadServerTls } from '../../nbd/tls.js';
-import { UsageError } from '../../errors.js';
+import { UsageError } from '../../base/errors.js';
 import { checkCommand } from './repo-check.js';
+import type { WriteServer } from '../../write/http-server.js';
 import { serverLimitOptions, serverLimitsOf, type ServerLimitArgs } from '../server-limits.js';
 
 interface ServeArgs extends ServerLimitArgs {
@@ -16,6 +17,8 @@ interface ServeArgs extends ServerLimitArgs {
   listen?: string;
   'tls-creds'?: string;
   'tls-psk'?: string;
+  'write-socket'?: string;
+  'write-listen'?: string;
 }
 
 /** `$XDG_RUNTIME_DIR/lazyboot/repo.sock`, else `repo.sock` inside the repository directory. */
@@ -43,6 +46,9 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
       .option('verify', { type: 'boolean', default: true, describe: "verify each block's SHA-256 the first time it is served (--no-verify: only to test clients' own verification)" })
       .option('tls-creds', { type: 'string', describe: 'require TLS with x509 certificates: DIR with ca-cert.pem, server-cert.pem, server-key.pem (as QEMU tls-creds-x509); clients need a certificate from the CA' })
       .option('tls-psk', { type: 'string', describe: 'require TLS with pre-shared keys: FILE of username:hexkey lines (as QEMU tls-creds-psk keys.psk)' })
+      .option('write-socket', { type: 'string', describe: 'also accept snapshots (the write path, HTTP) on this unix socket (mode 0600)' })
+      .option('write-listen', { type: 'string', describe: 'accept snapshots on loopback HOST:PORT instead (e.g. 127.0.0.1:10810)' })
+      .conflicts('write-socket', 'write-listen')
       .conflicts('socket', 'listen')
       .conflicts('tls-creds', 'tls-psk'), { idleTimeoutS: REPO_IDLE_TIMEOUT_S, maxConnections: 64 }) as Argv<any>,
   handler: async (args) => {
@@ -62,7 +68,9 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
     const tls = args['tls-creds'] || args['tls-psk']
       ? await loadServerTls({ ...(args['tls-creds'] ? { x509Dir: args['tls-creds'] } : {}), ...(args['tls-psk'] ? { pskFile: args['tls-psk'] } : {}) })
       : undefined;
+    const writeListen = args['write-listen'] ? parseListen(args['write-listen']) : undefined;
     const repo = await Repository.open(args.repo, { create: false });
+    let writes: WriteServer | undefined;
     try {
       const server = await startNbdServer({
         exports: repositoryExports(repo, { log, verifyBlocks: args.verify }),
@@ -71,10 +79,25 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
         limits,
         ...(tls ? { tls } : {}),
       });
+      if (args['write-socket'] || writeListen) {
+        try {
+          // Loaded only here: a read-only server does not carry the write path.
+          const { startWriteServer } = await import('../../write/http-server.js');
+          const { RepositoryWriter } = await import('../../repo/repository-writer.js');
+          writes = await startWriteServer({
+            writer: new RepositoryWriter(repo), log,
+            ...(writeListen ? { listen: writeListen } : { socketPath: args['write-socket']! }),
+          });
+        } catch (error) {
+          await server.close();
+          throw error;
+        }
+      }
       process.stdout.write(`serving ${repo.dir} at ${server.uri}\n`);
+      if (writes) process.stdout.write(`accepting writes at ${writes.uri}\n`);
       if (tls) log(`clients must use ${tls.describe}`);
       await stopped;
-      await server.close();
+      await Promise.all([server.close(), writes?.close()]);
     } finally {
       await repo.close();
     }

@@ -1,0 +1,209 @@
+// The write path's HTTP server (routes in http-protocol.ts) over a RepositoryWriter: started by
+// `repo serve --write-socket PATH` (or `--write-listen 127.0.0.1:PORT`) beside the NBD server.
+// It holds no session state, so any number of them may front one repository.
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { chmod, mkdir, unlink } from 'node:fs/promises';
+import { dirname, resolve as resolvePath } from 'node:path';
+import type { Socket } from 'node:net';
+import { LazybootError } from '../base/errors.js';
+import type { OfferedBlock, WriteTarget } from '../repo/write-target.js';
+import { MalformedWriteRequest } from '../repo/errors.js';
+import { MAX_BLOCK_SIZE } from '../repo/block-size.js';
+import { DIGEST_BYTES } from '../repo/manifest-format.js';
+import { removeStaleSocket } from '../nbd/server.js';
+import { isLoopbackHost } from '../nbd/tls.js';
+import { API_PREFIX, FRAME_HEADER_BYTES, MAX_COMMIT_BYTES, MAX_JSON_BYTES, MAX_MISSING_BYTES, statusOf, toWireError } from './http-protocol.js';
+
+export interface WriteServerOptions {
+  readonly writer: WriteTarget;
+  readonly socketPath?: string;
+  readonly listen?: { host: string; port: number };
+  readonly log?: (line: string) => void;
+}
+
+export interface WriteServer {
+  /** `http+unix:///?socket=/abs/path` or `http://HOST:PORT`: what `snapshot --to` takes. */
+  readonly uri: string;
+  close(): Promise<void>;
+}
+
+/** The write server could not start. */
+export class WriteServerFailed extends LazybootError {}
+
+export async function startWriteServer(options: WriteServerOptions): Promise<WriteServer> {
+  if (!options.socketPath === !options.listen) throw new WriteServerFailed('give exactly one of a write socket or a write listen address');
+  if (options.listen && !isLoopbackHost(options.listen.host)) {
+    throw new WriteServerFailed(`the write path listens on loopback only, not ${options.listen.host} (it has no TLS or authentication yet)`, 'use --write-socket, or --write-listen 127.0.0.1:PORT');
+  }
+  const log = options.log ?? (() => {});
+  const sockets = new Set<Socket>();
+  const server = createServer((request, response) => {
+    void handle(options.writer, request, response).catch((error: unknown) => {
+      const wire = toWireError(error);
+      if (!(error instanceof LazybootError)) log(`write ${request.method} ${request.url}: ${(error as Error).stack ?? String(error)}`);
+      else log(`write ${request.method} ${request.url} refused: ${wire.message}`);
+      if (response.headersSent) {
+        response.destroy();
+        return;
+      }
+      // The request body may be unread: close after answering, rather than read it all.
+      response.writeHead(statusOf(error), { 'content-type': 'application/json', connection: 'close' }).end(JSON.stringify(wire));
+      request.resume();
+    });
+  });
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  server.requestTimeout = 0; // a block upload may take long; the NBD-style stall bound is the socket's
+  server.headersTimeout = 30_000;
+  let uri: string;
+  let socketPath: string | undefined;
+  if (options.socketPath) {
+    socketPath = resolvePath(options.socketPath);
+    await mkdir(dirname(socketPath), { recursive: true, mode: 0o700 });
+    await removeStaleSocket(socketPath);
+    const previousUmask = process.umask(0o177);
+    try {
+      await listen(server, () => server.listen(socketPath));
+    } finally {
+      process.umask(previousUmask);
+    }
+    await chmod(socketPath, 0o600);
+    uri = `http+unix:///?socket=${socketPath}`;
+  } else {
+    const { host, port } = options.listen!;
+    await listen(server, () => server.listen(port, host));
+    const address = server.address();
+    uri = `http://${host.includes(':') ? `[${host}]` : host}:${typeof address === 'object' && address ? address.port : port}`;
+  }
+  let closing: Promise<void> | undefined;
+  return {
+    uri,
+    close() {
+      closing ??= (async () => {
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        for (const socket of sockets) socket.destroy();
+        await closed;
+        if (socketPath) await unlink(socketPath).catch(() => {});
+      })();
+      return closing;
+    },
+  };
+}
+
+function listen(server: ReturnType<typeof createServer>, start: () => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: NodeJS.ErrnoException): void => {
+      reject(new WriteServerFailed(`the write path cannot listen: ${error.code ?? error.message}`, error.code === 'EADDRINUSE' ? 'is another server running there?' : undefined, { cause: error }));
+    };
+    server.once('error', onError);
+    start();
+    server.once('listening', () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+async function handle(writer: WriteTarget, request: IncomingMessage, response: ServerResponse): Promise<void> {
+  const url = new URL(request.url ?? '/', 'http://repository');
+  const route = `${request.method} ${url.pathname.startsWith(API_PREFIX + '/') ? url.pathname.slice(API_PREFIX.length) : url.pathname}`;
+  if (route.startsWith('GET /manifests/')) {
+    const ref = decodeURIComponent(url.pathname.slice(`${API_PREFIX}/manifests/`.length));
+    const bytes = await writer.manifest(ref);
+    if (!bytes) return sendJson(response, 404, { error: 'UnknownImage', message: `unknown image ${JSON.stringify(ref)}` });
+    response.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length }).end(bytes);
+    return;
+  }
+  switch (route) {
+    case 'POST /sessions': {
+      const body = JSON.parse((await readBody(request, MAX_JSON_BYTES)).toString('utf8')) as Record<string, unknown>;
+      return sendJson(response, 200, await writer.begin({
+        name: String(body.name), size: Number(body.size), blockSize: Number(body.blockSize),
+        ...(body.parent !== undefined ? { parent: String(body.parent) } : {}),
+      }));
+    }
+    case 'POST /missing': {
+      const lacking = await writer.missing(await readBody(request, MAX_MISSING_BYTES));
+      response.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': lacking.length }).end(lacking);
+      return;
+    }
+    case 'POST /blocks':
+      return sendJson(response, 200, await writer.putBlocks(readFrames(request)));
+    case 'POST /commits': {
+      const body = await readBody(request, MAX_COMMIT_BYTES);
+      if (body.length < 4) throw new MalformedWriteRequest('commit without a header');
+      const jsonLength = body.readUInt32BE(0);
+      if (jsonLength > MAX_JSON_BYTES || 4 + jsonLength > body.length) throw new MalformedWriteRequest('commit header length out of range');
+      const header = parseJson(body.subarray(4, 4 + jsonLength));
+      const result = await writer.commitImage({
+        name: String(header.name), version: Number(header.version), size: Number(header.size), blockSize: Number(header.blockSize),
+        session: String(header.session), digests: body.subarray(4 + jsonLength),
+        ...(header.parent !== undefined ? { parent: String(header.parent) } : {}),
+      });
+      return sendJson(response, result.existing ? 200 : 201, result);
+    }
+    default:
+      return sendJson(response, 404, { error: 'MalformedWriteRequest', message: `malformed write request: no route ${route}` });
+  }
+}
+
+function sendJson(response: ServerResponse, status: number, value: unknown): void {
+  const text = Buffer.from(JSON.stringify(value), 'utf8');
+  response.writeHead(status, { 'content-type': 'application/json', 'content-length': text.length }).end(text);
+}
+
+function parseJson(bytes: Buffer): Record<string, unknown> {
+  try {
+    const value = JSON.parse(bytes.toString('utf8')) as unknown;
+    if (typeof value === 'object' && value !== null) return value as Record<string, unknown>;
+  } catch { /* below */ }
+  throw new MalformedWriteRequest('the header is not a JSON object');
+}
+
+async function readBody(request: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(request.headers['content-length'] ?? 0);
+  if (declared > limit) throw new MalformedWriteRequest(`a body of ${declared} bytes (at most ${limit})`);
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > limit) throw new MalformedWriteRequest(`a body over ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, total);
+}
+
+/** The block frames of an upload, one at a time as they arrive (bounded: one block plus a chunk). */
+async function* readFrames(request: IncomingMessage): AsyncGenerator<OfferedBlock> {
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  const take = (length: number): Buffer => {
+    const joined = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+    const taken = Buffer.from(joined.subarray(0, length)); // a copy: the rest stays pending
+    pending = joined.length > length ? [joined.subarray(length)] : [];
+    pendingBytes -= length;
+    return taken;
+  };
+  let header: { digest: Buffer; length: number } | undefined;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    pending.push(chunk);
+    pendingBytes += chunk.length;
+    for (;;) {
+      if (!header) {
+        if (pendingBytes < FRAME_HEADER_BYTES) break;
+        const bytes = take(FRAME_HEADER_BYTES);
+        const length = bytes.readUInt32BE(DIGEST_BYTES);
+        if (length === 0 || length > MAX_BLOCK_SIZE) throw new MalformedWriteRequest(`a block frame of ${length} bytes (1 byte to 4 MiB)`);
+        header = { digest: bytes.subarray(0, DIGEST_BYTES), length };
+      }
+      if (pendingBytes < header.length) break;
+      const data = take(header.length);
+      const block = { digest: header.digest, data };
+      header = undefined;
+      yield block;
+    }
+  }
+  if (header || pendingBytes > 0) throw new MalformedWriteRequest('the upload ends inside a block frame');
+}
