@@ -24,6 +24,13 @@ test('bad run arguments are refused before anything boots: one line each, exit 1
     [['--copy-in', `${CLI}:relative/x`], /the guest path relative\/x is not absolute/],
     [['--copy-out', `/tmp/x:${scratch}/no/such/dir/x`], /--copy-out: the host directory .*no\/such\/dir does not exist/],
     [['--timeout', 'soon'], /invalid duration "soon"/],
+    [['--forward', '99999'], /--forward 99999: 99999 is not a port/],
+    [['--forward', '80:81:82'], /--forward 80:81:82 is not HOST_PORT:GUEST_PORT/],
+    [['--net', 'none', '--forward', '80'], /--forward needs a network: drop --net none/],
+    [['--hostname', 'bad_name!'], /--hostname "bad_name!" is not a host name/],
+    [['--ssh-key', `${scratch}/missing.pub`], /--ssh-key .*missing.pub: no such file/],
+    [['--ssh-key', CLI], /--ssh-key .* is not one OpenSSH public key line: give the .pub file/],
+    [['--json', '--json-fd', '9'], /--json-fd 9 is not open: open it in the shell/],
   ];
   for (const [flags, message] of cases) {
     const result = await execa('node', [CLI, 'run', 'tiny', '--from', scratch, ...flags, '--', 'true'], { reject: false, env: { TMPDIR: scratch } });

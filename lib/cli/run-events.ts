@@ -20,11 +20,15 @@ export class RunEventLog {
   static open(enabled: boolean, fd: number): RunEventLog {
     if (!enabled) return new RunEventLog(undefined);
     if (!Number.isInteger(fd) || fd < 0) throw new UsageError(`invalid --json-fd ${fd}`, 'give a file descriptor number, e.g. --json-fd 3 3>events.ndjson');
+    // Node's own descriptors (epoll, eventfd) are open too but no place to write: only files, pipes, sockets, ttys.
+    let usable = false;
     try {
-      fstatSync(fd);
+      const info = fstatSync(fd);
+      usable = info.isFile() || info.isFIFO() || info.isSocket() || info.isCharacterDevice();
     } catch {
-      throw new UsageError(`--json-fd ${fd} is not open`, `open it in the shell, e.g. lazyboot run --json --json-fd ${fd} IMAGE -- CMD ${fd}>events.ndjson`);
+      usable = false;
     }
+    if (!usable) throw new UsageError(`--json-fd ${fd} is not open`, `open it in the shell, e.g. lazyboot run --json --json-fd ${fd} IMAGE -- CMD ${fd}>events.ndjson`);
     return new RunEventLog(fd);
   }
 
