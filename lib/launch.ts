@@ -6,7 +6,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { openCorDevice, type CorDevice, type CorStats } from './cor/device.js';
+import { openCorDevice, type CorDevice, type CorDeviceStats } from './cor/device.js';
+import type { TraceOutcome } from './cor/boot-tracing.js';
 import { vmOptionsOf, type LaunchOptions } from './launch-options.js';
 import { withVmDefaults } from '../vmm/vm-options.js';
 import { TransientVm, type ExecResult, type VmEvent } from '../vmm/vm.js';
@@ -33,8 +34,13 @@ export interface LazyVm extends AsyncDisposable {
   readonly image: string;
   /** The image's disk size in bytes. */
   readonly imageBytes: number;
-  /** Blocks fetched / present / modified on the local disk, read requests, failed fetches. */
-  stats(): CorStats;
+  /** Blocks fetched / present / modified on the local disk, read requests, failed fetches; the boot trace's replay and recording. */
+  stats(): CorDeviceStats;
+  /**
+   * What became of this boot's trace once the guest was ready (recorded, added, re-recorded), or
+   * undefined when tracing is off or the boot never got ready.
+   */
+  readonly traceOutcome: Promise<TraceOutcome | undefined>;
   exec(program: string, args?: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
   close(): Promise<void>;
 }
@@ -55,6 +61,8 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       log: options.log,
       fetchTimeoutMs: options.fetchTimeoutMs,
       fetchAheadBytes: options.fetchAheadBytes,
+      // Recorded on a first boot of the image version, replayed (and refined) on the later ones.
+      trace: options.trace === false ? false : (options.trace ?? {}),
     });
   } catch (error) {
     if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
@@ -62,11 +70,14 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   }
   const device = cor;
   let lastStats = device.stats();
+  let traceStored: Promise<TraceOutcome | undefined> = Promise.resolve(undefined);
   const vm = await TransientVm.start({
     ...vmOptions,
     disk: {
       spec: { kind: 'nbd', socketPath: device.socketPath, exportName: device.exportName },
       close: async () => {
+        // A trace being stored is finished first (a CLI exits soon after closing).
+        await traceStored;
         lastStats = device.stats();
         try {
           await device.close();
@@ -77,7 +88,15 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     },
   });
   // TransientVm.start closed the disk itself if it threw.
+  const trace = device.trace;
+  let readyOutcome: Promise<TraceOutcome | undefined> = Promise.resolve(undefined);
+  if (trace) {
+    vm.storageReady.then(() => trace.milestone('storage-ready'), () => {});
+    // The boot ends at ready: the replay stops and the recording is stored.
+    readyOutcome = vm.ready.then(() => (traceStored = trace.finish()), () => undefined);
+  }
   return {
+    traceOutcome: readyOutcome,
     storageReady: vm.storageReady,
     ready: vm.ready,
     events: vm.events,

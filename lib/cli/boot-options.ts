@@ -20,6 +20,8 @@ export interface BootArgs {
   'qemu-arg'?: string[];
   'fetch-timeout'?: string;
   'fetch-ahead'?: string;
+  trace?: boolean;
+  'trace-dir'?: string;
 }
 
 export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
@@ -36,7 +38,9 @@ export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
     .option('qemu-arg', { type: 'string', array: true, describe: 'extra QEMU argument, repeatable (write --qemu-arg=-fw_cfg --qemu-arg=name=…)' })
     // The device's defaults live in lib/fetch and lib/cor; these descriptions only name them.
     .option('fetch-timeout', { type: 'string', describe: 'time allowed per repository request before failing over (e.g. 10s, 500ms)', defaultDescription: '10s' })
-    .option('fetch-ahead', { type: 'string', describe: 'largest window fetched ahead of a sequential guest read (e.g. 8M; 0 = only what the guest reads)', defaultDescription: '8M' }) as unknown as Argv<T & BootArgs>;
+    .option('fetch-ahead', { type: 'string', describe: 'largest window fetched ahead of a sequential guest read (e.g. 8M; 0 = only what the guest reads)', defaultDescription: '8M' })
+    .option('trace', { type: 'boolean', describe: 'record the blocks a first boot reads, fetch them ahead of the guest on later boots (--no-trace: neither)', defaultDescription: 'true' })
+    .option('trace-dir', { type: 'string', describe: 'where boot traces are kept', defaultDescription: '$XDG_CACHE_HOME/lazyboot/traces' }) as unknown as Argv<T & BootArgs>;
 }
 
 /** The COR device's diagnostics worth a user's eye (not its per-connection chatter). */
@@ -62,6 +66,7 @@ export function launchOptionsOf(args: BootArgs): LaunchOptions {
     qemuArgs: args['qemu-arg'],
     fetchTimeoutMs: given(args['fetch-timeout'], parseDurationMs),
     fetchAheadBytes: given(args['fetch-ahead'], parseSizeBytes),
+    trace: args.trace === false ? false : { dir: args['trace-dir'] },
   };
 }
 
@@ -110,6 +115,18 @@ export function summaryLines(vm: LazyVm, startedAt: number): string[] {
     `  storage-ready: ${storageReady ? seconds(storageReady.atMs) : 'never'}`,
     `  fetched: ${humanSize(stats.fetchedBytes)} of a ${humanSize(vm.imageBytes)} image, in ${stats.fetchedBlocks} blocks (${stats.failedFetches} failed fetches, ${stats.readRequests} guest reads)`,
     `  the guest needed ${humanSize(stats.demandedBytes)}; fetched ahead ${humanSize(stats.aheadFetchedBytes)}, of it read ${humanSize(stats.aheadReadBytes)}`,
+    ...traceLines(stats),
     `  disk ${vm.diskPath}: ${stats.presentBlocks}/${stats.totalBlocks} blocks present, ${stats.modifiedBlocks} modified`,
   ];
+}
+
+/** The boot trace's part of the summary: what the replay fetched and the guest used, what was recorded. */
+function traceLines(stats: ReturnType<LazyVm['stats']>): string[] {
+  const lines: string[] = [];
+  if (stats.traceBlocks > 0) {
+    const share = stats.replayFetchedBytes > 0 ? ` (${Math.round((100 * stats.replayReadBytes) / stats.replayFetchedBytes)}%)` : '';
+    lines.push(`  boot trace: replayed ${humanSize(stats.replayFetchedBytes)} in ${stats.replayRequests} requests ahead of the guest, which read ${humanSize(stats.replayReadBytes)} of it${share}`);
+  }
+  if (stats.recordedBlocks > 0) lines.push(`  boot trace: recorded ${stats.recordedBlocks} blocks`);
+  return lines;
 }
