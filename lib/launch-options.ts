@@ -6,6 +6,8 @@ import type { BootTraceOptions } from './cor/boot-tracing.js';
 import { UsageError } from './base/errors.js';
 import { parseMemoryMiB, type VmOptions } from '../vmm/vm-options.js';
 
+export type PivotMode = 'live' | 'none';
+
 export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 'fill' | 'fillRate' | 'fetchTimeoutMs' | 'fetchAheadBytes' | 'log'> {
   /** `name` or `name@N` in the repository. */
   readonly image: string;
@@ -13,6 +15,12 @@ export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 'fill' 
   readonly disk?: string;
   /** Repository URIs (directory, nbd+unix:///?socket=…, nbd://…); none = the embedded default repository. */
   readonly from?: readonly string[];
+  /**
+   * `live`: once the guest's own storage driver has the disk (hook or guest agent), pause it for
+   * milliseconds and move its disk to QEMU's native graph (the COR device becomes its read-through
+   * backing). `none` (default): stay on the COR device.
+   */
+  readonly pivot?: PivotMode;
   /**
    * @deprecated Use `memoryMiB`. Guest memory as MiB or a size like "512M", "1G", parsed by the
    * same parser as the CLI's --memory. Kept until its last caller (scripts/bench-boot.ts) moves.
