@@ -5,7 +5,7 @@ import type { CorDeviceOptions } from './cor/device.js';
 import { UsageError } from './base/errors.js';
 import { parseMemoryMiB, type VmOptions } from '../vmm/vm-options.js';
 
-export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 'fill' | 'fillRate' | 'fetchTimeoutMs' | 'fetchAheadBytes' | 'log'> {
+export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 'fill' | 'fillRate' | 'fetchTimeoutMs' | 'fetchAheadBytes' | 'cache' | 'log'> {
   /** `name` or `name@N` in the repository. */
   readonly image: string;
   /** Local disk (raw file or block device; created sparse if missing, map beside it). Default: a temp disk removed at close. */

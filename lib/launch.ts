@@ -55,6 +55,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       log: options.log,
       fetchTimeoutMs: options.fetchTimeoutMs,
       fetchAheadBytes: options.fetchAheadBytes,
+      cache: options.cache,
     });
   } catch (error) {
     if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });

@@ -6,8 +6,9 @@ import type { LazyVm, LaunchOptions, VmEvent } from '../launch.js';
 import { parseMemoryMiB, VM_DEFAULTS } from '../../vmm/vm-options.js';
 import { humanSize } from './human-size.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
+import { cacheOf, cacheOptions, type CacheArgs } from './cache-options.js';
 
-export interface BootArgs {
+export interface BootArgs extends CacheArgs {
   image: string;
   disk?: string;
   from?: string[];
@@ -23,7 +24,7 @@ export interface BootArgs {
 }
 
 export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
-  return y
+  return cacheOptions(y)
     .positional('image', { type: 'string', describe: 'image NAME or NAME@N in the repository', demandOption: true })
     .option('disk', { type: 'string', describe: 'local disk file or device (map beside it); default: a temp disk deleted at the end' })
     .option('from', { type: 'string', array: true, describe: 'repository URI (directory, nbd+unix:///?socket=PATH, nbd://HOST:PORT); repeatable', defaultDescription: 'the embedded default repository' })
@@ -62,6 +63,7 @@ export function launchOptionsOf(args: BootArgs): LaunchOptions {
     qemuArgs: args['qemu-arg'],
     fetchTimeoutMs: given(args['fetch-timeout'], parseDurationMs),
     fetchAheadBytes: given(args['fetch-ahead'], parseSizeBytes),
+    cache: cacheOf(args, args.from ?? []),
   };
 }
 

@@ -10,6 +10,9 @@ import type { Manifest } from '../repo/manifest-format.js';
 import { BlockMap } from '../map/block-map.js';
 import { MapMismatch } from '../map/errors.js';
 import { openRepositories, type OpenedRepositories } from '../fetch/open-repositories.js';
+import { openCachedUpstream } from '../cache/open-cache.js';
+import type { CachedUpstream } from '../cache/cached-upstream.js';
+import type { BlockCacheOptions } from '../cache/cache-location.js';
 import type { FetchErrorEvent } from '../fetch/failover.js';
 import { LocalDisk } from './local-disk.js';
 import { CorBackend } from './cor-backend.js';
@@ -38,6 +41,12 @@ export interface CorDeviceOptions {
   onFillProgress?: (progress: FillProgress) => void;
   /** Limits of the NBD server (see COR_SERVER_LIMITS for the defaults here). */
   serverLimits?: NbdServerLimits;
+  /**
+   * The host-wide block cache (lib/cache/): blocks are taken from it before any repository and
+   * fetched blocks put into it for every other VM on the host. Off unless given (the CLI turns it
+   * on for NBD repositories: see cacheByDefault).
+   */
+  cache?: BlockCacheOptions;
 }
 
 /**
@@ -58,6 +67,8 @@ export interface CorStats {
   demandedBytes: number;
   /** Data bytes fetched ahead of the guest, and of those the bytes it then read. */
   aheadFetchedBytes: number; aheadReadBytes: number;
+  /** Blocks taken from the host-wide block cache instead of a repository (0 without the cache). */
+  cacheHits: number;
 }
 
 export interface CorDevice extends EventEmitter {
@@ -80,6 +91,8 @@ export interface OpenedDisk {
   /** The local raw disk the backend stores into (its only writer while open). */
   readonly local: LocalDisk;
   readonly backend: CorBackend;
+  /** The upstream through the host-wide block cache, when the cache is on. */
+  readonly cached: CachedUpstream | undefined;
   close(): Promise<void>;
 }
 
@@ -88,7 +101,7 @@ export function mapPathOf(disk: string): string {
 }
 
 /** Opens (or creates) the disk and its map for `image`; refuses a map of another image. */
-export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' | 'from' | 'log' | 'fetchTimeoutMs' | 'fetchAheadBytes'>, onFetchError?: (event: FetchErrorEvent) => void): Promise<OpenedDisk> {
+export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' | 'from' | 'log' | 'fetchTimeoutMs' | 'fetchAheadBytes' | 'cache'>, onFetchError?: (event: FetchErrorEvent) => void): Promise<OpenedDisk> {
   const log = options.log ?? (() => {});
   const repositories = await openRepositories(options.from, options.image, {
     timeoutMs: options.fetchTimeoutMs,
@@ -102,9 +115,11 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
   });
   let local: LocalDisk | undefined;
   let lock: DiskLock | undefined;
+  let cached: CachedUpstream | undefined;
   try {
     lock = await lockDisk(options.disk);
     const { manifest, manifestDigest } = repositories;
+    if (options.cache) cached = await openCachedUpstream(repositories.upstream, manifest, options.cache, log);
     const imageRef = `${manifest.name}@${manifest.version}`;
     const mapPath = mapPathOf(options.disk);
     const mapExists = await access(mapPath).then(() => true, () => false);
@@ -137,13 +152,13 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
         disk: { identity: await disk.identity() },
       }, syncData);
     }
-    const backend = new CorBackend(manifest, disk, map, repositories.upstream, { log, fetchAheadBytes: options.fetchAheadBytes });
+    const backend = new CorBackend(manifest, disk, map, cached ?? repositories.upstream, { log, fetchAheadBytes: options.fetchAheadBytes });
     // With much left to fetch, the fetch worker (or the hashers) start now, not during the
     // guest's first reads; with little, they may never be needed (~15-20 MiB each).
     if (backend.absentDataBlocks() * manifest.blockSize >= PRESTART_FETCHERS_BYTES) repositories.prestart();
     const heldLock = lock;
     return {
-      repositories, local: disk, backend,
+      repositories, local: disk, backend, cached,
       async close() {
         try {
           // Certified after the last guest write has landed (the server is closed, but requests it
@@ -152,6 +167,7 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
           await certifyDisk(backend.map, disk, manifest).catch((error: Error) => log(`${options.disk}: no fingerprint recorded: ${error.message}`));
           await backend.close();
         } finally {
+          await cached?.close();
           await repositories.close();
           await heldLock.release();
         }
@@ -159,16 +175,18 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
     };
   } catch (error) {
     await local?.close();
+    await cached?.close();
     await repositories.close();
     await lock?.release();
     throw error;
   }
 }
 
-export function statsOf(backend: CorBackend): CorStats {
+export function statsOf(backend: CorBackend, cached?: CachedUpstream): CorStats {
   const counts = backend.map.counts();
   return {
     ...backend.counters,
+    cacheHits: cached?.counters.cacheHits ?? 0,
     ...backend.fetchAheadCounters,
     demandedBytes: backend.demandedBytes,
     presentBlocks: counts.present,
@@ -219,7 +237,7 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
       exportName,
       uri: `nbd+unix:///${exportName}?socket=${socketPath}`,
       filled,
-      stats: () => statsOf(backend),
+      stats: () => statsOf(backend, opened.cached),
       close,
       [Symbol.asyncDispose]: close,
     });

@@ -15,4 +15,5 @@ export const commandLoaders: readonly CommandLoader[] = [
   { name: 'disk', load: async () => (await import('./disk.js')).diskCommand },
   { name: 'boot', load: async () => (await import('./boot.js')).bootCommand },
   { name: 'run', load: async () => (await import('./run.js')).runCommand },
+  { name: 'cache', load: async () => (await import('./cache.js')).cacheCommand },
 ];
