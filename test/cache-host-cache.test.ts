@@ -198,3 +198,32 @@ test('`cache status` and `cache prune` report and empty the cache; a bad size is
   t.is(bad.stderr.trim().split('\n').length, 1, bad.stderr);
   t.regex(bad.stderr, /banana/);
 }, { unsafeCleanup: true }));
+
+test('the CLI uses the cache by default for an NBD repository (under $XDG_CACHE_HOME), not with --no-cache', (t) => withDir(async ({ path: dir }) => {
+  const content = imageContent();
+  const link = await served(dir, content);
+  const defaultDir = join(process.env.XDG_CACHE_HOME!, 'lazyboot', 'blocks');
+  try {
+    const off = await serveDisk(['demo', '--disk', join(dir, 'off.raw'), '--from', link.proxy.uri, '--no-cache']);
+    if (!off.serving) throw new Error(off.stderr);
+    try {
+      await nbdcopyTo(off.uri, join(dir, 'off.out'));
+    } finally {
+      await off.stop();
+    }
+    const none = JSON.parse((await execa('node', [BIN, 'cache', 'status', '--json'])).stdout) as { dir: string; blocks: number };
+    t.is(none.dir, defaultDir);
+    t.is(none.blocks, 0, '--no-cache stored nothing');
+    const on = await serveDisk(['demo', '--disk', join(dir, 'on.raw'), '--from', link.proxy.uri]);
+    if (!on.serving) throw new Error(on.stderr);
+    try {
+      await nbdcopyTo(on.uri, join(dir, 'on.out'));
+    } finally {
+      await on.stop();
+    }
+    t.true((await readFile(join(dir, 'on.out'))).equals(content));
+    t.is(await cacheFilesVerify(defaultDir), DATA_BLOCKS);
+  } finally {
+    await link.close();
+  }
+}, { unsafeCleanup: true }));
