@@ -1,6 +1,7 @@
 // QEMU arguments for the guest channels: one virtio-serial controller carrying the
 // qemu-guest-agent port and the lazyboot events port, each on a unix socket QEMU serves
 // (server=on,wait=off: QEMU does not wait for us, we connect when we like).
+import { escapeOption } from '../lib/base/qemu-option.js';
 
 export const AGENT_PORT_NAME = 'org.qemu.guest_agent.0';
 export const EVENTS_PORT_NAME = 'org.lazyboot.events.0';
@@ -8,11 +9,6 @@ export const EVENTS_PORT_NAME = 'org.lazyboot.events.0';
 export const STAY_UP_FW_CFG_NAME = 'opt/org.lazyboot/stay-up';
 
 const SERIAL_BUS_ID = 'lazyboot-vserial';
-
-/** QEMU option values separate keys with commas; a literal comma is written twice. */
-function optionValue(value: string): string {
-  return value.replaceAll(',', ',,');
-}
 
 export interface GuestChannelOptions {
   readonly agentSocket?: string;
@@ -22,7 +18,7 @@ export interface GuestChannelOptions {
 export function guestChannelArgs(options: GuestChannelOptions): string[] {
   const args = ['-device', `virtio-serial-pci,id=${SERIAL_BUS_ID}`];
   const port = (id: string, socketPath: string, name: string) => [
-    '-chardev', `socket,id=${id},path=${optionValue(socketPath)},server=on,wait=off`,
+    '-chardev', `socket,id=${id},path=${escapeOption(socketPath)},server=on,wait=off`,
     '-device', `virtserialport,bus=${SERIAL_BUS_ID}.0,chardev=${id},name=${name}`,
   ];
   if (options.agentSocket) args.push(...port('lazyboot-agent', options.agentSocket, AGENT_PORT_NAME));

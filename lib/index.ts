@@ -1,29 +1,45 @@
-// The public TypeScript API of lazyboot, re-exported from one place.
-export * from './errors.js';
-export * from './block/backend.js';
-export * from './repo/manifest-format.js';
+// The public face of lazyboot (`import … from 'lazyboot'`): what a CI harness or test runner needs
+// to boot images lazily — launch(), the copy-on-read device, the repository, process-wide opt-ins,
+// every error class a public call can throw, and their types. The parts' own APIs are subpath
+// exports: 'lazyboot/vmm' (QEMU, QMP, the VM), 'lazyboot/guest' (agent and events),
+// 'lazyboot/nbd' (NBD client and server), 'lazyboot/block' (backends, map, manifests).
+// test/public-api.test.ts pins the list: adding a name here is a decision, not an accident.
+
+// Booting.
 export { launch, type LaunchOptions, type LazyVm, type VmEvent, type ExecResult, type VmState } from './launch.js';
-export { VM_DEFAULTS, parseMemoryMiB, type VmOptions, type AccelRequest } from '../vmm/vm-options.js';
+export { VM_DEFAULTS, type VmOptions, type AccelRequest, type Machine } from '../vmm/vm-options.js';
 export { installSignalTeardown, teardownOnUncaughtException } from './base/cleanup.js';
 export { tuneProcess, type ProcessRole } from './process-tuning.js';
-export * from '../vmm/errors.js';
-export { QmpClient, type QmpEvent, type QmpGreeting } from '../vmm/qmp.js';
-export { chooseAccelerator, type AccelChoice } from '../vmm/accel.js';
-export { TransientVm, type VmDisk, type StartVmOptions } from '../vmm/vm.js';
+
+// The copy-on-read device on its own (a disk over NBD for a QEMU you start yourself).
 export { openCorDevice, type CorDevice, type CorDeviceOptions, type CorStats, type FetchErrorEvent } from './cor/device.js';
-export { BlockMap, type MapHeader } from './map/block-map.js';
-export { MapMismatch, MapCorrupt } from './map/errors.js';
-export { RepositoryUnreachable, DigestMismatch } from './fetch/errors.js';
-export { NbdClient, NbdConnectError } from './nbd/client.js';
-export { GuestAgent, waitForAgent, type AgentConnectOptions, type ExecOptions as AgentExecOptions, type ExecResult as AgentExecResult } from '../guest/agent-client.js';
-export type { AgentFilesystem, AgentDiskAddress, AgentInfo, AgentShutdownMode, AgentFreezeStatus } from '../guest/agent-protocol.js';
-export { GuestEvents, type GuestEvent, type GuestEventName } from '../guest/events.js';
-export { nativeRoot, waitForNativeStorage, type NativeRoot } from '../guest/readiness.js';
-export { guestChannelArgs, tinyStayUpArgs, AGENT_PORT_NAME, EVENTS_PORT_NAME } from '../guest/qemu-args.js';
-export { AgentTimeout, AgentCommandFailed, AgentDisconnected, GuestEventTimeout, GuestEventsClosed, NativeStorageTimeout } from '../guest/errors.js';
-export { Repository, type ImageSummary, type ImportOptions, type ImportResult, type NewImage, type ImageCheck } from './repo/repository.js';
-export { encodeManifest, decodeManifest, InvalidManifest } from './repo/manifest-codec.js';
-export { UnknownImage, InvalidImageName, InvalidBlockSize, RepositoryCorrupt, BlockMissing, BlockCorrupt, ImportFailed } from './repo/errors.js';
-export { repositoryExports, MANIFEST_EXPORT_PREFIX } from './repo/export-provider.js';
-export { startNbdServer, NbdListenFailed, type NbdServer, type NbdServerOptions, type NbdServerLimits, type ExportProvider } from './nbd/server.js';
-export { loadServerTls, TlsCredentialsInvalid, type ServerTls } from './nbd/tls.js';
+export type { BlockCacheOptions } from './cache/cache-location.js';
+
+// The image repository.
+export { Repository, type ImageSummary, type ImportOptions, type ImportResult, type NewImage, type ImageCheck, type OpenOptions as RepositoryOpenOptions } from './repo/repository.js';
+export type { Manifest } from './repo/manifest-format.js';
+
+// Errors: every class derives from LazybootError (`toLine()` is the one line the CLI prints).
+export { LazybootError, UsageError } from './base/errors.js';
+export { FileSystemFailed } from './base/system-error.js';
+export { BlockError, type BlockErrorCode } from './block/backend.js';
+export * from '../vmm/errors.js';
+export * from '../guest/errors.js';
+export * from './cor/errors.js';
+export { DiskInUse, DiskDirectoryMissing } from './cor/disk-lock.js';
+export * from './fetch/errors.js';
+export { FetchWorkerFailed } from './fetch/worker-fetcher.js';
+export * from './map/errors.js';
+export * from './repo/errors.js';
+export { InvalidManifest } from './repo/manifest-codec.js';
+export { NbdConnectError } from './nbd/client.js';
+export { NbdListenFailed } from './nbd/server.js';
+export { TlsCredentialsInvalid } from './nbd/tls.js';
+
+// Snapshots: ship a disk's modified blocks as a new image version ('lazyboot/write' has the
+// repository's write path itself: sessions, the in-process writer, the HTTP server and client).
+export { snapshot, type SnapshotOptions, type SnapshotResult, type SnapshotProgress } from './snapshot/snapshot.js';
+export * from './snapshot/errors.js';
+export { SendingSetCorrupt } from './snapshot/sending-set.js';
+export { WriteTargetUnreachable } from './write/http-client.js';
+export { WriteRefused } from './write/http-protocol.js';

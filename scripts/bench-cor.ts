@@ -18,7 +18,7 @@ import { execa } from 'execa';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { Repository } from '../lib/repo/repository.js';
-import { registerCleanup } from '../lib/cleanup.js';
+import { registerCleanup } from '../lib/base/cleanup.js';
 import { measuredCommit } from './bench-freshness.js';
 import { median, processMemory, writeReport, runningServers, startServer, stopServer, type ServerProcess } from './bench-kit.js';
 import { tuneProcess } from '../lib/process-tuning.js';

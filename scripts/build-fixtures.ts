@@ -3,7 +3,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ensureFixture, type FixtureName } from '../fixtures/build.js';
-import { LazybootError } from '../lib/errors.js';
+import { LazybootError } from '../lib/base/errors.js';
 
 const MIB = 1024 * 1024;
 

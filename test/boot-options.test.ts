@@ -44,7 +44,7 @@ test('the QEMU command line: TCG CPU model, NBD disk as JSON blockdev + virtio-b
     consoleLog: '/run/console.log',
     disk: { kind: 'nbd', socketPath: '/run/cor.sock', exportName: 'disk' },
     diskSerial: 'lazyboot0',
-    guestChannels: { agentSocket: '/run/agent.sock', eventsSocket: '/run/events.sock' },
+    guestChannels: { agentSocket: '/run/agent.sock', eventsSocket: '/run/a,b/events.sock' },
     noReboot: true,
   });
   const after = (flag: string) => args[args.indexOf(flag) + 1];
@@ -56,6 +56,7 @@ test('the QEMU command line: TCG CPU model, NBD disk as JSON blockdev + virtio-b
   t.true(args.includes('-nodefaults'));
   t.regex(args.join(' '), /pcie-root-port/);
   t.regex(args.join(' '), /path=\/run\/x,,y\/qmp\.sock/, 'commas in paths are escaped');
+  t.regex(args.join(' '), /socket,id=lazyboot-events,path=\/run\/a,,b\/events\.sock,server=on/, 'the guest channels escape theirs the same way');
   const blockdev = JSON.parse(after('-blockdev')!);
   t.like(blockdev, { driver: 'raw', 'node-name': DISK_NODE, file: { driver: 'nbd', server: { type: 'unix', path: '/run/cor.sock' }, export: 'disk' } });
   const jsonDevice = args.filter((_, i) => args[i - 1] === '-device').find((value) => value.startsWith('{'));

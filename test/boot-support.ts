@@ -7,7 +7,7 @@ import { execa, type ResultPromise } from 'execa';
 import type { ExecutionContext } from 'ava';
 import { dir } from 'tmp-promise';
 import { repositoryRoot } from '../fixtures/build.js';
-import { processAlive as isProcessAlive } from '../lib/process-alive.js';
+import { processAlive as isProcessAlive } from '../lib/base/process-alive.js';
 
 export const CLI = path.join(repositoryRoot(), 'bin', 'lazyboot.js');
 

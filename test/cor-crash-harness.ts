@@ -115,7 +115,6 @@ export async function runCrashIterations(options: CrashOptions): Promise<CrashRe
     session.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
     session.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
     let issued: ConfirmedWrite[] = [];
-    let markersSent = 0;
     let checkedUpTo = 0;
     const awaitingMarker: Array<{ writes: ConfirmedWrite[]; outputFrom: number }> = [];
     const markerCount = () => (output.match(/^(?:qemu-io> )*[\d.]+ [KMGT]iB$/gm) ?? []).length;
@@ -135,7 +134,6 @@ export async function runCrashIterations(options: CrashOptions): Promise<CrashRe
         awaitingMarker.push({ writes: issued, outputFrom: output.length });
         issued = [];
         commands += 'flush\nlength\n';
-        markersSent++;
       }
       if (!session.stdin!.writable) break;
       session.stdin!.write(commands);
@@ -158,7 +156,6 @@ export async function runCrashIterations(options: CrashOptions): Promise<CrashRe
       }
     }
     result.uncertainBatches += awaitingMarker.length + (issued.length > 0 ? 1 : 0);
-    void markersSent;
     session.kill('SIGKILL');
     await session;
     clearTimeout(killer);

@@ -15,7 +15,7 @@ import { AgentTimeout } from '../guest/errors.js';
 import { GuestEvents } from '../guest/events.js';
 import { tinyStayUpArgs } from '../guest/qemu-args.js';
 import { startQemuDirect } from './helpers/qemu-direct.js';
-import { processAlive } from '../lib/process-alive.js';
+import { processAlive } from '../lib/base/process-alive.js';
 
 test('a socket that accepts but never answers ends in AgentTimeout once its timeout has run out, and the client closes it', async (t) => {
   await withDir(

@@ -2,7 +2,7 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { decodeManifest, encodeManifest, InvalidManifest } from '../lib/repo/manifest-codec.js';
-import { LazybootError } from '../lib/errors.js';
+import { LazybootError } from '../lib/base/errors.js';
 import type { Manifest } from '../lib/repo/manifest-format.js';
 
 function sample(overrides: Partial<Manifest> = {}): Manifest {

@@ -2,7 +2,7 @@
 // serial console and guest channels. Pure: no processes, easy to test and to print.
 // Field names and defaults are those of the VM options (vm-options.ts).
 import { guestChannelArgs } from './guest-channels.js';
-import { escapeOption } from './qemu-option.js';
+import { escapeOption } from '../lib/base/qemu-option.js';
 import { VM_DEFAULTS, type Accelerator, type Machine, type VmOptions } from './vm-options.js';
 
 /** The VM's disk: an NBD export on a unix socket (the COR device, qemu-nbd) or a local file. */

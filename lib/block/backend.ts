@@ -1,5 +1,6 @@
 // The one interface every layer of the block path speaks (modelled on nbdkit's plugin/filter face).
 // A layer wraps another BlockBackend and passes on what it does not handle.
+import { LazybootError } from '../base/errors.js';
 
 /** What a backend can do: asked once, never guessed by callers. */
 export interface BlockCapabilities {
@@ -53,10 +54,13 @@ export interface BlockBackend {
 /** Errno-like codes the NBD server maps onto NBD error values. */
 export type BlockErrorCode = 'EPERM' | 'EIO' | 'ENOMEM' | 'EINVAL' | 'ENOSPC' | 'EOVERFLOW' | 'ENOTSUP' | 'ESHUTDOWN';
 
-/** A failed block operation; `code` travels to the NBD client, `message` to the log. */
-export class BlockError extends Error {
-  constructor(readonly code: BlockErrorCode, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'BlockError';
+/**
+ * A failed block operation; `code` travels to the NBD client, `message` to the log (and, when it
+ * reaches the CLI, to the user: it is a LazybootError like every error a user may see, with a
+ * hint when the layer that threw it knows what to do).
+ */
+export class BlockError extends LazybootError {
+  constructor(readonly code: BlockErrorCode, message: string, options?: ErrorOptions & { hint?: string }) {
+    super(message, options?.hint, options);
   }
 }

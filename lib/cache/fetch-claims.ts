@@ -7,7 +7,7 @@
 import { open, readFile, rm, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { processAlive } from '../process-alive.js';
+import { processAlive } from '../base/process-alive.js';
 
 /** How often a waiter looks for the block another process is fetching. */
 const POLL_MS = 10;

@@ -3,7 +3,7 @@
 import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commandLoaders } from './commands/index.js';
-import { LazybootError } from '../base/errors.js';
+import { asLazybootError } from '../base/system-error.js';
 import { tuneProcess, type ProcessRole } from '../process-tuning.js';
 
 /**
@@ -42,8 +42,11 @@ export async function main(argv: string[]): Promise<void> {
 }
 
 main(hideBin(process.argv)).catch((error: unknown) => {
-  if (error instanceof LazybootError) {
-    process.stderr.write(`lazyboot: ${error.toLine()}\n`);
+  // Typed errors and failed system calls on a named file (a full disk, a directory without write
+  // permission) are one line with what to do; anything else is a bug and says so.
+  const known = asLazybootError(error);
+  if (known) {
+    process.stderr.write(`lazyboot: ${known.toLine()}\n`);
   } else {
     const message = error instanceof Error ? error.message : String(error);
     process.stderr.write(`lazyboot: unexpected error: ${message}\n`);

@@ -1,7 +1,7 @@
 // The NBD server's limit flags, shared by `repo serve` and `disk serve`: seconds and counts on the
 // command line, checked here so that a bad value is one line, not a server that never times out.
 import type { Argv } from 'yargs';
-import { UsageError } from '../errors.js';
+import { UsageError } from '../base/errors.js';
 import { DEFAULT_LIMITS, type NbdServerLimits } from '../nbd/limits.js';
 
 export interface ServerLimitArgs {

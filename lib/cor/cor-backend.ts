@@ -20,6 +20,9 @@ import { FreshSegments } from './fresh-segments.js';
 import { ZeroBlocks } from './zero-blocks.js';
 import { AbsentFetcher, type FetchCounters } from './absent-fetcher.js';
 import { startMapCommitTimer, type MapCommitTimer } from './map-commit-timer.js';
+import { TraceRecorder, type TraceRecorderOptions } from './trace-recorder.js';
+import { TraceReplay, type TraceReplayOptions } from './trace-replay.js';
+import type { BootTrace } from '../trace/trace-format.js';
 import { readByFilling, zeroBlockRanges, type KnowsZeroRanges, type LendsReads, type LentBytes } from '../block/read-into.js';
 
 export interface CorBackendOptions {
@@ -72,6 +75,11 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   private readonly demand: GuestDemand;
   private readonly guests: GuestActivity;
   private readonly commitTimer: MapCommitTimer;
+  private readonly maxRunBlocks: number;
+  private readonly log: (line: string) => void;
+  /** Boot trace hooks (boot-tracing.ts): the guest's first reads recorded, a trace replayed ahead. */
+  private recorder: TraceRecorder | undefined;
+  private replay: TraceReplay | undefined;
   private closed = false;
 
   constructor(
@@ -88,6 +96,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     this.zeros = new ZeroBlocks(manifest, map);
     this.fresh = new FreshSegments(manifest.blockCount, this.blockSize);
     const maxRunBlocks = Math.max(1, Math.floor((options.maxFetchBytes ?? 4 * 1024 * 1024) / this.blockSize));
+    this.maxRunBlocks = maxRunBlocks;
+    this.log = log;
     this.guests = new GuestActivity(() => this.fetcher.guestWaiting);
     this.fetcher = new AbsentFetcher(
       { size: this.size, blockSize: this.blockSize, map, local, upstream, claims: this.claims, fresh: this.fresh, zeros: this.zeros, log },
@@ -134,6 +144,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       if (length === 0) return undefined;
       const [first, last] = this.blockRange(offset, length);
       this.demand.need(first, last);
+      this.recorder?.guestRead(first, last);
+      this.replay?.guestRead(first, last);
       // A read of blocks fetched ahead, or a miss right after present or fetching blocks, is a
       // sequential reader: the window ahead of it is topped up (within the budget).
       const followsAhead = this.fetchAhead.guestRead(first, last);
@@ -270,9 +282,35 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     return this.guests.whenIdle();
   }
 
+  // ---- boot trace ----
+
+  /** Records the guest's first reads from now on (trace-recorder.ts). */
+  startRecording(options: Partial<TraceRecorderOptions> = {}): TraceRecorder {
+    this.recorder = new TraceRecorder({ blockCount: this.manifest.blockCount, dataBytes: (b) => this.zeros.dataBytes(b), ...options });
+    return this.recorder;
+  }
+
+  /** Fetches `trace`'s blocks ahead of the guest, below its own fetches (trace-replay.ts). */
+  startReplay(trace: BootTrace, options: TraceReplayOptions = {}): TraceReplay {
+    this.replay?.stop();
+    const replay = new TraceReplay(trace, {
+      blockCount: this.manifest.blockCount,
+      blockSize: this.blockSize,
+      dataBytes: (b) => this.zeros.dataBytes(b),
+      claimable: (b) => !this.closed && !this.map.isPresent(b) && !this.claims.isClaimed(b),
+      fetch: (start, count) => this.fetcher.startFetch(start, count, 'ahead'),
+      maxRunBlocks: this.maxRunBlocks,
+      log: this.log,
+    }, options);
+    this.replay = replay;
+    replay.start();
+    return replay;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.replay?.stop();
     this.commitTimer.stop();
     await this.claims.settled();
     await this.map.close();
@@ -289,9 +327,11 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     const partial = [first, last].filter((b, i, all) => all.indexOf(b) === i && !this.coversBlock(offset, length, b));
     for (const block of partial) {
       this.demand.need(block, block);
+      this.recorder?.guestRead(block, block);
       await this.fetcher.ensurePresent(block, block, 'guest');
     }
     this.fetchAhead.overwritten(first, last);
+    this.recorder?.written(first, last);
     // Wait out fetches on the blocks we overwrite, then claim the absent ones synchronously.
     for (;;) {
       const pending = this.claims.firstHolder(first, last);

@@ -19,6 +19,8 @@ import { CorBackend } from './cor-backend.js';
 import { Filler, type FillProgress } from './fill.js';
 import { lockDisk, type DiskLock } from './disk-lock.js';
 import { certifyDisk, checkDiskBinding } from './disk-binding.js';
+import { BootTracing, type BootTraceOptions, type BootTraceStats } from './boot-tracing.js';
+import { asLazybootError } from '../base/system-error.js';
 
 /** Start the fetching threads at open when at least this much is still to fetch. */
 const PRESTART_FETCHERS_BYTES = 64 * 1024 * 1024;
@@ -47,6 +49,8 @@ export interface CorDeviceOptions {
    * on for NBD repositories: see cacheByDefault).
    */
   cache?: BlockCacheOptions;
+  /** Record this boot's first reads and replay the stored trace ahead of the guest (boot-tracing.ts). Default off here; launch() turns it on. */
+  trace?: BootTraceOptions | false;
 }
 
 /**
@@ -71,6 +75,11 @@ export interface CorStats {
   cacheHits: number;
 }
 
+/** The device's stats with those of its boot trace (zeros when tracing is off). */
+export interface CorDeviceStats extends CorStats, BootTraceStats {}
+
+const NO_TRACE_STATS: BootTraceStats = { traceBlocks: 0, traceRecordings: 0, replayFetchedBytes: 0, replayReadBytes: 0, replayRequests: 0, recordedBlocks: 0 };
+
 export interface CorDevice extends EventEmitter {
   readonly manifest: Manifest;
   readonly socketPath: string;
@@ -79,7 +88,9 @@ export interface CorDevice extends EventEmitter {
   readonly uri: string;
   /** Resolves when the background fill is done (undefined when fill is off). */
   readonly filled: Promise<void> | undefined;
-  stats(): CorStats;
+  /** The boot trace (recording, replay), when `trace` was given. */
+  readonly trace: BootTracing | undefined;
+  stats(): CorDeviceStats;
   /** Stop serving, flush data + map durably, remove the socket. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -176,9 +187,12 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
   } catch (error) {
     await local?.close();
     await cached?.close();
+    // A disk this call created and left without a map holds nothing: do not leave it behind.
+    if (local?.created && !(await access(mapPathOf(options.disk)).then(() => true, () => false))) await rm(options.disk, { force: true });
     await repositories.close();
     await lock?.release();
-    throw error;
+    // A failed write to the disk or its map (a full file system) names neither: say which.
+    throw asLazybootError(error, { path: options.disk, subject: `${options.disk} (or its map)` }) ?? error;
   }
 }
 
@@ -202,7 +216,14 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
   const exportName = options.exportName ?? 'disk';
   let tempDir: string | undefined;
   let server: NbdServer | undefined;
+  let tracing: BootTracing | undefined;
   try {
+    if (options.trace) {
+      const { manifest, manifestDigest } = opened.repositories;
+      tracing = await BootTracing.start(opened.backend, {
+        manifestDigest, imageRef: `${manifest.name}@${manifest.version}`, blockSize: manifest.blockSize, blockCount: manifest.blockCount,
+      }, options.trace, log);
+    }
     if (!options.socketPath) tempDir = await mkdtemp(join(tmpdir(), 'lazyboot-cor-'));
     const socketPath = resolvePath(options.socketPath ?? join(tempDir!, 'disk.sock'));
     const backend = opened.backend;
@@ -223,6 +244,7 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
     let closing: Promise<void> | undefined;
     const close = () => closing ??= (async () => {
       try {
+        tracing?.stop();
         filler?.stop();
         await filled?.catch(() => undefined);
         await liveServer.close();
@@ -237,11 +259,13 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
       exportName,
       uri: `nbd+unix:///${exportName}?socket=${socketPath}`,
       filled,
-      stats: () => statsOf(backend, opened.cached),
+      trace: tracing,
+      stats: () => ({ ...statsOf(backend, opened.cached), ...(tracing?.stats() ?? NO_TRACE_STATS) }),
       close,
       [Symbol.asyncDispose]: close,
     });
   } catch (error) {
+    tracing?.stop();
     await server?.close();
     await opened.close();
     if (tempDir) await rm(tempDir, { recursive: true, force: true });

@@ -19,7 +19,7 @@ import { createConnection, createServer, type Server } from 'node:net';
 import { stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 
 export class DiskInUse extends LazybootError {
   constructor(disk: string, holder: number | undefined) {

@@ -1,5 +1,6 @@
 // Typed errors of the copy-on-read device.
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
+import { FileSystemFailed } from '../base/system-error.js';
 import { DigestMismatch } from '../fetch/errors.js';
 
 /** The local disk exists but has another size than the image. */
@@ -8,9 +9,6 @@ export class DiskSizeMismatch extends LazybootError {
     super(`${disk} is ${actual} bytes but the image is ${expected} bytes`, 'use another --disk, or delete this one to start over');
   }
 }
-
-/** A disk without its map, or a map for another manifest of the same name@N. */
-export class DiskStateUnknown extends LazybootError {}
 
 /** The map exists but its disk does not: a new file would not hold what the map says is present. */
 export class DiskMissing extends LazybootError {
@@ -46,10 +44,4 @@ export class FillFailed extends LazybootError {
 }
 
 /** A file of the disk could not be opened, read or written (permissions, a full filesystem, …). */
-export class DiskIoFailed extends LazybootError {
-  constructor(error: NodeJS.ErrnoException) {
-    super(`${error.path ?? 'the local disk'}: ${error.syscall ?? 'I/O'} failed (${error.code})`,
-      error.code === 'EACCES' || error.code === 'EPERM' ? 'check the file\'s owner and permissions'
-        : error.code === 'ENOSPC' ? 'free space on that filesystem and retry' : 'check the path and retry');
-  }
-}
+export class DiskIoFailed extends FileSystemFailed {}

@@ -1,6 +1,6 @@
 // Typed errors of the fetcher: unreachable repositories, corrupt blocks from a repository.
 import { BlockError } from '../block/backend.js';
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 
 /** No repository URI answered when the device opened. */
 export class RepositoryUnreachable extends LazybootError {

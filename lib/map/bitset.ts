@@ -98,6 +98,11 @@ export class Bitset {
     for (let w = 0; w < this.words.length; w++) this.words[w]! |= other.words[w]!;
   }
 
+  /** Clears every bit that is set in `other` (same length). */
+  clearWhere(other: Bitset): void {
+    for (let w = 0; w < this.words.length; w++) this.words[w]! &= ~other.words[w]!;
+  }
+
   private scan(from: number, skipWord: number): number {
     if (from >= this.length) return -1;
     const wantSet = skipWord === 0;

@@ -21,10 +21,10 @@
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Bitset } from './bitset.js';
-import { MapCorrupt, MapMismatch } from './errors.js';
-import { decodeSlot, encodeSlot, MAX_TARGETS, NEVER_WRITTEN, slotSize, type DiskBinding, type MapHeader, type MapSlot } from './map-format.js';
+import { MapCorrupt, MapMismatch, MapTargetsFull } from './errors.js';
+import { decodeSlot, encodeSlot, MAX_TARGETS, NEVER_WRITTEN, slotSize, type DiskBinding, type MapHeader, type MapSlot, type TargetShipping } from './map-format.js';
 
-export type { DiskBinding, DiskFingerprint, MapHeader } from './map-format.js';
+export type { DiskBinding, DiskFingerprint, MapHeader, TargetShipping } from './map-format.js';
 
 /** The map and the local disk are the guest's data: owner only, whatever the umask. */
 const FILE_MODE = 0o600;
@@ -47,7 +47,7 @@ export class BlockMap {
 
   private constructor(
     readonly path: string,
-    private readonly file: FileHandle,
+    private file: FileHandle,
     private currentHeader: MapHeader,
     readonly present: Bitset,
     readonly modified: Bitset[],
@@ -183,6 +183,80 @@ export class BlockMap {
     this.modified[target]!.clearRange(first, count);
     this.voidFingerprint();
     this.changedSinceCommit = true;
+  }
+
+  /** Index of a target label in the header, or -1. */
+  targetIndex(label: string): number {
+    return this.currentHeader.targets.indexOf(label);
+  }
+
+  /**
+   * For a snapshot: clears the target's W bits that are set in `shipping` (which the caller has
+   * made durable elsewhere first, see lib/snapshot/sending-set.ts). Durable at the next commit.
+   */
+  clearModifiedWhere(target: number, shipping: Bitset): void {
+    this.modified[target]!.clearWhere(shipping);
+    this.voidFingerprint();
+    this.changedSinceCommit = true;
+  }
+
+  /** Sets the target's W bits again for blocks a failed snapshot did not ship. */
+  remarkModified(target: number, blocks: Bitset): void {
+    this.modified[target]!.orWith(blocks);
+    this.voidFingerprint();
+    this.changedSinceCommit = true;
+  }
+
+  /** The target's shipping state (durable at the next commit; W bits unchanged). */
+  setShipping(target: string, shipping: TargetShipping): void {
+    if (!this.currentHeader.targets.includes(target)) throw new RangeError(`map ${this.path} has no target ${target}`);
+    this.currentHeader = { ...this.currentHeader, shipping: { ...this.currentHeader.shipping, [target]: shipping } };
+    this.changedSinceCommit = true;
+  }
+
+  shippingOf(target: string): TargetShipping | undefined {
+    return this.currentHeader.shipping?.[target];
+  }
+
+  /**
+   * Adds a replication target with its own W bits, starting as `initial`. The slot size changes,
+   * so the whole map is rewritten beside the file and renamed over it (a crash leaves the old map
+   * or the new one, whole). Only while nothing else uses the map (the caller holds the disk lock
+   * and has no device open on it). Returns the new target's index.
+   */
+  async addTarget(label: string, initial: Bitset, shipping: TargetShipping): Promise<number> {
+    const targets = this.currentHeader.targets;
+    if (targets.includes(label)) throw new RangeError(`map ${this.path} has a target ${label} already`);
+    if (targets.length >= MAX_TARGETS) throw new MapTargetsFull(this.path, targets);
+    while (this.commitInFlight || this.commitQueued) await (this.commitQueued ?? this.commitInFlight)!.catch(() => undefined);
+    const header: MapHeader = { ...this.currentHeader, targets: [...targets, label], shipping: { ...this.currentHeader.shipping, [label]: shipping } };
+    const bits = new Bitset(this.blockCount);
+    bits.words.set(initial.words);
+    const modified = [...this.modified, bits];
+    const generation = this.generation + 1n;
+    const slot = encodeSlot({ header, generation, present: this.present, modified });
+    await this.syncData();
+    const temporary = `${this.path}.new`;
+    await unlink(temporary).catch(() => undefined);
+    const file = await open(temporary, 'wx+', FILE_MODE);
+    try {
+      await file.truncate(slot.length * 2);
+      await file.write(slot, 0, slot.length, Number(generation % 2n) * slot.length);
+      await file.datasync();
+      await rename(temporary, this.path);
+      await syncDirectory(dirname(this.path));
+    } catch (error) {
+      await file.close();
+      await unlink(temporary).catch(() => undefined);
+      throw error;
+    }
+    await this.file.close();
+    this.file = file;
+    this.currentHeader = header;
+    this.modified.push(bits);
+    this.generation = generation;
+    this.slotBuffer = undefined;
+    return header.targets.length - 1;
   }
 
   nextAbsent(from: number): number {

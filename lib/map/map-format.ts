@@ -34,6 +34,21 @@ export interface MapHeader {
   readonly diskCreatedSparse?: boolean;
   /** The disk file this map describes (absent in maps made before bindings: those are refused). */
   readonly disk?: DiskBinding;
+  /** Per target label: where it ships and what it last committed (see TargetShipping). */
+  readonly shipping?: Readonly<Record<string, TargetShipping>>;
+}
+
+/**
+ * What a replication target has received. A target's W bits mean "changed since `baseline`": the
+ * next snapshot to it starts from `baseline`'s digest table and replaces the W blocks.
+ */
+export interface TargetShipping {
+  /** The write URI the target is bound to (canonical spelling, lib/write/open-write-target.ts). */
+  readonly uri: string;
+  /** The version this disk last committed there (or the image it came from, before any). */
+  readonly baseline?: { readonly ref: string; readonly manifestDigest: string };
+  /** The write session of that commit: a leftover in-flight set of this session is already shipped. */
+  readonly lastSession?: string;
 }
 
 /**

@@ -1,7 +1,7 @@
 // Parses NBD URIs (nbd+unix:///EXPORT?socket=PATH, nbd://HOST[:PORT]/EXPORT, and the TLS forms
 // nbds:// and nbds+unix://) into a connect target. TLS credentials may ride in the URI as libnbd
 // writes them: ?tls-certificates=DIR, or ?tls-psk-file=FILE[&tls-username=USER].
-import { UsageError } from '../errors.js';
+import { UsageError } from '../base/errors.js';
 
 export interface NbdTlsTarget {
   /** x509 directory: ca-cert.pem (and client-cert.pem, client-key.pem). */

@@ -2,7 +2,7 @@
 // Used by the fetcher to read manifests and blocks from `lazyboot repo serve`, and by tests.
 import { connect as netConnect, type Socket } from 'node:net';
 import { BlockError, type BlockBackend, type BlockCapabilities, type BlockSizeConstraints, type Extent, type WriteOptions } from '../block/backend.js';
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 import * as P from './protocol.js';
 import { blockErrorCode } from './errno.js';
 import {

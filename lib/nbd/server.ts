@@ -4,7 +4,7 @@
 import { createServer, createConnection, type Server, type Socket } from 'node:net';
 import { chmod, lstat, unlink, mkdir } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 import type { ExportProvider } from './export-provider.js';
 import { BufferPool } from './buffer-pool.js';
 import { Connection } from './connection.js';

@@ -1,5 +1,5 @@
 // Typed errors of the image repository: each says in one line what is wrong and what to do.
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 import { exactInteger } from './exact-integer.js';
 
 /** No image (or no such version) by that name. */

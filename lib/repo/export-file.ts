@@ -5,8 +5,8 @@ import { open, rename, stat, unlink } from 'node:fs/promises';
 import { unlinkSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { registerCleanup } from '../cleanup.js';
-import { LazybootError } from '../errors.js';
+import { registerCleanup } from '../base/cleanup.js';
+import { LazybootError } from '../base/errors.js';
 import { ExportFailed, RepositoryCorrupt } from './errors.js';
 import { fsyncDirectory } from './durable-file.js';
 import type { Manifest } from './manifest-format.js';
@@ -43,12 +43,20 @@ export async function exportImageToFile(repo: Repository, manifest: Manifest, fi
       const chunk = chunkBytes(manifest.blockSize);
       for (let offset = 0; offset < manifest.size; offset += chunk) {
         const length = Math.min(chunk, manifest.size - offset);
-        for (const extent of await backend.blockStatus(offset, length)) {
-          if (extent.zero) continue; // zero runs stay sparse
-          const data = await backend.read(extent.offset, extent.length).catch((error: Error & { cause?: unknown }) => {
-            throw error.cause instanceof LazybootError ? error.cause : new RepositoryCorrupt(repo.dir, `cannot be read: ${error.message}`);
-          });
-          await out.write(data, 0, data.length, extent.offset);
+        // Block status may describe only the first extents of a range (the image backend stops
+        // after 32): ask again from where its answer ended until the chunk is covered.
+        for (let at = offset; at < offset + length;) {
+          const extents = await backend.blockStatus(at, offset + length - at);
+          for (const extent of extents) {
+            if (extent.zero) continue; // zero runs stay sparse
+            const data = await backend.read(extent.offset, extent.length).catch((error: Error & { cause?: unknown }) => {
+              throw error.cause instanceof LazybootError ? error.cause : new RepositoryCorrupt(repo.dir, `cannot be read: ${error.message}`);
+            });
+            await out.write(data, 0, data.length, extent.offset);
+          }
+          const last = extents[extents.length - 1];
+          if (!last) throw new RepositoryCorrupt(repo.dir, `gave no block status at offset ${at}`);
+          at = last.offset + last.length;
         }
         onProgress?.(offset + length);
       }

@@ -6,7 +6,7 @@ import { MAX_REQUEST_BYTES } from '../nbd/protocol.js';
 import { readByFilling, zeroBlockRanges, type KnowsZeroRanges, type ReadsIntoBuffer } from '../block/read-into.js';
 import { READ_ONLY_CAPABILITIES, ReadOnlyBackend } from '../block/read-only.js';
 import { DIGEST_BYTES, zeroBlockFlags, type Manifest } from './manifest-format.js';
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 import { BlockCorrupt, BlockMissing, RepositoryCorrupt } from './errors.js';
 import type { BlockLocation, PackFile, PackStore } from './pack-store.js';
 import { formatImageRef } from './image-name.js';

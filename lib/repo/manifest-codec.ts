@@ -3,7 +3,7 @@
 // Layout: "LZBMAN01" | u32 header length | header JSON (name, version, size, blockSize, blockCount,
 // parent?, created, session?) | blockCount × 32-byte digests | SHA-256 of everything before it.
 import { createHash } from 'node:crypto';
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 import { DIGEST_BYTES, type Manifest } from './manifest-format.js';
 import { isValidBlockSize } from './block-size.js';
 import { parseImageRef, validateImageName } from './image-name.js';

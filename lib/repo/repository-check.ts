@@ -4,7 +4,7 @@
 import { chmod, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { processAlive } from '../process-alive.js';
+import { processAlive } from '../base/process-alive.js';
 import { decodePackIndex, type PackIndexEntry } from './pack-index.js';
 import { decodeManifest } from './manifest-codec.js';
 import { isZeroDigest, digestOf } from './manifest-format.js';

@@ -19,7 +19,7 @@ import { createFileDurably, fsyncDirectory } from './durable-file.js';
 import { openRepositoryDirectory } from './repository-marker.js';
 import { DIR_MODE } from './modes.js';
 import { DEFAULT_BLOCK_SIZE, parseBlockSize } from './block-size.js';
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 
 const MANIFEST_SUFFIX = '.manifest';
 const MANIFEST_PATTERN = /^[1-9][0-9]{0,8}\.manifest$/;

@@ -2,7 +2,7 @@
 // `http+unix:///?socket=PATH` and `http://HOST:PORT`. Counts every byte it puts on the wire.
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 import type { CommitResult, ImageCommit, OfferedBlock, SessionRequest, SessionStart, StoredBlocks, WireCounters, WriteTarget } from '../repo/write-target.js';
 import { API_PREFIX, encodeCommitBody, encodeFrameHeader, fromWireError, type WireError } from './http-protocol.js';
 

@@ -11,7 +11,7 @@
 //
 // A refusal is a 4xx/5xx with JSON {error: CLASS, message, hint}: the client raises the same
 // typed error class the repository raised.
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 import {
   BlockCorrupt, BlockDigestMismatch, BlockMissing, ImageShapeMismatch, InvalidBlockSize, InvalidImageName, MalformedWriteRequest,
   NotARepository, RepositoryCorrupt, UnknownImage, UnknownParent, VersionConflict,

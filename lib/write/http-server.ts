@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { chmod, mkdir, unlink } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
 import type { Socket } from 'node:net';
-import { LazybootError } from '../errors.js';
+import { LazybootError } from '../base/errors.js';
 import type { OfferedBlock, WriteTarget } from '../repo/write-target.js';
 import { MalformedWriteRequest } from '../repo/errors.js';
 import { MAX_BLOCK_SIZE } from '../repo/block-size.js';

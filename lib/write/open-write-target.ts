@@ -2,7 +2,7 @@
 // endpoint (`http+unix:///?socket=PATH`, `http://HOST:PORT`).
 import { resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UsageError } from '../errors.js';
+import { UsageError } from '../base/errors.js';
 import { Repository } from '../repo/repository.js';
 import { RepositoryWriter } from '../repo/repository-writer.js';
 import type { WriteTarget } from '../repo/write-target.js';

@@ -4,9 +4,10 @@ import { access } from 'node:fs/promises';
 import { openCorDevice, openDisk, mapPathOf, statsOf } from '../../cor/device.js';
 import { Filler, type FillProgress } from '../../cor/fill.js';
 import { BlockMap } from '../../map/block-map.js';
-import { UsageError, LazybootError } from '../../errors.js';
+import { UsageError, LazybootError } from '../../base/errors.js';
 import { BlockError } from '../../block/backend.js';
 import { DiskIoFailed, FillFailed } from '../../cor/errors.js';
+import { isSystemError } from '../../base/system-error.js';
 import { ProgressBar } from '../progress-bar.js';
 import { humanSize } from '../human-size.js';
 import { serverLimitOptions, serverLimitsOf, type ServerLimitArgs } from '../server-limits.js';
@@ -66,10 +67,10 @@ function fromUris(args: { from: string[]; 'tls-creds'?: string }): string[] {
  * LazybootError: it carries an errno for NBD clients, not a hint for a person).
  */
 function oneLine(error: unknown, context: { disk: string; image?: string }): unknown {
-  if (error instanceof LazybootError) return error;
+  // A BlockError is a LazybootError too, but a failed fill needs its own line (which block, why).
   if (error instanceof BlockError) return new FillFailed(context.disk, context.image ?? 'the image', error);
-  const errno = error as NodeJS.ErrnoException;
-  if (errno instanceof Error && typeof errno.code === 'string' && typeof errno.syscall === 'string') return new DiskIoFailed(errno);
+  if (error instanceof LazybootError) return error;
+  if (isSystemError(error)) return new DiskIoFailed(error);
   return error;
 }
 

@@ -6,7 +6,7 @@ import { inspectImageFile, type InspectedImage } from '../../repo/image-file.js'
 import { exportImageToFile } from '../../repo/export-file.js';
 import { parseBlockSize, DEFAULT_BLOCK_SIZE } from '../../repo/block-size.js';
 import { validateImageName, formatImageRef } from '../../repo/image-name.js';
-import { LazybootError } from '../../errors.js';
+import { LazybootError } from '../../base/errors.js';
 import { installSignalTeardown } from '../../base/cleanup.js';
 import { RepositoryCorrupt } from '../../repo/errors.js';
 import { ProgressBar } from '../progress-bar.js';

@@ -5,7 +5,7 @@ import { Repository } from '../../repo/repository.js';
 import { repositoryExports } from '../../repo/export-provider.js';
 import { checkListenAllowed, startNbdServer } from '../../nbd/server.js';
 import { loadServerTls } from '../../nbd/tls.js';
-import { UsageError } from '../../errors.js';
+import { UsageError } from '../../base/errors.js';
 import { checkCommand } from './repo-check.js';
 import type { WriteServer } from '../../write/http-server.js';
 import { serverLimitOptions, serverLimitsOf, type ServerLimitArgs } from '../server-limits.js';
