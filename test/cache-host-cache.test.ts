@@ -2,7 +2,8 @@
 // the repository once, racing or one after the other, in one process or several; a damaged cache
 // block is never served; a full cache evicts and keeps serving; a writer killed mid-way leaves
 // nothing that is served wrong. The wire is watched by a proxy that parses every READ in front of
-// a real `lazyboot repo serve`; the devices are read by nbdcopy.
+// a real `lazyboot repo serve`; the devices are read by nbdcopy. Serial: each test runs a server,
+// a proxy and up to three devices, and six at once on a loaded 2-core machine hit fetch timeouts.
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
@@ -44,7 +45,7 @@ async function cacheFilesVerify(cacheDir: string): Promise<number> {
   return files;
 }
 
-test('two devices reading one image at once fetch each block once; a third reads it all from the cache', (t) => withDir(async ({ path: dir }) => {
+test.serial('two devices reading one image at once fetch each block once; a third reads it all from the cache', (t) => withDir(async ({ path: dir }) => {
   const content = imageContent();
   const link = await served(dir, content);
   const cache = { dir: join(dir, 'cache'), maxBytes: 1024 ** 3 };
@@ -78,7 +79,7 @@ test('two devices reading one image at once fetch each block once; a third reads
   }
 }, { unsafeCleanup: true }));
 
-test('a damaged cache block is never served: it is removed and fetched again', (t) => withDir(async ({ path: dir }) => {
+test.serial('a damaged cache block is never served: it is removed and fetched again', (t) => withDir(async ({ path: dir }) => {
   const content = imageContent();
   const link = await served(dir, content);
   const cache = { dir: join(dir, 'cache'), maxBytes: 1024 ** 3 };
@@ -113,7 +114,7 @@ test('a damaged cache block is never served: it is removed and fetched again', (
   }
 }, { unsafeCleanup: true }));
 
-test('a cache past its size evicts the least recently used blocks and keeps serving right', (t) => withDir(async ({ path: dir }) => {
+test.serial('a cache past its size evicts the least recently used blocks and keeps serving right', (t) => withDir(async ({ path: dir }) => {
   const content = imageContent();
   const link = await served(dir, content);
   const cache = { dir: join(dir, 'cache'), maxBytes: 2 * 1024 * 1024 }; // 32 of the 128 data blocks
@@ -134,7 +135,7 @@ test('a cache past its size evicts the least recently used blocks and keeps serv
   }
 }, { unsafeCleanup: true }));
 
-test('two `disk serve` processes racing through one cache fetch each block once; a killed one leaves nothing served wrong', (t) => withDir(async ({ path: dir }) => {
+test.serial('two `disk serve` processes racing through one cache fetch each block once; a killed one leaves nothing served wrong', (t) => withDir(async ({ path: dir }) => {
   const content = imageContent();
   const link = await served(dir, content);
   const cacheDir = join(dir, 'cache');
@@ -175,7 +176,7 @@ test('two `disk serve` processes racing through one cache fetch each block once;
   }
 }, { unsafeCleanup: true }));
 
-test('`cache status` and `cache prune` report and empty the cache; a bad size is one clear line', (t) => withDir(async ({ path: dir }) => {
+test.serial('`cache status` and `cache prune` report and empty the cache; a bad size is one clear line', (t) => withDir(async ({ path: dir }) => {
   const content = imageContent();
   const link = await served(dir, content);
   const cacheDir = join(dir, 'cache');
@@ -199,7 +200,7 @@ test('`cache status` and `cache prune` report and empty the cache; a bad size is
   t.regex(bad.stderr, /banana/);
 }, { unsafeCleanup: true }));
 
-test('the CLI uses the cache by default for an NBD repository (under $XDG_CACHE_HOME), not with --no-cache', (t) => withDir(async ({ path: dir }) => {
+test.serial('the CLI uses the cache by default for an NBD repository (under $XDG_CACHE_HOME), not with --no-cache', (t) => withDir(async ({ path: dir }) => {
   const content = imageContent();
   const link = await served(dir, content);
   const defaultDir = join(process.env.XDG_CACHE_HOME!, 'lazyboot', 'blocks');
