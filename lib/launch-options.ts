@@ -2,8 +2,11 @@
 // where the image and the disk come from, and the copy-on-read device's options a caller may need
 // (the device's own names: CorDeviceOptions in cor/device.ts).
 import type { CorDeviceOptions } from './cor/device.js';
+import type { BootTraceOptions } from './cor/boot-tracing.js';
 import { UsageError } from './base/errors.js';
 import { parseMemoryMiB, type VmOptions } from '../vmm/vm-options.js';
+
+export type PivotMode = 'live' | 'none';
 
 export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 'fill' | 'fillRate' | 'fetchTimeoutMs' | 'fetchAheadBytes' | 'cache' | 'log'> {
   /** `name` or `name@N` in the repository. */
@@ -13,10 +16,22 @@ export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 'fill' 
   /** Repository URIs (directory, nbd+unix:///?socket=…, nbd://…); none = the embedded default repository. */
   readonly from?: readonly string[];
   /**
+   * `live`: once the guest's own storage driver has the disk (hook or guest agent), pause it for
+   * milliseconds and move its disk to QEMU's native graph (the COR device becomes its read-through
+   * backing). `none` (default): stay on the COR device.
+   */
+  readonly pivot?: PivotMode;
+  /**
    * @deprecated Use `memoryMiB`. Guest memory as MiB or a size like "512M", "1G", parsed by the
    * same parser as the CLI's --memory. Kept until its last caller (scripts/bench-boot.ts) moves.
    */
   readonly memory?: number | string;
+  /**
+   * The boot trace (default on, traces under $XDG_CACHE_HOME/lazyboot/traces): a first boot of an
+   * image version records the blocks it reads until the guest is ready; later boots fetch them
+   * ahead of the guest. `false` turns both off; see BootTraceOptions for the rest.
+   */
+  readonly trace?: BootTraceOptions | false;
 }
 
 /** The launch's VM options, the deprecated `memory` folded into `memoryMiB` (the one place it is read). */

@@ -4,22 +4,32 @@
 // It touches no process-wide state: signals and V8 tuning are the process owner's opt-ins
 // (installSignalTeardown in base/cleanup.ts, tuneProcess in process-tuning.ts).
 import { mkdtemp, rm } from 'node:fs/promises';
+import { UsageError } from './base/errors.js';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { openCorDevice, type CorDevice, type CorStats } from './cor/device.js';
+import { openCorDevice, type CorDevice, type CorDeviceStats } from './cor/device.js';
+import type { TraceOutcome } from './cor/boot-tracing.js';
 import { vmOptionsOf, type LaunchOptions } from './launch-options.js';
 import { withVmDefaults } from '../vmm/vm-options.js';
-import { TransientVm, type ExecResult, type VmEvent } from '../vmm/vm.js';
+import { TransientVm, type ExecResult, type StorageReadySource, type VmEvent } from '../vmm/vm.js';
 import type { EventStream } from '../vmm/event-stream.js';
 import type { VmState } from '../vmm/lifecycle.js';
+import { ClusterSizeUnsupported, QCOW2_MAX_CLUSTER, QCOW2_MIN_CLUSTER } from '../vmm/qcow2-metadata.js';
+import { pivotWhenStorageReady, type PivotOutcome } from './pivot/live-pivot.js';
+import { foldNativeIntoMap, type FoldResult } from './pivot/fold-native.js';
+import { lockDisk, type DiskLock } from './cor/disk-lock.js';
 
-export type { LaunchOptions } from './launch-options.js';
-export type { VmEvent, ExecResult } from '../vmm/vm.js';
+export type { LaunchOptions, PivotMode } from './launch-options.js';
+export type { PivotOutcome } from './pivot/live-pivot.js';
+export type { FoldResult } from './pivot/fold-native.js';
+export type { VmEvent, ExecResult, StorageReadySource } from '../vmm/vm.js';
 export type { VmState } from '../vmm/lifecycle.js';
 
 export interface LazyVm extends AsyncDisposable {
   /** The guest's own storage driver has the disk. */
   readonly storageReady: Promise<void>;
+  /** Who said storage-ready: the image's lazyboot hook, or qemu-guest-agent (undefined until then). */
+  readonly storageReadySource: StorageReadySource | undefined;
   /** The guest is up (agent answered with `agent: true`, else boot-complete). Rejects with the failure. */
   readonly ready: Promise<void>;
   /** Everything that happened, live and replayable (`for await` ends at teardown). */
@@ -33,15 +43,37 @@ export interface LazyVm extends AsyncDisposable {
   readonly image: string;
   /** The image's disk size in bytes. */
   readonly imageBytes: number;
-  /** Blocks fetched / present / modified on the local disk, read requests, failed fetches. */
-  stats(): CorStats;
+  /**
+   * With `pivot: 'live'`: resolves once the guest runs on QEMU's native graph (with the measured
+   * pause); resolves undefined without a pivot, or when the VM ends before it (see `failure`).
+   */
+  readonly pivoted: Promise<PivotOutcome | undefined>;
+  /**
+   * With a live pivot and `fill`: resolves true once QEMU's block-stream has filled the disk and
+   * the COR device has left the data path; false without a fill, or when it failed (logged).
+   */
+  readonly filled: Promise<boolean>;
+  /** After a pivot, once closed: what QEMU's allocation and writes bitmap added to the map. */
+  readonly folded: FoldResult | undefined;
+  /** Blocks fetched / present / modified on the local disk, read requests, failed fetches; the boot trace's replay and recording. */
+  stats(): CorDeviceStats;
+  /**
+   * What became of this boot's trace once the guest was ready (recorded, added, re-recorded), or
+   * undefined when tracing is off or the boot never got ready.
+   */
+  readonly traceOutcome: Promise<TraceOutcome | undefined>;
   exec(program: string, args?: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
+  /** QEMU's block nodes (node name, driver): which parts are in the data path now. */
+  blockNodes(): Promise<Array<{ nodeName: string; driver: string }>>;
   close(): Promise<void>;
 }
 
 export async function launch(options: LaunchOptions): Promise<LazyVm> {
   // Bad VM options fail here, before anything is fetched or created.
-  const vmOptions = withVmDefaults(vmOptionsOf(options));
+  const pivotMode = options.pivot ?? 'none';
+  if (pivotMode !== 'live' && pivotMode !== 'none') throw new UsageError(`unknown pivot mode ${JSON.stringify(pivotMode)}`, 'use live or none');
+  // A pivot needs a storage-ready: without our hooks only the guest agent can say it.
+  const vmOptions = withVmDefaults({ ...vmOptionsOf(options), agent: pivotMode === 'live' && !options.agent ? 'optional' : options.agent });
   const tempDiskDir = options.disk ? undefined : await mkdtemp(path.join(tmpdir(), 'lazyboot-disk-'));
   const diskPath = path.resolve(options.disk ?? path.join(tempDiskDir!, 'disk.raw'));
   let cor: CorDevice | undefined;
@@ -50,51 +82,129 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       image: options.image,
       disk: diskPath,
       from: [...(options.from ?? [])],
-      fill: options.fill,
+      // With a live pivot QEMU's block-stream fills after it (below), not the COR device.
+      fill: options.fill && options.pivot !== 'live',
       fillRate: options.fillRate,
       log: options.log,
       fetchTimeoutMs: options.fetchTimeoutMs,
       fetchAheadBytes: options.fetchAheadBytes,
       cache: options.cache,
+      // Recorded on a first boot of the image version, replayed (and refined) on the later ones.
+      trace: options.trace === false ? false : (options.trace ?? {}),
     });
   } catch (error) {
     if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
     throw error;
   }
   const device = cor;
+  const { blockSize } = device.manifest;
+  const powerOfTwo = (blockSize & (blockSize - 1)) === 0;
+  if (pivotMode === 'live' && (!powerOfTwo || blockSize < QCOW2_MIN_CLUSTER || blockSize > QCOW2_MAX_CLUSTER)) {
+    await device.close();
+    if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
+    throw new ClusterSizeUnsupported(blockSize);
+  }
+  // The pivot's qcow2 metadata file lives beside a temp disk, else in its own temp dir.
+  const pivotDir = pivotMode === 'live' ? tempDiskDir ?? (await mkdtemp(path.join(tmpdir(), 'lazyboot-pivot-'))) : undefined;
+  const metadataPath = pivotDir ? path.join(pivotDir, 'native.qcow2') : undefined;
+  let folded: FoldResult | undefined;
+  /** Taken when the COR device closes after the fill, so the disk stays ours until the fold. */
+  let heldLock: DiskLock | undefined;
+  /** The COR device closed after the fill (its stats are final). */
+  let deviceLeft = false;
+  let leaving: Promise<void> | undefined;
   let lastStats = device.stats();
-  const vm = await TransientVm.start({
+  let traceStored: Promise<TraceOutcome | undefined> = Promise.resolve(undefined);
+  // eslint-disable-next-line prefer-const -- the disk's close reads it once the VM exists
+  let vm: TransientVm | undefined;
+  vm = await TransientVm.start({
     ...vmOptions,
     disk: {
       spec: { kind: 'nbd', socketPath: device.socketPath, exportName: device.exportName },
       close: async () => {
-        lastStats = device.stats();
+        // A trace being stored is finished first (a CLI exits soon after closing).
+        await traceStored;
+        if (!deviceLeft) lastStats = device.stats();
         try {
           await device.close();
+          await leaving?.catch(() => undefined);
+          // QEMU has exited: what it wrote and allocated since the pivot goes into the map.
+          if (vm?.isNative && metadataPath) {
+            folded = await foldNativeIntoMap({ disk: diskPath, metadataPath, manifest: device.manifest, heldLock });
+            heldLock = undefined;
+            options.log?.(`after the pivot: ${folded.newlyPresent} blocks made present by QEMU, ${folded.written} written by the guest (from the ${folded.writesFrom === 'bitmap' ? 'writes bitmap' : 'manifest digests'}), recorded in the map`);
+          }
         } finally {
+          await heldLock?.release();
           if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
+          if (pivotDir && pivotDir !== tempDiskDir) await rm(pivotDir, { recursive: true, force: true });
         }
       },
     },
+    requireStorageReady: pivotMode === 'live',
   });
   // TransientVm.start closed the disk itself if it threw.
+  const started = vm;
+  const pivoted: Promise<PivotOutcome | undefined> =
+    pivotMode === 'live' && metadataPath
+      ? pivotWhenStorageReady(started, device, diskPath, metadataPath).catch((error: Error) => {
+          // Asked for a pivot that cannot happen: the VM ends with the reason (unless it ended already).
+          if (!started.lifecycle.isFinal) started.abort(error);
+          return undefined;
+        })
+      : Promise.resolve(undefined);
+  const filled: Promise<boolean> = pivoted.then(async (pivot) => {
+    if (!pivot || !options.fill) return false;
+    try {
+      await started.fill(options.fillRate ?? 0);
+    } catch (error) {
+      if (!started.lifecycle.isFinal && started.state !== 'stopping') options.log?.((error as Error).message);
+      return false;
+    }
+    // QEMU alone has the disk now: the COR device leaves; the disk stays locked until the fold.
+    lastStats = device.stats();
+    deviceLeft = true;
+    leaving = device.close().then(async () => {
+      heldLock = await lockDisk(diskPath);
+    });
+    await leaving;
+    return true;
+  });
+  // The boot ends when the guest is ready: the replay stops and the recording is stored. (After a
+  // live pivot the device reads through, unrecorded: QEMU's block-stream is no boot to learn from.)
+  const trace = device.trace;
+  let traceOutcome: Promise<TraceOutcome | undefined> = Promise.resolve(undefined);
+  if (trace) {
+    started.storageReady.then(() => trace.milestone('storage-ready'), () => {});
+    traceOutcome = started.ready.then(() => (traceStored = trace.finish()), () => undefined);
+  }
   return {
-    storageReady: vm.storageReady,
-    ready: vm.ready,
-    events: vm.events,
-    closed: vm.closed,
+    traceOutcome,
+    pivoted,
+    filled,
+    get folded() {
+      return folded;
+    },
+    storageReady: started.storageReady,
+    get storageReadySource() {
+      return started.storageReadySource;
+    },
+    ready: started.ready,
+    events: started.events,
+    closed: started.closed,
     get state() {
-      return vm.state;
+      return started.state;
     },
     get failure() {
-      return vm.lifecycle.failure;
+      return started.lifecycle.failure;
     },
     diskPath,
     image: `${device.manifest.name}@${device.manifest.version}`,
     imageBytes: device.manifest.size,
-    stats: () => (vm.lifecycle.isFinal ? lastStats : (lastStats = device.stats())),
-    exec: (program, args, execOptions) => vm.exec(program, args, execOptions),
-    close: () => vm.close(),
-    [Symbol.asyncDispose]: () => vm.close(),
+    stats: () => (started.lifecycle.isFinal || deviceLeft ? lastStats : (lastStats = device.stats())),
+    exec: (program, args, execOptions) => started.exec(program, args, execOptions),
+    blockNodes: () => started.blockNodes(),
+    close: () => started.close(),
+    [Symbol.asyncDispose]: () => started.close(),
   };
 }

@@ -29,6 +29,7 @@ test('tiny boots through the COR disk from `lazyboot repo serve`: storage-ready,
   const vm = await launch({ image: 'tiny', disk: diskPath, from: [served.uri], accel: 'auto', memoryMiB: 256, timeoutMs: 90_000 });
   t.teardown(() => vm.close());
   await vm.storageReady;
+  t.is(vm.storageReadySource, 'hook', 'the tiny image carries the lazyboot hooks');
   const atStorageReady = vm.stats();
   t.log(`storage-ready: fetched ${atStorageReady.fetchedBytes} bytes (${atStorageReady.fetchedBlocks} blocks) of a ${tiny.sizeBytes}-byte image (${tiny.allocatedBytes} allocated)`);
   t.true(atStorageReady.fetchedBytes > 0);
@@ -65,7 +66,8 @@ test('`lazyboot boot tiny` prints milestones and a summary, exits 0, deletes its
   const expected = await chooseAccelerator('auto');
   t.true(result.stderr.includes(`accelerator: ${expected.reason}`), `expected "${expected.reason}"`);
   t.regex(result.stderr, /QEMU up \(pid \d+\)/);
-  t.regex(result.stderr, /storage-ready at [\d.]+ s: virtio_blk has \/dev\/vda .*fetched/);
+  t.regex(result.stderr, /storage-ready at [\d.]+ s: virtio_blk has \/dev\/vda .*said by the image's lazyboot hook.*fetched/);
+  t.regex(result.stdout, /storage-ready: [\d.]+ s \(from the image's hook\)/);
   t.regex(result.stdout, /summary: tiny@1 stopped/);
   // The tiny boot reads ~20 MiB of its image: what it needed is reported beside what was fetched.
   t.regex(result.stdout, /the guest needed \d+(\.\d+)? MiB; fetched ahead [\d.]+ [KMG]?i?B, of it read [\d.]+ [KMG]?i?B/);

@@ -73,3 +73,17 @@ export class VmEndedEarly extends LazybootError {
     super(`the VM was ${state} before it was ${waitedFor}`, 'the guest powered off by itself: watch its console (--console)');
   }
 }
+
+/** The guest is up, but nothing said its own storage driver has the disk: no hooks, and no agent that sees `/` on a native disk. */
+export class StorageReadinessUnknown extends LazybootError {
+  constructor(agentAsked: boolean, options: { waitedMs?: number; forPivot?: boolean } = {}) {
+    const { waitedMs, forPivot = true } = options;
+    const sources = agentAsked
+      ? 'no lazyboot hook said storage-ready, and qemu-guest-agent did not report / on a virtio/scsi/nvme disk'
+      : 'no lazyboot hook said storage-ready, and the guest agent was not used';
+    super(
+      `${forPivot ? 'cannot pivot: ' : 'no storage-ready: '}${waitedMs === undefined ? 'the guest is up but ' : `after ${Math.round(waitedMs / 1000)} s `}${sources}`,
+      'install qemu-guest-agent in the image (or the lazyboot hooks), or boot with --pivot none',
+    );
+  }
+}

@@ -16,7 +16,7 @@ export type VmInput =
   | { readonly type: 'qemu-exited' }
   | { readonly type: 'failure'; readonly error: Error };
 
-export type VmAction = 'exec' | 'wait-ready' | 'stop';
+export type VmAction = 'exec' | 'wait-ready' | 'stop' | 'pivot';
 
 /** The state each input leads to from each state; absent = the input does not move this state. */
 const TRANSITIONS: Record<VmState, Partial<Record<VmInput['type'], VmState>>> = {
@@ -33,6 +33,7 @@ const TRANSITIONS: Record<VmState, Partial<Record<VmInput['type'], VmState>>> = 
 const ALLOWED: Record<VmAction, readonly VmState[]> = {
   exec: ['running'],
   'wait-ready': ['starting', 'booting', 'storage-ready', 'running'],
+  pivot: ['storage-ready', 'running'],
   stop: ['starting', 'booting', 'storage-ready', 'running', 'stopping', 'stopped', 'failed'],
 };
 

@@ -8,7 +8,7 @@ import { rm } from 'node:fs/promises';
 import { dir } from 'tmp-promise';
 import { registerCleanup } from '../lib/base/cleanup.js';
 import { chooseAccelerator, type AccelChoice } from './accel.js';
-import { BootTimeout, GuestDiskError, IllegalVmAction, QemuExited, VmEndedEarly } from './errors.js';
+import { BootTimeout, GuestDiskError, IllegalVmAction, QemuExited, StorageReadinessUnknown, VmEndedEarly } from './errors.js';
 import { EventStream } from './event-stream.js';
 import { GuestEvents, type GuestEvent } from '../guest/events.js';
 import { launchQemu, type LaunchedQemu } from './launcher.js';
@@ -18,6 +18,8 @@ import type { DiskSpec } from './qemu-args.js';
 import type { QmpEvent } from './qmp.js';
 import { connectGuestAgent, type GuestAgentLink } from './guest-agent-link.js';
 import { withVmDefaults, type ResolvedVmOptions, type VmOptions } from './vm-options.js';
+import { livePivot, type LivePivotResult, type NativeGraph } from './native-graph.js';
+import { FillJob } from './fill-job.js';
 
 /** The VM's disk as the VMM sees it: how QEMU reaches it, and how to release it. */
 export interface VmDisk {
@@ -29,6 +31,11 @@ export interface VmDisk {
 /** The VM options (vm-options.ts: names and defaults) and the disk to boot. */
 export interface StartVmOptions extends VmOptions {
   readonly disk: VmDisk;
+  /**
+   * A pivot will need storage-ready: a guest that is up without it, or the boot timeout without
+   * it, fails the VM with StorageReadinessUnknown (one line saying why and what to do).
+   */
+  readonly requireStorageReady?: boolean;
 }
 
 /**
@@ -49,7 +56,21 @@ export type VmEvent =
   | { readonly type: 'guest-event'; readonly event: GuestEvent; readonly atMs: number }
   | { readonly type: 'qmp-event'; readonly event: QmpEvent; readonly atMs: number }
   | { readonly type: 'agent-up'; readonly atMs: number }
+  /** The guest's own storage driver has the disk: said by our hooks (events port) or learnt through qemu-guest-agent. */
+  | { readonly type: 'storage-ready'; readonly source: StorageReadySource; readonly root: string; readonly disk?: string; readonly driver?: string; readonly atMs: number }
+  /** The live pivot: the guest ran on QEMU's native graph from here; it was paused `pauseMs`. */
+  | { readonly type: 'pivot'; readonly pauseMs: number; readonly drainMs: number; readonly atMs: number }
+  /** The fill block job (fill-job.ts): progress in bytes, its end, or its failure. */
+  | { readonly type: 'fill-progress'; readonly offset: number; readonly len: number; readonly atMs: number }
+  | { readonly type: 'fill-complete'; readonly atMs: number }
+  | { readonly type: 'fill-failed'; readonly message: string; readonly atMs: number }
   | { readonly type: 'torn-down'; readonly atMs: number };
+
+/** Who said the guest's storage driver is up: the image's lazyboot hooks, or qemu-guest-agent (any image that runs it). */
+export type StorageReadySource = 'hook' | 'agent';
+
+/** How long the agent fallback asks guest-get-fsinfo before concluding `/` is not on a native disk. */
+const AGENT_READINESS_TIMEOUT_MS = 30_000;
 
 export interface ExecResult {
   readonly exitCode: number;
@@ -78,17 +99,24 @@ export class TransientVm implements AsyncDisposable {
   readonly #startedAt = Date.now();
   readonly #unregisterCleanup: () => void;
   #bootTimer: NodeJS.Timeout | undefined;
+  #storageReadySource: StorageReadySource | undefined;
+  #native = false;
+  #fill: FillJob | undefined;
   /** Set while a host-signal SHUTDOWN waits to learn whether this process asked for the stop. */
   #hostSignalVerdict: Promise<void> | undefined;
   /** QEMU sent SHUTDOWN: it is going down, whoever asked. */
   #qemuShuttingDown = false;
 
-  readonly options: ResolvedVmOptions & { readonly disk: VmDisk };
+  readonly options: ResolvedVmOptions & Pick<StartVmOptions, 'disk' | 'requireStorageReady'>;
 
-  private constructor(options: ResolvedVmOptions & { readonly disk: VmDisk }) {
+  private constructor(options: ResolvedVmOptions & Pick<StartVmOptions, 'disk' | 'requireStorageReady'>) {
     this.options = options;
     const endError = (waitedFor: string) => (state: VmState) => this.lifecycle.failure ?? new VmEndedEarly(waitedFor, state);
-    this.storageReady = this.lifecycle.waitFor(['storage-ready', 'running'], endError('storage-ready')).then(() => undefined);
+    // Only a real source resolves it: a guest that is up without one (no hooks, and no agent that
+    // sees `/` on a native disk) never gets a storage-ready that a pivot could trust.
+    this.storageReady = this.lifecycle.waitFor(['storage-ready', 'running'], endError('storage-ready')).then(() => {
+      if (!this.#storageReadySource) throw new StorageReadinessUnknown(this.options.agent !== false, { forPivot: false });
+    });
     this.ready = this.lifecycle.waitFor(['running'], endError('running')).then(() => undefined);
     // Nobody may be listening: these rejections are reported through whoever awaits them.
     this.storageReady.catch(() => {});
@@ -110,7 +138,7 @@ export class TransientVm implements AsyncDisposable {
       await options.disk.close(); // the promise holds at every exit: a failed start releases the disk
       throw error;
     }
-    const vm = new TransientVm({ ...resolved, disk: options.disk });
+    const vm = new TransientVm({ ...resolved, disk: options.disk, requireStorageReady: options.requireStorageReady });
     try {
       await vm.#start();
     } catch (error) {
@@ -129,6 +157,11 @@ export class TransientVm implements AsyncDisposable {
     return this.#accel;
   }
 
+  /** Who said storage-ready (undefined until someone did). */
+  get storageReadySource(): StorageReadySource | undefined {
+    return this.#storageReadySource;
+  }
+
   get pid(): number | undefined {
     return this.#qemu?.process.pid;
   }
@@ -140,6 +173,69 @@ export class TransientVm implements AsyncDisposable {
   /** The serial console log: `consoleLog`, or console.log in the run dir. */
   get consoleLog(): string {
     return this.options.consoleLog ?? path.join(this.#runDir?.path ?? '.', 'console.log');
+  }
+
+  /** On QEMU's native graph since a pivot. */
+  get isNative(): boolean {
+    return this.#native;
+  }
+
+  /**
+   * The live pivot (native-graph.ts): the guest pauses, `whilePaused` drains the COR device to
+   * read-through and finishes the metadata file, the device's drive moves to the native graph,
+   * the guest resumes. Allowed once storage-ready; a failure fails the VM (its old disk no longer
+   * takes writes) and is thrown.
+   */
+  async pivot(graph: NativeGraph, whilePaused: () => Promise<void>): Promise<LivePivotResult> {
+    this.lifecycle.assertAllowed('pivot');
+    if (this.#native) throw new IllegalVmAction('pivot again', 'native');
+    const qemu = this.#qemu;
+    if (!qemu || this.#closing) throw new IllegalVmAction('pivot', this.state);
+    this.#native = true;
+    try {
+      const result = await livePivot(qemu.qmp, graph, whilePaused);
+      this.events.emit({ type: 'pivot', pauseMs: result.pauseMs, drainMs: result.drainMs, atMs: this.elapsedMs() });
+      return result;
+    } catch (error) {
+      this.#fail(error as Error);
+      throw error;
+    }
+  }
+
+  /**
+   * After the pivot: QEMU's block-stream fills the rest of the disk at `speed` bytes/s (0 =
+   * unlimited). Resolves when it completed and the backing node is gone; rejects with
+   * FillJobFailed (the guest runs on). Progress and the end are VM events.
+   */
+  async fill(speed: number): Promise<void> {
+    if (!this.#native || this.#fill) throw new IllegalVmAction(this.#fill ? 'fill twice' : 'fill before the pivot', this.state);
+    const qemu = this.#qemu;
+    if (!qemu || this.#closing || this.lifecycle.isFinal) throw new IllegalVmAction('fill', this.state);
+    const fill = await FillJob.start(qemu.qmp, {
+      speed,
+      onProgress: ({ offset, len }) => this.events.emit({ type: 'fill-progress', offset, len, atMs: this.elapsedMs() }),
+    });
+    this.#fill = fill;
+    try {
+      await fill.done;
+      this.events.emit({ type: 'fill-complete', atMs: this.elapsedMs() });
+    } catch (error) {
+      if (!this.#closing) this.events.emit({ type: 'fill-failed', message: (error as Error).message, atMs: this.elapsedMs() });
+      throw error;
+    }
+  }
+
+  /** QEMU's block nodes now (query-named-block-nodes): node name and driver, for diagnostics and tests. */
+  async blockNodes(): Promise<Array<{ nodeName: string; driver: string }>> {
+    const qemu = this.#qemu;
+    if (!qemu || qemu.qmp.closed) return [];
+    const nodes = await qemu.qmp.execute<Array<{ 'node-name': string; drv: string }>>('query-named-block-nodes', { flat: true });
+    return nodes.map((node) => ({ nodeName: node['node-name'], driver: node.drv }));
+  }
+
+  /** Ends the VM as failed with `error` (a part above the VMM gave up on it); tears it down. */
+  abort(error: Error): void {
+    this.#fail(error);
   }
 
   /** Milliseconds since start. */
@@ -172,7 +268,10 @@ export class TransientVm implements AsyncDisposable {
     const agentSocket = path.join(this.#runDir.path, 'agent.sock');
     const eventsSocket = path.join(this.#runDir.path, 'events.sock');
     if (options.timeoutMs > 0) {
-      this.#bootTimer = setTimeout(() => this.#fail(new BootTimeout('running', options.timeoutMs)), options.timeoutMs);
+      this.#bootTimer = setTimeout(() => {
+        const unknown = options.requireStorageReady && !this.#storageReadySource;
+        this.#fail(unknown ? new StorageReadinessUnknown(options.agent !== false, { waitedMs: options.timeoutMs }) : new BootTimeout('running', options.timeoutMs));
+      }, options.timeoutMs);
     }
     this.#qemu = await launchQemu({
       runDir: this.#runDir.path,
@@ -229,11 +328,30 @@ export class TransientVm implements AsyncDisposable {
       if (this.#abort.signal.aborted) return void (await agent.close());
       this.#agent = agent;
       this.events.emit({ type: 'agent-up', atMs: this.elapsedMs() });
+      // An image without our hooks: the agent tells whether `/` is on a disk of the guest's own driver.
+      if (!this.#storageReadySource) await this.#askAgentForStorage(agent);
       this.lifecycle.feed({ type: 'guest-up' });
     } catch (error) {
       // An optional agent that never shows up is not a failure: the image may have none.
       if (!this.#abort.signal.aborted && this.options.agent === true) this.#fail(error as Error);
     }
+  }
+
+  async #askAgentForStorage(agent: GuestAgentLink): Promise<void> {
+    try {
+      const ready = await agent.nativeStorage({ timeoutMs: AGENT_READINESS_TIMEOUT_MS, signal: this.#abort.signal });
+      this.#storageReadyFrom('agent', { root: ready.root });
+    } catch {
+      // `/` not on a native disk (or torn down meanwhile): no storage-ready; storageReady says so.
+    }
+  }
+
+  /** The first source to say storage-ready wins; later ones change nothing. */
+  #storageReadyFrom(source: StorageReadySource, where: { root: string; disk?: string; driver?: string }): void {
+    if (this.#storageReadySource || this.lifecycle.isFinal) return;
+    this.#storageReadySource = source;
+    this.events.emit({ type: 'storage-ready', source, ...where, atMs: this.elapsedMs() });
+    this.lifecycle.feed({ type: 'storage-ready' });
   }
 
   #onQmpEvent(event: QmpEvent): void {
@@ -269,7 +387,7 @@ export class TransientVm implements AsyncDisposable {
 
   #onGuestEvent(event: GuestEvent): void {
     this.events.emit({ type: 'guest-event', event, atMs: this.elapsedMs() });
-    if (event.event === 'storage-ready') this.lifecycle.feed({ type: 'storage-ready' });
+    if (event.event === 'storage-ready') this.#storageReadyFrom('hook', { root: String(event.root ?? '?'), disk: event.disk, driver: event.driver });
     else if (event.event === 'boot-complete' && this.options.agent !== true) this.lifecycle.feed({ type: 'guest-up' });
     else if (event.event === 'boot-failed') this.#fail(new QemuExited(undefined, undefined, `the guest reported boot-failed: ${String(event.reason ?? '')}`));
   }
@@ -282,6 +400,10 @@ export class TransientVm implements AsyncDisposable {
   #onTransition(transition: VmTransition): void {
     this.events.emit({ type: 'state', from: transition.from, to: transition.to, atMs: transition.atMs });
     if (transition.to === 'running' && this.#bootTimer) clearTimeout(this.#bootTimer);
+    if (transition.to === 'running' && this.options.requireStorageReady && !this.#storageReadySource) {
+      // Up, and nobody said storage-ready: waiting longer will not make it come.
+      this.#fail(new StorageReadinessUnknown(this.options.agent !== false));
+    }
     // Always tear down: a failed VM, or one whose guest powered off, releases everything at once.
     if (transition.to === 'failed' || transition.to === 'stopped') void this.close();
   }
@@ -293,6 +415,9 @@ export class TransientVm implements AsyncDisposable {
     const qemu = this.#qemu;
     try {
       if (qemu) {
+        // In order: a running fill is paused first, so QEMU's quit cuts no stream write short.
+        if (this.#fill && !qemu.qmp.closed) await this.#fill.pause().catch(() => undefined);
+        this.#fill?.stopWatching();
         await qemu.process.stop(qemu.qmp, this.options.quitGraceMs);
         await qemu.qmp.close();
       }

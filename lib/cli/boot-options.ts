@@ -5,6 +5,7 @@ import type { Argv } from 'yargs';
 import type { LazyVm, LaunchOptions, VmEvent } from '../launch.js';
 import { parseMemoryMiB, VM_DEFAULTS } from '../../vmm/vm-options.js';
 import { humanSize } from './human-size.js';
+import { ProgressBar } from './progress-bar.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
 import { cacheOf, cacheOptions, type CacheArgs } from './cache-options.js';
 
@@ -21,6 +22,11 @@ export interface BootArgs extends CacheArgs {
   'qemu-arg'?: string[];
   'fetch-timeout'?: string;
   'fetch-ahead'?: string;
+  pivot?: 'live' | 'none';
+  fill?: boolean;
+  'fill-rate'?: string;
+  trace?: boolean;
+  'trace-dir'?: string;
 }
 
 export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
@@ -37,7 +43,12 @@ export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
     .option('qemu-arg', { type: 'string', array: true, describe: 'extra QEMU argument, repeatable (write --qemu-arg=-fw_cfg --qemu-arg=name=…)' })
     // The device's defaults live in lib/fetch and lib/cor; these descriptions only name them.
     .option('fetch-timeout', { type: 'string', describe: 'time allowed per repository request before failing over (e.g. 10s, 500ms)', defaultDescription: '10s' })
-    .option('fetch-ahead', { type: 'string', describe: 'largest window fetched ahead of a sequential guest read (e.g. 8M; 0 = only what the guest reads)', defaultDescription: '8M' }) as unknown as Argv<T & BootArgs>;
+    .option('pivot', { choices: ['live', 'none'] as const, describe: 'at storage-ready, move the disk to QEMU\'s native graph (live: the guest pauses for milliseconds), or stay on the copy-on-read device (none)' })
+    .option('fill', { type: 'boolean', describe: 'after a live pivot, fill the rest of the disk with QEMU\'s block-stream (--no-fill: only what the guest reads)', defaultDescription: 'on with --pivot live' })
+    .option('fill-rate', { type: 'string', describe: 'fill speed limit in bytes per second (e.g. 20M; 0 = unlimited)', defaultDescription: '0' })
+    .option('fetch-ahead', { type: 'string', describe: 'largest window fetched ahead of a sequential guest read (e.g. 8M; 0 = only what the guest reads)', defaultDescription: '8M' })
+    .option('trace', { type: 'boolean', describe: 'record the blocks a first boot reads, fetch them ahead of the guest on later boots (--no-trace: neither)', defaultDescription: 'true' })
+    .option('trace-dir', { type: 'string', describe: 'where boot traces are kept', defaultDescription: '$XDG_CACHE_HOME/lazyboot/traces' }) as unknown as Argv<T & BootArgs>;
 }
 
 /** The COR device's diagnostics worth a user's eye (not its per-connection chatter). */
@@ -64,6 +75,10 @@ export function launchOptionsOf(args: BootArgs): LaunchOptions {
     fetchTimeoutMs: given(args['fetch-timeout'], parseDurationMs),
     fetchAheadBytes: given(args['fetch-ahead'], parseSizeBytes),
     cache: cacheOf(args, args.from ?? []),
+    pivot: args.pivot,
+    fill: args.fill,
+    fillRate: given(args['fill-rate'], parseSizeBytes),
+    trace: args.trace === false ? false : { dir: args['trace-dir'] },
   };
 }
 
@@ -77,14 +92,19 @@ export function printMilestones(vm: LazyVm, write: (line: string) => void): void
         return `accelerator: ${event.reason}`;
       case 'qemu-up':
         return `QEMU up (pid ${event.pid}) at ${seconds(event.atMs)}`;
-      case 'guest-event': {
-        const { event: name, disk, driver, root } = event.event as Record<string, string>;
-        if (name === 'storage-ready') {
-          const stats = vm.stats();
-          return `storage-ready at ${seconds(event.atMs)}: ${driver ?? '?'} has ${disk ?? '?'} (root ${root ?? '?'}); fetched ${humanSize(stats.fetchedBytes)} so far`;
-        }
-        return name === 'boot-complete' ? `boot-complete at ${seconds(event.atMs)}` : undefined;
+      case 'storage-ready': {
+        const fetched = humanSize(vm.stats().fetchedBytes);
+        const where = event.source === 'hook' ? `${event.driver ?? '?'} has ${event.disk ?? '?'} (root ${event.root}; said by the image's lazyboot hook)` : `/ is ${event.root} on a native disk (said by qemu-guest-agent)`;
+        return `storage-ready at ${seconds(event.atMs)}: ${where}; fetched ${fetched} so far`;
       }
+      case 'guest-event':
+        return event.event.event === 'boot-complete' ? `boot-complete at ${seconds(event.atMs)}` : undefined;
+      case 'pivot':
+        return `pivot to native at ${seconds(event.atMs)}: the guest was paused ${event.pauseMs.toFixed(1)} ms; QEMU's block layer has the disk (the copy-on-read device only reads through for it)`;
+      case 'fill-complete':
+        return `fill complete at ${seconds(event.atMs)}: the local disk holds the whole image; the copy-on-read device has left the data path`;
+      case 'fill-failed':
+        return `fill stopped at ${seconds(event.atMs)}: ${event.message}`;
       case 'agent-up':
         return `guest agent up at ${seconds(event.atMs)}`;
       case 'qmp-event':
@@ -93,25 +113,52 @@ export function printMilestones(vm: LazyVm, write: (line: string) => void): void
         return undefined;
     }
   };
-  for (const event of vm.events.history) {
+  // The fill's progress is a bar on a terminal only (never in logs or pipes).
+  let bar: ProgressBar | undefined;
+  const show = (event: VmEvent) => {
+    if (event.type === 'fill-progress') {
+      bar ??= new ProgressBar('lazyboot: fill', event.len);
+      bar.update(event.offset);
+      return;
+    }
     const line = describe(event);
-    if (line) write(line);
-  }
-  vm.events.on((event) => {
-    const line = describe(event);
-    if (line) write(line);
-  });
+    if (!line) return;
+    bar?.done();
+    write(line);
+  };
+  for (const event of vm.events.history) show(event);
+  vm.events.on(show);
 }
 
 /** The end-of-boot summary: how it ended, time, and what the disk fetched versus the image. */
 export function summaryLines(vm: LazyVm, startedAt: number): string[] {
   const stats = vm.stats();
-  const storageReady = vm.events.history.find((e): e is Extract<VmEvent, { type: 'guest-event' }> => e.type === 'guest-event' && e.event.event === 'storage-ready');
+  const storageReady = vm.events.history.find((e): e is Extract<VmEvent, { type: 'storage-ready' }> => e.type === 'storage-ready');
+  const pivot = vm.events.history.find((e): e is Extract<VmEvent, { type: 'pivot' }> => e.type === 'pivot');
+  const fillEnd = vm.events.history.find((e) => e.type === 'fill-complete' || e.type === 'fill-failed');
+  const lastProgress = vm.events.history.filter((e): e is Extract<VmEvent, { type: 'fill-progress' }> => e.type === 'fill-progress').pop();
+  const fill = fillEnd?.type === 'fill-complete' ? `complete at ${seconds(fillEnd.atMs)}` : lastProgress ? `stopped at ${humanSize(lastProgress.offset)} of ${humanSize(lastProgress.len)}` : 'none';
+  // After a pivot the map was folded from QEMU's allocation and writes bitmap at the end.
+  const present = vm.folded?.presentBlocks ?? stats.presentBlocks;
+  const modified = vm.folded?.modifiedBlocks ?? stats.modifiedBlocks;
   return [
     `summary: ${vm.image} ${vm.state}${vm.failure ? ` (${vm.failure.message})` : ''} after ${seconds(Date.now() - startedAt)}`,
-    `  storage-ready: ${storageReady ? seconds(storageReady.atMs) : 'never'}`,
+    `  storage-ready: ${storageReady ? `${seconds(storageReady.atMs)} (from the ${storageReady.source === 'hook' ? 'image\'s hook' : 'guest agent'})` : 'never'}`,
+    `  pivot: ${pivot ? `live at ${seconds(pivot.atMs)}, guest paused ${pivot.pauseMs.toFixed(1)} ms; fill (QEMU block-stream): ${fill}` : 'none'}`,
     `  fetched: ${humanSize(stats.fetchedBytes)} of a ${humanSize(vm.imageBytes)} image, in ${stats.fetchedBlocks} blocks (${stats.failedFetches} failed fetches, ${stats.readRequests} guest reads)`,
     `  the guest needed ${humanSize(stats.demandedBytes)}; fetched ahead ${humanSize(stats.aheadFetchedBytes)}, of it read ${humanSize(stats.aheadReadBytes)}`,
-    `  disk ${vm.diskPath}: ${stats.presentBlocks}/${stats.totalBlocks} blocks present, ${stats.modifiedBlocks} modified`,
+    ...traceLines(stats),
+    `  disk ${vm.diskPath}: ${present}/${stats.totalBlocks} blocks present, ${modified} modified`,
   ];
+}
+
+/** The boot trace's part of the summary: what the replay fetched and the guest used, what was recorded. */
+function traceLines(stats: ReturnType<LazyVm['stats']>): string[] {
+  const lines: string[] = [];
+  if (stats.traceBlocks > 0) {
+    const share = stats.replayFetchedBytes > 0 ? ` (${Math.round((100 * stats.replayReadBytes) / stats.replayFetchedBytes)}%)` : '';
+    lines.push(`  boot trace: replayed ${humanSize(stats.replayFetchedBytes)} in ${stats.replayRequests} requests ahead of the guest, which read ${humanSize(stats.replayReadBytes)} of it${share}`);
+  }
+  if (stats.recordedBlocks > 0) lines.push(`  boot trace: recorded ${stats.recordedBlocks} blocks`);
+  return lines;
 }

@@ -81,6 +81,11 @@ export class BootTracing {
     return new BootTracing(image, store, replayed, recorder, log);
   }
 
+  /** Whether a replay is still fetching ahead of the guest. */
+  get replaying(): boolean {
+    return this.replayed?.replay.running ?? false;
+  }
+
   /** Notes a milestone of the boot (storage-ready; ready is `finish`). */
   milestone(name: TraceMilestone): void {
     this.recorder?.milestone(name);

@@ -23,6 +23,7 @@ import { startMapCommitTimer, type MapCommitTimer } from './map-commit-timer.js'
 import { TraceRecorder, type TraceRecorderOptions } from './trace-recorder.js';
 import { TraceReplay, type TraceReplayOptions } from './trace-replay.js';
 import type { BootTrace } from '../trace/trace-format.js';
+import { ReadThrough } from './read-through.js';
 import { readByFilling, zeroBlockRanges, type KnowsZeroRanges, type LendsReads, type LentBytes } from '../block/read-into.js';
 
 export interface CorBackendOptions {
@@ -80,6 +81,14 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   /** Boot trace hooks (boot-tracing.ts): the guest's first reads recorded, a trace replayed ahead. */
   private recorder: TraceRecorder | undefined;
   private replay: TraceReplay | undefined;
+  private readonly readThrough: ReadThrough;
+  /**
+   * The single-writer rule (read-through.ts): once QEMU's native graph has the local disk (after
+   * the pivot), QEMU is its only writer. From enterReadThrough() on, this backend never writes the
+   * disk or the map: reads go through ReadThrough (fetched, verified, returned, not stored); guest
+   * writes, fetch ahead, trace replay and ensurePresent (the fill) are refused. It never goes back.
+   */
+  private readThroughMode = false;
   private closed = false;
 
   constructor(
@@ -114,10 +123,37 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       demandedBytes: () => this.demand.demandedBytes,
     });
     this.commitTimer = startMapCommitTimer(map, options.commitIntervalMs ?? 1000, log);
+    this.readThrough = new ReadThrough({ size: this.size, blockSize: this.blockSize, map, local, upstream, zeros: this.zeros });
   }
 
   get counters(): Readonly<CorCounters> {
-    return { ...this.fetcher.counters, readRequests: this.readRequests };
+    const stored = this.fetcher.counters;
+    const through = this.readThrough.counters;
+    return {
+      ...stored,
+      fetchRequests: stored.fetchRequests + through.fetchRequests,
+      fetchedBytes: stored.fetchedBytes + through.fetchedBytes,
+      failedFetches: stored.failedFetches + through.failedFetches,
+      readRequests: this.readRequests,
+    };
+  }
+
+  /** True once the backend serves as the native graph's read-only backing (the single-writer rule). */
+  get isReadThrough(): boolean {
+    return this.readThroughMode;
+  }
+
+  /**
+   * Switches to read-through for good (see readThroughMode): new requests see the mode at once;
+   * resolves once the guest requests, fetches and stores already running have ended and the map
+   * is durable. Call it with QEMU paused and the fill stopped: then nothing writes the disk after.
+   */
+  async enterReadThrough(): Promise<void> {
+    this.readThroughMode = true;
+    this.replay?.stop(); // a trace replay stores what it fetches
+    await this.guests.whenIdle();
+    await this.claims.settled();
+    await this.map.commit();
   }
 
   // ---- guest-facing BlockBackend ----
@@ -142,6 +178,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       this.readRequests++;
       this.checkRange(offset, length);
       if (length === 0) return undefined;
+      if (this.readThroughMode) return void (await this.readThrough.readInto(offset, target));
       const [first, last] = this.blockRange(offset, length);
       this.demand.need(first, last);
       this.recorder?.guestRead(first, last);
@@ -182,7 +219,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
    * block is not known to be zero: the guest may have written it, and W clear does not prove otherwise).
    */
   knownZeroRanges(offset: number, length: number): Array<readonly [number, number]> {
-    if (this.closed || length <= 0 || offset < 0 || offset + length > this.size) return [];
+    // Read-through marks nothing present: its reader answers zero blocks from memory.
+    if (this.closed || this.readThroughMode || length <= 0 || offset < 0 || offset + length > this.size) return [];
     const zeros = zeroBlockRanges(offset, length, this.blockSize, this.size, (b) => {
       if (this.zeros.isPresentZero(b)) return true;
       if (!this.readsAsZeroUnfetched(b)) return false;
@@ -252,6 +290,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
 
   /** Fetches every absent block in [first, last] (inclusive); resolves once they are present. */
   ensurePresent(first: number, last: number, priority: Priority): Promise<void> {
+    if (this.readThroughMode) return Promise.reject(this.singleWriterRefusal('make blocks present'));
     return this.fetcher.ensurePresent(first, last, priority);
   }
 
@@ -297,7 +336,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       blockCount: this.manifest.blockCount,
       blockSize: this.blockSize,
       dataBytes: (b) => this.zeros.dataBytes(b),
-      claimable: (b) => !this.closed && !this.map.isPresent(b) && !this.claims.isClaimed(b),
+      claimable: (b) => !this.closed && !this.readThroughMode && !this.map.isPresent(b) && !this.claims.isClaimed(b),
       fetch: (start, count) => this.fetcher.startFetch(start, count, 'ahead'),
       maxRunBlocks: this.maxRunBlocks,
       log: this.log,
@@ -319,8 +358,13 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
 
   // ---- internals ----
 
+  private singleWriterRefusal(what: string): BlockError {
+    return new BlockError('EPERM', `cannot ${what}: the copy-on-read device is read-through (after the pivot QEMU is the only writer of the local disk)`);
+  }
+
   private async modify(offset: number, length: number, apply: () => Promise<void>, options?: WriteOptions): Promise<void> {
     this.checkRange(offset, length);
+    if (this.readThroughMode) throw this.singleWriterRefusal('write');
     if (length === 0) return;
     const [first, last] = this.blockRange(offset, length);
     // Partially covered absent blocks need their old content first (head / tail).
@@ -363,7 +407,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
    * (fetch-ahead.ts). Not for a reader with many requests in flight: the fetch queue merges those.
    */
   private fetchAheadOf(last: number): void {
-    if (this.guests.requests > FETCH_AHEAD_MAX_GUEST_REQUESTS || this.closed) return;
+    if (this.guests.requests > FETCH_AHEAD_MAX_GUEST_REQUESTS || this.closed || this.readThroughMode) return;
     const run = this.fetchAhead.plan(last, (b) => !this.map.isPresent(b) && !this.claims.isClaimed(b));
     if (!run) return;
     const [from, to] = run;

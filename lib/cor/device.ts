@@ -91,6 +91,13 @@ export interface CorDevice extends EventEmitter {
   /** The boot trace (recording, replay), when `trace` was given. */
   readonly trace: BootTracing | undefined;
   stats(): CorDeviceStats;
+  /** Block b is present on the local disk (its R bit): read-only, for the pivot's qcow2 metadata. */
+  isPresent(block: number): boolean;
+  /**
+   * The pivot's switch (single-writer rule, read-through.ts): stops the fill, lets running fetches
+   * land, commits the map, and from then on serves reads without storing and refuses writes.
+   */
+  enterReadThrough(): Promise<void>;
   /** Stop serving, flush data + map durably, remove the socket. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -175,7 +182,8 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
           // Certified after the last guest write has landed (the server is closed, but requests it
           // started may still run); a later change (a fetch storing) voids it again.
           await backend.whenGuestIdle();
-          await certifyDisk(backend.map, disk, manifest).catch((error: Error) => log(`${options.disk}: no fingerprint recorded: ${error.message}`));
+          // After a pivot QEMU wrote the disk too: this map no longer vouches for its content.
+          if (!backend.isReadThrough) await certifyDisk(backend.map, disk, manifest).catch((error: Error) => log(`${options.disk}: no fingerprint recorded: ${error.message}`));
           await backend.close();
         } finally {
           await cached?.close();
@@ -241,6 +249,11 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
     const filled = filler?.run();
     filled?.catch((error) => log(`fill stopped: ${(error as Error).message}`));
     const liveServer = server;
+    const enterReadThrough = async () => {
+      filler?.stop();
+      await filled?.catch(() => undefined);
+      await backend.enterReadThrough();
+    };
     let closing: Promise<void> | undefined;
     const close = () => closing ??= (async () => {
       try {
@@ -261,6 +274,8 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
       filled,
       trace: tracing,
       stats: () => ({ ...statsOf(backend, opened.cached), ...(tracing?.stats() ?? NO_TRACE_STATS) }),
+      isPresent: (block: number) => backend.map.isPresent(block),
+      enterReadThrough,
       close,
       [Symbol.asyncDispose]: close,
     });

@@ -15,7 +15,9 @@ export const bootCommand: CommandModule<any, BootArgs> = {
     teardownOnUncaughtException();
     const startedAt = Date.now();
     const say = (line: string) => void process.stderr.write(`lazyboot: ${line}\n`);
-    const vm = await launch({ ...launchOptionsOf(args), agent: 'optional', log: corLog(say) });
+    // `boot` pivots by default: the guest runs on QEMU's own block layer once its driver has the disk.
+    const pivot = args.pivot ?? 'live';
+    const vm = await launch({ ...launchOptionsOf(args), pivot, fill: args.fill ?? pivot === 'live', agent: 'optional', log: corLog(say) });
     printMilestones(vm, say);
     vm.events.on((event) => {
       if (event.type !== 'torn-down') return;

@@ -1,0 +1,131 @@
+// After a pivot QEMU was the disk's only writer, so the map (closed in read-through, unchanged since
+// the pivot) no longer tells the whole truth. Once QEMU has exited, this folds what QEMU knows into
+// the map, so that the next boot of the disk neither fetches over the guest's writes nor loses them:
+//   R: every cluster allocated in the qcow2 metadata file (QEMU's copy-on-read, the stream, guest writes);
+//   W: every block in the persistent writes bitmap (guest writes after the pivot; QEMU's own
+//      copy-on-read and stream writes do not mark it), read through qemu-nbd. A bitmap that cannot
+//      be read (QEMU killed: it reloads `inconsistent`) is never guessed from: W is rebuilt by
+//      hashing each block QEMU allocated against the manifest's digest.
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { dir } from 'tmp-promise';
+import { BlockMap } from '../map/block-map.js';
+import { lockDisk, type DiskLock } from '../cor/disk-lock.js';
+import { mapPathOf } from '../cor/device.js';
+import { digestOf, isZeroDigest, type Manifest } from '../repo/manifest-format.js';
+import { WRITES_BITMAP } from '../../vmm/native-graph.js';
+
+interface MapEntry {
+  readonly start: number;
+  readonly length: number;
+  readonly depth: number;
+  readonly present: boolean;
+  readonly data: boolean;
+}
+
+export interface FoldResult {
+  /** Blocks allocated in the qcow2 that the map did not have present. */
+  readonly newlyPresent: number;
+  /** Blocks the guest wrote after the pivot (W set). */
+  readonly written: number;
+  /** Where W came from. */
+  readonly writesFrom: 'bitmap' | 'digests';
+  /** The map after the fold. */
+  readonly presentBlocks: number;
+  readonly modifiedBlocks: number;
+}
+
+/** Byte ranges → inclusive block ranges (partial blocks count). */
+function* blocksOf(entries: readonly MapEntry[], blockSize: number, wanted: (entry: MapEntry) => boolean): Generator<[number, number]> {
+  for (const entry of entries) {
+    if (!wanted(entry) || entry.length === 0) continue;
+    yield [Math.floor(entry.start / blockSize), Math.floor((entry.start + entry.length - 1) / blockSize)];
+  }
+}
+
+async function qemuImgMap(args: string[]): Promise<MapEntry[]> {
+  const result = await execa('qemu-img', ['map', '--output=json', ...args]);
+  return JSON.parse(result.stdout) as MapEntry[];
+}
+
+/** The writes bitmap's dirty ranges (qemu-img reports them inverted: `data: false`), or undefined if unreadable. */
+async function dirtyRanges(metadataPath: string): Promise<MapEntry[] | undefined> {
+  const scratch = await dir({ unsafeCleanup: true, prefix: 'lazyboot-fold-', tmpdir: tmpdir() });
+  const socket = path.join(scratch.path, 'nbd.sock');
+  const server = execa('qemu-nbd', ['--read-only', '--persistent', '-B', WRITES_BITMAP, '-f', 'qcow2', '-k', socket, metadataPath], { reject: false, stdin: 'ignore' });
+  try {
+    for (let tries = 0; tries < 100; tries++) {
+      if (server.exitCode !== null && server.exitCode !== undefined) return undefined;
+      try {
+        const entries = await qemuImgMap(['--image-opts', `driver=nbd,server.type=unix,server.path=${socket},x-dirty-bitmap=qemu:dirty-bitmap:${WRITES_BITMAP}`]);
+        return entries.filter((entry) => !entry.data);
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+    return undefined;
+  } finally {
+    server.kill('SIGTERM');
+    await server;
+    await scratch.cleanup();
+  }
+}
+
+/** Folds QEMU's allocation and the writes bitmap into the disk's map. QEMU must have exited. */
+export async function foldNativeIntoMap(options: { disk: string; metadataPath: string; manifest: Manifest; heldLock?: DiskLock }): Promise<FoldResult> {
+  const { disk, metadataPath, manifest } = options;
+  // The caller may hold the disk's lock already (taken when the COR device closed after the fill).
+  const lock = options.heldLock ?? (await lockDisk(disk));
+  try {
+    const handle = await open(disk, 'r');
+    try {
+      const map = await BlockMap.open(mapPathOf(disk), () => handle.datasync(), { image: `${manifest.name}@${manifest.version}`, blockSize: manifest.blockSize, blockCount: manifest.blockCount });
+      try {
+        const allocation = await qemuImgMap(['-f', 'qcow2', metadataPath]);
+        let newlyPresent = 0;
+        const allocated: number[] = [];
+        for (const [first, last] of blocksOf(allocation, manifest.blockSize, (entry) => entry.present && entry.depth === 0)) {
+          for (let block = first; block <= last; block++) {
+            allocated.push(block);
+            if (!map.isPresent(block)) newlyPresent++;
+          }
+          map.markPresent(first, last - first + 1);
+        }
+        let written = 0;
+        const dirty = await dirtyRanges(metadataPath);
+        if (dirty) {
+          for (const [first, last] of blocksOf(dirty, manifest.blockSize, () => true)) {
+            map.markModified(first, last - first + 1);
+            written += last - first + 1;
+          }
+        } else {
+          // No trustworthy bitmap: a block QEMU allocated that differs from the image was written.
+          const buffer = Buffer.alloc(manifest.blockSize);
+          for (const block of allocated) {
+            const length = Math.min(manifest.blockSize, manifest.size - block * manifest.blockSize);
+            const { bytesRead } = await handle.read(buffer, 0, length, block * manifest.blockSize);
+            const data = buffer.subarray(0, bytesRead);
+            const expected = digestOf(manifest, block);
+            const same = isZeroDigest(expected) ? data.every((byte) => byte === 0) : createHash('sha256').update(data).digest().equals(expected);
+            if (!same) {
+              map.markModified(block, 1);
+              written++;
+            }
+          }
+        }
+        await map.commit();
+        const counts = map.counts();
+        return { newlyPresent, written, writesFrom: dirty ? 'bitmap' : 'digests', presentBlocks: counts.present, modifiedBlocks: Math.max(0, ...counts.modified) };
+      } finally {
+        await map.close();
+      }
+    } finally {
+      await handle.close();
+    }
+  } finally {
+    await lock.release();
+  }
+}

@@ -1,0 +1,28 @@
+// The live pivot of a launched VM, end to end: once the guest's own storage driver has the disk,
+// make the qcow2 metadata file from the map (the guest boots on meanwhile), then pause the guest,
+// switch the COR device to read-through (the single-writer rule), finish the metadata, swap the
+// device's drive to QEMU's native graph and resume (TransientVm.pivot, vmm/native-graph.ts).
+import type { CorDevice } from '../cor/device.js';
+import type { TransientVm } from '../../vmm/vm.js';
+import type { LivePivotResult } from '../../vmm/native-graph.js';
+import { prepareMetadata } from './native-metadata.js';
+
+export interface PivotOutcome extends LivePivotResult {
+  /** Blocks the metadata file marked present (present on the local disk at the pivot). */
+  readonly presentBlocks: number;
+}
+
+export async function pivotWhenStorageReady(vm: TransientVm, device: CorDevice, disk: string, metadataPath: string): Promise<PivotOutcome> {
+  await vm.storageReady;
+  const { size, blockSize } = device.manifest;
+  const prepared = await prepareMetadata({ disk, path: metadataPath, size, blockSize, isPresent: device.isPresent });
+  let presentBlocks = prepared.presentBlocks;
+  const result = await vm.pivot(
+    { metadataPath, dataPath: disk, dataIsBlockDevice: prepared.dataIsBlockDevice, blockSize, backing: { socketPath: device.socketPath, exportName: device.exportName } },
+    async () => {
+      await device.enterReadThrough();
+      presentBlocks += await prepared.finish(device.isPresent);
+    },
+  );
+  return { ...result, presentBlocks };
+}

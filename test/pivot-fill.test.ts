@@ -1,0 +1,92 @@
+// The fill after a live pivot is QEMU's block-stream: when it completes no NBD node is left (the
+// COR device has left the data path), the map says every block is present, its W bits name the
+// blocks the guest wrote (the only ones that differ from the image), and the raw disk boots on
+// its own in a plain `qemu-system-x86_64 -drive file=DISK,format=raw`.
+import { existsSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import path from 'node:path';
+import test from 'ava';
+import { execa } from 'execa';
+import { ensureFixture } from '../fixtures/build.js';
+import { launch } from '../lib/launch.js';
+import { BlockMap } from '../lib/map/block-map.js';
+import { tinyStayUpArgs } from '../guest/qemu-args.js';
+import { GuestEvents } from '../guest/events.js';
+import { importImage, qemuProcessesMentioning, scratchDir, serveRepository } from './boot-support.js';
+import { startQemuDirect } from './helpers/qemu-direct.js';
+
+/** Blocks whose bytes differ between two files of equal size. */
+async function differingBlocks(a: string, b: string, blockSize: number, blockCount: number): Promise<number[]> {
+  const [fa, fb] = [await open(a, 'r'), await open(b, 'r')];
+  try {
+    const [ba, bb] = [Buffer.alloc(blockSize), Buffer.alloc(blockSize)];
+    const differ: number[] = [];
+    for (let block = 0; block < blockCount; block++) {
+      const [ra, rb] = [await fa.read(ba, 0, blockSize, block * blockSize), await fb.read(bb, 0, blockSize, block * blockSize)];
+      if (!ba.subarray(0, ra.bytesRead).equals(bb.subarray(0, rb.bytesRead))) differ.push(block);
+    }
+    return differ;
+  } finally {
+    await fa.close();
+    await fb.close();
+  }
+}
+
+test('tiny: live pivot, then block-stream fills the disk; no NBD node left, map complete, W names the guest\'s writes, the raw disk boots standalone', async (t) => {
+  t.timeout(300_000);
+  const tiny = await ensureFixture('tiny');
+  const scratch = await scratchDir(t);
+  const served = await serveRepository(t, await importImage(scratch, tiny.path, 'tiny'));
+  const disk = path.join(scratch, 'tiny.raw');
+  const lines: string[] = [];
+  const progress: number[] = [];
+  {
+    await using vm = await launch({
+      image: 'tiny', from: [served.uri], disk, memoryMiB: 256, timeoutMs: 120_000,
+      pivot: 'live', fill: true, fillRate: 1024 * 1024, qemuArgs: tinyStayUpArgs(), log: (line) => lines.push(line),
+    });
+    vm.events.on((event) => {
+      if (event.type === 'fill-progress') progress.push(event.offset);
+    });
+    const pivot = await vm.pivoted;
+    t.truthy(pivot, vm.failure?.message);
+    t.log(`guest paused ${pivot!.pauseMs.toFixed(1)} ms at the pivot`);
+    const nodesWhileNative = await vm.blockNodes();
+    t.true(nodesWhileNative.some((node) => node.driver === 'nbd'), 'before the fill ends the COR device is the backing');
+    t.true(await vm.filled, lines.join('\n'));
+    const nodes = await vm.blockNodes();
+    t.log(nodes.map((node) => `${node.nodeName}:${node.driver}`).join(' '));
+    t.false(nodes.some((node) => node.driver === 'nbd'), 'no NBD node left: lazyboot is out of the data path');
+    t.true(nodes.some((node) => node.driver === 'qcow2') && nodes.some((node) => node.driver === 'file'));
+    t.true(vm.events.history.some((event) => event.type === 'fill-complete'));
+    t.true(progress.length > 0, 'progress was reported');
+  }
+  t.true(lines.some((line) => /from the writes bitmap/.test(line)), lines.join('\n'));
+  const manifestBlocks = Math.ceil(tiny.sizeBytes / 65536);
+  const map = await BlockMap.open(`${disk}.map`, async () => {});
+  try {
+    t.is(map.counts().present, manifestBlocks, 'the map says complete');
+    const modified: number[] = [];
+    for (let b = map.nextModified(0); b >= 0; b = map.nextModified(b + 1)) modified.push(b);
+    const differ = await differingBlocks(disk, tiny.path, 65536, manifestBlocks);
+    t.log(`blocks differing from the image: ${differ.join(',')}; W bits: ${modified.join(',')}`);
+    t.true(differ.length > 0, 'the guest wrote its boot counter');
+    t.deepEqual(differ.filter((block) => !modified.includes(block)), [], 'every block that differs from the image has its W bit');
+    t.true(modified.length <= differ.length + 4, 'W names the written blocks, not the filled ones');
+  } finally {
+    await map.close();
+  }
+  const compare = await execa('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', disk, tiny.path], { reject: false });
+  t.is(compare.exitCode, 1, `qemu-img compare: the guest's writes differ (${compare.stdout.trim()})`);
+
+  // The raw disk alone, no lazyboot anywhere: the tiny guest boots, says storage-ready, powers off.
+  const direct = startQemuDirect({ disk, format: 'raw', dir: scratch, memoryMiB: 256 });
+  t.teardown(() => direct.stop());
+  const events = await GuestEvents.connect(direct.eventsSocket);
+  t.teardown(() => events.close());
+  await events.waitFor('storage-ready', { timeoutMs: 120_000 });
+  const exit = await direct.exited;
+  t.is(exit.exitCode, 0, 'the standalone boot ran to its power-off');
+  t.false(existsSync(`${disk}.native.qcow2`));
+  t.deepEqual(await qemuProcessesMentioning(scratch), []);
+});
