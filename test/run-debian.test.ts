@@ -30,7 +30,7 @@ async function fileContains(file: string, needle: Buffer): Promise<boolean> {
 
 // Never skipped: a missing or renamed recipe fails ensureFixture('debian'), so it fails here too.
 test.serial('debian: `run -- cat /etc/os-release` prints it and exits 0; `-- false` exits 1; guest writes land in the disk and its W bits', async (t) => {
-  t.timeout(8 * 60_000);
+  t.timeout(20 * 60_000);
   const debian = await ensureFixture('debian');
   const scratch = await scratchDir(t);
   const repoDir = await importImage(scratch, debian.path, 'debian');
@@ -39,7 +39,7 @@ test.serial('debian: `run -- cat /etc/os-release` prints it and exits 0; `-- fal
   await execa('mkdir', ['-p', tmp]);
   const diskPath = path.join(scratch, 'debian.raw');
   const run = (command: string[]) =>
-    execa('node', [CLI, 'run', 'debian', '--from', served.uri, '--disk', diskPath, '--memory', '512M', '--boot-timeout', '240s', '--', ...command], {
+    execa('node', [CLI, 'run', 'debian', '--from', served.uri, '--disk', diskPath, '--memory', '512M', '--boot-timeout', '600s', '--', ...command], {
       env: { TMPDIR: tmp },
       reject: false,
     });
@@ -58,7 +58,7 @@ test.serial('debian: `run -- cat /etc/os-release` prints it and exits 0; `-- fal
   const marker = `lazyboot-guest-write-${process.pid}-${Date.now()}`;
   {
     const consoleLog = path.join(scratch, 'launch-console.log');
-    await using vm = await launch({ image: 'debian', from: [served.uri], disk: diskPath, agent: true, memoryMiB: 512, timeoutMs: 240_000, consoleLog });
+    await using vm = await launch({ image: 'debian', from: [served.uri], disk: diskPath, agent: true, memoryMiB: 512, timeoutMs: 600_000, consoleLog });
     await vm.ready.catch(async (error: unknown) => {
       // Seen once (not reproduced): AgentDisconnected during the agent handshake. Keep what tells why.
       const qmpEvents = vm.events.history.filter((event) => event.type === 'qmp-event').map((event) => JSON.stringify(event));
