@@ -7,7 +7,8 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { UsageError } from './base/errors.js';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { openCorDevice, type CorDevice, type CorStats } from './cor/device.js';
+import { openCorDevice, type CorDevice, type CorDeviceStats } from './cor/device.js';
+import type { TraceOutcome } from './cor/boot-tracing.js';
 import { vmOptionsOf, type LaunchOptions } from './launch-options.js';
 import { withVmDefaults } from '../vmm/vm-options.js';
 import { TransientVm, type ExecResult, type StorageReadySource, type VmEvent } from '../vmm/vm.js';
@@ -56,8 +57,13 @@ export interface LazyVm extends AsyncDisposable {
   readonly filled: Promise<boolean>;
   /** After a pivot, once closed: what QEMU's allocation and writes bitmap added to the map. */
   readonly folded: FoldResult | undefined;
-  /** Blocks fetched / present / modified on the local disk, read requests, failed fetches. */
-  stats(): CorStats;
+  /** Blocks fetched / present / modified on the local disk, read requests, failed fetches; the boot trace's replay and recording. */
+  stats(): CorDeviceStats;
+  /**
+   * What became of this boot's trace once the guest was ready (recorded, added, re-recorded), or
+   * undefined when tracing is off or the boot never got ready.
+   */
+  readonly traceOutcome: Promise<TraceOutcome | undefined>;
   exec(program: string, args?: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
   /** QEMU's block nodes (node name, driver): which parts are in the data path now. */
   blockNodes(): Promise<Array<{ nodeName: string; driver: string }>>;
@@ -93,6 +99,8 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       log: options.log,
       fetchTimeoutMs: options.fetchTimeoutMs,
       fetchAheadBytes: options.fetchAheadBytes,
+      // Recorded on a first boot of the image version, replayed (and refined) on the later ones.
+      trace: options.trace === false ? false : (options.trace ?? {}),
     });
   } catch (error) {
     if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
@@ -118,6 +126,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   let deviceLeft = false;
   let leaving: Promise<void> | undefined;
   let lastStats = device.stats();
+  let traceStored: Promise<TraceOutcome | undefined> = Promise.resolve(undefined);
   // eslint-disable-next-line prefer-const -- the disk's close reads it once the VM exists
   let vm: TransientVm | undefined;
   vm = await TransientVm.start({
@@ -125,6 +134,8 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     disk: {
       spec: { kind: 'nbd', socketPath: device.socketPath, exportName: device.exportName },
       close: async () => {
+        // A trace being stored is finished first (a CLI exits soon after closing).
+        await traceStored;
         if (!deviceLeft) lastStats = device.stats();
         try {
           await device.close();
@@ -172,7 +183,16 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     await leaving;
     return true;
   });
+  // The boot ends when the guest is ready: the replay stops and the recording is stored. (After a
+  // live pivot the device reads through, unrecorded: QEMU's block-stream is no boot to learn from.)
+  const trace = device.trace;
+  let traceOutcome: Promise<TraceOutcome | undefined> = Promise.resolve(undefined);
+  if (trace) {
+    started.storageReady.then(() => trace.milestone('storage-ready'), () => {});
+    traceOutcome = started.ready.then(() => (traceStored = trace.finish()), () => undefined);
+  }
   return {
+    traceOutcome,
     pivoted,
     filled,
     get folded() {

@@ -183,12 +183,17 @@ const statusCommand: CommandModule<any, DiskArgs> = {
     const counts = map.counts();
     await map.close();
     const { header } = map;
+    // Marks of an interrupted snapshot wait in the in-flight set until the next snapshot merges them back.
+    const { readSendingSet, sendingSetPath } = await import('../../snapshot/sending-set.js');
+    const inFlight = await readSendingSet(sendingSetPath(mapPathOf(args.disk))).catch(() => undefined);
     // The map alone cannot serve: say so here rather than at the next serve.
     const diskMissing = !(await access(args.disk).then(() => true, () => false));
     const status = {
       disk: args.disk, diskMissing, image: header.image, manifestDigest: header.manifestDigest, size: header.size, blockSize: header.blockSize,
       presentBlocks: counts.present, totalBlocks: counts.total,
       modifiedBlocks: Object.fromEntries(header.targets.map((target, i) => [target, counts.modified[i]])),
+      ...(header.shipping ? { targets: Object.fromEntries(Object.entries(header.shipping).map(([target, state]) => [target, { uri: state.uri, baseline: state.baseline?.ref }])) } : {}),
+      ...(inFlight ? { inFlight: { target: inFlight.target, blocks: inFlight.blocks.count() } } : {}),
       complete: counts.present === counts.total,
     };
     if (args.json) {
@@ -198,7 +203,12 @@ const statusCommand: CommandModule<any, DiskArgs> = {
     const percent = counts.total ? ((counts.present / counts.total) * 100).toFixed(1) : '100.0';
     process.stdout.write(`${args.disk}: ${header.image} (${humanSize(header.size)}, ${humanSize(header.blockSize)} blocks)\n`
       + `  present:  ${counts.present} / ${counts.total} blocks (${percent}%)\n`
-      + header.targets.map((target, i) => `  modified: ${counts.modified[i]} blocks (not yet shipped to ${target})\n`).join('')
+      + header.targets.map((target, i) => {
+        const state = header.shipping?.[target];
+        const where = state ? `${target}: ${state.uri}${state.baseline ? `, last ${state.baseline.ref}` : ''}` : target;
+        return `  modified: ${counts.modified[i]} blocks (not yet shipped to ${where})\n`;
+      }).join('')
+      + (inFlight ? `  in flight: ${inFlight.blocks.count()} blocks of an interrupted snapshot to ${inFlight.target} (marked again at the next snapshot)\n` : '')
       + (diskMissing ? `  disk:     missing: serve and fill refuse this map; put the disk back, or delete ${mapPathOf(args.disk)} to start over\n` : ''));
   }),
 };

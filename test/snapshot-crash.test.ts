@@ -1,0 +1,159 @@
+// Snapshots under failure, with real processes: the repository server SIGKILLed, and separately the
+// snapshot process SIGKILLed, at random moments. After each: every visible version is whole, no
+// mark is lost (in the map or in the in-flight set), and a retry completes with exactly one new
+// version that equals the disk.
+import test from 'ava';
+import { withDir } from 'tmp-promise';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { makeImage, qemuIo, type TestImage } from './cor-fixtures.js';
+import { serveDisk } from './helpers/disk-serve.js';
+import { startServing } from './helpers/served-process.js';
+import { BIN, lazyboot, oneLine } from './helpers/repo-cli.js';
+
+const BS = 65536;
+const IMAGE_BLOCKS = 640; // 40 MiB
+const DIRTY_BLOCKS = 512; // 32 MiB per round: two batches of 16 MiB and a commit
+
+/** Writes a fresh pattern over the first DIRTY_BLOCKS blocks through a real `disk serve`; returns the expected disk. */
+async function dirtyRound(dir: string, image: TestImage, disk: string, expected: Buffer, round: number): Promise<Buffer> {
+  const served = await serveDisk([image.ref, '--disk', disk, '--from', image.repoDir, '--socket', join(dir, `cor-${round}.sock`)]);
+  if (!served.serving) throw new Error(served.stderr);
+  const pattern = 0x20 + round;
+  try {
+    // Every block different (all are sent): the round's pattern, and a mark at a place of its own.
+    const commands = [`write -P ${pattern} 0 ${DIRTY_BLOCKS * BS}`];
+    for (let block = 0; block < DIRTY_BLOCKS; block++) commands.push(`write -P ${block % 251} ${block * BS + 512 * Math.floor(block / 251)} 512`);
+    await qemuIo(served.uri, commands);
+  } finally {
+    await served.stop();
+  }
+  const next = Buffer.from(expected);
+  next.fill(pattern, 0, DIRTY_BLOCKS * BS);
+  for (let block = 0; block < DIRTY_BLOCKS; block++) {
+    const at = block * BS + 512 * Math.floor(block / 251);
+    next.fill(block % 251, at, at + 512);
+  }
+  return next;
+}
+
+async function versions(repoDir: string): Promise<string[]> {
+  const listing = await lazyboot(['image', 'ls', '--repo', repoDir]);
+  return [...listing.stdout.matchAll(/^(demo@\d+)\s/gm)].map((match) => match[1]!);
+}
+
+/** Every listed version is whole: each block stored and matching its digest. */
+async function assertAllWhole(t: any, repoDir: string): Promise<void> {
+  for (const ref of await versions(repoDir)) {
+    const info = await lazyboot(['image', 'info', ref, '--verify', '--repo', repoDir]);
+    t.is(info.exitCode, 0, `${ref}: ${info.stderr}`);
+  }
+}
+
+/** Marks held for origin: in the map, plus those of an interrupted snapshot in its in-flight set. */
+async function marksHeld(disk: string): Promise<number> {
+  const status = JSON.parse((await lazyboot(['disk', 'status', '--disk', disk, '--json'])).stdout);
+  return status.modifiedBlocks.origin + (status.inFlight?.blocks ?? 0);
+}
+
+async function assertEquals(dir: string, repoDir: string, ref: string, expected: Buffer): Promise<void> {
+  const expectedPath = join(dir, 'expected.raw');
+  await writeFile(expectedPath, expected);
+  const out = join(dir, 'export.raw');
+  const result = await lazyboot(['image', 'export', ref, out, '--repo', repoDir]);
+  if (result.exitCode !== 0) throw new Error(result.stderr);
+  await execa('cmp', [out, expectedPath]);
+}
+
+const randomDelay = (maxMs: number) => new Promise((resolve) => setTimeout(resolve, Math.floor(Math.random() * maxMs)));
+
+/**
+ * Odd rounds: a random moment from the start (often before anything is shipped); even rounds: a
+ * random moment after the in-flight set exists (while blocks travel or the commit runs).
+ */
+async function killMoment(disk: string, round: number, done: Promise<unknown>): Promise<void> {
+  if (round % 2 === 1) {
+    await randomDelay(2500);
+    return;
+  }
+  const { access } = await import('node:fs/promises');
+  let finished = false;
+  void done.then(() => (finished = true));
+  while (!finished && !(await access(`${disk}.map.sending`).then(() => true, () => false))) await new Promise((resolve) => setTimeout(resolve, 5));
+  await randomDelay(800);
+}
+
+test('the snapshot process SIGKILLed at random moments: no partial version, no lost mark, the retry adds exactly one version', async (t) => {
+  t.timeout(900_000);
+  await withDir(async ({ path: dir }) => {
+    const image = await makeImage(dir, 'demo', { size: IMAGE_BLOCKS * BS });
+    const disk = join(dir, 'disk.raw');
+    let expected = image.content;
+    for (let round = 1; round <= 4; round++) {
+      expected = await dirtyRound(dir, image, disk, expected, round);
+      const before = await versions(image.repoDir);
+      const child = execa('node', [BIN, 'snapshot', '--disk', disk, '--to', image.repoDir, '--as', 'demo', '--json'], { reject: false });
+      await killMoment(disk, round, child);
+      child.kill('SIGKILL');
+      const killed = await child;
+      await assertAllWhole(t, image.repoDir);
+      const after = await versions(image.repoDir);
+      t.true(after.length === before.length || after.length === before.length + 1, `round ${round}: ${after}`);
+      if (after.length === before.length) t.is(await marksHeld(disk), DIRTY_BLOCKS, `round ${round}: every mark is held`);
+      const retry = await lazyboot(['snapshot', '--disk', disk, '--to', image.repoDir, '--as', 'demo', '--json']);
+      t.is(retry.exitCode, 0, retry.stderr);
+      const result = JSON.parse(retry.stdout);
+      t.log(`round ${round}: killed run ${killed.exitCode === 0 ? 'had finished' : 'killed'}; retry: ${result.ref}, existing ${result.existing}, ${result.recoveredMarks} marks recovered, ${result.sentBlocks} blocks sent`);
+      t.deepEqual(await versions(image.repoDir), [...before, result.ref], `round ${round}: one new version`);
+      t.is(await marksHeld(disk), 0);
+      await assertEquals(dir, image.repoDir, result.ref, expected);
+    }
+  }, { unsafeCleanup: true });
+});
+
+test('the repository server SIGKILLed at random moments: the snapshot fails in one line with every mark kept; after a restart the retry completes', async (t) => {
+  t.timeout(900_000);
+  await withDir(async ({ path: dir }) => {
+    const image = await makeImage(dir, 'demo', { size: IMAGE_BLOCKS * BS });
+    const disk = join(dir, 'disk.raw');
+    const writeSocket = join(dir, 'w.sock');
+    const to = `http+unix:///?socket=${writeSocket}`;
+    const serverArgs = ['repo', 'serve', '--repo', image.repoDir, '--socket', join(dir, 'r.sock'), '--write-socket', writeSocket];
+    let expected = image.content;
+    for (let round = 1; round <= 4; round++) {
+      expected = await dirtyRound(dir, image, disk, expected, round);
+      const before = await versions(image.repoDir);
+      const server = await startServing(serverArgs);
+      const snapshot = lazyboot(['snapshot', '--disk', disk, '--to', to, '--as', 'demo', '--json']);
+      await killMoment(disk, round, snapshot);
+      process.kill(server.pid, 'SIGKILL');
+      await server.stop();
+      const cut = await snapshot;
+      t.log(`round ${round}: ${cut.exitCode === 0 ? 'finished before the kill' : cut.stderr.trim().split('\n').at(-1)}`);
+      await assertAllWhole(t, image.repoDir);
+      if (cut.exitCode !== 0) {
+        t.true(oneLine(cut.stderr.split('\n').filter((line) => !/^lazyboot: (new )?target /.test(line)).join('\n')), cut.stderr);
+        t.regex(cut.stderr, /cannot write to the repository at http\+unix:[^\n]*: check that `lazyboot repo serve --write-socket/);
+        t.deepEqual(await versions(image.repoDir), before, `round ${round}: no version appeared`);
+        t.is(await marksHeld(disk), DIRTY_BLOCKS, `round ${round}: every mark is back in the map`);
+        const restarted = await startServing(serverArgs);
+        try {
+          const retry = await lazyboot(['snapshot', '--disk', disk, '--to', to, '--as', 'demo', '--json']);
+          t.is(retry.exitCode, 0, retry.stderr);
+          const result = JSON.parse(retry.stdout);
+          t.deepEqual(await versions(image.repoDir), [...before, result.ref]);
+          await assertEquals(dir, image.repoDir, result.ref, expected);
+        } finally {
+          await restarted.stop();
+        }
+      } else {
+        // The kill came after the commit: a whole version, nothing left marked.
+        const result = JSON.parse(cut.stdout);
+        t.deepEqual(await versions(image.repoDir), [...before, result.ref]);
+        await assertEquals(dir, image.repoDir, result.ref, expected);
+      }
+      t.is(await marksHeld(disk), 0);
+    }
+  }, { unsafeCleanup: true });
+});
