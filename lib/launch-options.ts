@@ -2,6 +2,7 @@
 // where the image and the disk come from, and the copy-on-read device's options a caller may need
 // (the device's own names: CorDeviceOptions in cor/device.ts).
 import type { CorDeviceOptions } from './cor/device.js';
+import type { BootTraceOptions } from './cor/boot-tracing.js';
 import { UsageError } from './base/errors.js';
 import { parseMemoryMiB, type VmOptions } from '../vmm/vm-options.js';
 
@@ -25,6 +26,12 @@ export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 'fill' 
    * same parser as the CLI's --memory. Kept until its last caller (scripts/bench-boot.ts) moves.
    */
   readonly memory?: number | string;
+  /**
+   * The boot trace (default on, traces under $XDG_CACHE_HOME/lazyboot/traces): a first boot of an
+   * image version records the blocks it reads until the guest is ready; later boots fetch them
+   * ahead of the guest. `false` turns both off; see BootTraceOptions for the rest.
+   */
+  readonly trace?: BootTraceOptions | false;
 }
 
 /** The launch's VM options, the deprecated `memory` folded into `memoryMiB` (the one place it is read). */

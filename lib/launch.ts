@@ -7,10 +7,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { UsageError } from './base/errors.js';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { openCorDevice, type CorDevice, type CorStats } from './cor/device.js';
+import { openCorDevice, type CorDevice, type CorDeviceStats } from './cor/device.js';
+import type { TraceOutcome } from './cor/boot-tracing.js';
 import { vmOptionsOf, type LaunchOptions } from './launch-options.js';
 import { withVmDefaults } from '../vmm/vm-options.js';
 import { TransientVm, type ExecResult, type StorageReadySource, type VmEvent } from '../vmm/vm.js';
+import type { RunCommandOptions, RunOutcome } from '../vmm/guest-command.js';
+import type { CopyResult } from '../guest/agent-files.js';
 import type { EventStream } from '../vmm/event-stream.js';
 import type { VmState } from '../vmm/lifecycle.js';
 import { ClusterSizeUnsupported, QCOW2_MAX_CLUSTER, QCOW2_MIN_CLUSTER } from '../vmm/qcow2-metadata.js';
@@ -23,6 +26,8 @@ export type { PivotOutcome } from './pivot/live-pivot.js';
 export type { FoldResult } from './pivot/fold-native.js';
 export type { VmEvent, ExecResult, StorageReadySource } from '../vmm/vm.js';
 export type { VmState } from '../vmm/lifecycle.js';
+export type { RunCommandOptions, RunOutcome } from '../vmm/guest-command.js';
+export type { CopyResult } from '../guest/agent-files.js';
 
 export interface LazyVm extends AsyncDisposable {
   /** The guest's own storage driver has the disk. */
@@ -54,9 +59,22 @@ export interface LazyVm extends AsyncDisposable {
   readonly filled: Promise<boolean>;
   /** After a pivot, once closed: what QEMU's allocation and writes bitmap added to the map. */
   readonly folded: FoldResult | undefined;
-  /** Blocks fetched / present / modified on the local disk, read requests, failed fetches. */
-  stats(): CorStats;
+  /** Blocks fetched / present / modified on the local disk, read requests, failed fetches; the boot trace's replay and recording. */
+  stats(): CorDeviceStats;
+  /**
+   * What became of this boot's trace once the guest was ready (recorded, added, re-recorded), or
+   * undefined when tracing is off or the boot never got ready.
+   */
+  readonly traceOutcome: Promise<TraceOutcome | undefined>;
   exec(program: string, args?: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
+  /** Runs a command with live output on the given sinks (stream ports); a timeout kills it in the guest. Needs `agent: true`. */
+  run(command: readonly string[], options: RunCommandOptions): Promise<RunOutcome>;
+  /** Copies a host file into the guest (agent file calls); the guest's directory must exist. */
+  copyIn(hostPath: string, guestPath: string): Promise<CopyResult>;
+  /** Copies a guest file to the host (atomically replaced). */
+  copyOut(guestPath: string, hostPath: string): Promise<CopyResult>;
+  /** The serial console log (removed at close unless `consoleLog` was given). */
+  readonly consoleLog: string;
   /** QEMU's block nodes (node name, driver): which parts are in the data path now. */
   blockNodes(): Promise<Array<{ nodeName: string; driver: string }>>;
   close(): Promise<void>;
@@ -82,6 +100,8 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       log: options.log,
       fetchTimeoutMs: options.fetchTimeoutMs,
       fetchAheadBytes: options.fetchAheadBytes,
+      // Recorded on a first boot of the image version, replayed (and refined) on the later ones.
+      trace: options.trace === false ? false : (options.trace ?? {}),
     });
   } catch (error) {
     if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
@@ -105,6 +125,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   let deviceLeft = false;
   let leaving: Promise<void> | undefined;
   let lastStats = device.stats();
+  let traceStored: Promise<TraceOutcome | undefined> = Promise.resolve(undefined);
   // eslint-disable-next-line prefer-const -- the disk's close reads it once the VM exists
   let vm: TransientVm | undefined;
   vm = await TransientVm.start({
@@ -112,6 +133,8 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     disk: {
       spec: { kind: 'nbd', socketPath: device.socketPath, exportName: device.exportName },
       close: async () => {
+        // A trace being stored is finished first (a CLI exits soon after closing).
+        await traceStored;
         if (!deviceLeft) lastStats = device.stats();
         try {
           await device.close();
@@ -158,7 +181,16 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     await leaving;
     return true;
   });
+  // The boot ends when the guest is ready: the replay stops and the recording is stored. (After a
+  // live pivot the device reads through, unrecorded: QEMU's block-stream is no boot to learn from.)
+  const trace = device.trace;
+  let traceOutcome: Promise<TraceOutcome | undefined> = Promise.resolve(undefined);
+  if (trace) {
+    started.storageReady.then(() => trace.milestone('storage-ready'), () => {});
+    traceOutcome = started.ready.then(() => (traceStored = trace.finish()), () => undefined);
+  }
   return {
+    traceOutcome,
     pivoted,
     filled,
     get folded() {
@@ -183,6 +215,12 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     stats: () => (started.lifecycle.isFinal || deviceLeft ? lastStats : (lastStats = device.stats())),
     exec: (program, args, execOptions) => started.exec(program, args, execOptions),
     blockNodes: () => started.blockNodes(),
+    run: (command, runOptions) => started.runCommand(command, runOptions),
+    copyIn: (hostPath, guestPath) => started.copyToGuest(hostPath, guestPath),
+    copyOut: (guestPath, hostPath) => started.copyFromGuest(guestPath, hostPath),
+    get consoleLog() {
+      return started.consoleLog;
+    },
     close: () => started.close(),
     [Symbol.asyncDispose]: () => started.close(),
   };

@@ -91,6 +91,12 @@ test('the CLI parses the text it was given and leaves absent flags to the defaul
   t.throws(() => launchOptionsOf({ image: 'tiny', 'fetch-ahead': 'lots' }), { instanceOf: UsageError });
 });
 
+test('the boot trace is on unless --no-trace; --trace-dir says where', (t) => {
+  t.deepEqual(launchOptionsOf({ image: 'tiny' } as BootArgs).trace, { dir: undefined });
+  t.deepEqual(launchOptionsOf({ image: 'tiny', 'trace-dir': '/var/traces' } as BootArgs).trace, { dir: '/var/traces' });
+  t.is(launchOptionsOf({ image: 'tiny', trace: false } as BootArgs).trace, false);
+});
+
 test("launch()'s deprecated `memory` goes through the same parser into memoryMiB; both at once is refused", (t) => {
   t.is(vmOptionsOf({ image: 'tiny', memory: '256M' }).memoryMiB, 256);
   t.is(vmOptionsOf({ image: 'tiny', memory: 128 }).memoryMiB, 128);

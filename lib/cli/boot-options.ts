@@ -24,6 +24,8 @@ export interface BootArgs {
   pivot?: 'live' | 'none';
   fill?: boolean;
   'fill-rate'?: string;
+  trace?: boolean;
+  'trace-dir'?: string;
 }
 
 export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
@@ -43,7 +45,9 @@ export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
     .option('pivot', { choices: ['live', 'none'] as const, describe: 'at storage-ready, move the disk to QEMU\'s native graph (live: the guest pauses for milliseconds), or stay on the copy-on-read device (none)' })
     .option('fill', { type: 'boolean', describe: 'after a live pivot, fill the rest of the disk with QEMU\'s block-stream (--no-fill: only what the guest reads)', defaultDescription: 'on with --pivot live' })
     .option('fill-rate', { type: 'string', describe: 'fill speed limit in bytes per second (e.g. 20M; 0 = unlimited)', defaultDescription: '0' })
-    .option('fetch-ahead', { type: 'string', describe: 'largest window fetched ahead of a sequential guest read (e.g. 8M; 0 = only what the guest reads)', defaultDescription: '8M' }) as unknown as Argv<T & BootArgs>;
+    .option('fetch-ahead', { type: 'string', describe: 'largest window fetched ahead of a sequential guest read (e.g. 8M; 0 = only what the guest reads)', defaultDescription: '8M' })
+    .option('trace', { type: 'boolean', describe: 'record the blocks a first boot reads, fetch them ahead of the guest on later boots (--no-trace: neither)', defaultDescription: 'true' })
+    .option('trace-dir', { type: 'string', describe: 'where boot traces are kept', defaultDescription: '$XDG_CACHE_HOME/lazyboot/traces' }) as unknown as Argv<T & BootArgs>;
 }
 
 /** The COR device's diagnostics worth a user's eye (not its per-connection chatter). */
@@ -72,6 +76,7 @@ export function launchOptionsOf(args: BootArgs): LaunchOptions {
     pivot: args.pivot,
     fill: args.fill,
     fillRate: given(args['fill-rate'], parseSizeBytes),
+    trace: args.trace === false ? false : { dir: args['trace-dir'] },
   };
 }
 
@@ -140,6 +145,18 @@ export function summaryLines(vm: LazyVm, startedAt: number): string[] {
     `  pivot: ${pivot ? `live at ${seconds(pivot.atMs)}, guest paused ${pivot.pauseMs.toFixed(1)} ms; fill (QEMU block-stream): ${fill}` : 'none'}`,
     `  fetched: ${humanSize(stats.fetchedBytes)} of a ${humanSize(vm.imageBytes)} image, in ${stats.fetchedBlocks} blocks (${stats.failedFetches} failed fetches, ${stats.readRequests} guest reads)`,
     `  the guest needed ${humanSize(stats.demandedBytes)}; fetched ahead ${humanSize(stats.aheadFetchedBytes)}, of it read ${humanSize(stats.aheadReadBytes)}`,
+    ...traceLines(stats),
     `  disk ${vm.diskPath}: ${present}/${stats.totalBlocks} blocks present, ${modified} modified`,
   ];
+}
+
+/** The boot trace's part of the summary: what the replay fetched and the guest used, what was recorded. */
+function traceLines(stats: ReturnType<LazyVm['stats']>): string[] {
+  const lines: string[] = [];
+  if (stats.traceBlocks > 0) {
+    const share = stats.replayFetchedBytes > 0 ? ` (${Math.round((100 * stats.replayReadBytes) / stats.replayFetchedBytes)}%)` : '';
+    lines.push(`  boot trace: replayed ${humanSize(stats.replayFetchedBytes)} in ${stats.replayRequests} requests ahead of the guest, which read ${humanSize(stats.replayReadBytes)} of it${share}`);
+  }
+  if (stats.recordedBlocks > 0) lines.push(`  boot trace: recorded ${stats.recordedBlocks} blocks`);
+  return lines;
 }

@@ -1,10 +1,10 @@
 // Where boot traces are kept: a directory on this host (default $XDG_CACHE_HOME/lazyboot/traces),
 // one subdirectory per image version named by its manifest digest, one file per recorded boot
-// (the newest MAX_RECORDINGS are kept). Loading merges the valid recordings (trace-merge.ts);
+// (the newest MAX_RECORDINGS are kept, for at most MAX_TRACED_VERSIONS image versions). Loading merges the valid recordings (trace-merge.ts);
 // a recording that is refused (corrupt, truncated, another format or image version) is removed
 // with one log line, and the boot goes on with the others or without any.
 // Files are written atomically (temp file, fsync, rename): a crash leaves a whole trace or none.
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -16,6 +16,8 @@ import { TraceRefused } from './errors.js';
 
 /** Recorded boots kept per image version: enough for a majority to outvote an odd boot. */
 export const MAX_RECORDINGS = 5;
+/** Image versions with traces kept; the least recently recorded beyond this are removed. */
+export const MAX_TRACED_VERSIONS = 100;
 const TRACE_SUFFIX = '.trace';
 const DIGEST_PATTERN = /^[0-9a-f]{64}$/;
 
@@ -67,7 +69,17 @@ export class TraceStore {
     await writeFileDurably(file, encodeTrace(trace));
     const files = await this.files(trace.manifestDigest);
     for (const old of files.slice(0, Math.max(0, files.length - MAX_RECORDINGS))) await rm(join(dir, old), { force: true });
+    await this.pruneVersions();
     return file;
+  }
+
+  /** Keeps the store bounded: the image versions recorded least recently beyond MAX_TRACED_VERSIONS go. */
+  private async pruneVersions(): Promise<void> {
+    const digests = (await readdir(this.dir)).filter((name) => DIGEST_PATTERN.test(name));
+    if (digests.length <= MAX_TRACED_VERSIONS) return;
+    const aged = await Promise.all(digests.map(async (digest) => ({ digest, mtime: (await stat(join(this.dir, digest)).catch(() => undefined))?.mtimeMs ?? 0 })));
+    aged.sort((a, b) => a.mtime - b.mtime);
+    for (const { digest } of aged.slice(0, aged.length - MAX_TRACED_VERSIONS)) await this.remove(digest);
   }
 
   /** Replaces every recording of the image version by this one (a trace that mostly missed). */

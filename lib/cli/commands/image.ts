@@ -1,4 +1,4 @@
-// `lazyboot image import|ls|info|export`: manage images in a repository directory.
+// `lazyboot image import|ls|info|export`: manage images in a repository directory (and `image trace`, image-trace.ts).
 import type { Argv, CommandModule } from 'yargs';
 import { Repository } from '../../repo/repository.js';
 import { openImageSource } from '../../repo/image-source.js';
@@ -11,6 +11,7 @@ import { installSignalTeardown } from '../../base/cleanup.js';
 import { RepositoryCorrupt } from '../../repo/errors.js';
 import { ProgressBar } from '../progress-bar.js';
 import { humanSize } from '../human-size.js';
+import { imageTraceCommand } from './image-trace.js';
 
 interface RepoArgs {
   repo: string;
@@ -154,6 +155,7 @@ export const imageCommand: CommandModule<any, any> = {
       .command(lsCommand as CommandModule<any, any>)
       .command(infoCommand as CommandModule<any, any>)
       .command(exportCommand as CommandModule<any, any>)
-      .demandCommand(1, 'Name an image command: import, ls, info or export.'),
+      .command(imageTraceCommand)
+      .demandCommand(1, 'Name an image command: import, ls, info, export or trace.'),
   handler: () => {},
 };
