@@ -17,9 +17,11 @@ import { measuredCommit } from './bench-freshness.js';
 
 const BIN = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
 const BS = 65536;
-const FRACTIONS = [0.01, 0.1, 0.5];
+/** Percentages of blocks modified, e.g. `--percent 1,10,50` (the default). */
+const FRACTIONS = option('percent', '1,10,50').split(',').map((text) => Number(text) / 100);
 
 function option(name: string, fallback: string): string {
+  // --size-mib MiB (default 2048), --percent 1,10,50, --out FILE
   const at = process.argv.indexOf(`--${name}`);
   return at >= 0 ? process.argv[at + 1]! : fallback;
 }
@@ -117,6 +119,8 @@ async function main(): Promise<void> {
       });
       process.stderr.write(`  lazyboot ${(wire / 2 ** 20).toFixed(1)} MiB ${snap.seconds.toFixed(1)} s; import ${whole.seconds.toFixed(1)} s; rsync ${((sent + received) / 2 ** 20).toFixed(1)} MiB ${rsync.seconds.toFixed(1)} s\n`);
       for (const path of [disk, `${disk}.map`, full, previous]) await rm(path, { force: true });
+      // Written after every row: a long run stopped early keeps what it measured.
+      await writeReport(REPORT, await report(rows, loadBefore));
     }
     await stopServer(server);
     server = undefined;
