@@ -207,25 +207,67 @@ export class GuestAgent {
   async exec(path: string, args: string[], options: ExecOptions = {}): Promise<ExecResult> {
     const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
     const deadline = Date.now() + timeoutMs;
+    const pid = await this.execStart(path, args, { captureOutput: true, input: options.input, timeoutMs });
+    const status = await this.execWait(pid, { deadline, what: `guest-exec ${path}`, timeoutMs });
+    return {
+      exitCode: status.exitcode ?? (status.signal !== undefined ? 128 + status.signal : -1),
+      stdout: Buffer.from(status['out-data'] ?? '', 'base64'),
+      stderr: Buffer.from(status['err-data'] ?? '', 'base64'),
+      ...(status.signal !== undefined ? { signal: status.signal } : {}),
+    };
+  }
+
+  /** Starts `path args` in the guest (guest-exec) and returns its guest PID without waiting. */
+  async execStart(path: string, args: string[], options: { captureOutput?: boolean; input?: Buffer; timeoutMs?: number } = {}): Promise<number> {
     const started = (await this.#request(
       'guest-exec',
-      { path, arg: args, 'capture-output': true, ...(options.input ? { 'input-data': options.input.toString('base64') } : {}) },
-      timeoutMs,
+      { path, arg: args, 'capture-output': options.captureOutput ?? false, ...(options.input ? { 'input-data': options.input.toString('base64') } : {}) },
+      options.timeoutMs ?? this.commandTimeoutMs,
     )) as { pid: number };
+    return started.pid;
+  }
+
+  /** One guest-exec-status: whether the process exited, its code, captured output. */
+  execStatus(pid: number, timeoutMs = this.commandTimeoutMs): Promise<AgentExecStatus> {
+    return this.#request('guest-exec-status', { pid }, timeoutMs) as Promise<AgentExecStatus>;
+  }
+
+  /**
+   * Polls guest-exec-status until the process exits (quickly at first, then every 400 ms).
+   * Throws AgentTimeout at `deadline`, or the abort reason when `signal` fires.
+   */
+  async execWait(pid: number, options: { deadline?: number; timeoutMs?: number; what?: string; signal?: AbortSignal } = {}): Promise<AgentExecStatus> {
+    const deadline = options.deadline ?? Infinity;
     for (let attempt = 0; ; attempt++) {
+      options.signal?.throwIfAborted();
       const left = deadline - Date.now();
-      if (left <= 0) throw new AgentTimeout(`guest-exec ${path}`, timeoutMs, this.socketPath);
-      const status = (await this.#request('guest-exec-status', { pid: started.pid }, left)) as AgentExecStatus;
-      if (status.exited) {
-        return {
-          exitCode: status.exitcode ?? (status.signal !== undefined ? 128 + status.signal : -1),
-          stdout: Buffer.from(status['out-data'] ?? '', 'base64'),
-          stderr: Buffer.from(status['err-data'] ?? '', 'base64'),
-          ...(status.signal !== undefined ? { signal: status.signal } : {}),
-        };
-      }
-      await sleep(Math.min(EXEC_POLL_MS[Math.min(attempt, EXEC_POLL_MS.length - 1)], Math.max(0, deadline - Date.now())));
+      if (left <= 0) throw new AgentTimeout(options.what ?? `guest-exec-status ${pid}`, options.timeoutMs ?? 0, this.socketPath);
+      const status = await this.execStatus(pid, Math.min(left, this.commandTimeoutMs));
+      if (status.exited) return status;
+      const pause = Math.min(EXEC_POLL_MS[Math.min(attempt, EXEC_POLL_MS.length - 1)]!, Math.max(0, deadline - Date.now()));
+      await sleep(pause, undefined, options.signal ? { signal: options.signal } : undefined);
     }
+  }
+
+  /** guest-file-open: a handle for `path` in the guest, opened with fopen()'s `mode` ("r", "w", …). */
+  fileOpen(path: string, mode: 'r' | 'w' | 'a'): Promise<number> {
+    return this.#request('guest-file-open', { path, mode }, this.commandTimeoutMs) as Promise<number>;
+  }
+
+  /** guest-file-read of at most `count` bytes; `eof` once the file has no more. */
+  async fileRead(handle: number, count: number): Promise<{ data: Buffer; eof: boolean }> {
+    const reply = (await this.#request('guest-file-read', { handle, count }, this.commandTimeoutMs)) as { count: number; 'buf-b64': string; eof: boolean };
+    return { data: Buffer.from(reply['buf-b64'], 'base64'), eof: reply.eof };
+  }
+
+  /** guest-file-write of all of `data` (the agent writes it in one call). */
+  async fileWrite(handle: number, data: Buffer): Promise<void> {
+    const reply = (await this.#request('guest-file-write', { handle, 'buf-b64': data.toString('base64') }, this.commandTimeoutMs)) as { count: number };
+    if (reply.count !== data.length) throw new AgentCommandFailed('guest-file-write', 'ShortWrite', `wrote ${reply.count} of ${data.length} bytes`);
+  }
+
+  fileClose(handle: number): Promise<void> {
+    return this.#request('guest-file-close', { handle }, this.commandTimeoutMs).then(() => undefined);
   }
 
   /** Freezes the guest's filesystems; returns how many were frozen. */

@@ -6,13 +6,14 @@
 // test/public-api.test.ts pins the list: adding a name here is a decision, not an accident.
 
 // Booting.
-export { launch, type LaunchOptions, type LazyVm, type VmEvent, type ExecResult, type VmState } from './launch.js';
+export { launch, type LaunchOptions, type LazyVm, type VmEvent, type ExecResult, type VmState, type RunCommandOptions, type RunOutcome, type CopyResult } from './launch.js';
 export { VM_DEFAULTS, type VmOptions, type AccelRequest, type Machine } from '../vmm/vm-options.js';
 export { installSignalTeardown, teardownOnUncaughtException } from './base/cleanup.js';
 export { tuneProcess, type ProcessRole } from './process-tuning.js';
 
 // The copy-on-read device on its own (a disk over NBD for a QEMU you start yourself).
 export { openCorDevice, type CorDevice, type CorDeviceOptions, type CorStats, type FetchErrorEvent } from './cor/device.js';
+export type { BlockCacheOptions } from './cache/cache-location.js';
 
 // The image repository.
 export { Repository, type ImageSummary, type ImportOptions, type ImportResult, type NewImage, type ImageCheck, type OpenOptions as RepositoryOpenOptions } from './repo/repository.js';
@@ -34,6 +35,9 @@ export { InvalidManifest } from './repo/manifest-codec.js';
 export { NbdConnectError } from './nbd/client.js';
 export { NbdListenFailed } from './nbd/server.js';
 export { TlsCredentialsInvalid } from './nbd/tls.js';
+export { CommandNotStarted, GuestStreamsMissing } from '../vmm/command-errors.js';
+export { CopyFailed } from '../guest/agent-files.js';
+export { StreamPortClosed } from '../guest/stream-ports.js';
 
 // Snapshots: ship a disk's modified blocks as a new image version ('lazyboot/write' has the
 // repository's write path itself: sessions, the in-process writer, the HTTP server and client).

@@ -12,6 +12,8 @@ import type { TraceOutcome } from './cor/boot-tracing.js';
 import { vmOptionsOf, type LaunchOptions } from './launch-options.js';
 import { withVmDefaults } from '../vmm/vm-options.js';
 import { TransientVm, type ExecResult, type StorageReadySource, type VmEvent } from '../vmm/vm.js';
+import type { RunCommandOptions, RunOutcome } from '../vmm/guest-command.js';
+import type { CopyResult } from '../guest/agent-files.js';
 import type { EventStream } from '../vmm/event-stream.js';
 import type { VmState } from '../vmm/lifecycle.js';
 import { ClusterSizeUnsupported, QCOW2_MAX_CLUSTER, QCOW2_MIN_CLUSTER } from '../vmm/qcow2-metadata.js';
@@ -24,6 +26,8 @@ export type { PivotOutcome } from './pivot/live-pivot.js';
 export type { FoldResult } from './pivot/fold-native.js';
 export type { VmEvent, ExecResult, StorageReadySource } from '../vmm/vm.js';
 export type { VmState } from '../vmm/lifecycle.js';
+export type { RunCommandOptions, RunOutcome } from '../vmm/guest-command.js';
+export type { CopyResult } from '../guest/agent-files.js';
 
 export interface LazyVm extends AsyncDisposable {
   /** The guest's own storage driver has the disk. */
@@ -63,6 +67,14 @@ export interface LazyVm extends AsyncDisposable {
    */
   readonly traceOutcome: Promise<TraceOutcome | undefined>;
   exec(program: string, args?: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
+  /** Runs a command with live output on the given sinks (stream ports); a timeout kills it in the guest. Needs `agent: true`. */
+  run(command: readonly string[], options: RunCommandOptions): Promise<RunOutcome>;
+  /** Copies a host file into the guest (agent file calls); the guest's directory must exist. */
+  copyIn(hostPath: string, guestPath: string): Promise<CopyResult>;
+  /** Copies a guest file to the host (atomically replaced). */
+  copyOut(guestPath: string, hostPath: string): Promise<CopyResult>;
+  /** The serial console log (removed at close unless `consoleLog` was given). */
+  readonly consoleLog: string;
   /** QEMU's block nodes (node name, driver): which parts are in the data path now. */
   blockNodes(): Promise<Array<{ nodeName: string; driver: string }>>;
   close(): Promise<void>;
@@ -88,6 +100,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       log: options.log,
       fetchTimeoutMs: options.fetchTimeoutMs,
       fetchAheadBytes: options.fetchAheadBytes,
+      cache: options.cache,
       // Recorded on a first boot of the image version, replayed (and refined) on the later ones.
       trace: options.trace === false ? false : (options.trace ?? {}),
     });
@@ -203,6 +216,12 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     stats: () => (started.lifecycle.isFinal || deviceLeft ? lastStats : (lastStats = device.stats())),
     exec: (program, args, execOptions) => started.exec(program, args, execOptions),
     blockNodes: () => started.blockNodes(),
+    run: (command, runOptions) => started.runCommand(command, runOptions),
+    copyIn: (hostPath, guestPath) => started.copyToGuest(hostPath, guestPath),
+    copyOut: (guestPath, hostPath) => started.copyFromGuest(guestPath, hostPath),
+    get consoleLog() {
+      return started.consoleLog;
+    },
     close: () => started.close(),
     [Symbol.asyncDispose]: () => started.close(),
   };

@@ -39,7 +39,7 @@ test.serial('debian: `run -- cat /etc/os-release` prints it and exits 0; `-- fal
   await execa('mkdir', ['-p', tmp]);
   const diskPath = path.join(scratch, 'debian.raw');
   const run = (command: string[]) =>
-    execa('node', [CLI, 'run', 'debian', '--from', served.uri, '--disk', diskPath, '--memory', '512M', '--timeout', '240s', '--', ...command], {
+    execa('node', [CLI, 'run', 'debian', '--from', served.uri, '--disk', diskPath, '--memory', '512M', '--boot-timeout', '240s', '--', ...command], {
       env: { TMPDIR: tmp },
       reject: false,
     });

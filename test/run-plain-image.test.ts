@@ -13,7 +13,7 @@ test.serial('debian-plain (no hooks): `run -- cat /etc/hostname` works through t
   const scratch = await scratchDir(t);
   const repoDir = await importImage(scratch, plain.path, 'plain');
   const served = await serveRepository(t, repoDir);
-  const run = await execa('node', [CLI, 'run', 'plain', '--from', served.uri, '--disk', path.join(scratch, 'plain.raw'), '--memory', '512M', '--timeout', '300s', '--', 'cat', '/etc/hostname'], { reject: false });
+  const run = await execa('node', [CLI, 'run', 'plain', '--from', served.uri, '--disk', path.join(scratch, 'plain.raw'), '--memory', '512M', '--boot-timeout', '300s', '--', 'cat', '/etc/hostname'], { reject: false });
   t.log(run.stderr);
   t.is(run.exitCode, 0, run.stderr);
   t.is(run.stdout.trim(), 'lazyboot-debian-plain');

@@ -63,7 +63,7 @@ export class GuestDiskError extends LazybootError {
 /** The boot did not reach the awaited milestone in time. */
 export class BootTimeout extends LazybootError {
   constructor(milestone: string, timeoutMs: number) {
-    super(`the guest did not reach ${milestone} within ${Math.round(timeoutMs / 1000)} s`, 'watch the guest console (--console, --console-log FILE); raise --timeout if the machine is slow');
+    super(`the guest did not reach ${milestone} within ${Math.round(timeoutMs / 1000)} s`, 'watch the guest console (--console, --console-log FILE); raise the boot timeout if the machine is slow (boot --timeout, run --boot-timeout)');
   }
 }
 

@@ -1,7 +1,7 @@
 // Builds the qemu-system-x86_64 command line for a lazyboot VM: machine, accelerator, disk, QMP,
 // serial console and guest channels. Pure: no processes, easy to test and to print.
 // Field names and defaults are those of the VM options (vm-options.ts).
-import { guestChannelArgs } from './guest-channels.js';
+import { guestChannelArgs, type GuestChannelOptions } from './guest-channels.js';
 import { escapeOption } from '../lib/base/qemu-option.js';
 import { VM_DEFAULTS, type Accelerator, type Machine, type VmOptions } from './vm-options.js';
 
@@ -21,7 +21,7 @@ export interface QemuArgsOptions extends Pick<VmOptions, 'memoryMiB' | 'cpus' | 
   readonly disk?: DiskSpec;
   /** The serial number the guest sees on the disk (virtio-blk `serial`). */
   readonly diskSerial?: string;
-  readonly guestChannels?: { readonly agentSocket: string; readonly eventsSocket: string };
+  readonly guestChannels?: GuestChannelOptions;
   /** Exit instead of rebooting when the guest reboots (a transient VM ends there). */
   readonly noReboot?: boolean;
 }

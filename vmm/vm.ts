@@ -18,6 +18,9 @@ import type { DiskSpec } from './qemu-args.js';
 import type { QmpEvent } from './qmp.js';
 import { connectGuestAgent, type GuestAgentLink } from './guest-agent-link.js';
 import { withVmDefaults, type ResolvedVmOptions, type VmOptions } from './vm-options.js';
+import { connectCommandStreams, type CommandStreams } from '../guest/stream-ports.js';
+import { runGuestCommand, type RunCommandOptions, type RunOutcome } from './guest-command.js';
+import { copyFromGuest, copyToGuest, type CopyResult } from '../guest/agent-files.js';
 import { livePivot, type LivePivotResult, type NativeGraph } from './native-graph.js';
 import { FillJob } from './fill-job.js';
 
@@ -91,6 +94,8 @@ export class TransientVm implements AsyncDisposable {
   #qemu: LaunchedQemu | undefined;
   #agent: GuestAgentLink | undefined;
   #guestEvents: GuestEvents | undefined;
+  /** The command stream ports, connected at QEMU's start (a guest reading a port without a host sees end of file). */
+  #streams: Promise<CommandStreams> | undefined;
   #runDir: { path: string; cleanup(): Promise<void> } | undefined;
   #accel: AccelChoice | undefined;
   #closing: Promise<void> | undefined;
@@ -250,6 +255,29 @@ export class TransientVm implements AsyncDisposable {
     return this.#agent.exec(program, args, options);
   }
 
+  /** Runs a command in the guest with live output on the sinks (guest-command.ts); the VM must be running. */
+  async runCommand(command: readonly string[], options: RunCommandOptions): Promise<RunOutcome> {
+    const agent = this.#runningAgent('run a command in');
+    if (!this.#streams) throw new IllegalVmAction('run a command in (no stream ports)', this.state);
+    return runGuestCommand(agent, await this.#streams, command, options);
+  }
+
+  /** Copies a host file into the guest through the agent's file calls. */
+  copyToGuest(hostPath: string, guestPath: string): Promise<CopyResult> {
+    return copyToGuest(this.#runningAgent('copy into'), hostPath, guestPath);
+  }
+
+  /** Copies a guest file out to the host through the agent's file calls. */
+  copyFromGuest(guestPath: string, hostPath: string): Promise<CopyResult> {
+    return copyFromGuest(this.#runningAgent('copy out of'), guestPath, hostPath);
+  }
+
+  #runningAgent(action: string) {
+    this.lifecycle.assertAllowed('exec');
+    if (!this.#agent) throw new IllegalVmAction(`${action} (no guest agent)`, this.state);
+    return this.#agent.agent;
+  }
+
   /** Tears everything down (idempotent): quit QEMU (kill after a grace period), close channels and disk, remove the run dir. */
   close(): Promise<void> {
     this.#closing ??= this.#teardown();
@@ -267,6 +295,7 @@ export class TransientVm implements AsyncDisposable {
     this.#runDir = await dir({ unsafeCleanup: true, prefix: 'lazyboot-vm-' });
     const agentSocket = path.join(this.#runDir.path, 'agent.sock');
     const eventsSocket = path.join(this.#runDir.path, 'events.sock');
+    const streamSockets = { stdout: path.join(this.#runDir.path, 'stdout.sock'), stderr: path.join(this.#runDir.path, 'stderr.sock'), stdin: path.join(this.#runDir.path, 'stdin.sock') };
     if (options.timeoutMs > 0) {
       this.#bootTimer = setTimeout(() => {
         const unknown = options.requireStorageReady && !this.#storageReadySource;
@@ -283,7 +312,7 @@ export class TransientVm implements AsyncDisposable {
       consoleLog: this.consoleLog,
       console: options.console,
       disk: options.disk.spec,
-      guestChannels: { agentSocket, eventsSocket },
+      guestChannels: { agentSocket, eventsSocket, ...(options.agent ? { streamSockets } : {}) },
       noReboot: true,
       qemuArgs: options.qemuArgs,
     });
@@ -306,7 +335,11 @@ export class TransientVm implements AsyncDisposable {
     void this.#listenToGuest(eventsSocket);
     this.lifecycle.feed({ type: 'qemu-up' });
     this.events.emit({ type: 'qemu-up', pid: process.pid, atMs: this.elapsedMs() });
-    if (this.options.agent) void this.#connectAgent(agentSocket);
+    if (this.options.agent) {
+      void this.#connectAgent(agentSocket);
+      this.#streams = connectCommandStreams(streamSockets, { signal: this.#abort.signal });
+      this.#streams.catch(() => {}); // QEMU died or teardown began: runCommand() reports it
+    }
   }
 
   /** QEMU has created the events socket by now; a guest's write blocks until we connect, so connect at once. */
@@ -423,6 +456,7 @@ export class TransientVm implements AsyncDisposable {
       }
       await this.#agent?.close().catch(() => {});
       this.#guestEvents?.close();
+      await this.#streams?.then((streams) => streams.close(), () => {});
       await this.options.disk.close();
     } finally {
       this.lifecycle.feed({ type: 'qemu-exited' });

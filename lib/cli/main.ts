@@ -3,6 +3,7 @@
 import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commandLoaders } from './commands/index.js';
+import { RUN_EXIT } from './run-exit-codes.js';
 import { asLazybootError } from '../base/system-error.js';
 import { tuneProcess, type ProcessRole } from '../process-tuning.js';
 
@@ -17,6 +18,11 @@ async function commandsFor(argv: readonly string[]): Promise<CommandModule<any, 
 
 /** Commands that carry the data path (a COR device, in-process for boot and run): see process-tuning.ts. */
 const PROCESS_ROLES: ReadonlyMap<string, ProcessRole> = new Map([['disk', 'disk-server'], ['boot', 'data-path'], ['run', 'data-path']]);
+
+/** The exit code of a failure of lazyboot itself: `run` keeps 1 and 2 free for the guest command (run-exit-codes.ts). */
+function failureExitCode(argv: readonly string[], otherwise: number): number {
+  return argv[0] === 'run' ? RUN_EXIT.lazybootFailed : otherwise;
+}
 
 export async function main(argv: string[]): Promise<void> {
   const role = PROCESS_ROLES.get(argv[0] ?? '');
@@ -35,7 +41,7 @@ export async function main(argv: string[]): Promise<void> {
     .fail((message, error, y) => {
       if (error) throw error;
       process.stderr.write(`lazyboot: ${message}\n(see \`lazyboot --help\`)\n`);
-      process.exit(2);
+      process.exit(failureExitCode(argv, 2));
     });
   for (const command of commands) parser.command(command);
   await parser.parseAsync();
@@ -52,5 +58,5 @@ main(hideBin(process.argv)).catch((error: unknown) => {
     process.stderr.write(`lazyboot: unexpected error: ${message}\n`);
     if (process.env.LAZYBOOT_DEBUG && error instanceof Error) process.stderr.write(`${error.stack}\n`);
   }
-  process.exitCode = 1;
+  process.exitCode = failureExitCode(hideBin(process.argv), 1);
 });
