@@ -13,6 +13,7 @@ export { tuneProcess, type ProcessRole } from './process-tuning.js';
 
 // The copy-on-read device on its own (a disk over NBD for a QEMU you start yourself).
 export { openCorDevice, type CorDevice, type CorDeviceOptions, type CorStats, type FetchErrorEvent } from './cor/device.js';
+export type { BlockCacheOptions } from './cache/cache-location.js';
 
 // The image repository.
 export { Repository, type ImageSummary, type ImportOptions, type ImportResult, type NewImage, type ImageCheck, type OpenOptions as RepositoryOpenOptions } from './repo/repository.js';

@@ -100,6 +100,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       log: options.log,
       fetchTimeoutMs: options.fetchTimeoutMs,
       fetchAheadBytes: options.fetchAheadBytes,
+      cache: options.cache,
       // Recorded on a first boot of the image version, replayed (and refined) on the later ones.
       trace: options.trace === false ? false : (options.trace ?? {}),
     });

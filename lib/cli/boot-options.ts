@@ -7,8 +7,9 @@ import { parseMemoryMiB, VM_DEFAULTS } from '../../vmm/vm-options.js';
 import { humanSize } from './human-size.js';
 import { ProgressBar } from './progress-bar.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
+import { cacheOf, cacheOptions, type CacheArgs } from './cache-options.js';
 
-export interface BootArgs {
+export interface BootArgs extends CacheArgs {
   image: string;
   disk?: string;
   from?: string[];
@@ -29,7 +30,7 @@ export interface BootArgs {
 }
 
 export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
-  return y
+  return cacheOptions(y)
     .positional('image', { type: 'string', describe: 'image NAME or NAME@N in the repository', demandOption: true })
     .option('disk', { type: 'string', describe: 'local disk file or device (map beside it); default: a temp disk deleted at the end' })
     .option('from', { type: 'string', array: true, describe: 'repository URI (directory, nbd+unix:///?socket=PATH, nbd://HOST:PORT); repeatable', defaultDescription: 'the embedded default repository' })
@@ -73,6 +74,7 @@ export function launchOptionsOf(args: BootArgs): LaunchOptions {
     qemuArgs: args['qemu-arg'],
     fetchTimeoutMs: given(args['fetch-timeout'], parseDurationMs),
     fetchAheadBytes: given(args['fetch-ahead'], parseSizeBytes),
+    cache: cacheOf(args, args.from ?? []),
     pivot: args.pivot,
     fill: args.fill,
     fillRate: given(args['fill-rate'], parseSizeBytes),

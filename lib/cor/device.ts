@@ -10,6 +10,9 @@ import type { Manifest } from '../repo/manifest-format.js';
 import { BlockMap } from '../map/block-map.js';
 import { MapMismatch } from '../map/errors.js';
 import { openRepositories, type OpenedRepositories } from '../fetch/open-repositories.js';
+import { openCachedUpstream } from '../cache/open-cache.js';
+import type { CachedUpstream } from '../cache/cached-upstream.js';
+import type { BlockCacheOptions } from '../cache/cache-location.js';
 import type { FetchErrorEvent } from '../fetch/failover.js';
 import { LocalDisk } from './local-disk.js';
 import { CorBackend } from './cor-backend.js';
@@ -40,6 +43,12 @@ export interface CorDeviceOptions {
   onFillProgress?: (progress: FillProgress) => void;
   /** Limits of the NBD server (see COR_SERVER_LIMITS for the defaults here). */
   serverLimits?: NbdServerLimits;
+  /**
+   * The host-wide block cache (lib/cache/): blocks are taken from it before any repository and
+   * fetched blocks put into it for every other VM on the host. Off unless given (the CLI turns it
+   * on for NBD repositories: see cacheByDefault).
+   */
+  cache?: BlockCacheOptions;
   /** Record this boot's first reads and replay the stored trace ahead of the guest (boot-tracing.ts). Default off here; launch() turns it on. */
   trace?: BootTraceOptions | false;
 }
@@ -62,12 +71,14 @@ export interface CorStats {
   demandedBytes: number;
   /** Data bytes fetched ahead of the guest, and of those the bytes it then read. */
   aheadFetchedBytes: number; aheadReadBytes: number;
+  /** Blocks taken from the host-wide block cache instead of a repository (0 without the cache). */
+  cacheHits: number;
 }
 
 /** The device's stats with those of its boot trace (zeros when tracing is off). */
 export interface CorDeviceStats extends CorStats, BootTraceStats {}
 
-const NO_TRACE_STATS: BootTraceStats = { traceBlocks: 0, traceRecordings: 0, replayFetchedBytes: 0, replayReadBytes: 0, replayRequests: 0, recordedBlocks: 0 };
+const NO_TRACE_STATS: BootTraceStats = { traceBlocks: 0, traceBytes: 0, traceRecordings: 0, replayFetchedBytes: 0, replayReadBytes: 0, replayRequests: 0, recordedBlocks: 0 };
 
 export interface CorDevice extends EventEmitter {
   readonly manifest: Manifest;
@@ -98,6 +109,8 @@ export interface OpenedDisk {
   /** The local raw disk the backend stores into (its only writer while open). */
   readonly local: LocalDisk;
   readonly backend: CorBackend;
+  /** The upstream through the host-wide block cache, when the cache is on. */
+  readonly cached: CachedUpstream | undefined;
   close(): Promise<void>;
 }
 
@@ -106,7 +119,7 @@ export function mapPathOf(disk: string): string {
 }
 
 /** Opens (or creates) the disk and its map for `image`; refuses a map of another image. */
-export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' | 'from' | 'log' | 'fetchTimeoutMs' | 'fetchAheadBytes'>, onFetchError?: (event: FetchErrorEvent) => void): Promise<OpenedDisk> {
+export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' | 'from' | 'log' | 'fetchTimeoutMs' | 'fetchAheadBytes' | 'cache'>, onFetchError?: (event: FetchErrorEvent) => void): Promise<OpenedDisk> {
   const log = options.log ?? (() => {});
   const repositories = await openRepositories(options.from, options.image, {
     timeoutMs: options.fetchTimeoutMs,
@@ -120,9 +133,11 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
   });
   let local: LocalDisk | undefined;
   let lock: DiskLock | undefined;
+  let cached: CachedUpstream | undefined;
   try {
     lock = await lockDisk(options.disk);
     const { manifest, manifestDigest } = repositories;
+    if (options.cache) cached = await openCachedUpstream(repositories.upstream, manifest, options.cache, log);
     const imageRef = `${manifest.name}@${manifest.version}`;
     const mapPath = mapPathOf(options.disk);
     const mapExists = await access(mapPath).then(() => true, () => false);
@@ -155,13 +170,13 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
         disk: { identity: await disk.identity() },
       }, syncData);
     }
-    const backend = new CorBackend(manifest, disk, map, repositories.upstream, { log, fetchAheadBytes: options.fetchAheadBytes });
+    const backend = new CorBackend(manifest, disk, map, cached ?? repositories.upstream, { log, fetchAheadBytes: options.fetchAheadBytes });
     // With much left to fetch, the fetch worker (or the hashers) start now, not during the
     // guest's first reads; with little, they may never be needed (~15-20 MiB each).
     if (backend.absentDataBlocks() * manifest.blockSize >= PRESTART_FETCHERS_BYTES) repositories.prestart();
     const heldLock = lock;
     return {
-      repositories, local: disk, backend,
+      repositories, local: disk, backend, cached,
       async close() {
         try {
           // Certified after the last guest write has landed (the server is closed, but requests it
@@ -171,6 +186,7 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
           if (!backend.isReadThrough) await certifyDisk(backend.map, disk, manifest).catch((error: Error) => log(`${options.disk}: no fingerprint recorded: ${error.message}`));
           await backend.close();
         } finally {
+          await cached?.close();
           await repositories.close();
           await heldLock.release();
         }
@@ -178,6 +194,7 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
     };
   } catch (error) {
     await local?.close();
+    await cached?.close();
     // A disk this call created and left without a map holds nothing: do not leave it behind.
     if (local?.created && !(await access(mapPathOf(options.disk)).then(() => true, () => false))) await rm(options.disk, { force: true });
     await repositories.close();
@@ -187,10 +204,11 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
   }
 }
 
-export function statsOf(backend: CorBackend): CorStats {
+export function statsOf(backend: CorBackend, cached?: CachedUpstream): CorStats {
   const counts = backend.map.counts();
   return {
     ...backend.counters,
+    cacheHits: cached?.counters.cacheHits ?? 0,
     ...backend.fetchAheadCounters,
     demandedBytes: backend.demandedBytes,
     presentBlocks: counts.present,
@@ -255,7 +273,7 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
       uri: `nbd+unix:///${exportName}?socket=${socketPath}`,
       filled,
       trace: tracing,
-      stats: () => ({ ...statsOf(backend), ...(tracing?.stats() ?? NO_TRACE_STATS) }),
+      stats: () => ({ ...statsOf(backend, opened.cached), ...(tracing?.stats() ?? NO_TRACE_STATS) }),
       isPresent: (block: number) => backend.map.isPresent(block),
       enterReadThrough,
       close,

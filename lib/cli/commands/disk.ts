@@ -13,6 +13,7 @@ import { humanSize } from '../human-size.js';
 import { serverLimitOptions, serverLimitsOf, type ServerLimitArgs } from '../server-limits.js';
 import { withTlsCredentials } from '../../nbd/client-uri.js';
 import { COR_SERVER_LIMITS } from '../../cor/device.js';
+import { cacheOf, cacheOptions, type CacheArgs } from '../cache-options.js';
 
 const log = (line: string): void => void process.stderr.write(`${new Date().toISOString()} ${line}\n`);
 
@@ -47,7 +48,7 @@ function progressReporter(json: boolean, blockSize: number): (progress: FillProg
   };
 }
 
-interface DiskArgs { disk: string; from: string[]; json: boolean }
+interface DiskArgs extends CacheArgs { disk: string; from: string[]; json: boolean }
 interface ServeArgs extends DiskArgs, ServerLimitArgs { image: string; socket?: string; fill: boolean; 'fill-rate': string; export: string; 'tls-creds'?: string }
 interface FillArgs extends DiskArgs { image?: string; rate: string; 'tls-creds'?: string }
 
@@ -91,7 +92,7 @@ async function untilSignal(): Promise<string> {
 const serveCommand: CommandModule<any, ServeArgs> = {
   command: 'serve <image>',
   describe: 'serve IMAGE as a copy-on-read disk over NBD (creates the disk and its map on first use)',
-  builder: (y: Argv) => serverLimitOptions(y
+  builder: (y: Argv) => serverLimitOptions(cacheOptions(y)
     .positional('image', { type: 'string', describe: 'NAME or NAME@N' })
     .option('disk', { type: 'string', demandOption: true, describe: 'local raw file or block device' })
     .option('from', fromOption)
@@ -106,7 +107,7 @@ const serveCommand: CommandModule<any, ServeArgs> = {
     let report: ((progress: FillProgress) => void) | undefined;
     const device = await openCorDevice({
       image: args.image, disk: args.disk, from: fromUris(args), socketPath: args.socket, exportName: args.export,
-      fill: args.fill, fillRate: parseRate(args['fill-rate']), log, serverLimits: serverLimitsOf(args),
+      fill: args.fill, fillRate: parseRate(args['fill-rate']), log, serverLimits: serverLimitsOf(args), cache: cacheOf(args, args.from),
       onFillProgress: (progress) => report?.(progress),
     });
     report = progressReporter(args.json, device.manifest.blockSize);
@@ -128,7 +129,7 @@ const serveCommand: CommandModule<any, ServeArgs> = {
 const fillCommand: CommandModule<any, FillArgs> = {
   command: 'fill',
   describe: 'fetch every absent block of a disk (no server); resumable',
-  builder: (y: Argv) => y
+  builder: (y: Argv) => cacheOptions(y)
     .option('disk', { type: 'string', demandOption: true, describe: 'local raw file or block device' })
     .option('image', { type: 'string', describe: 'NAME@N, needed only when the disk has no map yet' })
     .option('from', fromOption)
@@ -151,7 +152,7 @@ async function fill(args: FillArgs, context: { image?: string }): Promise<void> 
     await map.close();
   }
   context.image = image;
-  const opened = await openDisk({ image, disk: args.disk, from: fromUris(args), log });
+  const opened = await openDisk({ image, disk: args.disk, from: fromUris(args), log, cache: cacheOf(args, args.from) });
   context.image = `${opened.backend.manifest.name}@${opened.backend.manifest.version}`;
   const filler = new Filler(opened.backend, {
     rate, stopOnError: true, log,

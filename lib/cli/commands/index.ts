@@ -16,4 +16,5 @@ export const commandLoaders: readonly CommandLoader[] = [
   { name: 'snapshot', load: async () => (await import('./snapshot.js')).snapshotCommand },
   { name: 'boot', load: async () => (await import('./boot.js')).bootCommand },
   { name: 'run', load: async () => (await import('./run.js')).runCommand },
+  { name: 'cache', load: async () => (await import('./cache.js')).cacheCommand },
 ];
