@@ -3,7 +3,7 @@
 // The composition above both parts: it joins the COR device (lib/cor) to the VMM (vmm/).
 // It touches no process-wide state: signals and V8 tuning are the process owner's opt-ins
 // (installSignalTeardown in base/cleanup.ts, tuneProcess in process-tuning.ts).
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { UsageError } from './base/errors.js';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -20,6 +20,8 @@ import { ClusterSizeUnsupported, QCOW2_MAX_CLUSTER, QCOW2_MIN_CLUSTER } from '..
 import { pivotWhenStorageReady, type PivotOutcome } from './pivot/live-pivot.js';
 import { foldNativeIntoMap, type FoldResult } from './pivot/fold-native.js';
 import { lockDisk, type DiskLock } from './cor/disk-lock.js';
+import { recoverInterruptedPivot } from './pivot/interrupted-pivot.js';
+import { metadataPathOf } from './pivot/native-metadata.js';
 
 export type { LaunchOptions, PivotMode } from './launch-options.js';
 export type { PivotOutcome } from './pivot/live-pivot.js';
@@ -89,6 +91,15 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   const tempDiskDir = options.disk ? undefined : await mkdtemp(path.join(tmpdir(), 'lazyboot-disk-'));
   const diskPath = path.resolve(options.disk ?? path.join(tempDiskDir!, 'disk.raw'));
   let cor: CorDevice | undefined;
+  const deviceOptions = { image: options.image, disk: diskPath, from: [...(options.from ?? [])], log: options.log, fetchTimeoutMs: options.fetchTimeoutMs };
+  if (options.disk) {
+    const recovered = await recoverInterruptedPivot(diskPath, async () => {
+      const probe = await openCorDevice(deviceOptions);
+      await probe.close();
+      return probe.manifest;
+    });
+    if (recovered) options.log?.(`${diskPath}: an earlier pivot was not recorded (interrupted); recorded now: ${recovered.newlyPresent} blocks QEMU made present, ${recovered.written} written by the guest (from the ${recovered.writesFrom === 'bitmap' ? 'writes bitmap' : 'manifest digests'})`);
+  }
   try {
     cor = await openCorDevice({
       image: options.image,
@@ -116,9 +127,11 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
     throw new ClusterSizeUnsupported(blockSize);
   }
-  // The pivot's qcow2 metadata file lives beside a temp disk, else in its own temp dir.
-  const pivotDir = pivotMode === 'live' ? tempDiskDir ?? (await mkdtemp(path.join(tmpdir(), 'lazyboot-pivot-'))) : undefined;
-  const metadataPath = pivotDir ? path.join(pivotDir, 'native.qcow2') : undefined;
+  // The pivot's qcow2 metadata file: beside a disk file (so that an interrupted pivot is found and
+  // recorded by the next launch, recoverInterruptedPivot), else (a temp disk, a block device) in a temp dir.
+  const besideDisk = pivotMode === 'live' && options.disk !== undefined && (await stat(diskPath)).isFile();
+  const pivotDir = pivotMode === 'live' && !besideDisk ? tempDiskDir ?? (await mkdtemp(path.join(tmpdir(), 'lazyboot-pivot-'))) : undefined;
+  const metadataPath = besideDisk ? metadataPathOf(diskPath) : pivotDir ? path.join(pivotDir, 'native.qcow2') : undefined;
   let folded: FoldResult | undefined;
   /** Taken when the COR device closes after the fill, so the disk stays ours until the fold. */
   let heldLock: DiskLock | undefined;
@@ -144,6 +157,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
           if (vm?.isNative && metadataPath) {
             folded = await foldNativeIntoMap({ disk: diskPath, metadataPath, manifest: device.manifest, heldLock });
             heldLock = undefined;
+            await rm(metadataPath, { force: true }); // recorded: nothing left to recover
             options.log?.(`after the pivot: ${folded.newlyPresent} blocks made present by QEMU, ${folded.written} written by the guest (from the ${folded.writesFrom === 'bitmap' ? 'writes bitmap' : 'manifest digests'}), recorded in the map`);
           }
         } finally {

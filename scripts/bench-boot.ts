@@ -6,6 +6,8 @@
 //   (b) the fully local raw file (the lower bound)
 //   (c) copy the whole image first (nbdcopy), then boot (what the design replaces)
 //   (d) QEMU's own copy-on-read chain (qcow2 overlay + copy-on-read filter) over qemu-nbd
+//   (t) lazyboot's second boot: the boot trace recorded by an earlier boot (untimed) replayed
+//       ahead of the guest; (a) is the first boot (tracing off there, so its runs stay first boots)
 // and writes the table to bench/results/boot.md.
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -35,12 +37,15 @@ interface Bandwidth {
   readonly key: string;
   readonly label: string;
   readonly bytesPerSecond: number;
+  /** Added to every request on its way to the repository. */
+  readonly latencyMs?: number;
 }
 
 const BANDWIDTHS: Bandwidth[] = [
   { key: 'unlimited', label: 'unlimited', bytesPerSecond: 0 },
   { key: '1G', label: '1 Gbit/s', bytesPerSecond: 125_000_000 },
   { key: '100M', label: '100 Mbit/s', bytesPerSecond: 12_500_000 },
+  { key: '100M+20ms', label: '100 Mbit/s + 20 ms', bytesPerSecond: 12_500_000, latencyMs: 20 },
 ];
 
 interface Measurement {
@@ -52,6 +57,8 @@ interface Measurement {
   readonly bytesAtPing: number;
   /** (a) only: bytes of image blocks the guest needed (read or partly overwrote) by ready. */
   readonly neededAtPing?: number;
+  /** (t) only: bytes the trace's replay fetched, and of those the bytes the guest read, by ready. */
+  readonly replay?: { readonly fetched: number; readonly read: number; readonly traceBytes: number };
   readonly note?: string;
 }
 
@@ -111,8 +118,8 @@ interface Link {
   close(): Promise<void>;
 }
 
-async function startLink(socketPath: string, upstream: string, bytesPerSecond: number): Promise<Link> {
-  const child = execa('node', [path.join(ROOT, 'dist', 'scripts', 'bench-boot-proxy.js'), socketPath, upstream, String(bytesPerSecond)], { reject: false, stdin: 'ignore', buffer: false });
+async function startLink(socketPath: string, upstream: string, bandwidth: Pick<Bandwidth, 'bytesPerSecond' | 'latencyMs'>): Promise<Link> {
+  const child = execa('node', [path.join(ROOT, 'dist', 'scripts', 'bench-boot-proxy.js'), socketPath, upstream, String(bandwidth.bytesPerSecond), String(bandwidth.latencyMs ?? 0)], { reject: false, stdin: 'ignore', buffer: false });
   let bytes = 0;
   await new Promise<void>((resolve, reject) => {
     let pending = '';
@@ -169,7 +176,7 @@ async function main(): Promise<void> {
   const args = await yargs(hideBin(process.argv))
     .option('image', { choices: ['debian', 'tiny'] as const, default: 'debian' as const, describe: 'fixture inside the 4 GiB bench disk' })
     .option('only', { type: 'string', array: true, choices: BANDWIDTHS.map((b) => b.key), describe: 'bandwidths to run' })
-    .option('scenarios', { type: 'string', array: true, choices: ['a', 'a0', 'b', 'c', 'd'], describe: 'scenarios to run (default all; c at 100 Mbit/s takes ~4 min a boot)' })
+    .option('scenarios', { type: 'string', array: true, choices: ['a', 'a0', 'b', 'c', 'd', 't'], describe: 'scenarios to run (default all; c at 100 Mbit/s takes ~4 min a boot)' })
     .option('repeat', { type: 'number', default: 3, describe: 'boots per cell; the table shows the median run (2 shared cores are noisy)' })
     .option('out', { type: 'string', default: path.join(ROOT, 'bench', 'results', 'boot.md') })
     .strict()
@@ -221,6 +228,21 @@ async function main(): Promise<void> {
   const record = async (scenario: string, run: () => Promise<Measurement>) => {
     if (wanted(scenario)) cells.push(run);
   };
+  // The trace (t) replays: recorded once by an untimed boot straight from the repository.
+  let traceRecorded: Promise<string> | undefined;
+  const recordedTrace = () => traceRecorded ??= (async () => {
+    const traceDir = path.join(work, 'traces');
+    say('(t) recording the boot trace (untimed boot)');
+    const vm = await launch({ image: imageName, from: [`nbd+unix:///?socket=${repoSocket}`], agent, memoryMiB: 512, timeoutMs, trace: { dir: traceDir } });
+    try {
+      await vm.ready;
+      const outcome = await vm.traceOutcome;
+      if (outcome?.action !== 'recorded') throw new Error(`the trace boot stored no trace (${outcome?.action ?? 'not ready'})`);
+    } finally {
+      await vm.close();
+    }
+    return traceDir;
+  })();
   const loadBefore = os.loadavg()[0]!;
   try {
     // (b) the lower bound: the image already local (copied beforehand, not timed).
@@ -240,10 +262,10 @@ async function main(): Promise<void> {
       // with fetch-ahead off (only what the guest reads is fetched): what fetch-ahead buys or costs.
       for (const [key, scenario, fetchAheadBytes] of [['a', '(a) lazyboot', undefined], ['a0', '(a0) lazyboot, fetch-ahead off', 0]] as const) {
         await record(key, async () => {
-          const proxy = await startLink(path.join(work, 'link-a.sock'), repoSocket, bandwidth.bytesPerSecond);
+          const proxy = await startLink(path.join(work, 'link-a.sock'), repoSocket, bandwidth);
           say(`${scenario} at ${bandwidth.label}`);
           const started = Date.now();
-          const vm = await launch({ image: imageName, from: [`nbd+unix:///?socket=${proxy.socketPath}`], agent, memoryMiB: 512, timeoutMs, fetchAheadBytes });
+          const vm = await launch({ image: imageName, from: [`nbd+unix:///?socket=${proxy.socketPath}`], agent, memoryMiB: 512, timeoutMs, fetchAheadBytes, trace: false });
           try {
             const marks = await watchBoot(vm.events, vm.ready, () => proxy.bytesToClients);
             return measurement(scenario, bandwidth.label, { ...marks, started }, undefined, vm.stats().demandedBytes);
@@ -253,9 +275,27 @@ async function main(): Promise<void> {
           }
         });
       }
+      // (t) the second boot: the trace of an earlier boot (recorded once, untimed, and not
+      // recorded again, so every run replays the same trace) fetched ahead of the guest.
+      await record('t', async () => {
+        const traceDir = await recordedTrace();
+        const proxy = await startLink(path.join(work, 'link-t.sock'), repoSocket, bandwidth);
+        say(`(t) lazyboot, second boot with the trace, at ${bandwidth.label}`);
+        const started = Date.now();
+        const vm = await launch({ image: imageName, from: [`nbd+unix:///?socket=${proxy.socketPath}`], agent, memoryMiB: 512, timeoutMs, trace: { dir: traceDir, record: false } });
+        try {
+          const marks = await watchBoot(vm.events, vm.ready, () => proxy.bytesToClients);
+          const stats = vm.stats();
+          const replay = { fetched: stats.replayFetchedBytes, read: stats.replayReadBytes, traceBytes: stats.traceBytes };
+          return { ...measurement('(t) lazyboot, second boot with the trace', bandwidth.label, { ...marks, started }, `replay fetched ${(replay.fetched / MiB).toFixed(1)} MiB in ${stats.replayRequests} requests, the guest read ${(replay.read / MiB).toFixed(1)} MiB of it`, stats.demandedBytes), replay };
+        } finally {
+          await vm.close();
+          await proxy.close();
+        }
+      });
       // (c) copy everything first (nbdcopy skips holes), then boot the local copy.
       await record('c', async () => {
-        const proxy = await startLink(path.join(work, 'link-c.sock'), repoSocket, bandwidth.bytesPerSecond);
+        const proxy = await startLink(path.join(work, 'link-c.sock'), repoSocket, bandwidth);
         const local = path.join(work, 'copied.raw');
         say(`(c) copy, then boot at ${bandwidth.label}`);
         try {
@@ -273,7 +313,7 @@ async function main(): Promise<void> {
       });
       // (d) QEMU's own chain: nbd (qemu-nbd) ← qcow2 overlay (backing) ← copy-on-read filter.
       await record('d', async () => {
-        const proxy = await startLink(path.join(work, 'link-d.sock'), qemuNbdSocket, bandwidth.bytesPerSecond);
+        const proxy = await startLink(path.join(work, 'link-d.sock'), qemuNbdSocket, bandwidth);
         const overlay = path.join(work, 'overlay.qcow2');
         await execa('qemu-img', ['create', '-q', '-f', 'qcow2', overlay, String(benchStat.size)]);
         say(`(d) QEMU copy-on-read chain over qemu-nbd at ${bandwidth.label}`);
@@ -343,6 +383,10 @@ function renderReport(input: { commit: string; results: Measurement[]; fixtureNa
     if (a0?.pingS && a.pingS) parts.push(`fetch-ahead off (a0)/(a) = ${(a0.pingS / a.pingS).toFixed(2)}×`);
     if (c?.pingS && a.pingS) parts.push(`(c)/(a) = ${(c.pingS / a.pingS).toFixed(1)}× faster${bandwidth === '100 Mbit/s' ? ' (goal ≥ 5×)' : ''}`);
     if (d?.pingS && a.pingS) parts.push(`(d)/(a) = ${(d.pingS / a.pingS).toFixed(2)}× (goal ≥ 1.0×)`);
+    const traced = find('(t)', bandwidth);
+    if (traced?.pingS && local?.pingS) parts.push(`with the trace (t)/(b) = ${(traced.pingS / local.pingS).toFixed(2)}×${bandwidth === '100 Mbit/s' ? ' (goal ≤ 1.05×)' : ''}`);
+    if (traced?.pingS && a.pingS) parts.push(`first boot / second boot with the trace (a)/(t) = ${(a.pingS / traced.pingS).toFixed(2)}×${bandwidth === '100 Mbit/s + 20 ms' ? ' (goal ≥ 2×)' : ''}`);
+    if (traced?.replay && traced.replay.traceBytes > 0) parts.push(`replayed bytes the guest never read = ${((100 * (traced.replay.fetched - traced.replay.read)) / traced.replay.traceBytes).toFixed(1)}% of the trace (goal ≤ 10%)`);
     parts.push(`fetched before storage-ready = ${((100 * a.bytesAtStorageReady) / input.allocatedBytes).toFixed(1)}% of the allocated bytes (goal ≤ 10%)`);
     goals.push(`- **${bandwidth}**: ${parts.join('; ')}`);
   }

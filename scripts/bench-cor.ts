@@ -88,7 +88,8 @@ async function importSparseImage(repoDir: string, name: string, size: number): P
 
 /** The PID of the node process serving the disk (execa runs node directly). */
 async function serveDisk(dir: string, image: string, disk: string, from: string, socket: string, extra: string[] = []): Promise<ServerProcess> {
-  return startServer('node', [BIN, 'disk', 'serve', image, '--disk', disk, '--from', from, '--socket', socket, ...extra], socket);
+  // --no-cache: every cold read starts cold (the host-wide block cache would serve repeat runs).
+  return startServer('node', [BIN, 'disk', 'serve', image, '--disk', disk, '--from', from, '--socket', socket, '--no-cache', ...extra], socket);
 }
 
 /** `--serve-raw FILE SOCKET`: the raw file through lazyboot's NBD server without the COR layer. */

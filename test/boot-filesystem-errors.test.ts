@@ -1,5 +1,6 @@
 // `boot` and `run` when the file system says no: a --disk on a full file system, and a --disk in a
-// directory the user may not write. Each is one line (what is wrong, what to do), exit 1, and
+// directory the user may not write. Each is one line (what is wrong, what to do), exit 1 (125 for
+// `run`: a failure of lazyboot itself, not of the command), and
 // nothing left behind — not "unexpected error: ENOSPC: no space left on device, write".
 import { chmod, chown, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -47,7 +48,8 @@ test('run with --disk in a directory the user may not write: one line naming it 
     [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'node', CLI, 'run', 'demo', '--from', join(dir, 'repo'), '--disk', disk, '--timeout', '60s', '--', '/bin/true'],
     { env: { HOME: home, TMPDIR: home, XDG_DATA_HOME: home }, reject: false },
   );
-  t.is(result.exitCode, 1, result.stderr);
+  // `run` exits 125 when lazyboot itself fails (docker run's convention; lib/cli/run-exit-codes.ts).
+  t.is(result.exitCode, 125, result.stderr);
   t.is(result.stderr.trim(), `lazyboot: cannot open ${disk}: permission denied (EACCES): check the owner and permissions of ${disk} and of ${locked} (or run as the user who owns them)`);
   t.deepEqual(await readdir(locked), []);
   t.deepEqual(await readdir(home), [], 'no run directory or socket left');

@@ -77,3 +77,27 @@ test('`lazyboot boot`: Ctrl-C to the whole process group mid-boot tears everythi
   t.deepEqual(await leftovers(tmp), [], 'no run dir, socket or temp disk left');
   t.deepEqual(await qemuProcessesMentioning(tmp), []);
 });
+
+test('`lazyboot boot` after the pivot, fill running: Ctrl-C to the whole process group stops QEMU in order (its own process group), the writes bitmap is folded into the map, exit 130', async (t) => {
+  t.timeout(3 * TEST_TIMEOUT_MS);
+  const { served, tmp } = await tinyServed(t);
+  const stayUp = ['--qemu-arg=-fw_cfg', `--qemu-arg=name=${STAY_UP_FW_CFG_NAME},string=1`];
+  // A slow fill: it is still running when the Ctrl-C comes.
+  const child = execa('node', [CLI, 'boot', 'tiny', '--from', served.uri, '--memory', '256M', '--timeout', '300s', '--fill-rate', '64K', ...stayUp], { env: { TMPDIR: tmp }, reject: false, detached: true });
+  t.teardown(() => void child.kill('SIGKILL'));
+  const qemuPid = Number((await waitForLine(child, 'stderr', /QEMU up \(pid (\d+)\)/))[1]);
+  await waitForLine(child, 'stderr', /pivot to native at [\d.]+ s: the guest was paused [\d.]+ ms/);
+  process.kill(-child.pid!, 'SIGINT');
+  const result = await child;
+  t.log(result.stderr);
+  t.log(result.stdout);
+  t.is(result.exitCode, 130);
+  // QEMU did not die of the SIGINT: it quit when asked, so its persistent bitmap was stored and read back.
+  t.regex(result.stderr, /after the pivot: \d+ blocks made present by QEMU, \d+ written by the guest \(from the writes bitmap\)/);
+  t.regex(result.stdout, /summary: tiny@1 stopped/);
+  t.notRegex(result.stdout, /killed by/);
+  t.regex(result.stdout, /fill \(QEMU block-stream\): (stopped at|none)/);
+  t.false(processAlive(qemuPid));
+  t.deepEqual(await leftovers(tmp), []);
+  t.deepEqual(await qemuProcessesMentioning(tmp), []);
+});

@@ -10,9 +10,9 @@ import { execa } from 'execa';
 import { ensureFixture } from '../fixtures/build.js';
 import { launch } from '../lib/launch.js';
 import { BlockMap } from '../lib/map/block-map.js';
-import { tinyStayUpArgs } from '../guest/qemu-args.js';
+import { STAY_UP_FW_CFG_NAME, tinyStayUpArgs } from '../guest/qemu-args.js';
 import { GuestEvents } from '../guest/events.js';
-import { importImage, qemuProcessesMentioning, scratchDir, serveRepository } from './boot-support.js';
+import { CLI, importImage, qemuProcessesMentioning, scratchDir, serveRepository } from './boot-support.js';
 import { startQemuDirect } from './helpers/qemu-direct.js';
 
 /** Blocks whose bytes differ between two files of equal size. */
@@ -32,7 +32,7 @@ async function differingBlocks(a: string, b: string, blockSize: number, blockCou
   }
 }
 
-test('tiny: live pivot, then block-stream fills the disk; no NBD node left, map complete, W names the guest\'s writes, the raw disk boots standalone', async (t) => {
+test.serial('tiny: live pivot, then block-stream fills the disk; no NBD node left, map complete, W names the guest\'s writes, the raw disk boots standalone', async (t) => {
   t.timeout(300_000);
   const tiny = await ensureFixture('tiny');
   const scratch = await scratchDir(t);
@@ -88,5 +88,45 @@ test('tiny: live pivot, then block-stream fills the disk; no NBD node left, map 
   const exit = await direct.exited;
   t.is(exit.exitCode, 0, 'the standalone boot ran to its power-off');
   t.false(existsSync(`${disk}.native.qcow2`));
+  t.deepEqual(await qemuProcessesMentioning(scratch), []);
+});
+
+test.serial('lazyboot and QEMU killed (SIGKILL) after the pivot: the next boot of the disk records what QEMU wrote (from the digests) before opening it', async (t) => {
+  t.timeout(300_000);
+  const tiny = await ensureFixture('tiny');
+  const scratch = await scratchDir(t);
+  const served = await serveRepository(t, await importImage(scratch, tiny.path, 'tiny'));
+  const disk = path.join(scratch, 'tiny.raw');
+  const child = execa('node', [CLI, 'boot', 'tiny', '--from', served.uri, '--disk', disk, '--memory', '256M', '--timeout', '240s', '--no-fill',
+    '--qemu-arg=-fw_cfg', `--qemu-arg=name=${STAY_UP_FW_CFG_NAME},string=1`], { reject: false });
+  t.teardown(() => void child.kill('SIGKILL'));
+  let stderr = '';
+  const seen = (pattern: RegExp) => new Promise<RegExpExecArray>((resolve, reject) => {
+    const look = () => { const match = pattern.exec(stderr); if (match) resolve(match); };
+    child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString(); look(); });
+    void child.then(() => reject(new Error(`ended before ${pattern}: ${stderr}`)));
+    look();
+  });
+  const qemuPid = Number((await seen(/QEMU up \(pid (\d+)\)/))[1]);
+  await seen(/pivot to native at/);
+  await seen(/boot-complete at/); // the tiny guest wrote its boot counter after the pivot
+  child.kill('SIGKILL');
+  process.kill(qemuPid, 'SIGKILL');
+  await child;
+  t.true(existsSync(`${disk}.native.qcow2`), 'the interrupted pivot left its metadata file');
+  const again = await execa('node', [CLI, 'boot', 'tiny', '--from', served.uri, '--disk', disk, '--memory', '256M', '--timeout', '240s', '--pivot', 'none'], { reject: false });
+  t.log(again.stderr);
+  t.is(again.exitCode, 0);
+  t.regex(again.stderr, /an earlier pivot was not recorded \(interrupted\); recorded now: \d+ blocks QEMU made present, \d+ written by the guest \(from the manifest digests\)/);
+  t.false(existsSync(`${disk}.native.qcow2`));
+  const map = await BlockMap.open(`${disk}.map`, async () => {});
+  try {
+    const differ = await differingBlocks(disk, tiny.path, 65536, Math.ceil(tiny.sizeBytes / 65536));
+    t.true(differ.length > 0);
+    // Absent blocks are holes (not fetched: they differ from the image and are not the guest's).
+    t.deepEqual(differ.filter((block) => map.isPresent(block) && !map.isModified(block)), [], 'every present block that differs from the image has its W bit');
+  } finally {
+    await map.close();
+  }
   t.deepEqual(await qemuProcessesMentioning(scratch), []);
 });

@@ -157,3 +157,43 @@ test('the repository server SIGKILLed at random moments: the snapshot fails in o
     }
   }, { unsafeCleanup: true });
 });
+
+test('a crash after the commit and before the map recorded it: the retry finds that version (existing) and adds none', (t) => withDir(async ({ path: dir }) => {
+  const { copyFile } = await import('node:fs/promises');
+  const { BlockMap } = await import('../lib/map/block-map.js');
+  const { writeSendingSet, sendingSetPath } = await import('../lib/snapshot/sending-set.js');
+  const { snapshot } = await import('../lib/snapshot/snapshot.js');
+  const { Repository } = await import('../lib/repo/repository.js');
+  const image = await makeImage(dir, 'demo', { size: 16 * BS });
+  const disk = join(dir, 'disk.raw');
+  const served = await serveDisk([image.ref, '--disk', disk, '--from', image.repoDir, '--socket', join(dir, 'c.sock')]);
+  if (!served.serving) throw new Error(served.stderr);
+  await qemuIo(served.uri, [`write -P 0x71 ${2 * BS} ${BS}`, `write -P 0x72 ${5 * BS} ${BS}`]);
+  await served.stop();
+  const mapPath = `${disk}.map`;
+  await copyFile(mapPath, join(dir, 'map-before'));
+
+  const first = await snapshot({ disk, to: image.repoDir, as: 'demo' });
+  t.like(first, { ref: 'demo@2', existing: false, sentBlocks: 2 });
+  const repo = await Repository.open(image.repoDir, { create: false });
+  const session = (await repo.resolve('demo@2')).session!;
+  await repo.close();
+
+  // Put the disk back in the state of a snapshot killed right after its commit: the marks moved to
+  // the in-flight set (with that commit's session), the map not yet told.
+  await copyFile(join(dir, 'map-before'), mapPath);
+  const map = await BlockMap.open(mapPath, async () => {});
+  const blocks = map.modified[0]!.copy();
+  await writeSendingSet(sendingSetPath(mapPath), { target: 'origin', session, name: 'demo', blocks });
+  map.clearModifiedWhere(0, blocks);
+  await map.close();
+
+  const retry = await snapshot({ disk, to: image.repoDir, as: 'demo' });
+  t.like(retry, { ref: 'demo@2', existing: true, recoveredMarks: 2, dirtyBlocks: 2, sentBlocks: 0 });
+  const after = await Repository.open(image.repoDir, { create: false });
+  t.deepEqual(await after.versions('demo'), [1, 2], 'no second version');
+  await after.close();
+  t.is(await marksHeld(disk), 0);
+  // The map now records demo@2: the next snapshot starts from it.
+  t.like(await snapshot({ disk, to: image.repoDir, as: 'demo' }), { ref: 'demo@3', parent: 'demo@2', dirtyBlocks: 0 });
+}, { unsafeCleanup: true }));

@@ -87,3 +87,17 @@ export class StorageReadinessUnknown extends LazybootError {
     );
   }
 }
+
+/** QEMU reported GUEST_PANICKED: the guest kernel panicked. */
+export class GuestPanicked extends LazybootError {
+  constructor(readonly info: string | undefined) {
+    super(`the guest kernel panicked${info ? ` (${info})` : ''}`, 'read the end of the guest console (--console, --console-log FILE)');
+  }
+}
+
+/** The image's hook said boot-failed (e.g. its root filesystem did not mount). */
+export class GuestBootFailed extends LazybootError {
+  constructor(readonly reason: string) {
+    super(`the guest reported that its boot failed: ${reason}`, 'read the guest console (--console, --console-log FILE); the image may be damaged');
+  }
+}

@@ -62,6 +62,10 @@ export class QemuProcess {
       buffer: false,
       // execa kills the child when this process exits, whatever the reason: no orphan QEMU.
       cleanup: true,
+      // Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches
+      // lazyboot only, which stops QEMU in order (pause the fill, stop = drain + flush, quit);
+      // after a pivot QEMU owns the disk's data and must not die of that signal.
+      detached: true,
     });
     child.stdout?.pipe(log, { end: false });
     child.stderr?.pipe(log, { end: false });
@@ -88,9 +92,13 @@ export class QemuProcess {
     if (!this.hasExited) this.child.kill(signal);
   }
 
-  /** Asks QEMU to quit over QMP (if given), waits `graceMs`, then SIGKILLs it. Resolves once it is gone. */
+  /**
+   * Asks QEMU to stop the guest (vCPUs halted, I/O drained, every disk flushed) and quit over QMP
+   * (if given), waits `graceMs`, then SIGKILLs it. Resolves once it is gone.
+   */
   async stop(qmp: QmpClient | undefined, graceMs = 3000): Promise<QemuExit> {
     if (!this.hasExited && qmp && !qmp.closed) {
+      await qmp.execute('stop', undefined, { timeoutMs: graceMs }).catch(() => undefined);
       await qmp.execute('quit', undefined, { timeoutMs: graceMs }).catch(() => {
         // no answer or connection already gone: the kill below settles it
       });

@@ -8,7 +8,7 @@ import { rm } from 'node:fs/promises';
 import { dir } from 'tmp-promise';
 import { registerCleanup } from '../lib/base/cleanup.js';
 import { chooseAccelerator, type AccelChoice } from './accel.js';
-import { BootTimeout, GuestDiskError, IllegalVmAction, QemuExited, StorageReadinessUnknown, VmEndedEarly } from './errors.js';
+import { BootTimeout, GuestBootFailed, GuestDiskError, GuestPanicked, IllegalVmAction, QemuExited, StorageReadinessUnknown, VmEndedEarly } from './errors.js';
 import { EventStream } from './event-stream.js';
 import { GuestEvents, type GuestEvent } from '../guest/events.js';
 import { launchQemu, type LaunchedQemu } from './launcher.js';
@@ -202,7 +202,8 @@ export class TransientVm implements AsyncDisposable {
       this.events.emit({ type: 'pivot', pauseMs: result.pauseMs, drainMs: result.drainMs, atMs: this.elapsedMs() });
       return result;
     } catch (error) {
-      this.#fail(error as Error);
+      // A pivot cut short by a teardown is the teardown's doing, not a failure of the VM.
+      if (!this.#closing) this.#fail(error as Error);
       throw error;
     }
   }
@@ -240,7 +241,7 @@ export class TransientVm implements AsyncDisposable {
 
   /** Ends the VM as failed with `error` (a part above the VMM gave up on it); tears it down. */
   abort(error: Error): void {
-    this.#fail(error);
+    if (!this.#closing) this.#fail(error);
   }
 
   /** Milliseconds since start. */
@@ -413,7 +414,7 @@ export class TransientVm implements AsyncDisposable {
         this.#fail(new GuestDiskError(String(event.data.operation), String(event.data.reason ?? 'I/O error')));
         break;
       case 'GUEST_PANICKED':
-        this.#fail(new QemuExited(undefined, undefined, 'the guest kernel panicked'));
+        this.#fail(new GuestPanicked(event.data.info ? JSON.stringify(event.data.info) : undefined));
         break;
     }
   }
@@ -422,7 +423,7 @@ export class TransientVm implements AsyncDisposable {
     this.events.emit({ type: 'guest-event', event, atMs: this.elapsedMs() });
     if (event.event === 'storage-ready') this.#storageReadyFrom('hook', { root: String(event.root ?? '?'), disk: event.disk, driver: event.driver });
     else if (event.event === 'boot-complete' && this.options.agent !== true) this.lifecycle.feed({ type: 'guest-up' });
-    else if (event.event === 'boot-failed') this.#fail(new QemuExited(undefined, undefined, `the guest reported boot-failed: ${String(event.reason ?? '')}`));
+    else if (event.event === 'boot-failed') this.#fail(new GuestBootFailed(String(event.reason ?? 'no reason given')));
   }
 
   #fail(error: Error): void {

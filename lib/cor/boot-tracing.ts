@@ -92,7 +92,7 @@ export class BootTracing {
   }
 
   stats(): BootTraceStats {
-    const counters = this.replayed?.replay.counters ?? { traceBlocks: 0, replayFetchedBytes: 0, replayReadBytes: 0, replayRequests: 0 };
+    const counters = this.replayed?.replay.counters ?? { traceBlocks: 0, traceBytes: 0, replayFetchedBytes: 0, replayReadBytes: 0, replayRequests: 0 };
     return { ...counters, traceRecordings: this.replayed?.recordings ?? 0, recordedBlocks: this.recorder?.entries.length ?? 0 };
   }
 

@@ -78,7 +78,7 @@ export interface CorStats {
 /** The device's stats with those of its boot trace (zeros when tracing is off). */
 export interface CorDeviceStats extends CorStats, BootTraceStats {}
 
-const NO_TRACE_STATS: BootTraceStats = { traceBlocks: 0, traceRecordings: 0, replayFetchedBytes: 0, replayReadBytes: 0, replayRequests: 0, recordedBlocks: 0 };
+const NO_TRACE_STATS: BootTraceStats = { traceBlocks: 0, traceBytes: 0, traceRecordings: 0, replayFetchedBytes: 0, replayReadBytes: 0, replayRequests: 0, recordedBlocks: 0 };
 
 export interface CorDevice extends EventEmitter {
   readonly manifest: Manifest;

@@ -32,8 +32,9 @@ export interface TraceReplayOptions {
 }
 
 export interface TraceReplayCounters {
-  /** Data blocks in the trace. */
+  /** Data blocks in the trace, and their bytes. */
   traceBlocks: number;
+  traceBytes: number;
   /** Data bytes the replay fetched, and of those the bytes the guest then read. */
   replayFetchedBytes: number;
   replayReadBytes: number;
@@ -70,7 +71,7 @@ export class TraceReplay {
     this.unread = new Bitset(parts.blockCount);
     this.windowBlocks = Math.max(1, Math.floor((options.windowBytes ?? 32 * 1024 * 1024) / parts.blockSize));
     this.maxInFlight = Math.max(1, options.maxInFlight ?? 4);
-    this.counters = { traceBlocks: this.order.length, replayFetchedBytes: 0, replayReadBytes: 0, replayRequests: 0 };
+    this.counters = { traceBlocks: this.order.length, traceBytes: this.order.reduce((sum, b) => sum + parts.dataBytes(b), 0), replayFetchedBytes: 0, replayReadBytes: 0, replayRequests: 0 };
     this.done = new Promise((resolve) => { this.finished = resolve; });
   }
 

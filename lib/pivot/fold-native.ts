@@ -102,14 +102,29 @@ export async function foldNativeIntoMap(options: { disk: string; metadataPath: s
             written += last - first + 1;
           }
         } else {
-          // No trustworthy bitmap: a block QEMU allocated that differs from the image was written.
+          // No trustworthy bitmap (QEMU was killed). A block QEMU allocated that differs from the
+          // image was written. QEMU may also have written data whose L2 entry never reached the
+          // metadata file: on a disk created sparse with its map, every data extent of the raw
+          // file at an absent block was written after the pivot (the COR device marks what it
+          // stores), so those are hashed too: equal → present, different → present and W.
+          const candidates = new Set(allocated);
+          if (map.header.diskCreatedSparse) {
+            const rawExtents = await qemuImgMap(['-f', 'raw', disk]);
+            for (const [first, last] of blocksOf(rawExtents, manifest.blockSize, (entry) => entry.data)) {
+              for (let block = first; block <= last; block++) if (!map.isPresent(block)) candidates.add(block);
+            }
+          }
           const buffer = Buffer.alloc(manifest.blockSize);
-          for (const block of allocated) {
+          for (const block of [...candidates].sort((a, b) => a - b)) {
             const length = Math.min(manifest.blockSize, manifest.size - block * manifest.blockSize);
             const { bytesRead } = await handle.read(buffer, 0, length, block * manifest.blockSize);
             const data = buffer.subarray(0, bytesRead);
             const expected = digestOf(manifest, block);
             const same = isZeroDigest(expected) ? data.every((byte) => byte === 0) : createHash('sha256').update(data).digest().equals(expected);
+            if (!map.isPresent(block)) {
+              map.markPresent(block, 1);
+              newlyPresent++;
+            }
             if (!same) {
               map.markModified(block, 1);
               written++;
