@@ -20,7 +20,7 @@ const ROOT_NAMES = [
   'launch', 'openCorDevice', 'Repository', 'snapshot', 'VM_DEFAULTS', 'installSignalTeardown', 'teardownOnUncaughtException', 'tuneProcess',
   // What it may catch.
   'LazybootError', 'UsageError', 'FileSystemFailed', 'BlockError',
-  'QmpError', 'QmpConnectionClosed', 'QmpTimeout', 'QemuNotFound', 'QemuExited', 'KvmUnavailable', 'IllegalVmAction', 'GuestDiskError', 'BootTimeout', 'VmEndedEarly', 'StorageReadinessUnknown',
+  'QmpError', 'QmpConnectionClosed', 'QmpTimeout', 'QemuNotFound', 'QemuExited', 'KvmUnavailable', 'IllegalVmAction', 'GuestDiskError', 'BootTimeout', 'VmEndedEarly', 'StorageReadinessUnknown', 'GuestBootFailed', 'GuestPanicked',
   'CommandNotStarted', 'GuestStreamsMissing', 'CopyFailed', 'StreamPortClosed',
   'AgentTimeout', 'AgentCommandFailed', 'AgentDisconnected', 'GuestEventTimeout', 'GuestEventsClosed', 'NativeStorageTimeout', 'GuestEventRejected',
   'DiskSizeMismatch', 'DiskMissing', 'DiskNotADisk', 'DiskNotBound', 'FillFailed', 'DiskIoFailed', 'DiskInUse', 'DiskDirectoryMissing',
