@@ -54,7 +54,9 @@ function checkClusterSize(clusterSize: number): void {
 }
 
 async function qemuImg(binary: string, step: string, args: string[]): Promise<void> {
-  const result = await execa(binary, args, { reject: false, stdin: 'ignore' });
+  // Own process group (detached), like QEMU itself: a terminal's Ctrl-C goes to the whole
+  // foreground group, and must reach lazyboot (which tears down in order), not kill this step.
+  const result = await execa(binary, args, { reject: false, stdin: 'ignore', detached: true });
   if (result.exitCode !== 0) throw new Qcow2MetadataError(step, (result.stderr || result.stdout || `exit ${result.exitCode}`).trim().split('\n').pop()!);
 }
 

@@ -47,7 +47,8 @@ function* blocksOf(entries: readonly MapEntry[], blockSize: number, wanted: (ent
 }
 
 async function qemuImgMap(args: string[]): Promise<MapEntry[]> {
-  const result = await execa('qemu-img', ['map', '--output=json', ...args]);
+  // Own process group (detached): a terminal's Ctrl-C reaches lazyboot, which finishes this fold.
+  const result = await execa('qemu-img', ['map', '--output=json', ...args], { detached: true });
   return JSON.parse(result.stdout) as MapEntry[];
 }
 
@@ -55,7 +56,7 @@ async function qemuImgMap(args: string[]): Promise<MapEntry[]> {
 async function dirtyRanges(metadataPath: string): Promise<MapEntry[] | undefined> {
   const scratch = await dir({ unsafeCleanup: true, prefix: 'lazyboot-fold-', tmpdir: tmpdir() });
   const socket = path.join(scratch.path, 'nbd.sock');
-  const server = execa('qemu-nbd', ['--read-only', '--persistent', '-B', WRITES_BITMAP, '-f', 'qcow2', '-k', socket, metadataPath], { reject: false, stdin: 'ignore' });
+  const server = execa('qemu-nbd', ['--read-only', '--persistent', '-B', WRITES_BITMAP, '-f', 'qcow2', '-k', socket, metadataPath], { reject: false, stdin: 'ignore', detached: true });
   try {
     for (let tries = 0; tries < 100; tries++) {
       if (server.exitCode !== null && server.exitCode !== undefined) return undefined;
