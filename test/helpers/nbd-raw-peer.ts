@@ -33,8 +33,11 @@ export class RawPeer {
     return new RawPeer(socket);
   }
 
-  /** Exactly n bytes, or undefined if the server closed first. */
-  async read(n: number, timeoutMs = 5000): Promise<Buffer | undefined> {
+  /**
+   * Exactly n bytes, or undefined if the server closed first. The default wait is long: a reply
+   * that comes is what tests check, and a loaded CI machine (a 32 MiB payload to skip) is slow.
+   */
+  async read(n: number, timeoutMs = 20_000): Promise<Buffer | undefined> {
     const deadline = Date.now() + timeoutMs;
     while (this.buffered.length < n) {
       if (this.closed) return undefined;
