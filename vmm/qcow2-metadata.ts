@@ -11,7 +11,7 @@
 //   clusters are not refcounted). So the map's R bits become the L2 entries in one pass over the
 //   L2 tables (1.25 MiB for a 10 GiB disk of 64 KiB clusters), done while QEMU does not have it open.
 // - `data_file_raw=on` cannot be combined with a backing file: it stays off.
-import { open, rm } from 'node:fs/promises';
+import { open, rm, type FileHandle } from 'node:fs/promises';
 import { execa } from 'execa';
 import { LazybootError } from '../lib/base/errors.js';
 
@@ -80,19 +80,41 @@ export async function createQcow2Metadata(options: Qcow2MetadataOptions): Promis
   }
 }
 
-interface Layout {
+/** The layout and the L1 table (the offsets of the L2 tables) of a file made by createQcow2Metadata. */
+interface L1Table {
   readonly clusterSize: number;
-  readonly l1Offset: number;
+  readonly entriesPerL2: number;
   readonly l1Size: number;
+  /** The offset of L2 table `index` in the file, 0 where it has none (or beyond the L1 table). */
+  l2Offset(index: number): number;
 }
 
-async function readLayout(handle: import('node:fs/promises').FileHandle, path: string): Promise<Layout> {
+/** Opens the file for update, reads its L1 table, runs `update`, then syncs and closes the file. */
+async function updateL2Tables<T>(path: string, update: (handle: FileHandle, table: L1Table) => Promise<T>): Promise<T> {
+  const handle = await open(path, 'r+');
+  try {
+    const result = await update(handle, await readL1Table(handle, path));
+    await handle.sync();
+    return result;
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readL1Table(handle: FileHandle, path: string): Promise<L1Table> {
   const header = Buffer.alloc(104);
   await handle.read(header, 0, header.length, 0);
   if (header.readUInt32BE(0) !== 0x514649fb) throw new Qcow2MetadataError('read', `${path} is not a qcow2 file`);
   const incompatible = header.readBigUInt64BE(72);
   if ((incompatible & 4n) === 0n) throw new Qcow2MetadataError('read', `${path} has no external data file`);
-  return { clusterSize: 2 ** header.readUInt32BE(20), l1Size: header.readUInt32BE(36), l1Offset: Number(header.readBigUInt64BE(40)) };
+  const clusterSize = 2 ** header.readUInt32BE(20);
+  const l1Size = header.readUInt32BE(36);
+  const l1 = Buffer.alloc(l1Size * 8);
+  await handle.read(l1, 0, l1.length, Number(header.readBigUInt64BE(40)));
+  return {
+    clusterSize, l1Size, entriesPerL2: clusterSize / 8,
+    l2Offset: (index) => (index < l1Size ? Number(l1.readBigUInt64BE(index * 8) & OFFSET_MASK) : 0),
+  };
 }
 
 /**
@@ -101,16 +123,11 @@ async function readLayout(handle: import('node:fs/promises').FileHandle, path: s
  * marked present. The file must come from createQcow2Metadata and QEMU must not have it open.
  */
 export async function markPresentClusters(path: string, clusterCount: number, isPresent: (cluster: number) => boolean): Promise<number> {
-  const handle = await open(path, 'r+');
-  try {
-    const { clusterSize, l1Offset, l1Size } = await readLayout(handle, path);
-    const entriesPerL2 = clusterSize / 8;
-    const l1 = Buffer.alloc(l1Size * 8);
-    await handle.read(l1, 0, l1.length, l1Offset);
+  return updateL2Tables(path, async (handle, { clusterSize, entriesPerL2, l1Size, l2Offset: l2OffsetOf }) => {
     const table = Buffer.alloc(clusterSize);
     let present = 0;
     for (let i = 0; i < l1Size; i++) {
-      const l2Offset = Number(l1.readBigUInt64BE(i * 8) & OFFSET_MASK);
+      const l2Offset = l2OffsetOf(i);
       const first = i * entriesPerL2;
       if (first >= clusterCount) break;
       if (l2Offset === 0) throw new Qcow2MetadataError('update', `${path} has no L2 table for clusters from ${first} (not made by preallocation=metadata)`);
@@ -124,11 +141,8 @@ export async function markPresentClusters(path: string, clusterCount: number, is
       }
       await handle.write(table, 0, clusterSize, l2Offset);
     }
-    await handle.sync();
     return present;
-  } finally {
-    await handle.close();
-  }
+  });
 }
 
 /**
@@ -137,22 +151,13 @@ export async function markPresentClusters(path: string, clusterCount: number, is
  */
 export async function addPresentClusters(path: string, clusters: readonly number[]): Promise<void> {
   if (clusters.length === 0) return;
-  const handle = await open(path, 'r+');
-  try {
-    const { clusterSize, l1Offset, l1Size } = await readLayout(handle, path);
-    const entriesPerL2 = clusterSize / 8;
-    const l1 = Buffer.alloc(l1Size * 8);
-    await handle.read(l1, 0, l1.length, l1Offset);
+  await updateL2Tables(path, async (handle, { clusterSize, entriesPerL2, l2Offset: l2OffsetOf }) => {
     const entry = Buffer.alloc(8);
     for (const cluster of clusters) {
-      const index = Math.floor(cluster / entriesPerL2);
-      const l2Offset = index < l1Size ? Number(l1.readBigUInt64BE(index * 8) & OFFSET_MASK) : 0;
+      const l2Offset = l2OffsetOf(Math.floor(cluster / entriesPerL2));
       if (l2Offset === 0) throw new Qcow2MetadataError('update', `${path} has no L2 table for cluster ${cluster}`);
       entry.writeBigUInt64BE(BigInt(cluster) * BigInt(clusterSize) | L2_COPIED);
       await handle.write(entry, 0, 8, l2Offset + (cluster % entriesPerL2) * 8);
     }
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  });
 }

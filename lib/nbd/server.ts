@@ -1,10 +1,10 @@
 // An NBD server (fixed newstyle) for any ExportProvider: on a unix socket (mode 0600, removed on
 // close) or on TCP (beyond loopback only with TLS). Many clients, each bounded (limits.ts); per
 // connection, many requests in flight.
-import { createServer, createConnection, type Server, type Socket } from 'node:net';
-import { chmod, lstat, unlink, mkdir } from 'node:fs/promises';
-import { dirname, resolve as resolvePath } from 'node:path';
+import { createServer, type Socket } from 'node:net';
+import { unlink } from 'node:fs/promises';
 import { LazybootError } from '../base/errors.js';
+import { hostPort, listenPrivately } from '../base/listen.js';
 import type { ExportProvider } from './export-provider.js';
 import { BufferPool } from './buffer-pool.js';
 import { Connection } from './connection.js';
@@ -82,28 +82,10 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
     void connection.serve().finally(() => connections.delete(connection));
   });
 
-  let uri: string;
-  let socketPath: string | undefined;
-  if (options.socketPath) {
-    socketPath = resolvePath(options.socketPath);
-    await mkdir(dirname(socketPath), { recursive: true, mode: 0o700 });
-    await removeStaleSocket(socketPath);
-    // The umask makes the socket 0600 from the moment it exists; chmod again to be sure.
-    const previousUmask = process.umask(0o177);
-    try {
-      await listen(server, () => server.listen(socketPath));
-    } finally {
-      process.umask(previousUmask);
-    }
-    await chmod(socketPath, 0o600);
-    uri = `${options.tls ? 'nbds' : 'nbd'}+unix:///?socket=${socketPath}`;
-  } else {
-    const { host, port } = options.listen!;
-    await listen(server, () => server.listen(port, host));
-    const address = server.address();
-    const boundPort = typeof address === 'object' && address ? address.port : port;
-    uri = `${options.tls ? 'nbds' : 'nbd'}://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
-  }
+  const { socketPath, host, port } = await listenPrivately(server, options.socketPath ? { socketPath: options.socketPath } : options.listen!,
+    (message, hint, errorOptions) => new NbdListenFailed(message, hint, errorOptions));
+  const scheme = options.tls ? 'nbds' : 'nbd';
+  const uri = socketPath ? `${scheme}+unix:///?socket=${socketPath}` : `${scheme}://${hostPort(host!, port!)}`;
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
@@ -117,39 +99,4 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
     return closing;
   };
   return { uri, close, [Symbol.asyncDispose]: close };
-}
-
-function listen(server: Server, start: () => void): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (error: NodeJS.ErrnoException): void => {
-      reject(new NbdListenFailed(`cannot listen: ${error.code ?? error.message}`, error.code === 'EADDRINUSE' ? 'is another server running there?' : undefined, { cause: error }));
-    };
-    server.once('error', onError);
-    start();
-    server.once('listening', () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
-}
-
-/** Removes a socket file nobody listens on; refuses if a server answers there. */
-export async function removeStaleSocket(path: string): Promise<void> {
-  try {
-    const stat = await lstat(path);
-    if (!stat.isSocket()) throw new NbdListenFailed(`${path} exists and is not a socket`, 'choose another --socket path');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw error;
-  }
-  const alive = await new Promise<boolean>((resolve) => {
-    const probe = createConnection(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-  if (alive) throw new NbdListenFailed(`a server is already listening on ${path}`, 'stop it or choose another --socket path');
-  await unlink(path);
 }

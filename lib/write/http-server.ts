@@ -2,15 +2,14 @@
 // `repo serve --write-socket PATH` (or `--write-listen 127.0.0.1:PORT`) beside the NBD server.
 // It holds no session state, so any number of them may front one repository.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { chmod, mkdir, unlink } from 'node:fs/promises';
-import { dirname, resolve as resolvePath } from 'node:path';
+import { unlink } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { LazybootError } from '../base/errors.js';
+import { hostPort, listenPrivately } from '../base/listen.js';
 import type { OfferedBlock, WriteTarget } from '../repo/write-target.js';
 import { MalformedWriteRequest } from '../repo/errors.js';
 import { MAX_BLOCK_SIZE } from '../repo/block-size.js';
 import { DIGEST_BYTES } from '../repo/manifest-format.js';
-import { removeStaleSocket } from '../nbd/server.js';
 import { isLoopbackHost } from '../nbd/tls.js';
 import { API_PREFIX, FRAME_HEADER_BYTES, MAX_COMMIT_BYTES, MAX_JSON_BYTES, MAX_MISSING_BYTES, statusOf, toWireError } from './http-protocol.js';
 
@@ -57,26 +56,9 @@ export async function startWriteServer(options: WriteServerOptions): Promise<Wri
   });
   server.requestTimeout = 0; // a block upload may take long; the NBD-style stall bound is the socket's
   server.headersTimeout = 30_000;
-  let uri: string;
-  let socketPath: string | undefined;
-  if (options.socketPath) {
-    socketPath = resolvePath(options.socketPath);
-    await mkdir(dirname(socketPath), { recursive: true, mode: 0o700 });
-    await removeStaleSocket(socketPath);
-    const previousUmask = process.umask(0o177);
-    try {
-      await listen(server, () => server.listen(socketPath));
-    } finally {
-      process.umask(previousUmask);
-    }
-    await chmod(socketPath, 0o600);
-    uri = `http+unix:///?socket=${socketPath}`;
-  } else {
-    const { host, port } = options.listen!;
-    await listen(server, () => server.listen(port, host));
-    const address = server.address();
-    uri = `http://${host.includes(':') ? `[${host}]` : host}:${typeof address === 'object' && address ? address.port : port}`;
-  }
+  const { socketPath, host, port } = await listenPrivately(server, options.socketPath ? { socketPath: options.socketPath } : options.listen!,
+    (message, hint, errorOptions) => new WriteServerFailed(`the write path: ${message}`, hint, errorOptions));
+  const uri = socketPath ? `http+unix:///?socket=${socketPath}` : `http://${hostPort(host!, port!)}`;
   let closing: Promise<void> | undefined;
   return {
     uri,
@@ -90,20 +72,6 @@ export async function startWriteServer(options: WriteServerOptions): Promise<Wri
       return closing;
     },
   };
-}
-
-function listen(server: ReturnType<typeof createServer>, start: () => void): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (error: NodeJS.ErrnoException): void => {
-      reject(new WriteServerFailed(`the write path cannot listen: ${error.code ?? error.message}`, error.code === 'EADDRINUSE' ? 'is another server running there?' : undefined, { cause: error }));
-    };
-    server.once('error', onError);
-    start();
-    server.once('listening', () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
 }
 
 async function handle(writer: WriteTarget, request: IncomingMessage, response: ServerResponse): Promise<void> {

@@ -3,6 +3,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { openBlockCache } from '../../cache/open-cache.js';
 import { defaultCacheDir } from '../../cache/cache-location.js';
 import { humanSize } from '../human-size.js';
+import { commandGroup } from '../command-output.js';
 import { parseSizeBytes } from '../units.js';
 
 interface CacheCommandArgs { dir?: string; 'cache-size'?: string; json: boolean }
@@ -42,9 +43,8 @@ const pruneCommand: CommandModule<any, PruneArgs> = {
   },
 };
 
-export const cacheCommand: CommandModule = {
-  command: 'cache <command>',
+export const cacheCommand = commandGroup({
+  name: 'cache',
   describe: 'the host-wide block cache shared by every VM of this user',
-  builder: (y: Argv) => y.command(statusCommand).command(pruneCommand).demandCommand(1),
-  handler: () => {},
-};
+  subcommands: [statusCommand, pruneCommand],
+});

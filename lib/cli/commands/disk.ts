@@ -10,6 +10,7 @@ import { DiskIoFailed, FillFailed } from '../../cor/errors.js';
 import { isSystemError } from '../../base/system-error.js';
 import { ProgressBar } from '../progress-bar.js';
 import { humanSize } from '../human-size.js';
+import { commandGroup } from '../command-output.js';
 import { serverLimitOptions, serverLimitsOf, type ServerLimitArgs } from '../server-limits.js';
 import { withTlsCredentials } from '../../nbd/client-uri.js';
 import { COR_SERVER_LIMITS } from '../../cor/device.js';
@@ -214,13 +215,8 @@ const statusCommand: CommandModule<any, DiskArgs> = {
   }),
 };
 
-export const diskCommand: CommandModule<any, any> = {
-  command: 'disk <command>',
+export const diskCommand = commandGroup({
+  name: 'disk',
   describe: 'a local copy-on-read disk of an image: serve it, fill it, show its state',
-  builder: (y: Argv) => y
-    .command(serveCommand)
-    .command(fillCommand)
-    .command(statusCommand)
-    .demandCommand(1, 'Name a disk command: serve, fill or status.'),
-  handler: () => {},
-};
+  subcommands: [serveCommand, fillCommand, statusCommand],
+});

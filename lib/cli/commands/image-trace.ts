@@ -4,6 +4,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { TraceStore, type StoredTraceSummary } from '../../trace/trace-store.js';
 import { UnknownTrace } from '../../trace/errors.js';
 import { humanSize } from '../human-size.js';
+import { commandGroup, printFields, printTable } from '../command-output.js';
 
 interface TraceArgs {
   'trace-dir': string;
@@ -33,8 +34,7 @@ const lsCommand: CommandModule<TraceArgs, TraceArgs> = {
     for (const trace of traces) {
       rows.push([trace.imageRef, trace.manifestDigest.slice(0, 12), String(trace.recordings), String(trace.blocks), humanSize(trace.bytes), seconds(trace.readyMs), new Date(trace.lastRecordedAt).toISOString()]);
     }
-    const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
-    for (const row of rows) process.stdout.write(row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd() + '\n');
+    printTable(rows);
   },
 };
 
@@ -51,7 +51,7 @@ const showCommand: CommandModule<TraceArgs, TraceArgs & { image: string; blocks:
       const loaded = (await store.load(summary.manifestDigest, say))!;
       const { trace } = loaded;
       const runs = runsOf(trace.entries.map((entry) => entry.block));
-      const lines = [
+      printFields([
         ['image', trace.imageRef],
         ['manifest', trace.manifestDigest],
         ['boots', `${loaded.recordings} recorded, merged (blocks most boots read, in their median order)`],
@@ -59,8 +59,7 @@ const showCommand: CommandModule<TraceArgs, TraceArgs & { image: string; blocks:
         ['storage-ready', seconds(trace.storageReadyMs)],
         ['ready', seconds(trace.readyMs)],
         ['recorded', new Date(trace.recordedAt).toISOString()],
-      ];
-      for (const [key, value] of lines) process.stdout.write(`${`${key}:`.padEnd(15)}${value}\n`);
+      ]);
       if (args.blocks) for (const entry of trace.entries) process.stdout.write(`  ${String(entry.ms).padStart(8)} ms  block ${entry.block}\n`);
     }
   },
@@ -90,15 +89,9 @@ function runsOf(blocks: readonly number[]): Array<[number, number]> {
   return runs;
 }
 
-export const imageTraceCommand: CommandModule<any, any> = {
-  command: 'trace <command>',
+export const imageTraceCommand = commandGroup({
+  name: 'trace',
   describe: 'the boot traces kept on this host (recorded by boot/run, replayed ahead of later boots)',
-  builder: (y: Argv) =>
-    y
-      .option('trace-dir', { type: 'string', describe: 'where boot traces are kept', default: TraceStore.defaultDir(), defaultDescription: '$XDG_CACHE_HOME/lazyboot/traces' })
-      .command(lsCommand as CommandModule<any, any>)
-      .command(showCommand as CommandModule<any, any>)
-      .command(rmCommand as CommandModule<any, any>)
-      .demandCommand(1, 'Name a trace command: ls, show or rm.'),
-  handler: () => {},
-};
+  options: (y) => y.option('trace-dir', { type: 'string', describe: 'where boot traces are kept', default: TraceStore.defaultDir(), defaultDescription: '$XDG_CACHE_HOME/lazyboot/traces' }),
+  subcommands: [lsCommand, showCommand, rmCommand],
+});

@@ -12,6 +12,7 @@ import { RepositoryCorrupt } from '../../repo/errors.js';
 import { ProgressBar } from '../progress-bar.js';
 import { humanSize } from '../human-size.js';
 import { imageTraceCommand } from './image-trace.js';
+import { commandGroup, printFields, printTable } from '../command-output.js';
 
 interface RepoArgs {
   repo: string;
@@ -90,8 +91,7 @@ const lsCommand: CommandModule<RepoArgs, RepoArgs> = {
       }
       const rows = [['IMAGE', 'SIZE', 'BLOCK SIZE', 'CREATED']];
       for (const image of images) rows.push([formatImageRef(image.name, image.version), humanSize(image.size), humanSize(image.blockSize), image.created]);
-      const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
-      for (const row of rows) process.stdout.write(row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd() + '\n');
+      printTable(rows);
     });
   },
 };
@@ -107,16 +107,15 @@ const infoCommand: CommandModule<RepoArgs, RepoArgs & { image: string; verify: b
     await withRepository(args.repo, async (repo) => {
       const manifest = await repo.resolve(args.image);
       const check = await repo.checkImage(manifest, { verify: args.verify });
-      const lines = [
+      printFields([
         ['image', formatImageRef(manifest.name, manifest.version)],
         ['size', `${manifest.size} bytes (${humanSize(manifest.size)})`],
         ['block size', humanSize(manifest.blockSize)],
         ['blocks', `${check.blocks} (${check.zeroBlocks} zero, ${check.uniqueBlocks} distinct stored)`],
         ['created', manifest.created],
-        ...(manifest.parent ? [['parent', manifest.parent]] : []),
+        ...(manifest.parent ? [['parent', manifest.parent] as const] : []),
         ['check', check.problems.length === 0 ? (args.verify ? 'all blocks present and verified' : 'all blocks present') : `${check.problems.length} problem(s)`],
-      ];
-      for (const [key, value] of lines) process.stdout.write(`${`${key}:`.padEnd(12)}${value}\n`);
+      ]);
       for (const problem of check.problems) process.stdout.write(`  ${problem}\n`);
       if (check.problems.length > 0) {
         throw new RepositoryCorrupt(repo.dir, `is damaged: ${check.problems[0]}`);
@@ -145,17 +144,9 @@ const exportCommand: CommandModule<RepoArgs, RepoArgs & { image: string; file: s
   },
 };
 
-export const imageCommand: CommandModule<any, any> = {
-  command: 'image <command>',
+export const imageCommand = commandGroup({
+  name: 'image',
   describe: 'manage disk images in the repository',
-  builder: (y: Argv) =>
-    y
-      .option('repo', repoOption)
-      .command(importCommand as CommandModule<any, any>)
-      .command(lsCommand as CommandModule<any, any>)
-      .command(infoCommand as CommandModule<any, any>)
-      .command(exportCommand as CommandModule<any, any>)
-      .command(imageTraceCommand)
-      .demandCommand(1, 'Name an image command: import, ls, info, export or trace.'),
-  handler: () => {},
-};
+  options: (y) => y.option('repo', repoOption),
+  subcommands: [importCommand, lsCommand, infoCommand, exportCommand, imageTraceCommand],
+});

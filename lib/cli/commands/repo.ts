@@ -8,6 +8,7 @@ import { loadServerTls } from '../../nbd/tls.js';
 import { UsageError } from '../../base/errors.js';
 import { checkCommand } from './repo-check.js';
 import type { WriteServer } from '../../write/http-server.js';
+import { commandGroup } from '../command-output.js';
 import { serverLimitOptions, serverLimitsOf, type ServerLimitArgs } from '../server-limits.js';
 
 interface ServeArgs extends ServerLimitArgs {
@@ -104,14 +105,9 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
   },
 };
 
-export const repoCommand: CommandModule<any, any> = {
-  command: 'repo <command>',
+export const repoCommand = commandGroup({
+  name: 'repo',
   describe: 'serve or check an image repository',
-  builder: (y: Argv) =>
-    y
-      .option('repo', { type: 'string', describe: 'repository directory', default: Repository.defaultDir(), defaultDescription: '$XDG_DATA_HOME/lazyboot/repo' })
-      .command(serveCommand as CommandModule<any, any>)
-      .command(checkCommand as CommandModule<any, any>)
-      .demandCommand(1, 'Name a repo command: serve or check.'),
-  handler: () => {},
-};
+  options: (y) => y.option('repo', { type: 'string', describe: 'repository directory', default: Repository.defaultDir(), defaultDescription: '$XDG_DATA_HOME/lazyboot/repo' }),
+  subcommands: [serveCommand, checkCommand],
+});
