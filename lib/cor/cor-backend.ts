@@ -4,8 +4,9 @@
 // them are answered from the fetched memory (fresh-segments.ts) before the local store. A
 // sequential reader is fetched ahead of, within a budget (fetch-ahead.ts). Write: W-intent first
 // (durable), then the data, then R. The durability rules are stated and enforced in
-// lib/map/block-map.ts; this file keeps rule 2 (W before data) and rule 3 (FLUSH = commit).
-// Every change to an absent block goes through the claims (block-claims.ts: the locking rule).
+// lib/map/block-map.ts; guest-writes.ts keeps rule 2 (W before data), this file rule 3 (FLUSH =
+// commit). Every change to an absent block goes through the claims (block-claims.ts: the locking
+// rule). What reads as zeros is zero-status.ts; the mode after the pivot is read-through.ts.
 import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
 import type { BlockMap } from '../map/block-map.js';
 import type { Manifest } from '../repo/manifest-format.js';
@@ -20,11 +21,14 @@ import { FreshSegments } from './fresh-segments.js';
 import { ZeroBlocks } from './zero-blocks.js';
 import { AbsentFetcher, type FetchCounters } from './absent-fetcher.js';
 import { startMapCommitTimer, type MapCommitTimer } from './map-commit-timer.js';
-import { TraceRecorder, type TraceRecorderOptions } from './trace-recorder.js';
-import { TraceReplay, type TraceReplayOptions } from './trace-replay.js';
+import type { TraceRecorder, TraceRecorderOptions } from './trace-recorder.js';
+import type { TraceReplay, TraceReplayOptions } from './trace-replay.js';
+import { TraceHooks } from './trace-hooks.js';
 import type { BootTrace } from '../trace/trace-format.js';
 import { ReadThrough } from './read-through.js';
-import { readByFilling, zeroBlockRanges, type KnowsZeroRanges, type LendsReads, type LentBytes } from '../block/read-into.js';
+import { readByFilling, type KnowsZeroRanges, type LendsReads, type LentBytes } from '../block/read-into.js';
+import { ZeroStatus } from './zero-status.js';
+import { GuestWrites } from './guest-writes.js';
 
 export interface CorBackendOptions {
   /** Largest single fetch (default 4 MiB): adjacent absent blocks are coalesced up to this. */
@@ -59,9 +63,6 @@ const MERGE_TURN_MIN_GUEST_REQUESTS = 8;
 
 const CAPABILITIES: BlockCapabilities = { write: true, flush: true, trim: true, writeZeroes: true, extents: true, multiConn: true };
 
-/** Bound on the work one blockStatus call does (clients ask about the whole rest of the disk). */
-const MAX_EXTENTS_PER_CALL = 32;
-
 export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   readonly capabilities = CAPABILITIES;
   readonly size: number;
@@ -76,19 +77,12 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   private readonly demand: GuestDemand;
   private readonly guests: GuestActivity;
   private readonly commitTimer: MapCommitTimer;
-  private readonly maxRunBlocks: number;
-  private readonly log: (line: string) => void;
   /** Boot trace hooks (boot-tracing.ts): the guest's first reads recorded, a trace replayed ahead. */
-  private recorder: TraceRecorder | undefined;
-  private replay: TraceReplay | undefined;
+  private readonly traces: TraceHooks;
+  /** The single-writer rule after the pivot (read-through.ts): its reader, and the mode it gates. */
   private readonly readThrough: ReadThrough;
-  /**
-   * The single-writer rule (read-through.ts): once QEMU's native graph has the local disk (after
-   * the pivot), QEMU is its only writer. From enterReadThrough() on, this backend never writes the
-   * disk or the map: reads go through ReadThrough (fetched, verified, returned, not stored); guest
-   * writes, fetch ahead, trace replay and ensurePresent (the fill) are refused. It never goes back.
-   */
-  private readThroughMode = false;
+  private readonly zeroStatus: ZeroStatus;
+  private readonly writes: GuestWrites;
   private closed = false;
 
   constructor(
@@ -105,8 +99,6 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     this.zeros = new ZeroBlocks(manifest, map);
     this.fresh = new FreshSegments(manifest.blockCount, this.blockSize);
     const maxRunBlocks = Math.max(1, Math.floor((options.maxFetchBytes ?? 4 * 1024 * 1024) / this.blockSize));
-    this.maxRunBlocks = maxRunBlocks;
-    this.log = log;
     this.guests = new GuestActivity(() => this.fetcher.guestWaiting);
     this.fetcher = new AbsentFetcher(
       { size: this.size, blockSize: this.blockSize, map, local, upstream, claims: this.claims, fresh: this.fresh, zeros: this.zeros, log },
@@ -122,8 +114,30 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       dataBytes,
       demandedBytes: () => this.demand.demandedBytes,
     });
+    this.traces = new TraceHooks({
+      blockCount: manifest.blockCount,
+      blockSize: this.blockSize,
+      dataBytes,
+      claimable: (b) => !this.closed && !this.readThrough.active && !map.isPresent(b) && !this.claims.isClaimed(b),
+      fetch: (start, count) => this.fetcher.startFetch(start, count, 'ahead'),
+      maxRunBlocks,
+      log,
+    });
     this.commitTimer = startMapCommitTimer(map, options.commitIntervalMs ?? 1000, log);
     this.readThrough = new ReadThrough({ size: this.size, blockSize: this.blockSize, map, local, upstream, zeros: this.zeros });
+    this.zeroStatus = new ZeroStatus({ size: this.size, blockSize: this.blockSize, map, claims: this.claims, zeros: this.zeros });
+    this.writes = new GuestWrites({
+      size: this.size, blockSize: this.blockSize, map, claims: this.claims, zeros: this.zeros,
+      needOldContent: (block) => {
+        this.demand.need(block, block);
+        this.traces.partialWrite(block);
+        return this.fetcher.ensurePresent(block, block, 'guest');
+      },
+      overwriting: (first, last) => {
+        this.fetchAhead.overwritten(first, last);
+        this.traces.written(first, last);
+      },
+    });
   }
 
   get counters(): Readonly<CorCounters> {
@@ -140,17 +154,17 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
 
   /** True once the backend serves as the native graph's read-only backing (the single-writer rule). */
   get isReadThrough(): boolean {
-    return this.readThroughMode;
+    return this.readThrough.active;
   }
 
   /**
-   * Switches to read-through for good (see readThroughMode): new requests see the mode at once;
+   * Switches to read-through for good (read-through.ts): new requests see the mode at once;
    * resolves once the guest requests, fetches and stores already running have ended and the map
    * is durable. Call it with QEMU paused and the fill stopped: then nothing writes the disk after.
    */
   async enterReadThrough(): Promise<void> {
-    this.readThroughMode = true;
-    this.replay?.stop(); // a trace replay stores what it fetches
+    this.readThrough.enter();
+    this.traces.stopReplay(); // a trace replay stores what it fetches
     await this.guests.whenIdle();
     await this.claims.settled();
     await this.map.commit();
@@ -178,11 +192,10 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       this.readRequests++;
       this.checkRange(offset, length);
       if (length === 0) return undefined;
-      if (this.readThroughMode) return void (await this.readThrough.readInto(offset, target));
+      if (this.readThrough.active) return void (await this.readThrough.readInto(offset, target));
       const [first, last] = this.blockRange(offset, length);
       this.demand.need(first, last);
-      this.recorder?.guestRead(first, last);
-      this.replay?.guestRead(first, last);
+      this.traces.guestRead(first, last);
       // A read of blocks fetched ahead, or a miss right after present or fetching blocks, is a
       // sequential reader: the window ahead of it is topped up (within the budget).
       const followsAhead = this.fetchAhead.guestRead(first, last);
@@ -201,7 +214,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
         }
         // Across fetched segments (or present blocks): each block from memory or the disk.
         if (!this.allPresent(first, last)) {
-          await this.readAcrossFresh(offset, target, first, last);
+          await this.fresh.readAcross(offset, target, (from, part) => this.local.readInto(from, part));
           return undefined;
         }
       } else if (followsAhead) this.fetchAheadOf(last);
@@ -212,22 +225,11 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     });
   }
 
-  /**
-   * Absent zero blocks of a disk created sparse with its map are holes that equal the image: they
-   * become present here without any I/O, and the server answers them as holes instead of reading
-   * them; so are present blocks known to be still zero. Other blocks are read as usual (a present
-   * block is not known to be zero: the guest may have written it, and W clear does not prove otherwise).
-   */
+  /** The ranges the server answers as holes instead of reading them (zero-status.ts). */
   knownZeroRanges(offset: number, length: number): Array<readonly [number, number]> {
     // Read-through marks nothing present: its reader answers zero blocks from memory.
-    if (this.closed || this.readThroughMode || length <= 0 || offset < 0 || offset + length > this.size) return [];
-    const zeros = zeroBlockRanges(offset, length, this.blockSize, this.size, (b) => {
-      if (this.zeros.isPresentZero(b)) return true;
-      if (!this.readsAsZeroUnfetched(b)) return false;
-      this.map.markPresent(b, 1);
-      this.zeros.markPresentZero(b, 1);
-      return true;
-    });
+    if (this.closed || this.readThrough.active || length <= 0 || offset < 0 || offset + length > this.size) return [];
+    const zeros = this.zeroStatus.knownZeroRanges(offset, length);
     // The reply's data pieces around these holes are read one by one, each its own fetch: start
     // one fetch for all of them now (the pieces then wait for it). Its errors reach them there.
     if (zeros.length > 0) {
@@ -247,9 +249,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
 
   /** Whole blocks are zeroed (no fetch); partial head/tail are left alone, as TRIM allows. */
   async trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
-    const start = Math.ceil(offset / this.blockSize) * this.blockSize;
-    const end = offset + length >= this.size ? this.size : Math.floor((offset + length) / this.blockSize) * this.blockSize;
-    if (end > start) await this.writeZeroes(start, end - start, options);
+    const range = this.writes.trimmedRange(offset, length);
+    if (range) await this.writeZeroes(range[0], range[1], options);
   }
 
   /** Rule 3: acknowledged only once data and map are durable. */
@@ -257,40 +258,16 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     await this.map.commit();
   }
 
-  /**
-   * Absent zero blocks read as zeros (a hole in the local disk), and so do the present ones known
-   * to be still zero: reported as such, so a client copying the disk (qemu-img convert, nbdcopy,
-   * a QEMU block job) skips them without a fetch. Everything else is reported as data: a present
-   * block is not known to be zero.
-   */
+  /** Zero and data extents, so a client copying the disk skips zeros without a fetch (zero-status.ts). */
   async blockStatus(offset: number, length: number): Promise<Extent[]> {
-    const end = Math.min(offset + length, this.size);
-    const extents: Extent[] = [];
-    let at = offset;
-    while (at < end && extents.length < MAX_EXTENTS_PER_CALL) {
-      let block = Math.floor(at / this.blockSize);
-      const zero = this.readsAsZero(block);
-      while ((block + 1) * this.blockSize < end && this.readsAsZero(block + 1) === zero) block++;
-      const to = Math.min(end, (block + 1) * this.blockSize);
-      extents.push({ offset: at, length: to - at, hole: zero, zero });
-      at = to;
-    }
-    return extents;
-  }
-
-  private readsAsZeroUnfetched(block: number): boolean {
-    return this.zeros.inImage(block) && !this.map.isPresent(block) && !this.claims.isClaimed(block) && this.zeros.stillHoles(block, block + 1);
-  }
-
-  private readsAsZero(block: number): boolean {
-    return this.zeros.isPresentZero(block) || this.readsAsZeroUnfetched(block);
+    return this.zeroStatus.blockStatus(offset, length);
   }
 
   // ---- for fill and the device ----
 
   /** Fetches every absent block in [first, last] (inclusive); resolves once they are present. */
   ensurePresent(first: number, last: number, priority: Priority): Promise<void> {
-    if (this.readThroughMode) return Promise.reject(this.singleWriterRefusal('make blocks present'));
+    if (this.readThrough.active) return Promise.reject(this.readThrough.refusal('make blocks present'));
     return this.fetcher.ensurePresent(first, last, priority);
   }
 
@@ -325,31 +302,18 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
 
   /** Records the guest's first reads from now on (trace-recorder.ts). */
   startRecording(options: Partial<TraceRecorderOptions> = {}): TraceRecorder {
-    this.recorder = new TraceRecorder({ blockCount: this.manifest.blockCount, dataBytes: (b) => this.zeros.dataBytes(b), ...options });
-    return this.recorder;
+    return this.traces.startRecording(options);
   }
 
   /** Fetches `trace`'s blocks ahead of the guest, below its own fetches (trace-replay.ts). */
   startReplay(trace: BootTrace, options: TraceReplayOptions = {}): TraceReplay {
-    this.replay?.stop();
-    const replay = new TraceReplay(trace, {
-      blockCount: this.manifest.blockCount,
-      blockSize: this.blockSize,
-      dataBytes: (b) => this.zeros.dataBytes(b),
-      claimable: (b) => !this.closed && !this.readThroughMode && !this.map.isPresent(b) && !this.claims.isClaimed(b),
-      fetch: (start, count) => this.fetcher.startFetch(start, count, 'ahead'),
-      maxRunBlocks: this.maxRunBlocks,
-      log: this.log,
-    }, options);
-    this.replay = replay;
-    replay.start();
-    return replay;
+    return this.traces.startReplay(trace, options);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.replay?.stop();
+    this.traces.stopReplay();
     this.commitTimer.stop();
     await this.claims.settled();
     await this.map.close();
@@ -358,48 +322,11 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
 
   // ---- internals ----
 
-  private singleWriterRefusal(what: string): BlockError {
-    return new BlockError('EPERM', `cannot ${what}: the copy-on-read device is read-through (after the pivot QEMU is the only writer of the local disk)`);
-  }
-
   private async modify(offset: number, length: number, apply: () => Promise<void>, options?: WriteOptions): Promise<void> {
     this.checkRange(offset, length);
-    if (this.readThroughMode) throw this.singleWriterRefusal('write');
+    if (this.readThrough.active) throw this.readThrough.refusal('write');
     if (length === 0) return;
-    const [first, last] = this.blockRange(offset, length);
-    // Partially covered absent blocks need their old content first (head / tail).
-    const partial = [first, last].filter((b, i, all) => all.indexOf(b) === i && !this.coversBlock(offset, length, b));
-    for (const block of partial) {
-      this.demand.need(block, block);
-      this.recorder?.guestRead(block, block);
-      await this.fetcher.ensurePresent(block, block, 'guest');
-    }
-    this.fetchAhead.overwritten(first, last);
-    this.recorder?.written(first, last);
-    // Wait out fetches on the blocks we overwrite, then claim the absent ones synchronously.
-    for (;;) {
-      const pending = this.claims.firstHolder(first, last);
-      if (!pending) break;
-      await pending.catch(() => undefined);
-    }
-    const claimed: number[] = [];
-    for (let b = first; b <= last; b++) if (!this.map.isPresent(b)) claimed.push(b);
-    let done!: () => void;
-    const writing = new Promise<void>((resolve) => { done = resolve; });
-    for (const b of claimed) this.claims.claim(b, 1, writing);
-    // No fetched segment overlaps [first, last] now: its blocks stay claimed until stored, and the
-    // store drops it from the fresh segments before the wait above can end.
-    this.zeros.forget(first, last - first + 1);
-    try {
-      // Rule 2: the W-intent is durable before the data write is issued.
-      if (this.map.markModified(first, last - first + 1)) await this.map.commit();
-      await apply();
-      for (const b of claimed) this.map.markPresent(b, 1);
-    } finally {
-      for (const b of claimed) this.claims.release(b, 1, writing);
-      done();
-    }
-    if (options?.fua) await this.map.commit();
+    await this.writes.write(offset, length, apply, options);
   }
 
   /**
@@ -407,7 +334,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
    * (fetch-ahead.ts). Not for a reader with many requests in flight: the fetch queue merges those.
    */
   private fetchAheadOf(last: number): void {
-    if (this.guests.requests > FETCH_AHEAD_MAX_GUEST_REQUESTS || this.closed || this.readThroughMode) return;
+    if (this.guests.requests > FETCH_AHEAD_MAX_GUEST_REQUESTS || this.closed || this.readThrough.active) return;
     const run = this.fetchAhead.plan(last, (b) => !this.map.isPresent(b) && !this.claims.isClaimed(b));
     if (!run) return;
     const [from, to] = run;
@@ -415,38 +342,9 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     this.fetcher.startFetch(from, to - from, 'ahead').catch(() => this.fetchAhead.failed(from, to));
   }
 
-  /**
-   * Fills `target` (from `offset`, blocks first..last) when every block is present or fetched but
-   * not yet stored: unstored blocks from their fetched segment, the others from the local disk.
-   */
-  private async readAcrossFresh(offset: number, target: Buffer, first: number, last: number): Promise<void> {
-    const end = offset + target.length;
-    const fromDisk: Array<[number, number]> = [];
-    for (let b = first; b <= last; b++) {
-      const from = Math.max(offset, b * this.blockSize);
-      const to = Math.min(end, (b + 1) * this.blockSize);
-      const segment = this.fresh.segmentOf(b);
-      if (segment) {
-        const segmentStart = segment.from * this.blockSize;
-        segment.data.copy(target, from - offset, from - segmentStart, to - segmentStart);
-        continue;
-      }
-      const previous = fromDisk[fromDisk.length - 1];
-      if (previous && previous[1] === from) previous[1] = to;
-      else fromDisk.push([from, to]);
-    }
-    for (const [from, to] of fromDisk) await this.local.readInto(from, target.subarray(from - offset, to - offset));
-  }
-
   private allPresent(first: number, last: number): boolean {
     const absent = this.map.nextAbsent(first);
     return absent < 0 || absent > last;
-  }
-
-  private coversBlock(offset: number, length: number, block: number): boolean {
-    const start = block * this.blockSize;
-    const end = Math.min(start + this.blockSize, this.size);
-    return offset <= start && offset + length >= end;
   }
 
   private blockRange(offset: number, length: number): [number, number] {

@@ -49,4 +49,29 @@ export class FreshSegments {
     }
     return undefined;
   }
+
+  /**
+   * Fills `target` (from `offset`) when every block in it is present or held here: held blocks
+   * from their segment, the others (present) through `readLocal`, adjacent ones in one read.
+   */
+  async readAcross(offset: number, target: Buffer, readLocal: (offset: number, target: Buffer) => Promise<void>): Promise<void> {
+    const end = offset + target.length;
+    const first = Math.floor(offset / this.blockSize);
+    const last = Math.floor((end - 1) / this.blockSize);
+    const fromDisk: Array<[number, number]> = [];
+    for (let b = first; b <= last; b++) {
+      const from = Math.max(offset, b * this.blockSize);
+      const to = Math.min(end, (b + 1) * this.blockSize);
+      const segment = this.segmentOf(b);
+      if (segment) {
+        const segmentStart = segment.from * this.blockSize;
+        segment.data.copy(target, from - offset, from - segmentStart, to - segmentStart);
+        continue;
+      }
+      const previous = fromDisk[fromDisk.length - 1];
+      if (previous && previous[1] === from) previous[1] = to;
+      else fromDisk.push([from, to]);
+    }
+    for (const [from, to] of fromDisk) await readLocal(from, target.subarray(from - offset, to - offset));
+  }
 }

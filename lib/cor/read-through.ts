@@ -5,7 +5,7 @@
 // absent data blocks are fetched (verified by the upstream) and returned, not stored — QEMU's
 // copy-on-read filter (or its block-stream job) writes them into the qcow2's data file, which is
 // the local disk, at their own offset. CorBackend enters this mode (enterReadThrough) and refuses
-// every write there; this file is the one reader.
+// every write there; this file holds the mode (the gate CorBackend asks) and is the one reader.
 //
 // Why the rule: once QEMU has written a cluster (a guest write after the pivot), a store of the
 // image's block at the same offset by this device (a fetch finishing, a fetch ahead, the fill)
@@ -34,8 +34,29 @@ type Kind = 'present' | 'zero' | 'fetch';
 export class ReadThrough {
   /** Upstream requests and bytes fetched in this mode (never stored). */
   readonly counters = { fetchRequests: 0, fetchedBytes: 0, failedFetches: 0 };
+  /**
+   * Once entered (after the pivot, QEMU's native graph has the local disk), the backend never
+   * writes the disk or the map: reads come here (fetched, verified, returned, not stored); guest
+   * writes, fetch ahead, trace replay and ensurePresent (the fill) are refused. It never goes back.
+   */
+  private entered = false;
 
   constructor(private readonly parts: ReadThroughParts) {}
+
+  /** True from enter() on: the backend serves as the native graph's read-only backing. */
+  get active(): boolean {
+    return this.entered;
+  }
+
+  /** Switches to read-through, for good. */
+  enter(): void {
+    this.entered = true;
+  }
+
+  /** The error for something that would write the disk or the map while read-through. */
+  refusal(what: string): BlockError {
+    return new BlockError('EPERM', `cannot ${what}: the copy-on-read device is read-through (after the pivot QEMU is the only writer of the local disk)`);
+  }
 
   /** Fills `target` with the disk's bytes from `offset`: local where present, else the image's. */
   async readInto(offset: number, target: Buffer): Promise<void> {
