@@ -7,6 +7,8 @@
 // lib/map/block-map.ts; guest-writes.ts keeps rule 2 (W before data), this file rule 3 (FLUSH =
 // commit). Every change to an absent block goes through the claims (block-claims.ts: the locking
 // rule). What reads as zeros is zero-status.ts; the mode after the pivot is read-through.ts.
+// Over 300 lines because it is the device's composition root (it builds and wires the parts, and
+// their callbacks close over its state) plus the guest read path that orders them.
 import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
 import type { BlockMap } from '../map/block-map.js';
 import type { Manifest } from '../repo/manifest-format.js';

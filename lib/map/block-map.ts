@@ -1,7 +1,10 @@
 // The block map `<disk>.map`: per block an R bit (present locally) and W bits (modified since last
 // shipped, one bitset per replication target), kept in memory and committed durably in batches.
 //
-// DURABILITY RULES (this file and lib/cor/cor-backend.ts enforce them together):
+// Over 300 lines on purpose: the five rules, the two-slot commit that keeps them and the bits they
+// govern stay in one file, so a reader checks a rule against its code without leaving it.
+//
+// DURABILITY RULES (this file and lib/cor/ enforce them together: rule 2 in guest-writes.ts, rule 3 in cor-backend.ts):
 //  1. R is set on disk only after the block's data is durable. A commit snapshots the bits, then
 //     runs `syncData` (fdatasync of the local disk), then writes the snapshot: every R bit in it was
 //     set in memory after its data write returned, hence before that fdatasync.

@@ -1,5 +1,6 @@
 // An NBD client (fixed newstyle, OPT_GO, simple replies, pipelined requests) that is a BlockBackend.
 // Used by the fetcher to read manifests and blocks from `lazyboot repo serve`, and by tests.
+// A little over 300 lines: the connection (TLS included) and the requests of one client, kept together.
 import { connect as netConnect, type Socket } from 'node:net';
 import { BlockError, type BlockBackend, type BlockCapabilities, type BlockSizeConstraints, type Extent, type WriteOptions } from '../block/backend.js';
 import { LazybootError } from '../base/errors.js';

@@ -3,6 +3,7 @@
 //   lazyboot-repository          marker with the format version
 //   packs/pack-*.pack, *.idx     append-only block data and its index (digest → offset, length)
 //   manifests/NAME/N.manifest    image NAME version N (encoded by manifest-codec)
+// Over 300 lines: the repository's one public class (read, import, commit, check), each method short.
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
