@@ -6,20 +6,13 @@ import { open, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { GuestAgent } from './agent-client.js';
 import { AgentCommandFailed } from './errors.js';
-import { LazybootError } from '../lib/base/errors.js';
+import { CopyFailed } from './errors.js';
 
 const CHUNK_BYTES = 1024 * 1024;
 
 export interface CopyResult {
   readonly bytes: number;
   readonly sha256: string;
-}
-
-/** A copy in or out failed; the message names both ends and the reason. */
-export class CopyFailed extends LazybootError {
-  constructor(readonly from: string, readonly to: string, reason: string, hint: string) {
-    super(`cannot copy ${from} to ${to}: ${reason}`, hint);
-  }
 }
 
 const agentHint = (error: unknown) =>

@@ -61,3 +61,17 @@ export class GuestEventRejected extends LazybootError {
     super(`the guest refused "${request}": ${reason}`, 'use a file name of letters, digits, ".", "_" or "-" and a size in KiB');
   }
 }
+
+/** A copy in or out failed; the message names both ends and the reason. */
+export class CopyFailed extends LazybootError {
+  constructor(readonly from: string, readonly to: string, reason: string, hint: string) {
+    super(`cannot copy ${from} to ${to}: ${reason}`, hint);
+  }
+}
+
+/** A stream port closed (QEMU exited) before the command's output ended. */
+export class StreamPortClosed extends LazybootError {
+  constructor(readonly port: string) {
+    super(`the guest's ${port} port closed before the command's output ended`, 'QEMU has probably exited; watch the guest console (--console)');
+  }
+}

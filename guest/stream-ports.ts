@@ -7,14 +7,7 @@ import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import type { StreamSockets } from './qemu-args.js';
 import { connectWithRetry } from './unix-socket.js';
-import { LazybootError } from '../lib/base/errors.js';
-
-/** A stream port closed (QEMU exited) before the command's output ended. */
-export class StreamPortClosed extends LazybootError {
-  constructor(readonly port: string) {
-    super(`the guest's ${port} port closed before the command's output ended`, 'QEMU has probably exited; watch the guest console (--console)');
-  }
-}
+import { StreamPortClosed } from './errors.js';
 
 /** A forward in progress: `done` resolves at the end token; `stop()` abandons it (the command was killed). */
 export interface Forwarding {

@@ -26,23 +26,13 @@ export { BlockError, type BlockErrorCode } from './block/backend.js';
 export * from '../vmm/errors.js';
 export * from '../guest/errors.js';
 export * from './cor/errors.js';
-export { DiskInUse, DiskDirectoryMissing } from './cor/disk-lock.js';
 export * from './fetch/errors.js';
-export { FetchWorkerFailed } from './fetch/worker-fetcher.js';
 export * from './map/errors.js';
 export * from './repo/errors.js';
-export { InvalidManifest } from './repo/manifest-codec.js';
-export { NbdConnectError } from './nbd/client.js';
-export { NbdListenFailed } from './nbd/server.js';
-export { TlsCredentialsInvalid } from './nbd/tls.js';
-export { CommandNotStarted, GuestStreamsMissing } from '../vmm/command-errors.js';
-export { CopyFailed } from '../guest/agent-files.js';
-export { StreamPortClosed } from '../guest/stream-ports.js';
+export * from './nbd/errors.js';
 
 // Snapshots: ship a disk's modified blocks as a new image version ('lazyboot/write' has the
 // repository's write path itself: sessions, the in-process writer, the HTTP server and client).
 export { snapshot, type SnapshotOptions, type SnapshotResult, type SnapshotProgress } from './snapshot/snapshot.js';
 export * from './snapshot/errors.js';
-export { SendingSetCorrupt } from './snapshot/sending-set.js';
-export { WriteTargetUnreachable } from './write/http-client.js';
-export { WriteRefused } from './write/http-protocol.js';
+export { WriteTargetUnreachable, WriteRefused } from './write/errors.js';

@@ -10,7 +10,8 @@ import { BlockMap } from '../lib/map/block-map.js';
 import { MapMismatch } from '../lib/map/errors.js';
 import { UnknownImage } from '../lib/repo/errors.js';
 import { RepositoryUnreachable } from '../lib/fetch/errors.js';
-import { DiskInUse } from '../lib/cor/disk-lock.js';
+import { NbdConnectError } from '../lib/nbd/errors.js';
+import { DiskInUse } from '../lib/cor/errors.js';
 import { makeImage, nbdcopyTo, qemuImgDd, qemuIo } from './cor-fixtures.js';
 
 const BS = 65536;
@@ -158,6 +159,11 @@ test('unknown image, unreachable repositories, a disk in use and a foreign map e
   const dead = [`nbd+unix:///?socket=${join(dir, 'dead1.sock')}`, 'nbd://127.0.0.1:1'];
   const unreachable = await t.throwsAsync(openCorDevice({ image: 'demo', disk, from: dead }), { instanceOf: RepositoryUnreachable });
   t.regex(unreachable!.message, /dead1\.sock.*127\.0\.0\.1:1/);
+  t.notRegex(unreachable!.message, /\n/);
+  // Each repository's own error, typed, in the order tried (not flattened into the message only).
+  t.deepEqual(unreachable!.causes.map((failure) => failure.uri), dead);
+  t.deepEqual(unreachable!.uris, dead);
+  for (const { error } of unreachable!.causes) t.true(error instanceof NbdConnectError, `${error.name}: ${error.message}`);
   const device = await openCorDevice({ image: 'demo', disk, from: [image.repoDir] });
   const second = await t.throwsAsync(openCorDevice({ image: 'demo', disk, from: [image.repoDir] }), { instanceOf: DiskInUse });
   t.regex(second!.message, new RegExp(`in use by process ${process.pid}`));

@@ -6,7 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { NbdClient, NbdConnectError, parseNbdUri, formatNbdUri, withTlsCredentials } from '../lib/nbd/client.js';
+import { NbdClient, parseNbdUri, formatNbdUri, withTlsCredentials } from '../lib/nbd/client.js';
+import { NbdConnectError } from '../lib/nbd/errors.js';
 import { BlockError } from '../lib/block/backend.js';
 import { connectWhenUp } from './helpers/connect-when-up.js';
 

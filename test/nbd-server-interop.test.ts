@@ -6,7 +6,8 @@ import { readFile, stat, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Repository } from '../lib/repo/repository.js';
 import { repositoryExports } from '../lib/repo/export-provider.js';
-import { startNbdServer, NbdListenFailed, type NbdServer } from '../lib/nbd/server.js';
+import { startNbdServer, type NbdServer } from '../lib/nbd/server.js';
+import { NbdListenFailed } from '../lib/nbd/errors.js';
 import { exportUri, importFile, sampleDisk, serveRepository, writeDisk, MiB, PATTERN_BYTE, PATTERN_LENGTH, PATTERN_OFFSET } from './helpers/repo-fixtures.js';
 
 interface Served {

@@ -22,6 +22,8 @@ const ROOT_NAMES = [
   'LazybootError', 'UsageError', 'FileSystemFailed', 'BlockError',
   'QmpError', 'QmpConnectionClosed', 'QmpTimeout', 'QemuNotFound', 'QemuExited', 'KvmUnavailable', 'IllegalVmAction', 'GuestDiskError', 'BootTimeout', 'VmEndedEarly', 'StorageReadinessUnknown', 'GuestBootFailed', 'GuestPanicked',
   'CommandNotStarted', 'GuestStreamsMissing', 'CopyFailed', 'StreamPortClosed',
+  // What launch() with the pivot may throw or report (vmm/errors.ts).
+  'PivotFailed', 'FillJobFailed', 'ClusterSizeUnsupported', 'Qcow2MetadataError',
   'AgentTimeout', 'AgentCommandFailed', 'AgentDisconnected', 'GuestEventTimeout', 'GuestEventsClosed', 'NativeStorageTimeout', 'GuestEventRejected',
   'DiskSizeMismatch', 'DiskMissing', 'DiskNotADisk', 'DiskNotBound', 'FillFailed', 'DiskIoFailed', 'DiskInUse', 'DiskDirectoryMissing',
   'RepositoryUnreachable', 'DigestMismatch', 'FetchTimeout', 'FetchWorkerFailed', 'MapMismatch', 'MapCorrupt',

@@ -1,7 +1,8 @@
 // The manifest encoding: exact round trip, and every kind of damage rejected with a typed error.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { decodeManifest, encodeManifest, InvalidManifest } from '../lib/repo/manifest-codec.js';
+import { decodeManifest, encodeManifest } from '../lib/repo/manifest-codec.js';
+import { InvalidManifest } from '../lib/repo/errors.js';
 import { LazybootError } from '../lib/base/errors.js';
 import type { Manifest } from '../lib/repo/manifest-format.js';
 

@@ -13,7 +13,7 @@ import type { WriteTarget } from '../lib/repo/write-target.js';
 import { Repository } from '../lib/repo/repository.js';
 import { DIGEST_BYTES } from '../lib/repo/manifest-format.js';
 import { BlockDigestMismatch, BlockMissing, ImageShapeMismatch, UnknownParent, VersionConflict } from '../lib/repo/errors.js';
-import { WriteTargetUnreachable } from '../lib/write/http-client.js';
+import { WriteTargetUnreachable } from '../lib/write/errors.js';
 
 const BS = 65536;
 const sha = (data: Buffer) => createHash('sha256').update(data).digest();

@@ -10,7 +10,7 @@ import { Readable, Writable } from 'node:stream';
 import test from 'ava';
 import { ensureFixture } from '../fixtures/build.js';
 import { launch, type LazyVm } from '../lib/launch.js';
-import { CommandNotStarted } from '../vmm/command-errors.js';
+import { CommandNotStarted } from '../vmm/errors.js';
 import { importImage, leftovers, qemuProcessesMentioning, scratchDir } from './boot-support.js';
 
 /** A sink that keeps what it gets and calls `onText` with all text so far after each write. */

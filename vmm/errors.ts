@@ -101,3 +101,46 @@ export class GuestBootFailed extends LazybootError {
     super(`the guest reported that its boot failed: ${reason}`, 'read the guest console (--console, --console-log FILE); the image may be damaged');
   }
 }
+
+/** The block job ended with an error (e.g. the repository stayed away): the guest runs on, what is missing is still read through. */
+export class FillJobFailed extends LazybootError {
+  constructor(detail: string) {
+    super(`the fill (QEMU block-stream) stopped: ${detail}`, 'the guest keeps running and reads what is missing through lazyboot; boot the same --disk again to finish the fill');
+  }
+}
+
+/** The pivot could not be completed; the guest's disk is in QEMU's hands or unusable: the VM ends. */
+export class PivotFailed extends LazybootError {
+  constructor(step: string, detail: string) {
+    super(`the pivot to native failed at ${step}: ${detail}`, 'the disk and its map are kept; boot again with the same --disk (add --pivot none to stay transient)');
+  }
+}
+
+/** The image's block size cannot be a qcow2 cluster size: no native graph for it. */
+export class ClusterSizeUnsupported extends LazybootError {
+  constructor(blockSize: number) {
+    super(`cannot pivot an image of ${blockSize}-byte blocks: qcow2 clusters are powers of two from 512 B to 2 MiB`, 'boot with --pivot none, or import the image with --block-size 64K');
+  }
+}
+
+/** qemu-img failed on the metadata file. */
+export class Qcow2MetadataError extends LazybootError {
+  constructor(step: string, detail: string) {
+    super(`could not ${step} the qcow2 metadata file: ${detail}`, 'check that qemu-img (qemu-utils) is installed and the disk directory is writable');
+  }
+}
+
+/** guest-exec refused to start the wrapper, or the command is not executable / not found. */
+export class CommandNotStarted extends LazybootError {
+  constructor(readonly command: string, readonly reason: 'not-found' | 'not-executable' | 'exec-refused', detail?: string) {
+    const why = reason === 'not-found' ? 'not found in the guest' : reason === 'not-executable' ? 'is not an executable file in the guest' : `could not be started: ${detail ?? ''}`;
+    super(`${command}: ${why}`, reason === 'not-found' ? "check the name and the guest's PATH (or give a full path)" : 'check the path and its permissions in the guest');
+  }
+}
+
+/** The guest shows no lazyboot stream ports (an old QEMU command line, or ports held by a leftover process). */
+export class GuestStreamsMissing extends LazybootError {
+  constructor(detail: string) {
+    super(`the guest has no usable org.lazyboot.stdout.0/stderr.0 ports (${detail})`, 'check that the guest kernel has virtio_console and no earlier command still holds the ports');
+  }
+}

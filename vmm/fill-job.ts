@@ -3,9 +3,9 @@
 // into the local disk, rate-limited (`speed`, changeable with block-job-set-speed), pausable.
 // Progress comes from query-block-jobs; the end from BLOCK_JOB_COMPLETED. Once it completes the
 // qcow2 has no backing: the NBD node to the COR device is deleted, and QEMU alone has the disk.
-import { LazybootError } from '../lib/base/errors.js';
 import { NATIVE_BACKING_NODE, NATIVE_NODE } from './native-graph.js';
 import type { QmpClient, QmpEvent } from './qmp.js';
+import { FillJobFailed } from './errors.js';
 
 export const FILL_JOB_ID = 'lazyboot-fill';
 const PROGRESS_POLL_MS = 1000;
@@ -17,13 +17,6 @@ export interface FillJobProgress {
   /** Bytes per second allowed; 0 = unlimited. */
   readonly speed: number;
   readonly paused: boolean;
-}
-
-/** The block job ended with an error (e.g. the repository stayed away): the guest runs on, what is missing is still read through. */
-export class FillJobFailed extends LazybootError {
-  constructor(detail: string) {
-    super(`the fill (QEMU block-stream) stopped: ${detail}`, 'the guest keeps running and reads what is missing through lazyboot; boot the same --disk again to finish the fill');
-  }
 }
 
 interface QueriedJob {

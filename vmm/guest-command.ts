@@ -9,7 +9,8 @@ import type { GuestAgent } from '../guest/agent-client.js';
 import { KILL_TREE, RUN_WRAPPER, type WrapperVerdict } from '../guest/command-script.js';
 import { AgentCommandFailed } from '../guest/errors.js';
 import type { CommandStreams } from '../guest/stream-ports.js';
-import { CommandNotStarted, GuestStreamsMissing } from './command-errors.js';
+import { GuestStreamsMissing } from './errors.js';
+import { CommandNotStarted } from './errors.js';
 
 export interface RunCommandOptions {
   readonly stdout: Writable;

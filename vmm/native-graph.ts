@@ -4,8 +4,8 @@
 // QEMU's own block layer then serves the guest; unallocated clusters read from the COR device
 // (read-through: it stores nothing), and QEMU's copy-on-read writes them at their own offsets.
 import { DISK_DEVICE, DISK_NODE } from './qemu-args.js';
-import { LazybootError } from '../lib/base/errors.js';
 import type { QmpClient } from './qmp.js';
+import { PivotFailed } from './errors.js';
 
 export const NATIVE_TOP_NODE = 'lazyboot-native-top';
 export const NATIVE_NODE = 'lazyboot-native';
@@ -24,13 +24,6 @@ export interface NativeGraph {
   readonly blockSize: number;
   /** The COR device's NBD export (read-through by then). */
   readonly backing: { readonly socketPath: string; readonly exportName: string };
-}
-
-/** The pivot could not be completed; the guest's disk is in QEMU's hands or unusable: the VM ends. */
-export class PivotFailed extends LazybootError {
-  constructor(step: string, detail: string) {
-    super(`the pivot to native failed at ${step}: ${detail}`, 'the disk and its map are kept; boot again with the same --disk (add --pivot none to stay transient)');
-  }
 }
 
 /** blockdev-add arguments, children first. */

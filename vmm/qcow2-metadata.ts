@@ -13,7 +13,8 @@
 // - `data_file_raw=on` cannot be combined with a backing file: it stays off.
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { execa } from 'execa';
-import { LazybootError } from '../lib/base/errors.js';
+import { ClusterSizeUnsupported } from './errors.js';
+import { Qcow2MetadataError } from './errors.js';
 
 /** qcow2 takes clusters of 512 B to 2 MiB, powers of two. */
 export const QCOW2_MIN_CLUSTER = 512;
@@ -21,20 +22,6 @@ export const QCOW2_MAX_CLUSTER = 2 * 1024 * 1024;
 
 const L2_COPIED = 1n << 63n;
 const OFFSET_MASK = 0x00ff_ffff_ffff_fe00n;
-
-/** The image's block size cannot be a qcow2 cluster size: no native graph for it. */
-export class ClusterSizeUnsupported extends LazybootError {
-  constructor(blockSize: number) {
-    super(`cannot pivot an image of ${blockSize}-byte blocks: qcow2 clusters are powers of two from 512 B to 2 MiB`, 'boot with --pivot none, or import the image with --block-size 64K');
-  }
-}
-
-/** qemu-img failed on the metadata file. */
-export class Qcow2MetadataError extends LazybootError {
-  constructor(step: string, detail: string) {
-    super(`could not ${step} the qcow2 metadata file: ${detail}`, 'check that qemu-img (qemu-utils) is installed and the disk directory is writable');
-  }
-}
 
 export interface Qcow2MetadataOptions {
   /** The metadata file to create (overwritten). */

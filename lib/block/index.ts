@@ -4,4 +4,5 @@ export * from './backend.js';
 export * from './read-into.js';
 export { BlockMap, type MapHeader, type MapCounts } from '../map/block-map.js';
 export * from '../repo/manifest-format.js';
-export { encodeManifest, decodeManifest, InvalidManifest } from '../repo/manifest-codec.js';
+export { encodeManifest, decodeManifest } from '../repo/manifest-codec.js';
+export { InvalidManifest } from '../repo/errors.js';

@@ -20,19 +20,8 @@ import { stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import { LazybootError } from '../base/errors.js';
-
-export class DiskInUse extends LazybootError {
-  constructor(disk: string, holder: number | undefined) {
-    super(`${disk} is in use by ${holder ? `process ${holder}` : 'another process'}`, 'stop that process first (one lazyboot process per disk)');
-  }
-}
-
-/** `--disk` names a file in a directory that does not exist (or is not a directory). */
-export class DiskDirectoryMissing extends LazybootError {
-  constructor(disk: string, directory: string, reason: string) {
-    super(`cannot use ${disk}: its directory ${directory} ${reason}`, 'create the directory first, or pass another --disk');
-  }
-}
+import { DiskInUse } from './errors.js';
+import { DiskDirectoryMissing } from './errors.js';
 
 export interface DiskLock {
   /** Also holds the disk's own identity (after it is open); throws DiskInUse if another process has it. */

@@ -45,3 +45,16 @@ export class FillFailed extends LazybootError {
 
 /** A file of the disk could not be opened, read or written (permissions, a full filesystem, …). */
 export class DiskIoFailed extends FileSystemFailed {}
+
+export class DiskInUse extends LazybootError {
+  constructor(disk: string, holder: number | undefined) {
+    super(`${disk} is in use by ${holder ? `process ${holder}` : 'another process'}`, 'stop that process first (one lazyboot process per disk)');
+  }
+}
+
+/** `--disk` names a file in a directory that does not exist (or is not a directory). */
+export class DiskDirectoryMissing extends LazybootError {
+  constructor(disk: string, directory: string, reason: string) {
+    super(`cannot use ${disk}: its directory ${directory} ${reason}`, 'create the directory first, or pass another --disk');
+  }
+}

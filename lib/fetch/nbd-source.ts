@@ -2,7 +2,8 @@
 // `manifest:REF`, the image `name@N` is the export of that name. Connections are opened lazily
 // and reopened after a failure, so a restarted server is picked up again.
 import { BlockError, type BlockBackend } from '../block/backend.js';
-import { NbdClient, NbdConnectError, formatNbdUri, parseNbdUri, type NbdTarget } from '../nbd/client.js';
+import { NbdClient, formatNbdUri, parseNbdUri, type NbdTarget } from '../nbd/client.js';
+import { NbdConnectError } from '../nbd/errors.js';
 import type { Manifest } from '../repo/manifest-format.js';
 import { UnknownImage } from '../repo/errors.js';
 import type { RepositorySource } from './source.js';

@@ -11,7 +11,7 @@ import { NbdSource } from './nbd-source.js';
 import type { RepositorySource } from './source.js';
 import { VerifyBackend } from './verify.js';
 import { FailoverBackend, type FetchErrorEvent } from './failover.js';
-import { RepositoryUnreachable } from './errors.js';
+import { RepositoryUnreachable, type RepositoryFailure } from './errors.js';
 import { FetchWorker, WorkerBackedReader, workerReadThreshold } from './worker-fetcher.js';
 import type { FetchWorkerMember } from './fetch-worker.js';
 import { startHashWorkers } from './block-hasher.js';
@@ -53,7 +53,7 @@ async function openSource(uri: string): Promise<RepositorySource> {
 export async function openRepositories(from: readonly string[], ref: string, options: OpenRepositoriesOptions = {}): Promise<OpenedRepositories> {
   const uris = repositoryUris(from);
   const sources: RepositorySource[] = [];
-  const failures: string[] = [];
+  const failures: RepositoryFailure[] = [];
   let unknown: UnknownImage | undefined;
   let bytes: Buffer | undefined;
   for (const uri of uris) {
@@ -61,7 +61,7 @@ export async function openRepositories(from: readonly string[], ref: string, opt
     try {
       source = await openSource(uri);
     } catch (error) {
-      failures.push(error instanceof Error ? error.message : String(error));
+      failures.push({ uri, error: asError(error) });
       continue;
     }
     sources.push(source);
@@ -70,13 +70,13 @@ export async function openRepositories(from: readonly string[], ref: string, opt
       bytes = await source.manifestBytes(ref);
     } catch (error) {
       if (error instanceof UnknownImage) unknown ??= error;
-      failures.push(error instanceof Error ? error.message : String(error));
+      failures.push({ uri, error: asError(error) });
     }
   }
   if (!bytes) {
     await Promise.allSettled(sources.map((s) => s.close()));
     if (unknown) throw unknown;
-    throw new RepositoryUnreachable(uris, failures);
+    throw new RepositoryUnreachable(failures);
   }
   const manifest = decodeManifest(bytes);
   const manifestDigest = createHash('sha256').update(bytes).digest('hex');
@@ -113,4 +113,8 @@ export async function openRepositories(from: readonly string[], ref: string, opt
       await Promise.allSettled(sources.map((s) => s.close()));
     },
   };
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
 }

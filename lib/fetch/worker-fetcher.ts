@@ -11,6 +11,7 @@ import { DigestMismatch } from './errors.js';
 import { adoptShared } from './shared-buffers.js';
 import { MIN_WORKER_BLOCKS } from './block-hasher.js';
 import type { FetchWorkerError, FetchWorkerInit, FromFetchWorker, ToFetchWorker } from './fetch-worker.js';
+import { FetchWorkerFailed } from './errors.js';
 
 /**
  * Reads of at least this many bytes go to the worker (fetch-ahead runs, coalesced misses, fill):
@@ -28,14 +29,6 @@ const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 32 
 const CLOSE_WAIT_MS = 2_000;
 
 interface Waiting { resolve(data: Buffer): void; reject(error: Error): void }
-
-/** The worker itself failed (not the repository): the read is retried in-process. */
-export class FetchWorkerFailed extends BlockError {
-  constructor(detail: string, options?: ErrorOptions) {
-    super('EIO', `fetch worker failed: ${detail}`, options);
-    this.name = 'FetchWorkerFailed';
-  }
-}
 
 export class FetchWorker {
   private worker: Worker | undefined;

@@ -3,7 +3,6 @@
 // A little over 300 lines: the connection (TLS included) and the requests of one client, kept together.
 import { connect as netConnect, type Socket } from 'node:net';
 import { BlockError, type BlockBackend, type BlockCapabilities, type BlockSizeConstraints, type Extent, type WriteOptions } from '../block/backend.js';
-import { LazybootError } from '../base/errors.js';
 import * as P from './protocol.js';
 import { blockErrorCode } from './errno.js';
 import {
@@ -12,16 +11,11 @@ import {
 } from './wire.js';
 import { SocketReader } from './client-reader.js';
 import { formatNbdUri, parseNbdUri, type NbdTarget } from './client-uri.js';
-import { loadClientTls, startClientTls, TlsCredentialsInvalid } from './tls.js';
+import { loadClientTls, startClientTls } from './tls.js';
+import { TlsCredentialsInvalid } from './errors.js';
+import { NbdConnectError } from './errors.js';
 
 export { parseNbdUri, formatNbdUri, isNbdUri, withTlsCredentials, type NbdTarget } from './client-uri.js';
-
-/** Connecting or negotiating failed (no server, refused export, protocol error). */
-export class NbdConnectError extends LazybootError {
-  constructor(readonly uri: string, detail: string, options?: ErrorOptions & { hint?: string }) {
-    super(`cannot open NBD export ${uri}: ${detail}`, options?.hint ?? 'check that the server runs and the export name is right', options);
-  }
-}
 
 /** A refusal the user fixes with TLS settings, not by checking the export name. */
 class TlsRefused extends Error {

@@ -3,7 +3,6 @@
 // connection, many requests in flight.
 import { createServer, type Socket } from 'node:net';
 import { unlink } from 'node:fs/promises';
-import { LazybootError } from '../base/errors.js';
 import { hostPort, listenPrivately } from '../base/listen.js';
 import type { ExportProvider } from './export-provider.js';
 import { BufferPool } from './buffer-pool.js';
@@ -11,6 +10,7 @@ import { Connection } from './connection.js';
 import { resolveLimits, type NbdServerLimits } from './limits.js';
 import { refuseConnection } from './refusal.js';
 import { isLoopbackHost, type ServerTls } from './tls.js';
+import { NbdListenFailed } from './errors.js';
 
 export type { ExportProvider } from './export-provider.js';
 export type { NbdServerLimits } from './limits.js';
@@ -34,9 +34,6 @@ export interface NbdServer {
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
-
-/** The server could not start listening. */
-export class NbdListenFailed extends LazybootError {}
 
 /** Beyond loopback, only with TLS: NBD itself authenticates nobody. */
 export function checkListenAllowed(host: string, tls: boolean): void {

@@ -6,10 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { isIP, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { TLSSocket, createSecureContext, connect as tlsConnect, type ConnectionOptions, type SecureContext } from 'node:tls';
-import { LazybootError } from '../base/errors.js';
-
-/** The TLS credentials cannot be used (missing or unreadable files, bad format). */
-export class TlsCredentialsInvalid extends LazybootError {}
+import { TlsCredentialsInvalid } from './errors.js';
 
 export interface ServerTls {
   /** For log lines and the URI printed: what authenticates clients. */

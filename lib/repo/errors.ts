@@ -100,3 +100,10 @@ export class MalformedWriteRequest extends LazybootError {
     super(`malformed write request: ${problem}`, 'use a lazyboot client of the same version');
   }
 }
+
+/** Bytes that are not a valid manifest. */
+export class InvalidManifest extends LazybootError {
+  constructor(problem: string) {
+    super(`invalid image manifest: ${problem}`, 'the manifest is damaged or not a lazyboot manifest; re-import or restore the image');
+  }
+}

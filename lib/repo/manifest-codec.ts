@@ -3,20 +3,13 @@
 // Layout: "LZBMAN01" | u32 header length | header JSON (name, version, size, blockSize, blockCount,
 // parent?, created, session?) | blockCount × 32-byte digests | SHA-256 of everything before it.
 import { createHash } from 'node:crypto';
-import { LazybootError } from '../base/errors.js';
 import { DIGEST_BYTES, type Manifest } from './manifest-format.js';
 import { isValidBlockSize } from './block-size.js';
 import { parseImageRef, validateImageName } from './image-name.js';
+import { InvalidManifest } from './errors.js';
 
 const MAGIC = Buffer.from('LZBMAN01', 'latin1');
 const MAX_HEADER_BYTES = 64 * 1024;
-
-/** Bytes that are not a valid manifest. */
-export class InvalidManifest extends LazybootError {
-  constructor(problem: string) {
-    super(`invalid image manifest: ${problem}`, 'the manifest is damaged or not a lazyboot manifest; re-import or restore the image');
-  }
-}
 
 export function encodeManifest(m: Manifest): Buffer {
   checkManifest(m);

@@ -28,3 +28,10 @@ export class SnapshotInterrupted extends LazybootError {
     super(`snapshot of ${disk} interrupted; its blocks stay marked for the next snapshot`, 'run it again: blocks the repository received are not sent twice');
   }
 }
+
+/** The in-flight file is damaged: its blocks cannot be told, so nothing may be assumed shipped. */
+export class SendingSetCorrupt extends LazybootError {
+  constructor(path: string, problem: string) {
+    super(`${path} (blocks of an interrupted snapshot) ${problem}`, 'its marks cannot be recovered from it: snapshot with --full to hash every block and send what the repository lacks, then delete it');
+  }
+}

@@ -9,7 +9,7 @@ import { readFile, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Bitset } from '../map/bitset.js';
 import { fsyncDirectory, writeFileDurably } from '../repo/durable-file.js';
-import { LazybootError } from '../base/errors.js';
+import { SendingSetCorrupt } from './errors.js';
 
 const MAGIC = Buffer.from('LZBSEND1', 'latin1');
 
@@ -21,13 +21,6 @@ export interface SendingSet {
   /** The image name being committed. */
   readonly name: string;
   readonly blocks: Bitset;
-}
-
-/** The in-flight file is damaged: its blocks cannot be told, so nothing may be assumed shipped. */
-export class SendingSetCorrupt extends LazybootError {
-  constructor(path: string, problem: string) {
-    super(`${path} (blocks of an interrupted snapshot) ${problem}`, 'its marks cannot be recovered from it: snapshot with --full to hash every block and send what the repository lacks, then delete it');
-  }
 }
 
 export function sendingSetPath(mapPath: string): string {

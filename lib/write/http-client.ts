@@ -2,16 +2,9 @@
 // `http+unix:///?socket=PATH` and `http://HOST:PORT`. Counts every byte it puts on the wire.
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import { LazybootError } from '../base/errors.js';
 import type { CommitResult, ImageCommit, OfferedBlock, SessionRequest, SessionStart, StoredBlocks, WireCounters, WriteTarget } from '../repo/write-target.js';
 import { API_PREFIX, encodeCommitBody, encodeFrameHeader, fromWireError, type WireError } from './http-protocol.js';
-
-/** The repository's write path did not answer (refused, reset, timed out). */
-export class WriteTargetUnreachable extends LazybootError {
-  constructor(readonly uri: string, reason: string, options?: ErrorOptions) {
-    super(`cannot write to the repository at ${uri} (${reason})`, 'check that `lazyboot repo serve --write-socket …` runs there, then retry: nothing is lost', options);
-  }
-}
+import { WriteTargetUnreachable } from './errors.js';
 
 /** No reply bytes for this long on a request in flight: the server is gone or stuck. */
 const STALL_MS = 60_000;

@@ -17,6 +17,7 @@ import {
   NotARepository, RepositoryCorrupt, UnknownImage, UnknownParent, VersionConflict,
 } from '../repo/errors.js';
 import { DIGEST_BYTES } from '../repo/manifest-format.js';
+import { WriteRefused } from './errors.js';
 
 export const API_PREFIX = '/v1';
 export const FRAME_HEADER_BYTES = DIGEST_BYTES + 4;
@@ -31,9 +32,6 @@ const TYPED_ERRORS: Record<string, abstract new (...args: any[]) => LazybootErro
   BlockCorrupt, BlockDigestMismatch, BlockMissing, ImageShapeMismatch, InvalidBlockSize, InvalidImageName, MalformedWriteRequest,
   NotARepository, RepositoryCorrupt, UnknownImage, UnknownParent, VersionConflict,
 };
-
-/** A refusal by the repository that has no class of its own on this side. */
-export class WriteRefused extends LazybootError {}
 
 export interface WireError {
   readonly error: string;

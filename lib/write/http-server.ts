@@ -12,6 +12,7 @@ import { MAX_BLOCK_SIZE } from '../repo/block-size.js';
 import { DIGEST_BYTES } from '../repo/manifest-format.js';
 import { isLoopbackHost } from '../nbd/tls.js';
 import { API_PREFIX, FRAME_HEADER_BYTES, MAX_COMMIT_BYTES, MAX_JSON_BYTES, MAX_MISSING_BYTES, statusOf, toWireError } from './http-protocol.js';
+import { WriteServerFailed } from './errors.js';
 
 export interface WriteServerOptions {
   readonly writer: WriteTarget;
@@ -25,9 +26,6 @@ export interface WriteServer {
   readonly uri: string;
   close(): Promise<void>;
 }
-
-/** The write server could not start. */
-export class WriteServerFailed extends LazybootError {}
 
 export async function startWriteServer(options: WriteServerOptions): Promise<WriteServer> {
   if (!options.socketPath === !options.listen) throw new WriteServerFailed('give exactly one of a write socket or a write listen address');

@@ -3,6 +3,8 @@
 export type { WriteTarget, SessionRequest, SessionStart, OfferedBlock, StoredBlocks, ImageCommit, CommitResult, WireCounters } from '../repo/write-target.js';
 export { RepositoryWriter } from '../repo/repository-writer.js';
 export { openWriteTarget, canonicalWriteUri } from './open-write-target.js';
-export { startWriteServer, WriteServerFailed, type WriteServer, type WriteServerOptions } from './http-server.js';
-export { HttpWriteTarget, WriteTargetUnreachable } from './http-client.js';
-export { WriteRefused } from './http-protocol.js';
+export { startWriteServer, type WriteServer, type WriteServerOptions } from './http-server.js';
+export { WriteServerFailed } from './errors.js';
+export { HttpWriteTarget } from './http-client.js';
+export { WriteTargetUnreachable } from './errors.js';
+export { WriteRefused } from './errors.js';

@@ -7,7 +7,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { installSignalTeardown, teardownOnUncaughtException } from '../../base/cleanup.js';
 import { LazybootError, UsageError } from '../../base/errors.js';
 import { launch, type LazyVm } from '../../launch.js';
-import { CommandNotStarted } from '../../../vmm/command-errors.js';
+import { CommandNotStarted } from '../../../vmm/errors.js';
 import { bootOptions, corLog, launchOptionsOf, printMilestones, type BootArgs } from '../boot-options.js';
 import { parseCopyIn, parseCopyOut, type CopySpec } from '../copy-specs.js';
 import { RUN_EXIT } from '../run-exit-codes.js';
