@@ -12,7 +12,7 @@ const BS = 65536;
 test('image trace ls, show and rm list, describe and delete the traces a boot recorded', (t) => inTempDir(async (dir) => {
   const image = await makeImage(dir, 'demo', { size: 64 * BS });
   const traces = join(dir, 'traces');
-  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [image.repoDir], trace: { dir: traces } });
+  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [image.repoDir], trace: { dir: traces, to: false } });
   try {
     await qemuIo(device.uri, [`read ${10 * BS} ${4 * BS}`, `read ${2 * BS} ${BS}`]);
     device.trace!.milestone('storage-ready');
