@@ -14,7 +14,7 @@ import { UnknownImage } from '../repo/errors.js';
 import { formatImageRef } from '../repo/image-name.js';
 import { decodeTrace, encodeTrace, type BootTrace } from './trace-format.js';
 import { mergeTraces } from './trace-merge.js';
-import { MAX_RECORDINGS, type LoadedTrace } from './trace-store.js';
+import { MAX_RECORDINGS, summaryOf, type LoadedTrace, type StoredTraceSummary } from './trace-store.js';
 import { TraceRefused } from './errors.js';
 
 export const TRACE_OBJECT_KIND = 'trace';
@@ -57,4 +57,17 @@ export async function servedTraceBytes(repo: Repository, ref: string, log: (line
   }
   const loaded = await loadRepositoryTrace(new RepositoryWriter(repo), imageRef, manifestDigest, log);
   return loaded && encodeTrace(loaded.trace);
+}
+
+/** Every image version with a usable trace in the repository (for `image trace ls --repo`). */
+export async function listRepositoryTraces(target: WriteTarget, log: (line: string) => void): Promise<StoredTraceSummary[]> {
+  const images = [...new Set((await target.listObjects(TRACE_OBJECT_KIND)).map((object) => object.image))];
+  const summaries: StoredTraceSummary[] = [];
+  for (const image of images) {
+    const manifest = await target.manifest(image);
+    if (!manifest) continue; // the version is gone; its objects are left for `image trace rm`
+    const loaded = await loadRepositoryTrace(target, image, createHash('sha256').update(manifest).digest('hex'), log);
+    if (loaded) summaries.push(summaryOf(loaded));
+  }
+  return summaries;
 }
