@@ -110,14 +110,14 @@ async function handle(writer: WriteTarget, request: IncomingMessage, response: S
   const url = new URL(request.url ?? '/', 'http://repository');
   const route = `${request.method} ${url.pathname.startsWith(API_PREFIX + '/') ? url.pathname.slice(API_PREFIX.length) : url.pathname}`;
   if (route.startsWith('GET /manifests/')) {
-    const ref = decodeURIComponent(url.pathname.slice(`${API_PREFIX}/manifests/`.length));
+    const ref = decodePathPart(url.pathname.slice(`${API_PREFIX}/manifests/`.length));
     const bytes = await writer.manifest(ref);
     if (!bytes) return sendJson(response, 404, { error: 'UnknownImage', message: `unknown image ${JSON.stringify(ref)}` });
     response.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length }).end(bytes);
     return;
   }
   if (route.startsWith('GET /objects/') || route.startsWith('DELETE /objects/')) {
-    const [image, kind, id, ...rest] = url.pathname.slice(`${API_PREFIX}/objects/`.length).split('/').map(decodeURIComponent);
+    const [image, kind, id, ...rest] = url.pathname.slice(`${API_PREFIX}/objects/`.length).split('/').map(decodePathPart);
     if (request.method === 'DELETE' && image && kind && id === undefined) return sendJson(response, 200, { removed: await writer.removeObjects(image, kind) });
     if (request.method === 'GET' && image && kind && id && rest.length === 0) {
       const bytes = await writer.readObject(image, kind, id);
@@ -135,17 +135,17 @@ async function handle(writer: WriteTarget, request: IncomingMessage, response: S
     case 'POST /objects': {
       const { header, rest } = splitCommitBody(await readBody(request, MAX_OBJECT_COMMIT_BYTES));
       const result = await writer.commitObject({
-        image: String(header.image), kind: String(header.kind), session: String(header.session), data: rest,
+        image: text(header, 'image'), kind: text(header, 'kind'), session: text(header, 'session'), data: rest,
         ...(header.keep !== undefined ? { keep: Number(header.keep) } : {}),
         ...(header.replace !== undefined ? { replace: header.replace === true } : {}),
       });
       return sendJson(response, result.existing ? 200 : 201, result);
     }
     case 'POST /sessions': {
-      const body = JSON.parse((await readBody(request, MAX_JSON_BYTES)).toString('utf8')) as Record<string, unknown>;
+      const body = parseJson(await readBody(request, MAX_JSON_BYTES));
       return sendJson(response, 200, await writer.begin({
-        name: String(body.name), size: Number(body.size), blockSize: Number(body.blockSize),
-        ...(body.parent !== undefined ? { parent: String(body.parent) } : {}),
+        name: text(body, 'name'), size: Number(body.size), blockSize: Number(body.blockSize),
+        ...(body.parent !== undefined ? { parent: text(body, 'parent') } : {}),
       }));
     }
     case 'POST /missing': {
@@ -158,9 +158,9 @@ async function handle(writer: WriteTarget, request: IncomingMessage, response: S
     case 'POST /commits': {
       const { header, rest } = splitCommitBody(await readBody(request, MAX_COMMIT_BYTES));
       const result = await writer.commitImage({
-        name: String(header.name), version: Number(header.version), size: Number(header.size), blockSize: Number(header.blockSize),
-        session: String(header.session), digests: rest,
-        ...(header.parent !== undefined ? { parent: String(header.parent) } : {}),
+        name: text(header, 'name'), version: Number(header.version), size: Number(header.size), blockSize: Number(header.blockSize),
+        session: text(header, 'session'), digests: rest,
+        ...(header.parent !== undefined ? { parent: text(header, 'parent') } : {}),
       });
       return sendJson(response, result.existing ? 200 : 201, result);
     }
@@ -185,9 +185,25 @@ function splitCommitBody(body: Buffer): { header: Record<string, unknown>; rest:
 function parseJson(bytes: Buffer): Record<string, unknown> {
   try {
     const value = JSON.parse(bytes.toString('utf8')) as unknown;
-    if (typeof value === 'object' && value !== null) return value as Record<string, unknown>;
+    if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>;
   } catch { /* below */ }
   throw new MalformedWriteRequest('the header is not a JSON object');
+}
+
+/** A string field of a request (a missing name must not become the image "undefined"). */
+function text(body: Record<string, unknown>, key: string): string {
+  const value = body[key];
+  if (typeof value !== 'string') throw new MalformedWriteRequest(`${key} is not a string`);
+  return value;
+}
+
+/** A %-escaped path segment; a broken escape is the client's error, not the server's. */
+function decodePathPart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new MalformedWriteRequest(`a broken %-escape in ${JSON.stringify(part.slice(0, 256))}`);
+  }
 }
 
 async function readBody(request: IncomingMessage, limit: number): Promise<Buffer> {
