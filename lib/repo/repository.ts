@@ -97,7 +97,7 @@ export class Repository {
    * creates it if allowed and missing or empty.
    */
   static async open(location: string = Repository.defaultDir(), options: OpenOptions = {}): Promise<Repository> {
-    const storage = openStorage(location, options);
+    const storage = await openStorage(location, options);
     const dir = storage.location;
     try {
       if (storage.isLocalDirectory) await openRepositoryDirectory(dir, options.create ?? true);

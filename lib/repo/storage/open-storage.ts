@@ -1,8 +1,8 @@
 // A repository location as the user writes it: `s3://BUCKET/PREFIX` for an S3 bucket (endpoint and
 // credentials the way S3 tools take them, see s3-storage.ts), anything else a local directory.
+// The S3 client is loaded only for an s3:// location: it doubles a command's start-up CPU.
 import { resolve as resolvePath } from 'node:path';
 import { DirectoryStorage } from './directory-storage.js';
-import { isS3Uri, S3Storage } from './s3-storage.js';
 import type { RepositoryStorage } from './storage.js';
 
 export interface StorageOptions {
@@ -10,9 +10,12 @@ export interface StorageOptions {
   readonly s3Endpoint?: string;
 }
 
-export { isS3Uri };
+export function isS3Uri(location: string): boolean {
+  return location.startsWith('s3://');
+}
 
-export function openStorage(location: string, options: StorageOptions = {}): RepositoryStorage {
-  if (isS3Uri(location)) return new S3Storage(location, options.s3Endpoint);
-  return new DirectoryStorage(resolvePath(location));
+export async function openStorage(location: string, options: StorageOptions = {}): Promise<RepositoryStorage> {
+  if (!isS3Uri(location)) return new DirectoryStorage(resolvePath(location));
+  const { S3Storage } = await import('./s3-storage.js');
+  return new S3Storage(location, options.s3Endpoint);
 }

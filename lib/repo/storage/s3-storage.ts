@@ -24,10 +24,6 @@ const PARTS_IN_FLIGHT = 2;
 /** A create-only PUT racing another one may get 409 (ConditionalRequestConflict): try again. */
 const CONFLICT_RETRIES = 5;
 
-export function isS3Uri(location: string): boolean {
-  return location.startsWith('s3://');
-}
-
 /** The pinned SDK warns on every process that Node 20 will not get its future releases; lazyboot pins it. */
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
