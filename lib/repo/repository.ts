@@ -3,6 +3,7 @@
 //   lazyboot-repository          marker with the format version
 //   packs/pack-*.pack, *.idx     append-only block data and its index (digest → offset, length)
 //   manifests/NAME/N.manifest    image NAME version N (encoded by manifest-codec)
+//   objects/NAME/N/KIND/ID       named objects attached to a version (image-objects.ts: boot traces)
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -19,6 +20,8 @@ import { openStorage, type StorageOptions } from './storage/open-storage.js';
 import type { RepositoryStorage } from './storage/storage.js';
 import { DEFAULT_BLOCK_SIZE, parseBlockSize } from './block-size.js';
 import { LazybootError } from '../base/errors.js';
+import { ImageObjects } from './image-objects.js';
+import { UnsupportedImageObjects } from './unsupported-image-objects.js';
 
 const MANIFEST_SUFFIX = '.manifest';
 const MANIFEST_PATTERN = /^[1-9][0-9]{0,8}\.manifest$/;
@@ -82,9 +85,13 @@ export interface ImageCheck {
 
 export class Repository {
   private readonly manifestCache = new Map<string, Manifest>();
+  /** The named objects attached to image versions (boot traces). */
+  readonly objects: ImageObjects;
 
   /** `dir`: the repository's directory, or its `s3://BUCKET/PREFIX` URI. */
-  private constructor(readonly dir: string, private readonly store: PackStore, readonly storage: RepositoryStorage) {}
+  private constructor(readonly dir: string, private readonly store: PackStore, readonly storage: RepositoryStorage) {
+    this.objects = storage.isLocalDirectory ? new ImageObjects(dir) : new UnsupportedImageObjects(dir);
+  }
 
   /** `$XDG_DATA_HOME/lazyboot/repo`, else `~/.local/share/lazyboot/repo`. */
   static defaultDir(): string {
