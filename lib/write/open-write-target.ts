@@ -28,7 +28,7 @@ function socketOf(uri: string): string {
 }
 
 function unsupported(uri: string): UsageError {
-  return new UsageError(`cannot write to ${JSON.stringify(uri)}`, 'use a repository directory, s3://BUCKET/PREFIX, http+unix:///?socket=PATH or http://HOST:PORT (`lazyboot repo serve --write-socket PATH` prints it)');
+  return new UsageError(`cannot write to ${JSON.stringify(uri)}`, 'use a repository directory, http+unix:///?socket=PATH or http://HOST:PORT (`lazyboot repo serve --write-socket PATH` prints it), or s3://BUCKET/PREFIX');
 }
 
 export async function openWriteTarget(uri: string): Promise<WriteTarget> {
