@@ -107,3 +107,6 @@ export class InvalidManifest extends LazybootError {
     super(`invalid image manifest: ${problem}`, 'the manifest is damaged or not a lazyboot manifest; re-import or restore the image');
   }
 }
+
+/** The object store holding a repository refused or could not be reached (credentials, bucket, endpoint). */
+export class StoreUnavailable extends LazybootError {}

@@ -7,6 +7,7 @@ import { repositoryExports } from '../../repo/export-provider.js';
 import { checkListenAllowed, startNbdServer } from '../../nbd/server.js';
 import { loadServerTls } from '../../nbd/tls.js';
 import { UsageError } from '../../base/errors.js';
+import { s3EndpointOption } from './image.js';
 import { checkCommand } from './repo-check.js';
 import type { WriteServer } from '../../write/http-server.js';
 import { commandGroup } from '../command-output.js';
@@ -14,6 +15,7 @@ import { serverLimitOptions, serverLimitsOf, type ServerLimitArgs } from '../ser
 
 interface ServeArgs extends ServerLimitArgs {
   repo: string;
+  's3-endpoint'?: string;
   verify: boolean;
   socket?: string;
   listen?: string;
@@ -23,9 +25,11 @@ interface ServeArgs extends ServerLimitArgs {
   'write-listen'?: string;
 }
 
-/** `$XDG_RUNTIME_DIR/lazyboot/repo.sock`, else `repo.sock` inside the repository directory. */
+/** `$XDG_RUNTIME_DIR/lazyboot/repo.sock`, else `repo.sock` inside the repository directory (an s3:// repository has none). */
 export function defaultSocketPath(repoDir: string): string {
-  return process.env.XDG_RUNTIME_DIR ? join(process.env.XDG_RUNTIME_DIR, 'lazyboot', 'repo.sock') : join(repoDir, 'repo.sock');
+  if (process.env.XDG_RUNTIME_DIR) return join(process.env.XDG_RUNTIME_DIR, 'lazyboot', 'repo.sock');
+  if (repoDir.startsWith('s3://')) throw new UsageError(`${repoDir} has no directory for the default socket`, 'give --socket PATH or --listen HOST:PORT (or set XDG_RUNTIME_DIR)');
+  return join(repoDir, 'repo.sock');
 }
 
 export function parseListen(value: string): { host: string; port: number } {
@@ -71,7 +75,7 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
       ? await loadServerTls({ ...(args['tls-creds'] ? { x509Dir: args['tls-creds'] } : {}), ...(args['tls-psk'] ? { pskFile: args['tls-psk'] } : {}) })
       : undefined;
     const writeListen = args['write-listen'] ? parseListen(args['write-listen']) : undefined;
-    const repo = await Repository.open(args.repo, { create: false });
+    const repo = await Repository.open(args.repo, { create: false, s3Endpoint: args['s3-endpoint'] });
     let writes: WriteServer | undefined;
     try {
       const server = await startNbdServer({
@@ -113,6 +117,8 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
 export const repoCommand = commandGroup({
   name: 'repo',
   describe: 'serve or check an image repository',
-  options: (y) => y.option('repo', { type: 'string', describe: 'repository directory', default: Repository.defaultDir(), defaultDescription: '$XDG_DATA_HOME/lazyboot/repo' }),
+  options: (y) => y
+    .option('repo', { type: 'string', describe: 'repository: a directory, or s3://BUCKET/PREFIX', default: Repository.defaultDir(), defaultDescription: '$XDG_DATA_HOME/lazyboot/repo' })
+    .option('s3-endpoint', s3EndpointOption),
   subcommands: [serveCommand, checkCommand],
 });
