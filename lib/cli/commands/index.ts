@@ -16,5 +16,8 @@ export const commandLoaders: readonly CommandLoader[] = [
   { name: 'snapshot', load: async () => (await import('./snapshot.js')).snapshotCommand },
   { name: 'boot', load: async () => (await import('./boot.js')).bootCommand },
   { name: 'run', load: async () => (await import('./run.js')).runCommand },
+  { name: 'ps', load: async () => (await import('./ps.js')).psCommand },
+  { name: 'pivot', load: async () => (await import('./vm-control.js')).pivotCommand },
+  { name: 'stop', load: async () => (await import('./vm-control.js')).stopCommand },
   { name: 'cache', load: async () => (await import('./cache.js')).cacheCommand },
 ];
