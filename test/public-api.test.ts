@@ -28,7 +28,7 @@ const ROOT_NAMES = [
   'UnknownImage', 'InvalidImageName', 'InvalidBlockSize', 'RepositoryCorrupt', 'BlockMissing', 'BlockCorrupt', 'ImportFailed', 'ExportFailed', 'UnsafeImage',
   'NotARepository', 'RepositoryDamaged', 'UnknownParent', 'ImageShapeMismatch', 'BlockDigestMismatch', 'VersionConflict', 'MalformedWriteRequest', 'InvalidManifest',
   'NbdConnectError', 'NbdListenFailed', 'TlsCredentialsInvalid',
-  'MapTargetsFull', 'SnapshotNoMap', 'SnapshotNeedsFullDisk', 'SnapshotBaselineChanged', 'SnapshotInterrupted', 'SendingSetCorrupt', 'ReplicateNoMap', 'ReplicateOptionInvalid',
+  'MapTargetsFull', 'SnapshotNoMap', 'SnapshotNeedsFullDisk', 'SnapshotBaselineChanged', 'SnapshotInterrupted', 'SendingSetCorrupt', 'ReplicateNoMap', 'ReplicateOptionInvalid', 'SnapshotNotTaken',
   'WriteTargetUnreachable', 'WriteRefused',
 ];
 

@@ -218,7 +218,7 @@ test('lazyboot replicate honours --rate', (t) => withDir(async ({ path: dir }) =
   } finally {
     t.is(await replicating.stop(), 0, replicating.stderr());
   }
-  const seconds = Number(/pass 1: 32 blocks checked, 32 sent \(2 MiB\).*\(([\d.]+) s\)/.exec(replicating.stderr())?.[1]);
+  const seconds = Number(/pass 1: 32 blocks checked, 32 sent \(2.0 MiB\).*\(([\d.]+) s\)/.exec(replicating.stderr())?.[1]);
   // 2 MiB at 512 KiB/s, the first batch (128 KiB) free: at least 3.75 s (a lower bound, whatever the load).
   t.true(seconds >= 3.7, `the first pass took ${seconds} s: ${replicating.stderr()}`);
   t.true(Date.now() - started >= 3700);

@@ -318,3 +318,11 @@ function* runsOf(indexes: readonly number[]): Generator<[number, number]> {
   }
   if (count > 0) yield [first, count];
 }
+
+/** One line for a person about a pass. */
+export function describePass(pass: ReplicationPass): string {
+  const head = `replicate ${pass.target} (${pass.uri}) pass ${pass.pass}`;
+  if (pass.error) return `${head}: failed (${pass.error}); ${pass.pendingBlocks} blocks wait for the next pass`;
+  const mib = (bytes: number): string => `${(bytes / 1048576).toFixed(bytes >= 1048576 ? 1 : 2)} MiB`;
+  return `${head}: ${pass.checkedBlocks} blocks checked, ${pass.sentBlocks} sent (${mib(pass.blockBytesSent)}), ${pass.dedupedBlocks} already there; ${pass.dirtyBlocks} marked, ${pass.pendingBlocks} not yet uploaded (${pass.seconds.toFixed(2)} s)`;
+}

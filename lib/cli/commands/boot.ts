@@ -3,6 +3,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { installSignalTeardown, teardownOnUncaughtException } from '../../base/cleanup.js';
 import { launch } from '../../launch.js';
+import { summaryOf } from './snapshot.js';
 import { bootOptions, corLog, launchOptionsOf, printMilestones, summaryLines, type BootArgs } from '../boot-options.js';
 
 export const bootCommand: CommandModule<any, BootArgs> = {
@@ -26,6 +27,10 @@ export const bootCommand: CommandModule<any, BootArgs> = {
       process.stdout.write(`${lines.join('\n')}\n`);
     });
     await vm.closed;
+    // --snapshot-on-exit: shipped once the disk closed (a failed boot still says why it failed first).
+    const shipped = await vm.snapshotted.catch((error: Error) => error);
     if (vm.failure) throw vm.failure;
+    if (shipped instanceof Error) throw shipped;
+    if (shipped) process.stdout.write(`snapshot on exit: ${summaryOf(shipped)}\n`);
   },
 };

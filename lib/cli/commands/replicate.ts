@@ -2,11 +2,11 @@
 // local disk's copy-on-read export and upload its modified blocks to each target in the
 // background (lib/snapshot/replicate.ts), until Ctrl-C; a later `snapshot` then only commits.
 import type { Argv, CommandModule } from 'yargs';
-import { replicate, DEFAULT_REPLICATE_INTERVAL_MS, type ReplicationPass, type ReplicationTotals } from '../../snapshot/replicate.js';
-import { parseDurationMs, parseSizeBytes } from '../units.js';
+import { describePass } from '../../snapshot/replicator.js';
+import { replicate, DEFAULT_REPLICATE_INTERVAL_MS, type ReplicationTotals } from '../../snapshot/replicate.js';
+import { replicationArgs } from '../replication-args.js';
 import { humanSize } from '../human-size.js';
 import { cacheOf, cacheOptions, type CacheArgs } from '../cache-options.js';
-import { UsageError } from '../../base/errors.js';
 
 interface ReplicateArgs extends CacheArgs {
   disk: string;
@@ -20,25 +20,6 @@ interface ReplicateArgs extends CacheArgs {
 }
 
 const log = (line: string): void => void process.stderr.write(`lazyboot: ${line}\n`);
-
-/** "--interval 30s" → ms; a rate like "20M" → bytes per second (0 = unlimited). */
-export function replicationArgs(interval: string, rate: string): { intervalMs: number; rate: number } {
-  const intervalMs = parseDurationMs(interval);
-  if (intervalMs < 100) throw new UsageError(`replication interval ${JSON.stringify(interval)} is too short`, 'use at least 100ms, e.g. 30s');
-  let bytes: number;
-  try {
-    bytes = parseSizeBytes(rate.replace(/\/s$/i, ''));
-  } catch {
-    throw new UsageError(`invalid replication rate ${JSON.stringify(rate)}`, 'use bytes per second like 20M, 800K, or 0 for unlimited');
-  }
-  return { intervalMs, rate: bytes };
-}
-
-export function passLine(pass: ReplicationPass): string {
-  const head = `replicate ${pass.target} (${pass.uri}) pass ${pass.pass}`;
-  if (pass.error) return `${head}: failed (${pass.error}); ${pass.pendingBlocks} blocks wait for the next pass`;
-  return `${head}: ${pass.checkedBlocks} blocks checked, ${pass.sentBlocks} sent (${humanSize(pass.blockBytesSent)}), ${pass.dedupedBlocks} already there; ${pass.dirtyBlocks} marked, ${pass.pendingBlocks} not yet uploaded (${pass.seconds.toFixed(2)} s)`;
-}
 
 export function totalsLines(totals: readonly ReplicationTotals[]): string[] {
   return totals.map((t) => `${t.target} ${t.uri}: ${t.passes} passes (${t.failedPasses} failed), ${t.sentBlocks} blocks sent (${humanSize(t.blockBytesSent)}, ${humanSize(t.wireBytes)} on the wire), ${t.dedupedBlocks} already there; ${t.dirtyBlocks} marked for the next snapshot, ${t.pendingBlocks} of them not yet uploaded${t.lastError ? `; last error: ${t.lastError}` : ''}`);
@@ -68,7 +49,7 @@ export const replicateCommand: CommandModule<any, ReplicateArgs> = {
         cache: cacheOf(args, args.from), signal: controller.signal, log,
         onPass: (pass) => {
           if (args.json) process.stdout.write(`${JSON.stringify({ event: 'pass', ...pass })}\n`);
-          else if (pass.error || pass.checkedBlocks > 0) log(passLine(pass));
+          else if (pass.error || pass.checkedBlocks > 0) log(describePass(pass));
         },
       });
       if (args.json) process.stdout.write(`${JSON.stringify({ event: 'serving', uri: replication.uri, image: replication.image, targets: replication.targets })}\n`);
