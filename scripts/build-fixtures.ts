@@ -10,12 +10,12 @@ const MIB = 1024 * 1024;
 async function main(): Promise<void> {
   const args = await yargs(hideBin(process.argv))
     .scriptName('build-fixtures')
-    .option('only', { choices: ['tiny', 'debian', 'debian-plain'] as const, describe: 'build only this image' })
+    .option('only', { choices: ['tiny', 'debian', 'debian-plain', 'debian-cloud'] as const, describe: 'build only this image' })
     .option('quiet', { type: 'boolean', default: false, describe: 'do not echo the build steps' })
     .strict()
     .help()
     .parseAsync();
-  const names: FixtureName[] = args.only ? [args.only] : ['tiny', 'debian', 'debian-plain'];
+  const names: FixtureName[] = args.only ? [args.only] : ['tiny', 'debian', 'debian-plain', 'debian-cloud'];
   for (const name of names) {
     const started = Date.now();
     const image = await ensureFixture(name, {

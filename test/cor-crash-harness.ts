@@ -104,7 +104,12 @@ export async function runCrashIterations(options: CrashOptions): Promise<CrashRe
     const { child, uri } = await startServe(['crash', '--disk', disk, '--from', image.repoDir, '--socket', socket, '--fill', '--fill-rate', String(options.fillRate)]);
     let killed = false;
     const killAfter = randomInt(100, 900);
-    const killer = setTimeout(() => { killed = true; child.kill('SIGKILL'); }, killAfter);
+    // The kill clock starts when qemu-io's first write came back, not when the server is up: on a
+    // loaded machine qemu-io can take longer than the whole window to connect, and a kill before
+    // any write would test nothing. A cap keeps a qemu-io that never answers from hanging the test.
+    let killer: NodeJS.Timeout | undefined;
+    const armKiller = () => { killer ??= setTimeout(() => { killed = true; child.kill('SIGKILL'); }, killAfter); };
+    const armAnyway = setTimeout(armKiller, 30_000);
     // One qemu-io session (cache=writeback: qemu-io defaults to writethrough, which would flush
     // after every write) streams writes; every third batch ends with `flush` then `length` as a
     // marker. Writes count as flushed only when the marker after their flush printed and nothing
@@ -112,7 +117,10 @@ export async function runCrashIterations(options: CrashOptions): Promise<CrashRe
     // "present and unmodified matches its digest" rule either).
     const session = execa('qemu-io', ['-f', 'raw', '-t', 'writeback', uri], { reject: false, buffer: false, stdin: 'pipe', stderr: 'pipe' });
     let output = '';
-    session.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+    session.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('wrote ')) armKiller();
+    });
     session.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
     let issued: ConfirmedWrite[] = [];
     let checkedUpTo = 0;
@@ -159,6 +167,7 @@ export async function runCrashIterations(options: CrashOptions): Promise<CrashRe
     session.kill('SIGKILL');
     await session;
     clearTimeout(killer);
+    clearTimeout(armAnyway);
     await child;
     await rm(socket, { force: true });
     const present = await checkInvariants(disk, image.manifest, confirmed, result.violations, `after kill ${iteration} (${killAfter} ms)`);

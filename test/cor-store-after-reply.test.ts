@@ -13,10 +13,10 @@ import { makeImage } from './cor-fixtures.js';
 
 const BS = 65536;
 
-/** Wraps the device's local disk writes (the only way the COR layer stores data). */
-function interceptWrites(local: LocalDisk, wrap: (write: LocalDisk['write'], offset: number, data: Buffer) => Promise<void>): void {
-  const write = local.write.bind(local);
-  local.write = (offset, data, options) => wrap((o, d) => write(o, d, options), offset, data);
+/** Wraps the device's stores of fetched data (writeInBackground: the only way the COR layer stores them). */
+function interceptStores(local: LocalDisk, wrap: (store: LocalDisk['writeInBackground'], offset: number, data: Buffer) => Promise<void>): void {
+  const store = local.writeInBackground.bind(local);
+  local.writeInBackground = (offset, data) => wrap(store, offset, data);
 }
 
 async function readDiskBlock(disk: string, block: number): Promise<Buffer> {
@@ -39,7 +39,7 @@ test('a guest write right after a cold read of the same block is not overwritten
     const { backend } = opened;
     // The first local write (the store of the fetched block) takes 300 ms; the guest's is immediate.
     let slow = 1;
-    interceptWrites(opened.local, async (write, offset, data) => {
+    interceptStores(opened.local, async (write, offset, data) => {
       if (slow-- > 0) await new Promise((resolve) => setTimeout(resolve, 300));
       await write(offset, data);
     });
@@ -70,7 +70,7 @@ test('a failed local store leaves the blocks absent and logged; the next read fe
   try {
     const { backend } = opened;
     let failures = 1;
-    interceptWrites(opened.local, async (write, offset, data) => {
+    interceptStores(opened.local, async (write, offset, data) => {
       if (failures-- > 0) throw new Error('EIO: injected local write failure');
       await write(offset, data);
     });
@@ -100,7 +100,7 @@ test('when one segment of a fetch fails to store, its other segments still hold 
     const { backend } = opened;
     // The stores run after the read is answered: the first (block 0) fails, the other is slow.
     let failBlock0 = true;
-    interceptWrites(opened.local, async (write, offset, data) => {
+    interceptStores(opened.local, async (write, offset, data) => {
       if (data.equals(guestData)) return write(offset, data);
       if (offset === 0 && failBlock0) {
         failBlock0 = false;

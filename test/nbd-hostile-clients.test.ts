@@ -431,3 +431,39 @@ const largeReads = test.macro(async (t: ExecutionContext, structured: boolean) =
 
 test('32 MiB reads (simple replies) from a client that never reads hold no more than the connection budget', largeReads, false);
 test('32 MiB reads (structured replies) from a client that never reads hold no more than the connection budget', largeReads, true);
+
+test('a client that sends thousands of reads and disconnects without reading leaves no work behind', (t) => withDir(async ({ path: dir }) => {
+  t.timeout(90_000);
+  const socket = join(dir, 'nbd.sock');
+  let bytesRead = 0;
+  const backend = {
+    size: 256 * MiB,
+    capabilities: { write: false, flush: false, trim: false, writeZeroes: false, extents: false, multiConn: true },
+    constraints: { minimum: 1, preferred: 4096, maximum: 32 * MiB },
+    async read(offset: number, length: number) { bytesRead += length; return Buffer.alloc(length, 1); },
+    async readInto(_offset: number, target: Buffer) { bytesRead += target.length; target.fill(1); },
+    async write() { throw new Error('read-only'); }, async flush() {}, async trim() {}, async writeZeroes() {},
+    async blockStatus(offset: number, length: number) { return [{ offset, length, hole: false, zero: false }]; },
+    async close() {},
+  };
+  const server = await startNbdServer({ socketPath: socket, limits: { connectionBufferBytes: 8 * MiB }, exports: { async list() { return [{ name: 'big' }]; }, async open() { return backend; } } });
+  try {
+    const peer = await RawPeer.connect(socket);
+    await rawGo(peer, 'big', false);
+    peer.socket.pause();
+    // 1 MiB of requests (more than the server reads ahead): 37449 reads of 32 MiB each.
+    for (let i = 0; i < 37449; i++) peer.sendRequest(P.CMD_READ, (i % 8) * 32 * MiB, 32 * MiB, { cookie: i + 1 });
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    peer.socket.destroy();
+    const atClose = bytesRead;
+    // Before, the server went on reading the backend for every request it had buffered (1.2 TB).
+    let seen = -1;
+    for (let waited = 0; waited < 10 && bytesRead !== seen; waited++) {
+      seen = bytesRead;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+    t.true(bytesRead - atClose <= 16 * MiB, `${((bytesRead - atClose) / MiB).toFixed(0)} MiB read from the backend after the client left`);
+  } finally {
+    await server.close();
+  }
+}, { unsafeCleanup: true }));

@@ -6,6 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { request as httpRequest } from 'node:http';
 import { makeImage } from './cor-fixtures.js';
 import { startServing } from './helpers/served-process.js';
 import { openWriteTarget } from '../lib/write/open-write-target.js';
@@ -161,3 +162,35 @@ async function packBytes(repoDir: string): Promise<number> {
   for (const name of await readdir(join(repoDir, 'packs'))) if (name.endsWith('.pack')) total += (await stat(join(repoDir, 'packs', name))).size;
   return total;
 }
+
+/** One raw HTTP request to the write socket: status and JSON body. */
+function rawRequest(socketPath: string, method: string, path: string, body?: Buffer): Promise<{ status: number; json: { error?: string; message?: string } }> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest({ socketPath, method, path }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, json: response.headers['content-type'] === 'application/json' ? JSON.parse(Buffer.concat(chunks).toString()) : {} }));
+    });
+    request.on('error', reject);
+    request.end(body);
+  });
+}
+
+test('repo serve: malformed write requests (bad JSON, a null body, a broken %-escape) are 400 MalformedWriteRequest, never an internal error', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'base', { size: 4 * BS });
+  const socket = join(dir, 'w.sock');
+  const server = await startServing(['repo', 'serve', '--repo', image.repoDir, '--socket', join(dir, 'r.sock'), '--write-socket', socket]);
+  try {
+    for (const body of ['{', '', 'null', '"text"', '[1]', '{"size":65536,"blockSize":65536}']) {
+      const { status, json } = await rawRequest(socket, 'POST', '/v1/sessions', Buffer.from(body));
+      t.is(status, 400, `session body ${JSON.stringify(body)}: ${json.message}`);
+      t.is(json.error, 'MalformedWriteRequest', `session body ${JSON.stringify(body)}`);
+    }
+    const broken = await rawRequest(socket, 'GET', '/v1/manifests/%E0%A4%A');
+    t.is(broken.status, 400, String(broken.json.message));
+    t.is(broken.json.error, 'MalformedWriteRequest');
+    t.is((await rawRequest(socket, 'GET', '/v1/manifests/base')).status, 200, 'the server still answers');
+  } finally {
+    await server.stop();
+  }
+}, { unsafeCleanup: true }));

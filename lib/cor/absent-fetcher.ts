@@ -202,7 +202,7 @@ export class AbsentFetcher {
   }
 
   private async store(segment: FetchedSegment): Promise<void> {
-    await this.parts.local.write(segment.from * this.parts.blockSize, segment.data);
+    await this.parts.local.writeInBackground(segment.from * this.parts.blockSize, segment.data);
     this.counters.fetchedBlocks += segment.to - segment.from;
     // Rule 1: present in memory only after the local write returned; durable at the next commit.
     this.parts.map.markPresent(segment.from, segment.to - segment.from);

@@ -106,6 +106,18 @@ export class LocalDisk implements BlockBackend {
     if (options?.fua) await this.flush();
   }
 
+  /**
+   * A write off the request path (fetched blocks stored after their reply): always on the thread
+   * pool, so the memcpy into the page cache runs beside the event loop instead of stalling the
+   * next guest request behind it (a 192 KiB store cost the loop ~0.27 ms per fetched run).
+   */
+  async writeInBackground(offset: number, data: Buffer): Promise<void> {
+    for (let done = 0; done < data.length;) {
+      const { bytesWritten } = await this.file.write(data, done, data.length - done, offset + done);
+      done += bytesWritten;
+    }
+  }
+
   async writeZeroes(offset: number, length: number, options?: WriteOptions): Promise<void> {
     for (let at = 0; at < length; at += ZERO_CHUNK.length) {
       await this.write(offset + at, ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, length - at)));

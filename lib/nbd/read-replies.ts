@@ -25,6 +25,13 @@ interface HeldBytes {
   readonly done: () => void;
 }
 
+/** A read stopped because its client disconnected. */
+class ClientGone extends Error {
+  constructor() {
+    super('client disconnected');
+  }
+}
+
 export class ReadReplies {
   constructor(
     private readonly backend: BlockBackend,
@@ -59,6 +66,10 @@ export class ReadReplies {
   /** A backend that only has read(): its own buffer, counted against the budget. */
   private async serveUnpooled(request: RequestHeader): Promise<void> {
     await this.budget.reserve(request.length);
+    if (this.replies.closed) {
+      this.budget.release(request.length);
+      throw new ClientGone();
+    }
     let data: Buffer;
     try {
       data = await this.backend.read(request.offset, request.length);
@@ -150,6 +161,11 @@ export class ReadReplies {
   /** One piece read under the budget into a pooled buffer, or into bytes the backend lends. */
   private async readBudgetedPiece(backend: BlockBackend & ReadsIntoBuffer, offset: number, length: number): Promise<HeldBytes> {
     await this.budget.reserve(sizeClass(length));
+    if (this.replies.closed) {
+      // Waiting for the budget outlived the client: nothing to read for.
+      this.budget.release(sizeClass(length));
+      throw new ClientGone();
+    }
     const storage = await this.pool.take(length);
     const giveBuffer = (): void => {
       this.pool.give(storage);

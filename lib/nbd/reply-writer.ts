@@ -12,6 +12,11 @@ export class ReplyWriter {
 
   constructor(private readonly socket: Socket, readonly structuredReplies: boolean) {}
 
+  /** The client is gone (or its side of the socket ended): nothing more can reach it. */
+  get closed(): boolean {
+    return !this.socket.writable;
+  }
+
   /** Writes one reply; `onWritten` runs once the bytes are handed to the kernel (or dropped). */
   send(buffers: Buffer[], onWritten?: () => void): void {
     if (this.socket.destroyed) {

@@ -63,6 +63,11 @@ export class Transmission {
   async run(): Promise<void> {
     for (;;) {
       if (this.mustWait()) await this.waitForRoom();
+      // Requests still buffered when the client went away are not served: nobody reads the replies.
+      if (this.replies.closed) {
+        await this.drain();
+        return;
+      }
       const header = this.queue.take(REQUEST_HEADER_BYTES) ?? (await this.queue.read(REQUEST_HEADER_BYTES));
       const request = decodeRequest(header);
       if (!request) throw new ProtocolViolation('bad request magic');
@@ -152,6 +157,7 @@ export class Transmission {
       }
       this.replies.done(request);
     } catch (error) {
+      if (this.replies.closed) return; // the client left; its reads were stopped, not failed
       const errno = nbdErrno(error);
       if (!(error instanceof BlockError) || errno === P.NBD_EIO) {
         this.log(`${this.session.exportName}: ${commandName(request.type)} at ${request.offset}+${request.length} failed: ${(error as Error).message}`);

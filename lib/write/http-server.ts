@@ -110,7 +110,7 @@ async function handle(writer: WriteTarget, request: IncomingMessage, response: S
   const url = new URL(request.url ?? '/', 'http://repository');
   const route = `${request.method} ${url.pathname.startsWith(API_PREFIX + '/') ? url.pathname.slice(API_PREFIX.length) : url.pathname}`;
   if (route.startsWith('GET /manifests/')) {
-    const ref = decodeURIComponent(url.pathname.slice(`${API_PREFIX}/manifests/`.length));
+    const ref = decodePathPart(url.pathname.slice(`${API_PREFIX}/manifests/`.length));
     const bytes = await writer.manifest(ref);
     if (!bytes) return sendJson(response, 404, { error: 'UnknownImage', message: `unknown image ${JSON.stringify(ref)}` });
     response.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length }).end(bytes);
@@ -118,10 +118,10 @@ async function handle(writer: WriteTarget, request: IncomingMessage, response: S
   }
   switch (route) {
     case 'POST /sessions': {
-      const body = JSON.parse((await readBody(request, MAX_JSON_BYTES)).toString('utf8')) as Record<string, unknown>;
+      const body = parseJson(await readBody(request, MAX_JSON_BYTES));
       return sendJson(response, 200, await writer.begin({
-        name: String(body.name), size: Number(body.size), blockSize: Number(body.blockSize),
-        ...(body.parent !== undefined ? { parent: String(body.parent) } : {}),
+        name: text(body, 'name'), size: Number(body.size), blockSize: Number(body.blockSize),
+        ...(body.parent !== undefined ? { parent: text(body, 'parent') } : {}),
       }));
     }
     case 'POST /missing': {
@@ -138,9 +138,9 @@ async function handle(writer: WriteTarget, request: IncomingMessage, response: S
       if (jsonLength > MAX_JSON_BYTES || 4 + jsonLength > body.length) throw new MalformedWriteRequest('commit header length out of range');
       const header = parseJson(body.subarray(4, 4 + jsonLength));
       const result = await writer.commitImage({
-        name: String(header.name), version: Number(header.version), size: Number(header.size), blockSize: Number(header.blockSize),
-        session: String(header.session), digests: body.subarray(4 + jsonLength),
-        ...(header.parent !== undefined ? { parent: String(header.parent) } : {}),
+        name: text(header, 'name'), version: Number(header.version), size: Number(header.size), blockSize: Number(header.blockSize),
+        session: text(header, 'session'), digests: body.subarray(4 + jsonLength),
+        ...(header.parent !== undefined ? { parent: text(header, 'parent') } : {}),
       });
       return sendJson(response, result.existing ? 200 : 201, result);
     }
@@ -157,9 +157,25 @@ function sendJson(response: ServerResponse, status: number, value: unknown): voi
 function parseJson(bytes: Buffer): Record<string, unknown> {
   try {
     const value = JSON.parse(bytes.toString('utf8')) as unknown;
-    if (typeof value === 'object' && value !== null) return value as Record<string, unknown>;
+    if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>;
   } catch { /* below */ }
   throw new MalformedWriteRequest('the header is not a JSON object');
+}
+
+/** A string field of a request (a missing name must not become the image "undefined"). */
+function text(body: Record<string, unknown>, key: string): string {
+  const value = body[key];
+  if (typeof value !== 'string') throw new MalformedWriteRequest(`${key} is not a string`);
+  return value;
+}
+
+/** A %-escaped path segment; a broken escape is the client's error, not the server's. */
+function decodePathPart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new MalformedWriteRequest(`a broken %-escape in ${JSON.stringify(part.slice(0, 256))}`);
+  }
 }
 
 async function readBody(request: IncomingMessage, limit: number): Promise<Buffer> {
