@@ -3,7 +3,7 @@
 // The composition above both parts: it joins the COR device (lib/cor) to the VMM (vmm/).
 // It touches no process-wide state: signals and V8 tuning are the process owner's opt-ins
 // (installSignalTeardown in base/cleanup.ts, tuneProcess in process-tuning.ts).
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { UsageError } from './base/errors.js';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -11,17 +11,15 @@ import { openCorDevice, type CorDevice, type CorDeviceStats } from './cor/device
 import type { TraceOutcome } from './cor/boot-tracing.js';
 import { vmOptionsOf, type LaunchOptions } from './launch-options.js';
 import { withVmDefaults } from '../vmm/vm-options.js';
-import { TransientVm, type ExecResult, type StorageReadySource, type VmEvent } from '../vmm/vm.js';
+import { TransientVm, type ExecResult, type NativeStatus, type StorageReadySource, type VmEvent } from '../vmm/vm.js';
 import type { RunCommandOptions, RunOutcome } from '../vmm/guest-command.js';
 import type { CopyResult } from '../guest/agent-files.js';
 import type { EventStream } from '../vmm/event-stream.js';
 import type { VmState } from '../vmm/lifecycle.js';
-import { ClusterSizeUnsupported, QCOW2_MAX_CLUSTER, QCOW2_MIN_CLUSTER } from '../vmm/qcow2-metadata.js';
-import { pivotWhenStorageReady, type PivotOutcome } from './pivot/live-pivot.js';
-import { foldNativeIntoMap, type FoldResult } from './pivot/fold-native.js';
-import { lockDisk, type DiskLock } from './cor/disk-lock.js';
+import type { PivotOutcome } from './pivot/live-pivot.js';
+import type { FoldResult } from './pivot/fold-native.js';
 import { recoverInterruptedPivot } from './pivot/interrupted-pivot.js';
-import { metadataPathOf } from './pivot/native-metadata.js';
+import { assertPivotable, LaunchPivot } from './pivot/launch-pivot.js';
 import { snapshot, type SnapshotResult } from './snapshot/snapshot.js';
 import { checkReplicationSettings, replicationAttachment, type ReplicationSettings } from './snapshot/replicate.js';
 import { describePass } from './snapshot/replicator.js';
@@ -32,7 +30,7 @@ import { validateImageName } from './repo/image-name.js';
 export type { LaunchOptions, PivotMode } from './launch-options.js';
 export type { PivotOutcome } from './pivot/live-pivot.js';
 export type { FoldResult } from './pivot/fold-native.js';
-export type { VmEvent, ExecResult, StorageReadySource } from '../vmm/vm.js';
+export type { VmEvent, ExecResult, StorageReadySource, NativeStatus } from '../vmm/vm.js';
 export type { VmState } from '../vmm/lifecycle.js';
 export type { RunCommandOptions, RunOutcome } from '../vmm/guest-command.js';
 export type { CopyResult } from '../guest/agent-files.js';
@@ -67,6 +65,16 @@ export interface LazyVm extends AsyncDisposable {
   readonly filled: Promise<boolean>;
   /** After a pivot, once closed: what QEMU's allocation and writes bitmap added to the map. */
   readonly folded: FoldResult | undefined;
+  /**
+   * Pivots now (a VM launched with `pivot: 'none'`; with `'live'` it returns that pivot): waits for
+   * storage-ready, moves the disk to QEMU's native graph, then (unless `fill: false`) starts the
+   * block-stream fill at `fillRate` (default: the launch's, else unlimited) — its progress and end
+   * are `fill-progress` / `fill-complete` / `fill-failed` events. Rejects when the pivot cannot
+   * happen (e.g. StorageReadinessUnknown, ClusterSizeUnsupported) and the VM runs on transient.
+   */
+  pivot(options?: { readonly fill?: boolean; readonly fillRate?: number }): Promise<PivotOutcome>;
+  /** Where the VM stands now: lifecycle state, readiness, pivot and fill, what the disk fetched. */
+  status(): LazyVmStatus;
   /** Blocks fetched / present / modified on the local disk, read requests, failed fetches; the boot trace's replay and recording. */
   stats(): CorDeviceStats;
   /**
@@ -103,6 +111,15 @@ function withPassLog(settings: ReplicationSettings, log: ((line: string) => void
       if (pass.error || pass.sentBlocks > 0) log?.(describePass(pass));
     }),
   };
+}
+
+export interface LazyVmStatus extends NativeStatus {
+  readonly state: VmState;
+  /** Who said storage-ready; null until someone did. */
+  readonly storageReady: StorageReadySource | null;
+  readonly fetchedBytes: number;
+  readonly presentBlocks: number;
+  readonly totalBlocks: number;
 }
 
 export async function launch(options: LaunchOptions): Promise<LazyVm> {
@@ -160,50 +177,37 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     throw error;
   }
   const device = cor;
-  const { blockSize } = device.manifest;
-  const powerOfTwo = (blockSize & (blockSize - 1)) === 0;
-  if (pivotMode === 'live' && (!powerOfTwo || blockSize < QCOW2_MIN_CLUSTER || blockSize > QCOW2_MAX_CLUSTER)) {
-    await device.close();
-    if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
-    throw new ClusterSizeUnsupported(blockSize);
+  if (pivotMode === 'live') {
+    try {
+      assertPivotable(device.manifest.blockSize);
+    } catch (error) {
+      await device.close();
+      if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
+      throw error;
+    }
   }
-  // The pivot's qcow2 metadata file: beside a disk file (so that an interrupted pivot is found and
-  // recorded by the next launch, recoverInterruptedPivot), else (a temp disk, a block device) in a temp dir.
-  const besideDisk = pivotMode === 'live' && options.disk !== undefined && (await stat(diskPath)).isFile();
-  const pivotDir = pivotMode === 'live' && !besideDisk ? tempDiskDir ?? (await mkdtemp(path.join(tmpdir(), 'lazyboot-pivot-'))) : undefined;
-  const metadataPath = besideDisk ? metadataPathOf(diskPath) : pivotDir ? path.join(pivotDir, 'native.qcow2') : undefined;
   let folded: FoldResult | undefined;
-  /** Taken when the COR device closes after the fill, so the disk stays ours until the fold. */
-  let heldLock: DiskLock | undefined;
-  /** The COR device closed after the fill (its stats are final). */
-  let deviceLeft = false;
-  let leaving: Promise<void> | undefined;
   let lastStats = device.stats();
   let traceStored: Promise<TraceOutcome | undefined> = Promise.resolve(undefined);
-  // eslint-disable-next-line prefer-const -- the disk's close reads it once the VM exists
-  let vm: TransientVm | undefined;
-  vm = await TransientVm.start({
+  // eslint-disable-next-line prefer-const -- the disk's close reads it once the pivot exists
+  let pivotPart: LaunchPivot | undefined;
+  /** The VM came up (a start that failed ships no snapshot). */
+  let vmStarted = false;
+  const started = await TransientVm.start({
     ...vmOptions,
     disk: {
       spec: { kind: 'nbd', socketPath: device.socketPath, exportName: device.exportName },
       close: async () => {
         // A trace being stored is finished first (a CLI exits soon after closing).
         await traceStored;
-        if (!deviceLeft) lastStats = device.stats();
+        if (!pivotPart?.deviceLeft) lastStats = device.stats();
         try {
           await device.close();
-          await leaving?.catch(() => undefined);
           // QEMU has exited: what it wrote and allocated since the pivot goes into the map.
-          if (vm?.isNative && metadataPath) {
-            folded = await foldNativeIntoMap({ disk: diskPath, metadataPath, manifest: device.manifest, heldLock });
-            heldLock = undefined;
-            await rm(metadataPath, { force: true }); // recorded: nothing left to recover
-            options.log?.(`after the pivot: ${folded.newlyPresent} blocks made present by QEMU, ${folded.written} written by the guest (from the ${folded.writesFrom === 'bitmap' ? 'writes bitmap' : 'manifest digests'}), recorded in the map`);
-          }
+          folded = await pivotPart?.afterQemuExit();
           // The disk is whole and ours again: ship it before a temporary disk goes.
-          if (exitSnapshot && vm) {
-            await heldLock?.release();
-            heldLock = undefined;
+          if (exitSnapshot && vmStarted) {
+            await pivotPart?.release();
             const shipped = snapshot({ disk: diskPath, to: exitSnapshot.to, as: exitSnapshot.as, log: options.log });
             settleSnapshot(() => shipped);
             await shipped.catch(() => undefined);
@@ -211,44 +215,34 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
         } finally {
           // Not shipped: the VM never started, or closing the disk failed (then say so).
           settleSnapshot(async () => {
-            if (exitSnapshot && vm) throw new SnapshotNotTaken(diskPath);
+            if (exitSnapshot && vmStarted) throw new SnapshotNotTaken(diskPath);
             return undefined;
           });
-          await heldLock?.release();
+          await pivotPart?.release();
           if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
-          if (pivotDir && pivotDir !== tempDiskDir) await rm(pivotDir, { recursive: true, force: true });
         }
       },
     },
     requireStorageReady: pivotMode === 'live',
   });
   // TransientVm.start closed the disk itself if it threw.
-  const started = vm;
-  const pivoted: Promise<PivotOutcome | undefined> =
-    pivotMode === 'live' && metadataPath
-      ? pivotWhenStorageReady(started, device, diskPath, metadataPath).catch((error: Error) => {
+  vmStarted = true;
+  const pivotting = new LaunchPivot(started, device, { diskPath, diskGiven: options.disk !== undefined, tempDiskDir, log: options.log }, () => (lastStats = device.stats()));
+  pivotPart = pivotting;
+  const fillRequest = { fill: options.fill ?? false, fillRate: options.fillRate ?? 0 };
+  const autoPivot = pivotMode === 'live' ? pivotting.start(fillRequest) : undefined;
+  const pivoted: Promise<PivotOutcome | undefined> = autoPivot
+    ? autoPivot.then(
+        (pivot) => pivot.outcome,
+        (error: Error) => {
           // Asked for a pivot that cannot happen: the VM ends with the reason (unless it ended already).
           if (!started.lifecycle.isFinal) started.abort(error);
           return undefined;
-        })
-      : Promise.resolve(undefined);
-  const filled: Promise<boolean> = pivoted.then(async (pivot) => {
-    if (!pivot || !options.fill) return false;
-    try {
-      await started.fill(options.fillRate ?? 0);
-    } catch (error) {
-      if (!started.lifecycle.isFinal && started.state !== 'stopping') options.log?.((error as Error).message);
-      return false;
-    }
-    // QEMU alone has the disk now: the COR device leaves; the disk stays locked until the fold.
-    lastStats = device.stats();
-    deviceLeft = true;
-    leaving = device.close().then(async () => {
-      heldLock = await lockDisk(diskPath);
-    });
-    await leaving;
-    return true;
-  });
+        },
+      )
+    : Promise.resolve(undefined);
+  const filled: Promise<boolean> = autoPivot ? autoPivot.then((pivot) => pivot.filled, () => false) : Promise.resolve(false);
+  const stats = () => (started.lifecycle.isFinal || pivotting.deviceLeft ? lastStats : (lastStats = device.stats()));
   // The boot ends when the guest is ready: the replay stops and the recording is stored. (After a
   // live pivot the device reads through, unrecorded: QEMU's block-stream is no boot to learn from.)
   const trace = device.trace;
@@ -281,7 +275,15 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     diskPath,
     image: `${device.manifest.name}@${device.manifest.version}`,
     imageBytes: device.manifest.size,
-    stats: () => (started.lifecycle.isFinal || deviceLeft ? lastStats : (lastStats = device.stats())),
+    stats,
+    pivot: async (request = {}) => {
+      const pivot = await pivotting.start({ fill: request.fill ?? true, fillRate: request.fillRate ?? options.fillRate ?? 0 });
+      return pivot.outcome;
+    },
+    status: () => {
+      const now = stats();
+      return { state: started.state, storageReady: started.storageReadySource ?? null, ...started.nativeStatus, fetchedBytes: now.fetchedBytes, presentBlocks: now.presentBlocks, totalBlocks: now.totalBlocks };
+    },
     exec: (program, args, execOptions) => started.exec(program, args, execOptions),
     blockNodes: () => started.blockNodes(),
     run: (command, runOptions) => started.runCommand(command, runOptions),

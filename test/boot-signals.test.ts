@@ -4,26 +4,13 @@
 import path from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import test from 'ava';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import { ensureFixture, repositoryRoot } from '../fixtures/build.js';
 import { STAY_UP_FW_CFG_NAME } from '../guest/qemu-args.js';
-import { CLI, importImage, leftovers, processAlive, qemuProcessesMentioning, scratchDir, serveRepository } from './boot-support.js';
+import { CLI, importImage, leftovers, processAlive, qemuProcessesMentioning, scratchDir, serveRepository, waitForLine } from './boot-support.js';
 
 const TEST_TIMEOUT_MS = 120_000;
 const EMBEDDER = path.join(repositoryRoot(), 'dist', 'test', 'helpers', 'embedded-launch.js');
-
-/** Resolves with the first match of `pattern` in the child's `stream`; rejects if the child ends first. */
-function waitForLine(child: ResultPromise, stream: 'stdout' | 'stderr', pattern: RegExp): Promise<RegExpExecArray> {
-  return new Promise((resolve, reject) => {
-    let seen = '';
-    child[stream]!.on('data', (chunk: Buffer) => {
-      seen += chunk.toString();
-      const match = pattern.exec(seen);
-      if (match) resolve(match);
-    });
-    void child.then((result) => reject(new Error(`the process ended before ${pattern}: ${result.stderr || seen}`)));
-  });
-}
 
 async function tinyServed(t: import('ava').ExecutionContext) {
   const tiny = await ensureFixture('tiny');

@@ -81,3 +81,16 @@ export async function qemuProcessesMentioning(needle: string): Promise<number[]>
   }
   return found;
 }
+
+/** Resolves with the first match of `pattern` in the child's `stream`; rejects if the child ends first. */
+export function waitForLine(child: ResultPromise, stream: 'stdout' | 'stderr', pattern: RegExp): Promise<RegExpExecArray> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    child[stream]!.on('data', (chunk: Buffer) => {
+      seen += chunk.toString();
+      const match = pattern.exec(seen);
+      if (match) resolve(match);
+    });
+    void child.then((result) => reject(new Error(`the process ended before ${pattern}: ${result.stderr || seen}`)));
+  });
+}

@@ -18,11 +18,14 @@ import type { DiskSpec } from './qemu-args.js';
 import type { QmpEvent } from './qmp.js';
 import { connectGuestAgent, type GuestAgentLink } from './guest-agent-link.js';
 import { withVmDefaults, type ResolvedVmOptions, type VmOptions } from './vm-options.js';
-import { connectCommandStreams, type CommandStreams } from '../guest/stream-ports.js';
-import { runGuestCommand, type RunCommandOptions, type RunOutcome } from './guest-command.js';
-import { copyFromGuest, copyToGuest, type CopyResult } from '../guest/agent-files.js';
-import { livePivot, type LivePivotResult, type NativeGraph } from './native-graph.js';
-import { FillJob } from './fill-job.js';
+import type { RunCommandOptions, RunOutcome } from './guest-command.js';
+import type { CopyResult } from '../guest/agent-files.js';
+import type { LivePivotResult, NativeGraph } from './native-graph.js';
+import { NativePhase, type NativePhaseEvent, type NativeStatus } from './vm-native.js';
+import { GuestIo, guestSocketsIn, type ExecResult } from './vm-guest-io.js';
+
+export type { ExecResult } from './vm-guest-io.js';
+export type { NativeStatus } from './vm-native.js';
 
 /** The VM's disk as the VMM sees it: how QEMU reaches it, and how to release it. */
 export interface VmDisk {
@@ -61,12 +64,8 @@ export type VmEvent =
   | { readonly type: 'agent-up'; readonly atMs: number }
   /** The guest's own storage driver has the disk: said by our hooks (events port) or learnt through qemu-guest-agent. */
   | { readonly type: 'storage-ready'; readonly source: StorageReadySource; readonly root: string; readonly disk?: string; readonly driver?: string; readonly atMs: number }
-  /** The live pivot: the guest ran on QEMU's native graph from here; it was paused `pauseMs`. */
-  | { readonly type: 'pivot'; readonly pauseMs: number; readonly drainMs: number; readonly atMs: number }
-  /** The fill block job (fill-job.ts): progress in bytes, its end, or its failure. */
-  | { readonly type: 'fill-progress'; readonly offset: number; readonly len: number; readonly atMs: number }
-  | { readonly type: 'fill-complete'; readonly atMs: number }
-  | { readonly type: 'fill-failed'; readonly message: string; readonly atMs: number }
+  /** The pivot and the fill after it (vm-native.ts). */
+  | NativePhaseEvent
   | { readonly type: 'torn-down'; readonly atMs: number };
 
 /** Who said the guest's storage driver is up: the image's lazyboot hooks, or qemu-guest-agent (any image that runs it). */
@@ -74,12 +73,6 @@ export type StorageReadySource = 'hook' | 'agent';
 
 /** How long the agent fallback asks guest-get-fsinfo before concluding `/` is not on a native disk. */
 const AGENT_READINESS_TIMEOUT_MS = 30_000;
-
-export interface ExecResult {
-  readonly exitCode: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
 
 export class TransientVm implements AsyncDisposable {
   readonly lifecycle = new VmLifecycle();
@@ -92,10 +85,20 @@ export class TransientVm implements AsyncDisposable {
   readonly closed: Promise<void>;
 
   #qemu: LaunchedQemu | undefined;
-  #agent: GuestAgentLink | undefined;
   #guestEvents: GuestEvents | undefined;
-  /** The command stream ports, connected at QEMU's start (a guest reading a port without a host sees end of file). */
-  #streams: Promise<CommandStreams> | undefined;
+  /** exec, commands over the stream ports, file copies (vm-guest-io.ts). */
+  readonly #guest = new GuestIo(this.lifecycle);
+  /** The pivot and the fill (vm-native.ts). */
+  readonly #native = new NativePhase({
+    qmp: (action) => {
+      const qemu = this.#qemu;
+      if (!qemu || this.#closing || this.lifecycle.isFinal) throw new IllegalVmAction(action, this.state);
+      return qemu.qmp;
+    },
+    emit: (event) => this.events.emit(event),
+    elapsedMs: () => this.elapsedMs(),
+    closing: () => this.#closing !== undefined,
+  });
   #runDir: { path: string; cleanup(): Promise<void> } | undefined;
   #accel: AccelChoice | undefined;
   #closing: Promise<void> | undefined;
@@ -105,8 +108,6 @@ export class TransientVm implements AsyncDisposable {
   readonly #unregisterCleanup: () => void;
   #bootTimer: NodeJS.Timeout | undefined;
   #storageReadySource: StorageReadySource | undefined;
-  #native = false;
-  #fill: FillJob | undefined;
   /** Set while a host-signal SHUTDOWN waits to learn whether this process asked for the stop. */
   #hostSignalVerdict: Promise<void> | undefined;
   /** QEMU sent SHUTDOWN: it is going down, whoever asked. */
@@ -182,7 +183,12 @@ export class TransientVm implements AsyncDisposable {
 
   /** On QEMU's native graph since a pivot. */
   get isNative(): boolean {
-    return this.#native;
+    return this.#native.isNative;
+  }
+
+  /** Pivot and fill state, with the fill's last progress (for `ps` and the API). */
+  get nativeStatus(): NativeStatus {
+    return this.#native.status;
   }
 
   /**
@@ -193,14 +199,10 @@ export class TransientVm implements AsyncDisposable {
    */
   async pivot(graph: NativeGraph, whilePaused: () => Promise<void>): Promise<LivePivotResult> {
     this.lifecycle.assertAllowed('pivot');
-    if (this.#native) throw new IllegalVmAction('pivot again', 'native');
-    const qemu = this.#qemu;
-    if (!qemu || this.#closing) throw new IllegalVmAction('pivot', this.state);
-    this.#native = true;
+    if (this.#native.isNative) throw new IllegalVmAction('pivot again', 'native');
+    if (!this.#qemu || this.#closing) throw new IllegalVmAction('pivot', this.state);
     try {
-      const result = await livePivot(qemu.qmp, graph, whilePaused);
-      this.events.emit({ type: 'pivot', pauseMs: result.pauseMs, drainMs: result.drainMs, atMs: this.elapsedMs() });
-      return result;
+      return await this.#native.pivot(graph, whilePaused);
     } catch (error) {
       // A pivot cut short by a teardown is the teardown's doing, not a failure of the VM.
       if (!this.#closing) this.#fail(error as Error);
@@ -213,22 +215,8 @@ export class TransientVm implements AsyncDisposable {
    * unlimited). Resolves when it completed and the backing node is gone; rejects with
    * FillJobFailed (the guest runs on). Progress and the end are VM events.
    */
-  async fill(speed: number): Promise<void> {
-    if (!this.#native || this.#fill) throw new IllegalVmAction(this.#fill ? 'fill twice' : 'fill before the pivot', this.state);
-    const qemu = this.#qemu;
-    if (!qemu || this.#closing || this.lifecycle.isFinal) throw new IllegalVmAction('fill', this.state);
-    const fill = await FillJob.start(qemu.qmp, {
-      speed,
-      onProgress: ({ offset, len }) => this.events.emit({ type: 'fill-progress', offset, len, atMs: this.elapsedMs() }),
-    });
-    this.#fill = fill;
-    try {
-      await fill.done;
-      this.events.emit({ type: 'fill-complete', atMs: this.elapsedMs() });
-    } catch (error) {
-      if (!this.#closing) this.events.emit({ type: 'fill-failed', message: (error as Error).message, atMs: this.elapsedMs() });
-      throw error;
-    }
+  fill(speed: number): Promise<void> {
+    return this.#native.fill(speed, this.state);
   }
 
   /** QEMU's block nodes now (query-named-block-nodes): node name and driver, for diagnostics and tests. */
@@ -250,33 +238,23 @@ export class TransientVm implements AsyncDisposable {
   }
 
   /** Runs a program in the guest through qemu-guest-agent (guest-exec); the VM must be running. */
-  async exec(program: string, args: readonly string[] = [], options: { timeoutMs?: number } = {}): Promise<ExecResult> {
-    this.lifecycle.assertAllowed('exec');
-    if (!this.#agent) throw new IllegalVmAction('exec in (no guest agent)', this.state);
-    return this.#agent.exec(program, args, options);
+  exec(program: string, args: readonly string[] = [], options: { timeoutMs?: number } = {}): Promise<ExecResult> {
+    return this.#guest.exec(program, args, options);
   }
 
   /** Runs a command in the guest with live output on the sinks (guest-command.ts); the VM must be running. */
-  async runCommand(command: readonly string[], options: RunCommandOptions): Promise<RunOutcome> {
-    const agent = this.#runningAgent('run a command in');
-    if (!this.#streams) throw new IllegalVmAction('run a command in (no stream ports)', this.state);
-    return runGuestCommand(agent, await this.#streams, command, options);
+  runCommand(command: readonly string[], options: RunCommandOptions): Promise<RunOutcome> {
+    return this.#guest.runCommand(command, options);
   }
 
   /** Copies a host file into the guest through the agent's file calls. */
   copyToGuest(hostPath: string, guestPath: string): Promise<CopyResult> {
-    return copyToGuest(this.#runningAgent('copy into'), hostPath, guestPath);
+    return this.#guest.copyToGuest(hostPath, guestPath);
   }
 
   /** Copies a guest file out to the host through the agent's file calls. */
   copyFromGuest(guestPath: string, hostPath: string): Promise<CopyResult> {
-    return copyFromGuest(this.#runningAgent('copy out of'), guestPath, hostPath);
-  }
-
-  #runningAgent(action: string) {
-    this.lifecycle.assertAllowed('exec');
-    if (!this.#agent) throw new IllegalVmAction(`${action} (no guest agent)`, this.state);
-    return this.#agent.agent;
+    return this.#guest.copyFromGuest(guestPath, hostPath);
   }
 
   /** Tears everything down (idempotent): quit QEMU (kill after a grace period), close channels and disk, remove the run dir. */
@@ -294,9 +272,7 @@ export class TransientVm implements AsyncDisposable {
     this.#accel = await chooseAccelerator(options.accel, { qemuBinary: options.qemuBinary });
     this.events.emit({ type: 'accelerator', accel: this.#accel.accel, reason: this.#accel.reason });
     this.#runDir = await dir({ unsafeCleanup: true, prefix: 'lazyboot-vm-' });
-    const agentSocket = path.join(this.#runDir.path, 'agent.sock');
-    const eventsSocket = path.join(this.#runDir.path, 'events.sock');
-    const streamSockets = { stdout: path.join(this.#runDir.path, 'stdout.sock'), stderr: path.join(this.#runDir.path, 'stderr.sock'), stdin: path.join(this.#runDir.path, 'stdin.sock') };
+    const { agentSocket, eventsSocket, streamSockets } = guestSocketsIn(this.#runDir.path);
     if (options.timeoutMs > 0) {
       this.#bootTimer = setTimeout(() => {
         const unknown = options.requireStorageReady && !this.#storageReadySource;
@@ -338,8 +314,7 @@ export class TransientVm implements AsyncDisposable {
     this.events.emit({ type: 'qemu-up', pid: process.pid, atMs: this.elapsedMs() });
     if (this.options.agent) {
       void this.#connectAgent(agentSocket);
-      this.#streams = connectCommandStreams(streamSockets, { signal: this.#abort.signal });
-      this.#streams.catch(() => {}); // QEMU died or teardown began: runCommand() reports it
+      this.#guest.connectStreams(streamSockets, this.#abort.signal);
     }
   }
 
@@ -360,7 +335,7 @@ export class TransientVm implements AsyncDisposable {
     try {
       const agent = await connectGuestAgent(socketPath, { signal: this.#abort.signal, timeoutMs: this.options.timeoutMs || NO_TIME_LIMIT_MS });
       if (this.#abort.signal.aborted) return void (await agent.close());
-      this.#agent = agent;
+      this.#guest.agentConnected(agent);
       this.events.emit({ type: 'agent-up', atMs: this.elapsedMs() });
       // An image without our hooks: the agent tells whether `/` is on a disk of the guest's own driver.
       if (!this.#storageReadySource) await this.#askAgentForStorage(agent);
@@ -450,14 +425,12 @@ export class TransientVm implements AsyncDisposable {
     try {
       if (qemu) {
         // In order: a running fill is paused first, so QEMU's quit cuts no stream write short.
-        if (this.#fill && !qemu.qmp.closed) await this.#fill.pause().catch(() => undefined);
-        this.#fill?.stopWatching();
+        await this.#native.beforeQuit(qemu.qmp);
         await qemu.process.stop(qemu.qmp, this.options.quitGraceMs);
         await qemu.qmp.close();
       }
-      await this.#agent?.close().catch(() => {});
       this.#guestEvents?.close();
-      await this.#streams?.then((streams) => streams.close(), () => {});
+      await this.#guest.close();
       await this.options.disk.close();
     } finally {
       this.lifecycle.feed({ type: 'qemu-exited' });

@@ -17,5 +17,8 @@ export const commandLoaders: readonly CommandLoader[] = [
   { name: 'replicate', load: async () => (await import('./replicate.js')).replicateCommand },
   { name: 'boot', load: async () => (await import('./boot.js')).bootCommand },
   { name: 'run', load: async () => (await import('./run.js')).runCommand },
+  { name: 'ps', load: async () => (await import('./ps.js')).psCommand },
+  { name: 'pivot', load: async () => (await import('./vm-control.js')).pivotCommand },
+  { name: 'stop', load: async () => (await import('./vm-control.js')).stopCommand },
   { name: 'cache', load: async () => (await import('./cache.js')).cacheCommand },
 ];

@@ -1,0 +1,94 @@
+// The transient VM's native phase: the live pivot to QEMU's native graph and the fill block job
+// after it. TransientVm owns the QEMU process and the lifecycle; this part holds what the pivot
+// adds (is the VM native, the running fill, its last progress) and reports it as VM events.
+import { IllegalVmAction } from './errors.js';
+import { FillJob, type FillJobProgress } from './fill-job.js';
+import { livePivot, type LivePivotResult, type NativeGraph } from './native-graph.js';
+import type { QmpClient } from './qmp.js';
+
+/** The VM events this phase emits (a subset of VmEvent, vm.ts). */
+export type NativePhaseEvent =
+  /** The live pivot: the guest ran on QEMU's native graph from here; it was paused `pauseMs`. */
+  | { readonly type: 'pivot'; readonly pauseMs: number; readonly drainMs: number; readonly atMs: number }
+  /** The fill block job (fill-job.ts): progress in bytes, its end, or its failure. */
+  | { readonly type: 'fill-progress'; readonly offset: number; readonly len: number; readonly atMs: number }
+  | { readonly type: 'fill-complete'; readonly atMs: number }
+  | { readonly type: 'fill-failed'; readonly message: string; readonly atMs: number };
+
+/** Where the native phase stands, for `ps` and the API. */
+export interface NativeStatus {
+  /** none: transient; pivoting: the swap is under way; native: QEMU's block layer has the disk. */
+  readonly pivot: 'none' | 'pivoting' | 'native';
+  /** none: no fill job; running / paused / complete / failed; progress in bytes while known. */
+  readonly fill: 'none' | 'running' | 'paused' | 'complete' | 'failed';
+  readonly fillOffset?: number;
+  readonly fillLen?: number;
+}
+
+export interface NativePhaseHooks {
+  /** QMP to QEMU, while it runs and nobody is tearing it down (else undefined: the action is refused). */
+  readonly qmp: (action: string) => QmpClient;
+  readonly emit: (event: NativePhaseEvent) => void;
+  readonly elapsedMs: () => number;
+  /** True once teardown began: a failure then is the teardown's doing, not the VM's. */
+  readonly closing: () => boolean;
+}
+
+export class NativePhase {
+  #pivot: NativeStatus['pivot'] = 'none';
+  #fill: FillJob | undefined;
+  #fillState: NativeStatus['fill'] = 'none';
+  #progress: FillJobProgress | undefined;
+
+  constructor(private readonly hooks: NativePhaseHooks) {}
+
+  /** On QEMU's native graph since a pivot (or while it is being swapped). */
+  get isNative(): boolean {
+    return this.#pivot !== 'none';
+  }
+
+  get status(): NativeStatus {
+    const progress = this.#progress ? { fillOffset: this.#progress.offset, fillLen: this.#progress.len } : {};
+    return { pivot: this.#pivot, fill: this.#fillState === 'running' && this.#progress?.paused ? 'paused' : this.#fillState, ...progress };
+  }
+
+  /** The live swap (native-graph.ts); the caller checked the lifecycle allows it. */
+  async pivot(graph: NativeGraph, whilePaused: () => Promise<void>): Promise<LivePivotResult> {
+    if (this.#pivot !== 'none') throw new IllegalVmAction('pivot again', 'native');
+    const qmp = this.hooks.qmp('pivot');
+    this.#pivot = 'pivoting';
+    const result = await livePivot(qmp, graph, whilePaused);
+    this.#pivot = 'native';
+    this.hooks.emit({ type: 'pivot', pauseMs: result.pauseMs, drainMs: result.drainMs, atMs: this.hooks.elapsedMs() });
+    return result;
+  }
+
+  /** block-stream at `speed` bytes/s (0 = unlimited); resolves when it completed, rejects with FillJobFailed. */
+  async fill(speed: number, state: string): Promise<void> {
+    if (this.#pivot !== 'native' || this.#fill) throw new IllegalVmAction(this.#fill ? 'fill twice' : 'fill before the pivot', state);
+    const fill = await FillJob.start(this.hooks.qmp('fill'), {
+      speed,
+      onProgress: (progress) => {
+        this.#progress = progress;
+        this.hooks.emit({ type: 'fill-progress', offset: progress.offset, len: progress.len, atMs: this.hooks.elapsedMs() });
+      },
+    });
+    this.#fill = fill;
+    this.#fillState = 'running';
+    try {
+      await fill.done;
+      this.#fillState = 'complete';
+      this.hooks.emit({ type: 'fill-complete', atMs: this.hooks.elapsedMs() });
+    } catch (error) {
+      this.#fillState = 'failed';
+      if (!this.hooks.closing()) this.hooks.emit({ type: 'fill-failed', message: (error as Error).message, atMs: this.hooks.elapsedMs() });
+      throw error;
+    }
+  }
+
+  /** Before QEMU quits: a running fill is paused, so the quit cuts no stream write short. */
+  async beforeQuit(qmp: QmpClient): Promise<void> {
+    if (this.#fill && !qmp.closed) await this.#fill.pause().catch(() => undefined);
+    this.#fill?.stopWatching();
+  }
+}
