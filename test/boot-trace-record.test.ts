@@ -88,7 +88,7 @@ test('a device records the first reads in order, leaving out zero blocks and blo
   const image = await makeImage(dir, 'demo', { size: 64 * BS });
   const traces = join(dir, 'traces');
   const lines: string[] = [];
-  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [image.repoDir], fetchAheadBytes: 0, trace: { dir: traces }, log: (line) => lines.push(line) });
+  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [image.repoDir], fetchAheadBytes: 0, trace: { dir: traces, to: false }, log: (line) => lines.push(line) });
   try {
     await qemuIo(device.uri, [
       `read ${40 * BS} ${BS}`,          // block 40: data
@@ -130,7 +130,7 @@ for (const [kind, damage] of [
   test(`a stored trace ${kind} is refused with one log line and the reads go on`, (t) => withDir(async ({ path: dir }) => {
     const image = await makeImage(dir, 'demo', { size: 64 * BS });
     const traces = join(dir, 'traces');
-    const first = await openCorDevice({ image: 'demo', disk: join(dir, 'first.raw'), from: [image.repoDir], trace: { dir: traces } });
+    const first = await openCorDevice({ image: 'demo', disk: join(dir, 'first.raw'), from: [image.repoDir], trace: { dir: traces, to: false } });
     try {
       await qemuIo(first.uri, [`read ${3 * BS} ${4 * BS}`]);
       await first.trace!.finish();
@@ -141,7 +141,7 @@ for (const [kind, damage] of [
     const [file] = await readdir(join(traces, digest));
     await damage(join(traces, digest, file!));
     const lines: string[] = [];
-    const second = await openCorDevice({ image: 'demo', disk: join(dir, 'second.raw'), from: [image.repoDir], trace: { dir: traces }, log: (line) => lines.push(line) });
+    const second = await openCorDevice({ image: 'demo', disk: join(dir, 'second.raw'), from: [image.repoDir], trace: { dir: traces, to: false }, log: (line) => lines.push(line) });
     try {
       const refusals = lines.filter((line) => /boot trace .* refused/.test(line));
       t.is(refusals.length, 1, lines.join('\n'));

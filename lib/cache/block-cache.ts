@@ -7,8 +7,14 @@
 // cache is back under LOW_WATER of it. Removing a block another process is about to read only turns
 // that read into a miss: the cache is never the only copy of anything.
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { ensurePrivateDirectory } from './private-directory.js';
+
+/** Only these names are blocks: a shard `ab/` holds `ab…` (64 hex digits); anything else is left alone. */
+const SHARD_NAME = /^[0-9a-f]{2}$/;
+const BLOCK_NAME = /^[0-9a-f]{64}$/;
 
 /** After an eviction the cache holds at most this share of its limit (room for a boot's worth). */
 const LOW_WATER = 0.9;
@@ -37,8 +43,10 @@ export class BlockCache {
   /** Opens (creating, owner-only) the cache in `dir`, bounded to `maxBytes`. */
   static async open(dir: string, maxBytes: number): Promise<BlockCache> {
     if (!(maxBytes > 0)) throw new RangeError(`block cache size must be positive, got ${maxBytes}`);
-    await mkdir(path.join(dir, 'blocks'), { recursive: true, mode: 0o700 });
-    await mkdir(path.join(dir, 'tmp'), { recursive: true, mode: 0o700 });
+    // Private or refused: eviction and prune remove files under blocks/ and tmp/.
+    await ensurePrivateDirectory(dir, { top: true });
+    await ensurePrivateDirectory(path.join(dir, 'blocks'));
+    await ensurePrivateDirectory(path.join(dir, 'tmp'));
     const cache = new BlockCache(dir, maxBytes);
     cache.bytes = (await cache.scan()).reduce((sum, entry) => sum + entry.size, 0);
     return cache;
@@ -56,7 +64,7 @@ export class BlockCache {
     const file = this.blockPath(digest);
     let data: Buffer;
     try {
-      const handle = await open(file, 'r');
+      const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
       try {
         data = Buffer.allocUnsafe(expectedLength);
         const { bytesRead } = await handle.read(data, 0, expectedLength, 0);
@@ -69,6 +77,7 @@ export class BlockCache {
         this.counters.misses++;
         return undefined;
       }
+      if ((error as NodeJS.ErrnoException).code === 'ELOOP') return this.damaged(file); // a symlink is no block
       throw error;
     }
     if (createHash('sha256').update(data).digest('hex') !== digest) return this.damaged(file);
@@ -149,9 +158,11 @@ export class BlockCache {
     const blocks = path.join(this.dir, 'blocks');
     for (const shard of await readdir(blocks).catch(() => [] as string[])) {
       const shardDir = path.join(blocks, shard);
+      if (!SHARD_NAME.test(shard) || !(await lstat(shardDir).catch(() => undefined))?.isDirectory()) continue;
       for (const name of await readdir(shardDir).catch(() => [] as string[])) {
         const file = path.join(shardDir, name);
-        const info = await stat(file).catch(() => undefined);
+        if (!BLOCK_NAME.test(name) || !name.startsWith(shard)) continue;
+        const info = await lstat(file).catch(() => undefined); // a symlink is not followed, nor counted
         if (info?.isFile()) entries.push({ file, size: info.size, usedMs: info.mtimeMs });
       }
     }
@@ -172,8 +183,8 @@ export class BlockCache {
     const tmp = path.join(this.dir, 'tmp');
     for (const name of await readdir(tmp).catch(() => [] as string[])) {
       const file = path.join(tmp, name);
-      const info = await stat(file).catch(() => undefined);
-      if (info && Date.now() - info.mtimeMs > STALE_TEMP_MS) {
+      const info = await lstat(file).catch(() => undefined);
+      if (info && !info.isDirectory() && Date.now() - info.mtimeMs > STALE_TEMP_MS) {
         await rm(file, { force: true });
         temporaries++;
       }

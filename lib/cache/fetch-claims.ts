@@ -4,10 +4,11 @@
 // so two boots racing for the same block fetch it once. A claim whose holder died (SIGKILL) is
 // taken over; a holder that takes too long is not waited for (the waiter fetches itself: a slow
 // neighbour must not stall a guest).
-import { open, readFile, rm, mkdir, stat } from 'node:fs/promises';
+import { open, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { processAlive } from '../base/process-alive.js';
+import { ensurePrivateDirectory } from './private-directory.js';
 
 /** How often a waiter looks for the block another process is fetching. */
 const POLL_MS = 10;
@@ -19,7 +20,7 @@ export class FetchClaims {
 
   static async open(cacheDir: string): Promise<FetchClaims> {
     const dir = path.join(cacheDir, 'claims');
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await ensurePrivateDirectory(dir);
     return new FetchClaims(dir);
   }
 

@@ -29,6 +29,7 @@ export interface BootArgs extends CacheArgs {
   'fill-rate'?: string;
   trace?: boolean;
   'trace-dir'?: string;
+  'trace-to'?: string;
   'replicate-to'?: string[];
   'replicate-interval'?: string;
   'replicate-rate'?: string;
@@ -55,7 +56,8 @@ export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
     .option('fill-rate', { type: 'string', describe: 'fill speed limit in bytes per second (e.g. 20M; 0 = unlimited)', defaultDescription: '0' })
     .option('fetch-ahead', { type: 'string', describe: 'largest window fetched ahead of a sequential guest read (e.g. 8M; 0 = only what the guest reads)', defaultDescription: '8M' })
     .option('trace', { type: 'boolean', describe: 'record the blocks a first boot reads, fetch them ahead of the guest on later boots (--no-trace: neither)', defaultDescription: 'true' })
-    .option('trace-dir', { type: 'string', describe: 'where boot traces are kept', defaultDescription: '$XDG_CACHE_HOME/lazyboot/traces' })
+    .option('trace-dir', { type: 'string', describe: 'where boot traces are kept when the repository cannot be written', defaultDescription: '$XDG_CACHE_HOME/lazyboot/traces' })
+    .option('trace-to', { type: 'string', describe: 'store boot traces in this repository: a directory, or the write path of `repo serve` (http+unix:///?socket=PATH, http://127.0.0.1:PORT)', defaultDescription: 'a repository directory given with --from, else the host cache' })
     .option('replicate-to', { type: 'string', array: true, describe: 'upload the guest\'s writes to this repository in the background (directory, http+unix:///?socket=PATH, http://127.0.0.1:PORT; repeatable): a later snapshot only commits' })
     .option('replicate-interval', { type: 'string', describe: 'pause between replication passes (e.g. 30s)', defaultDescription: '30s' })
     .option('replicate-rate', { type: 'string', describe: 'replication upload limit in bytes per second (e.g. 20M; 0 = unlimited)', defaultDescription: '0' })
@@ -101,7 +103,7 @@ export function launchOptionsOf(args: BootArgs): LaunchOptions {
     pivot: args.pivot,
     fill: args.fill,
     fillRate: given(args['fill-rate'], parseSizeBytes),
-    trace: args.trace === false ? false : { dir: args['trace-dir'] },
+    trace: args.trace === false ? false : { dir: args['trace-dir'], ...(args['trace-to'] !== undefined ? { to: args['trace-to'] } : {}) },
     ...replicationOf(args),
     ...(args['snapshot-on-exit'] !== undefined ? { snapshotOnExit: { as: args['snapshot-on-exit'], ...(args['snapshot-to'] !== undefined ? { to: args['snapshot-to'] } : {}) } } : {}),
   };

@@ -3,16 +3,23 @@
 // launcher reports the guest ready) the replay stops and the recording is stored, beside the
 // others of the same version (merged at the next load), or in their place when the replayed trace
 // mostly missed (the guest read less than RERECORD_BELOW_SHARE of it: the boot has changed).
+// Where traces live (the repository, else the host cache) is trace-homes.ts.
 // A boot that never reaches its end stores nothing: a half boot would teach the next one wrong.
-import { TraceStore } from '../trace/trace-store.js';
 import type { BootTrace } from '../trace/trace-format.js';
+import type { TraceHome, TraceHomes } from '../trace/trace-homes.js';
 import type { CorBackend } from './cor-backend.js';
 import type { TraceRecorder, TraceMilestone } from './trace-recorder.js';
 import type { TraceReplay, TraceReplayCounters } from './trace-replay.js';
 
 export interface BootTraceOptions {
-  /** Where traces are kept (default $XDG_CACHE_HOME/lazyboot/traces). */
+  /** The host cache of traces (default $XDG_CACHE_HOME/lazyboot/traces). */
   readonly dir?: string;
+  /**
+   * Where recordings are written in the repository (a directory, or the write path of `repo serve`:
+   * `http+unix:///?socket=…`, `http://HOST:PORT`). Default: a repository directory among the
+   * sources this user may write; with none (or `false`) the host cache keeps them.
+   */
+  readonly to?: string | false;
   /** Record this boot's first reads (default true). */
   readonly record?: boolean;
   /** Replay the stored trace ahead of the guest (default true). */
@@ -57,28 +64,30 @@ export class BootTracing {
 
   private constructor(
     private readonly image: TracedImage,
-    private readonly store: TraceStore,
+    private readonly homes: TraceHomes,
     private readonly replayed: { readonly trace: BootTrace; readonly recordings: number; readonly replay: TraceReplay } | undefined,
     private readonly recorder: TraceRecorder | undefined,
     private readonly log: (line: string) => void,
   ) {}
 
-  static async start(backend: CorBackend, image: TracedImage, options: BootTraceOptions, log: (line: string) => void): Promise<BootTracing> {
-    const store = new TraceStore(options.dir);
+  /** Starts replaying the first trace found in `homes` and recording; `homes` is closed by close(). */
+  static async start(backend: CorBackend, image: TracedImage, homes: TraceHomes, options: BootTraceOptions, log: (line: string) => void): Promise<BootTracing> {
     let replayed: BootTracing['replayed'];
     if (options.replay ?? true) {
-      const loaded = await store.load(image.manifestDigest, log).catch((error: Error) => {
-        log(`boot trace of ${image.imageRef} not read (${error.message}); this boot goes on without it`);
-        return undefined;
-      });
-      if (loaded) {
+      for (const home of homes.readOrder) {
+        const loaded = await home.load(image.manifestDigest, log).catch((error: Error) => {
+          log(`boot trace of ${image.imageRef} not read from ${home.description} (${error.message}); this boot goes on without it`);
+          return undefined;
+        });
+        if (!loaded) continue;
         const replay = backend.startReplay(loaded.trace, { windowBytes: options.windowBytes, maxInFlight: options.maxInFlight });
         replayed = { ...loaded, replay };
-        log(`boot trace: replaying ${loaded.trace.entries.length} blocks (${mib(loaded.trace.entries.length * image.blockSize)}) recorded over ${loaded.recordings} boot(s)`);
+        log(`boot trace: replaying ${loaded.trace.entries.length} blocks (${mib(loaded.trace.entries.length * image.blockSize)}) recorded over ${loaded.recordings} boot(s), from ${home.description}`);
+        break;
       }
     }
     const recorder = (options.record ?? true) ? backend.startRecording({ maxMs: options.maxRecordMs, maxBlocks: options.maxRecordBlocks }) : undefined;
-    return new BootTracing(image, store, replayed, recorder, log);
+    return new BootTracing(image, homes, replayed, recorder, log);
   }
 
   /** Whether a replay is still fetching ahead of the guest. */
@@ -107,6 +116,13 @@ export class BootTracing {
     this.recorder?.stop();
   }
 
+  /** Stops, lets a recording being stored land, and closes the write path opened for it. */
+  async close(): Promise<void> {
+    this.stop();
+    await this.finishing?.catch(() => undefined);
+    await this.homes.close();
+  }
+
   private async storeRecording(): Promise<TraceOutcome> {
     this.recorder?.milestone('ready');
     this.stop();
@@ -130,15 +146,19 @@ export class BootTracing {
     };
     const traceReadShare = this.replayed ? readShare(this.replayed.trace, recorder) : undefined;
     const action = !this.replayed ? 'recorded' : traceReadShare! < RERECORD_BELOW_SHARE ? 're-recorded' : 'added';
-    try {
-      const file = action === 're-recorded' ? await this.store.replace(trace) : await this.store.save(trace);
-      const why = action === 're-recorded' ? ` (the guest read only ${Math.round(traceReadShare! * 100)}% of the old trace)` : '';
-      this.log(`boot trace: ${action} ${trace.entries.length} blocks (${mib(trace.entries.length * trace.blockSize)})${why} in ${file}`);
-      return { action, file, ...(traceReadShare !== undefined ? { traceReadShare } : {}) };
-    } catch (error) {
-      this.log(`boot trace not stored (${(error as Error).message}); the next boot records again`);
-      return { action: 'none', ...(traceReadShare !== undefined ? { traceReadShare } : {}) };
+    const why = action === 're-recorded' ? ` (the guest read only ${Math.round(traceReadShare! * 100)}% of the old trace)` : '';
+    const homes: TraceHome[] = this.homes.store === this.homes.hostCache ? [this.homes.store] : [this.homes.store, this.homes.hostCache];
+    for (const home of homes) {
+      try {
+        const file = await home.save(trace, action === 're-recorded');
+        this.log(`boot trace: ${action} ${trace.entries.length} blocks (${mib(trace.entries.length * trace.blockSize)})${why} in ${file}`);
+        return { action, file, ...(traceReadShare !== undefined ? { traceReadShare } : {}) };
+      } catch (error) {
+        const next = home === this.homes.hostCache ? 'the next boot records again' : `kept in ${this.homes.hostCache.description} instead`;
+        this.log(`boot trace not stored in ${home.description} (${(error as Error).message}); ${next}`);
+      }
     }
+    return { action: 'none', ...(traceReadShare !== undefined ? { traceReadShare } : {}) };
   }
 }
 

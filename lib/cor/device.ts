@@ -20,6 +20,7 @@ import { Filler, type FillProgress } from './fill.js';
 import { lockDisk, type DiskLock } from './disk-lock.js';
 import { certifyDisk, checkDiskBinding } from './disk-binding.js';
 import { BootTracing, type BootTraceOptions, type BootTraceStats } from './boot-tracing.js';
+import { openTraceHomes } from '../trace/trace-homes.js';
 import { asLazybootError } from '../base/system-error.js';
 
 /** Start the fetching threads at open when at least this much is still to fetch. */
@@ -240,10 +241,10 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
   try {
     if (options.attach) attachment = await options.attach(opened);
     if (options.trace) {
-      const { manifest, manifestDigest } = opened.repositories;
-      tracing = await BootTracing.start(opened.backend, {
-        manifestDigest, imageRef: `${manifest.name}@${manifest.version}`, blockSize: manifest.blockSize, blockCount: manifest.blockCount,
-      }, options.trace, log);
+      const { manifest, manifestDigest, sources } = opened.repositories;
+      const imageRef = `${manifest.name}@${manifest.version}`;
+      const homes = await openTraceHomes(sources, imageRef, options.trace, log);
+      tracing = await BootTracing.start(opened.backend, { manifestDigest, imageRef, blockSize: manifest.blockSize, blockCount: manifest.blockCount }, homes, options.trace, log);
     }
     if (!options.socketPath) tempDir = await mkdtemp(join(tmpdir(), 'lazyboot-cor-'));
     const socketPath = resolvePath(options.socketPath ?? join(tempDir!, 'disk.sock'));
@@ -275,6 +276,7 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
         await filled?.catch(() => undefined);
         await liveServer.close();
       } finally {
+        await tracing?.close();
         await attachment?.close().catch((error: Error) => log(error.message));
         await opened.close();
         if (tempDir) await rm(tempDir, { recursive: true, force: true });
@@ -294,7 +296,7 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
       [Symbol.asyncDispose]: close,
     });
   } catch (error) {
-    tracing?.stop();
+    await tracing?.close();
     await server?.close();
     await attachment?.close().catch(() => undefined);
     await opened.close();

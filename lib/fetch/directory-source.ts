@@ -5,7 +5,7 @@ import { Repository } from '../repo/repository.js';
 import type { RepositorySource } from './source.js';
 
 export class DirectorySource implements RepositorySource {
-  private constructor(readonly uri: string, private readonly repository: Repository) {}
+  private constructor(readonly uri: string, readonly repository: Repository) {}
 
   static async open(dir: string): Promise<DirectorySource> {
     // Only read: a mistyped --from must be refused as "not a repository", never created empty.

@@ -19,11 +19,18 @@ export class NbdSource implements RepositorySource {
   }
 
   async manifestBytes(ref: string): Promise<Buffer> {
+    const bytes = await this.exportBytes(MANIFEST_EXPORT_PREFIX + ref);
+    if (!bytes) throw new UnknownImage(ref, `${this.uri} has no such image`);
+    return bytes;
+  }
+
+  /** The whole content of a small export (a manifest, a boot trace), or undefined when the server has no such export. */
+  async exportBytes(exportName: string): Promise<Buffer | undefined> {
     let client: NbdClient;
     try {
-      client = await NbdClient.connect({ ...this.target, exportName: MANIFEST_EXPORT_PREFIX + ref, connectTimeoutMs: this.connectTimeoutMs });
+      client = await NbdClient.connect({ ...this.target, exportName, connectTimeoutMs: this.connectTimeoutMs });
     } catch (error) {
-      if (error instanceof NbdConnectError && /not present/.test(error.message)) throw new UnknownImage(ref, `${this.uri} has no such image`);
+      if (error instanceof NbdConnectError && /not present/.test(error.message)) return undefined;
       throw error;
     }
     try {

@@ -1,5 +1,7 @@
 // NBD exports of a repository: every image version as `name@N`, the latest as `name`, and the
-// encoded manifest of each as `manifest:REF` (not listed), so one repository URI gives both.
+// encoded manifest of each as `manifest:REF` (not listed), so one repository URI gives both. A
+// caller may add more such small exports by prefix (`trace:REF`: the merged boot trace, wired by
+// `repo serve`), each a whole object read at once like the manifest.
 import type { BlockBackend } from '../block/backend.js';
 import { ReadOnlyBufferBackend } from '../block/buffer-backend.js';
 import type { ExportProvider } from '../nbd/export-provider.js';
@@ -17,10 +19,15 @@ export interface RepositoryExportsOptions {
    * Off only to test a client's own verification against a server that sends bad bytes.
    */
   readonly verifyBlocks?: boolean;
+  /**
+   * More unlisted exports of one small object each, by prefix (`trace:` → the merged boot trace
+   * of REF): the function gives the object's bytes, or undefined for "no such export".
+   */
+  readonly objectExports?: Readonly<Record<string, (ref: string) => Promise<Buffer | undefined>>>;
 }
 
 export function repositoryExports(repo: Repository, options: RepositoryExportsOptions = {}): ExportProvider {
-  const { log, verifyBlocks = true } = options;
+  const { log, verifyBlocks = true, objectExports = {} } = options;
   // Versions are immutable, so one backend per `name@N` serves every client.
   const images = new Map<string, BlockBackend>();
   return {
@@ -36,6 +43,11 @@ export function repositoryExports(repo: Repository, options: RepositoryExportsOp
     },
     async open(exportName) {
       try {
+        for (const [prefix, objectOf] of Object.entries(objectExports)) {
+          if (!exportName.startsWith(prefix)) continue;
+          const bytes = await objectOf(exportName.slice(prefix.length));
+          return bytes && bytes.length > 0 ? new ReadOnlyBufferBackend(bytes) : undefined;
+        }
         if (exportName.startsWith(MANIFEST_EXPORT_PREFIX)) {
           // Decoded first: a damaged manifest is an error naming its file here, not garbage for the client.
           const ref = exportName.slice(MANIFEST_EXPORT_PREFIX.length);

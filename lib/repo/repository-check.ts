@@ -215,7 +215,7 @@ export async function checkRepository(dir: string, options: { repair?: boolean; 
     );
   }
   for (const entry of await readdir(dir, { withFileTypes: true })) {
-    if (![MARKER, 'packs', 'manifests', 'repo.sock'].includes(entry.name)) {
+    if (![MARKER, 'packs', 'manifests', 'objects', 'repo.sock'].includes(entry.name)) {
       findings.push({ file: join(dir, entry.name), problem: 'does not belong in a repository; move it out' });
     }
   }

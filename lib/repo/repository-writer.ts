@@ -2,11 +2,12 @@
 // session's input lives here, whether the client is in-process or speaks through `repo serve`.
 import { createHash } from 'node:crypto';
 import type { Repository } from './repository.js';
-import { BlockMissing, BlockDigestMismatch, ImageShapeMismatch, MalformedWriteRequest, UnknownImage, UnknownParent } from './errors.js';
+import { BlockMissing, BlockDigestMismatch, ImageShapeMismatch, MalformedWriteRequest, UnknownImage, UnknownParent, VersionConflict } from './errors.js';
 import { DIGEST_BYTES, isZeroDigest, isZeroDigestAt, type Manifest } from './manifest-format.js';
 import { formatImageRef, parseImageRef, validateImageName } from './image-name.js';
 import { parseBlockSize, MAX_BLOCK_SIZE } from './block-size.js';
-import type { CommitResult, ImageCommit, OfferedBlock, SessionRequest, SessionStart, StoredBlocks, WireCounters, WriteTarget } from './write-target.js';
+import type { CommitResult, ImageCommit, ObjectCommit, ObjectCommitResult, ObjectSummary, OfferedBlock, SessionRequest, SessionStart, StoredBlocks, WireCounters, WriteTarget } from './write-target.js';
+import { checkObjectId, checkObjectKind, type ImageVersion } from './image-objects.js';
 import { SESSION_ID_PATTERN } from './write-target.js';
 
 export class RepositoryWriter implements WriteTarget {
@@ -130,6 +131,50 @@ export class RepositoryWriter implements WriteTarget {
     const ref = formatImageRef(manifest.name, manifest.version);
     const manifestDigest = createHash('sha256').update(await this.repo.manifestBytes(ref)).digest('hex');
     return { ref, version: manifest.version, manifestDigest, existing };
+  }
+
+  async commitObject(commit: ObjectCommit): Promise<ObjectCommitResult> {
+    const image = await this.existingVersion(commit.image);
+    const kind = checkObjectKind(commit.kind);
+    const id = checkObjectId(commit.session);
+    if (!Buffer.isBuffer(commit.data)) throw new MalformedWriteRequest('an object without data');
+    if (commit.keep !== undefined && (!Number.isSafeInteger(commit.keep) || commit.keep < 1)) throw new MalformedWriteRequest(`keep ${JSON.stringify(commit.keep)} (a count from 1)`);
+    let existing = false;
+    if (!(await this.repo.objects.create(image, kind, id, commit.data))) {
+      // A retry of this session finds its object; another content under the same id is a conflict.
+      const stored = await this.repo.objects.read(image, kind, id);
+      if (!stored?.equals(commit.data)) throw new VersionConflict(`${commit.image} ${kind} ${id}`);
+      existing = true;
+    }
+    const others = (await this.repo.objects.list(kind, image)).filter((object) => object.id !== id);
+    const drop = commit.replace ? others : others.slice(0, Math.max(0, others.length + 1 - (commit.keep ?? Infinity)));
+    if (drop.length > 0) await this.repo.objects.remove(image, kind, drop.map((object) => object.id));
+    return { image: formatImageRef(image.name, image.version), kind, id, existing };
+  }
+
+  async listObjects(kind: string, image?: string): Promise<ObjectSummary[]> {
+    checkObjectKind(kind);
+    if (image === undefined) return this.repo.objects.list(kind);
+    return this.repo.objects.list(kind, await this.existingVersion(image));
+  }
+
+  async readObject(image: string, kind: string, id: string): Promise<Buffer | undefined> {
+    return this.repo.objects.read(await this.existingVersion(image), kind, id);
+  }
+
+  async removeObjects(image: string, kind: string): Promise<number> {
+    // Objects of a version that is gone can still be removed: only the reference's form is checked.
+    const parsed = parseImageRef(image);
+    if (parsed.version === undefined) throw new MalformedWriteRequest(`${JSON.stringify(image)} names no version (use NAME@N)`);
+    return this.repo.objects.remove({ name: parsed.name, version: parsed.version }, kind);
+  }
+
+  /** `NAME@N` of a version the repository holds (objects belong to one version, never to "the latest"). */
+  private async existingVersion(ref: string): Promise<ImageVersion> {
+    const parsed = parseImageRef(ref);
+    if (parsed.version === undefined) throw new MalformedWriteRequest(`${JSON.stringify(ref)} names no version (use NAME@N)`);
+    await this.repo.resolve(ref);
+    return { name: parsed.name, version: parsed.version };
   }
 
   wire(): WireCounters {

@@ -3,6 +3,7 @@
 //   lazyboot-repository          marker with the format version
 //   packs/pack-*.pack, *.idx     append-only block data and its index (digest → offset, length)
 //   manifests/NAME/N.manifest    image NAME version N (encoded by manifest-codec)
+//   objects/NAME/N/KIND/ID       named objects attached to a version (image-objects.ts: boot traces)
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
@@ -20,6 +21,7 @@ import { openRepositoryDirectory } from './repository-marker.js';
 import { DIR_MODE } from './modes.js';
 import { DEFAULT_BLOCK_SIZE, parseBlockSize } from './block-size.js';
 import { LazybootError } from '../base/errors.js';
+import { ImageObjects } from './image-objects.js';
 
 const MANIFEST_SUFFIX = '.manifest';
 const MANIFEST_PATTERN = /^[1-9][0-9]{0,8}\.manifest$/;
@@ -83,8 +85,12 @@ export interface ImageCheck {
 
 export class Repository {
   private readonly manifestCache = new Map<string, Manifest>();
+  /** The named objects attached to image versions (boot traces). */
+  readonly objects: ImageObjects;
 
-  private constructor(readonly dir: string, private readonly store: PackStore) {}
+  private constructor(readonly dir: string, private readonly store: PackStore) {
+    this.objects = new ImageObjects(dir);
+  }
 
   /** `$XDG_DATA_HOME/lazyboot/repo`, else `~/.local/share/lazyboot/repo`. */
   static defaultDir(): string {

@@ -1,5 +1,6 @@
 // The repository's write path as one interface: a session adds blocks (offering digests first, so
-// only blocks the repository lacks travel), then commits a named object atomically. Implemented
+// only blocks the repository lacks travel), then commits a named object atomically: an image
+// version, or a small object attached to one (a boot trace: image-objects.ts). Implemented
 // in-process over a repository directory (repository-writer.ts) and over the wire (lib/write/).
 // Commits are create-only and carry a session id: a retried commit of the same session and
 // content returns the version it already made instead of adding another.
@@ -53,6 +54,39 @@ export interface CommitResult {
   readonly existing: boolean;
 }
 
+export interface ObjectCommit {
+  /** The image version the object belongs to: `NAME@N` (it must exist). */
+  readonly image: string;
+  /** What it is (`trace`): lowercase letters, digits, `-`. */
+  readonly kind: string;
+  /** The whole object (at most 4 MiB: objects are metadata, they travel with their commit). */
+  readonly data: Buffer;
+  /** Names the session and the object: a retry with the same session and data finds it. */
+  readonly session: string;
+  /** Keep at most this many objects of this kind of the version: the oldest others go. */
+  readonly keep?: number;
+  /** Remove every other object of this kind of the version (the new one replaces them). */
+  readonly replace?: boolean;
+}
+
+export interface ObjectCommitResult {
+  readonly image: string;
+  readonly kind: string;
+  readonly id: string;
+  /** True when a retry found the object this session had already committed. */
+  readonly existing: boolean;
+}
+
+export interface ObjectSummary {
+  /** `NAME@N`. */
+  readonly image: string;
+  readonly kind: string;
+  readonly id: string;
+  readonly bytes: number;
+  /** When it was committed (ms since epoch). */
+  readonly created: number;
+}
+
 export interface WireCounters {
   /** Bytes this client sent and received on the wire (0 for an in-process repository). */
   readonly bytesSent: number;
@@ -72,6 +106,14 @@ export interface WriteTarget {
   putBlocks(blocks: Iterable<OfferedBlock> | AsyncIterable<OfferedBlock>): Promise<StoredBlocks>;
   /** Creates `NAME@version` atomically and durably, or returns the version this session made before. */
   commitImage(commit: ImageCommit): Promise<CommitResult>;
+  /** Creates the object atomically and durably (create-only; see ObjectCommit for keep and replace). */
+  commitObject(commit: ObjectCommit): Promise<ObjectCommitResult>;
+  /** The objects of a kind, of one image version (`NAME@N`) or of all; oldest first. */
+  listObjects(kind: string, image?: string): Promise<ObjectSummary[]>;
+  /** One object's bytes, or undefined when there is no such object. */
+  readObject(image: string, kind: string, id: string): Promise<Buffer | undefined>;
+  /** Removes every object of this kind of the version; says how many there were. */
+  removeObjects(image: string, kind: string): Promise<number>;
   wire(): WireCounters;
   close(): Promise<void>;
 }

@@ -102,14 +102,7 @@ export class TraceStore {
     const summaries: StoredTraceSummary[] = [];
     for (const digest of digests) {
       const loaded = await this.load(digest, log);
-      if (!loaded) continue;
-      const { trace } = loaded;
-      summaries.push({
-        manifestDigest: digest, imageRef: trace.imageRef, recordings: loaded.recordings,
-        blocks: trace.entries.length, bytes: trace.entries.length * trace.blockSize, lastRecordedAt: trace.recordedAt,
-        ...(trace.storageReadyMs !== undefined ? { storageReadyMs: trace.storageReadyMs } : {}),
-        ...(trace.readyMs !== undefined ? { readyMs: trace.readyMs } : {}),
-      });
+      if (loaded) summaries.push(summaryOf(loaded));
     }
     return summaries;
   }
@@ -119,15 +112,7 @@ export class TraceStore {
    * manifest digest (or a prefix of at least 8 hex digits).
    */
   async find(ref: string, log: (line: string) => void = () => {}): Promise<StoredTraceSummary[]> {
-    const all = await this.list(log);
-    if (/^[0-9a-f]{8,64}$/.test(ref)) {
-      const byDigest = all.filter((s) => s.manifestDigest.startsWith(ref));
-      if (byDigest.length > 0) return byDigest;
-    }
-    const parsed = parseImageRef(ref);
-    const named = all.filter((s) => parseImageRef(s.imageRef).name === parsed.name);
-    const version = parsed.version ?? Math.max(0, ...named.map((s) => parseImageRef(s.imageRef).version ?? 0));
-    return named.filter((s) => parseImageRef(s.imageRef).version === version);
+    return matchTraces(await this.list(log), ref);
   }
 
   /** Removes every recording of the image version. */
@@ -160,4 +145,30 @@ export class TraceStore {
     }
     return traces;
   }
+}
+
+/**
+ * The traces `ref` names among `all`: `NAME@N`, a bare `NAME` (its highest version with a trace),
+ * or a manifest digest (or a prefix of at least 8 hex digits).
+ */
+export function matchTraces(all: readonly StoredTraceSummary[], ref: string): StoredTraceSummary[] {
+  if (/^[0-9a-f]{8,64}$/.test(ref)) {
+    const byDigest = all.filter((s) => s.manifestDigest.startsWith(ref));
+    if (byDigest.length > 0) return byDigest;
+  }
+  const parsed = parseImageRef(ref);
+  const named = all.filter((s) => parseImageRef(s.imageRef).name === parsed.name);
+  const version = parsed.version ?? Math.max(0, ...named.map((s) => parseImageRef(s.imageRef).version ?? 0));
+  return named.filter((s) => parseImageRef(s.imageRef).version === version);
+}
+
+/** The summary `image trace ls` shows of a loaded trace. */
+export function summaryOf(loaded: LoadedTrace): StoredTraceSummary {
+  const { trace } = loaded;
+  return {
+    manifestDigest: trace.manifestDigest, imageRef: trace.imageRef, recordings: loaded.recordings,
+    blocks: trace.entries.length, bytes: trace.entries.length * trace.blockSize, lastRecordedAt: trace.recordedAt,
+    ...(trace.storageReadyMs !== undefined ? { storageReadyMs: trace.storageReadyMs } : {}),
+    ...(trace.readyMs !== undefined ? { readyMs: trace.readyMs } : {}),
+  };
 }

@@ -3,7 +3,7 @@
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { LazybootError } from '../base/errors.js';
-import type { CommitResult, ImageCommit, OfferedBlock, SessionRequest, SessionStart, StoredBlocks, WireCounters, WriteTarget } from '../repo/write-target.js';
+import type { CommitResult, ImageCommit, ObjectCommit, ObjectCommitResult, ObjectSummary, OfferedBlock, SessionRequest, SessionStart, StoredBlocks, WireCounters, WriteTarget } from '../repo/write-target.js';
 import { API_PREFIX, encodeCommitBody, encodeFrameHeader, fromWireError, type WireError } from './http-protocol.js';
 
 /** The repository's write path did not answer (refused, reset, timed out). */
@@ -54,6 +54,25 @@ export class HttpWriteTarget implements WriteTarget {
   async commitImage(commit: ImageCommit): Promise<CommitResult> {
     const { digests, ...header } = commit;
     return this.json(await this.exchange('POST', '/commits', encodeCommitBody(header, digests))) as CommitResult;
+  }
+
+  async commitObject(commit: ObjectCommit): Promise<ObjectCommitResult> {
+    const { data, ...header } = commit;
+    return this.json(await this.exchange('POST', '/objects', encodeCommitBody(header, data))) as ObjectCommitResult;
+  }
+
+  async listObjects(kind: string, image?: string): Promise<ObjectSummary[]> {
+    const query = new URLSearchParams({ kind, ...(image !== undefined ? { image } : {}) });
+    return this.json(await this.exchange('GET', `/objects?${query}`, [])) as ObjectSummary[];
+  }
+
+  async readObject(image: string, kind: string, id: string): Promise<Buffer | undefined> {
+    const reply = await this.exchange('GET', `/objects/${[image, kind, id].map(encodeURIComponent).join('/')}`, [], true);
+    return reply.status === 404 ? undefined : reply.body;
+  }
+
+  async removeObjects(image: string, kind: string): Promise<number> {
+    return (this.json(await this.exchange('DELETE', `/objects/${[image, kind].map(encodeURIComponent).join('/')}`, [])) as { removed: number }).removed;
   }
 
   wire(): WireCounters {

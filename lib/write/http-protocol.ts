@@ -8,6 +8,11 @@
 //                            answered once the blocks are durable (nothing is stored on any error)
 //   POST /v1/commits         [u32 BE JSON length | JSON {name, version, parent?, size, blockSize,
 //                            session} | digests] → JSON {ref, version, manifestDigest, existing}
+//   POST   /v1/objects       [u32 BE JSON length | JSON {image, kind, session, keep?, replace?} | data]
+//                            → JSON {image, kind, id, existing}   (an object attached to a version)
+//   GET    /v1/objects?kind=KIND[&image=REF]   → JSON [{image, kind, id, bytes, created}…]
+//   GET    /v1/objects/REF/KIND/ID             → the object's bytes (404: none)
+//   DELETE /v1/objects/REF/KIND                → JSON {removed}
 //
 // A refusal is a 4xx/5xx with JSON {error: CLASS, message, hint}: the client raises the same
 // typed error class the repository raised.
@@ -25,6 +30,9 @@ export const MAX_JSON_BYTES = 64 * 1024;
 export const MAX_MISSING_BYTES = 32 * 1024 * 1024;
 /** A commit's digest table: 2^25 blocks (2 TiB at 64 KiB blocks). */
 export const MAX_COMMIT_BYTES = 4 + MAX_JSON_BYTES + 2 ** 25 * DIGEST_BYTES;
+
+/** An object and its commit header (objects are at most 4 MiB). */
+export const MAX_OBJECT_COMMIT_BYTES = 4 + MAX_JSON_BYTES + 4 * 1024 * 1024;
 
 /** The error classes that cross the wire as themselves (by name); others arrive as WriteRefused. */
 const TYPED_ERRORS: Record<string, abstract new (...args: any[]) => LazybootError> = {

@@ -12,7 +12,7 @@ import { MAX_BLOCK_SIZE } from '../repo/block-size.js';
 import { DIGEST_BYTES } from '../repo/manifest-format.js';
 import { removeStaleSocket } from '../nbd/server.js';
 import { isLoopbackHost } from '../nbd/tls.js';
-import { API_PREFIX, FRAME_HEADER_BYTES, MAX_COMMIT_BYTES, MAX_JSON_BYTES, MAX_MISSING_BYTES, statusOf, toWireError } from './http-protocol.js';
+import { API_PREFIX, FRAME_HEADER_BYTES, MAX_COMMIT_BYTES, MAX_JSON_BYTES, MAX_MISSING_BYTES, MAX_OBJECT_COMMIT_BYTES, statusOf, toWireError } from './http-protocol.js';
 
 export interface WriteServerOptions {
   readonly writer: WriteTarget;
@@ -116,7 +116,31 @@ async function handle(writer: WriteTarget, request: IncomingMessage, response: S
     response.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length }).end(bytes);
     return;
   }
+  if (route.startsWith('GET /objects/') || route.startsWith('DELETE /objects/')) {
+    const [image, kind, id, ...rest] = url.pathname.slice(`${API_PREFIX}/objects/`.length).split('/').map(decodePathPart);
+    if (request.method === 'DELETE' && image && kind && id === undefined) return sendJson(response, 200, { removed: await writer.removeObjects(image, kind) });
+    if (request.method === 'GET' && image && kind && id && rest.length === 0) {
+      const bytes = await writer.readObject(image, kind, id);
+      if (!bytes) return sendJson(response, 404, { error: 'UnknownObject', message: `no ${kind} ${id} of ${image}` });
+      response.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length }).end(bytes);
+      return;
+    }
+    throw new MalformedWriteRequest(`no route ${route}`);
+  }
   switch (route) {
+    case 'GET /objects': {
+      const image = url.searchParams.get('image');
+      return sendJson(response, 200, await writer.listObjects(url.searchParams.get('kind') ?? '', image ?? undefined));
+    }
+    case 'POST /objects': {
+      const { header, rest } = splitCommitBody(await readBody(request, MAX_OBJECT_COMMIT_BYTES));
+      const result = await writer.commitObject({
+        image: text(header, 'image'), kind: text(header, 'kind'), session: text(header, 'session'), data: rest,
+        ...(header.keep !== undefined ? { keep: Number(header.keep) } : {}),
+        ...(header.replace !== undefined ? { replace: header.replace === true } : {}),
+      });
+      return sendJson(response, result.existing ? 200 : 201, result);
+    }
     case 'POST /sessions': {
       const body = parseJson(await readBody(request, MAX_JSON_BYTES));
       return sendJson(response, 200, await writer.begin({
@@ -132,14 +156,10 @@ async function handle(writer: WriteTarget, request: IncomingMessage, response: S
     case 'POST /blocks':
       return sendJson(response, 200, await writer.putBlocks(readFrames(request)));
     case 'POST /commits': {
-      const body = await readBody(request, MAX_COMMIT_BYTES);
-      if (body.length < 4) throw new MalformedWriteRequest('commit without a header');
-      const jsonLength = body.readUInt32BE(0);
-      if (jsonLength > MAX_JSON_BYTES || 4 + jsonLength > body.length) throw new MalformedWriteRequest('commit header length out of range');
-      const header = parseJson(body.subarray(4, 4 + jsonLength));
+      const { header, rest } = splitCommitBody(await readBody(request, MAX_COMMIT_BYTES));
       const result = await writer.commitImage({
         name: text(header, 'name'), version: Number(header.version), size: Number(header.size), blockSize: Number(header.blockSize),
-        session: text(header, 'session'), digests: body.subarray(4 + jsonLength),
+        session: text(header, 'session'), digests: rest,
         ...(header.parent !== undefined ? { parent: text(header, 'parent') } : {}),
       });
       return sendJson(response, result.existing ? 200 : 201, result);
@@ -152,6 +172,14 @@ async function handle(writer: WriteTarget, request: IncomingMessage, response: S
 function sendJson(response: ServerResponse, status: number, value: unknown): void {
   const text = Buffer.from(JSON.stringify(value), 'utf8');
   response.writeHead(status, { 'content-type': 'application/json', 'content-length': text.length }).end(text);
+}
+
+/** [u32 BE JSON length | JSON header | rest]: a commit of an image (rest: digests) or of an object (rest: its data). */
+function splitCommitBody(body: Buffer): { header: Record<string, unknown>; rest: Buffer } {
+  if (body.length < 4) throw new MalformedWriteRequest('commit without a header');
+  const jsonLength = body.readUInt32BE(0);
+  if (jsonLength > MAX_JSON_BYTES || 4 + jsonLength > body.length) throw new MalformedWriteRequest('commit header length out of range');
+  return { header: parseJson(body.subarray(4, 4 + jsonLength)), rest: body.subarray(4 + jsonLength) };
 }
 
 function parseJson(bytes: Buffer): Record<string, unknown> {

@@ -2,6 +2,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { join } from 'node:path';
 import { Repository } from '../../repo/repository.js';
+import { servedTraceBytes, TRACE_EXPORT_PREFIX } from '../../trace/repository-traces.js';
 import { repositoryExports } from '../../repo/export-provider.js';
 import { checkListenAllowed, startNbdServer } from '../../nbd/server.js';
 import { loadServerTls } from '../../nbd/tls.js';
@@ -73,7 +74,11 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
     let writes: WriteServer | undefined;
     try {
       const server = await startNbdServer({
-        exports: repositoryExports(repo, { log, verifyBlocks: args.verify }),
+        exports: repositoryExports(repo, {
+          log, verifyBlocks: args.verify,
+          // The merged boot trace of a version, beside its manifest (lib/trace/repository-traces.ts).
+          objectExports: { [TRACE_EXPORT_PREFIX]: (ref) => servedTraceBytes(repo, ref, log) },
+        }),
         ...(listen ? { listen } : { socketPath: args.socket ?? defaultSocketPath(repo.dir) }),
         log,
         limits,
