@@ -2,12 +2,15 @@
 // repository (no backing file, no data file, no probed format), and non-disks are refused.
 import test from 'ava';
 import { execa } from 'execa';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, readdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { lazyboot, inTempDir, oneLine } from './helpers/repo-cli.js';
 import { MiB } from './helpers/repo-fixtures.js';
-import { qemuSpecFor } from '../lib/repo/image-file.js';
+import { inspectImageFile, qemuSpecFor } from '../lib/repo/image-file.js';
+import { openImageSource } from '../lib/repo/image-source.js';
+import { Repository } from '../lib/repo/repository.js';
+import type { ImportFailed } from '../lib/repo/errors.js';
 
 /** A host file an attacker would like to read: its bytes must never reach the repository. */
 async function hostSecret(dir: string): Promise<{ path: string; marker: string }> {
@@ -155,4 +158,42 @@ test('the qemu-nbd spec for a non-raw image opens no backing file even if the he
     const guarded = await execa('nbdcopy', ['--', '[', 'qemu-nbd', '-r', spec, ']', '-'], { encoding: 'buffer' });
     t.is(guarded.stdout.length, MiB);
     t.true(Buffer.from(guarded.stdout).equals(Buffer.alloc(MiB)), 'with "backing": null the unallocated image reads as zeros');
+  }));
+
+test('a raw disk that looks like a format lazyboot cannot import (qcow v1, luks) is told to use --format raw, not that format', (t) =>
+  inTempDir(async (dir) => {
+    const repo = join(dir, 'repo');
+    const file = join(dir, 'old.qcow');
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow', file, '1M']);
+    const probed = await lazyboot(['image', 'import', file, 'old', '--repo', repo]);
+    t.is(probed.exitCode, 1);
+    t.true(oneLine(probed.stderr), probed.stderr);
+    t.regex(probed.stderr, /looks like a qcow image, which lazyboot does not import/);
+    t.regex(probed.stderr, /--format raw/);
+    t.notRegex(probed.stderr, /--format qcow\b/);
+    t.deepEqual(await imageNames(repo), []);
+  }));
+
+test('a raw file that grows, shrinks or is rewritten while it is imported is refused, and no version is made', (t) =>
+  inTempDir(async (dir) => {
+    const repo = await Repository.open(join(dir, 'repo'), { create: true });
+    try {
+      for (const change of ['grow', 'shrink', 'rewrite'] as const) {
+        const file = join(dir, `${change}.raw`);
+        await writeFile(file, randomBytes(4 * MiB));
+        const image = await inspectImageFile(file);
+        const source = openImageSource(image);
+        // The change lands after the file was inspected and while it is being read.
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        if (change === 'grow') await appendFile(file, randomBytes(MiB));
+        if (change === 'shrink') await truncate(file, MiB);
+        if (change === 'rewrite') await writeFile(file, randomBytes(4 * MiB));
+        const error = await t.throwsAsync(repo.importImage(change, source.stream, { size: source.size }));
+        t.regex(error!.message, /changed while it was read/, change);
+        t.regex((error as ImportFailed).hint ?? '', /nothing writes to it/);
+        t.deepEqual(await repo.versions(change), [], `${change}: no version`);
+      }
+    } finally {
+      await repo.close();
+    }
   }));

@@ -26,7 +26,7 @@ const ROOT_NAMES = [
   'DiskSizeMismatch', 'DiskMissing', 'DiskNotADisk', 'DiskNotBound', 'FillFailed', 'DiskIoFailed', 'DiskInUse', 'DiskDirectoryMissing',
   'RepositoryUnreachable', 'DigestMismatch', 'FetchTimeout', 'FetchWorkerFailed', 'MapMismatch', 'MapCorrupt',
   'UnknownImage', 'InvalidImageName', 'InvalidBlockSize', 'RepositoryCorrupt', 'BlockMissing', 'BlockCorrupt', 'ImportFailed', 'ExportFailed', 'UnsafeImage',
-  'NotARepository', 'RepositoryDamaged', 'UnknownParent', 'ImageShapeMismatch', 'BlockDigestMismatch', 'VersionConflict', 'MalformedWriteRequest', 'InvalidManifest',
+  'NotARepository', 'RepositoryDamaged', 'UnknownParent', 'ImageShapeMismatch', 'BlockDigestMismatch', 'VersionConflict', 'MalformedWriteRequest', 'InvalidManifest', 'StoreUnavailable',
   'NbdConnectError', 'NbdListenFailed', 'TlsCredentialsInvalid',
   'MapTargetsFull', 'SnapshotNoMap', 'SnapshotNeedsFullDisk', 'SnapshotBaselineChanged', 'SnapshotInterrupted', 'SendingSetCorrupt', 'ReplicateNoMap', 'ReplicateOptionInvalid', 'SnapshotNotTaken',
   'WriteTargetUnreachable', 'WriteRefused',

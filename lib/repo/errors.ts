@@ -100,3 +100,6 @@ export class MalformedWriteRequest extends LazybootError {
     super(`malformed write request: ${problem}`, 'use a lazyboot client of the same version');
   }
 }
+
+/** The object store holding a repository refused or could not be reached (credentials, bucket, endpoint). */
+export class StoreUnavailable extends LazybootError {}

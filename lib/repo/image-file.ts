@@ -17,6 +17,8 @@ export interface InspectedImage {
   readonly size: number;
   /** For non-raw formats: the QEMU filename (`json:{…}`) that opens it with no backing file. */
   readonly qemuSpec?: string;
+  /** A regular file's modification time when inspected: a change while it is read is refused. */
+  readonly mtimeMs?: number;
 }
 
 const QEMU_IMG_TIMEOUT_MS = 60_000;
@@ -42,7 +44,7 @@ export function qemuSpecFor(path: string, blockDevice: boolean, format?: string)
 }
 
 /** Only regular files and block devices are disks; /dev/zero would be an endless (or empty) one. */
-async function sourceKind(path: string): Promise<{ blockDevice: boolean; fileSize: number }> {
+async function sourceKind(path: string): Promise<{ blockDevice: boolean; fileSize: number; mtimeMs?: number }> {
   let info;
   try {
     info = await stat(path);
@@ -50,7 +52,7 @@ async function sourceKind(path: string): Promise<{ blockDevice: boolean; fileSiz
     const code = (error as NodeJS.ErrnoException).code;
     throw new ImportFailed(`cannot open ${path} (${code === 'ENOENT' ? 'no such file' : code ?? 'error'})`, 'check the path');
   }
-  if (info.isFile()) return { blockDevice: false, fileSize: info.size };
+  if (info.isFile()) return { blockDevice: false, fileSize: info.size, mtimeMs: info.mtimeMs };
   if (info.isBlockDevice()) return { blockDevice: true, fileSize: -1 };
   const kind = info.isCharacterDevice() ? 'a character device' : info.isDirectory() ? 'a directory' : info.isFIFO() ? 'a pipe' : info.isSocket() ? 'a socket' : 'not a regular file';
   throw new UnsafeImage(`${path} is ${kind}, not a disk image`, 'import a regular file or a block device');
@@ -101,14 +103,20 @@ export async function inspectImageFile(path: string, format?: string): Promise<I
   if (format !== undefined && !(IMPORT_FORMATS as readonly string[]).includes(format)) {
     throw new UnsafeImage(`cannot import format ${JSON.stringify(format)}`, `use one of ${IMPORT_FORMATS.join(', ')}, or convert the image with qemu-img convert first`);
   }
-  const { blockDevice, fileSize } = await sourceKind(path);
-  if (format === 'raw' && !blockDevice) return { path, format, size: fileSize };
+  const { blockDevice, fileSize, mtimeMs } = await sourceKind(path);
+  if (format === 'raw' && !blockDevice) return { path, format, size: fileSize, mtimeMs };
   if (format === undefined || format === 'raw') {
     const info = await qemuImgInfo(path, qemuSpecFor(path, blockDevice, format));
     if (!info) {
       // Without qemu-img nothing is probed: a regular file is read as raw bytes, which is safe.
-      if (!blockDevice) return { path, format: 'raw', size: fileSize };
+      if (!blockDevice) return { path, format: 'raw', size: fileSize, mtimeMs };
       throw new ImportFailed('qemu-img is not installed (needed for the size of a block device)', 'install qemu-utils (apt-get install qemu-utils)');
+    }
+    if (info.format !== 'raw' && !(IMPORT_FORMATS as readonly string[]).includes(info.format)) {
+      throw new UnsafeImage(
+        `${path} looks like a ${info.format} image, which lazyboot does not import (a raw disk can look like one too)`,
+        `if it is a raw disk, say --format raw; else convert it first: qemu-img convert -O raw FILE disk.raw`,
+      );
     }
     if (info.format !== 'raw') {
       throw new UnsafeImage(
@@ -119,7 +127,7 @@ export async function inspectImageFile(path: string, format?: string): Promise<I
     // An unattached loop device or an empty card reader is 0 bytes: a mistake, not an image.
     if (blockDevice && info['virtual-size'] === 0) throw new ImportFailed(`${path} is a block device with no data (0 bytes)`, 'attach or insert the disk first');
     // qemu-img rounds a raw file's size up to 512 bytes; the file's own size is the truth.
-    return { path, format: 'raw', size: blockDevice ? info['virtual-size'] : fileSize };
+    return { path, format: 'raw', size: blockDevice ? info['virtual-size'] : fileSize, ...(blockDevice ? {} : { mtimeMs }) };
   }
   const qemuSpec = qemuSpecFor(path, blockDevice, format);
   const info = await qemuImgInfo(path, qemuSpec);

@@ -3,6 +3,7 @@
 // to a pipe, so no temporary copy of the whole image is ever made. What may be opened, and how,
 // is decided by image-file.ts.
 import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { execa } from 'execa';
 import { ImportFailed } from './errors.js';
 import type { InspectedImage } from './image-file.js';
@@ -29,7 +30,7 @@ export function openImageSource(image: InspectedImage): ImageSource {
     return {
       format: 'raw',
       size: image.size,
-      stream: image.size === 0 ? (async function* () {})() : stream,
+      stream: unchangedWhileRead(image, image.size === 0 ? [] : stream),
       finish: async () => {},
       cancel: () => stream.destroy(),
     };
@@ -58,4 +59,20 @@ export function openImageSource(image: InspectedImage): ImageSource {
     },
     cancel: () => copier.kill(),
   };
+}
+
+/**
+ * The raw file's bytes, then a check that the file is as it was inspected: a file that grew,
+ * shrank or was written meanwhile (a VM still running on it) would give a torn image.
+ */
+async function* unchangedWhileRead(image: InspectedImage, bytes: AsyncIterable<Buffer> | Buffer[]): AsyncGenerator<Buffer> {
+  let read = 0;
+  for await (const chunk of bytes) {
+    read += chunk.length;
+    yield chunk;
+  }
+  if (image.mtimeMs === undefined) return;
+  const now = await stat(image.path).catch(() => undefined);
+  const what = !now ? 'was removed' : now.size !== image.size ? `went from ${image.size} to ${now.size} bytes` : now.mtimeMs !== image.mtimeMs || read !== image.size ? 'was written' : undefined;
+  if (what) throw new ImportFailed(`${image.path} changed while it was read (it ${what}); nothing was imported`, 'import it again when nothing writes to it (stop the VM using it first)');
 }

@@ -1,33 +1,24 @@
-// The content-addressed block store: append-only pack files plus one index per pack
-// (digest → pack, offset, length), loaded into memory. Packs are read with cached file handles
-// so that serving a block costs one pread, and adjacent blocks can be read in one go.
-import { open, readdir, readFile, unlink, type FileHandle } from 'node:fs/promises';
-import { open as fsOpen, read as fsRead, close as fsClose, readSync } from 'node:fs';
-import { join } from 'node:path';
+// The content-addressed block store: append-only packs plus one index per pack (digest → pack,
+// offset, length), loaded into memory, all under "packs/" in the repository's storage. Packs are
+// read through kept readers (a local file costs one pread per read), adjacent blocks in one go.
 import { randomBytes } from 'node:crypto';
-import { RepositoryCorrupt } from './errors.js';
-import { SyncIoGuard } from '../block/sync-io-guard.js';
 import { decodePackIndex, encodePackIndex, type PackIndexEntry } from './pack-index.js';
-import { fsyncDirectory, writeFileDurably } from './durable-file.js';
-import { FILE_MODE } from './modes.js';
-import { exactInteger } from './exact-integer.js';
+import type { ObjectUpload, RangeReader, RepositoryStorage } from './storage/storage.js';
 
+const PACKS = 'packs';
 const PACK_SUFFIX = '.pack';
 const INDEX_SUFFIX = '.idx';
 /** Blocks are gathered into writes of this size while a pack is written. */
 const WRITE_BUFFER_BYTES = 8 * 1024 * 1024;
 
-/**
- * One pack file; its descriptor is opened on first read and kept. Reads use the callback fs API
- * on the raw descriptor: measurably cheaper per call than FileHandle.read on the serving path.
- */
+/** One pack; its reader (e.g. an open file) is made on first read and kept. */
 export class PackFile {
-  private fd?: number;
-  private opening?: Promise<number>;
+  private reader?: RangeReader;
   /** One bit per index entry: the block was read and matched its digest (see ImageBackend's verifyOnce). */
   private readonly verified: Uint8Array;
 
-  constructor(readonly path: string, entryCount = 0) {
+  /** `path` names the pack in messages (a file path or an s3:// URI). */
+  constructor(private readonly storage: RepositoryStorage, private readonly key: string, readonly path: string, entryCount = 0) {
     this.verified = new Uint8Array(Math.ceil(entryCount / 8));
   }
 
@@ -40,57 +31,16 @@ export class PackFile {
   }
 
   /** Reads exactly `length` bytes at `position` into `target` at `targetOffset`. */
-  async readInto(target: Buffer, targetOffset: number, length: number, position: number): Promise<void> {
-    const fd = this.fd ?? (await this.open());
-    let done = 0;
-    while (done < length) {
-      const bytesRead = await preadOnce(fd, target, targetOffset + done, length - done, position + done).catch((error: NodeJS.ErrnoException) => {
-        throw new RepositoryCorrupt(this.path, `cannot be read (${error.code ?? error.message})`, { cause: error });
-      });
-      if (bytesRead === 0) throw new RepositoryCorrupt(this.path, `is truncated (no data at offset ${exactInteger(position + done)})`);
-      done += bytesRead;
-    }
-  }
-
-  private open(): Promise<number> {
-    this.opening ??= new Promise<number>((resolve, reject) => {
-      fsOpen(this.path, 'r', (error, fd) => {
-        if (error) {
-          this.opening = undefined; // let a later read retry, e.g. after the file was restored
-          reject(new RepositoryCorrupt(this.path, error.code === 'ENOENT' ? 'is missing' : `cannot be opened (${error.code ?? error.message})`, { cause: error }));
-        } else {
-          this.fd = fd;
-          resolve(fd);
-        }
-      });
-    });
-    return this.opening;
+  readInto(target: Buffer, targetOffset: number, length: number, position: number): Promise<void> {
+    this.reader ??= this.storage.openRange(this.key);
+    return this.reader.readInto(target, targetOffset, length, position);
   }
 
   async close(): Promise<void> {
-    const fd = this.fd ?? (await this.opening?.catch(() => undefined));
-    this.fd = undefined;
-    this.opening = undefined;
-    if (fd !== undefined) await new Promise<void>((resolve) => fsClose(fd, () => resolve()));
+    const reader = this.reader;
+    this.reader = undefined;
+    await reader?.close();
   }
-}
-
-/** Small reads are synchronous while the page cache serves them (see SyncIoGuard); one guard for all packs. */
-const SYNC_READ_MAX_BYTES = 1024 * 1024;
-const syncReads = new SyncIoGuard(300_000n);
-
-function preadOnce(fd: number, target: Buffer, offset: number, length: number, position: number): Promise<number> {
-  if (length <= SYNC_READ_MAX_BYTES) {
-    try {
-      const bytesRead = syncReads.run(() => readSync(fd, target, offset, length, position));
-      if (bytesRead !== undefined) return Promise.resolve(bytesRead);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-  }
-  return new Promise((resolve, reject) => {
-    fsRead(fd, target, offset, length, position, (error, bytesRead) => (error ? reject(error) : resolve(bytesRead)));
-  });
 }
 
 export interface BlockLocation {
@@ -112,10 +62,15 @@ export class PackStore {
   /** Index files (or the directory) that could not be loaded, and why; see loadNewIndexes. */
   readonly damage = new Map<string, string>();
 
-  private constructor(readonly dir: string) {}
+  /** Where the packs are, for messages. */
+  readonly dir: string;
 
-  static async open(dir: string): Promise<PackStore> {
-    const store = new PackStore(dir);
+  private constructor(readonly storage: RepositoryStorage) {
+    this.dir = storage.describe(PACKS);
+  }
+
+  static async open(storage: RepositoryStorage): Promise<PackStore> {
+    const store = new PackStore(storage);
     await store.refresh();
     return store;
   }
@@ -146,7 +101,7 @@ export class PackStore {
   private async loadNewIndexes(): Promise<void> {
     let names: string[];
     try {
-      names = await readdir(this.dir);
+      names = (await this.storage.list(PACKS)).map((entry) => entry.name);
     } catch (error) {
       this.damage.set(this.dir, `cannot be listed (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
       return;
@@ -155,10 +110,12 @@ export class PackStore {
       if (!entry.endsWith(INDEX_SUFFIX) || entry.startsWith('.')) continue;
       const packName = entry.slice(0, -INDEX_SUFFIX.length) + PACK_SUFFIX;
       if (this.packs.has(packName)) continue;
-      const indexPath = join(this.dir, entry);
+      const indexKey = `${PACKS}/${entry}`;
+      const indexPath = this.storage.describe(indexKey);
       let entries: PackIndexEntry[] | string;
       try {
-        entries = decodePackIndex(await readFile(indexPath));
+        const bytes = await this.storage.get(indexKey);
+        entries = bytes ? decodePackIndex(bytes) : 'is missing (removed while the pack list was read)';
       } catch (error) {
         entries = `cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`;
       }
@@ -172,7 +129,8 @@ export class PackStore {
   }
 
   private addPack(packName: string, entries: readonly PackIndexEntry[]): void {
-    const pack = new PackFile(join(this.dir, packName), entries.length);
+    const key = `${PACKS}/${packName}`;
+    const pack = new PackFile(this.storage, key, this.storage.describe(key), entries.length);
     this.packs.set(packName, pack);
     entries.forEach((entry, index) => {
       this.locations.set(digestKey(entry.digest), { pack, entry: index, offset: entry.offset, length: entry.length });
@@ -192,7 +150,7 @@ export class PackStore {
 
 /** Appends new blocks to one pack file, then makes them visible atomically with the pack's index. */
 export class PackWriter {
-  private handle?: FileHandle;
+  private upload?: ObjectUpload;
   private readonly entries: PackIndexEntry[] = [];
   private readonly added = new Set<string>();
   private buffer = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
@@ -207,7 +165,7 @@ export class PackWriter {
   ) {}
 
   get packPath(): string {
-    return join(this.store.dir, this.baseName + PACK_SUFFIX);
+    return this.store.storage.describe(`${PACKS}/${this.baseName}${PACK_SUFFIX}`);
   }
 
   /** Whether the store (or this pack) already holds the block. */
@@ -247,12 +205,8 @@ export class PackWriter {
   }
 
   private async writeOut(chunk: Buffer): Promise<void> {
-    this.handle ??= await open(this.packPath, 'wx', FILE_MODE);
-    let done = 0;
-    while (done < chunk.length) {
-      const { bytesWritten } = await this.handle.write(chunk, done, chunk.length - done, this.written + done);
-      done += bytesWritten;
-    }
+    this.upload ??= this.store.storage.upload(`${PACKS}/${this.baseName}${PACK_SUFFIX}`);
+    await this.upload.write(chunk);
     this.written += chunk.length;
   }
 
@@ -266,12 +220,9 @@ export class PackWriter {
     }
     await this.flushBuffer();
     this.buffer = Buffer.alloc(0);
-    const handle = this.handle!;
-    await handle.sync();
-    await handle.close();
-    this.handle = undefined;
-    await fsyncDirectory(this.store.dir);
-    await writeFileDurably(join(this.store.dir, this.baseName + INDEX_SUFFIX), encodePackIndex(this.entries));
+    await this.upload!.finish();
+    this.upload = undefined;
+    await this.store.storage.put(`${PACKS}/${this.baseName}${INDEX_SUFFIX}`, encodePackIndex(this.entries));
     this.publish(this.entries);
   }
 
@@ -283,10 +234,9 @@ export class PackWriter {
   }
 
   private async discard(): Promise<void> {
-    if (this.handle) {
-      await this.handle.close().catch(() => {});
-      this.handle = undefined;
-      await unlink(this.packPath).catch(() => {});
+    if (this.upload) {
+      await this.upload.abort().catch(() => {});
+      this.upload = undefined;
     }
     this.buffer = Buffer.alloc(0);
   }

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { NotARepository } from './errors.js';
 import { writeFileDurably } from './durable-file.js';
 import { DIR_MODE } from './modes.js';
+import type { RepositoryStorage } from './storage/storage.js';
 
 export const MARKER = 'lazyboot-repository';
 export const FORMAT_VERSION = 1;
@@ -36,12 +37,7 @@ export async function openRepositoryDirectory(dir: string, create: boolean): Pro
     // The marker first: a crash before the subdirectories exist leaves a repository they are added to.
     await writeFileDurably(join(dir, MARKER), Buffer.from(MARKER_TEXT));
   } else {
-    const match = MARKER_PATTERN.exec(markerText);
-    if (!match) throw new NotARepository(dir, `its ${MARKER} marker is damaged or not lazyboot's`, `if it is a repository, write "${MARKER_TEXT.trim()}" into ${join(dir, MARKER)}`);
-    const version = Number(match[1]);
-    if (version !== FORMAT_VERSION) {
-      throw new NotARepository(dir, `it is a repository of format ${version}; this lazyboot reads format ${FORMAT_VERSION}`, 'use the lazyboot version that wrote it');
-    }
+    checkMarkerText(dir, join(dir, MARKER), markerText);
   }
   for (const sub of REPOSITORY_SUBDIRS) await mkdir(join(dir, sub), { recursive: true, mode: DIR_MODE });
 }
@@ -55,5 +51,32 @@ async function readMarker(dir: string): Promise<string | undefined> {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return undefined;
     throw new NotARepository(dir, `its ${MARKER} marker cannot be read (${code ?? (error as Error).message})`, 'check the directory and its permissions');
+  }
+}
+
+/**
+ * The same check for a repository in an object store (an S3 bucket + prefix): there are no
+ * directories to make, only the marker object; a prefix holding other objects is refused.
+ */
+export async function openRepositoryStore(storage: RepositoryStorage, create: boolean): Promise<void> {
+  const where = storage.location;
+  const bytes = await storage.get(MARKER);
+  if (bytes === undefined) {
+    const empty = await storage.isEmpty();
+    if (!empty) throw new NotARepository(where, `it holds other objects and no ${MARKER} marker`);
+    if (!create) throw new NotARepository(where, 'it holds nothing', IMPORT_HINT.replace('--repo DIR', '--repo s3://BUCKET/PREFIX'));
+    // Two importers creating one repository write the same bytes: either PUT may win.
+    await storage.put(MARKER, Buffer.from(MARKER_TEXT));
+    return;
+  }
+  checkMarkerText(where, storage.describe(MARKER), bytes.length > 256 ? '' : bytes.toString('latin1'));
+}
+
+function checkMarkerText(where: string, markerPath: string, markerText: string): void {
+  const match = MARKER_PATTERN.exec(markerText);
+  if (!match) throw new NotARepository(where, `its ${MARKER} marker is damaged or not lazyboot's`, `if it is a repository, write "${MARKER_TEXT.trim()}" into ${markerPath}`);
+  const version = Number(match[1]);
+  if (version !== FORMAT_VERSION) {
+    throw new NotARepository(where, `it is a repository of format ${version}; this lazyboot reads format ${FORMAT_VERSION}`, 'use the lazyboot version that wrote it');
   }
 }

@@ -1,12 +1,11 @@
 // The image repository: content-addressed blocks in packs, plus one immutable manifest per image
-// version. Layout under the repository directory:
+// version. Layout under the repository's storage (a directory, or an S3 bucket + prefix):
 //   lazyboot-repository          marker with the format version
 //   packs/pack-*.pack, *.idx     append-only block data and its index (digest → offset, length)
 //   manifests/NAME/N.manifest    image NAME version N (encoded by manifest-codec)
 //   objects/NAME/N/KIND/ID       named objects attached to a version (image-objects.ts: boot traces)
-import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { join, resolve as resolvePath } from 'node:path';
+import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { BlockBackend } from '../block/backend.js';
 import { DIGEST_BYTES, digestOf, isZeroDigest, type Manifest } from './manifest-format.js';
@@ -16,12 +15,13 @@ import { formatImageRef, isValidImageName, parseImageRef, validateImageName } fr
 import { PackStore } from './pack-store.js';
 import { ImageBackend, type ImageBackendOptions } from './image-backend.js';
 import { BlockBatch } from './block-batch.js';
-import { createFileDurably, fsyncDirectory } from './durable-file.js';
-import { openRepositoryDirectory } from './repository-marker.js';
-import { DIR_MODE } from './modes.js';
+import { openRepositoryDirectory, openRepositoryStore } from './repository-marker.js';
+import { openStorage, type StorageOptions } from './storage/open-storage.js';
+import type { RepositoryStorage } from './storage/storage.js';
 import { DEFAULT_BLOCK_SIZE, parseBlockSize } from './block-size.js';
 import { LazybootError } from '../base/errors.js';
 import { ImageObjects } from './image-objects.js';
+import { UnsupportedImageObjects } from './unsupported-image-objects.js';
 
 const MANIFEST_SUFFIX = '.manifest';
 const MANIFEST_PATTERN = /^[1-9][0-9]{0,8}\.manifest$/;
@@ -40,8 +40,8 @@ export interface Damage {
   readonly problem: string;
 }
 
-export interface OpenOptions {
-  /** Make a missing or empty directory a repository (import does; readers refuse). Default true. */
+export interface OpenOptions extends StorageOptions {
+  /** Make a missing or empty directory (or bucket prefix) a repository (import does; readers refuse). Default true. */
   readonly create?: boolean;
 }
 
@@ -88,8 +88,9 @@ export class Repository {
   /** The named objects attached to image versions (boot traces). */
   readonly objects: ImageObjects;
 
-  private constructor(readonly dir: string, private readonly store: PackStore) {
-    this.objects = new ImageObjects(dir);
+  /** `dir`: the repository's directory, or its `s3://BUCKET/PREFIX` URI. */
+  private constructor(readonly dir: string, private readonly store: PackStore, readonly storage: RepositoryStorage) {
+    this.objects = storage.isLocalDirectory ? new ImageObjects(dir) : new UnsupportedImageObjects(dir);
   }
 
   /** `$XDG_DATA_HOME/lazyboot/repo`, else `~/.local/share/lazyboot/repo`. */
@@ -98,24 +99,30 @@ export class Repository {
     return join(dataHome, 'lazyboot', 'repo');
   }
 
-  /** Opens the repository in `dir` (checking its marker), creating it if allowed and missing or empty. */
-  static async open(directory: string = Repository.defaultDir(), options: OpenOptions = {}): Promise<Repository> {
-    const dir = resolvePath(directory);
+  /**
+   * Opens the repository at `location` (a directory, or `s3://BUCKET/PREFIX`), checking its marker;
+   * creates it if allowed and missing or empty.
+   */
+  static async open(location: string = Repository.defaultDir(), options: OpenOptions = {}): Promise<Repository> {
+    const storage = await openStorage(location, options);
+    const dir = storage.location;
     try {
-      await openRepositoryDirectory(dir, options.create ?? true);
+      if (storage.isLocalDirectory) await openRepositoryDirectory(dir, options.create ?? true);
+      else await openRepositoryStore(storage, options.create ?? true);
+      return new Repository(dir, await PackStore.open(storage), storage);
     } catch (error) {
+      await storage.close();
       if (error instanceof LazybootError) throw error;
       throw new RepositoryCorrupt(dir, `cannot be opened or created (${(error as Error).message})`, { cause: error });
     }
-    return new Repository(dir, await PackStore.open(join(dir, 'packs')));
   }
 
-  private manifestDir(name: string): string {
-    return join(this.dir, 'manifests', name);
+  private manifestKey(name: string, version?: number): string {
+    return version === undefined ? `manifests/${name}` : `manifests/${name}/${version}${MANIFEST_SUFFIX}`;
   }
 
   private manifestPath(name: string, version: number): string {
-    return join(this.manifestDir(name), `${version}${MANIFEST_SUFFIX}`);
+    return this.storage.describe(this.manifestKey(name, version));
   }
 
   /** Image names, sorted: the directories under manifests/ with a valid name (see listWithDamage for the rest). */
@@ -124,10 +131,10 @@ export class Repository {
   }
 
   private async manifestEntries(): Promise<Array<{ name: string; isImage: boolean; isDirectory: boolean }>> {
-    const entries = await readdir(join(this.dir, 'manifests'), { withFileTypes: true });
+    const entries = await this.storage.list('manifests');
     return entries
       .filter((entry) => !entry.name.startsWith('.'))
-      .map((entry) => ({ name: entry.name, isDirectory: entry.isDirectory(), isImage: entry.isDirectory() && isValidImageName(entry.name) }))
+      .map((entry) => ({ name: entry.name, isDirectory: entry.kind === 'directory', isImage: entry.kind === 'directory' && isValidImageName(entry.name) }))
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
@@ -135,7 +142,7 @@ export class Repository {
   async versions(name: string): Promise<number[]> {
     let entries: string[];
     try {
-      entries = await readdir(this.manifestDir(validateImageName(name)));
+      entries = (await this.storage.list(this.manifestKey(validateImageName(name)))).map((entry) => entry.name);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return [];
@@ -160,7 +167,7 @@ export class Repository {
     const images: ImageSummary[] = [];
     const damage: Damage[] = [];
     for (const entry of await this.manifestEntries()) {
-      const path = join(this.dir, 'manifests', entry.name);
+      const path = this.storage.describe(this.manifestKey(entry.name));
       if (!entry.isImage) {
         damage.push({ file: path, problem: entry.isDirectory ? 'is not a valid image name' : 'is not an image directory' });
         continue;
@@ -190,12 +197,15 @@ export class Repository {
 
   async manifestBytes(ref: string): Promise<Buffer> {
     const { name, version } = await this.resolveRef(ref);
+    let bytes: Buffer | undefined;
     try {
-      return await readFile(this.manifestPath(name, version));
+      bytes = await this.storage.get(this.manifestKey(name, version));
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new UnknownImage(ref);
+      if (error instanceof LazybootError) throw error;
       throw new RepositoryCorrupt(this.manifestPath(name, version), `cannot be read (${(error as Error).message})`, { cause: error });
     }
+    if (!bytes) throw new UnknownImage(ref);
+    return bytes;
   }
 
   async resolve(ref: string): Promise<Manifest> {
@@ -221,7 +231,7 @@ export class Repository {
   async readBlock(digest: Buffer, expectedLength?: number): Promise<Buffer> {
     if (isZeroDigest(digest)) return Buffer.alloc(expectedLength ?? DEFAULT_BLOCK_SIZE);
     const location = await this.store.locateFresh(digest);
-    if (!location) throw new BlockMissing(digest.toString('hex'), `no pack index in ${join(this.dir, 'packs')} lists it${this.damageNote()}`);
+    if (!location) throw new BlockMissing(digest.toString('hex'), `no pack index in ${this.store.dir} lists it${this.damageNote()}`);
     if (expectedLength !== undefined && location.length !== expectedLength) {
       throw new RepositoryCorrupt(location.pack.path, `holds block ${digest.toString('hex')} with ${location.length} bytes where ${expectedLength} are expected`);
     }
@@ -280,13 +290,6 @@ export class Repository {
         throw new BlockMissing(digest.toString('hex'), `block ${index} of the new version of ${image.name}`);
       }
     }
-    const dir = this.manifestDir(image.name);
-    await mkdir(dir, { recursive: true, mode: DIR_MODE }).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'EEXIST' && error.code !== 'ENOTDIR') throw error;
-      // A stray file under manifests/ with the image's name: only this image is blocked.
-      throw new ImportFailed(`${dir} is in the way (a file where image ${image.name}'s directory belongs)`, 'move it out of the repository (`lazyboot repo check` lists such files), or use another name');
-    });
-    await fsyncDirectory(join(this.dir, 'manifests'));
     const versions = await this.versions(image.name);
     for (let version = image.version ?? (versions[versions.length - 1] ?? 0) + 1; ; version++) {
       const manifest: Manifest = {
@@ -300,13 +303,25 @@ export class Repository {
         ...(image.parent !== undefined ? { parent: image.parent } : {}),
         ...(image.session !== undefined ? { session: image.session } : {}),
       };
-      // Another writer may take the same version number: link() refuses, and we try the next
-      // (or, when this exact version was asked for, report the conflict).
-      if (await createFileDurably(this.manifestPath(image.name, version), encodeManifest(manifest))) {
+      // Another writer may take the same version number: the create-only write (link(), or a PUT
+      // with If-None-Match: *) refuses, and we try the next (or, when this exact version was asked
+      // for, report the conflict).
+      if (await this.createManifest(image.name, version, encodeManifest(manifest))) {
         this.manifestCache.set(formatImageRef(image.name, version), manifest);
         return manifest;
       }
       if (image.version !== undefined) throw new VersionConflict(formatImageRef(image.name, version));
+    }
+  }
+
+  private async createManifest(name: string, version: number, bytes: Buffer): Promise<boolean> {
+    try {
+      return await this.storage.putIfAbsent(this.manifestKey(name, version), bytes);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'EEXIST' && code !== 'ENOTDIR') throw error;
+      // A stray file under manifests/ with the image's name: only this image is blocked.
+      throw new ImportFailed(`${this.storage.describe(this.manifestKey(name))} is in the way (a file where image ${name}'s directory belongs)`, 'move it out of the repository (`lazyboot repo check` lists such files), or use another name');
     }
   }
 
@@ -395,5 +410,6 @@ export class Repository {
 
   async close(): Promise<void> {
     await this.store.close();
+    await this.storage.close();
   }
 }

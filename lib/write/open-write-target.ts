@@ -16,6 +16,7 @@ export function canonicalWriteUri(uri: string): string {
     return `http://${url.host}`;
   }
   if (uri.startsWith('file:')) return resolvePath(fileURLToPath(uri));
+  if (uri.startsWith('s3://')) return uri.replace(/\/+$/, ''); // a repository in an S3 bucket, written in-process
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(uri)) throw unsupported(uri);
   return resolvePath(uri);
 }
@@ -27,7 +28,7 @@ function socketOf(uri: string): string {
 }
 
 function unsupported(uri: string): UsageError {
-  return new UsageError(`cannot write to ${JSON.stringify(uri)}`, 'use a repository directory, http+unix:///?socket=PATH or http://HOST:PORT (`lazyboot repo serve --write-socket PATH` prints it)');
+  return new UsageError(`cannot write to ${JSON.stringify(uri)}`, 'use a repository directory, http+unix:///?socket=PATH or http://HOST:PORT (`lazyboot repo serve --write-socket PATH` prints it), or s3://BUCKET/PREFIX');
 }
 
 export async function openWriteTarget(uri: string): Promise<WriteTarget> {

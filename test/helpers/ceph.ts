@@ -51,6 +51,8 @@ export interface CephCluster {
 export class CephStartFailed extends Error {}
 
 const MiB = 1024 * 1024;
+/** The pinned SDK would warn that its future releases need Node 22 (lazyboot pins it; see s3-storage.ts). */
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -15,18 +15,24 @@ import { imageTraceCommand } from './image-trace.js';
 
 interface RepoArgs {
   repo: string;
+  's3-endpoint'?: string;
 }
 
 const repoOption = {
   type: 'string',
-  describe: 'repository directory',
+  describe: 'repository: a directory, or s3://BUCKET/PREFIX',
   default: Repository.defaultDir(),
   defaultDescription: '$XDG_DATA_HOME/lazyboot/repo',
 } as const;
 
+export const s3EndpointOption = {
+  type: 'string',
+  describe: 'S3 endpoint URL for an s3:// repository (default: AWS_ENDPOINT_URL, the shared AWS config, or AWS S3)',
+} as const;
+
 /** Only an import may create the repository (in a missing or empty directory); readers refuse. */
-async function withRepository<T>(dir: string, work: (repo: Repository) => Promise<T>, options: { create?: boolean } = {}): Promise<T> {
-  const repo = await Repository.open(dir, { create: options.create ?? false });
+async function withRepository<T>(args: RepoArgs, work: (repo: Repository) => Promise<T>, options: { create?: boolean } = {}): Promise<T> {
+  const repo = await Repository.open(args.repo, { create: options.create ?? false, s3Endpoint: args['s3-endpoint'] });
   try {
     return await work(repo);
   } finally {
@@ -48,7 +54,7 @@ const importCommand: CommandModule<RepoArgs, RepoArgs & { file: string; name: st
     const blockSize = parseBlockSize(args['block-size'] ?? DEFAULT_BLOCK_SIZE);
     // The file is inspected (and refused) before the repository is opened or created.
     const image = await inspectImageFile(args.file, args.format);
-    await withRepository(args.repo, (repo) => importImageFile(repo, image, args.name, blockSize), { create: true });
+    await withRepository(args, (repo) => importImageFile(repo, image, args.name, blockSize), { create: true });
   },
 };
 
@@ -80,7 +86,7 @@ const lsCommand: CommandModule<RepoArgs, RepoArgs> = {
   command: 'ls',
   describe: 'list the images and versions in the repository',
   handler: async (args) => {
-    await withRepository(args.repo, async (repo) => {
+    await withRepository(args, async (repo) => {
       const { images, damage } = await repo.listWithDamage();
       // Damage stays local: the rest is listed, and each damaged file gets one note.
       for (const { file, problem } of damage) process.stderr.write(`lazyboot: note: skipped ${file}: it ${problem} (see \`lazyboot repo check\`)\n`);
@@ -104,7 +110,7 @@ const infoCommand: CommandModule<RepoArgs, RepoArgs & { image: string; verify: b
       .positional('image', { type: 'string', demandOption: true })
       .option('verify', { type: 'boolean', default: false, describe: 'also read and hash every block' }) as Argv<any>,
   handler: async (args) => {
-    await withRepository(args.repo, async (repo) => {
+    await withRepository(args, async (repo) => {
       const manifest = await repo.resolve(args.image);
       const check = await repo.checkImage(manifest, { verify: args.verify });
       const lines = [
@@ -132,7 +138,7 @@ const exportCommand: CommandModule<RepoArgs, RepoArgs & { image: string; file: s
   handler: async (args) => {
     // Ctrl-C removes the temp file beside FILE (export-file.ts registers it) before exiting 130.
     installSignalTeardown();
-    await withRepository(args.repo, async (repo) => {
+    await withRepository(args, async (repo) => {
       const manifest = await repo.resolve(args.image);
       const progress = new ProgressBar(`exporting ${formatImageRef(manifest.name, manifest.version)}`, manifest.size);
       try {
@@ -151,6 +157,7 @@ export const imageCommand: CommandModule<any, any> = {
   builder: (y: Argv) =>
     y
       .option('repo', repoOption)
+      .option('s3-endpoint', s3EndpointOption)
       .command(importCommand as CommandModule<any, any>)
       .command(lsCommand as CommandModule<any, any>)
       .command(infoCommand as CommandModule<any, any>)

@@ -4,9 +4,11 @@ import type { Argv, CommandModule } from 'yargs';
 import { Repository } from '../../repo/repository.js';
 import { checkRepository } from '../../repo/repository-check.js';
 import { RepositoryDamaged } from '../../repo/errors.js';
+import { UsageError } from '../../base/errors.js';
 
 interface CheckArgs {
   repo: string;
+  's3-endpoint'?: string;
   repair: boolean;
   verify: boolean;
 }
@@ -19,8 +21,11 @@ export const checkCommand: CommandModule<CheckArgs, CheckArgs> = {
       .option('repair', { type: 'boolean', default: false, describe: 'remove orphan packs and temp files of interrupted writers, make files 0600 and directories 0700' })
       .option('verify', { type: 'boolean', default: false, describe: 'also read every stored block and check its SHA-256' }) as Argv<any>,
   handler: async (args) => {
-    const repo = await Repository.open(args.repo, { create: false });
+    const repo = await Repository.open(args.repo, { create: false, s3Endpoint: args['s3-endpoint'] });
     await repo.close(); // the check reads the files itself
+    if (!repo.storage.isLocalDirectory) {
+      throw new UsageError(`repo check does not check an s3:// repository yet (${repo.dir})`, '`lazyboot image info NAME --verify --repo URI` checks one image\'s blocks');
+    }
     const { findings, images, packs } = await checkRepository(repo.dir, { repair: args.repair, verify: args.verify });
     for (const finding of findings) {
       const status = finding.repaired ? ' (repaired)' : finding.repair ? ' (--repair fixes this)' : '';

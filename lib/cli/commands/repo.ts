@@ -7,12 +7,14 @@ import { repositoryExports } from '../../repo/export-provider.js';
 import { checkListenAllowed, startNbdServer } from '../../nbd/server.js';
 import { loadServerTls } from '../../nbd/tls.js';
 import { UsageError } from '../../base/errors.js';
+import { s3EndpointOption } from './image.js';
 import { checkCommand } from './repo-check.js';
 import type { WriteServer } from '../../write/http-server.js';
 import { serverLimitOptions, serverLimitsOf, type ServerLimitArgs } from '../server-limits.js';
 
 interface ServeArgs extends ServerLimitArgs {
   repo: string;
+  's3-endpoint'?: string;
   verify: boolean;
   socket?: string;
   listen?: string;
@@ -22,9 +24,11 @@ interface ServeArgs extends ServerLimitArgs {
   'write-listen'?: string;
 }
 
-/** `$XDG_RUNTIME_DIR/lazyboot/repo.sock`, else `repo.sock` inside the repository directory. */
+/** `$XDG_RUNTIME_DIR/lazyboot/repo.sock`, else `repo.sock` inside the repository directory (an s3:// repository has none). */
 export function defaultSocketPath(repoDir: string): string {
-  return process.env.XDG_RUNTIME_DIR ? join(process.env.XDG_RUNTIME_DIR, 'lazyboot', 'repo.sock') : join(repoDir, 'repo.sock');
+  if (process.env.XDG_RUNTIME_DIR) return join(process.env.XDG_RUNTIME_DIR, 'lazyboot', 'repo.sock');
+  if (repoDir.startsWith('s3://')) throw new UsageError(`${repoDir} has no directory for the default socket`, 'give --socket PATH or --listen HOST:PORT (or set XDG_RUNTIME_DIR)');
+  return join(repoDir, 'repo.sock');
 }
 
 export function parseListen(value: string): { host: string; port: number } {
@@ -70,7 +74,7 @@ const serveCommand: CommandModule<ServeArgs, ServeArgs> = {
       ? await loadServerTls({ ...(args['tls-creds'] ? { x509Dir: args['tls-creds'] } : {}), ...(args['tls-psk'] ? { pskFile: args['tls-psk'] } : {}) })
       : undefined;
     const writeListen = args['write-listen'] ? parseListen(args['write-listen']) : undefined;
-    const repo = await Repository.open(args.repo, { create: false });
+    const repo = await Repository.open(args.repo, { create: false, s3Endpoint: args['s3-endpoint'] });
     let writes: WriteServer | undefined;
     try {
       const server = await startNbdServer({
@@ -114,7 +118,8 @@ export const repoCommand: CommandModule<any, any> = {
   describe: 'serve or check an image repository',
   builder: (y: Argv) =>
     y
-      .option('repo', { type: 'string', describe: 'repository directory', default: Repository.defaultDir(), defaultDescription: '$XDG_DATA_HOME/lazyboot/repo' })
+      .option('repo', { type: 'string', describe: 'repository: a directory, or s3://BUCKET/PREFIX', default: Repository.defaultDir(), defaultDescription: '$XDG_DATA_HOME/lazyboot/repo' })
+      .option('s3-endpoint', s3EndpointOption)
       .command(serveCommand as CommandModule<any, any>)
       .command(checkCommand as CommandModule<any, any>)
       .demandCommand(1, 'Name a repo command: serve or check.'),

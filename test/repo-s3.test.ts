@@ -1,0 +1,173 @@
+// The image repository on an S3 bucket, against a real Ceph RGW (test/helpers/ceph.ts): the CLI
+// imports, lists, exports and serves from `s3://BUCKET/PREFIX` byte for byte; two importers in
+// two processes get distinct, whole versions (create-only manifests); store failures are one line.
+import test from 'ava';
+import { execa } from 'execa';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { S3Client, ListObjectsV2Command, HeadObjectCommand } from '@aws-sdk/client-s3';
+import { startCephCluster, type CephCluster } from './helpers/ceph.js';
+import { lazyboot, inTempDir, oneLine } from './helpers/repo-cli.js';
+import { startServing } from './helpers/served-process.js';
+import { writeDisk, MiB } from './helpers/repo-fixtures.js';
+import { ensureFixture } from '../fixtures/build.js';
+import { Repository } from '../lib/repo/repository.js';
+import { VersionConflict } from '../lib/repo/errors.js';
+
+const BUCKET = 'lazyboot-tests';
+let cluster: CephCluster | undefined;
+
+test.before(async () => {
+  // No skip: a cluster that cannot start fails every test here with the reason.
+  cluster = await startCephCluster();
+  await cluster.createBucket(BUCKET);
+  Object.assign(process.env, cluster.env()); // the CLI processes inherit the endpoint and keys
+});
+
+test.after.always(async () => {
+  await cluster?.stop();
+});
+
+const prefix = (name: string): string => `s3://${BUCKET}/${name}-${randomBytes(3).toString('hex')}`;
+
+/** A disk with data, zeros and a repeated block, `size` bytes, different for each `seed`. */
+function disk(size: number, seed: number): Buffer {
+  const bytes = Buffer.alloc(size);
+  for (let at = 0; at < size; at += 256 * 1024) {
+    if ((at / (256 * 1024)) % 3 === 2) continue; // zero runs
+    randomBytes(Math.min(128 * 1024, size - at)).copy(bytes, at);
+  }
+  bytes.writeUInt32BE(seed, 0);
+  return bytes;
+}
+
+test('an image imported into s3:// lists, exports and serves byte-identical to qemu-img convert and nbdcopy', (t) =>
+  inTempDir(async (dir) => {
+    t.timeout(600_000);
+    const repo = prefix('serve');
+    const tiny = await ensureFixture('tiny');
+    const imported = await lazyboot(['image', 'import', tiny.path, 'tiny', '--repo', repo]);
+    t.is(imported.exitCode, 0, imported.stderr);
+    t.regex(imported.stdout, /^tiny@1: 40 MiB in 640 blocks of 64 KiB; [0-9]+ new/m);
+    const ls = await lazyboot(['image', 'ls', '--repo', repo]);
+    t.is(ls.exitCode, 0, ls.stderr);
+    t.regex(ls.stdout, /^tiny@1\s+40 MiB\s+64 KiB/m);
+    const info = await lazyboot(['image', 'info', 'tiny', '--verify', '--repo', repo]);
+    t.is(info.exitCode, 0, info.stderr);
+    t.regex(info.stdout, /check:\s+all blocks present and verified/);
+    const original = await readFile(tiny.path);
+    const exported = join(dir, 'exported.raw');
+    const exportRun = await lazyboot(['image', 'export', 'tiny@1', exported, '--repo', repo]);
+    t.is(exportRun.exitCode, 0, exportRun.stderr);
+    t.true((await readFile(exported)).equals(original), 'image export is byte-identical');
+
+    const socket = join(dir, 'repo.sock');
+    const server = await startServing(['repo', 'serve', '--repo', repo, '--socket', socket]);
+    try {
+      t.regex(server.uri, /^nbd\+unix:/);
+      const converted = join(dir, 'converted.raw');
+      await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', `nbd+unix:///tiny?socket=${socket}`, converted]);
+      t.true((await readFile(converted)).equals(original), 'qemu-img convert over repo serve is byte-identical');
+      const copied = join(dir, 'copied.raw');
+      await execa('nbdcopy', [`nbd+unix:///tiny@1?socket=${socket}`, copied]);
+      t.true((await readFile(copied)).equals(original), 'nbdcopy over repo serve is byte-identical');
+    } finally {
+      t.is(await server.stop(), 0);
+    }
+
+    // The directory layout, under the prefix; the 40 MiB pack went up as a multipart upload.
+    const client = new S3Client({ endpoint: cluster!.endpoint, region: cluster!.region, forcePathStyle: true, credentials: { accessKeyId: cluster!.accessKeyId, secretAccessKey: cluster!.secretAccessKey } });
+    try {
+      const keyPrefix = repo.slice(`s3://${BUCKET}/`.length) + '/';
+      const listed = await client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: keyPrefix }));
+      const keys = (listed.Contents ?? []).map((item) => item.Key!.slice(keyPrefix.length)).sort();
+      t.is(keys.length, 4, keys.join(' '));
+      t.is(keys[0], 'lazyboot-repository');
+      t.is(keys[1], 'manifests/tiny/1.manifest');
+      t.regex(keys[2]!, /^packs\/pack-[0-9a-f]+-[0-9]+-[0-9a-f]+\.idx$/);
+      t.regex(keys[3]!, /^packs\/pack-[0-9a-f]+-[0-9]+-[0-9a-f]+\.pack$/);
+      const pack = await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: keyPrefix + keys[3]! }));
+      t.regex(pack.ETag ?? '', /-[0-9]+"?$/, 'a multipart ETag (MD5-of-parts, dash, part count)');
+    } finally {
+      client.destroy();
+    }
+  }));
+
+test('two importers of one name in two processes get two distinct versions, both whole', (t) =>
+  inTempDir(async (dir) => {
+    t.timeout(600_000);
+    const repo = prefix('race');
+    // The repository exists first, so that the race is on the version and not on the marker.
+    const seedFile = await writeDisk(join(dir, 'seed.raw'), disk(1 * MiB, 0));
+    t.is((await lazyboot(['image', 'import', seedFile, 'other', '--repo', repo])).exitCode, 0);
+    const files = [await writeDisk(join(dir, 'a.raw'), disk(3 * MiB, 1)), await writeDisk(join(dir, 'b.raw'), disk(3 * MiB, 2))];
+    const runs = await Promise.all(files.map((file) => lazyboot(['image', 'import', file, 'racy', '--repo', repo])));
+    for (const run of runs) t.is(run.exitCode, 0, run.stderr);
+    const refs = runs.map((run) => /^(racy@[0-9]+):/m.exec(run.stdout)?.[1]).sort();
+    t.deepEqual(refs, ['racy@1', 'racy@2']);
+    const ls = await lazyboot(['image', 'ls', '--repo', repo]);
+    t.deepEqual(ls.stdout.split('\n').slice(1).filter(Boolean).map((line) => line.split(/\s+/)[0]), ['other@1', 'racy@1', 'racy@2']);
+    // Each version is exactly the file its importer read.
+    for (const [index, run] of runs.entries()) {
+      const ref = /^(racy@[0-9]+):/m.exec(run.stdout)![1]!;
+      const out = join(dir, `${ref}.raw`);
+      const exported = await lazyboot(['image', 'export', ref, out, '--repo', repo]);
+      t.is(exported.exitCode, 0, exported.stderr);
+      t.true((await readFile(out)).equals(await readFile(files[index]!)), `${ref} is whole`);
+    }
+  }));
+
+test('wrong credentials, a missing bucket, an unreachable endpoint and a bad URI each fail in one line', (t) =>
+  inTempDir(async (dir) => {
+    t.timeout(300_000);
+    const file = await writeDisk(join(dir, 'd.raw'), disk(256 * 1024, 3));
+    const repo = prefix('errors');
+    const badKey = await lazyboot(['image', 'ls', '--repo', repo], { AWS_ACCESS_KEY_ID: 'NOSUCHKEY0000000', AWS_SECRET_ACCESS_KEY: 'wrong' });
+    t.is(badKey.exitCode, 1);
+    t.true(oneLine(badKey.stderr), badKey.stderr);
+    t.regex(badKey.stderr, /refused the credentials \(InvalidAccessKeyId\)/);
+    const badSecret = await lazyboot(['image', 'import', file, 'x', '--repo', repo], { AWS_SECRET_ACCESS_KEY: 'wrong' });
+    t.is(badSecret.exitCode, 1);
+    t.true(oneLine(badSecret.stderr), badSecret.stderr);
+    t.regex(badSecret.stderr, /refused the credentials \(SignatureDoesNotMatch\)/);
+    const noBucket = await lazyboot(['image', 'import', file, 'x', '--repo', 's3://no-such-bucket/p']);
+    t.is(noBucket.exitCode, 1);
+    t.true(oneLine(noBucket.stderr), noBucket.stderr);
+    t.regex(noBucket.stderr, /bucket no-such-bucket does not exist at http:\/\/127\.0\.0\.1:[0-9]+/);
+    const unreachable = await lazyboot(['image', 'ls', '--repo', repo, '--s3-endpoint', 'http://127.0.0.1:9']);
+    t.is(unreachable.exitCode, 1);
+    t.true(oneLine(unreachable.stderr), unreachable.stderr);
+    t.regex(unreachable.stderr, /cannot reach the S3 endpoint http:\/\/127\.0\.0\.1:9 \(ECONNREFUSED\)/);
+    const badUri = await lazyboot(['image', 'ls', '--repo', 's3://UPPER/x']);
+    t.not(badUri.exitCode, 0);
+    t.true(oneLine(badUri.stderr), badUri.stderr);
+    t.regex(badUri.stderr, /invalid repository URI "s3:\/\/UPPER\/x"/);
+    const empty = await lazyboot(['image', 'ls', '--repo', repo]);
+    t.is(empty.exitCode, 1);
+    t.true(oneLine(empty.stderr), empty.stderr);
+    t.regex(empty.stderr, /s3:\/\/lazyboot-tests\/errors-[0-9a-f]+ is not a lazyboot repository \(it holds nothing\)/);
+    t.is((await lazyboot(['image', 'import', file, 'x', '--repo', repo])).exitCode, 0, 'nothing was damaged by the failures');
+  }));
+
+test('eight writers creating the same NAME@N at once: exactly one wins, the others get VersionConflict', async (t) => {
+  t.timeout(300_000);
+  const uri = prefix('claim');
+  const first = await Repository.open(uri, { create: true });
+  // Eight repositories, each with its own S3 client: as good as eight hosts for the store.
+  const writers = [first, ...(await Promise.all(Array.from({ length: 7 }, () => Repository.open(uri, { create: false }))))];
+  try {
+    const outcomes = await Promise.allSettled(writers.map((repo, index) =>
+      repo.commitImage({ name: 'claimed', size: 0, blockSize: 65536, digests: Buffer.alloc(0), version: 1, session: `writer-${index}` })));
+    const won = outcomes.filter((outcome) => outcome.status === 'fulfilled');
+    t.is(won.length, 1);
+    for (const outcome of outcomes) {
+      if (outcome.status === 'rejected') t.true(outcome.reason instanceof VersionConflict, String(outcome.reason));
+    }
+    const winner = (won[0] as PromiseFulfilledResult<{ session?: string }>).value.session;
+    t.is((await writers[0]!.resolve('claimed@1')).session, winner, 'the stored manifest is the winner\'s, whole');
+    t.deepEqual(await writers[0]!.versions('claimed'), [1]);
+  } finally {
+    await Promise.all(writers.map((repo) => repo.close()));
+  }
+});
