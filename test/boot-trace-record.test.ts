@@ -5,7 +5,7 @@
 // log line and the reads go on. Read by a real client (qemu-io) over the device's NBD socket.
 import test from 'ava';
 import { join } from 'node:path';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import { withDir } from 'tmp-promise';
 import { openCorDevice } from '../lib/cor/device.js';
 import { TraceStore } from '../lib/trace/trace-store.js';
@@ -160,3 +160,18 @@ for (const [kind, damage] of [
     t.is((await new TraceStore(traces).load(digest))?.recordings, 1);
   }, { unsafeCleanup: true }));
 }
+
+test('a huge file or a directory among the stored traces is passed over with a log line; the good recording still loads', (t) => withDir(async ({ path: dir }) => {
+  const store = new TraceStore(join(dir, 'traces'));
+  await store.save(sampleTrace());
+  const versionDir = join(dir, 'traces', DIGEST);
+  await writeFile(join(versionDir, '000000000000001-huge.trace'), '');
+  await truncate(join(versionDir, '000000000000001-huge.trace'), 3 * 1024 ** 3); // sparse: 3 GiB
+  await mkdir(join(versionDir, '000000000000002-dir.trace'));
+  const lines: string[] = [];
+  const loaded = await store.load(DIGEST, (line) => lines.push(line));
+  t.is(loaded?.recordings, 1);
+  t.true(lines.some((line) => /huge\.trace refused \(3221225472 bytes, larger than any trace\)/.test(line)), lines.join('\n'));
+  t.true(lines.some((line) => /dir\.trace is not a regular file/.test(line)), lines.join('\n'));
+  t.is((await store.list()).length, 1);
+}, { unsafeCleanup: true }));

@@ -3,12 +3,19 @@
 // into the local disk, rate-limited (`speed`, changeable with block-job-set-speed), pausable.
 // Progress comes from query-block-jobs; the end from BLOCK_JOB_COMPLETED. Once it completes the
 // qcow2 has no backing: the NBD node to the COR device is deleted, and QEMU alone has the disk.
+// A read error (the repository is away) does not end the job: `on-error: stop` pauses it
+// (BLOCK_JOB_ERROR), and it is resumed every few seconds until the reads succeed again; an
+// outage that lasts is reported once (onStalled), and the job goes on waiting.
 import { LazybootError } from '../lib/base/errors.js';
 import { NATIVE_BACKING_NODE, NATIVE_NODE } from './native-graph.js';
 import type { QmpClient, QmpEvent } from './qmp.js';
 
 export const FILL_JOB_ID = 'lazyboot-fill';
 const PROGRESS_POLL_MS = 1000;
+/** After a read error, how long the paused job waits before it tries again. */
+export const FILL_RETRY_MS = 3000;
+/** An outage longer than this is reported (the job keeps waiting for the repository). */
+export const FILL_STALL_REPORT_MS = 30_000;
 
 export interface FillJobProgress {
   /** Bytes done (already-allocated clusters count as done at once) and the total. */
@@ -17,6 +24,13 @@ export interface FillJobProgress {
   /** Bytes per second allowed; 0 = unlimited. */
   readonly speed: number;
   readonly paused: boolean;
+}
+
+/** What the job tells besides progress: a read error paused it, it has been stalled long, it runs again. */
+export interface FillJobTrouble {
+  onErrorPaused?(detail: string): void;
+  onStalled?(sinceMs: number, detail: string): void;
+  onResumed?(afterMs: number): void;
 }
 
 /** The block job ended with an error (e.g. the repository stayed away): the guest runs on, what is missing is still read through. */
@@ -38,10 +52,14 @@ export class FillJob {
   /** Resolves when the job completed and the backing node is gone; rejects with FillJobFailed. */
   readonly done: Promise<void>;
   #stopPolling: () => void = () => {};
+  /** Set while the job is paused by a read error: when that began, and the retry timer. */
+  #errorPause: { since: number; reported: boolean; timer: NodeJS.Timeout | undefined } | undefined;
+  #watching = true;
 
-  private constructor(private readonly qmp: QmpClient, onProgress: (progress: FillJobProgress) => void) {
+  private constructor(private readonly qmp: QmpClient, onProgress: (progress: FillJobProgress) => void, private readonly trouble: FillJobTrouble) {
     this.done = new Promise<void>((resolve, reject) => {
       const unsubscribe = qmp.onEvent((event: QmpEvent) => {
+        if (event.event === 'BLOCK_JOB_ERROR' && event.data.device === FILL_JOB_ID) return this.#onReadError(String(event.data.operation ?? 'read'));
         if (event.event !== 'BLOCK_JOB_COMPLETED' || event.data.device !== FILL_JOB_ID) return;
         unsubscribe();
         this.#stopPolling();
@@ -60,17 +78,60 @@ export class FillJob {
     const timer = setInterval(() => {
       qmp.execute<QueriedJob[]>('query-block-jobs').then((jobs) => {
         const job = jobs.find((candidate) => candidate.device === FILL_JOB_ID);
-        if (job) onProgress({ offset: job.offset, len: job.len, speed: job.speed, paused: job.paused });
+        if (!job) return;
+        // Moving again after a read error: the repository is back.
+        if (this.#errorPause && !job.paused && job.offset > (this.#errorPauseOffset ?? job.offset)) this.#onRecovered();
+        onProgress({ offset: job.offset, len: job.len, speed: job.speed, paused: job.paused || this.#errorPause !== undefined });
       }, () => {});
     }, PROGRESS_POLL_MS);
-    this.#stopPolling = () => clearInterval(timer);
+    this.#stopPolling = () => {
+      this.#watching = false;
+      clearInterval(timer);
+      clearTimeout(this.#errorPause?.timer);
+    };
   }
 
-  /** Starts block-stream on the native qcow2 node at `speed` bytes/s (0 = unlimited). */
-  static async start(qmp: QmpClient, options: { speed: number; onProgress?: (progress: FillJobProgress) => void }): Promise<FillJob> {
-    const job = new FillJob(qmp, options.onProgress ?? (() => {}));
+  #errorPauseOffset: number | undefined;
+
+  /** on-error: stop paused the job: try again in a while; report once if it lasts. */
+  #onReadError(operation: string): void {
+    if (!this.#watching) return;
+    const detail = `a ${operation} from the repository failed`;
+    if (!this.#errorPause) {
+      this.#errorPause = { since: Date.now(), reported: false, timer: undefined };
+      void this.#offsetNow().then((offset) => (this.#errorPauseOffset = offset));
+      this.trouble.onErrorPaused?.(detail);
+    }
+    const pause = this.#errorPause;
+    const stalledMs = Date.now() - pause.since;
+    if (!pause.reported && stalledMs >= FILL_STALL_REPORT_MS) {
+      pause.reported = true;
+      this.trouble.onStalled?.(stalledMs, detail);
+    }
+    clearTimeout(pause.timer);
+    pause.timer = setTimeout(() => {
+      if (this.#watching) this.resume().catch(() => undefined);
+    }, FILL_RETRY_MS);
+  }
+
+  #onRecovered(): void {
+    const pause = this.#errorPause!;
+    clearTimeout(pause.timer);
+    this.#errorPause = undefined;
+    this.#errorPauseOffset = undefined;
+    this.trouble.onResumed?.(Date.now() - pause.since);
+  }
+
+  async #offsetNow(): Promise<number | undefined> {
+    const jobs = await this.qmp.execute<QueriedJob[]>('query-block-jobs').catch(() => []);
+    return jobs.find((candidate) => candidate.device === FILL_JOB_ID)?.offset;
+  }
+
+  /** Starts block-stream on the native qcow2 node at `speed` bytes/s (0 = unlimited); a read error pauses it (see above). */
+  static async start(qmp: QmpClient, options: { speed: number; onProgress?: (progress: FillJobProgress) => void } & FillJobTrouble): Promise<FillJob> {
+    const job = new FillJob(qmp, options.onProgress ?? (() => {}), options);
     try {
-      await qmp.execute('block-stream', { 'job-id': FILL_JOB_ID, device: NATIVE_NODE, speed: options.speed });
+      await qmp.execute('block-stream', { 'job-id': FILL_JOB_ID, device: NATIVE_NODE, speed: options.speed, 'on-error': 'stop' });
     } catch (error) {
       job.#stopPolling();
       throw new FillJobFailed((error as Error).message);

@@ -12,6 +12,12 @@ export type NativePhaseEvent =
   | { readonly type: 'pivot'; readonly pauseMs: number; readonly drainMs: number; readonly atMs: number }
   /** The fill block job (fill-job.ts): progress in bytes, its end, or its failure. */
   | { readonly type: 'fill-progress'; readonly offset: number; readonly len: number; readonly atMs: number }
+  /** A read from the repository failed: the job paused and is retried every few seconds. */
+  | { readonly type: 'fill-paused'; readonly message: string; readonly atMs: number }
+  /** Still paused after FILL_STALL_REPORT_MS: the repository stays away (the job keeps waiting). */
+  | { readonly type: 'fill-stalled'; readonly message: string; readonly stalledMs: number; readonly atMs: number }
+  /** The reads succeed again: the job runs on. */
+  | { readonly type: 'fill-resumed'; readonly pausedMs: number; readonly atMs: number }
   | { readonly type: 'fill-complete'; readonly atMs: number }
   | { readonly type: 'fill-failed'; readonly message: string; readonly atMs: number };
 
@@ -72,6 +78,9 @@ export class NativePhase {
         this.#progress = progress;
         this.hooks.emit({ type: 'fill-progress', offset: progress.offset, len: progress.len, atMs: this.hooks.elapsedMs() });
       },
+      onErrorPaused: (message) => this.hooks.emit({ type: 'fill-paused', message, atMs: this.hooks.elapsedMs() }),
+      onStalled: (stalledMs, message) => this.hooks.emit({ type: 'fill-stalled', message, stalledMs, atMs: this.hooks.elapsedMs() }),
+      onResumed: (pausedMs) => this.hooks.emit({ type: 'fill-resumed', pausedMs, atMs: this.hooks.elapsedMs() }),
     });
     this.#fill = fill;
     this.#fillState = 'running';

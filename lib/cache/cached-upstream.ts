@@ -2,13 +2,16 @@
 // takes what the cache has (verified there), fetches the rest from the repositories in runs as
 // large as before, and puts what it fetched into the cache for every other VM on the host. Blocks
 // missing from the cache are claimed first (fetch-claims.ts): a block another process is fetching
-// right now is waited for, not fetched twice. All-zero blocks never touch the cache.
+// right now is waited for, not fetched twice. All-zero blocks never touch the cache; a short gap of
+// them between blocks to fetch is read along (as the copy-on-read device does) so that a run
+// stays one repository request.
 import { ReadOnlyBackend } from '../block/read-only.js';
 import { BlockError, type BlockBackend } from '../block/backend.js';
 import { DIGEST_BYTES, isZeroDigestAt, type Manifest } from '../repo/manifest-format.js';
 import { releaseShared } from '../fetch/shared-buffers.js';
 import type { BlockCache } from './block-cache.js';
 import type { FetchClaims } from './fetch-claims.js';
+import { MAX_ZERO_GAP_BLOCKS } from '../cor/fetch-queue.js';
 
 /**
  * How long a read waits for a block another live process is fetching before fetching it itself:
@@ -128,7 +131,8 @@ export class CachedUpstream extends ReadOnlyBackend {
   private fetchRuns(offset: number, length: number, digests: ReadonlyArray<string | undefined>, indexes: readonly number[], wanted: ReadonlySet<string>, claimed: ReadonlySet<string>, speculative: boolean): Promise<Array<{ from: number; data: Buffer }>> {
     const { blockSize } = this.manifest;
     const first = offset / blockSize;
-    return Promise.all(runsOf(indexes).map(async ([from, to]) => {
+    // Zero blocks between two blocks to fetch are read along (they cost no repository read), not split on.
+    return Promise.all(runsOf(indexes, (i) => digests[i] === undefined).map(async ([from, to]) => {
       const runOffset = offset + from * blockSize;
       const runLength = Math.min(offset + length, runOffset + (to - from) * blockSize) - runOffset;
       const data = await this.fetch(runOffset, runLength, speculative);
@@ -204,14 +208,23 @@ export class CachedUpstream extends ReadOnlyBackend {
   }
 }
 
-/** [from, to) runs of consecutive indexes in a sorted list. */
-function runsOf(sorted: readonly number[]): Array<[number, number]> {
+/**
+ * [from, to) runs of a sorted list of indexes; a gap of at most MAX_ZERO_GAP_BLOCKS indexes that
+ * are all `bridgeable` joins the runs on either side of it.
+ */
+function runsOf(sorted: readonly number[], bridgeable: (index: number) => boolean): Array<[number, number]> {
   const runs: Array<[number, number]> = [];
   for (const i of sorted) {
     const last = runs[runs.length - 1];
-    if (last && last[1] === i) last[1] = i + 1;
+    if (last && (last[1] === i || bridges(last[1], i, bridgeable))) last[1] = i + 1;
     else runs.push([i, i + 1]);
   }
   return runs;
+}
+
+function bridges(from: number, to: number, bridgeable: (index: number) => boolean): boolean {
+  if (to - from > MAX_ZERO_GAP_BLOCKS) return false;
+  for (let i = from; i < to; i++) if (!bridgeable(i)) return false;
+  return true;
 }
 

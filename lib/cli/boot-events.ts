@@ -2,7 +2,8 @@
 // place of the human lines and the text summary, for scripts that watch a boot. Every object has
 // `event` and `t` (milliseconds since the start), as in `run --json` (run-events.ts). Events:
 // control (the VM's name and socket), accelerator, qemu-up, storage-ready, boot-complete, agent-up,
-// pivot, fill-progress (each poll of the block job), fill-complete, fill-failed, disk-error,
+// pivot, fill-progress (each poll of the block job), fill-paused / fill-stalled / fill-resumed (a
+// repository outage during the fill), fill-complete, fill-failed, disk-error,
 // error (a failure, before the summary), summary (always last).
 import type { LazyVm, VmEvent } from '../launch.js';
 import type { RunEventLog } from './run-events.js';
@@ -33,6 +34,12 @@ export function followBootAsJson(vm: LazyVm, log: RunEventLog): void {
         return log.emit('fill-complete');
       case 'fill-failed':
         return log.emit('fill-failed', { message: event.message });
+      case 'fill-paused':
+        return log.emit('fill-paused', { message: event.message });
+      case 'fill-stalled':
+        return log.emit('fill-stalled', { message: event.message, stalledMs: event.stalledMs });
+      case 'fill-resumed':
+        return log.emit('fill-resumed', { pausedMs: event.pausedMs });
       case 'qmp-event':
         if (event.event.event === 'BLOCK_IO_ERROR') log.emit('disk-error', { data: event.event.data });
         return;

@@ -107,6 +107,12 @@ export function printMilestones(vm: LazyVm, write: (line: string) => void): void
         return `fill complete at ${seconds(event.atMs)}: the local disk holds the whole image; the copy-on-read device has left the data path`;
       case 'fill-failed':
         return `fill stopped at ${seconds(event.atMs)}: ${event.message}`;
+      case 'fill-paused':
+        return `fill paused at ${seconds(event.atMs)}: ${event.message}; retrying every few seconds`;
+      case 'fill-stalled':
+        return `fill stalled for ${seconds(event.stalledMs)}: ${event.message}; the guest runs on what is local, the fill resumes when the repository is back (or boot the same --disk again later to finish it)`;
+      case 'fill-resumed':
+        return `fill resumed at ${seconds(event.atMs)} after ${seconds(event.pausedMs)}: the repository is back`;
       case 'agent-up':
         return `guest agent up at ${seconds(event.atMs)}`;
       case 'qmp-event':

@@ -4,7 +4,7 @@
 // a recording that is refused (corrupt, truncated, another format or image version) is removed
 // with one log line, and the boot goes on with the others or without any.
 // Files are written atomically (temp file, fsync, rename): a crash leaves a whole trace or none.
-import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -16,6 +16,8 @@ import { TraceRefused } from './errors.js';
 
 /** Recorded boots kept per image version: enough for a majority to outvote an odd boot. */
 export const MAX_RECORDINGS = 5;
+/** No real trace is larger (32 Mi entries: every block of a 2 TiB image at 64 KiB); a bigger file is refused unread. */
+const MAX_TRACE_BYTES = 256 * 1024 * 1024;
 /** Image versions with traces kept; the least recently recorded beyond this are removed. */
 export const MAX_TRACED_VERSIONS = 100;
 const TRACE_SUFFIX = '.trace';
@@ -134,7 +136,14 @@ export class TraceStore {
     const traces: BootTrace[] = [];
     for (const name of await this.files(manifestDigest)) {
       const file = join(dir, name);
+      const info = await lstat(file).catch(() => undefined);
+      if (!info) continue; // removed meanwhile
+      if (!info.isFile()) {
+        log(`boot trace ${file} is not a regular file: passed over (remove it)`);
+        continue;
+      }
       try {
+        if (info.size > MAX_TRACE_BYTES) throw new TraceRefused(`${info.size} bytes, larger than any trace`);
         traces.push(decodeTrace(await readFile(file), manifestDigest));
       } catch (error) {
         if (!(error instanceof TraceRefused)) throw error;
