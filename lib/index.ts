@@ -34,5 +34,7 @@ export * from './nbd/errors.js';
 // Snapshots: ship a disk's modified blocks as a new image version ('lazyboot/write' has the
 // repository's write path itself: sessions, the in-process writer, the HTTP server and client).
 export { snapshot, type SnapshotOptions, type SnapshotResult, type SnapshotProgress } from './snapshot/snapshot.js';
+export { replicate, type ReplicateOptions, type Replication, type ReplicationSettings, type ReplicationPass, type ReplicationTotals } from './snapshot/replicate.js';
 export * from './snapshot/errors.js';
+export { SnapshotNotTaken } from './snapshot/on-exit.js';
 export { WriteTargetUnreachable, WriteRefused } from './write/errors.js';

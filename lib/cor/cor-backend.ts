@@ -81,6 +81,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   private readonly commitTimer: MapCommitTimer;
   /** Boot trace hooks (boot-tracing.ts): the guest's first reads recorded, a trace replayed ahead. */
   private readonly traces: TraceHooks;
+  /** Told of every guest write once its data landed (the replicator's "changed since upload"). */
+  private readonly writeWatchers = new Set<(first: number, last: number) => void>();
   /** The single-writer rule after the pivot (read-through.ts): its reader, and the mode it gates. */
   private readonly readThrough: ReadThrough;
   private readonly zeroStatus: ZeroStatus;
@@ -138,6 +140,9 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       overwriting: (first, last) => {
         this.fetchAhead.overwritten(first, last);
         this.traces.written(first, last);
+      },
+      landed: (first, last) => {
+        for (const watcher of this.writeWatchers) watcher(first, last);
       },
     });
   }
@@ -288,6 +293,15 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   /** Bytes of image data the guest has needed (read, or partially overwritten), each block once. */
   get demandedBytes(): number {
     return this.demand.demandedBytes;
+  }
+
+  /**
+   * Calls `watcher(first, last)` after each guest write's data landed (blocks first..last). Told
+   * after, not before: a reader that saw the old bytes is always told again. Returns the unwatch.
+   */
+  watchWrites(watcher: (first: number, last: number) => void): () => void {
+    this.writeWatchers.add(watcher);
+    return () => this.writeWatchers.delete(watcher);
   }
 
   /** Guest requests running or queued now; fill waits for zero. */

@@ -17,6 +17,8 @@ export interface GuestWriteParts {
   needOldContent(block: number): Promise<void>;
   /** Blocks [first, last] are about to be overwritten (fetch ahead and the trace recorder note it). */
   overwriting(first: number, last: number): void;
+  /** The write of blocks [first, last] ended (also a failed one: its bytes may have landed in part). */
+  landed(first: number, last: number): void;
 }
 
 export class GuestWrites {
@@ -51,6 +53,8 @@ export class GuestWrites {
       await apply();
       for (const b of claimed) map.markPresent(b, 1);
     } finally {
+      // Also after a failed write: its bytes may have landed in part.
+      this.parts.landed(first, last);
       for (const b of claimed) claims.release(b, 1, writing);
       done();
     }

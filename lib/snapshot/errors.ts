@@ -35,3 +35,13 @@ export class SendingSetCorrupt extends LazybootError {
     super(`${path} (blocks of an interrupted snapshot) ${problem}`, 'its marks cannot be recovered from it: snapshot with --full to hash every block and send what the repository lacks, then delete it');
   }
 }
+
+/** replicate() was given no map to start from. */
+export class ReplicateNoMap extends LazybootError {
+  constructor(disk: string, mapPath: string) {
+    super(`${disk} has no map (${mapPath})`, 'replicate a disk made by `lazyboot disk serve` or `lazyboot boot --disk`, or give `boot --replicate-to`');
+  }
+}
+
+/** A replication option out of range (no target, the same target twice, an interval or rate that cannot be). */
+export class ReplicateOptionInvalid extends LazybootError {}
