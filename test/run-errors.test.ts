@@ -2,6 +2,7 @@
 // runner failed", so a guest command's own 1 or 2 is never confused with it) — bad arguments and an
 // unknown image before anything boots, and a guest whose agent never answers (the tiny image has no
 // qemu-guest-agent): a one-line timeout and nothing left behind.
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
@@ -31,7 +32,14 @@ test('bad run arguments are refused before anything boots: one line each, exit 1
     [['--ssh-key', `${scratch}/missing.pub`], /--ssh-key .*missing.pub: no such file/],
     [['--ssh-key', CLI], /--ssh-key .* is not one OpenSSH public key line: give the .pub file/],
     [['--json', '--json-fd', '9'], /--json-fd 9 is not open: open it in the shell/],
+    [['--share', 'no-such-dir:/src'], /--share: no-such-dir is not a directory on the host: give an existing directory/],
+    [['--share', `${scratch}:relative`], /--share ".*": the guest directory relative is not an absolute path below \//],
+    [['--share', `${scratch}:/src:rw`], /--share ".*" is not HOST_DIR:GUEST_DIR\[:ro\]: write e.g./],
+    [['--user-data', `${scratch}/missing.yaml`], /--user-data .*missing.yaml: no such file/],
+    [['--user-data', scratch], /--user-data .* is not a file/],
+    [['--user-data', path.join(scratch, 'not-user-data.yaml')], /--user-data .*not-user-data.yaml is not cloud-init user data \(it starts with "hostname: x"\): start it with #cloud-config/],
   ];
+  await writeFile(path.join(scratch, 'not-user-data.yaml'), 'hostname: x\n');
   for (const [flags, message] of cases) {
     const result = await execa('node', [CLI, 'run', 'tiny', '--from', scratch, ...flags, '--', 'true'], { reject: false, env: { TMPDIR: scratch } });
     t.is(result.exitCode, 125, flags.join(' '));

@@ -16,6 +16,9 @@ import { configureGuestNetwork, prepareNetwork } from '../run-network.js';
 import { parsePersonalization, personalize } from '../run-personalize.js';
 import type { NetworkMode } from '../../../vmm/network-args.js';
 import { parseDurationMs } from '../units.js';
+import { prepareSeedDisk, readUserData, waitForCloudInit, type SeedDisk } from '../run-user-data.js';
+import { mountShares, parseShare, startShares, type RunShares } from '../run-share.js';
+import { VM_DEFAULTS } from '../../../vmm/vm-options.js';
 
 interface RunArgs extends BootArgs {
   '--'?: (string | number)[];
@@ -31,6 +34,8 @@ interface RunArgs extends BootArgs {
   'ssh-key'?: string;
   'ssh-user': string;
   forward?: string[];
+  share?: string[];
+  'user-data'?: string;
 }
 
 /** Lines of the serial console shown when the command times out. */
@@ -53,7 +58,9 @@ export const runCommand: CommandModule<any, RunArgs> = {
       .option('copy-out', { type: 'string', array: true, describe: 'copy a guest file to the host after the command, also when it failed (GUEST:HOST); repeatable' })
       .option('net', { choices: ['user', 'restrict', 'none'] as const, default: 'user', describe: 'guest network: user-mode NAT, restrict (only the forwards reach the guest; it reaches nothing), or none' })
       .option('forward', { type: 'string', array: true, describe: 'forward 127.0.0.1:HOST_PORT to GUEST_PORT (HOST_PORT:GUEST_PORT, or GUEST_PORT for a free host port, printed); repeatable' })
-      .option('hostname', { type: 'string', describe: "set the guest's hostname (through the agent)" })
+      .option('share', { type: 'string', array: true, describe: 'share a host directory with the guest over virtiofs (HOST_DIR:GUEST_DIR, :ro for read-only); repeatable' })
+      .option('user-data', { type: 'string', describe: 'cloud-init user-data file, attached as a NoCloud seed disk (label cidata); waits until cloud-init is done' })
+      .option('hostname', { type: 'string', describe: "set the guest's hostname (through the agent; also in the seed's meta-data with --user-data)" })
       .option('ssh-key', { type: 'string', describe: 'authorize this public key file for --ssh-user in the guest (through the agent)' })
       .option('ssh-user', { type: 'string', default: 'root', describe: 'the guest user --ssh-key is authorized for' })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'no milestones on stderr' })
@@ -68,6 +75,8 @@ export const runCommand: CommandModule<any, RunArgs> = {
     const events = RunEventLog.open(args.json, args['json-fd']);
     const times: { bootMs?: number; commandMs?: number } = {};
     let vm: LazyVm | undefined;
+    let seed: SeedDisk | undefined;
+    let shares: RunShares | undefined;
     try {
       const command = (args['--'] ?? []).map(String);
       if (command.length === 0) throw new UsageError('no command to run', 'put it after --, e.g. lazyboot run debian -- uname -a');
@@ -76,17 +85,28 @@ export const runCommand: CommandModule<any, RunArgs> = {
       const copyOuts = (args['copy-out'] ?? []).map(parseCopyOut);
       const settings = parsePersonalization({ hostname: args.hostname, sshKey: args['ssh-key'], sshUser: args['ssh-user'] });
       const network = await prepareNetwork(args.net, args.forward ?? []);
+      const shareSpecs = (args.share ?? []).map(parseShare);
+      const userData = args['user-data'] === undefined ? undefined : await readUserData(args['user-data']);
       // The CLI owns its process: Ctrl-C/SIGTERM and crashes tear the VM down (the library does not).
       installSignalTeardown();
       teardownOnUncaughtException();
       const say = args.quiet || args.json ? () => {} : (line: string) => void process.stderr.write(`lazyboot: ${line}\n`);
       const launchOptions = launchOptionsOf({ ...args, timeout: args['boot-timeout'] });
-      vm = await launch({ ...launchOptions, qemuArgs: [...network.qemuArgs, ...(launchOptions.qemuArgs ?? [])], agent: true, log: corLog(say) });
+      if (userData) seed = await prepareSeedDisk(userData, settings.hostname);
+      shares = await startShares(shareSpecs, launchOptions.memoryMiB ?? VM_DEFAULTS.memoryMiB);
+      const extraArgs = [...network.qemuArgs, ...(seed?.qemuArgs ?? []), ...shares.qemuArgs];
+      vm = await launch({ ...launchOptions, qemuArgs: [...extraArgs, ...(launchOptions.qemuArgs ?? [])], agent: true, log: corLog(say) });
       printMilestones(vm, say);
       events.follow(vm);
       try {
         await vm.ready;
         times.bootMs = events.elapsedMs();
+        if (seed) {
+          const status = await waitForCloudInit(vm, launchOptions.timeoutMs || VM_DEFAULTS.timeoutMs);
+          if (status === 'done') say('cloud-init: done with the seed');
+          else process.stderr.write(`lazyboot: warning: cloud-init in the guest says status: ${status} (see /var/log/cloud-init.log in the guest)\n`);
+          events.emit('cloud-init', { status });
+        }
         for (const line of await personalize(vm, settings)) {
           say(`personalized: ${line}`);
           events.emit('personalized', { result: line });
@@ -100,6 +120,10 @@ export const runCommand: CommandModule<any, RunArgs> = {
             if (!args.json) process.stderr.write(`lazyboot: forwarding 127.0.0.1:${forward.hostPort} to guest port ${forward.guestPort}\n`);
             events.emit('forward', { hostAddress: '127.0.0.1', hostPort: forward.hostPort, guestPort: forward.guestPort });
           }
+        }
+        for (const line of await mountShares(vm, shares.shares)) {
+          say(`shared ${line}`);
+          events.emit('shared', { result: line });
         }
         for (const copy of copyIns) {
           const copied = await vm.copyIn(copy.host, copy.guest);
@@ -120,6 +144,8 @@ export const runCommand: CommandModule<any, RunArgs> = {
       events.emit('error', { message: error instanceof LazybootError ? error.toLine() : (error as Error).message });
       throw error;
     } finally {
+      await shares?.close();
+      await seed?.remove();
       events.stop();
       const stats = vm?.stats();
       events.emit('summary', {
