@@ -171,3 +171,24 @@ test('eight writers creating the same NAME@N at once: exactly one wins, the othe
     await Promise.all(writers.map((repo) => repo.close()));
   }
 });
+
+test('a copy-on-read disk served --from s3:// reads byte-identical, each data block fetched once from the bucket', (t) =>
+  inTempDir(async (dir) => {
+    t.timeout(300_000);
+    const repo = prefix('cor');
+    const file = await writeDisk(join(dir, 'image.raw'), disk(6 * MiB, 4));
+    t.is((await lazyboot(['image', 'import', file, 'lazy', '--repo', repo])).exitCode, 0);
+    const socket = join(dir, 'disk.sock');
+    const server = await startServing(['disk', 'serve', 'lazy', '--from', repo, '--disk', join(dir, 'disk.raw'), '--socket', socket, '--no-cache']);
+    let stopped: number | undefined;
+    try {
+      const copy = join(dir, 'copy.raw');
+      await execa('nbdcopy', [server.uri, copy]);
+      t.true((await readFile(copy)).equals(await readFile(file)), 'nbdcopy through the COR disk is byte-identical');
+    } finally {
+      stopped = await server.stop();
+    }
+    t.is(stopped, 0);
+    // 96 blocks of 64 KiB, 32 of them data: each fetched once, straight from the bucket.
+    t.regex(server.stderr(), / 32 blocks fetched in [0-9]+ requests, 0 failed/);
+  }));
