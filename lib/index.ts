@@ -42,7 +42,9 @@ export { StreamPortClosed } from '../guest/stream-ports.js';
 // Snapshots: ship a disk's modified blocks as a new image version ('lazyboot/write' has the
 // repository's write path itself: sessions, the in-process writer, the HTTP server and client).
 export { snapshot, type SnapshotOptions, type SnapshotResult, type SnapshotProgress } from './snapshot/snapshot.js';
+export { replicate, type ReplicateOptions, type Replication, type ReplicationSettings, type ReplicationPass, type ReplicationTotals } from './snapshot/replicate.js';
 export * from './snapshot/errors.js';
+export { SnapshotNotTaken } from './snapshot/on-exit.js';
 export { SendingSetCorrupt } from './snapshot/sending-set.js';
 export { WriteTargetUnreachable } from './write/http-client.js';
 export { WriteRefused } from './write/http-protocol.js';

@@ -3,6 +3,8 @@
 // (the device's own names: CorDeviceOptions in cor/device.ts).
 import type { CorDeviceOptions } from './cor/device.js';
 import type { BootTraceOptions } from './cor/boot-tracing.js';
+import type { ReplicationSettings } from './snapshot/replicate.js';
+import type { ExitSnapshot } from './snapshot/on-exit.js';
 import { UsageError } from './base/errors.js';
 import { parseMemoryMiB, type VmOptions } from '../vmm/vm-options.js';
 
@@ -32,6 +34,18 @@ export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 'fill' 
    * ahead of the guest. `false` turns both off; see BootTraceOptions for the rest.
    */
   readonly trace?: BootTraceOptions | false;
+  /**
+   * Upload the guest's writes to these repositories in the background while the VM runs (no
+   * version is committed: a later snapshot only commits). Writes made after a live pivot are
+   * QEMU's: they reach the map when the VM ends, for the snapshot, not the replicator.
+   */
+  readonly replicate?: ReplicationSettings;
+  /**
+   * When the VM has ended (the disk closed, after a pivot the writes folded into the map), ship
+   * the disk as a new version `as` (to `to`, default the `from` directory or the default
+   * repository): see LazyVm.snapshotted.
+   */
+  readonly snapshotOnExit?: ExitSnapshot;
 }
 
 /** The launch's VM options, the deprecated `memory` folded into `memoryMiB` (the one place it is read). */

@@ -20,6 +20,12 @@ import type { PivotOutcome } from './pivot/live-pivot.js';
 import type { FoldResult } from './pivot/fold-native.js';
 import { recoverInterruptedPivot } from './pivot/interrupted-pivot.js';
 import { assertPivotable, LaunchPivot } from './pivot/launch-pivot.js';
+import { snapshot, type SnapshotResult } from './snapshot/snapshot.js';
+import { checkReplicationSettings, replicationAttachment, type ReplicationSettings } from './snapshot/replicate.js';
+import { describePass } from './snapshot/replicator.js';
+import { exitSnapshotTarget, SnapshotNotTaken } from './snapshot/on-exit.js';
+import { canonicalWriteUri } from './write/open-write-target.js';
+import { validateImageName } from './repo/image-name.js';
 
 export type { LaunchOptions, PivotMode } from './launch-options.js';
 export type { PivotOutcome } from './pivot/live-pivot.js';
@@ -76,6 +82,12 @@ export interface LazyVm extends AsyncDisposable {
    * undefined when tracing is off or the boot never got ready.
    */
   readonly traceOutcome: Promise<TraceOutcome | undefined>;
+  /**
+   * With `snapshotOnExit`: resolves once the VM ended and the disk was shipped, with the snapshot's
+   * summary (undefined without the option, or when the VM never started); rejects with the
+   * snapshot's error (its marks are kept: `lazyboot snapshot --disk` retries it for a kept disk).
+   */
+  readonly snapshotted: Promise<SnapshotResult | undefined>;
   exec(program: string, args?: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
   /** Runs a command with live output on the given sinks (stream ports); a timeout kills it in the guest. Needs `agent: true`. */
   run(command: readonly string[], options: RunCommandOptions): Promise<RunOutcome>;
@@ -88,6 +100,17 @@ export interface LazyVm extends AsyncDisposable {
   /** QEMU's block nodes (node name, driver): which parts are in the data path now. */
   blockNodes(): Promise<Array<{ nodeName: string; driver: string }>>;
   close(): Promise<void>;
+}
+
+/** Passes that did something, or failed, are logged unless the caller watches them itself. */
+function withPassLog(settings: ReplicationSettings, log: ((line: string) => void) | undefined): ReplicationSettings {
+  return {
+    ...settings,
+    log: settings.log ?? log,
+    onPass: settings.onPass ?? ((pass) => {
+      if (pass.error || pass.sentBlocks > 0) log?.(describePass(pass));
+    }),
+  };
 }
 
 export interface LazyVmStatus extends NativeStatus {
@@ -105,6 +128,22 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   if (pivotMode !== 'live' && pivotMode !== 'none') throw new UsageError(`unknown pivot mode ${JSON.stringify(pivotMode)}`, 'use live or none');
   // A pivot needs a storage-ready: without our hooks only the guest agent can say it.
   const vmOptions = withVmDefaults({ ...vmOptionsOf(options), agent: pivotMode === 'live' && !options.agent ? 'optional' : options.agent });
+  if (options.replicate) checkReplicationSettings(options.replicate);
+  const exitSnapshot = options.snapshotOnExit ? { as: options.snapshotOnExit.as, to: exitSnapshotTarget(options.snapshotOnExit, options.from ?? []) } : undefined;
+  if (exitSnapshot) {
+    validateImageName(exitSnapshot.as);
+    canonicalWriteUri(exitSnapshot.to);
+  }
+  let settleSnapshot!: (outcome: () => Promise<SnapshotResult | undefined>) => void;
+  let snapshotSettled = false;
+  const snapshotted = new Promise<SnapshotResult | undefined>((resolve, reject) => {
+    settleSnapshot = (outcome) => {
+      if (snapshotSettled) return;
+      snapshotSettled = true;
+      void outcome().then(resolve, reject);
+    };
+  });
+  snapshotted.catch(() => undefined); // the caller may not ask
   const tempDiskDir = options.disk ? undefined : await mkdtemp(path.join(tmpdir(), 'lazyboot-disk-'));
   const diskPath = path.resolve(options.disk ?? path.join(tempDiskDir!, 'disk.raw'));
   let cor: CorDevice | undefined;
@@ -131,6 +170,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       cache: options.cache,
       // Recorded on a first boot of the image version, replayed (and refined) on the later ones.
       trace: options.trace === false ? false : (options.trace ?? {}),
+      ...(options.replicate ? { attach: replicationAttachment(withPassLog(options.replicate, options.log)) } : {}),
     });
   } catch (error) {
     if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
@@ -151,6 +191,8 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   let traceStored: Promise<TraceOutcome | undefined> = Promise.resolve(undefined);
   // eslint-disable-next-line prefer-const -- the disk's close reads it once the pivot exists
   let pivotPart: LaunchPivot | undefined;
+  /** The VM came up (a start that failed ships no snapshot). */
+  let vmStarted = false;
   const started = await TransientVm.start({
     ...vmOptions,
     disk: {
@@ -163,7 +205,19 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
           await device.close();
           // QEMU has exited: what it wrote and allocated since the pivot goes into the map.
           folded = await pivotPart?.afterQemuExit();
+          // The disk is whole and ours again: ship it before a temporary disk goes.
+          if (exitSnapshot && vmStarted) {
+            await pivotPart?.release();
+            const shipped = snapshot({ disk: diskPath, to: exitSnapshot.to, as: exitSnapshot.as, log: options.log });
+            settleSnapshot(() => shipped);
+            await shipped.catch(() => undefined);
+          }
         } finally {
+          // Not shipped: the VM never started, or closing the disk failed (then say so).
+          settleSnapshot(async () => {
+            if (exitSnapshot && vmStarted) throw new SnapshotNotTaken(diskPath);
+            return undefined;
+          });
           await pivotPart?.release();
           if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
         }
@@ -172,6 +226,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     requireStorageReady: pivotMode === 'live',
   });
   // TransientVm.start closed the disk itself if it threw.
+  vmStarted = true;
   const pivotting = new LaunchPivot(started, device, { diskPath, diskGiven: options.disk !== undefined, tempDiskDir, log: options.log }, () => (lastStats = device.stats()));
   pivotPart = pivotting;
   const fillRequest = { fill: options.fill ?? false, fillRate: options.fillRate ?? 0 };
@@ -198,6 +253,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   }
   return {
     traceOutcome,
+    snapshotted,
     pivoted,
     filled,
     get folded() {

@@ -17,7 +17,7 @@ import { ensureFixture } from '../fixtures/build.js';
 
 const ROOT_NAMES = [
   // What a harness calls.
-  'launch', 'openCorDevice', 'Repository', 'snapshot', 'VM_DEFAULTS', 'installSignalTeardown', 'teardownOnUncaughtException', 'tuneProcess',
+  'launch', 'openCorDevice', 'Repository', 'snapshot', 'replicate', 'VM_DEFAULTS', 'installSignalTeardown', 'teardownOnUncaughtException', 'tuneProcess',
   // What it may catch.
   'LazybootError', 'UsageError', 'FileSystemFailed', 'BlockError',
   'QmpError', 'QmpConnectionClosed', 'QmpTimeout', 'QemuNotFound', 'QemuExited', 'KvmUnavailable', 'IllegalVmAction', 'GuestDiskError', 'BootTimeout', 'VmEndedEarly', 'StorageReadinessUnknown', 'GuestBootFailed', 'GuestPanicked',
@@ -28,7 +28,7 @@ const ROOT_NAMES = [
   'UnknownImage', 'InvalidImageName', 'InvalidBlockSize', 'RepositoryCorrupt', 'BlockMissing', 'BlockCorrupt', 'ImportFailed', 'ExportFailed', 'UnsafeImage',
   'NotARepository', 'RepositoryDamaged', 'UnknownParent', 'ImageShapeMismatch', 'BlockDigestMismatch', 'VersionConflict', 'MalformedWriteRequest', 'InvalidManifest', 'StoreUnavailable',
   'NbdConnectError', 'NbdListenFailed', 'TlsCredentialsInvalid',
-  'MapTargetsFull', 'SnapshotNoMap', 'SnapshotNeedsFullDisk', 'SnapshotBaselineChanged', 'SnapshotInterrupted', 'SendingSetCorrupt',
+  'MapTargetsFull', 'SnapshotNoMap', 'SnapshotNeedsFullDisk', 'SnapshotBaselineChanged', 'SnapshotInterrupted', 'SendingSetCorrupt', 'ReplicateNoMap', 'ReplicateOptionInvalid', 'SnapshotNotTaken',
   'WriteTargetUnreachable', 'WriteRefused',
 ];
 

@@ -8,6 +8,8 @@ import { humanSize } from './human-size.js';
 import { ProgressBar } from './progress-bar.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
 import { cacheOf, cacheOptions, type CacheArgs } from './cache-options.js';
+import { replicationArgs } from './replication-args.js';
+import { UsageError } from '../base/errors.js';
 
 export interface BootArgs extends CacheArgs {
   image: string;
@@ -28,6 +30,11 @@ export interface BootArgs extends CacheArgs {
   trace?: boolean;
   'trace-dir'?: string;
   'trace-to'?: string;
+  'replicate-to'?: string[];
+  'replicate-interval'?: string;
+  'replicate-rate'?: string;
+  'snapshot-on-exit'?: string;
+  'snapshot-to'?: string;
 }
 
 export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
@@ -50,7 +57,12 @@ export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
     .option('fetch-ahead', { type: 'string', describe: 'largest window fetched ahead of a sequential guest read (e.g. 8M; 0 = only what the guest reads)', defaultDescription: '8M' })
     .option('trace', { type: 'boolean', describe: 'record the blocks a first boot reads, fetch them ahead of the guest on later boots (--no-trace: neither)', defaultDescription: 'true' })
     .option('trace-dir', { type: 'string', describe: 'where boot traces are kept when the repository cannot be written', defaultDescription: '$XDG_CACHE_HOME/lazyboot/traces' })
-    .option('trace-to', { type: 'string', describe: 'store boot traces in this repository: a directory, or the write path of `repo serve` (http+unix:///?socket=PATH, http://127.0.0.1:PORT)', defaultDescription: 'a repository directory given with --from, else the host cache' }) as unknown as Argv<T & BootArgs>;
+    .option('trace-to', { type: 'string', describe: 'store boot traces in this repository: a directory, or the write path of `repo serve` (http+unix:///?socket=PATH, http://127.0.0.1:PORT)', defaultDescription: 'a repository directory given with --from, else the host cache' })
+    .option('replicate-to', { type: 'string', array: true, describe: 'upload the guest\'s writes to this repository in the background (directory, http+unix:///?socket=PATH, http://127.0.0.1:PORT; repeatable): a later snapshot only commits' })
+    .option('replicate-interval', { type: 'string', describe: 'pause between replication passes (e.g. 30s)', defaultDescription: '30s' })
+    .option('replicate-rate', { type: 'string', describe: 'replication upload limit in bytes per second (e.g. 20M; 0 = unlimited)', defaultDescription: '0' })
+    .option('snapshot-on-exit', { type: 'string', describe: 'when the VM ends, ship the disk as a new version of this image name (what the guest wrote is kept)' })
+    .option('snapshot-to', { type: 'string', describe: 'repository for --snapshot-on-exit (directory, http+unix:///?socket=PATH, http://127.0.0.1:PORT)', defaultDescription: 'the --from directory, else the default repository' }) as unknown as Argv<T & BootArgs>;
 }
 
 /** The COR device's diagnostics worth a user's eye (not its per-connection chatter). */
@@ -58,6 +70,17 @@ export function corLog(say: (line: string) => void): (line: string) => void {
   return (line) => {
     if (!line.startsWith('connection ')) say(line);
   };
+}
+
+/** `--replicate-to` and its pace; a pace without a target is a mistake worth a line. */
+function replicationOf(args: BootArgs): Pick<LaunchOptions, 'replicate'> {
+  const to = args['replicate-to'] ?? [];
+  if (to.length === 0) {
+    if (args['replicate-interval'] !== undefined || args['replicate-rate'] !== undefined) throw new UsageError('--replicate-interval and --replicate-rate need --replicate-to', 'give --replicate-to URI');
+    return {};
+  }
+  const { intervalMs, rate } = replicationArgs(args['replicate-interval'] ?? '30s', args['replicate-rate'] ?? '0');
+  return { replicate: { to, intervalMs, rate } };
 }
 
 /** The launch() options the flags ask for: text parsed here, absent flags left to launch()'s defaults. */
@@ -81,6 +104,8 @@ export function launchOptionsOf(args: BootArgs): LaunchOptions {
     fill: args.fill,
     fillRate: given(args['fill-rate'], parseSizeBytes),
     trace: args.trace === false ? false : { dir: args['trace-dir'], ...(args['trace-to'] !== undefined ? { to: args['trace-to'] } : {}) },
+    ...replicationOf(args),
+    ...(args['snapshot-on-exit'] !== undefined ? { snapshotOnExit: { as: args['snapshot-on-exit'], ...(args['snapshot-to'] !== undefined ? { to: args['snapshot-to'] } : {}) } } : {}),
   };
 }
 

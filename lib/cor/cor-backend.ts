@@ -80,6 +80,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   private readonly log: (line: string) => void;
   /** Boot trace hooks (boot-tracing.ts): the guest's first reads recorded, a trace replayed ahead. */
   private recorder: TraceRecorder | undefined;
+  /** Told of every guest write once its data landed (the replicator's "changed since upload"). */
+  private readonly writeWatchers = new Set<(first: number, last: number) => void>();
   private replay: TraceReplay | undefined;
   private readonly readThrough: ReadThrough;
   /**
@@ -311,6 +313,15 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     return this.demand.demandedBytes;
   }
 
+  /**
+   * Calls `watcher(first, last)` after each guest write's data landed (blocks first..last). Told
+   * after, not before: a reader that saw the old bytes is always told again. Returns the unwatch.
+   */
+  watchWrites(watcher: (first: number, last: number) => void): () => void {
+    this.writeWatchers.add(watcher);
+    return () => this.writeWatchers.delete(watcher);
+  }
+
   /** Guest requests running or queued now; fill waits for zero. */
   get activeGuestRequests(): number {
     return this.guests.active;
@@ -396,6 +407,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       await apply();
       for (const b of claimed) this.map.markPresent(b, 1);
     } finally {
+      // Also after a failed write: its bytes may have landed in part.
+      for (const watcher of this.writeWatchers) watcher(first, last);
       for (const b of claimed) this.claims.release(b, 1, writing);
       done();
     }

@@ -52,6 +52,17 @@ export interface CorDeviceOptions {
   cache?: BlockCacheOptions;
   /** Record this boot's first reads and replay the stored trace ahead of the guest (boot-tracing.ts). Default off here; launch() turns it on. */
   trace?: BootTraceOptions | false;
+  /**
+   * Runs beside the device for its whole life (the background replicator: lib/snapshot/): called
+   * once the disk and map are open and before the export serves anyone; its `close` runs when the
+   * device closes, after the server stopped and before the map is closed.
+   */
+  attach?: (opened: OpenedDisk) => Promise<DeviceAttachment>;
+}
+
+/** What `attach` started; closed with the device. */
+export interface DeviceAttachment {
+  close(): Promise<void>;
 }
 
 /**
@@ -226,7 +237,9 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
   let tempDir: string | undefined;
   let server: NbdServer | undefined;
   let tracing: BootTracing | undefined;
+  let attachment: DeviceAttachment | undefined;
   try {
+    if (options.attach) attachment = await options.attach(opened);
     if (options.trace) {
       const { manifest, manifestDigest, sources } = opened.repositories;
       const imageRef = `${manifest.name}@${manifest.version}`;
@@ -264,6 +277,7 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
         await liveServer.close();
       } finally {
         await tracing?.close();
+        await attachment?.close().catch((error: Error) => log(error.message));
         await opened.close();
         if (tempDir) await rm(tempDir, { recursive: true, force: true });
       }
@@ -284,6 +298,7 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
   } catch (error) {
     await tracing?.close();
     await server?.close();
+    await attachment?.close().catch(() => undefined);
     await opened.close();
     if (tempDir) await rm(tempDir, { recursive: true, force: true });
     throw error;

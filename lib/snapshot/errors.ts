@@ -28,3 +28,13 @@ export class SnapshotInterrupted extends LazybootError {
     super(`snapshot of ${disk} interrupted; its blocks stay marked for the next snapshot`, 'run it again: blocks the repository received are not sent twice');
   }
 }
+
+/** replicate() was given no map to start from. */
+export class ReplicateNoMap extends LazybootError {
+  constructor(disk: string, mapPath: string) {
+    super(`${disk} has no map (${mapPath})`, 'replicate a disk made by `lazyboot disk serve` or `lazyboot boot --disk`, or give `boot --replicate-to`');
+  }
+}
+
+/** A replication option out of range (no target, the same target twice, an interval or rate that cannot be). */
+export class ReplicateOptionInvalid extends LazybootError {}

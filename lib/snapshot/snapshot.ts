@@ -23,6 +23,7 @@ import { validateImageName } from '../repo/image-name.js';
 import type { OfferedBlock, WriteTarget } from '../repo/write-target.js';
 import { canonicalWriteUri, openWriteTarget } from '../write/open-write-target.js';
 import { readSendingSet, removeSendingSet, sendingSetPath, writeSendingSet, type SendingSet } from './sending-set.js';
+import { bindTarget, sha256Hex } from './bind-target.js';
 import { SnapshotBaselineChanged, SnapshotInterrupted, SnapshotNeedsFullDisk, SnapshotNoMap } from './errors.js';
 
 export interface SnapshotOptions {
@@ -131,31 +132,6 @@ async function recoverLeftover(map: BlockMap, path: string, log: (line: string) 
   await removeSendingSet(path);
   log(`an interrupted snapshot to ${set.target} left ${merged} blocks in flight: marked again`);
   return { ...set, merged };
-}
-
-/**
- * The map's target label for this repository: the one bound to its URI; else `origin` when still
- * unbound and the repository holds the image this disk came from; else a new target whose W bits
- * start as every present block (it has received nothing of this disk yet).
- */
-async function bindTarget(map: BlockMap, target: WriteTarget, canonical: string, log: (line: string) => void): Promise<string> {
-  const header = map.header;
-  const bound = header.targets.find((label) => map.shippingOf(label)?.uri === canonical);
-  if (bound) return bound;
-  const imageBytes = await target.manifest(header.image);
-  const holdsImage = imageBytes !== undefined && sha256Hex(imageBytes) === header.manifestDigest;
-  const baseline = holdsImage ? { baseline: { ref: header.image, manifestDigest: header.manifestDigest } } : {};
-  const origin = header.targets[0]!;
-  if (!map.shippingOf(origin) && holdsImage) {
-    map.setShipping(origin, { uri: canonical, ...baseline });
-    await map.commit();
-    log(`target ${origin} is ${canonical}`);
-    return origin;
-  }
-  const label = `target-${header.targets.length}`;
-  await map.addTarget(label, map.present, { uri: canonical, ...baseline });
-  log(`new target ${label} for ${canonical}: ${map.present.count()} present blocks to ship${holdsImage ? '' : ` (it does not hold ${header.image})`}`);
-  return label;
 }
 
 interface ShipContext {
@@ -308,8 +284,4 @@ function* presentRuns(map: BlockMap, batch: readonly number[], counts: { absentB
 
 function manifestOf(name: string, version: number, size: number, blockSize: number, digests: Buffer): Manifest {
   return { name, version, size, blockSize, blockCount: Math.ceil(size / blockSize), digests, created: new Date().toISOString() };
-}
-
-function sha256Hex(bytes: Buffer): string {
-  return createHash('sha256').update(bytes).digest('hex');
 }

@@ -3,6 +3,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { installSignalTeardown, teardownOnUncaughtException } from '../../base/cleanup.js';
 import { launch } from '../../launch.js';
+import { summaryOf } from './snapshot.js';
 import { bootOptions, corLog, launchOptionsOf, printMilestones, summaryLines, type BootArgs } from '../boot-options.js';
 import { openVmControl } from '../../control/vm-control.js';
 import { emitBootSummary, followBootAsJson } from '../boot-events.js';
@@ -48,6 +49,10 @@ export const bootCommand: CommandModule<any, BootArgs & { name?: string; json: b
     });
     await vm.closed;
     await control.close(); // after the teardown: a `stop` in flight gets its answer first
+    // --snapshot-on-exit: shipped once the disk closed (a failed boot still says why it failed first).
+    const shipped = await vm.snapshotted.catch((error: Error) => error);
     if (vm.failure) throw vm.failure;
+    if (shipped instanceof Error) throw shipped;
+    if (shipped) process.stdout.write(`snapshot on exit: ${summaryOf(shipped)}\n`);
   },
 };

@@ -14,6 +14,7 @@ export const commandLoaders: readonly CommandLoader[] = [
   { name: 'repo', load: async () => (await import('./repo.js')).repoCommand },
   { name: 'disk', load: async () => (await import('./disk.js')).diskCommand },
   { name: 'snapshot', load: async () => (await import('./snapshot.js')).snapshotCommand },
+  { name: 'replicate', load: async () => (await import('./replicate.js')).replicateCommand },
   { name: 'boot', load: async () => (await import('./boot.js')).bootCommand },
   { name: 'run', load: async () => (await import('./run.js')).runCommand },
   { name: 'ps', load: async () => (await import('./ps.js')).psCommand },

@@ -8,6 +8,7 @@ import { installSignalTeardown, teardownOnUncaughtException } from '../../base/c
 import { LazybootError, UsageError } from '../../base/errors.js';
 import { launch, type LazyVm } from '../../launch.js';
 import { CommandNotStarted } from '../../../vmm/command-errors.js';
+import { summaryOf } from './snapshot.js';
 import { bootOptions, corLog, launchOptionsOf, printMilestones, type BootArgs } from '../boot-options.js';
 import { parseCopyIn, parseCopyOut, type CopySpec } from '../copy-specs.js';
 import { RUN_EXIT } from '../run-exit-codes.js';
@@ -139,6 +140,16 @@ export const runCommand: CommandModule<any, RunArgs> = {
       } finally {
         if (args.interactive) process.stdin.destroy();
         await vm.close();
+      }
+      // --snapshot-on-exit: the job's result kept; its failure fails the job (never hiding the command's own).
+      const shipped = await vm.snapshotted.catch((error: Error) => error);
+      if (shipped instanceof Error) {
+        process.stderr.write(`lazyboot: ${shipped instanceof LazybootError ? shipped.toLine() : shipped.message}\n`);
+        events.emit('snapshot-failed', { message: shipped instanceof LazybootError ? shipped.toLine() : shipped.message });
+        if (process.exitCode === 0) process.exitCode = RUN_EXIT.lazybootFailed;
+      } else if (shipped) {
+        say(`snapshot on exit: ${summaryOf(shipped)}`);
+        events.emit('snapshot', { ...shipped });
       }
     } catch (error) {
       events.emit('error', { message: error instanceof LazybootError ? error.toLine() : (error as Error).message });
