@@ -15,7 +15,9 @@ async function main(): Promise<void> {
     .strict()
     .help()
     .parseAsync();
-  const names: FixtureName[] = args.only ? [args.only] : ['tiny', 'debian', 'debian-plain', 'debian-cloud'];
+  // debian-cloud is built on request only: no test in `npm test` boots it yet, and its
+  // debootstrap (cloud-init and python3) would add minutes to every CI run.
+  const names: FixtureName[] = args.only ? [args.only] : ['tiny', 'debian', 'debian-plain'];
   for (const name of names) {
     const started = Date.now();
     const image = await ensureFixture(name, {
