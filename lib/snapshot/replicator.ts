@@ -18,6 +18,7 @@ import type { BlockMap } from '../map/block-map.js';
 import type { LocalDisk } from '../cor/local-disk.js';
 import type { OfferedBlock, WriteTarget } from '../repo/write-target.js';
 import { DIGEST_BYTES, ZERO_DIGEST } from '../repo/manifest-format.js';
+import { consecutiveRuns } from './block-runs.js';
 
 export interface ReplicatorTarget {
   /** The map's label for the target (bind-target.ts). */
@@ -214,7 +215,7 @@ export class Replicator {
         const offered: Array<OfferedBlock & { index: number }> = [];
         const repeats: Array<{ index: number; digest: Buffer }> = [];
         const seen = new Set<string>();
-        for (const [first, count] of runsOf(batch)) {
+        for (const [first, count] of consecutiveRuns(batch)) {
           const start = first * blockSize;
           const data = await local.read(start, Math.min(count * blockSize, size - start));
           for (let i = 0; i < count; i++) {
@@ -301,22 +302,6 @@ export class Replicator {
     this.rateBytes += bytes;
     if (dueMs > 0) await sleep(dueMs, undefined, { signal: this.stopping.signal }).catch(() => undefined);
   }
-}
-
-/** Runs of consecutive indexes in a sorted list, as [first, count]. */
-function* runsOf(indexes: readonly number[]): Generator<[number, number]> {
-  let first = -1;
-  let count = 0;
-  for (const index of indexes) {
-    if (count > 0 && index === first + count) {
-      count++;
-      continue;
-    }
-    if (count > 0) yield [first, count];
-    first = index;
-    count = 1;
-  }
-  if (count > 0) yield [first, count];
 }
 
 /** One line for a person about a pass. */

@@ -26,6 +26,7 @@ import { canonicalWriteUri, openWriteTarget } from '../write/open-write-target.j
 import { readSendingSet, removeSendingSet, sendingSetPath, writeSendingSet, type SendingSet } from './sending-set.js';
 import { bindTarget, sha256Hex } from './bind-target.js';
 import { SnapshotBaselineChanged, SnapshotInterrupted, SnapshotNeedsFullDisk, SnapshotNoMap } from './errors.js';
+import { consecutiveRuns } from './block-runs.js';
 
 export interface SnapshotOptions {
   /** The local disk (its map is `DISK.map`); no other process may be using it. */
@@ -264,23 +265,10 @@ async function sendBlocks(context: SendContext): Promise<SendCounts> {
  * is absent was never fetched nor written whole: it still reads as the image, so its digest stays
  * the baseline's.
  */
-function* presentRuns(map: BlockMap, batch: readonly number[], counts: { absentBlocks: number }): Generator<[number, number]> {
-  let first = -1;
-  let count = 0;
-  for (const index of batch) {
-    if (!map.isPresent(index)) {
-      counts.absentBlocks++;
-      continue;
-    }
-    if (count > 0 && index === first + count) {
-      count++;
-      continue;
-    }
-    if (count > 0) yield [first, count];
-    first = index;
-    count = 1;
-  }
-  if (count > 0) yield [first, count];
+function presentRuns(map: BlockMap, batch: readonly number[], counts: { absentBlocks: number }): Generator<[number, number]> {
+  const present = batch.filter((index) => map.isPresent(index));
+  counts.absentBlocks += batch.length - present.length;
+  return consecutiveRuns(present);
 }
 
 function manifestOf(name: string, version: number, size: number, blockSize: number, digests: Buffer): Manifest {
