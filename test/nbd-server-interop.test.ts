@@ -1,5 +1,6 @@
 // The NBD server against real clients (qemu-img, qemu-io, nbdinfo, nbdcopy) serving a repository.
 import test from 'ava';
+import { createHash } from 'node:crypto';
 import { withDir } from 'tmp-promise';
 import { execa } from 'execa';
 import { readFile, stat, access } from 'node:fs/promises';
@@ -116,6 +117,13 @@ test('manifest:REF serves exactly the stored manifest bytes', (t) =>
     }
     const missing = await execa('nbdinfo', [exportUri(socket, 'manifest:nope')], { reject: false });
     t.not(missing.exitCode, 0);
+    // manifest:REF/sha256: the exact version, the manifest's SHA-256 and length, in one line.
+    const line = join(dir, 'digest.line');
+    await execa('nbdcopy', [exportUri(socket, 'manifest:alpha/sha256'), line]);
+    const bytes = await repo.manifestBytes('alpha'); // the latest version, as the line names it
+    const version = (await repo.resolve('alpha')).version;
+    t.is((await readFile(line, 'latin1')), `alpha@${version} ${createHash('sha256').update(bytes).digest('hex')} ${bytes.length}\n`);
+    t.not((await execa('nbdinfo', [exportUri(socket, 'manifest:nope/sha256')], { reject: false })).exitCode, 0);
   }));
 
 test('many clients at once, each with many requests in flight, all get the right bytes', (t) =>

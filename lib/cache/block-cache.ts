@@ -21,6 +21,9 @@ const LOW_WATER = 0.9;
 /** Temporary files older than this are leftovers of a killed writer. */
 const STALE_TEMP_MS = 10 * 60_000;
 
+/** Where in the cache directory objects live: blocks, or image manifests. */
+export type CacheArea = 'blocks' | 'manifests';
+
 export interface BlockCacheStatus {
   readonly dir: string;
   readonly blocks: number;
@@ -38,22 +41,26 @@ export class BlockCache {
   /** Counters for stats: hits, misses, blocks stored, blocks found damaged. */
   readonly counters = { hits: 0, misses: 0, stored: 0, damaged: 0, evicted: 0 };
 
-  private constructor(readonly dir: string, readonly maxBytes: number) {}
+  private constructor(readonly dir: string, readonly maxBytes: number, private readonly area: CacheArea) {}
 
-  /** Opens (creating, owner-only) the cache in `dir`, bounded to `maxBytes`. */
-  static async open(dir: string, maxBytes: number): Promise<BlockCache> {
+  /**
+   * Opens (creating, owner-only) the cache in `dir`, bounded to `maxBytes`. `area` 'manifests'
+   * opens the same store for image manifests (also named by their SHA-256), kept apart from the
+   * blocks so that counts and limits stay about blocks.
+   */
+  static async open(dir: string, maxBytes: number, area: CacheArea = 'blocks'): Promise<BlockCache> {
     if (!(maxBytes > 0)) throw new RangeError(`block cache size must be positive, got ${maxBytes}`);
-    // Private or refused: eviction and prune remove files under blocks/ and tmp/.
+    // Private or refused: eviction and prune remove files under blocks/ (manifests/) and tmp/.
     await ensurePrivateDirectory(dir, { top: true });
-    await ensurePrivateDirectory(path.join(dir, 'blocks'));
+    await ensurePrivateDirectory(path.join(dir, area));
     await ensurePrivateDirectory(path.join(dir, 'tmp'));
-    const cache = new BlockCache(dir, maxBytes);
+    const cache = new BlockCache(dir, maxBytes, area);
     cache.bytes = (await cache.scan()).reduce((sum, entry) => sum + entry.size, 0);
     return cache;
   }
 
   private blockPath(digest: string): string {
-    return path.join(this.dir, 'blocks', digest.slice(0, 2), digest);
+    return path.join(this.dir, this.area, digest.slice(0, 2), digest);
   }
 
   /**
@@ -155,7 +162,7 @@ export class BlockCache {
   /** Every stored block with its size and last use. */
   private async scan(): Promise<Array<{ file: string; size: number; usedMs: number }>> {
     const entries: Array<{ file: string; size: number; usedMs: number }> = [];
-    const blocks = path.join(this.dir, 'blocks');
+    const blocks = path.join(this.dir, this.area);
     for (const shard of await readdir(blocks).catch(() => [] as string[])) {
       const shardDir = path.join(blocks, shard);
       if (!SHARD_NAME.test(shard) || !(await lstat(shardDir).catch(() => undefined))?.isDirectory()) continue;

@@ -9,6 +9,7 @@
 // rule). What reads as zeros is zero-status.ts; the mode after the pivot is read-through.ts.
 // Over 300 lines because it is the device's composition root (it builds and wires the parts, and
 // their callbacks close over its state) plus the guest read path that orders them.
+import { GuestWaitClock } from './guest-wait.js';
 import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
 import type { BlockMap } from '../map/block-map.js';
 import type { Manifest } from '../repo/manifest-format.js';
@@ -87,6 +88,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   private readonly readThrough: ReadThrough;
   private readonly zeroStatus: ZeroStatus;
   private readonly writes: GuestWrites;
+  /** Time the guest's reads spent waiting on fetches (guest-wait.ts). */
+  private readonly guestWait = new GuestWaitClock();
   private closed = false;
 
   constructor(
@@ -212,7 +215,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
         if (!followsAhead) this.fetchAhead.missed();
         const own = this.fetcher.ensurePresent(first, last, 'guest', 'readable');
         if (sequential) this.fetchAheadOf(last);
-        await own;
+        await this.guestWait.time(own);
         const fresh = this.fresh.covering(offset, length);
         if (fresh && lend) return lendBytes(fresh);
         if (fresh) {
@@ -288,6 +291,11 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   /** Bytes fetched ahead, and of those the bytes the guest then read (fetch-ahead.ts). */
   get fetchAheadCounters(): Readonly<FetchAheadCounters> {
     return this.fetchAhead.counters;
+  }
+
+  /** Milliseconds during which at least one guest read waited for a fetch. */
+  get guestWaitedMs(): number {
+    return this.guestWait.waitedMs;
   }
 
   /** Bytes of image data the guest has needed (read, or partially overwritten), each block once. */

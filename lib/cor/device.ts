@@ -10,7 +10,7 @@ import type { Manifest } from '../repo/manifest-format.js';
 import { BlockMap } from '../map/block-map.js';
 import { MapMismatch } from '../map/errors.js';
 import { openRepositories, type OpenedRepositories } from '../fetch/open-repositories.js';
-import { openCachedUpstream } from '../cache/open-cache.js';
+import { openBlockCache, openCachedUpstream } from '../cache/open-cache.js';
 import type { CachedUpstream } from '../cache/cached-upstream.js';
 import type { BlockCacheOptions } from '../cache/cache-location.js';
 import type { FetchErrorEvent } from '../fetch/failover.js';
@@ -85,6 +85,8 @@ export interface CorStats {
   aheadFetchedBytes: number; aheadReadBytes: number;
   /** Blocks taken from the host-wide block cache instead of a repository (0 without the cache). */
   cacheHits: number;
+  /** Milliseconds during which at least one guest read waited for a fetch (guest-wait.ts). */
+  guestWaitedMs: number;
 }
 
 /** The device's stats with those of its boot trace (zeros when tracing is off). */
@@ -133,9 +135,12 @@ export function mapPathOf(disk: string): string {
 /** Opens (or creates) the disk and its map for `image`; refuses a map of another image. */
 export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' | 'from' | 'log' | 'fetchTimeoutMs' | 'fetchAheadBytes' | 'cache'>, onFetchError?: (event: FetchErrorEvent) => void): Promise<OpenedDisk> {
   const log = options.log ?? (() => {});
+  // The host cache keeps the manifest too: a second boot of the image on this host fetches none of it.
+  const manifestCache = options.cache ? await openBlockCache(options.cache, 'manifests') : undefined;
   const repositories = await openRepositories(options.from, options.image, {
     timeoutMs: options.fetchTimeoutMs,
     log,
+    manifestStore: manifestCache,
     onFetchError: (event) => {
       if (event.final && event.speculative) log(`fetch ahead failed (no guest read affected): ${event.error.message}`);
       else if (event.final) log(`fetch failed: ${event.error.message}`);
@@ -223,6 +228,7 @@ export function statsOf(backend: CorBackend, cached?: CachedUpstream): CorStats 
     cacheHits: cached?.counters.cacheHits ?? 0,
     ...backend.fetchAheadCounters,
     demandedBytes: backend.demandedBytes,
+    guestWaitedMs: Math.round(backend.guestWaitedMs),
     presentBlocks: counts.present,
     modifiedBlocks: Math.max(0, ...counts.modified),
     totalBlocks: counts.total,

@@ -6,10 +6,12 @@ import { NbdClient, formatNbdUri, parseNbdUri, type NbdTarget } from '../nbd/cli
 import { NbdConnectError } from '../nbd/errors.js';
 import type { Manifest } from '../repo/manifest-format.js';
 import { UnknownImage } from '../repo/errors.js';
-import type { RepositorySource } from './source.js';
+import type { ManifestStore, RepositorySource } from './source.js';
+import { MANIFEST_DIGEST_SUFFIX, MANIFEST_EXPORT_PREFIX } from '../repo/export-provider.js';
+import { createHash } from 'node:crypto';
 import { ReadOnlyBackend } from '../block/read-only.js';
 
-export const MANIFEST_EXPORT_PREFIX = 'manifest:';
+export { MANIFEST_EXPORT_PREFIX };
 
 export class NbdSource implements RepositorySource {
   private readonly target: NbdTarget;
@@ -19,10 +21,33 @@ export class NbdSource implements RepositorySource {
     this.target = parseNbdUri(uri);
   }
 
-  async manifestBytes(ref: string): Promise<Buffer> {
+  async manifestBytes(ref: string, store?: ManifestStore): Promise<Buffer> {
+    const named = store ? await this.manifestDigest(ref) : undefined;
+    if (named) {
+      // The version is pinned: a version published meanwhile cannot slip in under the digest.
+      const kept = await store!.get(named.digest, named.length);
+      if (kept) return kept;
+      const bytes = await this.exportBytes(MANIFEST_EXPORT_PREFIX + named.exactRef);
+      if (!bytes) throw new UnknownImage(ref, `${this.uri} has no such image`);
+      if (createHash('sha256').update(bytes).digest('hex') !== named.digest) {
+        throw new BlockError('EIO', `${this.uri} sent a manifest of ${named.exactRef} that does not match its digest`);
+      }
+      await store!.put(named.digest, bytes).catch(() => undefined); // a cache that cannot store is no error
+      return bytes;
+    }
     const bytes = await this.exportBytes(MANIFEST_EXPORT_PREFIX + ref);
     if (!bytes) throw new UnknownImage(ref, `${this.uri} has no such image`);
     return bytes;
+  }
+
+  /**
+   * The exact version `ref` names and its manifest's digest and length (one short read), or
+   * undefined from a server that does not offer it (an older lazyboot, another NBD server).
+   */
+  private async manifestDigest(ref: string): Promise<{ exactRef: string; digest: string; length: number } | undefined> {
+    const line = await this.exportBytes(MANIFEST_EXPORT_PREFIX + ref + MANIFEST_DIGEST_SUFFIX);
+    const match = line && /^(\S+@\d+) ([0-9a-f]{64}) (\d+)\n$/.exec(line.toString('latin1'));
+    return match ? { exactRef: match[1]!, digest: match[2]!, length: Number(match[3]) } : undefined;
   }
 
   /** The whole content of a small export (a manifest, a boot trace), or undefined when the server has no such export. */

@@ -8,7 +8,7 @@ import type { Manifest } from '../repo/manifest-format.js';
 import { isNbdUri } from '../nbd/client.js';
 import { DirectorySource } from './directory-source.js';
 import { NbdSource } from './nbd-source.js';
-import type { RepositorySource } from './source.js';
+import type { ManifestStore, RepositorySource } from './source.js';
 import { VerifyBackend } from './verify.js';
 import { FailoverBackend, type FetchErrorEvent } from './failover.js';
 import { RepositoryUnreachable, type RepositoryFailure } from './errors.js';
@@ -21,6 +21,8 @@ export interface OpenRepositoriesOptions {
   readonly onFetchError?: (event: FetchErrorEvent) => void;
   /** Lines worth a log entry that are not fetch errors (the fetch worker stopping). */
   readonly log?: (line: string) => void;
+  /** Manifests of remote repositories kept by digest (the host-wide block cache): fetched once per host. */
+  readonly manifestStore?: ManifestStore;
 }
 
 export interface OpenedRepositories {
@@ -67,7 +69,7 @@ export async function openRepositories(from: readonly string[], ref: string, opt
     sources.push(source);
     if (bytes) continue;
     try {
-      bytes = await source.manifestBytes(ref);
+      bytes = await source.manifestBytes(ref, options.manifestStore);
     } catch (error) {
       if (error instanceof UnknownImage) unknown ??= error;
       failures.push({ uri, error: asError(error) });

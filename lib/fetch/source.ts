@@ -2,11 +2,23 @@
 import type { BlockBackend } from '../block/backend.js';
 import type { Manifest } from '../repo/manifest-format.js';
 
+/**
+ * Where manifests fetched from a remote repository are kept by their SHA-256 (the host-wide block
+ * cache): `get` verifies what it returns, `put` stores bytes the caller verified.
+ */
+export interface ManifestStore {
+  get(digest: string, length: number): Promise<Buffer | undefined>;
+  put(digest: string, bytes: Buffer): Promise<void>;
+}
+
 export interface RepositorySource {
   /** What the user gave (directory path or NBD URI): used in every log line and error. */
   readonly uri: string;
-  /** The encoded manifest of `ref` ('name' or 'name@N'); throws UnknownImage if absent. */
-  manifestBytes(ref: string): Promise<Buffer>;
+  /**
+   * The encoded manifest of `ref` ('name' or 'name@N'); throws UnknownImage if absent. A remote
+   * source takes it from `store` when it is there, and keeps it there once fetched.
+   */
+  manifestBytes(ref: string, store?: ManifestStore): Promise<Buffer>;
   /** A read-only backend over the image's bytes (unverified: wrap it in VerifyBackend). */
   imageReader(manifest: Manifest): BlockBackend;
   close(): Promise<void>;

@@ -1,7 +1,10 @@
 // NBD exports of a repository: every image version as `name@N`, the latest as `name`, and the
 // encoded manifest of each as `manifest:REF` (not listed), so one repository URI gives both. A
 // caller may add more such small exports by prefix (`trace:REF`: the merged boot trace, wired by
-// `repo serve`), each a whole object read at once like the manifest.
+// `repo serve`), each a whole object read at once like the manifest. `manifest:REF/sha256` names
+// the version REF resolves to and its manifest's digest and length in one short line, so a client
+// with the manifest in its host cache need not fetch it again (lib/fetch/nbd-source.ts).
+import { createHash } from 'node:crypto';
 import type { BlockBackend } from '../block/backend.js';
 import { ReadOnlyBufferBackend } from '../block/buffer-backend.js';
 import type { ExportProvider } from '../nbd/export-provider.js';
@@ -10,6 +13,8 @@ import { formatImageRef } from './image-name.js';
 import type { Repository } from './repository.js';
 
 export const MANIFEST_EXPORT_PREFIX = 'manifest:';
+/** Appended to `manifest:REF`: the export is then the line `NAME@N SHA256 LENGTH` of that manifest. */
+export const MANIFEST_DIGEST_SUFFIX = '/sha256';
 
 export interface RepositoryExportsOptions {
   /** Where a damaged repository file met while opening an export is reported (one line). */
@@ -50,9 +55,14 @@ export function repositoryExports(repo: Repository, options: RepositoryExportsOp
         }
         if (exportName.startsWith(MANIFEST_EXPORT_PREFIX)) {
           // Decoded first: a damaged manifest is an error naming its file here, not garbage for the client.
-          const ref = exportName.slice(MANIFEST_EXPORT_PREFIX.length);
+          const asked = exportName.slice(MANIFEST_EXPORT_PREFIX.length);
+          const digestOnly = asked.endsWith(MANIFEST_DIGEST_SUFFIX);
+          const ref = digestOnly ? asked.slice(0, -MANIFEST_DIGEST_SUFFIX.length) : asked;
           const manifest = await repo.resolve(ref);
-          return new ReadOnlyBufferBackend(await repo.manifestBytes(formatImageRef(manifest.name, manifest.version)));
+          const exact = formatImageRef(manifest.name, manifest.version);
+          const bytes = await repo.manifestBytes(exact);
+          if (!digestOnly) return new ReadOnlyBufferBackend(bytes);
+          return new ReadOnlyBufferBackend(Buffer.from(`${exact} ${createHash('sha256').update(bytes).digest('hex')} ${bytes.length}\n`));
         }
         const manifest = await repo.resolve(exportName);
         const key = formatImageRef(manifest.name, manifest.version);

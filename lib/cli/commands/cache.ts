@@ -34,10 +34,13 @@ const statusCommand: CommandModule<any, CacheCommandArgs> = {
 const pruneCommand: CommandModule<any, PruneArgs> = {
   command: 'prune',
   describe: 'remove least recently used blocks down to --keep (default: the limit), and leftovers of killed writers',
-  builder: (y: Argv) => common(y).option('keep', { type: 'string', describe: 'bytes to keep (0 empties the cache)', defaultDescription: 'the size limit' }) as Argv<any>,
+  builder: (y: Argv) => common(y).option('keep', { type: 'string', describe: 'bytes to keep (0 empties the cache, image manifests included)', defaultDescription: 'the size limit' }) as Argv<any>,
   handler: async (args) => {
     const cache = await open(args);
-    const removed = await cache.prune(args.keep === undefined ? undefined : parseSizeBytes(args.keep));
+    const keep = args.keep === undefined ? undefined : parseSizeBytes(args.keep);
+    const removed = await cache.prune(keep);
+    // Manifests (a few per image version) go only when the cache is emptied.
+    if (keep === 0) await (await openBlockCache({ dir: cache.dir, maxBytes: cache.maxBytes }, 'manifests')).prune(0);
     if (args.json) process.stdout.write(`${JSON.stringify(removed)}\n`);
     else process.stdout.write(`removed ${removed.blocks} blocks (${humanSize(removed.bytes)}) and ${removed.temporaries} leftover temporary files from ${cache.dir}\n`);
   },
