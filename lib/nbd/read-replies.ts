@@ -9,8 +9,14 @@ import * as P from './protocol.js';
 import type { ReplyWriter } from './reply-writer.js';
 import type { RequestHeader } from './wire.js';
 
-/** Structured reads larger than this are read and sent in pieces of this size. */
-const READ_PIECE_BYTES = 512 * 1024;
+/**
+ * Reads larger than this are read and sent in pieces of this size, so that one read holds at most
+ * the connection's budget. 2 MiB is what qemu-img convert and QEMU's block jobs ask for at a time:
+ * such a read goes out as one data chunk, as qemu-nbd sends it. Smaller pieces (512 KiB before)
+ * cost the client one chunk round of its reply coroutine each, which a client with one or two
+ * requests in flight waits for (convert ran at 0.89x of qemu-nbd with them).
+ */
+const READ_PIECE_BYTES = 2 * 1024 * 1024;
 
 /** One chunk of a structured read reply: bytes [at, at + length) of the request, data or hole. */
 interface Piece {
