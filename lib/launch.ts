@@ -165,6 +165,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       fill: options.fill && options.pivot !== 'live',
       fillRate: options.fillRate,
       log: options.log,
+      onConnectionEvent: options.onConnectionEvent,
       fetchTimeoutMs: options.fetchTimeoutMs,
       fetchAheadBytes: options.fetchAheadBytes,
       cache: options.cache,

@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 import { access, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
-import { startNbdServer, type NbdServer, type NbdServerLimits } from '../nbd/server.js';
+import { startNbdServer, type ConnectionEvent, type NbdServer, type NbdServerLimits } from '../nbd/server.js';
 import type { Manifest } from '../repo/manifest-format.js';
 import { BlockMap } from '../map/block-map.js';
 import { MapMismatch } from '../map/errors.js';
@@ -36,6 +36,8 @@ export interface CorDeviceOptions {
   exportName?: string;      // default 'disk'
   fill?: boolean; fillRate?: number /* bytes/s, 0 = unlimited */;
   log?: (line: string) => void;
+  /** The NBD server's connection events (default: each one a line of `log`). */
+  onConnectionEvent?: (event: ConnectionEvent) => void;
   /** Per-request repository timeout in ms (default 10 000). */
   fetchTimeoutMs?: number;
   /** Largest window fetched ahead of a sequential reader (default 8 MiB; 0 = off). See fetch-ahead.ts. */
@@ -252,6 +254,7 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
     server = await startNbdServer({
       socketPath,
       log,
+      ...(options.onConnectionEvent ? { onConnectionEvent: options.onConnectionEvent } : {}),
       limits: { ...COR_SERVER_LIMITS, ...options.serverLimits },
       pooledBufferBytes: 16 * 1024 * 1024,
       exports: {

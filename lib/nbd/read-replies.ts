@@ -7,7 +7,8 @@ import { sizeClass, type BufferPool } from './buffer-pool.js';
 import type { ByteBudget } from './byte-budget.js';
 import * as P from './protocol.js';
 import type { ReplyWriter } from './reply-writer.js';
-import type { RequestHeader } from './wire.js';
+import { commandName, type RequestHeader } from './wire.js';
+import type { ConnectionEventDetail } from './connection-events.js';
 
 /**
  * Reads larger than this are read and sent in pieces of this size, so that one read holds at most
@@ -45,7 +46,7 @@ export class ReadReplies {
     private readonly pool: BufferPool,
     /** This connection's bytes of read replies and write payloads held at once. */
     private readonly budget: ByteBudget,
-    private readonly log: (line: string) => void,
+    private readonly report: (event: ConnectionEventDetail) => void,
     private readonly exportName: string,
   ) {}
 
@@ -159,7 +160,7 @@ export class ReadReplies {
     } catch (error) {
       await giveBackUnsent(reads.slice(sent));
       if (sent === 0) throw error; // nothing sent yet: an ordinary error reply
-      this.log(`${this.exportName}: read at ${request.offset}+${request.length} failed after its reply began: ${(error as Error).message}; closing the connection`);
+      this.report({ kind: 'request-failed', exportName: this.exportName, command: commandName(request.type), offset: request.offset, length: request.length, message: (error as Error).message, replyBegun: true });
       this.replies.abort();
     }
   }
