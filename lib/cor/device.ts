@@ -13,7 +13,7 @@ import { openRepositories, type OpenedRepositories } from '../fetch/open-reposit
 import { openCachedUpstream } from '../cache/open-cache.js';
 import type { CachedUpstream } from '../cache/cached-upstream.js';
 import type { BlockCacheOptions } from '../cache/cache-location.js';
-import type { FetchErrorEvent } from '../fetch/failover.js';
+import { describeFetchError, type FetchErrorEvent } from '../fetch/failover.js';
 import { LocalDisk } from './local-disk.js';
 import { CorBackend } from './cor-backend.js';
 import { Filler, type FillProgress } from './fill.js';
@@ -139,9 +139,7 @@ export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' 
     timeoutMs: options.fetchTimeoutMs,
     log,
     onFetchError: (event) => {
-      if (event.final && event.speculative) log(`fetch ahead failed (no guest read affected): ${event.error.message}`);
-      else if (event.final) log(`fetch failed: ${event.error.message}`);
-      else log(`repository ${event.uri} failed on blocks ${event.firstBlock}..${event.firstBlock + event.blockCount - 1}: ${event.error.message}`);
+      log(describeFetchError(event));
       onFetchError?.(event);
     },
   });
