@@ -217,10 +217,10 @@ export class TransientVm implements AsyncDisposable {
   /**
    * After the pivot: QEMU's block-stream fills the rest of the disk at `speed` bytes/s (0 =
    * unlimited). Resolves when it completed and the backing node is gone; rejects with
-   * FillJobFailed (the guest runs on). Progress and the end are VM events.
+   * FillJobFailed (the guest runs on), e.g. when the repository stayed away `giveUpAfterMs`. Progress and the end are VM events.
    */
-  fill(speed: number): Promise<void> {
-    return this.#native.fill(speed, this.state);
+  fill(speed: number, options: { giveUpAfterMs?: number } = {}): Promise<void> {
+    return this.#native.fill(speed, this.state, options.giveUpAfterMs);
   }
 
   /** QEMU's block nodes now (query-named-block-nodes): node name and driver, for diagnostics and tests. */
