@@ -3,7 +3,7 @@
 // blocks the guest wrote (the only ones that differ from the image), and the raw disk boots on
 // its own in a plain `qemu-system-x86_64 -drive file=DISK,format=raw`.
 import { existsSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
@@ -97,8 +97,11 @@ test.serial('lazyboot and QEMU killed (SIGKILL) after the pivot: the next boot o
   const scratch = await scratchDir(t);
   const served = await serveRepository(t, await importImage(scratch, tiny.path, 'tiny'));
   const disk = path.join(scratch, 'tiny.raw');
+  // The killed process cannot remove its run dir: a TMPDIR in the scratch dir goes with it.
+  const tmp = path.join(scratch, 'tmp');
+  await mkdir(tmp);
   const child = execa('node', [CLI, 'boot', 'tiny', '--from', served.uri, '--disk', disk, '--memory', '256M', '--timeout', '240s', '--no-fill',
-    '--qemu-arg=-fw_cfg', `--qemu-arg=name=${STAY_UP_FW_CFG_NAME},string=1`], { reject: false });
+    '--qemu-arg=-fw_cfg', `--qemu-arg=name=${STAY_UP_FW_CFG_NAME},string=1`], { reject: false, env: { TMPDIR: tmp } });
   t.teardown(() => void child.kill('SIGKILL'));
   let stderr = '';
   const seen = (pattern: RegExp) => new Promise<RegExpExecArray>((resolve, reject) => {
