@@ -3,7 +3,7 @@
 // blocks the guest wrote (the only ones that differ from the image), and the raw disk boots on
 // its own in a plain `qemu-system-x86_64 -drive file=DISK,format=raw`.
 import { existsSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
@@ -12,7 +12,7 @@ import { launch } from '../lib/launch.js';
 import { BlockMap } from '../lib/map/block-map.js';
 import { STAY_UP_FW_CFG_NAME, tinyStayUpArgs } from '../guest/qemu-args.js';
 import { GuestEvents } from '../guest/events.js';
-import { CLI, importImage, qemuProcessesMentioning, scratchDir, serveRepository, waitForLine } from './boot-support.js';
+import { CLI, importImage, qemuProcessesMentioning, scratchDir, serveRepository, watchOutput } from './boot-support.js';
 import { extractPartition, readGuestFile } from './helpers/guest-filesystem.js';
 import { startQemuDirect } from './helpers/qemu-direct.js';
 
@@ -98,21 +98,26 @@ test.serial('lazyboot and QEMU killed (SIGKILL) after the pivot: the next `lazyb
   const scratch = await scratchDir(t);
   const served = await serveRepository(t, await importImage(scratch, tiny.path, 'tiny'));
   const disk = path.join(scratch, 'tiny.raw');
+  // The killed process cannot remove its run dir: a TMPDIR in the scratch dir goes with it.
+  const tmp = path.join(scratch, 'tmp');
+  await mkdir(tmp);
   const stayUp = ['--qemu-arg=-fw_cfg', `--qemu-arg=name=${STAY_UP_FW_CFG_NAME},string=1`];
-  const child = execa('node', [CLI, 'boot', 'tiny', '--from', served.uri, '--disk', disk, '--memory', '256M', '--timeout', '240s', '--no-fill', ...stayUp], { reject: false });
+  const child = execa('node', [CLI, 'boot', 'tiny', '--from', served.uri, '--disk', disk, '--memory', '256M', '--timeout', '240s', '--no-fill', ...stayUp], { reject: false, env: { TMPDIR: tmp } });
+  const childErr = watchOutput(child, 'stderr');
   t.teardown(() => void child.kill('SIGKILL'));
-  const qemuPid = Number((await waitForLine(child, 'stderr', /QEMU up \(pid (\d+)\)/))[1]);
-  await waitForLine(child, 'stderr', /pivot to native at/);
-  await waitForLine(child, 'stderr', /boot-complete at/); // the tiny guest wrote its boot counter after the pivot
+  const qemuPid = Number((await childErr.seen(/QEMU up \(pid (\d+)\)/))[1]);
+  await childErr.seen(/pivot to native at/);
+  await childErr.seen(/boot-complete at/); // the tiny guest wrote its boot counter after the pivot
   child.kill('SIGKILL');
   process.kill(qemuPid, 'SIGKILL');
   await child;
   t.true(existsSync(`${disk}.native.qcow2`), 'the interrupted pivot left its metadata file');
 
   // `lazyboot boot` again (pivot live by default, fill on): resumed natively, filled to the end.
-  const again = execa('node', [CLI, 'boot', 'tiny', '--from', served.uri, '--disk', disk, '--memory', '256M', '--timeout', '240s', ...stayUp], { reject: false, detached: true });
+  const again = execa('node', [CLI, 'boot', 'tiny', '--from', served.uri, '--disk', disk, '--memory', '256M', '--timeout', '240s', ...stayUp], { reject: false, detached: true, env: { TMPDIR: tmp } });
+  const againErr = watchOutput(again, 'stderr');
   t.teardown(() => void again.kill('SIGKILL'));
-  await waitForLine(again, 'stderr', /fill complete at/);
+  await againErr.seen(/fill complete at/);
   process.kill(-again.pid!, 'SIGINT'); // Ctrl-C: stopped in order, the writes bitmap folded
   const result = await again;
   t.log(result.stderr);
