@@ -8,7 +8,7 @@ import type { ExitSnapshot } from './snapshot/on-exit.js';
 import { UsageError } from './base/errors.js';
 import { parseMemoryMiB, type VmOptions } from '../vmm/vm-options.js';
 
-export type PivotMode = 'live' | 'none';
+export type PivotMode = 'live' | 'reboot' | 'none';
 
 export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 'fill' | 'fillRate' | 'fetchTimeoutMs' | 'fetchAheadBytes' | 'cache' | 'log'> {
   /** `name` or `name@N` in the repository. */
@@ -20,7 +20,11 @@ export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 'fill' 
   /**
    * `live`: once the guest's own storage driver has the disk (hook or guest agent), pause it for
    * milliseconds and move its disk to QEMU's native graph (the COR device becomes its read-through
-   * backing). `none` (default): stay on the COR device.
+   * backing). `reboot`: at storage-ready the transient QEMU is shut down and a native QEMU boots the
+   * machine from the native graph (what the first boot read is local: its boot fetches nothing
+   * before storage-ready); launch() returns once that QEMU has started. `none` (default): stay on
+   * the COR device. With `live` or `reboot`, a disk whose earlier pivot was interrupted (QEMU
+   * killed) is resumed: QEMU boots straight on the native graph and the fill goes on.
    */
   readonly pivot?: PivotMode;
   /**

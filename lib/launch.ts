@@ -20,6 +20,8 @@ import type { PivotOutcome } from './pivot/live-pivot.js';
 import type { FoldResult } from './pivot/fold-native.js';
 import { recoverInterruptedPivot } from './pivot/interrupted-pivot.js';
 import { assertPivotable, LaunchPivot } from './pivot/launch-pivot.js';
+import { bootToStorageReady } from './pivot/reboot-pivot.js';
+import type { NativeGraph } from '../vmm/native-graph.js';
 import { snapshot, type SnapshotResult } from './snapshot/snapshot.js';
 import { checkReplicationSettings, replicationAttachment, type ReplicationSettings } from './snapshot/replicate.js';
 import { describePass } from './snapshot/replicator.js';
@@ -152,9 +154,9 @@ export interface LazyVmStatus extends NativeStatus {
 export async function launch(options: LaunchOptions): Promise<LazyVm> {
   // Bad VM options fail here, before anything is fetched or created.
   const pivotMode = options.pivot ?? 'none';
-  if (pivotMode !== 'live' && pivotMode !== 'none') throw new UsageError(`unknown pivot mode ${JSON.stringify(pivotMode)}`, 'use live or none');
+  if (pivotMode !== 'live' && pivotMode !== 'reboot' && pivotMode !== 'none') throw new UsageError(`unknown pivot mode ${JSON.stringify(pivotMode)}`, 'use live, reboot or none');
   // A pivot needs a storage-ready: without our hooks only the guest agent can say it.
-  const vmOptions = withVmDefaults({ ...vmOptionsOf(options), agent: pivotMode === 'live' && !options.agent ? 'optional' : options.agent });
+  const vmOptions = withVmDefaults({ ...vmOptionsOf(options), agent: pivotMode !== 'none' && !options.agent ? 'optional' : options.agent });
   if (options.replicate) checkReplicationSettings(options.replicate);
   const exitSnapshot = options.snapshotOnExit ? { as: options.snapshotOnExit.as, to: exitSnapshotTarget(options.snapshotOnExit, options.from ?? []) } : undefined;
   if (exitSnapshot) {
@@ -175,6 +177,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   const diskPath = path.resolve(options.disk ?? path.join(tempDiskDir!, 'disk.raw'));
   let cor: CorDevice | undefined;
   let openedDisk: OpenedDisk | undefined;
+  let resumed = false;
   const deviceOptions = { image: options.image, disk: diskPath, from: [...(options.from ?? [])], log: options.log, fetchTimeoutMs: options.fetchTimeoutMs };
   if (options.disk) {
     const recovered = await recoverInterruptedPivot(diskPath, async () => {
@@ -183,21 +186,26 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       return probe.manifest;
     });
     if (recovered) options.log?.(`${diskPath}: an earlier pivot was not recorded (interrupted); recorded now: ${recovered.newlyPresent} blocks QEMU made present, ${recovered.written} written by the guest (from the ${recovered.writesFrom === 'bitmap' ? 'writes bitmap' : 'manifest digests'})`);
+    // Asked to pivot again: QEMU takes the disk up where it left it, booting on the native graph.
+    resumed = recovered !== undefined && pivotMode !== 'none';
   }
+  /** QEMU boots straight on the native graph: a reboot pivot's second boot, or a resumed pivot. */
+  const bootsNative = pivotMode === 'reboot' || resumed;
   try {
     cor = await openCorDevice({
       image: options.image,
       disk: diskPath,
       from: [...(options.from ?? [])],
-      // With a live pivot QEMU's block-stream fills after it (below), not the COR device.
-      fill: options.fill && options.pivot !== 'live',
+      // With a pivot QEMU's block-stream fills after it (below), not the COR device.
+      fill: options.fill && pivotMode === 'none',
       fillRate: options.fillRate,
       log: options.log,
       fetchTimeoutMs: options.fetchTimeoutMs,
       fetchAheadBytes: options.fetchAheadBytes,
       cache: options.cache,
       // Recorded on a first boot of the image version, replayed (and refined) on the later ones.
-      trace: options.trace === false ? false : (options.trace ?? {}),
+      // (Not for a native boot: the device reads through unrecorded, and a replay would write.)
+      trace: options.trace === false || bootsNative ? false : (options.trace ?? {}),
       // The open disk is kept for live snapshots; the replicator runs beside it if asked for.
       attach: async (disk) => {
         openedDisk = disk;
@@ -209,7 +217,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     throw error;
   }
   const device = cor;
-  if (pivotMode === 'live') {
+  if (pivotMode !== 'none') {
     try {
       assertPivotable(device.manifest.blockSize);
     } catch (error) {
@@ -221,10 +229,25 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   let folded: FoldResult | undefined;
   let lastStats = device.stats();
   let traceStored: Promise<TraceOutcome | undefined> = Promise.resolve(undefined);
-  // eslint-disable-next-line prefer-const -- the disk's close reads it once the pivot exists
-  let pivotPart: LaunchPivot | undefined;
   /** The VM came up (a start that failed ships no snapshot). */
   let vmStarted = false;
+  const pivotting = new LaunchPivot(device, { diskPath, diskGiven: options.disk !== undefined, tempDiskDir, log: options.log }, () => (lastStats = device.stats()));
+  let nativeGraph: NativeGraph | undefined;
+  /** What the repository had served before the native QEMU started (reboot pivot: its boot should add nothing). */
+  let fetchedBeforeNativeBoot = 0;
+  if (bootsNative) {
+    try {
+      if (pivotMode === 'reboot') await bootToStorageReady({ ...vmOptions, disk: { spec: { kind: 'nbd', socketPath: device.socketPath, exportName: device.exportName }, close: async () => {} } }, options.log);
+      nativeGraph = await pivotting.prepareNativeBoot();
+      fetchedBeforeNativeBoot = device.stats().fetchedBytes;
+    } catch (error) {
+      await device.close();
+      await pivotting.afterQemuExit().catch(() => undefined);
+      await pivotting.release();
+      if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
+      throw error;
+    }
+  }
   const started = await TransientVm.start({
     ...vmOptions,
     disk: {
@@ -232,14 +255,14 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       close: async () => {
         // A trace being stored is finished first (a CLI exits soon after closing).
         await traceStored;
-        if (!pivotPart?.deviceLeft) lastStats = device.stats();
+        if (!pivotting.deviceLeft) lastStats = device.stats();
         try {
           await device.close();
           // QEMU has exited: what it wrote and allocated since the pivot goes into the map.
-          folded = await pivotPart?.afterQemuExit();
+          folded = await pivotting.afterQemuExit();
           // The disk is whole and ours again: ship it before a temporary disk goes.
           if (exitSnapshot && vmStarted) {
-            await pivotPart?.release();
+            await pivotting.release();
             const shipped = snapshot({ disk: diskPath, to: exitSnapshot.to, as: exitSnapshot.as, log: options.log });
             settleSnapshot(() => shipped);
             await shipped.catch(() => undefined);
@@ -250,19 +273,23 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
             if (exitSnapshot && vmStarted) throw new SnapshotNotTaken(diskPath);
             return undefined;
           });
-          await pivotPart?.release();
+          await pivotting.release();
           if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
         }
       },
     },
-    requireStorageReady: pivotMode === 'live',
+    requireStorageReady: pivotMode === 'live' && !bootsNative,
+    ...(nativeGraph ? { bootNative: nativeGraph } : {}),
   });
   // TransientVm.start closed the disk itself if it threw.
   vmStarted = true;
-  const pivotting = new LaunchPivot(started, device, { diskPath, diskGiven: options.disk !== undefined, tempDiskDir, log: options.log }, () => (lastStats = device.stats()));
-  pivotPart = pivotting;
+  pivotting.attach(started);
   const fillRequest = { fill: options.fill ?? false, fillRate: options.fillRate ?? 0 };
-  const autoPivot = pivotMode === 'live' ? pivotting.start(fillRequest) : undefined;
+  const autoPivot = bootsNative
+    ? pivotting.startAfterNativeBoot(fillRequest, resumed ? 'resume' : 'reboot', () => device.stats().fetchedBytes - fetchedBeforeNativeBoot)
+    : pivotMode === 'live'
+      ? pivotting.start(fillRequest)
+      : undefined;
   const pivoted: Promise<PivotOutcome | undefined> = autoPivot
     ? autoPivot.then(
         (pivot) => pivot.outcome,

@@ -1,13 +1,15 @@
-// The transient VM's native phase: the live pivot to QEMU's native graph and the fill block job
-// after it. TransientVm owns the QEMU process and the lifecycle; this part holds what the pivot
+// The transient VM's native phase: the live pivot to QEMU's native graph (or a boot straight on
+// it) and the fill block job after it. TransientVm owns the QEMU process and the lifecycle; this part holds what the pivot
 // adds (is the VM native, the running fill, its last progress) and reports it as VM events.
 import { IllegalVmAction } from './errors.js';
 import { FillJob, type FillJobProgress } from './fill-job.js';
-import { livePivot, type LivePivotResult, type NativeGraph } from './native-graph.js';
+import { livePivot, NATIVE_NODE, WRITES_BITMAP, type LivePivotResult, type NativeGraph } from './native-graph.js';
 import type { QmpClient } from './qmp.js';
 
 /** The VM events this phase emits (a subset of VmEvent, vm.ts). */
 export type NativePhaseEvent =
+  /** QEMU booted straight on the native graph (a reboot pivot, or a resumed one): no transient phase. */
+  | { readonly type: 'native-boot'; readonly atMs: number }
   /** The live pivot: the guest ran on QEMU's native graph from here; it was paused `pauseMs`. */
   | { readonly type: 'pivot'; readonly pauseMs: number; readonly drainMs: number; readonly atMs: number }
   /** The fill block job (fill-job.ts): progress in bytes, its end, or its failure. */
@@ -56,6 +58,17 @@ export class NativePhase {
   get status(): NativeStatus {
     const progress = this.#progress ? { fillOffset: this.#progress.offset, fillLen: this.#progress.len } : {};
     return { pivot: this.#pivot, fill: this.#fillState === 'running' && this.#progress?.paused ? 'paused' : this.#fillState, ...progress };
+  }
+
+  /**
+   * QEMU was started paused (-S) on the native graph (nativeBootSpec): the writes bitmap is added
+   * before the first guest instruction, then the guest runs.
+   */
+  async bootNative(qmp: QmpClient, graph: NativeGraph): Promise<void> {
+    await qmp.execute('block-dirty-bitmap-add', { node: NATIVE_NODE, name: WRITES_BITMAP, persistent: true, granularity: graph.blockSize });
+    this.#pivot = 'native';
+    await qmp.execute('cont');
+    this.hooks.emit({ type: 'native-boot', atMs: this.hooks.elapsedMs() });
   }
 
   /** The live swap (native-graph.ts); the caller checked the lifecycle allows it. */

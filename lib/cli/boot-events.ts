@@ -25,6 +25,8 @@ export function followBootAsJson(vm: LazyVm, log: RunEventLog): void {
         return log.emit('agent-up');
       case 'pivot':
         return log.emit('pivot', { pauseMs: Number(event.pauseMs.toFixed(1)), drainMs: Number(event.drainMs.toFixed(1)) });
+      case 'native-boot':
+        return log.emit('native-boot');
       case 'fill-progress':
         // The job is polled each second; a poll that saw no progress is not worth a line.
         if (event.offset === lastFill) return;

@@ -24,7 +24,7 @@ export interface BootArgs extends CacheArgs {
   'qemu-arg'?: string[];
   'fetch-timeout'?: string;
   'fetch-ahead'?: string;
-  pivot?: 'live' | 'none';
+  pivot?: 'live' | 'reboot' | 'none';
   fill?: boolean;
   'fill-rate'?: string;
   trace?: boolean;
@@ -51,8 +51,8 @@ export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
     .option('qemu-arg', { type: 'string', array: true, describe: 'extra QEMU argument, repeatable (write --qemu-arg=-fw_cfg --qemu-arg=name=…)' })
     // The device's defaults live in lib/fetch and lib/cor; these descriptions only name them.
     .option('fetch-timeout', { type: 'string', describe: 'time allowed per repository request before failing over (e.g. 10s, 500ms)', defaultDescription: '10s' })
-    .option('pivot', { choices: ['live', 'none'] as const, describe: 'at storage-ready, move the disk to QEMU\'s native graph (live: the guest pauses for milliseconds), or stay on the copy-on-read device (none)' })
-    .option('fill', { type: 'boolean', describe: 'after a live pivot, fill the rest of the disk with QEMU\'s block-stream (--no-fill: only what the guest reads)', defaultDescription: 'on with --pivot live' })
+    .option('pivot', { choices: ['live', 'reboot', 'none'] as const, describe: 'at storage-ready, move the disk to QEMU\'s native graph (live: the guest pauses for milliseconds; reboot: a native QEMU boots the machine again), or stay on the copy-on-read device (none)' })
+    .option('fill', { type: 'boolean', describe: 'after a pivot, fill the rest of the disk with QEMU\'s block-stream (--no-fill: only what the guest reads)', defaultDescription: 'on with --pivot live' })
     .option('fill-rate', { type: 'string', describe: 'fill speed limit in bytes per second (e.g. 20M; 0 = unlimited)', defaultDescription: '0' })
     .option('fetch-ahead', { type: 'string', describe: 'largest window fetched ahead of a sequential guest read (e.g. 8M; 0 = only what the guest reads)', defaultDescription: '8M' })
     .option('trace', { type: 'boolean', describe: 'record the blocks a first boot reads, fetch them ahead of the guest on later boots (--no-trace: neither)', defaultDescription: 'true' })
@@ -128,6 +128,8 @@ export function printMilestones(vm: LazyVm, write: (line: string) => void): void
         return event.event.event === 'boot-complete' ? `boot-complete at ${seconds(event.atMs)}` : undefined;
       case 'pivot':
         return `pivot to native at ${seconds(event.atMs)}: the guest was paused ${event.pauseMs.toFixed(1)} ms; QEMU's block layer has the disk (the copy-on-read device only reads through for it)`;
+      case 'native-boot':
+        return `QEMU booted on the native graph at ${seconds(event.atMs)}: its block layer has the disk from the first instruction (the copy-on-read device only reads through for it)`;
       case 'fill-complete':
         return `fill complete at ${seconds(event.atMs)}: the local disk holds the whole image; the copy-on-read device has left the data path`;
       case 'fill-failed':
@@ -168,6 +170,7 @@ export function summaryLines(vm: LazyVm, startedAt: number): string[] {
   const stats = vm.stats();
   const storageReady = vm.events.history.find((e): e is Extract<VmEvent, { type: 'storage-ready' }> => e.type === 'storage-ready');
   const pivot = vm.events.history.find((e): e is Extract<VmEvent, { type: 'pivot' }> => e.type === 'pivot');
+  const nativeBoot = vm.events.history.find((e) => e.type === 'native-boot');
   const fillEnd = vm.events.history.find((e) => e.type === 'fill-complete' || e.type === 'fill-failed');
   const lastProgress = vm.events.history.filter((e): e is Extract<VmEvent, { type: 'fill-progress' }> => e.type === 'fill-progress').pop();
   const fill = fillEnd?.type === 'fill-complete' ? `complete at ${seconds(fillEnd.atMs)}` : lastProgress ? `stopped at ${humanSize(lastProgress.offset)} of ${humanSize(lastProgress.len)}` : 'none';
@@ -177,7 +180,7 @@ export function summaryLines(vm: LazyVm, startedAt: number): string[] {
   return [
     `summary: ${vm.image} ${vm.state}${vm.failure ? ` (${vm.failure.message})` : ''} after ${seconds(Date.now() - startedAt)}`,
     `  storage-ready: ${storageReady ? `${seconds(storageReady.atMs)} (from the ${storageReady.source === 'hook' ? 'image\'s hook' : 'guest agent'})` : 'never'}`,
-    `  pivot: ${pivot ? `live at ${seconds(pivot.atMs)}, guest paused ${pivot.pauseMs.toFixed(1)} ms; fill (QEMU block-stream): ${fill}` : 'none'}`,
+    `  pivot: ${pivot ? `live at ${seconds(pivot.atMs)}, guest paused ${pivot.pauseMs.toFixed(1)} ms; fill (QEMU block-stream): ${fill}` : nativeBoot ? `native boot (QEMU started on the native graph); fill (QEMU block-stream): ${fill}` : 'none'}`,
     `  fetched: ${humanSize(stats.fetchedBytes)} of a ${humanSize(vm.imageBytes)} image, in ${stats.fetchedBlocks} blocks (${stats.failedFetches} failed fetches, ${stats.readRequests} guest reads)`,
     `  the guest needed ${humanSize(stats.demandedBytes)}; fetched ahead ${humanSize(stats.aheadFetchedBytes)}, of it read ${humanSize(stats.aheadReadBytes)}`,
     ...traceLines(stats),

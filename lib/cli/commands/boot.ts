@@ -29,7 +29,7 @@ export const bootCommand: CommandModule<any, BootArgs & { name?: string; json: b
     const control = await openVmControl({ name: args.name, image: args.image, disk: args.disk });
     let vm;
     try {
-      vm = await launch({ ...launchOptionsOf(args), pivot, fill: args.fill ?? pivot === 'live', agent: 'optional', log: corLog(say) });
+      vm = await launch({ ...launchOptionsOf(args), pivot, fill: args.fill ?? pivot !== 'none', agent: 'optional', log: corLog(say) });
     } catch (error) {
       await control.close();
       throw error;
