@@ -137,7 +137,9 @@ test('a live snapshot refuses a second one under way, a failed freeze and a pivo
     await t.throwsAsync(pivoted, { instanceOf: LiveSnapshotAfterPivot, message: /pivoted .* while/ });
     t.is(marks(), 2, 'the marks of the failed snapshot are back');
     await t.throwsAsync(liveSnapshot(disk, { to: image.repoDir, as: 'demo-live' }), { instanceOf: LiveSnapshotAfterPivot, message: /only taken before the pivot/ });
-    const versions = await lazyboot(['image', 'list', '--repo', image.repoDir]);
+    const versions = await lazyboot(['image', 'ls', '--repo', image.repoDir]);
+    t.is(versions.exitCode, 0, versions.stderr);
+    t.regex(versions.stdout, /demo-live@1/);
     t.notRegex(versions.stdout, /demo-live@2|demo-other/, 'no version of the failed snapshots');
   } finally {
     await device.close();

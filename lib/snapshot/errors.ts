@@ -32,7 +32,7 @@ export class SnapshotInterrupted extends LazybootError {
 /** The in-flight file is damaged: its blocks cannot be told, so nothing may be assumed shipped. */
 export class SendingSetCorrupt extends LazybootError {
   constructor(path: string, problem: string) {
-    super(`${path} (blocks of an interrupted snapshot) ${problem}`, 'its marks cannot be recovered from it: snapshot with --full to hash every block and send what the repository lacks, then delete it');
+    super(`${path} (blocks of an interrupted snapshot) ${problem}`, 'its marks cannot be recovered from it: snapshot with --full (every local block is hashed and only what the repository lacks is sent; the file is replaced)');
   }
 }
 

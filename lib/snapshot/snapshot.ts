@@ -25,7 +25,7 @@ import type { OfferedBlock, WriteTarget } from '../repo/write-target.js';
 import { canonicalWriteUri, openWriteTarget } from '../write/open-write-target.js';
 import { readSendingSet, removeSendingSet, sendingSetPath, writeSendingSet, type SendingSet } from './sending-set.js';
 import { bindTarget, sha256Hex } from './bind-target.js';
-import { SnapshotBaselineChanged, SnapshotInterrupted, SnapshotNeedsFullDisk, SnapshotNoMap } from './errors.js';
+import { SendingSetCorrupt, SnapshotBaselineChanged, SnapshotInterrupted, SnapshotNeedsFullDisk, SnapshotNoMap } from './errors.js';
 import { consecutiveRuns } from './block-runs.js';
 
 export interface SnapshotOptions {
@@ -103,7 +103,12 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotResult
     await lock.holdIdentity(await local.identity());
     await checkDiskBinding(map, local, log);
     const sendingPath = sendingSetPath(mapPath);
-    const leftover = await recoverLeftover(map, sendingPath, log);
+    const leftover = await recoverLeftover(map, sendingPath, log).catch((error: Error) => {
+      // --full hashes every block: marks that cannot be recovered are not needed (the set is replaced).
+      if (!(options.full && error instanceof SendingSetCorrupt)) throw error;
+      log(`${error.message}: --full hashes every block instead`);
+      return undefined;
+    });
     target = await openWriteTarget(options.to);
     const label = await bindTarget(map, target, canonical, log);
     const result = await ship({ map, local, target, label, canonical, sendingPath, leftover: leftover?.target === label ? leftover : undefined, options });
