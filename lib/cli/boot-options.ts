@@ -65,11 +65,12 @@ export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
     .option('snapshot-to', { type: 'string', describe: 'repository for --snapshot-on-exit (directory, http+unix:///?socket=PATH, http://127.0.0.1:PORT)', defaultDescription: 'the --from directory, else the default repository' }) as unknown as Argv<T & BootArgs>;
 }
 
-/** The COR device's diagnostics worth a user's eye (not its per-connection chatter). */
-export function corLog(say: (line: string) => void): (line: string) => void {
-  return (line) => {
-    if (!line.startsWith('connection ')) say(line);
-  };
+/**
+ * The COR device's diagnostics worth a user's eye: not its NBD connection events (QEMU is its only
+ * client, and a guest read that fails is told by the device's own fetch-failure line).
+ */
+export function deviceLog(say: (line: string) => void): Pick<LaunchOptions, 'log' | 'onConnectionEvent'> {
+  return { log: say, onConnectionEvent: () => {} };
 }
 
 /** `--replicate-to` and its pace; a pace without a target is a mistake worth a line. */

@@ -9,7 +9,7 @@
 //      finds it); then the map records it as the target's baseline, and the set is removed.
 // On any error or interruption the set is merged back into the W bits at once.
 // Over 300 lines on purpose: the steps above, and what each leaves after a crash, read top to bottom here.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { access } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { BlockMap } from '../map/block-map.js';
@@ -21,12 +21,12 @@ import { mapPathOf } from '../cor/device.js';
 import { decodeManifest } from '../repo/manifest-codec.js';
 import { DIGEST_BYTES, ZERO_DIGEST, type Manifest } from '../repo/manifest-format.js';
 import { validateImageName } from '../repo/image-name.js';
-import type { OfferedBlock, WriteTarget } from '../repo/write-target.js';
+import type { WriteTarget } from '../repo/write-target.js';
 import { canonicalWriteUri, openWriteTarget } from '../write/open-write-target.js';
 import { readSendingSet, removeSendingSet, sendingSetPath, writeSendingSet, type SendingSet } from './sending-set.js';
 import { bindTarget, sha256Hex } from './bind-target.js';
 import { SendingSetCorrupt, SnapshotBaselineChanged, SnapshotInterrupted, SnapshotNeedsFullDisk, SnapshotNoMap } from './errors.js';
-import { consecutiveRuns } from './block-runs.js';
+import { readAndHashBlocks, type BlockSource } from './block-runs.js';
 
 export interface SnapshotOptions {
   /** The local disk (its map is `DISK.map`); no other process may be using it. */
@@ -204,8 +204,10 @@ export async function ship(context: ShipContext): Promise<Shipped> {
     await map.commit();
     const start = await target.begin({ name: options.as, size, blockSize, ...(baseline ? { parent: baseline.ref } : {}) });
     const digests = baseDigests ? Buffer.from(baseDigests) : Buffer.alloc(blockCount * DIGEST_BYTES);
-    const read = context.instant?.read ?? ((first: number, count: number) => local.read(first * blockSize, Math.min(count * blockSize, size - first * blockSize)));
-    const counts = await sendBlocks({ map, read, target, blocks: blocks!, sendable, digests, options });
+    // A running disk is read as of its instant (runs start and end on block boundaries).
+    const instant = context.instant;
+    const source: BlockSource = instant ? { read: (offset, length) => instant.read(offset / blockSize, Math.ceil(length / blockSize)) } : local;
+    const counts = await sendBlocks({ map, source, target, blocks: blocks!, sendable, digests, options });
     const commit = await target.commitImage({
       name: options.as, version: start.version, size, blockSize, digests, session, ...(baseline ? { parent: baseline.ref } : {}),
     });
@@ -232,8 +234,8 @@ export async function ship(context: ShipContext): Promise<Shipped> {
 
 interface SendContext {
   readonly map: BlockMap;
-  /** Blocks [first, first + count) as of the snapshot's instant. */
-  readonly read: (first: number, count: number) => Promise<Buffer>;
+  /** The disk as of the snapshot's instant. */
+  readonly source: BlockSource;
   readonly target: WriteTarget;
   readonly blocks: Bitset;
   /** Of `blocks`, the ones present at the instant: read and sent; the others keep the baseline's digest. */
@@ -247,39 +249,28 @@ type SendCounts = Pick<SnapshotResult, 'dirtyBlocks' | 'sentBlocks' | 'dedupedBl
 
 /** Step 2: batch by batch, read and hash the dirty blocks, offer their digests, send what is lacking. */
 async function sendBlocks(context: SendContext): Promise<SendCounts> {
-  const { map, read, target, blocks, sendable, digests, options } = context;
-  const { blockSize } = map.header;
+  const { map, source, target, blocks, sendable, digests, options } = context;
+  const { size, blockSize } = map.header;
   const batchBlocks = Math.max(1, Math.floor((options.batchBytes ?? DEFAULT_BATCH_BYTES) / blockSize));
   const counts = { dirtyBlocks: blocks.count(), sentBlocks: 0, dedupedBlocks: 0, zeroBlocks: 0, absentBlocks: 0, blockBytesSent: 0 };
   const seen = new Set<string>();
-  const zeros = Buffer.alloc(blockSize);
   let done = 0;
   for (let next = blocks.nextSet(0); next >= 0;) {
     if (options.signal?.aborted) throw new SnapshotInterrupted(options.disk);
     const batch: number[] = [];
     for (; next >= 0 && batch.length < batchBlocks; next = blocks.nextSet(next + 1)) batch.push(next);
-    const offered: Array<OfferedBlock & { index: number }> = [];
-    for (const [first, count] of presentRuns(sendable, batch, counts)) {
-      const data = await read(first, count);
-      for (let i = 0; i < count; i++) {
-        const block = data.subarray(i * blockSize, Math.min((i + 1) * blockSize, data.length));
-        const at = (first + i) * DIGEST_BYTES;
-        if (block.equals(zeros.subarray(0, block.length))) {
-          ZERO_DIGEST.copy(digests, at);
-          counts.zeroBlocks++;
-          continue;
-        }
-        const digest = createHash('sha256').update(block).digest();
-        digest.copy(digests, at);
-        const key = digest.toString('latin1');
-        if (seen.has(key)) {
-          counts.dedupedBlocks++;
-          continue;
-        }
-        seen.add(key);
-        offered.push({ index: first + i, digest, data: block });
-      }
-    }
+    // `seen` spans the whole snapshot: a digest is offered once, its repeats only recorded.
+    const { offered, repeats } = await readAndHashBlocks(source, presentBlocks(sendable, batch, counts), { size, blockSize }, seen, {
+      onZero: (index) => {
+        ZERO_DIGEST.copy(digests, index * DIGEST_BYTES);
+        counts.zeroBlocks++;
+      },
+      onDigest: (index, digest) => {
+        digest.copy(digests, index * DIGEST_BYTES);
+        return true;
+      },
+    });
+    counts.dedupedBlocks += repeats.length;
     if (offered.length > 0) {
       const lacking = await target.missing(Buffer.concat(offered.map((block) => block.digest)));
       const sending = offered.filter((_, i) => lacking[i] === 1);
@@ -295,14 +286,13 @@ async function sendBlocks(context: SendContext): Promise<SendCounts> {
 }
 
 /**
- * Runs of consecutive present blocks in `batch` (sorted), each read in one go. A dirty block that
- * is absent was never fetched nor written whole: it still reads as the image, so its digest stays
- * the baseline's.
+ * The present blocks of `batch`. A dirty block that is absent was never fetched nor written whole:
+ * it still reads as the image, so its digest stays the baseline's.
  */
-function presentRuns(sendable: Bitset, batch: readonly number[], counts: { absentBlocks: number }): Generator<[number, number]> {
+function presentBlocks(sendable: Bitset, batch: readonly number[], counts: { absentBlocks: number }): number[] {
   const present = batch.filter((index) => sendable.get(index));
   counts.absentBlocks += batch.length - present.length;
-  return consecutiveRuns(present);
+  return present;
 }
 
 function manifestOf(name: string, version: number, size: number, blockSize: number, digests: Buffer): Manifest {

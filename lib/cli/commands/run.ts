@@ -9,7 +9,7 @@ import { LazybootError, UsageError } from '../../base/errors.js';
 import { launch, type LazyVm } from '../../launch.js';
 import { CommandNotStarted } from '../../../vmm/errors.js';
 import { summaryOf } from './snapshot.js';
-import { bootOptions, corLog, launchOptionsOf, printMilestones, type BootArgs } from '../boot-options.js';
+import { bootOptions, deviceLog, launchOptionsOf, printMilestones, type BootArgs } from '../boot-options.js';
 import { parseCopyIn, parseCopyOut, type CopySpec } from '../copy-specs.js';
 import { RUN_EXIT } from '../run-exit-codes.js';
 import { RunEventLog } from '../run-events.js';
@@ -96,7 +96,7 @@ export const runCommand: CommandModule<any, RunArgs> = {
       if (userData) seed = await prepareSeedDisk(userData, settings.hostname);
       shares = await startShares(shareSpecs, launchOptions.memoryMiB ?? VM_DEFAULTS.memoryMiB);
       const extraArgs = [...network.qemuArgs, ...(seed?.qemuArgs ?? []), ...shares.qemuArgs];
-      vm = await launch({ ...launchOptions, qemuArgs: [...extraArgs, ...(launchOptions.qemuArgs ?? [])], agent: true, log: corLog(say) });
+      vm = await launch({ ...launchOptions, qemuArgs: [...extraArgs, ...(launchOptions.qemuArgs ?? [])], agent: true, ...deviceLog(say) });
       printMilestones(vm, say);
       events.follow(vm);
       try {
