@@ -3,7 +3,7 @@
 // blocks the guest wrote (the only ones that differ from the image), and the raw disk boots on
 // its own in a plain `qemu-system-x86_64 -drive file=DISK,format=raw`.
 import { existsSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
@@ -98,8 +98,11 @@ test.serial('lazyboot and QEMU killed (SIGKILL) after the pivot: the next `lazyb
   const scratch = await scratchDir(t);
   const served = await serveRepository(t, await importImage(scratch, tiny.path, 'tiny'));
   const disk = path.join(scratch, 'tiny.raw');
+  // The killed process cannot remove its run dir: a TMPDIR in the scratch dir goes with it.
+  const tmp = path.join(scratch, 'tmp');
+  await mkdir(tmp);
   const stayUp = ['--qemu-arg=-fw_cfg', `--qemu-arg=name=${STAY_UP_FW_CFG_NAME},string=1`];
-  const child = execa('node', [CLI, 'boot', 'tiny', '--from', served.uri, '--disk', disk, '--memory', '256M', '--timeout', '240s', '--no-fill', ...stayUp], { reject: false });
+  const child = execa('node', [CLI, 'boot', 'tiny', '--from', served.uri, '--disk', disk, '--memory', '256M', '--timeout', '240s', '--no-fill', ...stayUp], { reject: false, env: { TMPDIR: tmp } });
   t.teardown(() => void child.kill('SIGKILL'));
   const qemuPid = Number((await waitForLine(child, 'stderr', /QEMU up \(pid (\d+)\)/))[1]);
   await waitForLine(child, 'stderr', /pivot to native at/);
@@ -110,7 +113,7 @@ test.serial('lazyboot and QEMU killed (SIGKILL) after the pivot: the next `lazyb
   t.true(existsSync(`${disk}.native.qcow2`), 'the interrupted pivot left its metadata file');
 
   // `lazyboot boot` again (pivot live by default, fill on): resumed natively, filled to the end.
-  const again = execa('node', [CLI, 'boot', 'tiny', '--from', served.uri, '--disk', disk, '--memory', '256M', '--timeout', '240s', ...stayUp], { reject: false, detached: true });
+  const again = execa('node', [CLI, 'boot', 'tiny', '--from', served.uri, '--disk', disk, '--memory', '256M', '--timeout', '240s', ...stayUp], { reject: false, detached: true, env: { TMPDIR: tmp } });
   t.teardown(() => void again.kill('SIGKILL'));
   await waitForLine(again, 'stderr', /fill complete at/);
   process.kill(-again.pid!, 'SIGINT'); // Ctrl-C: stopped in order, the writes bitmap folded
