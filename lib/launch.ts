@@ -287,7 +287,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   // TransientVm.start closed the disk itself if it threw.
   vmStarted = true;
   pivotting.attach(started);
-  const fillRequest = { fill: options.fill ?? false, fillRate: options.fillRate ?? 0 };
+  const fillRequest = { fill: options.fill ?? false, fillRate: options.fillRate ?? 0, fillOutageMs: options.fillOutageMs };
   const autoPivot = bootsNative
     ? pivotting.startAfterNativeBoot(fillRequest, resumed ? 'resume' : 'reboot', () => device.stats().fetchedBytes - fetchedBeforeNativeBoot)
     : pivotMode === 'live'
@@ -339,7 +339,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     imageBytes: device.manifest.size,
     stats,
     pivot: async (request = {}) => {
-      const pivot = await pivotting.start({ fill: request.fill ?? true, fillRate: request.fillRate ?? options.fillRate ?? 0 });
+      const pivot = await pivotting.start({ fill: request.fill ?? true, fillRate: request.fillRate ?? options.fillRate ?? 0, fillOutageMs: options.fillOutageMs });
       return pivot.outcome;
     },
     status: () => {
