@@ -249,6 +249,21 @@ export class TransientVm implements AsyncDisposable {
     return this.#guest.exec(program, args, options);
   }
 
+  /** qemu-guest-agent has answered. */
+  get hasAgent(): boolean {
+    return this.#guest.hasAgent;
+  }
+
+  /** Freezes the guest's file systems through the agent (for a point-in-time snapshot); how many. */
+  freezeFilesystems(): Promise<number> {
+    return this.#guest.freezeFilesystems();
+  }
+
+  /** Thaws what freezeFilesystems() froze; how many. */
+  thawFilesystems(): Promise<number> {
+    return this.#guest.thawFilesystems();
+  }
+
   /** Runs a command in the guest with live output on the sinks (guest-command.ts); the VM must be running. */
   runCommand(command: readonly string[], options: RunCommandOptions): Promise<RunOutcome> {
     return this.#guest.runCommand(command, options);
