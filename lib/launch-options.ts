@@ -28,6 +28,12 @@ export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 'fill' 
    */
   readonly pivot?: PivotMode;
   /**
+   * After a pivot: how long QEMU's fill waits for a repository that went away (it retries every few
+   * seconds) before it stops with a report; the guest runs on, a later boot of the disk finishes
+   * the fill. Default 10 minutes (FILL_GIVE_UP_MS).
+   */
+  readonly fillOutageMs?: number;
+  /**
    * @deprecated Use `memoryMiB`. Guest memory as MiB or a size like "512M", "1G", parsed by the
    * same parser as the CLI's --memory. Kept until its last caller (scripts/bench-boot.ts) moves.
    */

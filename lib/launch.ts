@@ -28,6 +28,9 @@ import { snapshot, type SnapshotResult } from './snapshot/snapshot.js';
 import { checkReplicationSettings, replicationAttachment, type ReplicationSettings } from './snapshot/replicate.js';
 import { describePass } from './snapshot/replicator.js';
 import { exitSnapshotTarget, SnapshotNotTaken } from './snapshot/on-exit.js';
+import { liveSnapshot, type GuestFreezer, type LiveDisk, type LiveSnapshotResult } from './snapshot/live-snapshot.js';
+import { GuestFreezeFailed, LiveSnapshotAfterPivot } from './snapshot/errors.js';
+import type { DeviceAttachment, OpenedDisk } from './cor/device.js';
 import { canonicalWriteUri } from './write/open-write-target.js';
 import { validateImageName } from './repo/image-name.js';
 
@@ -38,6 +41,22 @@ export type { VmEvent, ExecResult, StorageReadySource, NativeStatus } from '../v
 export type { VmState } from '../vmm/lifecycle.js';
 export type { RunCommandOptions, RunOutcome } from '../vmm/guest-command.js';
 export type { CopyResult } from '../guest/agent-files.js';
+export type { LiveSnapshotResult } from './snapshot/live-snapshot.js';
+
+/** A snapshot of the running VM's disk (LazyVm.snapshot). */
+export interface LiveSnapshotRequest {
+  /** Image name of the new version. */
+  readonly as: string;
+  /** Write URI (a directory, http+unix:///?socket=…, http://…); default: as for snapshotOnExit. */
+  readonly to?: string;
+  /**
+   * Freeze the guest's file systems through its agent for the instant (default: when an agent
+   * answers; true without one is an error). false: crash-consistent.
+   */
+  readonly freeze?: boolean;
+  readonly onProgress?: (progress: { blockSize: number; doneBlocks: number; dirtyBlocks: number; blockBytesSent: number }) => void | Promise<void>;
+  readonly signal?: AbortSignal;
+}
 
 export interface LazyVm extends AsyncDisposable {
   /** The guest's own storage driver has the disk. */
@@ -92,6 +111,12 @@ export interface LazyVm extends AsyncDisposable {
    * snapshot's error (its marks are kept: `lazyboot snapshot --disk` retries it for a kept disk).
    */
   readonly snapshotted: Promise<SnapshotResult | undefined>;
+  /**
+   * A point-in-time snapshot of the running disk, shipped as a new version (before any pivot):
+   * the guest's file systems are frozen for milliseconds, blocks it rewrites meanwhile are copied
+   * first (lib/snapshot/live-snapshot.ts). Rejects with LiveSnapshotAfterPivot once pivoted.
+   */
+  snapshot(request: LiveSnapshotRequest): Promise<LiveSnapshotResult>;
   exec(program: string, args?: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
   /** Runs a command with live output on the given sinks (stream ports); a timeout kills it in the guest. Needs `agent: true`. */
   run(command: readonly string[], options: RunCommandOptions): Promise<RunOutcome>;
@@ -105,6 +130,8 @@ export interface LazyVm extends AsyncDisposable {
   blockNodes(): Promise<Array<{ nodeName: string; driver: string }>>;
   close(): Promise<void>;
 }
+
+const NOTHING_ATTACHED: DeviceAttachment = { close: async () => undefined };
 
 /** Passes that did something, or failed, are logged unless the caller watches them itself. */
 function withPassLog(settings: ReplicationSettings, log: ((line: string) => void) | undefined): ReplicationSettings {
@@ -151,6 +178,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   const tempDiskDir = options.disk ? undefined : await mkdtemp(path.join(tmpdir(), 'lazyboot-disk-'));
   const diskPath = path.resolve(options.disk ?? path.join(tempDiskDir!, 'disk.raw'));
   let cor: CorDevice | undefined;
+  let openedDisk: OpenedDisk | undefined;
   let resumed = false;
   const deviceOptions = { image: options.image, disk: diskPath, from: [...(options.from ?? [])], log: options.log, fetchTimeoutMs: options.fetchTimeoutMs };
   if (options.disk) {
@@ -181,7 +209,11 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       // Recorded on a first boot of the image version, replayed (and refined) on the later ones.
       // (Not for a native boot: the device reads through unrecorded, and a replay would write.)
       trace: options.trace === false || bootsNative ? false : (options.trace ?? {}),
-      ...(options.replicate ? { attach: replicationAttachment(withPassLog(options.replicate, options.log)) } : {}),
+      // The open disk is kept for live snapshots; the replicator runs beside it if asked for.
+      attach: async (disk) => {
+        openedDisk = disk;
+        return options.replicate ? replicationAttachment(withPassLog(options.replicate, options.log))(disk) : NOTHING_ATTACHED;
+      },
     });
   } catch (error) {
     if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
@@ -255,7 +287,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   // TransientVm.start closed the disk itself if it threw.
   vmStarted = true;
   pivotting.attach(started);
-  const fillRequest = { fill: options.fill ?? false, fillRate: options.fillRate ?? 0 };
+  const fillRequest = { fill: options.fill ?? false, fillRate: options.fillRate ?? 0, fillOutageMs: options.fillOutageMs };
   const autoPivot = bootsNative
     ? pivotting.startAfterNativeBoot(fillRequest, resumed ? 'resume' : 'reboot', () => device.stats().fetchedBytes - fetchedBeforeNativeBoot)
     : pivotMode === 'live'
@@ -307,12 +339,22 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     imageBytes: device.manifest.size,
     stats,
     pivot: async (request = {}) => {
-      const pivot = await pivotting.start({ fill: request.fill ?? true, fillRate: request.fillRate ?? options.fillRate ?? 0 });
+      const pivot = await pivotting.start({ fill: request.fill ?? true, fillRate: request.fillRate ?? options.fillRate ?? 0, fillOutageMs: options.fillOutageMs });
       return pivot.outcome;
     },
     status: () => {
       const now = stats();
       return { state: started.state, storageReady: started.storageReadySource ?? null, ...started.nativeStatus, fetchedBytes: now.fetchedBytes, presentBlocks: now.presentBlocks, totalBlocks: now.totalBlocks };
+    },
+    snapshot: async (request) => {
+      if (started.nativeStatus.pivot !== 'none' || pivotting.deviceLeft) throw new LiveSnapshotAfterPivot(diskPath, false);
+      const to = exitSnapshotTarget({ as: request.as, to: request.to }, options.from ?? []);
+      if (request.freeze === true && !started.hasAgent) throw new GuestFreezeFailed('no guest agent answers (boot with --agent, on an image with qemu-guest-agent)');
+      const freezer: GuestFreezer | undefined = request.freeze !== false && started.hasAgent
+        ? { freeze: () => started.freezeFilesystems(), thaw: () => started.thawFilesystems() }
+        : undefined;
+      const live: LiveDisk = { path: diskPath, map: openedDisk!.backend.map, local: openedDisk!.local, backend: openedDisk!.backend };
+      return liveSnapshot(live, { to, as: request.as, freezer, log: options.log, onProgress: request.onProgress, signal: request.signal });
     },
     exec: (program, args, execOptions) => started.exec(program, args, execOptions),
     blockNodes: () => started.blockNodes(),

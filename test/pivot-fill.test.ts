@@ -12,7 +12,7 @@ import { launch } from '../lib/launch.js';
 import { BlockMap } from '../lib/map/block-map.js';
 import { STAY_UP_FW_CFG_NAME, tinyStayUpArgs } from '../guest/qemu-args.js';
 import { GuestEvents } from '../guest/events.js';
-import { CLI, importImage, qemuProcessesMentioning, scratchDir, serveRepository, waitForLine } from './boot-support.js';
+import { CLI, importImage, qemuProcessesMentioning, scratchDir, serveRepository, watchOutput } from './boot-support.js';
 import { extractPartition, readGuestFile } from './helpers/guest-filesystem.js';
 import { startQemuDirect } from './helpers/qemu-direct.js';
 
@@ -103,10 +103,11 @@ test.serial('lazyboot and QEMU killed (SIGKILL) after the pivot: the next `lazyb
   await mkdir(tmp);
   const stayUp = ['--qemu-arg=-fw_cfg', `--qemu-arg=name=${STAY_UP_FW_CFG_NAME},string=1`];
   const child = execa('node', [CLI, 'boot', 'tiny', '--from', served.uri, '--disk', disk, '--memory', '256M', '--timeout', '240s', '--no-fill', ...stayUp], { reject: false, env: { TMPDIR: tmp } });
+  const childErr = watchOutput(child, 'stderr');
   t.teardown(() => void child.kill('SIGKILL'));
-  const qemuPid = Number((await waitForLine(child, 'stderr', /QEMU up \(pid (\d+)\)/))[1]);
-  await waitForLine(child, 'stderr', /pivot to native at/);
-  await waitForLine(child, 'stderr', /boot-complete at/); // the tiny guest wrote its boot counter after the pivot
+  const qemuPid = Number((await childErr.seen(/QEMU up \(pid (\d+)\)/))[1]);
+  await childErr.seen(/pivot to native at/);
+  await childErr.seen(/boot-complete at/); // the tiny guest wrote its boot counter after the pivot
   child.kill('SIGKILL');
   process.kill(qemuPid, 'SIGKILL');
   await child;
@@ -114,8 +115,9 @@ test.serial('lazyboot and QEMU killed (SIGKILL) after the pivot: the next `lazyb
 
   // `lazyboot boot` again (pivot live by default, fill on): resumed natively, filled to the end.
   const again = execa('node', [CLI, 'boot', 'tiny', '--from', served.uri, '--disk', disk, '--memory', '256M', '--timeout', '240s', ...stayUp], { reject: false, detached: true, env: { TMPDIR: tmp } });
+  const againErr = watchOutput(again, 'stderr');
   t.teardown(() => void again.kill('SIGKILL'));
-  await waitForLine(again, 'stderr', /fill complete at/);
+  await againErr.seen(/fill complete at/);
   process.kill(-again.pid!, 'SIGINT'); // Ctrl-C: stopped in order, the writes bitmap folded
   const result = await again;
   t.log(result.stderr);

@@ -2,6 +2,7 @@
 // it) and the fill block job after it. TransientVm owns the QEMU process and the lifecycle; this part holds what the pivot
 // adds (is the VM native, the running fill, its last progress) and reports it as VM events.
 import { IllegalVmAction } from './errors.js';
+import { LazybootError } from '../lib/base/errors.js';
 import { FillJob, type FillJobProgress } from './fill-job.js';
 import { livePivot, NATIVE_NODE, WRITES_BITMAP, type LivePivotResult, type NativeGraph } from './native-graph.js';
 import type { QmpClient } from './qmp.js';
@@ -16,7 +17,7 @@ export type NativePhaseEvent =
   | { readonly type: 'fill-progress'; readonly offset: number; readonly len: number; readonly atMs: number }
   /** A read from the repository failed: the job paused and is retried every few seconds. */
   | { readonly type: 'fill-paused'; readonly message: string; readonly atMs: number }
-  /** Still paused after FILL_STALL_REPORT_MS: the repository stays away (the job keeps waiting). */
+  /** Still paused after FILL_STALL_REPORT_MS: the repository stays away (the job keeps waiting, up to its limit). */
   | { readonly type: 'fill-stalled'; readonly message: string; readonly stalledMs: number; readonly atMs: number }
   /** The reads succeed again: the job runs on. */
   | { readonly type: 'fill-resumed'; readonly pausedMs: number; readonly atMs: number }
@@ -83,10 +84,11 @@ export class NativePhase {
   }
 
   /** block-stream at `speed` bytes/s (0 = unlimited); resolves when it completed, rejects with FillJobFailed. */
-  async fill(speed: number, state: string): Promise<void> {
+  async fill(speed: number, state: string, giveUpAfterMs?: number): Promise<void> {
     if (this.#pivot !== 'native' || this.#fill) throw new IllegalVmAction(this.#fill ? 'fill twice' : 'fill before the pivot', state);
     const fill = await FillJob.start(this.hooks.qmp('fill'), {
       speed,
+      giveUpAfterMs,
       onProgress: (progress) => {
         this.#progress = progress;
         this.hooks.emit({ type: 'fill-progress', offset: progress.offset, len: progress.len, atMs: this.hooks.elapsedMs() });
@@ -103,7 +105,9 @@ export class NativePhase {
       this.hooks.emit({ type: 'fill-complete', atMs: this.hooks.elapsedMs() });
     } catch (error) {
       this.#fillState = 'failed';
-      if (!this.hooks.closing()) this.hooks.emit({ type: 'fill-failed', message: (error as Error).message, atMs: this.hooks.elapsedMs() });
+      // The whole line, with what to do (the CLI prints it as it is).
+      const message = error instanceof LazybootError ? error.toLine() : (error as Error).message;
+      if (!this.hooks.closing()) this.hooks.emit({ type: 'fill-failed', message, atMs: this.hooks.elapsedMs() });
       throw error;
     }
   }

@@ -5,6 +5,7 @@
 // whatever happens (a synchronous kill: no async work runs then).
 import path from 'node:path';
 import { rm } from 'node:fs/promises';
+import { panicLineIn } from './console-panic.js';
 import { dir } from 'tmp-promise';
 import { registerCleanup } from '../lib/base/cleanup.js';
 import { chooseAccelerator, type AccelChoice } from './accel.js';
@@ -102,8 +103,8 @@ export class TransientVm implements AsyncDisposable {
   readonly #startedAt = Date.now();
   readonly #unregisterCleanup: () => void;
   #bootTimer: NodeJS.Timeout | undefined;
-  /** Set while a host-signal SHUTDOWN waits to learn whether this process asked for the stop. */
-  #hostSignalVerdict: Promise<void> | undefined;
+  /** Set while a SHUTDOWN waits for its verdict: a host signal (did this process ask?), a guest reset (a panic?). */
+  #shutdownVerdict: Promise<void> | undefined;
   /** QEMU sent SHUTDOWN: it is going down, whoever asked. */
   #qemuShuttingDown = false;
 
@@ -217,10 +218,10 @@ export class TransientVm implements AsyncDisposable {
   /**
    * After the pivot: QEMU's block-stream fills the rest of the disk at `speed` bytes/s (0 =
    * unlimited). Resolves when it completed and the backing node is gone; rejects with
-   * FillJobFailed (the guest runs on). Progress and the end are VM events.
+   * FillJobFailed (the guest runs on), e.g. when the repository stayed away `giveUpAfterMs`. Progress and the end are VM events.
    */
-  fill(speed: number): Promise<void> {
-    return this.#native.fill(speed, this.state);
+  fill(speed: number, options: { giveUpAfterMs?: number } = {}): Promise<void> {
+    return this.#native.fill(speed, this.state, options.giveUpAfterMs);
   }
 
   /** QEMU's block nodes now (query-named-block-nodes): node name and driver, for diagnostics and tests. */
@@ -244,6 +245,21 @@ export class TransientVm implements AsyncDisposable {
   /** Runs a program in the guest through qemu-guest-agent (guest-exec); the VM must be running. */
   exec(program: string, args: readonly string[] = [], options: { timeoutMs?: number } = {}): Promise<ExecResult> {
     return this.#guest.exec(program, args, options);
+  }
+
+  /** qemu-guest-agent has answered. */
+  get hasAgent(): boolean {
+    return this.#guest.hasAgent;
+  }
+
+  /** Freezes the guest's file systems through the agent (for a point-in-time snapshot); how many. */
+  freezeFilesystems(): Promise<number> {
+    return this.#guest.freezeFilesystems();
+  }
+
+  /** Thaws what freezeFilesystems() froze; how many. */
+  thawFilesystems(): Promise<number> {
+    return this.#guest.thawFilesystems();
   }
 
   /** Runs a command in the guest with live output on the sinks (guest-command.ts); the VM must be running. */
@@ -312,7 +328,7 @@ export class TransientVm implements AsyncDisposable {
       this.lifecycle.feed({ type: 'qemu-exited' });
     };
     // A pending host-signal verdict goes first: it knows whether the stop was ours.
-    void process.exited.then((exit) => (this.#hostSignalVerdict ? this.#hostSignalVerdict.then(() => onExit(exit)) : onExit(exit)));
+    void process.exited.then((exit) => (this.#shutdownVerdict ? this.#shutdownVerdict.then(() => onExit(exit)) : onExit(exit)));
     qmp.onEvent((event) => this.#onQmpEvent(event));
     void this.#readiness.listenToGuest(eventsSocket);
     this.lifecycle.feed({ type: 'qemu-up' });
@@ -335,8 +351,15 @@ export class TransientVm implements AsyncDisposable {
           // QEMU's answer can be read before our own handler has run: the signal was delivered to us
           // before QEMU could answer it, so by the next poll for I/O that handler (the CLI's
           // teardown, an embedder's close()) has run. Judge after it: a stop we asked for is a stop.
-          this.#hostSignalVerdict ??= afterNextPoll().then(() => {
+          this.#shutdownVerdict ??= afterNextPoll().then(() => {
             if (this.state !== 'stopping') this.#fail(new QemuExited(undefined, 'a signal', 'terminated by a signal from outside lazyboot'));
+          });
+        } else if (event.data.reason === 'guest-reset' && this.state !== 'stopping') {
+          // -no-reboot: a reset ends the VM. A kernel that panicked (panic=N) resets too: its
+          // console says so, and that is a failure with its own error, not a stop.
+          this.#shutdownVerdict ??= panicLineIn(this.consoleLog).then((panic) => {
+            if (panic) this.#fail(new GuestPanicked(panic));
+            else this.lifecycle.feed({ type: 'stop' });
           });
         } else {
           this.lifecycle.feed({ type: 'stop' });

@@ -27,6 +27,7 @@ export interface BootArgs extends CacheArgs {
   pivot?: 'live' | 'reboot' | 'none';
   fill?: boolean;
   'fill-rate'?: string;
+  'fill-outage'?: string;
   trace?: boolean;
   'trace-dir'?: string;
   'trace-to'?: string;
@@ -54,6 +55,7 @@ export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
     .option('pivot', { choices: ['live', 'reboot', 'none'] as const, describe: 'at storage-ready, move the disk to QEMU\'s native graph (live: the guest pauses for milliseconds; reboot: a native QEMU boots the machine again), or stay on the copy-on-read device (none)' })
     .option('fill', { type: 'boolean', describe: 'after a pivot, fill the rest of the disk with QEMU\'s block-stream (--no-fill: only what the guest reads)', defaultDescription: 'on with --pivot live' })
     .option('fill-rate', { type: 'string', describe: 'fill speed limit in bytes per second (e.g. 20M; 0 = unlimited)', defaultDescription: '0' })
+    .option('fill-outage', { type: 'string', describe: 'how long the fill waits for a repository that went away before it stops (e.g. 30s, 10m); a later boot of the same --disk finishes it', defaultDescription: '10m' })
     .option('fetch-ahead', { type: 'string', describe: 'largest window fetched ahead of a sequential guest read (e.g. 8M; 0 = only what the guest reads)', defaultDescription: '8M' })
     .option('trace', { type: 'boolean', describe: 'record the blocks a first boot reads, fetch them ahead of the guest on later boots (--no-trace: neither)', defaultDescription: 'true' })
     .option('trace-dir', { type: 'string', describe: 'where boot traces are kept when the repository cannot be written', defaultDescription: '$XDG_CACHE_HOME/lazyboot/traces' })
@@ -104,6 +106,7 @@ export function launchOptionsOf(args: BootArgs): LaunchOptions {
     pivot: args.pivot,
     fill: args.fill,
     fillRate: given(args['fill-rate'], parseSizeBytes),
+    fillOutageMs: given(args['fill-outage'], parseDurationMs),
     trace: args.trace === false ? false : { dir: args['trace-dir'], ...(args['trace-to'] !== undefined ? { to: args['trace-to'] } : {}) },
     ...replicationOf(args),
     ...(args['snapshot-on-exit'] !== undefined ? { snapshotOnExit: { as: args['snapshot-on-exit'], ...(args['snapshot-to'] !== undefined ? { to: args['snapshot-to'] } : {}) } } : {}),

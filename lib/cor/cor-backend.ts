@@ -30,7 +30,8 @@ import type { BootTrace } from '../trace/trace-format.js';
 import { ReadThrough } from './read-through.js';
 import { readByFilling, type KnowsZeroRanges, type LendsReads, type LentBytes } from '../block/read-into.js';
 import { ZeroStatus } from './zero-status.js';
-import { GuestWrites } from './guest-writes.js';
+import { GuestWrites, type OverwriteGuard } from './guest-writes.js';
+export type { OverwriteGuard } from './guest-writes.js';
 
 export interface CorBackendOptions {
   /** Largest single fetch (default 4 MiB): adjacent absent blocks are coalesced up to this. */
@@ -302,6 +303,22 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   watchWrites(watcher: (first: number, last: number) => void): () => void {
     this.writeWatchers.add(watcher);
     return () => this.writeWatchers.delete(watcher);
+  }
+
+  /**
+   * Holds new guest writes; resolves, once the writes under way have ended, with the release. For
+   * the instant of a point-in-time snapshot: keep it short (the guest's writes wait meanwhile).
+   */
+  holdWrites(): Promise<() => void> {
+    return this.writes.hold();
+  }
+
+  /**
+   * Runs `guard(first, last)` before each guest write's data lands; a returned promise holds the
+   * write until it settles (copy-before-write). Returns the removal. One guard at a time.
+   */
+  guardOverwrites(guard: OverwriteGuard): () => void {
+    return this.writes.guard(guard);
   }
 
   /** Guest requests running or queued now; fill waits for zero. */

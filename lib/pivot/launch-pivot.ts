@@ -22,6 +22,8 @@ export interface PivotRequest {
   readonly fill: boolean;
   /** The fill's speed in bytes/s; 0 = unlimited. */
   readonly fillRate: number;
+  /** How long the fill waits for a repository that went away before it stops (default: FILL_GIVE_UP_MS). */
+  readonly fillOutageMs?: number;
 }
 
 export interface StartedPivot {
@@ -94,7 +96,7 @@ export class LaunchPivot {
       const fetched = fetchedSinceBoot();
       this.where.log?.(`native boot (${how}): ${fetched} bytes fetched from the repository before storage-ready`);
       const outcome: PivotOutcome = { how, pauseMs: 0, drainMs: 0, presentBlocks: this.#nativeBootBlocks, fetchedBeforeStorageReady: fetched };
-      const filled = request.fill ? this.#fill(request.fillRate) : Promise.resolve(false);
+      const filled = request.fill ? this.#fill(request) : Promise.resolve(false);
       return { outcome, filled };
     })();
     return this.#started;
@@ -115,7 +117,7 @@ export class LaunchPivot {
     assertPivotable(this.device.manifest.blockSize);
     if (this.vm.lifecycle.isFinal || this.vm.state === 'stopping') throw new IllegalVmAction('pivot', this.vm.state);
     const outcome = { how: 'live' as const, ...(await pivotWhenStorageReady(this.vm, this.device, this.where.diskPath, await this.#placeMetadata())) };
-    const filled = request.fill ? this.#fill(request.fillRate) : Promise.resolve(false);
+    const filled = request.fill ? this.#fill(request) : Promise.resolve(false);
     return { outcome, filled };
   }
 
@@ -130,9 +132,9 @@ export class LaunchPivot {
     return (this.#metadataPath = path.join(this.#pivotDir, 'native.qcow2'));
   }
 
-  async #fill(rate: number): Promise<boolean> {
+  async #fill(request: PivotRequest): Promise<boolean> {
     try {
-      await this.vm.fill(rate);
+      await this.vm.fill(request.fillRate, { giveUpAfterMs: request.fillOutageMs });
     } catch (error) {
       if (!this.vm.lifecycle.isFinal && this.vm.state !== 'stopping') this.where.log?.((error as Error).message);
       return false;

@@ -9,7 +9,7 @@ export async function bootToStorageReady(options: StartVmOptions, log?: (line: s
   const vm = await TransientVm.start({ ...options, requireStorageReady: true });
   try {
     await vm.storageReady;
-    log?.(`reboot pivot: the transient boot reached storage-ready (${vm.storageReadySource}) at ${(vm.elapsedMs() / 1000).toFixed(1)} s; its QEMU is shut down, a native QEMU boots the machine`);
+    log?.(`reboot pivot: the transient boot reached storage-ready (${vm.storageReadySource}) at ${(vm.elapsedMs() / 1000).toFixed(1)} s; its QEMU (pid ${vm.pid}) is shut down, a native QEMU boots the machine`);
   } finally {
     await vm.close();
   }

@@ -21,6 +21,9 @@ export function* consecutiveRuns(indexes: readonly number[]): Generator<[number,
   if (count > 0) yield [first, count];
 }
 
+/** Where the blocks are read from: the local disk, or a running disk as of a snapshot's instant. */
+export type BlockSource = Pick<LocalDisk, 'read'>;
+
 export interface HashVisitor {
   /** A block of zeros: nothing to offer. */
   onZero(index: number): void;
@@ -40,7 +43,7 @@ export interface HashedBatch {
  * them and sorts them into offered and repeats; `seen` (digests in latin1) is updated, so a
  * caller that keeps it across batches offers each digest once per pass.
  */
-export async function readAndHashBlocks(local: LocalDisk, indexes: readonly number[], geometry: { readonly size: number; readonly blockSize: number },
+export async function readAndHashBlocks(local: BlockSource, indexes: readonly number[], geometry: { readonly size: number; readonly blockSize: number },
   seen: Set<string>, visitor: HashVisitor): Promise<HashedBatch> {
   const { size, blockSize } = geometry;
   const zeros = Buffer.alloc(blockSize);
