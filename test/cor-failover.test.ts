@@ -182,7 +182,7 @@ async function startStalledProxy(repoSocket: string, socket: string, delay: stri
 /** Long enough for a healthy repository on a loaded machine; the stalled one stalls 30 s. */
 const TIMEOUT_MS = 1_500;
 
-test('a repository that stops answering: reads time out and fail over (in-process and worker reads), and it is backed off', (t) => withDir(async ({ path: dir }) => {
+test('a repository that stops answering: reads time out and fail over (in-process and worker reads), and it is tried again later', (t) => withDir(async ({ path: dir }) => {
   // 16 MiB without zero blocks (a read is not split around holes): stripes of 64 blocks alternate B, stalled.
   const content = randomBytes(256 * BS);
   const a = await makeImage(dir, 'demo', { size: content.length, content, repoDir: join(dir, 'repo-a') });
@@ -194,8 +194,7 @@ test('a repository that stops answering: reads time out and fail over (in-proces
   try {
     // B first: the manifest comes from it, and stripe 0 is B's, stripe 1 the stalled one's.
     const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [serverB.uri, stalled.uri], fetchTimeoutMs: TIMEOUT_MS });
-    const eventTimes = new Map<FetchErrorEvent, number>();
-    device.on('fetch-error', (event: FetchErrorEvent) => { events.push(event); eventTimes.set(event, Date.now()); });
+    device.on('fetch-error', (event: FetchErrorEvent) => events.push(event));
     try {
       // One block (an in-process read) in stripe 1.
       const started = Date.now();
@@ -204,14 +203,11 @@ test('a repository that stops answering: reads time out and fail over (in-proces
       const timeouts = () => events.filter((e) => e.uri === stalled.uri && e.error instanceof FetchTimeout && !e.final);
       t.is(timeouts().length, 1, events.map((e) => `${e.uri}: ${e.error.message}`).join('\n'));
       t.regex(timeouts()[0]!.error.message, new RegExp(`did not answer for block 66 within ${TIMEOUT_MS} ms`));
-      // Backed off now (for 1 s from the timeout): stripe 3 goes to B first, so no new timeout.
-      // The exact 1 s edges are tested on a fake clock (failover-backoff.test.ts); here the check
-      // holds only if qemu-io got its read in well within the back-off, which a loaded machine
-      // may not give.
-      const timedOutAt = eventTimes.get(timeouts()[0]!)!;
+      // Block 200 (stripe 3, the stalled one's) is served whether or not its back-off still runs:
+      // which of the two happens depends on how fast this machine is, so the back-off itself
+      // (skipped while it runs, tried again after 1 s) is asserted on a fake clock in
+      // failover-backoff.test.ts, not here.
       await qemuIo(device.uri, [`read ${200 * BS} ${BS}`]);
-      if (Date.now() - timedOutAt < 800) t.is(timeouts().length, 1);
-      else t.log(`qemu-io took ${Date.now() - timedOutAt} ms: the back-off may have ended, its check is skipped`);
       // After the back-off (1 s), 32 blocks in stripe 3 try it again: QEMU sends them as requests
       // of several blocks (worker reads), each timing out and served by B.
       await sleep(1_100);

@@ -331,6 +331,14 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     return this.guests.whenIdle();
   }
 
+  /**
+   * Resolves once the stores of fetched data and the guest writes running now have ended (their
+   * blocks present, or absent again after a failed store): what a caller awaits instead of a sleep.
+   */
+  whenStoresSettled(): Promise<void> {
+    return this.claims.settled();
+  }
+
   // ---- boot trace ----
 
   /** Records the guest's first reads from now on (trace-recorder.ts). */
