@@ -2,7 +2,9 @@
 // device) and run directory, drives the lifecycle state machine from what it sees, and tears
 // everything down exactly once — on close(), on failure, on guest poweroff, and on SIGINT/SIGTERM
 // only if the process's owner opted in (installSignalTeardown). At process exit QEMU is killed
-// whatever happens (a synchronous kill: no async work runs then).
+// whatever happens (a synchronous kill: no async work runs then). Its parts: what the guest says
+// about readiness (vm-readiness.ts), the pivot or native boot and the fill (vm-native.ts), exec,
+// commands and file copies (vm-guest-io.ts), a panic told from a reset (console-panic.ts).
 import path from 'node:path';
 import { rm } from 'node:fs/promises';
 import { panicLineIn } from './console-panic.js';
