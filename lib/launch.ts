@@ -3,7 +3,7 @@
 // The composition above both parts: it joins the COR device (lib/cor) to the VMM (vmm/).
 // It touches no process-wide state: signals and V8 tuning are the process owner's opt-ins
 // (installSignalTeardown in base/cleanup.ts, tuneProcess in process-tuning.ts).
-// A little over 300 lines: LazyVm's documented face, and launch() which orders the parts' start
+// Over 300 lines: LazyVm's documented face, and launch() which orders the parts' start
 // and teardown in one place (each step a call into its part), so the order is read top to bottom.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { UsageError } from './base/errors.js';
