@@ -19,7 +19,7 @@ import { launch, type LazyVm } from '../lib/launch.js';
 import { openCorDevice } from '../lib/cor/device.js';
 import { TransientVm } from '../vmm/vm.js';
 import { tinyStayUpArgs } from '../guest/qemu-args.js';
-import { runningServers, startServer, stopServer, versionOf, writeReport, type ServerProcess } from './bench-kit.js';
+import { median, runningServers, startServer, stopServer, versionOf, writeReport, type ServerProcess } from './bench-kit.js';
 import { measuredCommit } from './bench-freshness.js';
 
 /** The CLI, wherever the bench is run from. */
@@ -38,7 +38,7 @@ const mibps = (bytes: number, seconds: number) => (bytes / 2 ** 20 / seconds).to
 interface DdResult { readonly writeMiBps: number; readonly readMiBps: number }
 
 /** dd in the guest through the agent: a new file written (direct I/O, fsync), then read back (direct I/O). */
-async function guestDd(exec: LazyVm['exec'], file: string): Promise<DdResult> {
+async function guestDdOnce(exec: LazyVm['exec'], file: string): Promise<DdResult> {
   const rate = (output: string) => {
     // "268435456 bytes (268 MB, 256 MiB) copied, 2.5 s, 107 MB/s"
     const match = /(\d+) bytes .* copied, ([\d.]+) s/.exec(output);
@@ -48,6 +48,15 @@ async function guestDd(exec: LazyVm['exec'], file: string): Promise<DdResult> {
   const write = await exec('/bin/sh', ['-c', `dd if=/dev/zero of=${file} bs=1M count=${DD_MIB} oflag=direct conv=fsync 2>&1`], { timeoutMs: 600_000 });
   const read = await exec('/bin/sh', ['-c', `dd if=${file} of=/dev/null bs=1M iflag=direct 2>&1; rm -f ${file}`], { timeoutMs: 600_000 });
   return { writeMiBps: rate(write.stdout + write.stderr), readMiBps: rate(read.stdout + read.stderr) };
+}
+
+/** How many dd rounds per disk; the median is reported (single runs swing with the machine's load). */
+const DD_ROUNDS = 3;
+
+async function guestDd(exec: LazyVm['exec'], file: string): Promise<DdResult> {
+  const rounds: DdResult[] = [];
+  for (let round = 0; round < DD_ROUNDS; round++) rounds.push(await guestDdOnce(exec, `${file}-${round}`));
+  return { writeMiBps: median(rounds.map((r) => r.writeMiBps)), readMiBps: median(rounds.map((r) => r.readMiBps)) };
 }
 
 async function main(): Promise<void> {
@@ -151,7 +160,7 @@ async function main(): Promise<void> {
       '',
       'The block-stream row starts after the boot (what the guest read is present) and its time includes the pivot and the removal of the NBD node; zero blocks count as bytes in every row.',
       '',
-      `## Guest disk throughput (dd of ${DD_MIB} MiB inside the guest: write oflag=direct conv=fsync, read iflag=direct)`,
+      `## Guest disk throughput (dd of ${DD_MIB} MiB inside the guest: write oflag=direct conv=fsync, read iflag=direct; median of ${DD_ROUNDS})`,
       '',
       '| disk | write MiB/s | ratio to plain | read MiB/s | ratio to plain |',
       '| --- | --- | --- | --- | --- |',

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { BlockMap } from '../lib/map/block-map.js';
 import { digestOf, isZeroDigest, type Manifest } from '../lib/repo/manifest-format.js';
-import { isAllZero } from '../lib/fetch/verify.js';
+import { isAllZero } from '../lib/block/zero-bytes.js';
 import { makeImage } from './cor-fixtures.js';
 
 const BS = 65536;

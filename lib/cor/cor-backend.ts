@@ -9,7 +9,7 @@
 // rule). What reads as zeros is zero-status.ts; the mode after the pivot is read-through.ts.
 // Over 300 lines because it is the device's composition root (it builds and wires the parts, and
 // their callbacks close over its state) plus the guest read path that orders them.
-import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
+import { BlockError, MAX_REQUEST_BYTES, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
 import type { BlockMap } from '../map/block-map.js';
 import type { Manifest } from '../repo/manifest-format.js';
 import { retainShared, releaseShared } from '../fetch/shared-buffers.js';
@@ -100,7 +100,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     const log = options.log ?? (() => {});
     this.size = manifest.size;
     this.blockSize = manifest.blockSize;
-    this.constraints = { minimum: 1, preferred: Math.min(this.blockSize, 65536), maximum: 32 * 1024 * 1024 };
+    this.constraints = { minimum: 1, preferred: Math.min(this.blockSize, 65536), maximum: MAX_REQUEST_BYTES };
     this.zeros = new ZeroBlocks(manifest, map);
     this.fresh = new FreshSegments(manifest.blockCount, this.blockSize);
     const maxRunBlocks = Math.max(1, Math.floor((options.maxFetchBytes ?? 4 * 1024 * 1024) / this.blockSize));

@@ -2,6 +2,7 @@
 // runs of consecutive blocks are read from the local disk in one call, zero blocks are told apart
 // (they are never stored), every other block is hashed (SHA-256) and offered once per digest.
 import { createHash } from 'node:crypto';
+import { isAllZero } from '../block/zero-bytes.js';
 import type { LocalDisk } from '../cor/local-disk.js';
 import type { OfferedBlock } from '../repo/write-target.js';
 
@@ -46,7 +47,6 @@ export interface HashedBatch {
 export async function readAndHashBlocks(local: BlockSource, indexes: readonly number[], geometry: { readonly size: number; readonly blockSize: number },
   seen: Set<string>, visitor: HashVisitor): Promise<HashedBatch> {
   const { size, blockSize } = geometry;
-  const zeros = Buffer.alloc(blockSize);
   const offered: Array<OfferedBlock & { index: number }> = [];
   const repeats: Array<{ index: number; digest: Buffer }> = [];
   for (const [first, count] of consecutiveRuns(indexes)) {
@@ -55,7 +55,7 @@ export async function readAndHashBlocks(local: BlockSource, indexes: readonly nu
     for (let i = 0; i < count; i++) {
       const index = first + i;
       const block = data.subarray(i * blockSize, Math.min((i + 1) * blockSize, data.length));
-      if (block.equals(zeros.subarray(0, block.length))) {
+      if (isAllZero(block)) {
         visitor.onZero(index);
         continue;
       }
