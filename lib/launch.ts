@@ -29,7 +29,8 @@ import { checkReplicationSettings, replicationAttachment, type ReplicationSettin
 import { describePass } from './snapshot/replicator.js';
 import { exitSnapshotTarget, SnapshotNotTaken } from './snapshot/on-exit.js';
 import { liveSnapshot, type GuestFreezer, type LiveDisk, type LiveSnapshotResult } from './snapshot/live-snapshot.js';
-import { GuestFreezeFailed, LiveSnapshotAfterPivot } from './snapshot/errors.js';
+import { GuestFreezeFailed, LiveSnapshotAfterPivot, LiveSnapshotBusy } from './snapshot/errors.js';
+import { IllegalVmAction } from '../vmm/errors.js';
 import type { DeviceAttachment, OpenedDisk } from './cor/device.js';
 import { canonicalWriteUri } from './write/open-write-target.js';
 import { validateImageName } from './repo/image-name.js';
@@ -55,6 +56,9 @@ export interface LiveSnapshotRequest {
    */
   readonly freeze?: boolean;
   readonly onProgress?: (progress: { blockSize: number; doneBlocks: number; dirtyBlocks: number; blockBytesSent: number }) => void | Promise<void>;
+  /** Dirty data read, offered and sent per round trip (default 16 MiB). */
+  readonly batchBytes?: number;
+  /** Aborting stops between batches, as closing the VM does: the marks go back, SnapshotInterrupted. */
   readonly signal?: AbortSignal;
 }
 
@@ -179,6 +183,8 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   const diskPath = path.resolve(options.disk ?? path.join(tempDiskDir!, 'disk.raw'));
   let cor: CorDevice | undefined;
   let openedDisk: OpenedDisk | undefined;
+  /** The live snapshot under way: the disk's close stops it (its marks go back) before the disk closes. */
+  let liveSnapshotRun: { readonly stop: AbortController; readonly done: Promise<unknown> } | undefined;
   let resumed = false;
   const deviceOptions = { image: options.image, disk: diskPath, from: [...(options.from ?? [])], log: options.log, fetchTimeoutMs: options.fetchTimeoutMs };
   if (options.disk) {
@@ -256,6 +262,9 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     disk: {
       spec: { kind: 'nbd', socketPath: device.socketPath, exportName: device.exportName },
       close: async () => {
+        // A live snapshot stops at its next batch, its marks back in the map, before the disk closes.
+        liveSnapshotRun?.stop.abort();
+        await liveSnapshotRun?.done.catch(() => undefined);
         // A trace being stored is finished first (a CLI exits soon after closing).
         await traceStored;
         if (!pivotting.deviceLeft) lastStats = device.stats();
@@ -354,7 +363,21 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
         ? { freeze: () => started.freezeFilesystems(), thaw: () => started.thawFilesystems() }
         : undefined;
       const live: LiveDisk = { path: diskPath, map: openedDisk!.backend.map, local: openedDisk!.local, backend: openedDisk!.backend };
-      return liveSnapshot(live, { to, as: request.as, freezer, log: options.log, onProgress: request.onProgress, signal: request.signal });
+      if (started.lifecycle.isFinal || started.state === 'stopping') throw new IllegalVmAction('snapshot', started.state);
+      if (liveSnapshotRun) throw new LiveSnapshotBusy(diskPath);
+      const stop = new AbortController();
+      const forward = (): void => stop.abort();
+      request.signal?.addEventListener('abort', forward, { once: true });
+      if (request.signal?.aborted) stop.abort();
+      const done = liveSnapshot(live, { to, as: request.as, freezer, log: options.log, onProgress: request.onProgress, batchBytes: request.batchBytes, signal: stop.signal });
+      const run = { stop, done };
+      liveSnapshotRun = run;
+      try {
+        return await done;
+      } finally {
+        request.signal?.removeEventListener('abort', forward);
+        if (liveSnapshotRun === run) liveSnapshotRun = undefined;
+      }
     },
     exec: (program, args, execOptions) => started.exec(program, args, execOptions),
     blockNodes: () => started.blockNodes(),
