@@ -6,10 +6,10 @@ import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import type { ExecutionContext } from 'ava';
 import { dir } from 'tmp-promise';
-import { repositoryRoot } from '../fixtures/build.js';
 import { processAlive as isProcessAlive } from '../lib/base/process-alive.js';
+import { CLI } from './helpers/cli-path.js';
 
-export const CLI = path.join(repositoryRoot(), 'bin', 'lazyboot.js');
+export { CLI };
 
 export interface ServedRepository {
   readonly repoDir: string;

@@ -4,8 +4,8 @@ import { withDir } from 'tmp-promise';
 import { execa } from 'execa';
 import { join } from 'node:path';
 import { makeImage } from './cor-fixtures.js';
+import { CLI as BIN } from './helpers/cli-path.js';
 
-const BIN = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
 const lazyboot = (args: string[]) => execa('node', [BIN, ...args], { reject: false });
 
 test('disk fill makes a cmp-identical disk; status reports it; a foreign image is refused in one line', (t) => withDir(async ({ path: dir }) => {

@@ -12,9 +12,9 @@ import { BlockMap } from '../lib/map/block-map.js';
 import { digestOf, isZeroDigest, type Manifest } from '../lib/repo/manifest-format.js';
 import { isAllZero } from '../lib/block/zero-bytes.js';
 import { makeImage } from './cor-fixtures.js';
+import { CLI as BIN } from './helpers/cli-path.js';
 
 const BS = 65536;
-const BIN = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
 
 export interface CrashOptions {
   readonly dir: string;

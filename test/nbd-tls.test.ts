@@ -12,8 +12,7 @@ import { connectWhenUp } from './helpers/connect-when-up.js';
 import { makeImage, type TestImage } from './cor-fixtures.js';
 import { makePskFile, makeX509Credentials } from './helpers/tls-certs.js';
 import { startServing, MiB, type ServedProcess } from './helpers/served-process.js';
-
-const BIN = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
+import { CLI as BIN } from './helpers/cli-path.js';
 
 interface Setup {
   dir: string;

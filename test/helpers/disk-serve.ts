@@ -4,8 +4,9 @@ import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
+import { CLI } from './cli-path.js';
 
-export const BIN = new URL('../../../bin/lazyboot.js', import.meta.url).pathname;
+export const BIN = CLI;
 
 export type ServeOutcome =
   | { readonly serving: true; readonly uri: string; readonly child: ResultPromise; stop(signal?: NodeJS.Signals): Promise<void>; stderr(): string }
