@@ -15,7 +15,7 @@ echo "hostname $name"
 `;
 
 /**
- * Arguments: USER KEY. Appends KEY to USER's ~/.ssh/authorized_keys (once), with the modes sshd
+ * Arguments: USER KEY. Adds KEY to USER's ~/.ssh/authorized_keys (once, without options), with the modes sshd
  * insists on (700 and 600) and USER as owner. Fails if the user does not exist.
  */
 export const AUTHORIZE_SSH_KEY = `
@@ -25,7 +25,13 @@ home=$(echo "$entry" | cut -d: -f6)
 [ -n "$home" ] && [ -d "$home" ] || { echo "no-home $home"; exit 1; }
 mkdir -p "$home/.ssh" && chmod 700 "$home/.ssh" || exit 1
 touch "$home/.ssh/authorized_keys" && chmod 600 "$home/.ssh/authorized_keys" || exit 1
-grep -qxF "$key" "$home/.ssh/authorized_keys" || echo "$key" >> "$home/.ssh/authorized_keys"
+file=$home/.ssh/authorized_keys
+# A line holding the key with options before it (cloud-init's disable_root "login as debian" stub)
+# would win over ours in sshd: replaced by the plain key.
+if ! grep -qxF "$key" "$file"; then
+  others=$(grep -vF "$key" "$file")
+  { [ -n "$others" ] && printf '%s\n' "$others"; echo "$key"; } > "$file" || exit 1
+fi
 chown -R "$user:" "$home/.ssh" 2>/dev/null || chown -R "$user" "$home/.ssh"
 echo "authorized $home/.ssh/authorized_keys"
 `;

@@ -6,7 +6,7 @@
 // test/public-api.test.ts pins the list: adding a name here is a decision, not an accident.
 
 // Booting.
-export { launch, type LaunchOptions, type LazyVm, type VmEvent, type ExecResult, type VmState, type RunCommandOptions, type RunOutcome, type CopyResult } from './launch.js';
+export { launch, type LaunchOptions, type LazyVm, type VmEvent, type ExecResult, type VmState, type RunCommandOptions, type RunOutcome, type CopyResult, type LiveSnapshotRequest, type LiveSnapshotResult } from './launch.js';
 export { VM_DEFAULTS, type VmOptions, type AccelRequest, type Machine } from '../vmm/vm-options.js';
 export { installSignalTeardown, teardownOnUncaughtException } from './base/cleanup.js';
 export { tuneProcess, type ProcessRole } from './process-tuning.js';

@@ -8,9 +8,9 @@ import type { ExitSnapshot } from './snapshot/on-exit.js';
 import { UsageError } from './base/errors.js';
 import { parseMemoryMiB, type VmOptions } from '../vmm/vm-options.js';
 
-export type PivotMode = 'live' | 'none';
+export type PivotMode = 'live' | 'reboot' | 'none';
 
-export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 'fill' | 'fillRate' | 'fetchTimeoutMs' | 'fetchAheadBytes' | 'cache' | 'log'> {
+export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 'fill' | 'fillRate' | 'fetchTimeoutMs' | 'fetchAheadBytes' | 'cache' | 'log' | 'onConnectionEvent'> {
   /** `name` or `name@N` in the repository. */
   readonly image: string;
   /** Local disk (raw file or block device; created sparse if missing, map beside it). Default: a temp disk removed at close. */
@@ -20,9 +20,19 @@ export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 'fill' 
   /**
    * `live`: once the guest's own storage driver has the disk (hook or guest agent), pause it for
    * milliseconds and move its disk to QEMU's native graph (the COR device becomes its read-through
-   * backing). `none` (default): stay on the COR device.
+   * backing). `reboot`: at storage-ready the transient QEMU is shut down and a native QEMU boots the
+   * machine from the native graph (what the first boot read is local: its boot fetches nothing
+   * before storage-ready); launch() returns once that QEMU has started. `none` (default): stay on
+   * the COR device. With `live` or `reboot`, a disk whose earlier pivot was interrupted (QEMU
+   * killed) is resumed: QEMU boots straight on the native graph and the fill goes on.
    */
   readonly pivot?: PivotMode;
+  /**
+   * After a pivot: how long QEMU's fill waits for a repository that went away (it retries every few
+   * seconds) before it stops with a report; the guest runs on, a later boot of the disk finishes
+   * the fill. Default 10 minutes (FILL_GIVE_UP_MS).
+   */
+  readonly fillOutageMs?: number;
   /**
    * @deprecated Use `memoryMiB`. Guest memory as MiB or a size like "512M", "1G", parsed by the
    * same parser as the CLI's --memory. Kept until its last caller (scripts/bench-boot.ts) moves.

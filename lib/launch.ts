@@ -3,6 +3,8 @@
 // The composition above both parts: it joins the COR device (lib/cor) to the VMM (vmm/).
 // It touches no process-wide state: signals and V8 tuning are the process owner's opt-ins
 // (installSignalTeardown in base/cleanup.ts, tuneProcess in process-tuning.ts).
+// Over 300 lines: LazyVm's documented face, and launch() which orders the parts' start
+// and teardown in one place (each step a call into its part), so the order is read top to bottom.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { UsageError } from './base/errors.js';
 import { tmpdir } from 'node:os';
@@ -20,10 +22,16 @@ import type { PivotOutcome } from './pivot/live-pivot.js';
 import type { FoldResult } from './pivot/fold-native.js';
 import { recoverInterruptedPivot } from './pivot/interrupted-pivot.js';
 import { assertPivotable, LaunchPivot } from './pivot/launch-pivot.js';
+import { bootToStorageReady } from './pivot/reboot-pivot.js';
+import type { NativeGraph } from '../vmm/native-graph.js';
 import { snapshot, type SnapshotResult } from './snapshot/snapshot.js';
 import { checkReplicationSettings, replicationAttachment, type ReplicationSettings } from './snapshot/replicate.js';
 import { describePass } from './snapshot/replicator.js';
 import { exitSnapshotTarget, SnapshotNotTaken } from './snapshot/on-exit.js';
+import { liveSnapshot, type GuestFreezer, type LiveDisk, type LiveSnapshotResult } from './snapshot/live-snapshot.js';
+import { GuestFreezeFailed, LiveSnapshotAfterPivot, LiveSnapshotBusy } from './snapshot/errors.js';
+import { IllegalVmAction } from '../vmm/errors.js';
+import type { DeviceAttachment, OpenedDisk } from './cor/device.js';
 import { canonicalWriteUri } from './write/open-write-target.js';
 import { validateImageName } from './repo/image-name.js';
 
@@ -34,6 +42,25 @@ export type { VmEvent, ExecResult, StorageReadySource, NativeStatus } from '../v
 export type { VmState } from '../vmm/lifecycle.js';
 export type { RunCommandOptions, RunOutcome } from '../vmm/guest-command.js';
 export type { CopyResult } from '../guest/agent-files.js';
+export type { LiveSnapshotResult } from './snapshot/live-snapshot.js';
+
+/** A snapshot of the running VM's disk (LazyVm.snapshot). */
+export interface LiveSnapshotRequest {
+  /** Image name of the new version. */
+  readonly as: string;
+  /** Write URI (a directory, http+unix:///?socket=…, http://…); default: as for snapshotOnExit. */
+  readonly to?: string;
+  /**
+   * Freeze the guest's file systems through its agent for the instant (default: when an agent
+   * answers; true without one is an error). false: crash-consistent.
+   */
+  readonly freeze?: boolean;
+  readonly onProgress?: (progress: { blockSize: number; doneBlocks: number; dirtyBlocks: number; blockBytesSent: number }) => void | Promise<void>;
+  /** Dirty data read, offered and sent per round trip (default 16 MiB). */
+  readonly batchBytes?: number;
+  /** Aborting stops between batches, as closing the VM does: the marks go back, SnapshotInterrupted. */
+  readonly signal?: AbortSignal;
+}
 
 export interface LazyVm extends AsyncDisposable {
   /** The guest's own storage driver has the disk. */
@@ -88,6 +115,12 @@ export interface LazyVm extends AsyncDisposable {
    * snapshot's error (its marks are kept: `lazyboot snapshot --disk` retries it for a kept disk).
    */
   readonly snapshotted: Promise<SnapshotResult | undefined>;
+  /**
+   * A point-in-time snapshot of the running disk, shipped as a new version (before any pivot):
+   * the guest's file systems are frozen for milliseconds, blocks it rewrites meanwhile are copied
+   * first (lib/snapshot/live-snapshot.ts). Rejects with LiveSnapshotAfterPivot once pivoted.
+   */
+  snapshot(request: LiveSnapshotRequest): Promise<LiveSnapshotResult>;
   exec(program: string, args?: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
   /** Runs a command with live output on the given sinks (stream ports); a timeout kills it in the guest. Needs `agent: true`. */
   run(command: readonly string[], options: RunCommandOptions): Promise<RunOutcome>;
@@ -101,6 +134,8 @@ export interface LazyVm extends AsyncDisposable {
   blockNodes(): Promise<Array<{ nodeName: string; driver: string }>>;
   close(): Promise<void>;
 }
+
+const NOTHING_ATTACHED: DeviceAttachment = { close: async () => undefined };
 
 /** Passes that did something, or failed, are logged unless the caller watches them itself. */
 function withPassLog(settings: ReplicationSettings, log: ((line: string) => void) | undefined): ReplicationSettings {
@@ -125,9 +160,9 @@ export interface LazyVmStatus extends NativeStatus {
 export async function launch(options: LaunchOptions): Promise<LazyVm> {
   // Bad VM options fail here, before anything is fetched or created.
   const pivotMode = options.pivot ?? 'none';
-  if (pivotMode !== 'live' && pivotMode !== 'none') throw new UsageError(`unknown pivot mode ${JSON.stringify(pivotMode)}`, 'use live or none');
+  if (pivotMode !== 'live' && pivotMode !== 'reboot' && pivotMode !== 'none') throw new UsageError(`unknown pivot mode ${JSON.stringify(pivotMode)}`, 'use live, reboot or none');
   // A pivot needs a storage-ready: without our hooks only the guest agent can say it.
-  const vmOptions = withVmDefaults({ ...vmOptionsOf(options), agent: pivotMode === 'live' && !options.agent ? 'optional' : options.agent });
+  const vmOptions = withVmDefaults({ ...vmOptionsOf(options), agent: pivotMode !== 'none' && !options.agent ? 'optional' : options.agent });
   if (options.replicate) checkReplicationSettings(options.replicate);
   const exitSnapshot = options.snapshotOnExit ? { as: options.snapshotOnExit.as, to: exitSnapshotTarget(options.snapshotOnExit, options.from ?? []) } : undefined;
   if (exitSnapshot) {
@@ -147,6 +182,10 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   const tempDiskDir = options.disk ? undefined : await mkdtemp(path.join(tmpdir(), 'lazyboot-disk-'));
   const diskPath = path.resolve(options.disk ?? path.join(tempDiskDir!, 'disk.raw'));
   let cor: CorDevice | undefined;
+  let openedDisk: OpenedDisk | undefined;
+  /** The live snapshot under way: the disk's close stops it (its marks go back) before the disk closes. */
+  let liveSnapshotRun: { readonly stop: AbortController; readonly done: Promise<unknown> } | undefined;
+  let resumed = false;
   const deviceOptions = { image: options.image, disk: diskPath, from: [...(options.from ?? [])], log: options.log, fetchTimeoutMs: options.fetchTimeoutMs };
   if (options.disk) {
     const recovered = await recoverInterruptedPivot(diskPath, async () => {
@@ -155,29 +194,39 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       return probe.manifest;
     });
     if (recovered) options.log?.(`${diskPath}: an earlier pivot was not recorded (interrupted); recorded now: ${recovered.newlyPresent} blocks QEMU made present, ${recovered.written} written by the guest (from the ${recovered.writesFrom === 'bitmap' ? 'writes bitmap' : 'manifest digests'})`);
+    // Asked to pivot again: QEMU takes the disk up where it left it, booting on the native graph.
+    resumed = recovered !== undefined && pivotMode !== 'none';
   }
+  /** QEMU boots straight on the native graph: a reboot pivot's second boot, or a resumed pivot. */
+  const bootsNative = pivotMode === 'reboot' || resumed;
   try {
     cor = await openCorDevice({
       image: options.image,
       disk: diskPath,
       from: [...(options.from ?? [])],
-      // With a live pivot QEMU's block-stream fills after it (below), not the COR device.
-      fill: options.fill && options.pivot !== 'live',
+      // With a pivot QEMU's block-stream fills after it (below), not the COR device.
+      fill: options.fill && pivotMode === 'none',
       fillRate: options.fillRate,
       log: options.log,
+      onConnectionEvent: options.onConnectionEvent,
       fetchTimeoutMs: options.fetchTimeoutMs,
       fetchAheadBytes: options.fetchAheadBytes,
       cache: options.cache,
       // Recorded on a first boot of the image version, replayed (and refined) on the later ones.
-      trace: options.trace === false ? false : (options.trace ?? {}),
-      ...(options.replicate ? { attach: replicationAttachment(withPassLog(options.replicate, options.log)) } : {}),
+      // (Not for a native boot: the device reads through unrecorded, and a replay would write.)
+      trace: options.trace === false || bootsNative ? false : (options.trace ?? {}),
+      // The open disk is kept for live snapshots; the replicator runs beside it if asked for.
+      attach: async (disk) => {
+        openedDisk = disk;
+        return options.replicate ? replicationAttachment(withPassLog(options.replicate, options.log))(disk) : NOTHING_ATTACHED;
+      },
     });
   } catch (error) {
     if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
     throw error;
   }
   const device = cor;
-  if (pivotMode === 'live') {
+  if (pivotMode !== 'none') {
     try {
       assertPivotable(device.manifest.blockSize);
     } catch (error) {
@@ -189,25 +238,43 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   let folded: FoldResult | undefined;
   let lastStats = device.stats();
   let traceStored: Promise<TraceOutcome | undefined> = Promise.resolve(undefined);
-  // eslint-disable-next-line prefer-const -- the disk's close reads it once the pivot exists
-  let pivotPart: LaunchPivot | undefined;
   /** The VM came up (a start that failed ships no snapshot). */
   let vmStarted = false;
+  const pivotting = new LaunchPivot(device, { diskPath, diskGiven: options.disk !== undefined, tempDiskDir, log: options.log }, () => (lastStats = device.stats()));
+  let nativeGraph: NativeGraph | undefined;
+  /** What the repository had served before the native QEMU started (reboot pivot: its boot should add nothing). */
+  let fetchedBeforeNativeBoot = 0;
+  if (bootsNative) {
+    try {
+      if (pivotMode === 'reboot') await bootToStorageReady({ ...vmOptions, disk: { spec: { kind: 'nbd', socketPath: device.socketPath, exportName: device.exportName }, close: async () => {} } }, options.log);
+      nativeGraph = await pivotting.prepareNativeBoot();
+      fetchedBeforeNativeBoot = device.stats().fetchedBytes;
+    } catch (error) {
+      await device.close();
+      await pivotting.afterQemuExit().catch(() => undefined);
+      await pivotting.release();
+      if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
+      throw error;
+    }
+  }
   const started = await TransientVm.start({
     ...vmOptions,
     disk: {
       spec: { kind: 'nbd', socketPath: device.socketPath, exportName: device.exportName },
       close: async () => {
+        // A live snapshot stops at its next batch, its marks back in the map, before the disk closes.
+        liveSnapshotRun?.stop.abort();
+        await liveSnapshotRun?.done.catch(() => undefined);
         // A trace being stored is finished first (a CLI exits soon after closing).
         await traceStored;
-        if (!pivotPart?.deviceLeft) lastStats = device.stats();
+        if (!pivotting.deviceLeft) lastStats = device.stats();
         try {
           await device.close();
           // QEMU has exited: what it wrote and allocated since the pivot goes into the map.
-          folded = await pivotPart?.afterQemuExit();
+          folded = await pivotting.afterQemuExit();
           // The disk is whole and ours again: ship it before a temporary disk goes.
           if (exitSnapshot && vmStarted) {
-            await pivotPart?.release();
+            await pivotting.release();
             const shipped = snapshot({ disk: diskPath, to: exitSnapshot.to, as: exitSnapshot.as, log: options.log });
             settleSnapshot(() => shipped);
             await shipped.catch(() => undefined);
@@ -218,19 +285,23 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
             if (exitSnapshot && vmStarted) throw new SnapshotNotTaken(diskPath);
             return undefined;
           });
-          await pivotPart?.release();
+          await pivotting.release();
           if (tempDiskDir) await rm(tempDiskDir, { recursive: true, force: true });
         }
       },
     },
-    requireStorageReady: pivotMode === 'live',
+    requireStorageReady: pivotMode === 'live' && !bootsNative,
+    ...(nativeGraph ? { bootNative: nativeGraph } : {}),
   });
   // TransientVm.start closed the disk itself if it threw.
   vmStarted = true;
-  const pivotting = new LaunchPivot(started, device, { diskPath, diskGiven: options.disk !== undefined, tempDiskDir, log: options.log }, () => (lastStats = device.stats()));
-  pivotPart = pivotting;
-  const fillRequest = { fill: options.fill ?? false, fillRate: options.fillRate ?? 0 };
-  const autoPivot = pivotMode === 'live' ? pivotting.start(fillRequest) : undefined;
+  pivotting.attach(started);
+  const fillRequest = { fill: options.fill ?? false, fillRate: options.fillRate ?? 0, fillOutageMs: options.fillOutageMs };
+  const autoPivot = bootsNative
+    ? pivotting.startAfterNativeBoot(fillRequest, resumed ? 'resume' : 'reboot', () => device.stats().fetchedBytes - fetchedBeforeNativeBoot)
+    : pivotMode === 'live'
+      ? pivotting.start(fillRequest)
+      : undefined;
   const pivoted: Promise<PivotOutcome | undefined> = autoPivot
     ? autoPivot.then(
         (pivot) => pivot.outcome,
@@ -277,12 +348,36 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     imageBytes: device.manifest.size,
     stats,
     pivot: async (request = {}) => {
-      const pivot = await pivotting.start({ fill: request.fill ?? true, fillRate: request.fillRate ?? options.fillRate ?? 0 });
+      const pivot = await pivotting.start({ fill: request.fill ?? true, fillRate: request.fillRate ?? options.fillRate ?? 0, fillOutageMs: options.fillOutageMs });
       return pivot.outcome;
     },
     status: () => {
       const now = stats();
       return { state: started.state, storageReady: started.storageReadySource ?? null, ...started.nativeStatus, fetchedBytes: now.fetchedBytes, presentBlocks: now.presentBlocks, totalBlocks: now.totalBlocks };
+    },
+    snapshot: async (request) => {
+      if (started.nativeStatus.pivot !== 'none' || pivotting.deviceLeft) throw new LiveSnapshotAfterPivot(diskPath, false);
+      const to = exitSnapshotTarget({ as: request.as, to: request.to }, options.from ?? []);
+      if (request.freeze === true && !started.hasAgent) throw new GuestFreezeFailed('no guest agent answers (boot with --agent, on an image with qemu-guest-agent)');
+      const freezer: GuestFreezer | undefined = request.freeze !== false && started.hasAgent
+        ? { freeze: () => started.freezeFilesystems(), thaw: () => started.thawFilesystems() }
+        : undefined;
+      const live: LiveDisk = { path: diskPath, map: openedDisk!.backend.map, local: openedDisk!.local, backend: openedDisk!.backend };
+      if (started.lifecycle.isFinal || started.state === 'stopping') throw new IllegalVmAction('snapshot', started.state);
+      if (liveSnapshotRun) throw new LiveSnapshotBusy(diskPath);
+      const stop = new AbortController();
+      const forward = (): void => stop.abort();
+      request.signal?.addEventListener('abort', forward, { once: true });
+      if (request.signal?.aborted) stop.abort();
+      const done = liveSnapshot(live, { to, as: request.as, freezer, log: options.log, onProgress: request.onProgress, batchBytes: request.batchBytes, signal: stop.signal });
+      const run = { stop, done };
+      liveSnapshotRun = run;
+      try {
+        return await done;
+      } finally {
+        request.signal?.removeEventListener('abort', forward);
+        if (liveSnapshotRun === run) liveSnapshotRun = undefined;
+      }
     },
     exec: (program, args, execOptions) => started.exec(program, args, execOptions),
     blockNodes: () => started.blockNodes(),

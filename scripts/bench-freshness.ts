@@ -14,6 +14,7 @@ export const MEASURED_CODE: Record<string, readonly string[]> = {
   'bench/results/nbd.md': ['lib/nbd', 'lib/repo', 'lib/block'],
   'bench/results/cor.md': ['lib/cor', 'lib/fetch', 'lib/map', 'lib/nbd', 'lib/repo', 'lib/block', 'lib/process-tuning.ts'],
   'bench/results/snapshot.md': ['lib/snapshot', 'lib/write', 'lib/repo', 'lib/map', 'lib/cor/local-disk.ts'],
+  'bench/results/pivot.md': ['lib/pivot', 'lib/cor', 'lib/launch.ts', 'vmm'],
   'bench/results/boot.md': ['lib/cor', 'lib/fetch', 'lib/map', 'lib/nbd', 'lib/repo', 'lib/block', 'lib/process-tuning.ts', 'lib/launch.ts', 'vmm'],
 };
 

@@ -6,10 +6,10 @@ import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import type { ExecutionContext } from 'ava';
 import { dir } from 'tmp-promise';
-import { repositoryRoot } from '../fixtures/build.js';
 import { processAlive as isProcessAlive } from '../lib/base/process-alive.js';
+import { CLI } from './helpers/cli-path.js';
 
-export const CLI = path.join(repositoryRoot(), 'bin', 'lazyboot.js');
+export { CLI };
 
 export interface ServedRepository {
   readonly repoDir: string;
@@ -93,4 +93,34 @@ export function waitForLine(child: ResultPromise, stream: 'stdout' | 'stderr', p
     });
     void child.then((result) => reject(new Error(`the process ended before ${pattern}: ${result.stderr || seen}`)));
   });
+}
+
+/**
+ * Watches a child's stream from now on: `seen(pattern)` resolves with the first match in all the
+ * output so far (lines that arrived before the call count too); rejects if the child ends first.
+ */
+export function watchOutput(child: ResultPromise, stream: 'stdout' | 'stderr'): { seen(pattern: RegExp): Promise<RegExpExecArray> } {
+  let text = '';
+  const waiters = new Set<() => void>();
+  child[stream]!.on('data', (chunk: Buffer) => {
+    text += chunk.toString();
+    for (const check of waiters) check();
+  });
+  return {
+    seen: (pattern) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          const match = pattern.exec(text);
+          if (!match) return;
+          waiters.delete(check);
+          resolve(match);
+        };
+        waiters.add(check);
+        check();
+        void child.then(() => {
+          check();
+          if (waiters.delete(check)) reject(new Error(`the process ended before ${pattern}: ${text}`));
+        });
+      }),
+  };
 }

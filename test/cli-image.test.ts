@@ -4,11 +4,9 @@ import { withDir } from 'tmp-promise';
 import { execa } from 'execa';
 import { readdir, rm, access, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { sampleDisk, writeDisk, MiB } from './helpers/repo-fixtures.js';
-
-const BIN = fileURLToPath(new URL('../../bin/lazyboot.js', import.meta.url));
+import { CLI as BIN } from './helpers/cli-path.js';
 
 function lazyboot(args: string[], env: Record<string, string> = {}) {
   return execa('node', [BIN, ...args], { reject: false, env });

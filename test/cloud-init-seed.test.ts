@@ -1,5 +1,5 @@
 // The NoCloud seed disk of `lazyboot run --user-data`: a FAT image labelled CIDATA holding the
-// user-data verbatim and a meta-data with a fresh instance-id (and local-hostname when given),
+// user-data verbatim and a meta-data with a fresh instance-id (and local-hostname, public-keys when given),
 // read back with mtools; the QEMU arguments attach it read-only as a second virtio disk.
 import path from 'node:path';
 import test from 'ava';
@@ -28,6 +28,12 @@ test('every seed has its own instance-id (cloud-init runs each time); no local-h
   t.not(first, metaDataOf({ userData: Buffer.alloc(0) }));
   t.notRegex(first, /local-hostname/);
   t.is(metaDataOf({ userData: Buffer.alloc(0), instanceId: 'i-1', hostname: 'h' }), 'instance-id: i-1\nlocal-hostname: h\n');
+});
+
+test('--ssh-key goes into meta-data as public-keys, quoted (a comment may hold any character)', (t) => {
+  const key = 'ssh-ed25519 AAAAC3Nza ci: "x" #1';
+  t.is(metaDataOf({ userData: Buffer.alloc(0), instanceId: 'i-1', publicKeys: [key] }), `instance-id: i-1\npublic-keys:\n  - "ssh-ed25519 AAAAC3Nza ci: \\"x\\" #1"\n`);
+  t.notRegex(metaDataOf({ userData: Buffer.alloc(0), publicKeys: [] }), /public-keys/);
 });
 
 test('the seed is attached read-only, as a virtio disk that never boots', (t) => {

@@ -10,11 +10,11 @@ import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { BlockMap } from '../lib/map/block-map.js';
 import { digestOf, isZeroDigest, type Manifest } from '../lib/repo/manifest-format.js';
-import { isAllZero } from '../lib/fetch/verify.js';
+import { isAllZero } from '../lib/block/zero-bytes.js';
 import { makeImage } from './cor-fixtures.js';
+import { CLI as BIN } from './helpers/cli-path.js';
 
 const BS = 65536;
-const BIN = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
 
 export interface CrashOptions {
   readonly dir: string;

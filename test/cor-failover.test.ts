@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { openCorDevice, mapPathOf, type FetchErrorEvent } from '../lib/cor/device.js';
 import { BlockMap } from '../lib/map/block-map.js';
 import { DigestMismatch, FetchTimeout } from '../lib/fetch/errors.js';
+import { describeFetchError } from '../lib/fetch/failover.js';
 import { UnknownImage } from '../lib/repo/errors.js';
 import { makeImage, mixedContent, nbdcopyTo, startRepoServer, corruptStoredBlock, qemuImgDd, qemuIo } from './cor-fixtures.js';
 
@@ -64,13 +65,17 @@ test('a corrupt block in one repository is detected, served from the other, neve
     await t.throwsAsync(openCorDevice({ image: 'nope', disk: join(dir, 'nope.raw'), from: [serverA.uri, serverB.uri] }), { instanceOf: UnknownImage });
     // Only the corrupt repository: the read fails with EIO and the block stays absent.
     {
-      const lines: string[] = [];
-      const device = await openCorDevice({ image: 'demo', disk: join(dir, 'only-a.raw'), from: [serverA.uri], log: (l) => lines.push(l) });
+      const events: FetchErrorEvent[] = [];
+      const device = await openCorDevice({ image: 'demo', disk: join(dir, 'only-a.raw'), from: [serverA.uri] });
+      device.on('fetch-error', (event: FetchErrorEvent) => events.push(event));
       try {
         const result = await execa('qemu-io', ['-f', 'raw', '-c', `read ${bad * BS} ${BS}`, device.uri], { reject: false });
         t.regex(`${result.stdout}${result.stderr}`, /Input\/output error/);
         t.is(device.stats().presentBlocks, 0);
-        t.true(lines.some((l) => l.includes(serverA.uri) && l.includes(`${bad}`) && /SHA-256/.test(l)), lines.join('\n'));
+        const mismatch = events.find((e) => e.uri === serverA.uri && e.error instanceof DigestMismatch);
+        t.truthy(mismatch, events.map((e) => e.error.message).join('\n'));
+        t.true(mismatch!.firstBlock <= bad && bad < mismatch!.firstBlock + mismatch!.blockCount, `blocks ${mismatch!.firstBlock}+${mismatch!.blockCount}`);
+        t.regex(mismatch!.error.message, /SHA-256/);
       } finally {
         await device.close();
       }
@@ -100,9 +105,10 @@ test('all repositories down: EIO for absent blocks (no hang, no zeros), present 
   const { a, b } = await twoRepositories(dir, 256); // 16 MiB
   const serverA = await startRepoServer(a.repoDir, join(dir, 'a.sock'));
   const serverB = await startRepoServer(b.repoDir, join(dir, 'b.sock'));
-  const lines: string[] = [];
+  const events: FetchErrorEvent[] = [];
   // Fetch-ahead off: exactly the blocks read become present.
-  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [serverA.uri, serverB.uri], log: (l) => lines.push(l), fetchAheadBytes: 0 });
+  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [serverA.uri, serverB.uri], fetchAheadBytes: 0 });
+  device.on('fetch-error', (event: FetchErrorEvent) => events.push(event));
   try {
     // Blocks 0..3, then block 250, which only the repositories could serve.
     await qemuIo(device.uri, [`read 0 ${4 * BS}`]);
@@ -119,10 +125,13 @@ test('all repositories down: EIO for absent blocks (no hang, no zeros), present 
     await qemuImgDd(device.uri, join(dir, 'again.raw'), BS, 0, 4);
     await execa('cmp', [join(dir, 'first.raw'), join(dir, 'again.raw')]);
     await execa('cmp', ['-n', String(4 * BS), join(dir, 'again.raw'), a.rawPath]);
-    const finalLines = lines.filter((l) => l.startsWith('fetch failed'));
-    t.is(finalLines.length, 1, lines.join('\n'));
-    t.regex(finalLines[0]!, /blocks 250\.\.250/);
-    t.true(finalLines[0]!.includes(serverA.uri));
+    // One final failure, for block 250 alone; its message names the repositories tried.
+    const finals = events.filter((e) => e.final);
+    t.is(finals.length, 1, events.map((e) => e.error.message).join('\n'));
+    t.is(finals[0]!.firstBlock, 250);
+    t.is(finals[0]!.blockCount, 1);
+    t.false(finals[0]!.speculative);
+    t.true(finals[0]!.error.message.includes(serverA.uri), finals[0]!.error.message);
   } finally {
     await device.close();
     await serverA.kill();
@@ -133,9 +142,8 @@ test('all repositories down: EIO for absent blocks (no hang, no zeros), present 
 test('a failed fetch-ahead is reported as speculative: only the guest read that failed is a "fetch failed" line', (t) => withDir(async ({ path: dir }) => {
   const { a } = await twoRepositories(dir, 64);
   const server = await startRepoServer(a.repoDir, join(dir, 'a.sock'));
-  const lines: string[] = [];
   const events: FetchErrorEvent[] = [];
-  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [server.uri], log: (l) => lines.push(l) });
+  const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [server.uri] });
   device.on('fetch-error', (event: FetchErrorEvent) => events.push(event));
   try {
     await qemuIo(device.uri, [`read 0 ${2 * BS}`]); // blocks 0 (data) and 1 (zero) while the server is up
@@ -149,8 +157,9 @@ test('a failed fetch-ahead is reported as speculative: only the guest read that 
     t.is(guestFailures.length, 1);
     t.is(guestFailures[0]!.firstBlock, 2);
     t.true(aheadFailures.length >= 1 && aheadFailures.every((e) => e.firstBlock >= 3), JSON.stringify(aheadFailures.map((e) => e.firstBlock)));
-    t.is(lines.filter((l) => l.startsWith('fetch failed')).length, 1, lines.join('\n'));
-    t.true(lines.some((l) => l.startsWith('fetch ahead failed (no guest read affected)')), lines.join('\n'));
+    // What the device logs for each (describeFetchError): only the guest's is a "fetch failed".
+    t.regex(describeFetchError(guestFailures[0]!), /^fetch failed: /);
+    t.true(aheadFailures.every((e) => describeFetchError(e).startsWith('fetch ahead failed (no guest read affected): ')));
   } finally {
     await device.close();
     await server.kill();
@@ -173,7 +182,7 @@ async function startStalledProxy(repoSocket: string, socket: string, delay: stri
 /** Long enough for a healthy repository on a loaded machine; the stalled one stalls 30 s. */
 const TIMEOUT_MS = 1_500;
 
-test('a repository that stops answering: reads time out and fail over (in-process and worker reads), and it is backed off', (t) => withDir(async ({ path: dir }) => {
+test('a repository that stops answering: reads time out and fail over (in-process and worker reads), and it is tried again later', (t) => withDir(async ({ path: dir }) => {
   // 16 MiB without zero blocks (a read is not split around holes): stripes of 64 blocks alternate B, stalled.
   const content = randomBytes(256 * BS);
   const a = await makeImage(dir, 'demo', { size: content.length, content, repoDir: join(dir, 'repo-a') });
@@ -185,8 +194,7 @@ test('a repository that stops answering: reads time out and fail over (in-proces
   try {
     // B first: the manifest comes from it, and stripe 0 is B's, stripe 1 the stalled one's.
     const device = await openCorDevice({ image: 'demo', disk: join(dir, 'disk.raw'), from: [serverB.uri, stalled.uri], fetchTimeoutMs: TIMEOUT_MS });
-    const eventTimes = new Map<FetchErrorEvent, number>();
-    device.on('fetch-error', (event: FetchErrorEvent) => { events.push(event); eventTimes.set(event, Date.now()); });
+    device.on('fetch-error', (event: FetchErrorEvent) => events.push(event));
     try {
       // One block (an in-process read) in stripe 1.
       const started = Date.now();
@@ -195,14 +203,11 @@ test('a repository that stops answering: reads time out and fail over (in-proces
       const timeouts = () => events.filter((e) => e.uri === stalled.uri && e.error instanceof FetchTimeout && !e.final);
       t.is(timeouts().length, 1, events.map((e) => `${e.uri}: ${e.error.message}`).join('\n'));
       t.regex(timeouts()[0]!.error.message, new RegExp(`did not answer for block 66 within ${TIMEOUT_MS} ms`));
-      // Backed off now (for 1 s from the timeout): stripe 3 goes to B first, so no new timeout.
-      // The exact 1 s edges are tested on a fake clock (failover-backoff.test.ts); here the check
-      // holds only if qemu-io got its read in well within the back-off, which a loaded machine
-      // may not give.
-      const timedOutAt = eventTimes.get(timeouts()[0]!)!;
+      // Block 200 (stripe 3, the stalled one's) is served whether or not its back-off still runs:
+      // which of the two happens depends on how fast this machine is, so the back-off itself
+      // (skipped while it runs, tried again after 1 s) is asserted on a fake clock in
+      // failover-backoff.test.ts, not here.
       await qemuIo(device.uri, [`read ${200 * BS} ${BS}`]);
-      if (Date.now() - timedOutAt < 800) t.is(timeouts().length, 1);
-      else t.log(`qemu-io took ${Date.now() - timedOutAt} ms: the back-off may have ended, its check is skipped`);
       // After the back-off (1 s), 32 blocks in stripe 3 try it again: QEMU sends them as requests
       // of several blocks (worker reads), each timing out and served by B.
       await sleep(1_100);

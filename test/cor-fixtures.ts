@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { Repository } from '../lib/repo/repository.js';
 import type { Manifest } from '../lib/repo/manifest-format.js';
+import { CLI } from './helpers/cli-path.js';
 
 export interface TestImage {
   readonly repoDir: string;
@@ -81,7 +82,7 @@ export interface RepoServer {
 
 /** `extraArgs`: e.g. ['--no-verify'], so that a corrupt block reaches the client's own verification. */
 export async function startRepoServer(repoDir: string, socket: string, extraArgs: string[] = []): Promise<RepoServer> {
-  const bin = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
+  const bin = CLI;
   const child = execa('node', [bin, 'repo', 'serve', '--repo', repoDir, '--socket', socket, ...extraArgs], { reject: false, buffer: false });
   await new Promise<void>((resolve, reject) => {
     let seen = '';

@@ -8,8 +8,8 @@ import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makeImage } from './cor-fixtures.js';
+import { CLI as BIN } from './helpers/cli-path.js';
 
-const BIN = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
 const MIB = 1024 * 1024;
 /** Generous against noise (page cache, allocator), far below the ~310 MiB of dropped buffers. */
 const PEAK_BOUND = 180 * MIB;

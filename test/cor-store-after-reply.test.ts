@@ -37,18 +37,26 @@ test('a guest write right after a cold read of the same block is not overwritten
   const guestData = Buffer.alloc(BS, 0x5a);
   try {
     const { backend } = opened;
-    // The first local write (the store of the fetched block) takes 300 ms; the guest's is immediate.
-    let slow = 1;
-    interceptStores(opened.local, async (write, offset, data) => {
-      if (slow-- > 0) await new Promise((resolve) => setTimeout(resolve, 300));
-      await write(offset, data);
+    // The store of the fetched block is held until the guest's write was issued; the guest's own
+    // write is immediate.
+    let releaseStore!: () => void;
+    const storeHeld = new Promise<void>((resolve) => (releaseStore = resolve));
+    let storeLanded: Promise<void> | undefined;
+    interceptStores(opened.local, (write, offset, data) => {
+      if (storeLanded) return write(offset, data);
+      storeLanded = storeHeld.then(() => write(offset, data));
+      return storeLanded;
     });
     const read = await backend.read(0, BS);
     t.true(read.equals(image.content.subarray(0, BS)), 'the cold read returns the image');
     t.false(backend.map.isPresent(0), 'answered before the block was stored');
-    await backend.write(0, guestData);
-    // Long enough for a store that had not waited for the guest write to land after it.
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    const written = backend.write(0, guestData);
+    releaseStore();
+    await written;
+    // The store has landed by now: had the guest write not waited for it, it would have been
+    // overwritten with the image's block here.
+    await storeLanded;
+    await backend.whenStoresSettled();
     t.true((await backend.read(0, BS)).equals(guestData));
     t.true(backend.map.isPresent(0));
     t.true(backend.map.isModified(0));
@@ -76,13 +84,13 @@ test('a failed local store leaves the blocks absent and logged; the next read fe
     });
     // The guest still gets verified image data: the fetch succeeded, only keeping it failed.
     t.true((await backend.read(0, BS)).equals(image.content.subarray(0, BS)));
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await backend.whenStoresSettled();
     t.false(backend.map.isPresent(0), 'a block whose store failed is not present');
     t.is(lines.filter((line) => line.includes('could not store fetched blocks locally')).length, 1, lines.join('\n'));
     const fetchesBefore = backend.counters.fetchRequests;
     t.true((await backend.read(0, BS)).equals(image.content.subarray(0, BS)));
     t.true(backend.counters.fetchRequests > fetchesBefore, 'fetched again');
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await backend.whenStoresSettled();
     t.true(backend.map.isPresent(0));
   } finally {
     await opened.close();
@@ -98,20 +106,26 @@ test('when one segment of a fetch fails to store, its other segments still hold 
   const guestData = Buffer.alloc(BS, 0xa5);
   try {
     const { backend } = opened;
-    // The stores run after the read is answered: the first (block 0) fails, the other is slow.
+    // The stores run after the read is answered: the first (block 0) fails, the other is held
+    // until the guest's write to block 2 was issued.
     let failBlock0 = true;
+    let releaseStore!: () => void;
+    const storeHeld = new Promise<void>((resolve) => (releaseStore = resolve));
     interceptStores(opened.local, async (write, offset, data) => {
       if (data.equals(guestData)) return write(offset, data);
       if (offset === 0 && failBlock0) {
         failBlock0 = false;
         throw new Error('EIO: injected local write failure');
       }
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await storeHeld;
       await write(offset, data);
     });
     t.true((await backend.read(0, 5 * BS)).equals(image.content.subarray(0, 5 * BS)));
-    await backend.write(2 * BS, guestData);
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    const written = backend.write(2 * BS, guestData);
+    releaseStore();
+    await written;
+    // Every store has ended by now: one that did not wait would have overwritten block 2.
+    await backend.whenStoresSettled();
     t.true((await backend.read(2 * BS, BS)).equals(guestData), 'the slow store of block 2 did not land after the guest write');
     t.false(backend.map.isPresent(0), 'the block whose store failed stays absent');
     t.true(backend.map.isPresent(3));

@@ -15,10 +15,10 @@ import { DigestMismatch } from '../lib/fetch/errors.js';
 import type { FetchErrorEvent } from '../lib/fetch/failover.js';
 import { releaseShared } from '../lib/fetch/shared-buffers.js';
 import { makeImage, startRepoServer, corruptStoredBlock } from './cor-fixtures.js';
+import { CLI as BIN } from './helpers/cli-path.js';
 
 const BS = 65536;
 const WORKER_MIN_READ_BYTES = workerReadThreshold(BS);
-const BIN = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
 setFlagsFromString('--expose-gc');
 const collectGarbage = runInNewContext('gc') as () => void;
 

@@ -16,6 +16,7 @@ import { RawPeer, exportNameData, optionHeader } from './helpers/nbd-raw-peer.js
 import { memoryOf, startServing, MiB, type ServedProcess } from './helpers/served-process.js';
 import { MemoryBackend } from './helpers/memory-backend.js';
 import { startNbdServer } from '../lib/nbd/server.js';
+import { CLI } from './helpers/cli-path.js';
 
 const IMAGE_BYTES = 8 * MiB;
 /** The flood the issue measured: 8 MiB of options cost `disk serve` +290 MB before the fix. */
@@ -226,7 +227,7 @@ test('connections beyond --max-connections are refused with the reason; a freed 
     const refused = await execa('qemu-img', ['info', uriOf(socket, 'alpha')], { reject: false });
     t.not(refused.exitCode, 0);
     t.regex(refused.stderr, /already has 2 connections open \(its cap\): try again later/);
-    const ours = await execa('node', [new URL('../../bin/lazyboot.js', import.meta.url).pathname, 'disk', 'serve', 'alpha', '--disk', join(dir, 'd.raw'), '--from', `nbd+unix:///?socket=${socket}`, '--socket', join(dir, 'd.sock')], { reject: false });
+    const ours = await execa('node', [CLI, 'disk', 'serve', 'alpha', '--disk', join(dir, 'd.raw'), '--from', `nbd+unix:///?socket=${socket}`, '--socket', join(dir, 'd.sock')], { reject: false });
     t.is(ours.exitCode, 1);
     t.regex(ours.stderr, /its cap/);
     t.true(await server.waitForLog(/refused: 2 connections open/), server.stderr()); // the log line may arrive after the outcome it reports

@@ -7,10 +7,13 @@ import * as P from '../lib/nbd/protocol.js';
 import { MemoryBackend } from './helpers/memory-backend.js';
 import { RawPeer } from './helpers/nbd-raw-peer.js';
 
-/** Reads at offset 0 take 300 ms; everything else is immediate. */
+/** Reads at offset 0 wait until the test lets them go; everything else is immediate. */
 class SlowStartBackend extends MemoryBackend {
+  release!: () => void;
+  private readonly released = new Promise<void>((resolve) => (this.release = resolve));
+
   override async read(offset: number, length: number): Promise<Buffer> {
-    if (offset === 0) await new Promise((resolve) => setTimeout(resolve, 300));
+    if (offset === 0) await this.released;
     return super.read(offset, length);
   }
 }
@@ -26,14 +29,18 @@ test('a slow request does not hold back the replies to later ones', (t) =>
       await peer.go('any');
       peer.sendRequest(P.CMD_READ, 0, 4096, { cookie: 1 });
       for (let cookie = 2; cookie <= 20; cookie++) peer.sendRequest(P.CMD_READ, cookie * 4096, 4096, { cookie });
+      // The first read is held until the 19 later ones were received: a server that answered in
+      // order would never send them, and the test would time out instead of passing.
+      t.timeout(60_000);
       const order: number[] = [];
       for (let i = 0; i < 20; i++) {
+        if (i === 19) backend.release();
         const reply = await peer.readSimpleReply(4096);
         t.is(reply.error, 0);
         t.true(reply.data!.equals(Buffer.alloc(4096, 7)));
         order.push(reply.cookie);
       }
-      t.is(order[order.length - 1], 1, 'the slow read is answered last');
+      t.is(order[order.length - 1], 1, 'the held read is answered last');
       t.deepEqual([...order].sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i + 1));
     } finally {
       peer.close();

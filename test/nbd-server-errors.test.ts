@@ -7,10 +7,10 @@ import { randomBytes } from 'node:crypto';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Repository } from '../lib/repo/repository.js';
-import type { NbdServer } from '../lib/nbd/server.js';
+import type { ConnectionEvent, NbdServer } from '../lib/nbd/server.js';
 import * as P from '../lib/nbd/protocol.js';
 import { RawPeer, optionHeader } from './helpers/nbd-raw-peer.js';
-import { encodeClientFlags, encodeOption } from '../lib/nbd/wire.js';
+import { commandName, encodeClientFlags, encodeOption } from '../lib/nbd/wire.js';
 import { exportUri, importFile, sampleDisk, serveRepository, writeDisk } from './helpers/repo-fixtures.js';
 
 interface Served {
@@ -19,7 +19,8 @@ interface Served {
   server: NbdServer;
   socket: string;
   disk: Buffer;
-  logs: string[];
+  /** The server's connection events. */
+  events: ConnectionEvent[];
 }
 
 function withServedRepo(body: (s: Served) => Promise<void>) {
@@ -28,10 +29,10 @@ function withServedRepo(body: (s: Served) => Promise<void>) {
     const disk = sampleDisk();
     await importFile(repo, await writeDisk(join(dir, 'alpha.raw'), disk), 'alpha');
     const socket = join(dir, 'nbd.sock');
-    const logs: string[] = [];
-    const server = await serveRepository(repo, socket, (line) => logs.push(line));
+    const events: ConnectionEvent[] = [];
+    const server = await serveRepository(repo, socket, { onConnectionEvent: (event) => events.push(event) });
     try {
-      await body({ dir, repo, server, socket, disk, logs });
+      await body({ dir, repo, server, socket, disk, events });
     } finally {
       await server.close();
       await repo.close();
@@ -168,14 +169,14 @@ test('garbage during transmission closes that connection; others continue', (t) 
   }));
 
 test('a missing pack file: EIO to the client, a log line naming the file, and the server keeps running', (t) =>
-  withServedRepo(async ({ repo, logs }) => {
+  withServedRepo(async ({ repo, events }) => {
     const packs = join(repo.dir, 'packs');
     const pack = (await readdir(packs)).find((f) => f.endsWith('.pack'))!;
     await rm(join(packs, pack));
     // A fresh repository object, so no pack handle is cached from before the removal.
     const fresh = await Repository.open(repo.dir);
     const freshSocket = join(repo.dir, '..', 'fresh.sock');
-    const server = await serveRepository(fresh, freshSocket, (line) => logs.push(line));
+    const server = await serveRepository(fresh, freshSocket, { onConnectionEvent: (event) => events.push(event) });
     try {
       const result = await execa('qemu-io', ['-r', '-f', 'raw', '-c', 'read 0 4096', exportUri(freshSocket, 'alpha')], { reject: false });
       t.regex(result.stdout + result.stderr, /Input\/output error/);
@@ -183,7 +184,7 @@ test('a missing pack file: EIO to the client, a log line naming the file, and th
       // reply with an error chunk.
       const large = await execa('qemu-io', ['-r', '-f', 'raw', '-c', 'read 1M 2M', exportUri(freshSocket, 'alpha')], { reject: false });
       t.regex(large.stdout + large.stderr, /Input\/output error/);
-      t.true(logs.some((line) => line.includes(pack) && line.includes('missing')), logs.join('\n'));
+      t.true(events.some((event) => event.kind === 'request-failed' && event.command === commandName(P.CMD_READ) && event.message.includes(pack) && event.message.includes('missing')), JSON.stringify(events));
       const zeros = await execa('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0 1M 64k', exportUri(freshSocket, 'alpha')]);
       t.notRegex(zeros.stdout, /fail/i, 'zero blocks still read');
     } finally {

@@ -7,7 +7,7 @@ import { readFile, stat, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Repository } from '../lib/repo/repository.js';
 import { repositoryExports } from '../lib/repo/export-provider.js';
-import { startNbdServer, type NbdServer } from '../lib/nbd/server.js';
+import { startNbdServer, type ConnectionEvent, type NbdServer } from '../lib/nbd/server.js';
 import { NbdListenFailed } from '../lib/nbd/errors.js';
 import { exportUri, importFile, sampleDisk, serveRepository, writeDisk, MiB, PATTERN_BYTE, PATTERN_LENGTH, PATTERN_OFFSET } from './helpers/repo-fixtures.js';
 
@@ -18,7 +18,8 @@ interface Served {
   socket: string;
   disk: Buffer;
   file: string;
-  logs: string[];
+  /** The server's connection events. */
+  events: ConnectionEvent[];
 }
 
 /** A repository holding `alpha` (2 versions: the sample disk, then a changed copy), served on a unix socket. */
@@ -31,10 +32,10 @@ function withServedRepo(body: (s: Served) => Promise<void>, disk = sampleDisk())
     changed.fill(0x11, 0, 4096);
     await importFile(repo, await writeDisk(join(dir, 'alpha2.raw'), changed), 'alpha');
     const socket = join(dir, 'nbd.sock');
-    const logs: string[] = [];
-    const server = await serveRepository(repo, socket, (line) => logs.push(line));
+    const events: ConnectionEvent[] = [];
+    const server = await serveRepository(repo, socket, { onConnectionEvent: (event) => events.push(event) });
     try {
-      await body({ dir, repo, server, socket, disk, file, logs });
+      await body({ dir, repo, server, socket, disk, file, events });
     } finally {
       await server.close();
       await repo.close();
@@ -127,14 +128,18 @@ test('manifest:REF serves exactly the stored manifest bytes', (t) =>
   }));
 
 test('many clients at once, each with many requests in flight, all get the right bytes', (t) =>
-  withServedRepo(async ({ dir, socket, file, logs }) => {
+  withServedRepo(async ({ dir, socket, file, events }) => {
     const copies = Array.from({ length: 4 }, (_, i) => join(dir, `copy${i}.raw`));
     await Promise.all(copies.map((out, i) =>
       i % 2 === 0
         ? execa('nbdcopy', ['--connections=4', '--requests=32', '--request-size=65536', exportUri(socket, 'alpha@1'), out])
         : execa('qemu-img', ['convert', '-m', '16', '-W', '-f', 'raw', '-O', 'raw', exportUri(socket, 'alpha@1'), out])));
     for (const out of copies) t.is((await execa('cmp', [file, out], { reject: false })).exitCode, 0, out);
-    t.true(logs.filter((line) => /export "alpha@1"/.test(line)).length >= 4, 'one log line per connection');
+    // Four clients, each with at least one connection (how many nbdcopy opens is its choice):
+    // each connection is told once, as opened.
+    const opened = events.filter((event) => event.kind === 'opened' && event.exportName === 'alpha@1' && !event.writable && event.structuredReplies);
+    t.true(opened.length >= copies.length, JSON.stringify(events));
+    t.is(new Set(opened.map((event) => event.connection)).size, opened.length, 'one event per connection');
   }));
 
 test('the unix socket is mode 0600 and removed on close; TCP listening works too', (t) =>

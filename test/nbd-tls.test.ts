@@ -7,12 +7,12 @@ import { execa } from 'execa';
 import { readFile, mkdir, copyFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NbdClient } from '../lib/nbd/client.js';
+import type { ConnectionEvent } from '../lib/nbd/connection-events.js';
 import { connectWhenUp } from './helpers/connect-when-up.js';
 import { makeImage, type TestImage } from './cor-fixtures.js';
 import { makePskFile, makeX509Credentials } from './helpers/tls-certs.js';
 import { startServing, MiB, type ServedProcess } from './helpers/served-process.js';
-
-const BIN = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
+import { CLI as BIN } from './helpers/cli-path.js';
 
 interface Setup {
   dir: string;
@@ -164,12 +164,12 @@ test('over TLS too, a client that stops reading is closed by the stall timeout',
   const { loadServerTls } = await import('../lib/nbd/tls.js');
   const { MemoryBackend } = await import('./helpers/memory-backend.js');
   const backend = new MemoryBackend(8 * MiB);
-  const logs: string[] = [];
+  const events: ConnectionEvent[] = [];
   const server = await startNbdServer({
     listen: { host: '127.0.0.1', port: 0 },
     tls: await loadServerTls({ x509Dir: setup.creds }),
     limits: { stallTimeoutMs: 1000 },
-    log: (line) => logs.push(line),
+    onConnectionEvent: (event) => events.push(event),
     exports: { async list() { return [{ name: 'm' }]; }, async open() { return backend; } },
   });
   try {
@@ -177,10 +177,11 @@ test('over TLS too, a client that stops reading is closed by the stall timeout',
     // Our client has no "stop reading" switch: pause its TLS socket by hand (test only).
     (client as unknown as { socket: { pause(): void } }).socket.pause();
     const reads = Array.from({ length: 32 }, () => client.read(0, 4 * MiB).then(() => 'read', () => 'failed'));
-    // A paused client does not even see the close: watch the server's log (bounded wait).
-    const stalled = (): boolean => logs.some((line) => /has not read its replies for [\d.]+ s: closing \(stall timeout\)/.test(line));
+    // A paused client does not even see the close: watch the server's events (bounded wait).
+    const stalled = (): boolean => events.some((event) => event.kind === 'closing' && event.reason === 'stall-timeout');
     for (let i = 0; i < 600 && !stalled(); i++) await new Promise((resolve) => setTimeout(resolve, 50));
-    t.true(stalled(), logs.join('\n'));
+    t.true(stalled(), JSON.stringify(events));
+    t.true(events.some((event) => event.kind === 'opened' && event.tls), 'the connection was opened over TLS');
     client.destroy('test over');
     t.true((await Promise.all(reads)).includes('failed'));
   } finally {

@@ -15,6 +15,7 @@ import { Repository } from '../lib/repo/repository.js';
 import { DIGEST_BYTES } from '../lib/repo/manifest-format.js';
 import { BlockDigestMismatch, BlockMissing, ImageShapeMismatch, UnknownParent, VersionConflict } from '../lib/repo/errors.js';
 import { WriteTargetUnreachable } from '../lib/write/errors.js';
+import { CLI } from './helpers/cli-path.js';
 
 const BS = 65536;
 const sha = (data: Buffer) => createHash('sha256').update(data).digest();
@@ -141,7 +142,7 @@ test('repo serve: an upload cut by the server being killed leaves no block or ve
     })();
     await t.throwsAsync(target.putBlocks(slow), { instanceOf: WriteTargetUnreachable, message: /cannot write to the repository at http\+unix/ });
     // A cut upload leaves at most a pack without an index (invisible), which --repair removes.
-    const bin = new URL('../../bin/lazyboot.js', import.meta.url).pathname;
+    const bin = CLI;
     const repair = await execa('node', [bin, 'repo', 'check', '--repair', '--repo', image.repoDir], { reject: false });
     t.is(repair.exitCode, 0, repair.stdout + repair.stderr);
     t.regex(repair.stdout, /1 image\(s\), 1 pack\(s\); 0 problem\(s\)/);

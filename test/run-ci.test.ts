@@ -1,8 +1,9 @@
-// `lazyboot run` as a CI job uses it, on the stock debian-plain image: three runs of one image at
+// `lazyboot run` as a CI job uses it, on the stock debian-plain image: four runs of one image at
 // once (each its own temp disk, QEMU, sockets), each showing part of the contract — copy in, live
 // output kept apart, exit code 3 passed through, copy out after the failure, --json events on fd 3;
-// --timeout killing the command (exit 124, the console's last lines); stdin with -i (exit 0) —
-// and nothing left behind by any of them.
+// --timeout killing the command (exit 124, the console's last lines); stdin with -i (the command's
+// exit 255 passed through); a command missing in the guest (exit 127, one line) — and nothing left
+// behind by any of them.
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -13,7 +14,7 @@ import { CLI, importImage, leftovers, qemuProcessesMentioning, scratchDir } from
 
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
-test.serial('three `lazyboot run` of one image in parallel: copy in/out + exit 3 + --json, timeout 124, stdin; nothing left behind', async (t) => {
+test.serial('four `lazyboot run` of one image in parallel: copy in/out + exit 3 + --json, timeout 124, stdin + exit 255, missing command 127; nothing left behind', async (t) => {
   t.timeout(20 * 60_000);
   const plain = await ensureFixture('debian-plain');
   const scratch = await scratchDir(t);
@@ -35,16 +36,17 @@ test.serial('three `lazyboot run` of one image in parallel: copy in/out + exit 3
   };
 
   const started = Date.now();
-  const [job, slow, fed] = await Promise.all([
+  const [job, slow, fed, missing] = await Promise.all([
     run(
       ['--copy-in', `${path.join(scratch, 'payload.bin')}:/tmp/`, '--copy-out', `/tmp/result.bin:${results}/`, '--json', '--json-fd', '3'],
       ['sh', '-c', 'cp /tmp/payload.bin /tmp/result.bin && echo to-stdout && echo to-stderr >&2; exit 3'],
       { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] },
     ),
     run(['--timeout', '10s'], ['sh', '-c', 'echo started; sleep 1000; echo never']),
-    run(['-i'], ['sh', '-c', 'sha256sum | cut -c1-64'], { input: stdinData }),
+    run(['-i'], ['sh', '-c', 'sha256sum | cut -c1-64; exit 255'], { input: stdinData }),
+    run([], ['no-such-command-here', '--version']),
   ]);
-  t.log(`three runs in ${Date.now() - started} ms`);
+  t.log(`four runs in ${Date.now() - started} ms`);
 
   t.is(job.exitCode, 3, job.stderr);
   t.is(job.stdout, 'to-stdout');
@@ -69,8 +71,12 @@ test.serial('three `lazyboot run` of one image in parallel: copy in/out + exit 3
   t.regex(slow.stderr, /^lazyboot: the command did not end within 10 s: killed in the guest \(exit 124\)$/m);
   t.regex(slow.stderr, /^lazyboot: last lines of the guest console:$/m);
 
-  t.is(fed.exitCode, 0, fed.stderr);
+  t.is(fed.exitCode, 255, fed.stderr);
   t.is(fed.stdout, sha256(stdinData));
+
+  t.is(missing.exitCode, 127, missing.stderr);
+  t.is(missing.stdout, '');
+  t.regex(missing.stderr, /^lazyboot: no-such-command-here: not found in the guest: check the name and the guest's PATH/m);
 
   t.deepEqual(await leftovers(tmp), [], 'no temp disks, run dirs or sockets left');
   t.deepEqual(await qemuProcessesMentioning(tmp), [], 'no QEMU left');

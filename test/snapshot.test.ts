@@ -10,6 +10,7 @@ import { makeImage, qemuIo, type TestImage } from './cor-fixtures.js';
 import { serveDisk } from './helpers/disk-serve.js';
 import { startServing } from './helpers/served-process.js';
 import { lazyboot, oneLine } from './helpers/repo-cli.js';
+import { BlockMap } from '../lib/map/block-map.js';
 
 const BS = 65536;
 
@@ -189,4 +190,33 @@ test('bad input is one line, exit 1, and changes neither disk, map nor repositor
   t.deepEqual((await status(disk)).modifiedBlocks, { origin: 1 }, 'the mark is still there');
   const listing = await lazyboot(['image', 'ls', '--repo', image.repoDir]);
   t.notRegex(listing.stdout, /^x@/m);
+}, { unsafeCleanup: true }));
+
+test('marks in doubt: a damaged in-flight set is refused in one line; --full hashes every local block and sends only what the repository lacks', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 16 * BS });
+  const disk = join(dir, 'disk.raw');
+  await writeThroughCor(dir, image, disk, [`write -P 0x71 ${4 * BS} ${BS}`, `write -P 0x72 ${9 * BS} ${BS}`]);
+  t.is((await lazyboot(['disk', 'fill', '--disk', disk, '--from', image.repoDir])).exitCode, 0);
+  const expected = applyWrite(applyWrite(image.content, 4 * BS, BS, 0x71), 9 * BS, BS, 0x72);
+  // A crash after the marks moved to the in-flight set, which then got damaged: the map has none left.
+  const map = await BlockMap.open(`${disk}.map`, async () => undefined);
+  map.clearModifiedWhere(0, map.modified[0]!.copy());
+  await map.commit();
+  await map.close();
+  await writeFile(`${disk}.map.sending`, 'LZBSEND1 damaged');
+  t.deepEqual((await status(disk)).modifiedBlocks, { origin: 0 });
+
+  const refused = await snapshotCli(disk, image.repoDir, 'demo');
+  t.is(refused.exitCode, 1);
+  t.true(oneLine(refused.stderr), refused.stderr);
+  t.regex(refused.stderr, /map\.sending \(blocks of an interrupted snapshot\) is not an in-flight set: .*snapshot with --full/);
+
+  const before = await packBytes(image.repoDir);
+  const full = await snapshotCli(disk, image.repoDir, 'demo', ['--full']);
+  t.is(full.exitCode, 0, full.stderr);
+  const summary = JSON.parse(full.stdout);
+  t.like(summary, { ref: 'demo@2', parent: 'demo@1', dirtyBlocks: 16, sentBlocks: 2, blockBytesSent: 2 * BS });
+  t.is(await packBytes(image.repoDir) - before, 2 * BS, 'only the two blocks the repository lacked were stored');
+  await assertVersionEquals(t, dir, image.repoDir, 'demo@2', expected);
+  await t.throwsAsync(stat(`${disk}.map.sending`), { code: 'ENOENT' }, 'the damaged set is gone');
 }, { unsafeCleanup: true }));

@@ -24,6 +24,8 @@ export interface SeedContents {
   readonly userData: Buffer;
   /** `local-hostname` in meta-data (cloud-init sets it during boot). */
   readonly hostname?: string;
+  /** `public-keys`: cloud-init authorizes them for the image's default user (and root, as its config says). */
+  readonly publicKeys?: readonly string[];
   /** `instance-id`: a fresh one per run unless given, so cloud-init treats every run as a first boot. */
   readonly instanceId?: string;
 }
@@ -44,6 +46,8 @@ function runTool(command: string, args: readonly string[]): Promise<void> {
 export function metaDataOf(contents: SeedContents): string {
   const lines = [`instance-id: ${contents.instanceId ?? `lazyboot-${randomUUID()}`}`];
   if (contents.hostname !== undefined) lines.push(`local-hostname: ${contents.hostname}`);
+  // JSON strings are YAML strings: a key's comment may hold any character.
+  if (contents.publicKeys?.length) lines.push('public-keys:', ...contents.publicKeys.map((key) => `  - ${JSON.stringify(key)}`));
   return `${lines.join('\n')}\n`;
 }
 

@@ -105,7 +105,7 @@ export class GuestBootFailed extends LazybootError {
 /** The block job ended with an error (e.g. the repository stayed away): the guest runs on, what is missing is still read through. */
 export class FillJobFailed extends LazybootError {
   constructor(detail: string) {
-    super(`the fill (QEMU block-stream) stopped: ${detail}`, 'the guest keeps running and reads what is missing through lazyboot; boot the same --disk again to finish the fill');
+    super(`the fill (QEMU block-stream) stopped: ${detail}`, 'the guest keeps running and reads what is missing through lazyboot; what was filled is kept: boot the same --disk again (once the repository answers) to finish the fill');
   }
 }
 

@@ -5,7 +5,9 @@
 // qcow2 has no backing: the NBD node to the COR device is deleted, and QEMU alone has the disk.
 // A read error (the repository is away) does not end the job: `on-error: stop` pauses it
 // (BLOCK_JOB_ERROR), and it is resumed every few seconds until the reads succeed again; an
-// outage that lasts is reported once (onStalled), and the job goes on waiting.
+// outage that lasts is reported once (onStalled), and the job goes on waiting up to a limit
+// (`giveUpAfterMs`): past it the job is cancelled and `done` rejects with FillJobFailed saying
+// what happened and what to do (what was filled stays; a later boot of the disk finishes it).
 import { NATIVE_BACKING_NODE, NATIVE_NODE } from './native-graph.js';
 import type { QmpClient, QmpEvent } from './qmp.js';
 import { FillJobFailed } from './errors.js';
@@ -16,6 +18,8 @@ const PROGRESS_POLL_MS = 1000;
 export const FILL_RETRY_MS = 3000;
 /** An outage longer than this is reported (the job keeps waiting for the repository). */
 export const FILL_STALL_REPORT_MS = 30_000;
+/** Default: an outage longer than this cancels the job (the guest runs on; a later boot finishes the fill). */
+export const FILL_GIVE_UP_MS = 10 * 60_000;
 
 export interface FillJobProgress {
   /** Bytes done (already-allocated clusters count as done at once) and the total. */
@@ -28,6 +32,8 @@ export interface FillJobProgress {
 
 /** What the job tells besides progress: a read error paused it, it has been stalled long, it runs again. */
 export interface FillJobTrouble {
+  /** How long the repository may stay away before the job is cancelled (default FILL_GIVE_UP_MS). */
+  readonly giveUpAfterMs?: number;
   onErrorPaused?(detail: string): void;
   onStalled?(sinceMs: number, detail: string): void;
   onResumed?(afterMs: number): void;
@@ -48,9 +54,14 @@ export class FillJob {
   /** Set while the job is paused by a read error: when that began, and the retry timer. */
   #errorPause: { since: number; reported: boolean; timer: NodeJS.Timeout | undefined } | undefined;
   #watching = true;
+  #giveUp: (error: FillJobFailed) => void = () => {};
 
   private constructor(private readonly qmp: QmpClient, onProgress: (progress: FillJobProgress) => void, private readonly trouble: FillJobTrouble) {
     this.done = new Promise<void>((resolve, reject) => {
+      this.#giveUp = (error) => {
+        this.#stopPolling();
+        reject(error);
+      };
       const unsubscribe = qmp.onEvent((event: QmpEvent) => {
         if (event.event === 'BLOCK_JOB_ERROR' && event.data.device === FILL_JOB_ID) return this.#onReadError(String(event.data.operation ?? 'read'));
         if (event.event !== 'BLOCK_JOB_COMPLETED' || event.data.device !== FILL_JOB_ID) return;
@@ -100,6 +111,14 @@ export class FillJob {
     if (!pause.reported && stalledMs >= FILL_STALL_REPORT_MS) {
       pause.reported = true;
       this.trouble.onStalled?.(stalledMs, detail);
+    }
+    const limitMs = this.trouble.giveUpAfterMs ?? FILL_GIVE_UP_MS;
+    if (stalledMs >= limitMs) {
+      // Waited long enough: the job goes; what it filled stays (the map records it at the end).
+      const seconds = Math.round(stalledMs / 1000);
+      void this.qmp.execute('block-job-cancel', { device: FILL_JOB_ID, force: true }).catch(() => undefined);
+      this.#giveUp(new FillJobFailed(`the repository was unreachable for ${seconds} s (${detail}; the fill waits ${Math.round(limitMs / 1000)} s)`));
+      return;
     }
     clearTimeout(pause.timer);
     pause.timer = setTimeout(() => {

@@ -52,6 +52,16 @@ export function nativeGraphNodes(graph: NativeGraph): Record<string, unknown>[] 
   ];
 }
 
+/**
+ * The graph as QEMU's disk at start (a reboot pivot, a resumed one): the same nodes, the top one
+ * named DISK_NODE so the disk device takes it. The writes bitmap is added over QMP before `cont`.
+ */
+export function nativeBootSpec(graph: NativeGraph): { readonly kind: 'blockdev'; readonly nodes: Record<string, unknown>[] } {
+  const nodes = nativeGraphNodes(graph);
+  const top = nodes[nodes.length - 1]!;
+  return { kind: 'blockdev', nodes: [...nodes.slice(0, -1), { ...top, 'node-name': DISK_NODE }] };
+}
+
 interface NamedNode {
   readonly 'node-name': string;
   readonly image: { readonly 'virtual-size': number };

@@ -66,6 +66,22 @@ export class GuestIo {
     return copyFromGuest(this.#runningAgent('copy out of'), guestPath, hostPath);
   }
 
+  /** An agent has answered (freeze, exec and the copies can go through it). */
+  get hasAgent(): boolean {
+    return this.#agent !== undefined;
+  }
+
+  /** Freezes the guest's file systems (guest-fsfreeze-freeze): how many it froze. */
+  freezeFilesystems(): Promise<number> {
+    return this.#runningAgent('freeze the file systems of').fsfreeze();
+  }
+
+  /** Thaws them (guest-fsfreeze-thaw): how many it thawed. Asked also while the VM stops: a frozen guest cannot shut down. */
+  thawFilesystems(): Promise<number> {
+    if (!this.#agent) throw new IllegalVmAction('thaw the file systems of (no guest agent)', this.lifecycle.state);
+    return this.#agent.agent.fsthaw();
+  }
+
   /** After QEMU has exited: the agent link and the stream ports. */
   async close(): Promise<void> {
     await this.#agent?.close().catch(() => {});

@@ -1,20 +1,23 @@
-// The transient VM's native phase: the live pivot to QEMU's native graph and the fill block job
-// after it. TransientVm owns the QEMU process and the lifecycle; this part holds what the pivot
+// The transient VM's native phase: the live pivot to QEMU's native graph (or a boot straight on
+// it) and the fill block job after it. TransientVm owns the QEMU process and the lifecycle; this part holds what the pivot
 // adds (is the VM native, the running fill, its last progress) and reports it as VM events.
 import { IllegalVmAction } from './errors.js';
+import { LazybootError } from '../lib/base/errors.js';
 import { FillJob, type FillJobProgress } from './fill-job.js';
-import { livePivot, type LivePivotResult, type NativeGraph } from './native-graph.js';
+import { livePivot, NATIVE_NODE, WRITES_BITMAP, type LivePivotResult, type NativeGraph } from './native-graph.js';
 import type { QmpClient } from './qmp.js';
 
 /** The VM events this phase emits (a subset of VmEvent, vm.ts). */
 export type NativePhaseEvent =
+  /** QEMU booted straight on the native graph (a reboot pivot, or a resumed one): no transient phase. */
+  | { readonly type: 'native-boot'; readonly atMs: number }
   /** The live pivot: the guest ran on QEMU's native graph from here; it was paused `pauseMs`. */
   | { readonly type: 'pivot'; readonly pauseMs: number; readonly drainMs: number; readonly atMs: number }
   /** The fill block job (fill-job.ts): progress in bytes, its end, or its failure. */
   | { readonly type: 'fill-progress'; readonly offset: number; readonly len: number; readonly atMs: number }
   /** A read from the repository failed: the job paused and is retried every few seconds. */
   | { readonly type: 'fill-paused'; readonly message: string; readonly atMs: number }
-  /** Still paused after FILL_STALL_REPORT_MS: the repository stays away (the job keeps waiting). */
+  /** Still paused after FILL_STALL_REPORT_MS: the repository stays away (the job keeps waiting, up to its limit). */
   | { readonly type: 'fill-stalled'; readonly message: string; readonly stalledMs: number; readonly atMs: number }
   /** The reads succeed again: the job runs on. */
   | { readonly type: 'fill-resumed'; readonly pausedMs: number; readonly atMs: number }
@@ -58,6 +61,17 @@ export class NativePhase {
     return { pivot: this.#pivot, fill: this.#fillState === 'running' && this.#progress?.paused ? 'paused' : this.#fillState, ...progress };
   }
 
+  /**
+   * QEMU was started paused (-S) on the native graph (nativeBootSpec): the writes bitmap is added
+   * before the first guest instruction, then the guest runs.
+   */
+  async bootNative(qmp: QmpClient, graph: NativeGraph): Promise<void> {
+    await qmp.execute('block-dirty-bitmap-add', { node: NATIVE_NODE, name: WRITES_BITMAP, persistent: true, granularity: graph.blockSize });
+    this.#pivot = 'native';
+    await qmp.execute('cont');
+    this.hooks.emit({ type: 'native-boot', atMs: this.hooks.elapsedMs() });
+  }
+
   /** The live swap (native-graph.ts); the caller checked the lifecycle allows it. */
   async pivot(graph: NativeGraph, whilePaused: () => Promise<void>): Promise<LivePivotResult> {
     if (this.#pivot !== 'none') throw new IllegalVmAction('pivot again', 'native');
@@ -70,10 +84,11 @@ export class NativePhase {
   }
 
   /** block-stream at `speed` bytes/s (0 = unlimited); resolves when it completed, rejects with FillJobFailed. */
-  async fill(speed: number, state: string): Promise<void> {
+  async fill(speed: number, state: string, giveUpAfterMs?: number): Promise<void> {
     if (this.#pivot !== 'native' || this.#fill) throw new IllegalVmAction(this.#fill ? 'fill twice' : 'fill before the pivot', state);
     const fill = await FillJob.start(this.hooks.qmp('fill'), {
       speed,
+      giveUpAfterMs,
       onProgress: (progress) => {
         this.#progress = progress;
         this.hooks.emit({ type: 'fill-progress', offset: progress.offset, len: progress.len, atMs: this.hooks.elapsedMs() });
@@ -90,7 +105,9 @@ export class NativePhase {
       this.hooks.emit({ type: 'fill-complete', atMs: this.hooks.elapsedMs() });
     } catch (error) {
       this.#fillState = 'failed';
-      if (!this.hooks.closing()) this.hooks.emit({ type: 'fill-failed', message: (error as Error).message, atMs: this.hooks.elapsedMs() });
+      // The whole line, with what to do (the CLI prints it as it is).
+      const message = error instanceof LazybootError ? error.toLine() : (error as Error).message;
+      if (!this.hooks.closing()) this.hooks.emit({ type: 'fill-failed', message, atMs: this.hooks.elapsedMs() });
       throw error;
     }
   }

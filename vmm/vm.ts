@@ -2,30 +2,33 @@
 // device) and run directory, drives the lifecycle state machine from what it sees, and tears
 // everything down exactly once — on close(), on failure, on guest poweroff, and on SIGINT/SIGTERM
 // only if the process's owner opted in (installSignalTeardown). At process exit QEMU is killed
-// whatever happens (a synchronous kill: no async work runs then).
+// whatever happens (a synchronous kill: no async work runs then). Its parts: what the guest says
+// about readiness (vm-readiness.ts), the pivot or native boot and the fill (vm-native.ts), exec,
+// commands and file copies (vm-guest-io.ts), a panic told from a reset (console-panic.ts).
 import path from 'node:path';
 import { rm } from 'node:fs/promises';
+import { panicLineIn } from './console-panic.js';
 import { dir } from 'tmp-promise';
 import { registerCleanup } from '../lib/base/cleanup.js';
 import { chooseAccelerator, type AccelChoice } from './accel.js';
-import { BootTimeout, GuestBootFailed, GuestDiskError, GuestPanicked, IllegalVmAction, QemuExited, StorageReadinessUnknown, VmEndedEarly } from './errors.js';
+import { BootTimeout, GuestDiskError, GuestPanicked, IllegalVmAction, QemuExited, StorageReadinessUnknown, VmEndedEarly } from './errors.js';
 import { EventStream } from './event-stream.js';
-import { GuestEvents, type GuestEvent } from '../guest/events.js';
 import { launchQemu, type LaunchedQemu } from './launcher.js';
 import type { QemuExit } from './qemu-process.js';
 import { VmLifecycle, type VmState, type VmTransition } from './lifecycle.js';
 import type { DiskSpec } from './qemu-args.js';
 import type { QmpEvent } from './qmp.js';
-import { connectGuestAgent, type GuestAgentLink } from './guest-agent-link.js';
+import { GuestReadiness, type ReadinessEvent, type StorageReadySource } from './vm-readiness.js';
 import { withVmDefaults, type ResolvedVmOptions, type VmOptions } from './vm-options.js';
 import type { RunCommandOptions, RunOutcome } from './guest-command.js';
 import type { CopyResult } from '../guest/agent-files.js';
-import type { LivePivotResult, NativeGraph } from './native-graph.js';
+import { nativeBootSpec, type LivePivotResult, type NativeGraph } from './native-graph.js';
 import { NativePhase, type NativePhaseEvent, type NativeStatus } from './vm-native.js';
 import { GuestIo, guestSocketsIn, type ExecResult } from './vm-guest-io.js';
 
 export type { ExecResult } from './vm-guest-io.js';
 export type { NativeStatus } from './vm-native.js';
+export type { StorageReadySource } from './vm-readiness.js';
 
 /** The VM's disk as the VMM sees it: how QEMU reaches it, and how to release it. */
 export interface VmDisk {
@@ -42,6 +45,11 @@ export interface StartVmOptions extends VmOptions {
    * it, fails the VM with StorageReadinessUnknown (one line saying why and what to do).
    */
   readonly requireStorageReady?: boolean;
+  /**
+   * Boot straight on QEMU's native graph (its metadata file final, the COR device read-through
+   * already) instead of `disk.spec`: the VM is native from the first instruction, ready to fill.
+   */
+  readonly bootNative?: NativeGraph;
 }
 
 /**
@@ -52,27 +60,16 @@ function afterNextPoll(): Promise<void> {
   return new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
 }
 
-/** Longest delay a Node timer takes (a larger one fires at once): "no limit" for the agent wait. */
-const NO_TIME_LIMIT_MS = 2 ** 31 - 1;
-
 export type VmEvent =
   | { readonly type: 'accelerator'; readonly accel: string; readonly reason: string }
   | { readonly type: 'qemu-up'; readonly pid: number | undefined; readonly atMs: number }
   | { readonly type: 'state'; readonly from: VmState; readonly to: VmState; readonly atMs: number }
-  | { readonly type: 'guest-event'; readonly event: GuestEvent; readonly atMs: number }
   | { readonly type: 'qmp-event'; readonly event: QmpEvent; readonly atMs: number }
-  | { readonly type: 'agent-up'; readonly atMs: number }
-  /** The guest's own storage driver has the disk: said by our hooks (events port) or learnt through qemu-guest-agent. */
-  | { readonly type: 'storage-ready'; readonly source: StorageReadySource; readonly root: string; readonly disk?: string; readonly driver?: string; readonly atMs: number }
+  /** guest-event, agent-up, storage-ready (vm-readiness.ts). */
+  | ReadinessEvent
   /** The pivot and the fill after it (vm-native.ts). */
   | NativePhaseEvent
   | { readonly type: 'torn-down'; readonly atMs: number };
-
-/** Who said the guest's storage driver is up: the image's lazyboot hooks, or qemu-guest-agent (any image that runs it). */
-export type StorageReadySource = 'hook' | 'agent';
-
-/** How long the agent fallback asks guest-get-fsinfo before concluding `/` is not on a native disk. */
-const AGENT_READINESS_TIMEOUT_MS = 30_000;
 
 export class TransientVm implements AsyncDisposable {
   readonly lifecycle = new VmLifecycle();
@@ -85,7 +82,6 @@ export class TransientVm implements AsyncDisposable {
   readonly closed: Promise<void>;
 
   #qemu: LaunchedQemu | undefined;
-  #guestEvents: GuestEvents | undefined;
   /** exec, commands over the stream ports, file copies (vm-guest-io.ts). */
   readonly #guest = new GuestIo(this.lifecycle);
   /** The pivot and the fill (vm-native.ts). */
@@ -99,6 +95,8 @@ export class TransientVm implements AsyncDisposable {
     elapsedMs: () => this.elapsedMs(),
     closing: () => this.#closing !== undefined,
   });
+  /** Storage-ready and guest-up from the hooks or the agent (vm-readiness.ts). */
+  readonly #readiness: GuestReadiness;
   #runDir: { path: string; cleanup(): Promise<void> } | undefined;
   #accel: AccelChoice | undefined;
   #closing: Promise<void> | undefined;
@@ -107,21 +105,30 @@ export class TransientVm implements AsyncDisposable {
   readonly #startedAt = Date.now();
   readonly #unregisterCleanup: () => void;
   #bootTimer: NodeJS.Timeout | undefined;
-  #storageReadySource: StorageReadySource | undefined;
-  /** Set while a host-signal SHUTDOWN waits to learn whether this process asked for the stop. */
-  #hostSignalVerdict: Promise<void> | undefined;
+  /** Set while a SHUTDOWN waits for its verdict: a host signal (did this process ask?), a guest reset (a panic?). */
+  #shutdownVerdict: Promise<void> | undefined;
   /** QEMU sent SHUTDOWN: it is going down, whoever asked. */
   #qemuShuttingDown = false;
 
-  readonly options: ResolvedVmOptions & Pick<StartVmOptions, 'disk' | 'requireStorageReady'>;
+  readonly options: ResolvedVmOptions & Pick<StartVmOptions, 'disk' | 'requireStorageReady' | 'bootNative'>;
 
-  private constructor(options: ResolvedVmOptions & Pick<StartVmOptions, 'disk' | 'requireStorageReady'>) {
+  private constructor(options: ResolvedVmOptions & Pick<StartVmOptions, 'disk' | 'requireStorageReady' | 'bootNative'>) {
     this.options = options;
+    this.#readiness = new GuestReadiness({
+      lifecycle: this.lifecycle,
+      signal: this.#abort.signal,
+      agent: options.agent,
+      timeoutMs: options.timeoutMs,
+      emit: (event) => this.events.emit(event),
+      elapsedMs: () => this.elapsedMs(),
+      fail: (error) => this.#fail(error),
+      agentConnected: (agent) => this.#guest.agentConnected(agent),
+    });
     const endError = (waitedFor: string) => (state: VmState) => this.lifecycle.failure ?? new VmEndedEarly(waitedFor, state);
     // Only a real source resolves it: a guest that is up without one (no hooks, and no agent that
     // sees `/` on a native disk) never gets a storage-ready that a pivot could trust.
     this.storageReady = this.lifecycle.waitFor(['storage-ready', 'running'], endError('storage-ready')).then(() => {
-      if (!this.#storageReadySource) throw new StorageReadinessUnknown(this.options.agent !== false, { forPivot: false });
+      if (!this.#readiness.source) throw new StorageReadinessUnknown(this.options.agent !== false, { forPivot: false });
     });
     this.ready = this.lifecycle.waitFor(['running'], endError('running')).then(() => undefined);
     // Nobody may be listening: these rejections are reported through whoever awaits them.
@@ -144,7 +151,7 @@ export class TransientVm implements AsyncDisposable {
       await options.disk.close(); // the promise holds at every exit: a failed start releases the disk
       throw error;
     }
-    const vm = new TransientVm({ ...resolved, disk: options.disk, requireStorageReady: options.requireStorageReady });
+    const vm = new TransientVm({ ...resolved, disk: options.disk, requireStorageReady: options.requireStorageReady, bootNative: options.bootNative });
     try {
       await vm.#start();
     } catch (error) {
@@ -165,7 +172,7 @@ export class TransientVm implements AsyncDisposable {
 
   /** Who said storage-ready (undefined until someone did). */
   get storageReadySource(): StorageReadySource | undefined {
-    return this.#storageReadySource;
+    return this.#readiness.source;
   }
 
   get pid(): number | undefined {
@@ -213,10 +220,10 @@ export class TransientVm implements AsyncDisposable {
   /**
    * After the pivot: QEMU's block-stream fills the rest of the disk at `speed` bytes/s (0 =
    * unlimited). Resolves when it completed and the backing node is gone; rejects with
-   * FillJobFailed (the guest runs on). Progress and the end are VM events.
+   * FillJobFailed (the guest runs on), e.g. when the repository stayed away `giveUpAfterMs`. Progress and the end are VM events.
    */
-  fill(speed: number): Promise<void> {
-    return this.#native.fill(speed, this.state);
+  fill(speed: number, options: { giveUpAfterMs?: number } = {}): Promise<void> {
+    return this.#native.fill(speed, this.state, options.giveUpAfterMs);
   }
 
   /** QEMU's block nodes now (query-named-block-nodes): node name and driver, for diagnostics and tests. */
@@ -240,6 +247,21 @@ export class TransientVm implements AsyncDisposable {
   /** Runs a program in the guest through qemu-guest-agent (guest-exec); the VM must be running. */
   exec(program: string, args: readonly string[] = [], options: { timeoutMs?: number } = {}): Promise<ExecResult> {
     return this.#guest.exec(program, args, options);
+  }
+
+  /** qemu-guest-agent has answered. */
+  get hasAgent(): boolean {
+    return this.#guest.hasAgent;
+  }
+
+  /** Freezes the guest's file systems through the agent (for a point-in-time snapshot); how many. */
+  freezeFilesystems(): Promise<number> {
+    return this.#guest.freezeFilesystems();
+  }
+
+  /** Thaws what freezeFilesystems() froze; how many. */
+  thawFilesystems(): Promise<number> {
+    return this.#guest.thawFilesystems();
   }
 
   /** Runs a command in the guest with live output on the sinks (guest-command.ts); the VM must be running. */
@@ -275,7 +297,7 @@ export class TransientVm implements AsyncDisposable {
     const { agentSocket, eventsSocket, streamSockets } = guestSocketsIn(this.#runDir.path);
     if (options.timeoutMs > 0) {
       this.#bootTimer = setTimeout(() => {
-        const unknown = options.requireStorageReady && !this.#storageReadySource;
+        const unknown = options.requireStorageReady && !this.#readiness.source;
         this.#fail(unknown ? new StorageReadinessUnknown(options.agent !== false, { waitedMs: options.timeoutMs }) : new BootTimeout('running', options.timeoutMs));
       }, options.timeoutMs);
     }
@@ -288,10 +310,11 @@ export class TransientVm implements AsyncDisposable {
       cpus: options.cpus,
       consoleLog: this.consoleLog,
       console: options.console,
-      disk: options.disk.spec,
+      disk: options.bootNative ? nativeBootSpec(options.bootNative) : options.disk.spec,
       guestChannels: { agentSocket, eventsSocket, ...(options.agent ? { streamSockets } : {}) },
       noReboot: true,
-      qemuArgs: options.qemuArgs,
+      // Paused at start on the native graph: the writes bitmap must exist before the guest writes.
+      qemuArgs: options.bootNative ? ['-S', ...(options.qemuArgs ?? [])] : options.qemuArgs,
     });
     const { process, qmp } = this.#qemu;
     if (this.#closing) {
@@ -307,60 +330,16 @@ export class TransientVm implements AsyncDisposable {
       this.lifecycle.feed({ type: 'qemu-exited' });
     };
     // A pending host-signal verdict goes first: it knows whether the stop was ours.
-    void process.exited.then((exit) => (this.#hostSignalVerdict ? this.#hostSignalVerdict.then(() => onExit(exit)) : onExit(exit)));
+    void process.exited.then((exit) => (this.#shutdownVerdict ? this.#shutdownVerdict.then(() => onExit(exit)) : onExit(exit)));
     qmp.onEvent((event) => this.#onQmpEvent(event));
-    void this.#listenToGuest(eventsSocket);
+    void this.#readiness.listenToGuest(eventsSocket);
     this.lifecycle.feed({ type: 'qemu-up' });
     this.events.emit({ type: 'qemu-up', pid: process.pid, atMs: this.elapsedMs() });
     if (this.options.agent) {
-      void this.#connectAgent(agentSocket);
+      void this.#readiness.connectAgent(agentSocket);
       this.#guest.connectStreams(streamSockets, this.#abort.signal);
     }
-  }
-
-  /** QEMU has created the events socket by now; a guest's write blocks until we connect, so connect at once. */
-  async #listenToGuest(socketPath: string): Promise<void> {
-    try {
-      const events = await GuestEvents.connect(socketPath, { signal: this.#abort.signal });
-      if (this.#abort.signal.aborted) return events.close();
-      this.#guestEvents = events;
-      events.on('event', (event) => this.#onGuestEvent(event));
-      for (const event of events.received) this.#onGuestEvent(event);
-    } catch {
-      // Torn down before the socket answered, or QEMU died: the process exit tells the lifecycle.
-    }
-  }
-
-  async #connectAgent(socketPath: string): Promise<void> {
-    try {
-      const agent = await connectGuestAgent(socketPath, { signal: this.#abort.signal, timeoutMs: this.options.timeoutMs || NO_TIME_LIMIT_MS });
-      if (this.#abort.signal.aborted) return void (await agent.close());
-      this.#guest.agentConnected(agent);
-      this.events.emit({ type: 'agent-up', atMs: this.elapsedMs() });
-      // An image without our hooks: the agent tells whether `/` is on a disk of the guest's own driver.
-      if (!this.#storageReadySource) await this.#askAgentForStorage(agent);
-      this.lifecycle.feed({ type: 'guest-up' });
-    } catch (error) {
-      // An optional agent that never shows up is not a failure: the image may have none.
-      if (!this.#abort.signal.aborted && this.options.agent === true) this.#fail(error as Error);
-    }
-  }
-
-  async #askAgentForStorage(agent: GuestAgentLink): Promise<void> {
-    try {
-      const ready = await agent.nativeStorage({ timeoutMs: AGENT_READINESS_TIMEOUT_MS, signal: this.#abort.signal });
-      this.#storageReadyFrom('agent', { root: ready.root });
-    } catch {
-      // `/` not on a native disk (or torn down meanwhile): no storage-ready; storageReady says so.
-    }
-  }
-
-  /** The first source to say storage-ready wins; later ones change nothing. */
-  #storageReadyFrom(source: StorageReadySource, where: { root: string; disk?: string; driver?: string }): void {
-    if (this.#storageReadySource || this.lifecycle.isFinal) return;
-    this.#storageReadySource = source;
-    this.events.emit({ type: 'storage-ready', source, ...where, atMs: this.elapsedMs() });
-    this.lifecycle.feed({ type: 'storage-ready' });
+    if (options.bootNative) await this.#native.bootNative(qmp, options.bootNative);
   }
 
   #onQmpEvent(event: QmpEvent): void {
@@ -374,8 +353,15 @@ export class TransientVm implements AsyncDisposable {
           // QEMU's answer can be read before our own handler has run: the signal was delivered to us
           // before QEMU could answer it, so by the next poll for I/O that handler (the CLI's
           // teardown, an embedder's close()) has run. Judge after it: a stop we asked for is a stop.
-          this.#hostSignalVerdict ??= afterNextPoll().then(() => {
+          this.#shutdownVerdict ??= afterNextPoll().then(() => {
             if (this.state !== 'stopping') this.#fail(new QemuExited(undefined, 'a signal', 'terminated by a signal from outside lazyboot'));
+          });
+        } else if (event.data.reason === 'guest-reset' && this.state !== 'stopping') {
+          // -no-reboot: a reset ends the VM. A kernel that panicked (panic=N) resets too: its
+          // console says so, and that is a failure with its own error, not a stop.
+          this.#shutdownVerdict ??= panicLineIn(this.consoleLog).then((panic) => {
+            if (panic) this.#fail(new GuestPanicked(panic));
+            else this.lifecycle.feed({ type: 'stop' });
           });
         } else {
           this.lifecycle.feed({ type: 'stop' });
@@ -394,13 +380,6 @@ export class TransientVm implements AsyncDisposable {
     }
   }
 
-  #onGuestEvent(event: GuestEvent): void {
-    this.events.emit({ type: 'guest-event', event, atMs: this.elapsedMs() });
-    if (event.event === 'storage-ready') this.#storageReadyFrom('hook', { root: String(event.root ?? '?'), disk: event.disk, driver: event.driver });
-    else if (event.event === 'boot-complete' && this.options.agent !== true) this.lifecycle.feed({ type: 'guest-up' });
-    else if (event.event === 'boot-failed') this.#fail(new GuestBootFailed(String(event.reason ?? 'no reason given')));
-  }
-
   #fail(error: Error): void {
     if (this.lifecycle.isFinal) return;
     this.lifecycle.feed({ type: 'failure', error });
@@ -409,7 +388,7 @@ export class TransientVm implements AsyncDisposable {
   #onTransition(transition: VmTransition): void {
     this.events.emit({ type: 'state', from: transition.from, to: transition.to, atMs: transition.atMs });
     if (transition.to === 'running' && this.#bootTimer) clearTimeout(this.#bootTimer);
-    if (transition.to === 'running' && this.options.requireStorageReady && !this.#storageReadySource) {
+    if (transition.to === 'running' && this.options.requireStorageReady && !this.#readiness.source) {
       // Up, and nobody said storage-ready: waiting longer will not make it come.
       this.#fail(new StorageReadinessUnknown(this.options.agent !== false));
     }
@@ -429,7 +408,7 @@ export class TransientVm implements AsyncDisposable {
         await qemu.process.stop(qemu.qmp, this.options.quitGraceMs);
         await qemu.qmp.close();
       }
-      this.#guestEvents?.close();
+      this.#readiness.close();
       await this.#guest.close();
       await this.options.disk.close();
     } finally {

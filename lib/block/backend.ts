@@ -14,6 +14,9 @@ export interface BlockCapabilities {
   readonly multiConn: boolean;
 }
 
+/** Largest single request a backend takes (the NBD server advertises it as the maximum block size). */
+export const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
+
 /** Size constraints a client must respect (NBD_INFO_BLOCK_SIZE). */
 export interface BlockSizeConstraints {
   readonly minimum: number;

@@ -1,10 +1,10 @@
 // A read-only BlockBackend over bytes held in memory (e.g. a manifest served as an NBD export).
-import { BlockError, type BlockSizeConstraints } from './backend.js';
+import { BlockError, MAX_REQUEST_BYTES, type BlockSizeConstraints } from './backend.js';
 import { ReadOnlyBackend } from './read-only.js';
 
 export class ReadOnlyBufferBackend extends ReadOnlyBackend {
   protected override readonly refusal = 'this export is read-only';
-  readonly constraints: BlockSizeConstraints = { minimum: 1, preferred: 4096, maximum: 32 * 1024 * 1024 };
+  readonly constraints: BlockSizeConstraints = { minimum: 1, preferred: 4096, maximum: MAX_REQUEST_BYTES };
 
   constructor(private readonly bytes: Buffer) {
     super();

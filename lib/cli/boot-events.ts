@@ -6,47 +6,42 @@
 // repository outage during the fill), fill-complete, fill-failed, disk-error,
 // error (a failure, before the summary), summary (always last).
 import type { LazyVm, VmEvent } from '../launch.js';
-import type { RunEventLog } from './run-events.js';
+import type { JsonLine, RunEventLog } from './run-events.js';
 
+/** The boot's own lines; accelerator, qemu-up and agent-up are mapped as in `run --json`. */
 export function followBootAsJson(vm: LazyVm, log: RunEventLog): void {
   let lastFill = -1;
-  const onEvent = (event: VmEvent) => {
+  log.followVm(vm, (event): JsonLine | null | undefined => {
     switch (event.type) {
-      case 'accelerator':
-        return log.emit('accelerator', { accel: event.accel, reason: event.reason });
-      case 'qemu-up':
-        return log.emit('qemu-up', { pid: event.pid });
       case 'storage-ready':
-        return log.emit('storage-ready', { source: event.source, root: event.root, disk: event.disk, driver: event.driver, fetchedBytes: vm.stats().fetchedBytes });
+        return ['storage-ready', { source: event.source, root: event.root, disk: event.disk, driver: event.driver, fetchedBytes: vm.stats().fetchedBytes }];
       case 'guest-event':
-        if (event.event.event === 'boot-complete') log.emit('boot-complete');
-        return;
-      case 'agent-up':
-        return log.emit('agent-up');
+        return event.event.event === 'boot-complete' ? ['boot-complete'] : null;
       case 'pivot':
-        return log.emit('pivot', { pauseMs: Number(event.pauseMs.toFixed(1)), drainMs: Number(event.drainMs.toFixed(1)) });
+        return ['pivot', { pauseMs: Number(event.pauseMs.toFixed(1)), drainMs: Number(event.drainMs.toFixed(1)) }];
+      case 'native-boot':
+        return ['native-boot'];
       case 'fill-progress':
         // The job is polled each second; a poll that saw no progress is not worth a line.
-        if (event.offset === lastFill) return;
+        if (event.offset === lastFill) return null;
         lastFill = event.offset;
-        return log.emit('fill-progress', { offset: event.offset, len: event.len });
+        return ['fill-progress', { offset: event.offset, len: event.len }];
       case 'fill-complete':
-        return log.emit('fill-complete');
+        return ['fill-complete'];
       case 'fill-failed':
-        return log.emit('fill-failed', { message: event.message });
+        return ['fill-failed', { message: event.message }];
       case 'fill-paused':
-        return log.emit('fill-paused', { message: event.message });
+        return ['fill-paused', { message: event.message }];
       case 'fill-stalled':
-        return log.emit('fill-stalled', { message: event.message, stalledMs: event.stalledMs });
+        return ['fill-stalled', { message: event.message, stalledMs: event.stalledMs }];
       case 'fill-resumed':
-        return log.emit('fill-resumed', { pausedMs: event.pausedMs });
+        return ['fill-resumed', { pausedMs: event.pausedMs }];
       case 'qmp-event':
-        if (event.event.event === 'BLOCK_IO_ERROR') log.emit('disk-error', { data: event.event.data });
-        return;
+        return event.event.event === 'BLOCK_IO_ERROR' ? ['disk-error', { data: event.event.data }] : null;
+      default:
+        return undefined;
     }
-  };
-  for (const event of vm.events.history) onEvent(event);
-  vm.events.on(onEvent);
+  });
 }
 
 /** The last line: how the boot ended and what the disk holds (the same facts as the text summary). */

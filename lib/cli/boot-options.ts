@@ -24,9 +24,10 @@ export interface BootArgs extends CacheArgs {
   'qemu-arg'?: string[];
   'fetch-timeout'?: string;
   'fetch-ahead'?: string;
-  pivot?: 'live' | 'none';
+  pivot?: 'live' | 'reboot' | 'none';
   fill?: boolean;
   'fill-rate'?: string;
+  'fill-outage'?: string;
   trace?: boolean;
   'trace-dir'?: string;
   'trace-to'?: string;
@@ -51,9 +52,10 @@ export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
     .option('qemu-arg', { type: 'string', array: true, describe: 'extra QEMU argument, repeatable (write --qemu-arg=-fw_cfg --qemu-arg=name=…)' })
     // The device's defaults live in lib/fetch and lib/cor; these descriptions only name them.
     .option('fetch-timeout', { type: 'string', describe: 'time allowed per repository request before failing over (e.g. 10s, 500ms)', defaultDescription: '10s' })
-    .option('pivot', { choices: ['live', 'none'] as const, describe: 'at storage-ready, move the disk to QEMU\'s native graph (live: the guest pauses for milliseconds), or stay on the copy-on-read device (none)' })
-    .option('fill', { type: 'boolean', describe: 'after a live pivot, fill the rest of the disk with QEMU\'s block-stream (--no-fill: only what the guest reads)', defaultDescription: 'on with --pivot live' })
+    .option('pivot', { choices: ['live', 'reboot', 'none'] as const, describe: 'at storage-ready, move the disk to QEMU\'s native graph (live: the guest pauses for milliseconds; reboot: a native QEMU boots the machine again), or stay on the copy-on-read device (none)' })
+    .option('fill', { type: 'boolean', describe: 'after a pivot, fill the rest of the disk with QEMU\'s block-stream (--no-fill: only what the guest reads)', defaultDescription: 'on with --pivot live' })
     .option('fill-rate', { type: 'string', describe: 'fill speed limit in bytes per second (e.g. 20M; 0 = unlimited)', defaultDescription: '0' })
+    .option('fill-outage', { type: 'string', describe: 'how long the fill waits for a repository that went away before it stops (e.g. 30s, 10m); a later boot of the same --disk finishes it', defaultDescription: '10m' })
     .option('fetch-ahead', { type: 'string', describe: 'largest window fetched ahead of a sequential guest read (e.g. 8M; 0 = only what the guest reads)', defaultDescription: '8M' })
     .option('trace', { type: 'boolean', describe: 'record the blocks a first boot reads, fetch them ahead of the guest on later boots (--no-trace: neither)', defaultDescription: 'true' })
     .option('trace-dir', { type: 'string', describe: 'where boot traces are kept when the repository cannot be written', defaultDescription: '$XDG_CACHE_HOME/lazyboot/traces' })
@@ -65,11 +67,12 @@ export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
     .option('snapshot-to', { type: 'string', describe: 'repository for --snapshot-on-exit (directory, http+unix:///?socket=PATH, http://127.0.0.1:PORT)', defaultDescription: 'the --from directory, else the default repository' }) as unknown as Argv<T & BootArgs>;
 }
 
-/** The COR device's diagnostics worth a user's eye (not its per-connection chatter). */
-export function corLog(say: (line: string) => void): (line: string) => void {
-  return (line) => {
-    if (!line.startsWith('connection ')) say(line);
-  };
+/**
+ * The COR device's diagnostics worth a user's eye: not its NBD connection events (QEMU is its only
+ * client, and a guest read that fails is told by the device's own fetch-failure line).
+ */
+export function deviceLog(say: (line: string) => void): Pick<LaunchOptions, 'log' | 'onConnectionEvent'> {
+  return { log: say, onConnectionEvent: () => {} };
 }
 
 /** `--replicate-to` and its pace; a pace without a target is a mistake worth a line. */
@@ -103,6 +106,7 @@ export function launchOptionsOf(args: BootArgs): LaunchOptions {
     pivot: args.pivot,
     fill: args.fill,
     fillRate: given(args['fill-rate'], parseSizeBytes),
+    fillOutageMs: given(args['fill-outage'], parseDurationMs),
     trace: args.trace === false ? false : { dir: args['trace-dir'], ...(args['trace-to'] !== undefined ? { to: args['trace-to'] } : {}) },
     ...replicationOf(args),
     ...(args['snapshot-on-exit'] !== undefined ? { snapshotOnExit: { as: args['snapshot-on-exit'], ...(args['snapshot-to'] !== undefined ? { to: args['snapshot-to'] } : {}) } } : {}),
@@ -128,6 +132,8 @@ export function printMilestones(vm: LazyVm, write: (line: string) => void): void
         return event.event.event === 'boot-complete' ? `boot-complete at ${seconds(event.atMs)}` : undefined;
       case 'pivot':
         return `pivot to native at ${seconds(event.atMs)}: the guest was paused ${event.pauseMs.toFixed(1)} ms; QEMU's block layer has the disk (the copy-on-read device only reads through for it)`;
+      case 'native-boot':
+        return `QEMU booted on the native graph at ${seconds(event.atMs)}: its block layer has the disk from the first instruction (the copy-on-read device only reads through for it)`;
       case 'fill-complete':
         return `fill complete at ${seconds(event.atMs)}: the local disk holds the whole image; the copy-on-read device has left the data path`;
       case 'fill-failed':
@@ -168,6 +174,7 @@ export function summaryLines(vm: LazyVm, startedAt: number): string[] {
   const stats = vm.stats();
   const storageReady = vm.events.history.find((e): e is Extract<VmEvent, { type: 'storage-ready' }> => e.type === 'storage-ready');
   const pivot = vm.events.history.find((e): e is Extract<VmEvent, { type: 'pivot' }> => e.type === 'pivot');
+  const nativeBoot = vm.events.history.find((e) => e.type === 'native-boot');
   const fillEnd = vm.events.history.find((e) => e.type === 'fill-complete' || e.type === 'fill-failed');
   const lastProgress = vm.events.history.filter((e): e is Extract<VmEvent, { type: 'fill-progress' }> => e.type === 'fill-progress').pop();
   const fill = fillEnd?.type === 'fill-complete' ? `complete at ${seconds(fillEnd.atMs)}` : lastProgress ? `stopped at ${humanSize(lastProgress.offset)} of ${humanSize(lastProgress.len)}` : 'none';
@@ -177,7 +184,7 @@ export function summaryLines(vm: LazyVm, startedAt: number): string[] {
   return [
     `summary: ${vm.image} ${vm.state}${vm.failure ? ` (${vm.failure.message})` : ''} after ${seconds(Date.now() - startedAt)}`,
     `  storage-ready: ${storageReady ? `${seconds(storageReady.atMs)} (from the ${storageReady.source === 'hook' ? 'image\'s hook' : 'guest agent'})` : 'never'}`,
-    `  pivot: ${pivot ? `live at ${seconds(pivot.atMs)}, guest paused ${pivot.pauseMs.toFixed(1)} ms; fill (QEMU block-stream): ${fill}` : 'none'}`,
+    `  pivot: ${pivot ? `live at ${seconds(pivot.atMs)}, guest paused ${pivot.pauseMs.toFixed(1)} ms; fill (QEMU block-stream): ${fill}` : nativeBoot ? `native boot (QEMU started on the native graph); fill (QEMU block-stream): ${fill}` : 'none'}`,
     `  fetched: ${humanSize(stats.fetchedBytes)} of a ${humanSize(vm.imageBytes)} image, in ${stats.fetchedBlocks} blocks (${stats.failedFetches} failed fetches, ${stats.readRequests} guest reads)`,
     `  the guest needed ${humanSize(stats.demandedBytes)}; fetched ahead ${humanSize(stats.aheadFetchedBytes)}, of it read ${humanSize(stats.aheadReadBytes)}`,
     ...traceLines(stats),

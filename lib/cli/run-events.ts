@@ -10,6 +10,23 @@ import type { LazyVm, VmEvent } from '../launch.js';
 
 const PROGRESS_EVERY_MS = 1000;
 
+/** One JSON line: the event's name and its fields (`event` and `t` are added). */
+export type JsonLine = readonly [event: string, fields?: Record<string, unknown>];
+
+/** The VM events `run --json` and `boot --json` report alike; undefined for the others. */
+function sharedJsonLine(event: VmEvent): JsonLine | undefined {
+  switch (event.type) {
+    case 'accelerator':
+      return ['accelerator', { accel: event.accel, reason: event.reason }];
+    case 'qemu-up':
+      return ['qemu-up', { pid: event.pid }];
+    case 'agent-up':
+      return ['agent-up'];
+    default:
+      return undefined;
+  }
+}
+
 export class RunEventLog {
   readonly #startedAt = Date.now();
   #progressTimer: NodeJS.Timeout | undefined;
@@ -45,25 +62,29 @@ export class RunEventLog {
     writeSync(this.fd, `${JSON.stringify({ event, t: this.elapsedMs(), ...fields })}\n`);
   }
 
-  /** Milestones as they happen, and fetch progress each second while the disk fills, until teardown. */
-  follow(vm: LazyVm): void {
+  /**
+   * The VM's events so far and from now on as JSON lines: `ownLine` maps what one command reports
+   * its own way (undefined: the shared mapping, null: no line).
+   */
+  followVm(vm: LazyVm, ownLine: (event: VmEvent) => JsonLine | null | undefined): void {
     if (this.fd === undefined) return;
-    const onEvent = (event: VmEvent) => {
-      switch (event.type) {
-        case 'accelerator':
-          return this.emit('accelerator', { accel: event.accel, reason: event.reason });
-        case 'qemu-up':
-          return this.emit('qemu-up', { pid: event.pid });
-        case 'guest-event':
-          return this.emit('guest', { guestEvent: event.event });
-        case 'agent-up':
-          return this.emit('agent-up');
-        case 'torn-down':
-          return clearInterval(this.#progressTimer);
-      }
+    const onEvent = (event: VmEvent): void => {
+      const line = ownLine(event);
+      const chosen = line === undefined ? sharedJsonLine(event) : line;
+      if (chosen) this.emit(chosen[0], chosen[1]);
     };
     for (const event of vm.events.history) onEvent(event);
     vm.events.on(onEvent);
+  }
+
+  /** Milestones as they happen, and fetch progress each second while the disk fills, until teardown. */
+  follow(vm: LazyVm): void {
+    if (this.fd === undefined) return;
+    this.followVm(vm, (event) => {
+      if (event.type === 'guest-event') return ['guest', { guestEvent: event.event }];
+      if (event.type === 'torn-down') clearInterval(this.#progressTimer);
+      return undefined;
+    });
     let lastFetched = -1;
     this.#progressTimer = setInterval(() => {
       const stats = vm.stats();

@@ -1,14 +1,16 @@
 // `lazyboot run --user-data FILE`: the file checked on the host before the boot, a NoCloud seed
 // disk built in a temp dir of its own (vmm/cloud-init-seed.ts) and attached, and once the agent
 // answers, a wait until cloud-init in the guest has finished with it, so the command sees what
-// user-data did. --hostname also goes into the seed's meta-data; --hostname and --ssh-key are
-// applied through the agent afterwards as for any image (they win over user-data).
+// user-data did. --hostname and --ssh-key also go into the seed's meta-data (local-hostname,
+// public-keys: cloud-init applies them, the key for the image's default user); both are applied
+// through the agent afterwards as for any image (they win over user-data).
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { registerCleanup } from '../base/cleanup.js';
 import { LazybootError, UsageError } from '../base/errors.js';
 import type { LazyVm } from '../launch.js';
+import type { Personalization } from './run-personalize.js';
 import { buildSeedDisk, seedDiskArgs, SEED_MAX_USER_DATA } from '../../vmm/cloud-init-seed.js';
 import { WAIT_FOR_CLOUD_INIT } from '../../guest/cloud-init-script.js';
 
@@ -41,13 +43,13 @@ export async function readUserData(file: string): Promise<Buffer> {
 }
 
 /** Builds the seed in a temp dir of its own, removed by remove() or at process teardown. */
-export async function prepareSeedDisk(userData: Buffer, hostname: string | undefined): Promise<SeedDisk> {
+export async function prepareSeedDisk(userData: Buffer, settings: Personalization): Promise<SeedDisk> {
   const dir = await mkdtemp(path.join(tmpdir(), 'lazyboot-seed-'));
   let removed: Promise<void> | undefined;
   const remove = () => (removed ??= rm(dir, { recursive: true, force: true }).then(() => unregister()));
   const unregister = registerCleanup({ release: remove });
   try {
-    const image = await buildSeedDisk(dir, { userData, hostname });
+    const image = await buildSeedDisk(dir, { userData, hostname: settings.hostname, publicKeys: settings.sshKey ? [settings.sshKey.key] : [] });
     return { qemuArgs: seedDiskArgs(image), remove };
   } catch (error) {
     await remove();

@@ -1,5 +1,6 @@
 // The commands a running VM answers on its control socket: `status` (what `lazyboot ps` shows),
-// `pivot` (a VM booted with --pivot none moves to QEMU's native graph) and `stop` (teardown in
+// `pivot` (a VM booted with --pivot none moves to QEMU's native graph), `snapshot` (a point-in-time
+// snapshot of the running disk: `lazyboot snapshot NAME --as IMAGE`) and `stop` (teardown in
 // order, answered once it is done). The VM may still be starting when a request comes: `status`
 // says so, the others ask to try again. More commands are added with `commands.add(…)`.
 import { UsageError } from '../base/errors.js';
@@ -39,6 +40,12 @@ function optionalBoolean(args: Record<string, unknown>, key: string): boolean | 
   throw new UsageError(`${key} must be true or false, not ${JSON.stringify(value)}`);
 }
 
+function optionalString(args: Record<string, unknown>, key: string): string | undefined {
+  const value = args[key];
+  if (value === undefined || typeof value === 'string') return value;
+  throw new UsageError(`${key} must be a string, not ${JSON.stringify(value)}`);
+}
+
 function optionalRate(args: Record<string, unknown>, key: string): number | undefined {
   const value = args[key];
   if (value === undefined || (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0)) return value;
@@ -64,6 +71,11 @@ export function vmControlCommands(identity: VmIdentity, vmOf: () => LazyVm | und
       const fillRate = optionalRate(args, 'fillRate');
       const outcome = await running('pivot').pivot({ fill, fillRate });
       return { pauseMs: outcome.pauseMs, drainMs: outcome.drainMs, presentBlocks: outcome.presentBlocks };
+    })
+    .add('snapshot', 'a point-in-time snapshot of the running disk as a new image version (args: as, to, freeze); answers once committed', async (args) => {
+      const as = optionalString(args, 'as');
+      if (as === undefined) throw new UsageError('snapshot needs "as": the image name of the new version');
+      return running('snapshot').snapshot({ as, to: optionalString(args, 'to'), freeze: optionalBoolean(args, 'freeze') });
     })
     .add('stop', 'tear the VM down in order (fill paused, QEMU stopped and quit, map folded); answers when done', async () => {
       const vm = running('stop');

@@ -6,7 +6,7 @@
 // fill, a fetch ahead) asks here; nothing else writes fetched data.
 import { BlockError, type BlockBackend } from '../block/backend.js';
 import type { BlockMap } from '../map/block-map.js';
-import { isAllZero } from '../fetch/verify.js';
+import { isAllZero } from '../block/zero-bytes.js';
 import { releaseShared } from '../fetch/shared-buffers.js';
 import { FetchQueue, MAX_ZERO_GAP_BLOCKS, type Priority } from './fetch-queue.js';
 import type { LocalDisk } from './local-disk.js';

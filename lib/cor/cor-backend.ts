@@ -10,7 +10,7 @@
 // Over 300 lines because it is the device's composition root (it builds and wires the parts, and
 // their callbacks close over its state) plus the guest read path that orders them.
 import { GuestWaitClock } from './guest-wait.js';
-import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
+import { BlockError, MAX_REQUEST_BYTES, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
 import type { BlockMap } from '../map/block-map.js';
 import type { Manifest } from '../repo/manifest-format.js';
 import { retainShared, releaseShared } from '../fetch/shared-buffers.js';
@@ -31,7 +31,8 @@ import type { BootTrace } from '../trace/trace-format.js';
 import { ReadThrough } from './read-through.js';
 import { readByFilling, type KnowsZeroRanges, type LendsReads, type LentBytes } from '../block/read-into.js';
 import { ZeroStatus } from './zero-status.js';
-import { GuestWrites } from './guest-writes.js';
+import { GuestWrites, type OverwriteGuard } from './guest-writes.js';
+export type { OverwriteGuard } from './guest-writes.js';
 
 export interface CorBackendOptions {
   /** Largest single fetch (default 4 MiB): adjacent absent blocks are coalesced up to this. */
@@ -102,7 +103,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     const log = options.log ?? (() => {});
     this.size = manifest.size;
     this.blockSize = manifest.blockSize;
-    this.constraints = { minimum: 1, preferred: Math.min(this.blockSize, 65536), maximum: 32 * 1024 * 1024 };
+    this.constraints = { minimum: 1, preferred: Math.min(this.blockSize, 65536), maximum: MAX_REQUEST_BYTES };
     this.zeros = new ZeroBlocks(manifest, map);
     this.fresh = new FreshSegments(manifest.blockCount, this.blockSize);
     const maxRunBlocks = Math.max(1, Math.floor((options.maxFetchBytes ?? 4 * 1024 * 1024) / this.blockSize));
@@ -312,6 +313,22 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     return () => this.writeWatchers.delete(watcher);
   }
 
+  /**
+   * Holds new guest writes; resolves, once the writes under way have ended, with the release. For
+   * the instant of a point-in-time snapshot: keep it short (the guest's writes wait meanwhile).
+   */
+  holdWrites(): Promise<() => void> {
+    return this.writes.hold();
+  }
+
+  /**
+   * Runs `guard(first, last)` before each guest write's data lands; a returned promise holds the
+   * write until it settles (copy-before-write). Returns the removal. One guard at a time.
+   */
+  guardOverwrites(guard: OverwriteGuard): () => void {
+    return this.writes.guard(guard);
+  }
+
   /** Guest requests running or queued now; fill waits for zero. */
   get activeGuestRequests(): number {
     return this.guests.active;
@@ -320,6 +337,14 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   /** Resolves when no guest request is running. */
   whenGuestIdle(): Promise<void> {
     return this.guests.whenIdle();
+  }
+
+  /**
+   * Resolves once the stores of fetched data and the guest writes running now have ended (their
+   * blocks present, or absent again after a failed store): what a caller awaits instead of a sleep.
+   */
+  whenStoresSettled(): Promise<void> {
+    return this.claims.settled();
   }
 
   // ---- boot trace ----

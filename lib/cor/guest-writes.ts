@@ -2,6 +2,9 @@
 // covered absent block gets its old content first; the absent blocks written are claimed (so no
 // fetch stores the image's bytes over the guest's); rule 2 of lib/map/block-map.ts holds here:
 // the W-intent is durable before the data write is issued. Then the written blocks are present.
+// For a point-in-time snapshot of the running disk (lib/snapshot/live-snapshot.ts) writes can be
+// held at the door (hold: new writes wait, the ones under way end), and an overwrite guard runs
+// before each write's data lands (copy-before-write keeps the old content of blocks not yet sent).
 import type { WriteOptions } from '../block/backend.js';
 import type { BlockMap } from '../map/block-map.js';
 import type { BlockClaims } from './block-claims.js';
@@ -21,11 +24,57 @@ export interface GuestWriteParts {
   landed(first: number, last: number): void;
 }
 
+/** Runs before a write's data lands on blocks [first, last]; a promise holds the write until it settles. */
+export type OverwriteGuard = (first: number, last: number) => Promise<void> | undefined;
+
 export class GuestWrites {
+  /** While set, new writes wait for it (a hold: see hold()). */
+  #held: Promise<void> | undefined;
+  /** Writes past the door and not yet ended. */
+  #underWay = 0;
+  #idle: Array<() => void> = [];
+  #guard: OverwriteGuard | undefined;
+
   constructor(private readonly parts: GuestWriteParts) {}
+
+  /**
+   * Holds every new write at the door; resolves once the writes under way have ended (also the
+   * ones waiting for old content). Call the returned release to let them in. One hold at a time.
+   */
+  async hold(): Promise<() => void> {
+    while (this.#held) await this.#held;
+    let release!: () => void;
+    this.#held = new Promise<void>((resolve) => {
+      release = () => {
+        this.#held = undefined;
+        resolve();
+      };
+    });
+    if (this.#underWay > 0) await new Promise<void>((resolve) => this.#idle.push(resolve));
+    return release;
+  }
+
+  /** Installs the overwrite guard (one at a time); returns its removal. */
+  guard(guard: OverwriteGuard): () => void {
+    if (this.#guard) throw new Error('an overwrite guard is installed already');
+    this.#guard = guard;
+    return () => {
+      if (this.#guard === guard) this.#guard = undefined;
+    };
+  }
 
   /** Writes [offset, offset + length) (length > 0) by `apply`, keeping map and claims right. */
   async write(offset: number, length: number, apply: () => Promise<void>, options?: WriteOptions): Promise<void> {
+    while (this.#held) await this.#held;
+    this.#underWay++;
+    try {
+      await this.#write(offset, length, apply, options);
+    } finally {
+      if (--this.#underWay === 0) for (const resolve of this.#idle.splice(0)) resolve();
+    }
+  }
+
+  async #write(offset: number, length: number, apply: () => Promise<void>, options?: WriteOptions): Promise<void> {
     const { blockSize, map, claims, zeros } = this.parts;
     const first = Math.floor(offset / blockSize);
     const last = Math.floor((offset + length - 1) / blockSize);
@@ -50,6 +99,9 @@ export class GuestWrites {
     try {
       // Rule 2: the W-intent is durable before the data write is issued.
       if (map.markModified(first, last - first + 1)) await map.commit();
+      // The guard sees the write before its data lands (copy-before-write of a snapshot).
+      const guarded = this.#guard?.(first, last);
+      if (guarded) await guarded;
       await apply();
       for (const b of claimed) map.markPresent(b, 1);
     } finally {

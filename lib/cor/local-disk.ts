@@ -3,7 +3,7 @@
 import { readSync, writeSync } from 'node:fs';
 import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
-import { BlockError, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
+import { BlockError, MAX_REQUEST_BYTES, type BlockBackend, type BlockCapabilities, type Extent, type WriteOptions } from '../block/backend.js';
 import { DiskMissing, DiskNotADisk, DiskSizeMismatch } from './errors.js';
 import { readByFilling } from '../block/read-into.js';
 import { SyncIoGuard } from '../block/sync-io-guard.js';
@@ -25,7 +25,7 @@ const FILE_MODE = 0o600;
 
 export class LocalDisk implements BlockBackend {
   readonly capabilities = CAPABILITIES;
-  readonly constraints = { minimum: 1, preferred: 4096, maximum: 32 * 1024 * 1024 };
+  readonly constraints = { minimum: 1, preferred: 4096, maximum: MAX_REQUEST_BYTES };
 
   private constructor(readonly path: string, private readonly file: FileHandle, readonly size: number, readonly created: boolean) {}
 

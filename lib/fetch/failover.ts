@@ -24,6 +24,13 @@ export interface FetchErrorEvent {
   readonly speculative?: boolean;
 }
 
+/** The log line for a fetch error (what the COR device logs). */
+export function describeFetchError(event: FetchErrorEvent): string {
+  if (event.final && event.speculative) return `fetch ahead failed (no guest read affected): ${event.error.message}`;
+  if (event.final) return `fetch failed: ${event.error.message}`;
+  return `repository ${event.uri} failed on blocks ${event.firstBlock}..${event.firstBlock + event.blockCount - 1}: ${event.error.message}`;
+}
+
 export interface FailoverOptions {
   readonly blockSize: number;
   /** Per-request timeout (default 10 s). */

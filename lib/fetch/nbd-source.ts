@@ -1,7 +1,7 @@
 // A repository served by `lazyboot repo serve` over NBD: the manifest of REF is the export
 // `manifest:REF`, the image `name@N` is the export of that name. Connections are opened lazily
 // and reopened after a failure, so a restarted server is picked up again.
-import { BlockError, type BlockBackend } from '../block/backend.js';
+import { BlockError, MAX_REQUEST_BYTES, type BlockBackend } from '../block/backend.js';
 import { NbdClient, formatNbdUri, parseNbdUri, type NbdTarget } from '../nbd/client.js';
 import { NbdConnectError } from '../nbd/errors.js';
 import type { Manifest } from '../repo/manifest-format.js';
@@ -81,7 +81,7 @@ export class NbdSource implements RepositorySource {
 /** Reads an image export, (re)connecting on demand. */
 class NbdImageReader extends ReadOnlyBackend {
   protected override readonly refusal = 'repository images are read-only';
-  readonly constraints = { minimum: 1, preferred: 65536, maximum: 32 * 1024 * 1024 };
+  readonly constraints = { minimum: 1, preferred: 65536, maximum: MAX_REQUEST_BYTES };
   private client: Promise<NbdClient> | undefined;
   private closed = false;
 

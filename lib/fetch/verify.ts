@@ -8,6 +8,7 @@ import { DIGEST_BYTES, isZeroDigestAt, type Manifest } from '../repo/manifest-fo
 import { DigestMismatch } from './errors.js';
 import { hashBlocks } from './block-hasher.js';
 import { acquireShared } from './shared-buffers.js';
+import { isAllZero } from '../block/zero-bytes.js';
 
 export class VerifyBackend extends ReadOnlyBackend {
   readonly size: number;
@@ -65,13 +66,3 @@ export class VerifyBackend extends ReadOnlyBackend {
   }
 }
 
-export function isAllZero(data: Buffer, from = 0, to = data.length): boolean {
-  // Compare in 64 KiB slices against a shared zero page: much faster than a byte loop.
-  for (let at = from; at < to; at += ZERO_PAGE.length) {
-    const stop = Math.min(to, at + ZERO_PAGE.length);
-    if (ZERO_PAGE.compare(data, at, stop, 0, stop - at) !== 0) return false;
-  }
-  return true;
-}
-
-const ZERO_PAGE = Buffer.alloc(65536);

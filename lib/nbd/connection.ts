@@ -3,7 +3,7 @@
 // that stops moving. Whatever a client does, this connection alone pays for it.
 import type { Socket } from 'node:net';
 import { ByteQueue, ConnectionClosed } from './byte-queue.js';
-import { Handshake, HandshakeFailed, HANDSHAKE_READ_AHEAD_BYTES, quoteName } from './handshake.js';
+import { Handshake, HandshakeFailed, HANDSHAKE_READ_AHEAD_BYTES } from './handshake.js';
 import { Transmission } from './transmission.js';
 import type { ExportProvider } from './export-provider.js';
 import type { BufferPool } from './buffer-pool.js';
@@ -11,6 +11,7 @@ import { ByteBudget } from './byte-budget.js';
 import { OutputWatchdog } from './output-watchdog.js';
 import type { ResolvedLimits } from './limits.js';
 import { startServerTls, type ServerTls } from './tls.js';
+import type { ConnectionEventDetail } from './connection-events.js';
 
 /** Read-ahead in transmission: pipelined requests; a write's payload is read whatever its size. */
 const TRANSMISSION_READ_AHEAD_BYTES = 1024 * 1024;
@@ -20,7 +21,8 @@ export interface ConnectionContext {
   readonly pool: BufferPool;
   readonly limits: ResolvedLimits;
   readonly tls?: ServerTls;
-  readonly log: (line: string) => void;
+  /** What happens to this connection (the server adds its number and peer). */
+  readonly report: (event: ConnectionEventDetail) => void;
 }
 
 export class Connection {
@@ -37,14 +39,14 @@ export class Connection {
   }
 
   async serve(): Promise<void> {
-    const { limits, log } = this.context;
+    const { limits, report } = this.context;
     const watchdog = new OutputWatchdog(this.accepted, limits.stallTimeoutMs, (seconds) => {
-      log(`client has not read its replies for ${seconds} s: closing (stall timeout)`);
+      report({ kind: 'closing', reason: 'stall-timeout', seconds });
       this.destroy();
     });
     // An absolute deadline: a client that trickles bytes must not hold a connection forever.
     const deadline = setTimeout(() => {
-      log(`handshake not finished after ${limits.handshakeTimeoutMs / 1000} s: closing`);
+      report({ kind: 'closing', reason: 'handshake-timeout', seconds: limits.handshakeTimeoutMs / 1000 });
       this.destroy();
     }, limits.handshakeTimeoutMs);
     let queue = new ByteQueue(this.accepted, HANDSHAKE_READ_AHEAD_BYTES);
@@ -57,22 +59,21 @@ export class Connection {
       clearTimeout(deadline);
       queue = handshake.queue;
       if (!session) {
-        log('client aborted the handshake');
+        report({ kind: 'handshake-aborted' });
         this.socket.end();
         return;
       }
       queue.setHighWater(TRANSMISSION_READ_AHEAD_BYTES);
-      const mode = session.backend.capabilities.write ? 'read-write' : 'read-only';
-      log(`export ${quoteName(session.exportName)} (${mode}${session.structuredReplies ? ', structured replies' : ''}${this.context.tls ? ', TLS' : ''})`);
+      report({ kind: 'opened', exportName: session.exportName, writable: session.backend.capabilities.write, structuredReplies: session.structuredReplies, tls: this.context.tls !== undefined });
       const budget = new ByteBudget(limits.connectionBufferBytes);
-      const transmission = new Transmission(this.socket, queue, session, log, this.context.pool, budget);
+      const transmission = new Transmission(this.socket, queue, session, report, this.context.pool, budget);
       if (limits.idleTimeoutMs > 0) {
         // Node's socket timeout counts time without traffic and fires again after more silence
         // (a listener, not setTimeout's one-shot callback): a request still running is not idle.
         this.socket.setTimeout(limits.idleTimeoutMs);
         this.socket.on('timeout', () => {
           if (transmission.busy) return;
-          log(`idle for ${limits.idleTimeoutMs / 1000} s: closing`);
+          report({ kind: 'closing', reason: 'idle-timeout', seconds: limits.idleTimeoutMs / 1000 });
           this.destroy();
         });
       }
@@ -80,8 +81,7 @@ export class Connection {
       this.socket.end();
     } catch (error) {
       if (!(error instanceof ConnectionClosed && error.had === 0)) {
-        const phase = error instanceof HandshakeFailed ? 'handshake failed' : 'dropped';
-        log(`${phase}: ${(error as Error).message}`);
+        report({ kind: 'ended', phase: error instanceof HandshakeFailed ? 'handshake' : 'transmission', message: (error as Error).message });
       }
       this.destroy();
     } finally {
@@ -92,7 +92,7 @@ export class Connection {
 
   private startTls(socket: Socket, watchdog: OutputWatchdog): Socket {
     const secure = startServerTls(socket, this.context.tls!);
-    secure.on('error', (error) => this.context.log(`TLS: ${error.message}`));
+    secure.on('error', (error) => this.context.report({ kind: 'tls-error', message: error.message }));
     this.socket = secure;
     watchdog.follow(secure);
     return secure;

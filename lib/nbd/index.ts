@@ -3,6 +3,7 @@
 export { NbdClient, parseNbdUri, formatNbdUri, isNbdUri, withTlsCredentials, type NbdConnectOptions, type NbdTarget } from './client.js';
 export { NbdConnectError } from './errors.js';
 export { startNbdServer, type NbdServer, type NbdServerOptions } from './server.js';
+export { describeConnectionEvent, type ConnectionEvent, type ConnectionEventDetail } from './connection-events.js';
 export { NbdListenFailed } from './errors.js';
 export type { NbdServerLimits } from './limits.js';
 export type { ExportProvider } from './export-provider.js';

@@ -103,5 +103,5 @@ export const NBD_ESHUTDOWN = 108;
 
 export const BASE_ALLOCATION = 'base:allocation';
 
-/** Largest request payload lazyboot's server accepts (and advertises as the maximum block size). */
-export const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
+/** Largest request payload lazyboot's server accepts: the block layer's limit (lib/block/backend.ts). */
+export { MAX_REQUEST_BYTES } from '../block/backend.js';

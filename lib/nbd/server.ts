@@ -11,15 +11,22 @@ import { resolveLimits, type NbdServerLimits } from './limits.js';
 import { refuseConnection } from './refusal.js';
 import { isLoopbackHost, type ServerTls } from './tls.js';
 import { NbdListenFailed } from './errors.js';
+import { describeConnectionEvent, type ConnectionEvent, type ConnectionEventDetail } from './connection-events.js';
 
 export type { ExportProvider } from './export-provider.js';
 export type { NbdServerLimits } from './limits.js';
+export type { ConnectionEvent } from './connection-events.js';
 
 export interface NbdServerOptions {
   readonly exports: ExportProvider;
   readonly socketPath?: string;
   readonly listen?: { host: string; port: number };
   readonly log?: (line: string) => void;
+  /**
+   * What happens to each client connection (opened, refused, closed, a request failed). Without
+   * it each event is a line of `log` (describeConnectionEvent).
+   */
+  readonly onConnectionEvent?: (event: ConnectionEvent) => void;
   /** Connections, timeouts and bytes per connection (defaults in limits.ts). */
   readonly limits?: NbdServerLimits;
   /** TLS required of every client (NBD_OPT_STARTTLS); needed to listen beyond loopback. */
@@ -45,6 +52,7 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
   if (!options.socketPath === !options.listen) throw new NbdListenFailed('give exactly one of socketPath or listen');
   if (options.listen) checkListenAllowed(options.listen.host, options.tls !== undefined);
   const log = options.log ?? (() => {});
+  const onConnectionEvent = options.onConnectionEvent ?? ((event: ConnectionEvent) => log(describeConnectionEvent(event)));
   const limits = resolveLimits(options.limits);
   const connections = new Set<Connection>();
   const refusing = new Set<Socket>();
@@ -59,13 +67,12 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
     const id = ++connectionCount;
     socket.on('error', () => {}); // reported through the connection's outcome
     const peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix socket';
-    const connectionLog = (line: string): void => log(`connection ${id} (${peer}): ${line}`);
+    const report = (event: ConnectionEventDetail): void => onConnectionEvent({ ...event, connection: id, peer });
     if (connections.size >= limits.maxConnections) {
       // A flood of connections must not become a flood of log lines: one a second at most.
       const now = Date.now();
       if (now - lastRefusalLogAt >= 1000) {
-        const more = refusedSinceLog > 0 ? ` (and ${refusedSinceLog} more refused since the last such line)` : '';
-        connectionLog(`refused: ${connections.size} connections open, the most this server accepts${more}`);
+        report({ kind: 'refused', openConnections: connections.size, refusedSinceLast: refusedSinceLog });
         lastRefusalLogAt = now;
         refusedSinceLog = 0;
       } else {
@@ -74,7 +81,7 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
       refuseConnection(socket, refusing, `this server already has ${connections.size} connections open (its cap): try again later`);
       return;
     }
-    const connection = new Connection(socket, { exports: options.exports, pool, limits, log: connectionLog, ...(options.tls ? { tls: options.tls } : {}) });
+    const connection = new Connection(socket, { exports: options.exports, pool, limits, report, ...(options.tls ? { tls: options.tls } : {}) });
     connections.add(connection);
     void connection.serve().finally(() => connections.delete(connection));
   });

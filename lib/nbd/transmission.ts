@@ -13,6 +13,7 @@ import type { ByteBudget } from './byte-budget.js';
 import { ReadReplies } from './read-replies.js';
 import { ReplyWriter } from './reply-writer.js';
 import { validateRequest, type NegotiatedExport } from './request-validator.js';
+import type { ConnectionEventDetail } from './connection-events.js';
 import { commandName, decodeRequest, REQUEST_HEADER_BYTES, type RequestHeader } from './wire.js';
 
 /** Requests in flight per connection before we stop reading more. */
@@ -36,7 +37,7 @@ export class Transmission {
     private readonly socket: Socket,
     private readonly queue: ByteQueue,
     private readonly session: Negotiated,
-    private readonly log: (line: string) => void,
+    private readonly report: (event: ConnectionEventDetail) => void,
     pool: BufferPool,
     /** This connection's bytes of read replies and write payloads held at once. */
     private readonly budget: ByteBudget,
@@ -51,7 +52,7 @@ export class Transmission {
       baseAllocation: session.baseAllocation,
     };
     this.replies = new ReplyWriter(socket, session.structuredReplies);
-    this.reads = new ReadReplies(backend, this.replies, pool, budget, log, session.exportName);
+    this.reads = new ReadReplies(backend, this.replies, pool, budget, report, session.exportName);
   }
 
   /** Requests are running or replies wait to be sent. */
@@ -160,7 +161,7 @@ export class Transmission {
       if (this.replies.closed) return; // the client left; its reads were stopped, not failed
       const errno = nbdErrno(error);
       if (!(error instanceof BlockError) || errno === P.NBD_EIO) {
-        this.log(`${this.session.exportName}: ${commandName(request.type)} at ${request.offset}+${request.length} failed: ${(error as Error).message}`);
+        this.report({ kind: 'request-failed', exportName: this.session.exportName, command: commandName(request.type), offset: request.offset, length: request.length, message: (error as Error).message, replyBegun: false });
       }
       this.replies.error(request, errno, error instanceof BlockError ? error.message : 'I/O error');
     }

@@ -14,13 +14,16 @@ import { ClusterSizeUnsupported } from '../../vmm/errors.js';
 import { IllegalVmAction } from '../../vmm/errors.js';
 import { pivotWhenStorageReady, type PivotOutcome } from './live-pivot.js';
 import { foldNativeIntoMap, type FoldResult } from './fold-native.js';
-import { metadataPathOf } from './native-metadata.js';
+import { metadataPathOf, prepareMetadata } from './native-metadata.js';
+import type { NativeGraph } from '../../vmm/native-graph.js';
 
 export interface PivotRequest {
   /** Fill the rest of the disk with QEMU's block-stream after the pivot. */
   readonly fill: boolean;
   /** The fill's speed in bytes/s; 0 = unlimited. */
   readonly fillRate: number;
+  /** How long the fill waits for a repository that went away before it stops (default: FILL_GIVE_UP_MS). */
+  readonly fillOutageMs?: number;
 }
 
 export interface StartedPivot {
@@ -45,13 +48,59 @@ export class LaunchPivot {
   #leaving: Promise<void> | undefined;
   #deviceLeft = false;
 
+  #vm: TransientVm | undefined;
+
   constructor(
-    private readonly vm: TransientVm,
     private readonly device: CorDevice,
     private readonly where: { readonly diskPath: string; readonly diskGiven: boolean; readonly tempDiskDir: string | undefined; readonly log?: (line: string) => void },
     /** Called just before the COR device closes after the fill (its stats are final then). */
     private readonly onDeviceLeaving: () => void,
   ) {}
+
+  /** The VM this pivot moves (set once QEMU has started). */
+  attach(vm: TransientVm): void {
+    this.#vm = vm;
+  }
+
+  private get vm(): TransientVm {
+    if (!this.#vm) throw new IllegalVmAction('pivot', 'starting');
+    return this.#vm;
+  }
+
+  /**
+   * Before QEMU starts, for a VM that boots straight on the native graph (a reboot pivot, or the
+   * resume of an interrupted one): the COR device goes read-through now (the single-writer rule:
+   * QEMU writes the disk from its first instruction), and the metadata file marks every block the
+   * map has present. Returns the graph to boot.
+   */
+  async prepareNativeBoot(): Promise<NativeGraph> {
+    assertPivotable(this.device.manifest.blockSize);
+    await this.device.enterReadThrough();
+    const { size, blockSize } = this.device.manifest;
+    const metadataPath = await this.#placeMetadata();
+    const prepared = await prepareMetadata({ disk: this.where.diskPath, path: metadataPath, size, blockSize, isPresent: this.device.isPresent });
+    this.#nativeBootBlocks = prepared.presentBlocks;
+    return { metadataPath, dataPath: this.where.diskPath, dataIsBlockDevice: prepared.dataIsBlockDevice, blockSize, backing: { socketPath: this.device.socketPath, exportName: this.device.exportName } };
+  }
+
+  #nativeBootBlocks = 0;
+
+  /**
+   * The VM booted on the native graph (prepareNativeBoot): the fill starts once the guest's storage
+   * driver has the disk (or the guest is up), so the boot's own reads are not queued behind it.
+   */
+  startAfterNativeBoot(request: PivotRequest, how: 'reboot' | 'resume', fetchedSinceBoot: () => number): Promise<StartedPivot> {
+    this.#started ??= (async () => {
+      // The guest's own driver has its disk (or the guest is up without saying so): the pivot is done.
+      await this.vm.storageReady.catch(() => this.vm.ready);
+      const fetched = fetchedSinceBoot();
+      this.where.log?.(`native boot (${how}): ${fetched} bytes fetched from the repository before storage-ready`);
+      const outcome: PivotOutcome = { how, pauseMs: 0, drainMs: 0, presentBlocks: this.#nativeBootBlocks, fetchedBeforeStorageReady: fetched };
+      const filled = request.fill ? this.#fill(request) : Promise.resolve(false);
+      return { outcome, filled };
+    })();
+    return this.#started;
+  }
 
   /** The COR device closed after the fill. */
   get deviceLeft(): boolean {
@@ -67,8 +116,8 @@ export class LaunchPivot {
   async #pivot(request: PivotRequest): Promise<StartedPivot> {
     assertPivotable(this.device.manifest.blockSize);
     if (this.vm.lifecycle.isFinal || this.vm.state === 'stopping') throw new IllegalVmAction('pivot', this.vm.state);
-    const outcome = await pivotWhenStorageReady(this.vm, this.device, this.where.diskPath, await this.#placeMetadata());
-    const filled = request.fill ? this.#fill(request.fillRate) : Promise.resolve(false);
+    const outcome = { how: 'live' as const, ...(await pivotWhenStorageReady(this.vm, this.device, this.where.diskPath, await this.#placeMetadata())) };
+    const filled = request.fill ? this.#fill(request) : Promise.resolve(false);
     return { outcome, filled };
   }
 
@@ -83,9 +132,9 @@ export class LaunchPivot {
     return (this.#metadataPath = path.join(this.#pivotDir, 'native.qcow2'));
   }
 
-  async #fill(rate: number): Promise<boolean> {
+  async #fill(request: PivotRequest): Promise<boolean> {
     try {
-      await this.vm.fill(rate);
+      await this.vm.fill(request.fillRate, { giveUpAfterMs: request.fillOutageMs });
     } catch (error) {
       if (!this.vm.lifecycle.isFinal && this.vm.state !== 'stopping') this.where.log?.((error as Error).message);
       return false;
@@ -104,6 +153,11 @@ export class LaunchPivot {
   async afterQemuExit(): Promise<FoldResult | undefined> {
     await this.#leaving?.catch(() => undefined);
     const metadataPath = this.#metadataPath;
+    if (!this.#vm) {
+      // QEMU never started on a graph prepared for it: nothing of it to record.
+      if (metadataPath) await rm(metadataPath, { force: true });
+      return undefined;
+    }
     if (!this.vm.isNative || !metadataPath) return undefined;
     const folded = await foldNativeIntoMap({ disk: this.where.diskPath, metadataPath, manifest: this.device.manifest, heldLock: this.#heldLock });
     this.#heldLock = undefined;

@@ -8,11 +8,19 @@ import type { LivePivotResult } from '../../vmm/native-graph.js';
 import { prepareMetadata } from './native-metadata.js';
 
 export interface PivotOutcome extends LivePivotResult {
+  /**
+   * live: the running guest's disk was swapped (pauseMs measured); reboot: the transient QEMU was
+   * shut down at storage-ready and a native QEMU booted the machine; resume: a pivot interrupted
+   * earlier (QEMU killed) was taken up again by booting natively (pauseMs 0 for both).
+   */
+  readonly how: 'live' | 'reboot' | 'resume';
+  /** A native boot (reboot, resume): bytes the repository served from QEMU's start to the guest's storage-ready. */
+  readonly fetchedBeforeStorageReady?: number;
   /** Blocks the metadata file marked present (present on the local disk at the pivot). */
   readonly presentBlocks: number;
 }
 
-export async function pivotWhenStorageReady(vm: TransientVm, device: CorDevice, disk: string, metadataPath: string): Promise<PivotOutcome> {
+export async function pivotWhenStorageReady(vm: TransientVm, device: CorDevice, disk: string, metadataPath: string): Promise<Omit<PivotOutcome, 'how'>> {
   await vm.storageReady;
   const { size, blockSize } = device.manifest;
   const prepared = await prepareMetadata({ disk, path: metadataPath, size, blockSize, isPresent: device.isPresent });

@@ -1,8 +1,7 @@
 // A read-only BlockBackend over one image version: blocks come from the pack store, zero blocks
 // are synthesised and reported as holes. Runs of blocks stored back to back are read with one pread.
 import { createHash } from 'node:crypto';
-import { BlockError, type BlockCapabilities, type BlockSizeConstraints, type Extent } from '../block/backend.js';
-import { MAX_REQUEST_BYTES } from '../nbd/protocol.js';
+import { BlockError, MAX_REQUEST_BYTES, type BlockCapabilities, type BlockSizeConstraints, type Extent } from '../block/backend.js';
 import { readByFilling, zeroBlockRanges, type KnowsZeroRanges, type ReadsIntoBuffer } from '../block/read-into.js';
 import { READ_ONLY_CAPABILITIES, ReadOnlyBackend } from '../block/read-only.js';
 import { DIGEST_BYTES, zeroBlockFlags, type Manifest } from './manifest-format.js';

@@ -32,7 +32,7 @@ export class SnapshotInterrupted extends LazybootError {
 /** The in-flight file is damaged: its blocks cannot be told, so nothing may be assumed shipped. */
 export class SendingSetCorrupt extends LazybootError {
   constructor(path: string, problem: string) {
-    super(`${path} (blocks of an interrupted snapshot) ${problem}`, 'its marks cannot be recovered from it: snapshot with --full to hash every block and send what the repository lacks, then delete it');
+    super(`${path} (blocks of an interrupted snapshot) ${problem}`, 'its marks cannot be recovered from it: snapshot with --full (every local block is hashed and only what the repository lacks is sent; the file is replaced)');
   }
 }
 
@@ -45,3 +45,34 @@ export class ReplicateNoMap extends LazybootError {
 
 /** A replication option out of range (no target, the same target twice, an interval or rate that cannot be). */
 export class ReplicateOptionInvalid extends LazybootError {}
+
+/** A live snapshot of a VM whose disk QEMU writes itself (after a pivot): not through this path. */
+export class LiveSnapshotAfterPivot extends LazybootError {
+  constructor(disk: string, during: boolean) {
+    super(
+      during ? `the VM pivoted to QEMU's native graph while its disk ${disk} was being snapshotted; its blocks stay marked` : `the VM runs on QEMU's native graph (pivoted): a live snapshot of ${disk} is only taken before the pivot`,
+      'stop the VM (`lazyboot stop NAME`) and run `lazyboot snapshot --disk FILE`, or boot with --pivot none',
+    );
+  }
+}
+
+/** Another live snapshot of the same disk is under way. */
+export class LiveSnapshotBusy extends LazybootError {
+  constructor(disk: string) {
+    super(`a snapshot of ${disk} is under way already`, 'wait for it to finish, then snapshot again');
+  }
+}
+
+/** The guest agent did not freeze the guest's file systems. */
+export class GuestFreezeFailed extends LazybootError {
+  constructor(detail: string) {
+    super(`the guest's file systems could not be frozen: ${detail}`, 'check qemu-guest-agent in the guest (guest-fsfreeze-freeze), or snapshot without freezing (--no-freeze: crash-consistent)');
+  }
+}
+
+/** The guest agent did not thaw the guest's file systems (they may still be frozen). */
+export class GuestThawFailed extends LazybootError {
+  constructor(detail: string) {
+    super(`the guest's file systems could not be thawed: ${detail}`, 'the guest may hang on writes: retry with the agent (guest-fsfreeze-thaw) or stop the VM');
+  }
+}

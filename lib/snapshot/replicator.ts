@@ -10,15 +10,14 @@
 // it hashes the marked blocks itself, and sends whatever the repository turns out to lack. After
 // a restart the first pass re-reads every marked block and offers the digests: the blocks the
 // repository received before are not sent again.
-import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Bitset } from '../map/bitset.js';
 import type { BlockMap } from '../map/block-map.js';
 import type { LocalDisk } from '../cor/local-disk.js';
-import type { OfferedBlock, WriteTarget } from '../repo/write-target.js';
+import type { WriteTarget } from '../repo/write-target.js';
 import { DIGEST_BYTES, ZERO_DIGEST } from '../repo/manifest-format.js';
-import { consecutiveRuns } from './block-runs.js';
+import { readAndHashBlocks } from './block-runs.js';
 
 export interface ReplicatorTarget {
   /** The map's label for the target (bind-target.ts). */
@@ -199,7 +198,6 @@ export class Replicator {
     state.touched.clearWhere(candidates);
     const counts = { checkedBlocks: 0, sentBlocks: 0, dedupedBlocks: 0, blockBytesSent: 0 };
     const batchBlocks = Math.max(1, Math.floor(this.batchBytes() / blockSize));
-    const zeros = Buffer.alloc(blockSize);
     let error: string | undefined;
     let next = candidates.nextSet(0);
     /** The first block of the batch under way: from it on, an early end leaves the blocks touched. */
@@ -212,36 +210,21 @@ export class Replicator {
         for (; next >= 0 && batch.length < batchBlocks; next = candidates.nextSet(next + 1)) {
           if (marked.get(next) && map.isPresent(next)) batch.push(next);
         }
-        const offered: Array<OfferedBlock & { index: number }> = [];
-        const repeats: Array<{ index: number; digest: Buffer }> = [];
-        const seen = new Set<string>();
-        for (const [first, count] of consecutiveRuns(batch)) {
-          const start = first * blockSize;
-          const data = await local.read(start, Math.min(count * blockSize, size - start));
-          for (let i = 0; i < count; i++) {
-            const index = first + i;
-            const block = data.subarray(i * blockSize, Math.min((i + 1) * blockSize, data.length));
-            counts.checkedBlocks++;
+        counts.checkedBlocks += batch.length;
+        const { offered, repeats } = await readAndHashBlocks(local, batch, { size, blockSize }, new Set(), {
+          onZero: (index) => {
+            // A zero block is never stored: nothing to upload.
+            ZERO_DIGEST.copy(state.uploaded, index * DIGEST_BYTES);
+            state.known.set(index);
+          },
+          onDigest: (index, digest) => {
             const at = index * DIGEST_BYTES;
-            if (block.equals(zeros.subarray(0, block.length))) {
-              // A zero block is never stored: nothing to upload.
-              ZERO_DIGEST.copy(state.uploaded, at);
-              state.known.set(index);
-              continue;
-            }
-            const digest = createHash('sha256').update(block).digest();
-            if (state.known.get(index) && state.uploaded.subarray(at, at + DIGEST_BYTES).equals(digest)) continue;
+            if (state.known.get(index) && state.uploaded.subarray(at, at + DIGEST_BYTES).equals(digest)) return false; // uploaded as it is
             state.known.clear(index);
-            const key = digest.toString('latin1');
-            if (seen.has(key)) {
-              counts.dedupedBlocks++;
-              repeats.push({ index, digest }); // stored with the block it repeats
-              continue;
-            }
-            seen.add(key);
-            offered.push({ index, digest, data: block });
-          }
-        }
+            return true;
+          },
+        });
+        counts.dedupedBlocks += repeats.length; // stored with the block each repeats
         if (offered.length > 0) {
           const lacking = await state.spec.target.missing(Buffer.concat(offered.map((block) => block.digest)));
           const sending = offered.filter((_, i) => lacking[i] === 1);

@@ -9,7 +9,7 @@
 //      finds it); then the map records it as the target's baseline, and the set is removed.
 // On any error or interruption the set is merged back into the W bits at once.
 // Over 300 lines on purpose: the steps above, and what each leaves after a crash, read top to bottom here.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { access } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { BlockMap } from '../map/block-map.js';
@@ -21,12 +21,12 @@ import { mapPathOf } from '../cor/device.js';
 import { decodeManifest } from '../repo/manifest-codec.js';
 import { DIGEST_BYTES, ZERO_DIGEST, type Manifest } from '../repo/manifest-format.js';
 import { validateImageName } from '../repo/image-name.js';
-import type { OfferedBlock, WriteTarget } from '../repo/write-target.js';
+import type { WriteTarget } from '../repo/write-target.js';
 import { canonicalWriteUri, openWriteTarget } from '../write/open-write-target.js';
 import { readSendingSet, removeSendingSet, sendingSetPath, writeSendingSet, type SendingSet } from './sending-set.js';
 import { bindTarget, sha256Hex } from './bind-target.js';
-import { SnapshotBaselineChanged, SnapshotInterrupted, SnapshotNeedsFullDisk, SnapshotNoMap } from './errors.js';
-import { consecutiveRuns } from './block-runs.js';
+import { SendingSetCorrupt, SnapshotBaselineChanged, SnapshotInterrupted, SnapshotNeedsFullDisk, SnapshotNoMap } from './errors.js';
+import { readAndHashBlocks, type BlockSource } from './block-runs.js';
 
 export interface SnapshotOptions {
   /** The local disk (its map is `DISK.map`); no other process may be using it. */
@@ -39,7 +39,8 @@ export interface SnapshotOptions {
   readonly full?: boolean;
   /** Dirty data read, offered and sent per round trip (default 16 MiB). */
   readonly batchBytes?: number;
-  readonly onProgress?: (progress: SnapshotProgress) => void;
+  /** After each batch; a returned promise holds the next batch until it settles. */
+  readonly onProgress?: (progress: SnapshotProgress) => void | Promise<void>;
   readonly log?: (line: string) => void;
   /** Aborting stops between batches; the marks are put back and SnapshotInterrupted is thrown. */
   readonly signal?: AbortSignal;
@@ -102,7 +103,12 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotResult
     await lock.holdIdentity(await local.identity());
     await checkDiskBinding(map, local, log);
     const sendingPath = sendingSetPath(mapPath);
-    const leftover = await recoverLeftover(map, sendingPath, log);
+    const leftover = await recoverLeftover(map, sendingPath, log).catch((error: Error) => {
+      // --full hashes every block: marks that cannot be recovered are not needed (the set is replaced).
+      if (!(options.full && error instanceof SendingSetCorrupt)) throw error;
+      log(`${error.message}: --full hashes every block instead`);
+      return undefined;
+    });
     target = await openWriteTarget(options.to);
     const label = await bindTarget(map, target, canonical, log);
     const result = await ship({ map, local, target, label, canonical, sendingPath, leftover: leftover?.target === label ? leftover : undefined, options });
@@ -116,7 +122,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotResult
 }
 
 /** A leftover in-flight set: already shipped (the map says so), or merged back into the W bits. */
-async function recoverLeftover(map: BlockMap, path: string, log: (line: string) => void): Promise<(SendingSet & { merged: number }) | undefined> {
+export async function recoverLeftover(map: BlockMap, path: string, log: (line: string) => void): Promise<(SendingSet & { merged: number }) | undefined> {
   const set = await readSendingSet(path);
   if (!set) return undefined;
   const index = map.targetIndex(set.target);
@@ -136,7 +142,7 @@ async function recoverLeftover(map: BlockMap, path: string, log: (line: string) 
   return { ...set, merged };
 }
 
-interface ShipContext {
+export interface ShipContext {
   readonly map: BlockMap;
   readonly local: LocalDisk;
   readonly target: WriteTarget;
@@ -145,11 +151,21 @@ interface ShipContext {
   readonly sendingPath: string;
   readonly leftover?: SendingSet;
   readonly options: SnapshotOptions;
+  /** A running disk's instant and view of it (live-snapshot.ts); absent for a disk at rest. */
+  readonly instant?: SnapshotInstant;
+}
+
+/** How a snapshot of a running disk fixes its instant and reads the disk as of then. */
+export interface SnapshotInstant {
+  /** Runs `fix` at the instant (the guest frozen, its writes held), then lets the guest go on. */
+  at(fix: () => Promise<Bitset>): Promise<void>;
+  /** Blocks [first, first + count) (all in the fixed set) as of the instant. */
+  read(first: number, count: number): Promise<Buffer>;
 }
 
 type Shipped = Omit<SnapshotResult, 'seconds' | 'recoveredMarks'>;
 
-async function ship(context: ShipContext): Promise<Shipped> {
+export async function ship(context: ShipContext): Promise<Shipped> {
   const { map, local, target, label, options } = context;
   const { size, blockSize, blockCount } = map.header;
   const index = map.targetIndex(label);
@@ -163,24 +179,42 @@ async function ship(context: ShipContext): Promise<Shipped> {
   } else if (map.present.count() < blockCount) {
     throw new SnapshotNeedsFullDisk(options.to, map.header.image, blockCount - map.present.count());
   }
-  const blocks = map.modified[index]!.copy();
-  if (options.full || !baseDigests) blocks.orWith(map.present);
   const reuse = context.leftover && context.leftover.name === options.as;
   const session = reuse ? context.leftover!.session : randomBytes(12).toString('base64url');
-  // Step 1: the marks move to the durable in-flight set before the map lets go of them.
-  await writeSendingSet(context.sendingPath, { target: label, session, name: options.as, blocks });
-  map.clearModifiedWhere(index, blocks);
-  await map.commit();
+  let blocks: Bitset | undefined;
+  let sendable!: Bitset;
+  // Step 1: the marks move to the durable in-flight set before the map lets go of them. For a
+  // running disk this is the snapshot's instant (the guest frozen, its writes held).
+  const fix = async (): Promise<Bitset> => {
+    const fixed = map.modified[index]!.copy();
+    if (options.full || !baseDigests) fixed.orWith(map.present);
+    await writeSendingSet(context.sendingPath, { target: label, session, name: options.as, blocks: fixed });
+    map.clearModifiedWhere(index, fixed);
+    blocks = fixed;
+    // The marked blocks present now are read; an absent one still holds the image's content.
+    const absent = fixed.copy();
+    absent.clearWhere(map.present);
+    sendable = fixed.copy();
+    sendable.clearWhere(absent);
+    return sendable;
+  };
   try {
+    if (context.instant) await context.instant.at(fix);
+    else await fix();
+    await map.commit();
     const start = await target.begin({ name: options.as, size, blockSize, ...(baseline ? { parent: baseline.ref } : {}) });
     const digests = baseDigests ? Buffer.from(baseDigests) : Buffer.alloc(blockCount * DIGEST_BYTES);
-    const counts = await sendBlocks({ map, local, target, blocks, digests, options });
+    // A running disk is read as of its instant (runs start and end on block boundaries).
+    const instant = context.instant;
+    const source: BlockSource = instant ? { read: (offset, length) => instant.read(offset / blockSize, Math.ceil(length / blockSize)) } : local;
+    const counts = await sendBlocks({ map, source, target, blocks: blocks!, sendable, digests, options });
     const commit = await target.commitImage({
       name: options.as, version: start.version, size, blockSize, digests, session, ...(baseline ? { parent: baseline.ref } : {}),
     });
     // Step 3: the target's new baseline, then the in-flight set may go.
     map.setShipping(label, { uri: context.canonical, baseline: { ref: commit.ref, manifestDigest: commit.manifestDigest }, lastSession: session });
-    await certifyDisk(map, local, manifestOf(options.as, commit.version, size, blockSize, digests)).catch(() => undefined);
+    // A running disk is certified by its device at close (the guest writes on meanwhile).
+    if (!context.instant) await certifyDisk(map, local, manifestOf(options.as, commit.version, size, blockSize, digests)).catch(() => undefined);
     await map.commit();
     await removeSendingSet(context.sendingPath);
     const wire = target.wire();
@@ -190,7 +224,7 @@ async function ship(context: ShipContext): Promise<Shipped> {
       overheadBytes: wire.bytesSent + wire.bytesReceived === 0 ? 0 : wire.bytesSent + wire.bytesReceived - counts.blockBytesSent,
     };
   } catch (error) {
-    map.remarkModified(index, blocks);
+    if (blocks) map.remarkModified(index, blocks);
     await map.commit();
     await removeSendingSet(context.sendingPath);
     if (options.signal?.aborted) throw new SnapshotInterrupted(options.disk);
@@ -200,9 +234,12 @@ async function ship(context: ShipContext): Promise<Shipped> {
 
 interface SendContext {
   readonly map: BlockMap;
-  readonly local: LocalDisk;
+  /** The disk as of the snapshot's instant. */
+  readonly source: BlockSource;
   readonly target: WriteTarget;
   readonly blocks: Bitset;
+  /** Of `blocks`, the ones present at the instant: read and sent; the others keep the baseline's digest. */
+  readonly sendable: Bitset;
   /** The new version's digest table, updated in place. */
   readonly digests: Buffer;
   readonly options: SnapshotOptions;
@@ -212,40 +249,28 @@ type SendCounts = Pick<SnapshotResult, 'dirtyBlocks' | 'sentBlocks' | 'dedupedBl
 
 /** Step 2: batch by batch, read and hash the dirty blocks, offer their digests, send what is lacking. */
 async function sendBlocks(context: SendContext): Promise<SendCounts> {
-  const { map, local, target, blocks, digests, options } = context;
+  const { map, source, target, blocks, sendable, digests, options } = context;
   const { size, blockSize } = map.header;
   const batchBlocks = Math.max(1, Math.floor((options.batchBytes ?? DEFAULT_BATCH_BYTES) / blockSize));
   const counts = { dirtyBlocks: blocks.count(), sentBlocks: 0, dedupedBlocks: 0, zeroBlocks: 0, absentBlocks: 0, blockBytesSent: 0 };
   const seen = new Set<string>();
-  const zeros = Buffer.alloc(blockSize);
   let done = 0;
   for (let next = blocks.nextSet(0); next >= 0;) {
     if (options.signal?.aborted) throw new SnapshotInterrupted(options.disk);
     const batch: number[] = [];
     for (; next >= 0 && batch.length < batchBlocks; next = blocks.nextSet(next + 1)) batch.push(next);
-    const offered: Array<OfferedBlock & { index: number }> = [];
-    for (const [first, count] of presentRuns(map, batch, counts)) {
-      const start = first * blockSize;
-      const data = await local.read(start, Math.min(count * blockSize, size - start));
-      for (let i = 0; i < count; i++) {
-        const block = data.subarray(i * blockSize, Math.min((i + 1) * blockSize, data.length));
-        const at = (first + i) * DIGEST_BYTES;
-        if (block.equals(zeros.subarray(0, block.length))) {
-          ZERO_DIGEST.copy(digests, at);
-          counts.zeroBlocks++;
-          continue;
-        }
-        const digest = createHash('sha256').update(block).digest();
-        digest.copy(digests, at);
-        const key = digest.toString('latin1');
-        if (seen.has(key)) {
-          counts.dedupedBlocks++;
-          continue;
-        }
-        seen.add(key);
-        offered.push({ index: first + i, digest, data: block });
-      }
-    }
+    // `seen` spans the whole snapshot: a digest is offered once, its repeats only recorded.
+    const { offered, repeats } = await readAndHashBlocks(source, presentBlocks(sendable, batch, counts), { size, blockSize }, seen, {
+      onZero: (index) => {
+        ZERO_DIGEST.copy(digests, index * DIGEST_BYTES);
+        counts.zeroBlocks++;
+      },
+      onDigest: (index, digest) => {
+        digest.copy(digests, index * DIGEST_BYTES);
+        return true;
+      },
+    });
+    counts.dedupedBlocks += repeats.length;
     if (offered.length > 0) {
       const lacking = await target.missing(Buffer.concat(offered.map((block) => block.digest)));
       const sending = offered.filter((_, i) => lacking[i] === 1);
@@ -255,20 +280,19 @@ async function sendBlocks(context: SendContext): Promise<SendCounts> {
       counts.blockBytesSent += sending.reduce((sum, block) => sum + block.data.length, 0);
     }
     done += batch.length;
-    options.onProgress?.({ blockSize, doneBlocks: done, dirtyBlocks: counts.dirtyBlocks, blockBytesSent: counts.blockBytesSent });
+    await options.onProgress?.({ blockSize, doneBlocks: done, dirtyBlocks: counts.dirtyBlocks, blockBytesSent: counts.blockBytesSent });
   }
   return counts;
 }
 
 /**
- * Runs of consecutive present blocks in `batch` (sorted), each read in one go. A dirty block that
- * is absent was never fetched nor written whole: it still reads as the image, so its digest stays
- * the baseline's.
+ * The present blocks of `batch`. A dirty block that is absent was never fetched nor written whole:
+ * it still reads as the image, so its digest stays the baseline's.
  */
-function presentRuns(map: BlockMap, batch: readonly number[], counts: { absentBlocks: number }): Generator<[number, number]> {
-  const present = batch.filter((index) => map.isPresent(index));
+function presentBlocks(sendable: Bitset, batch: readonly number[], counts: { absentBlocks: number }): number[] {
+  const present = batch.filter((index) => sendable.get(index));
   counts.absentBlocks += batch.length - present.length;
-  return consecutiveRuns(present);
+  return present;
 }
 
 function manifestOf(name: string, version: number, size: number, blockSize: number, digests: Buffer): Manifest {

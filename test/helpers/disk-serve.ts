@@ -1,12 +1,26 @@
 // Runs `lazyboot disk serve` as a real process: either it serves (its URI, stop with a signal) or
 // it exits (its code and stderr). Used by the disk lock and disk binding tests.
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
+import { CLI } from './cli-path.js';
 
-export const BIN = new URL('../../../bin/lazyboot.js', import.meta.url).pathname;
+export const BIN = CLI;
 
 export type ServeOutcome =
   | { readonly serving: true; readonly uri: string; readonly child: ResultPromise; stop(signal?: NodeJS.Signals): Promise<void>; stderr(): string }
   | { readonly serving: false; readonly exitCode: number | undefined; readonly stderr: string };
+
+/**
+ * The temp dir of the socket `disk serve` made itself (no --socket): a process killed with SIGKILL
+ * cannot remove it, so the test does, once the process is gone.
+ */
+function ownSocketDir(uri: string): string | undefined {
+  const socket = new URL(uri).searchParams.get('socket');
+  const dir = socket ? dirname(socket) : undefined;
+  return dir && dirname(dir) === tmpdir() && basename(dir).startsWith('lazyboot-cor-') ? dir : undefined;
+}
 
 /** Starts `disk serve ARGS` and resolves once it prints its URI or exits, whichever comes first. */
 export function serveDisk(args: readonly string[], options: { shell?: string } = {}): Promise<ServeOutcome> {
@@ -21,11 +35,13 @@ export function serveDisk(args: readonly string[], options: { shell?: string } =
       seen += chunk.toString();
       const match = / at (nbd\+unix:\S+)/.exec(seen);
       if (!match) return;
+      const socketDir = ownSocketDir(match[1]!);
+      const gone = child.then(() => (socketDir ? rm(socketDir, { recursive: true, force: true }) : undefined));
       resolve({
         serving: true, uri: match[1]!, child, stderr: () => stderr,
         async stop(signal = 'SIGTERM') {
           child.kill(signal);
-          await child;
+          await gone;
         },
       });
     });

@@ -1,9 +1,9 @@
 // Running `lazyboot` as a user does, for the repository tests: the built CLI, a fresh temp dir.
 import { execa } from 'execa';
 import { withDir } from 'tmp-promise';
-import { fileURLToPath } from 'node:url';
+import { CLI } from './cli-path.js';
 
-export const BIN = fileURLToPath(new URL('../../../bin/lazyboot.js', import.meta.url));
+export const BIN = CLI;
 
 /** Runs the CLI; never throws on a non-zero exit (the tests look at it). */
 export function lazyboot(args: string[], env: Record<string, string> = {}) {

@@ -4,7 +4,7 @@ import { createReadStream } from 'node:fs';
 import { stat, writeFile } from 'node:fs/promises';
 import { Repository, type ImportResult } from '../../lib/repo/repository.js';
 import { repositoryExports } from '../../lib/repo/export-provider.js';
-import { startNbdServer, type NbdServer } from '../../lib/nbd/server.js';
+import { startNbdServer, type NbdServer, type NbdServerOptions } from '../../lib/nbd/server.js';
 
 export const KiB = 1024;
 export const MiB = 1024 * 1024;
@@ -37,8 +37,8 @@ export async function importFile(repo: Repository, file: string, name: string, b
 }
 
 /** Serves `repo` on a unix socket in `dir`; the caller closes it. */
-export async function serveRepository(repo: Repository, socketPath: string, log?: (line: string) => void): Promise<NbdServer> {
-  return startNbdServer({ exports: repositoryExports(repo), socketPath, ...(log ? { log } : {}) });
+export async function serveRepository(repo: Repository, socketPath: string, events?: Pick<NbdServerOptions, 'log' | 'onConnectionEvent'>): Promise<NbdServer> {
+  return startNbdServer({ exports: repositoryExports(repo), socketPath, ...events });
 }
 
 /** `nbd+unix:///NAME?socket=PATH` for one export. */

@@ -2,8 +2,8 @@
 // it serves, its stderr so far, and its memory from /proc/PID/status.
 import { execa, type ResultPromise } from 'execa';
 import { readFile } from 'node:fs/promises';
+import { CLI as BIN } from './cli-path.js';
 
-const BIN = new URL('../../../bin/lazyboot.js', import.meta.url).pathname;
 export const MiB = 1024 * 1024;
 
 export interface ServedProcess {

@@ -4,7 +4,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { installSignalTeardown, teardownOnUncaughtException } from '../../base/cleanup.js';
 import { launch } from '../../launch.js';
 import { summaryOf } from './snapshot.js';
-import { bootOptions, corLog, launchOptionsOf, printMilestones, summaryLines, type BootArgs } from '../boot-options.js';
+import { bootOptions, deviceLog, launchOptionsOf, printMilestones, summaryLines, type BootArgs } from '../boot-options.js';
 import { openVmControl } from '../../control/vm-control.js';
 import { emitBootSummary, followBootAsJson } from '../boot-events.js';
 import { RunEventLog } from '../run-events.js';
@@ -29,7 +29,7 @@ export const bootCommand: CommandModule<any, BootArgs & { name?: string; json: b
     const control = await openVmControl({ name: args.name, image: args.image, disk: args.disk });
     let vm;
     try {
-      vm = await launch({ ...launchOptionsOf(args), pivot, fill: args.fill ?? pivot === 'live', agent: 'optional', log: corLog(say) });
+      vm = await launch({ ...launchOptionsOf(args), pivot, fill: args.fill ?? pivot !== 'none', agent: 'optional', ...deviceLog(say) });
     } catch (error) {
       await control.close();
       throw error;

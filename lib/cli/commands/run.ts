@@ -9,7 +9,7 @@ import { LazybootError, UsageError } from '../../base/errors.js';
 import { launch, type LazyVm } from '../../launch.js';
 import { CommandNotStarted } from '../../../vmm/errors.js';
 import { summaryOf } from './snapshot.js';
-import { bootOptions, corLog, launchOptionsOf, printMilestones, type BootArgs } from '../boot-options.js';
+import { bootOptions, deviceLog, launchOptionsOf, printMilestones, type BootArgs } from '../boot-options.js';
 import { parseCopyIn, parseCopyOut, type CopySpec } from '../copy-specs.js';
 import { RUN_EXIT } from '../run-exit-codes.js';
 import { RunEventLog } from '../run-events.js';
@@ -62,7 +62,7 @@ export const runCommand: CommandModule<any, RunArgs> = {
       .option('share', { type: 'string', array: true, describe: 'share a host directory with the guest over virtiofs (HOST_DIR:GUEST_DIR, :ro for read-only); repeatable' })
       .option('user-data', { type: 'string', describe: 'cloud-init user-data file, attached as a NoCloud seed disk (label cidata); waits until cloud-init is done' })
       .option('hostname', { type: 'string', describe: "set the guest's hostname (through the agent; also in the seed's meta-data with --user-data)" })
-      .option('ssh-key', { type: 'string', describe: 'authorize this public key file for --ssh-user in the guest (through the agent)' })
+      .option('ssh-key', { type: 'string', describe: 'authorize this public key file for --ssh-user in the guest (through the agent; also in the seed\'s meta-data with --user-data)' })
       .option('ssh-user', { type: 'string', default: 'root', describe: 'the guest user --ssh-key is authorized for' })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'no milestones on stderr' })
       .option('json', { type: 'boolean', default: false, describe: 'events as JSON lines (milestones, fetch progress, copies, the exit, a summary) instead of milestones' })
@@ -93,10 +93,10 @@ export const runCommand: CommandModule<any, RunArgs> = {
       teardownOnUncaughtException();
       const say = args.quiet || args.json ? () => {} : (line: string) => void process.stderr.write(`lazyboot: ${line}\n`);
       const launchOptions = launchOptionsOf({ ...args, timeout: args['boot-timeout'] });
-      if (userData) seed = await prepareSeedDisk(userData, settings.hostname);
+      if (userData) seed = await prepareSeedDisk(userData, settings);
       shares = await startShares(shareSpecs, launchOptions.memoryMiB ?? VM_DEFAULTS.memoryMiB);
       const extraArgs = [...network.qemuArgs, ...(seed?.qemuArgs ?? []), ...shares.qemuArgs];
-      vm = await launch({ ...launchOptions, qemuArgs: [...extraArgs, ...(launchOptions.qemuArgs ?? [])], agent: true, log: corLog(say) });
+      vm = await launch({ ...launchOptions, qemuArgs: [...extraArgs, ...(launchOptions.qemuArgs ?? [])], agent: true, ...deviceLog(say) });
       printMilestones(vm, say);
       events.follow(vm);
       try {
