@@ -8,9 +8,10 @@
 // three readers: a guest-like 1 × 4 and a booting guest's one 64 KiB request at a time (the goal's
 // readers), and nbdcopy's default 4 × 64 requests (a bulk copy, reported without a goal).
 // Server start-up is not timed.
+import { repositoryRoot } from '../fixtures/build.js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir, cpus, loadavg } from 'node:os';
-import { join, dirname } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -24,7 +25,7 @@ import { median, processMemory, writeReport, runningServers, startServer, stopSe
 import { tuneProcess } from '../lib/process-tuning.js';
 import { installSignalTeardown } from '../lib/base/cleanup.js';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const ROOT = repositoryRoot();
 const BIN = join(ROOT, 'bin', 'lazyboot.js');
 const MIB = 1024 * 1024;
 const BS = 65536;

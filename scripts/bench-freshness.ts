@@ -2,12 +2,13 @@
 // ("Code measured: COMMIT"), and a result is stale once the code it measures (its data path) has
 // changed in a later commit. `node dist/scripts/bench-freshness.js` prints one line per result
 // and exits 1 if any is stale; the benches call measuredCommit() when they write a report.
+import { repositoryRoot } from '../fixtures/build.js';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 
-const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const ROOT = repositoryRoot();
 
 /** Each result file and the code whose change makes it stale. */
 export const MEASURED_CODE: Record<string, readonly string[]> = {

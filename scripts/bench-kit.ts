@@ -46,11 +46,7 @@ export async function stopServer(server: ServerProcess | undefined): Promise<voi
   runningServers.delete(server.child);
 }
 
-/** The middle value (the upper middle of an even count). */
-export function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
+export { median } from '../lib/base/median.js';
 
 /** Resident memory of a process now and at its peak, in bytes. */
 export async function processMemory(pid: number): Promise<{ rss: number; peak: number }> {

@@ -3,6 +3,7 @@
 // table with ratios to qemu-nbd and writes it to bench/results/nbd.md. Not a test.
 //
 // Usage: node dist/scripts/bench-nbd.js [--size-mib 1024] [--runs 3] [--out bench/results/nbd.md]
+import { repositoryRoot } from '../fixtures/build.js';
 import { measuredCommit } from './bench-freshness.js';
 import { processCpuSeconds, startServer, stopServer, versionOf, writeReport, type ServerProcess } from './bench-kit.js';
 import { execa } from 'execa';
@@ -10,10 +11,9 @@ import { randomBytes } from 'node:crypto';
 import { open, readdir } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { withDir } from 'tmp-promise';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const ROOT = repositoryRoot();
 const BIN = join(ROOT, 'bin', 'lazyboot.js');
 const MiB = 1024 * 1024;
 

@@ -3,6 +3,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readdir } from 'node:fs/promises';
 import path from 'node:path';
+import { serveRepositoryCli } from './helpers/repo-cli.js';
 import { execa, type ResultPromise } from 'execa';
 import type { ExecutionContext } from 'ava';
 import { dir } from 'tmp-promise';
@@ -28,24 +29,13 @@ export async function importImage(scratch: string, file: string, name: string): 
   return repoDir;
 }
 
-/** Starts `lazyboot repo serve` as its own process and waits until it listens. */
+/** Starts `lazyboot repo serve` as its own process (helpers/repo-cli.ts), stopped at the test's end. */
 export async function serveRepository(t: ExecutionContext, repoDir: string): Promise<ServedRepository> {
   const socketPath = path.join(repoDir, 'serve.sock');
-  const server = execa('node', [CLI, 'repo', 'serve', '--repo', repoDir, '--socket', socketPath], { reject: false, stdin: 'ignore' });
-  await new Promise<void>((resolve, reject) => {
-    let output = '';
-    server.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      if (output.includes('serving')) resolve();
-    });
-    void server.then((result) => reject(new Error(`repo serve exited: ${result.stderr}`)));
-  });
-  const stop = async () => {
-    server.kill('SIGTERM');
-    await server;
-  };
+  const served = await serveRepositoryCli(repoDir, socketPath);
+  const stop = async () => { await served.stop(); };
   t.teardown(stop);
-  return { repoDir, socketPath, uri: `nbd+unix:///?socket=${socketPath}`, server, stop };
+  return { repoDir, socketPath, uri: served.uri, server: served.child, stop };
 }
 
 /** A scratch dir used as TMPDIR for a child, so its temp files can be checked for leftovers. */

@@ -3,10 +3,10 @@
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { serveRepositoryCli } from './helpers/repo-cli.js';
 import { execa } from 'execa';
 import { Repository } from '../lib/repo/repository.js';
 import type { Manifest } from '../lib/repo/manifest-format.js';
-import { CLI } from './helpers/cli-path.js';
 
 export interface TestImage {
   readonly repoDir: string;
@@ -82,27 +82,7 @@ export interface RepoServer {
 
 /** `extraArgs`: e.g. ['--no-verify'], so that a corrupt block reaches the client's own verification. */
 export async function startRepoServer(repoDir: string, socket: string, extraArgs: string[] = []): Promise<RepoServer> {
-  const bin = CLI;
-  const child = execa('node', [bin, 'repo', 'serve', '--repo', repoDir, '--socket', socket, ...extraArgs], { reject: false, buffer: false });
-  await new Promise<void>((resolve, reject) => {
-    let seen = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      seen += chunk.toString();
-      if (seen.includes('serving')) resolve();
-    });
-    child.on('exit', (code) => reject(new Error(`lazyboot repo serve exited (${code}) before serving`)));
-  });
-  let dead = false;
-  return {
-    uri: `nbd+unix:///?socket=${socket}`,
-    pid: child.pid!,
-    async kill() {
-      if (dead) return;
-      dead = true;
-      child.kill('SIGKILL');
-      await child;
-    },
-  };
+  return serveRepositoryCli(repoDir, socket, extraArgs);
 }
 
 /** Flips one byte inside the stored copy of `block` (found by its content) in a repository's packs. */

@@ -1,6 +1,7 @@
 // Merges several recorded boots of one image version into the trace to replay: a block is kept
 // when at least half of the boots read it (so one odd boot can neither add its stray reads nor
 // drop the common ones), in the consensus order of the median time at which those boots read it.
+import { median } from '../base/median.js';
 import type { BootTrace, TraceEntry } from './trace-format.js';
 
 export function mergeTraces(recordings: readonly BootTrace[]): BootTrace {
@@ -26,12 +27,6 @@ export function mergeTraces(recordings: readonly BootTrace[]): BootTrace {
     readyMs: medianOf(recordings.map((r) => r.readyMs)),
     entries,
   };
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 function medianOf(values: ReadonlyArray<number | undefined>): number | undefined {

@@ -1,5 +1,5 @@
 // Running `lazyboot` as a user does, for the repository tests: the built CLI, a fresh temp dir.
-import { execa } from 'execa';
+import { execa, type ResultPromise } from 'execa';
 import { withDir } from 'tmp-promise';
 import { CLI } from './cli-path.js';
 
@@ -19,35 +19,59 @@ export function oneLine(stderr: string): boolean {
 
 export interface ServingRepository {
   readonly socket: string;
+  readonly uri: string;
+  readonly pid: number;
+  /** The server process (for tests that signal it or wait for its end). */
+  readonly child: ResultPromise;
   /** Everything the server logged so far. */
   stderr(): string;
-  /** SIGTERM, then the exit code. */
+  /** SIGTERM (SIGKILL after 10 s), then the exit code. */
   stop(): Promise<number | undefined>;
+  /** SIGKILL, then its end. */
+  kill(): Promise<void>;
 }
 
-/** `lazyboot repo serve --socket` in the background, once it printed its URI. */
-export async function serveRepositoryCli(repo: string, socket: string): Promise<ServingRepository> {
-  const server = execa('node', [BIN, 'repo', 'serve', '--repo', repo, '--socket', socket], { reject: false, buffer: { stdout: false, stderr: false } });
+/**
+ * `lazyboot repo serve --socket` in the background, once it printed "serving … at URI": the one
+ * way tests start the repository server as a process. `extraArgs`: e.g. ['--no-verify'].
+ */
+export async function serveRepositoryCli(repo: string, socket: string, extraArgs: readonly string[] = []): Promise<ServingRepository> {
+  const child = execa('node', [BIN, 'repo', 'serve', '--repo', repo, '--socket', socket, ...extraArgs], { reject: false, stdin: 'ignore', buffer: { stdout: false, stderr: false } });
   let stderr = '';
-  server.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  await new Promise<void>((resolve, reject) => {
-    let seen = '';
-    server.stdout!.on('data', (chunk: Buffer) => {
-      seen += chunk.toString();
-      if (/at nbd\+unix:/.test(seen)) resolve();
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let seen = '';
+      child.stdout!.on('data', (chunk: Buffer) => {
+        seen += chunk.toString();
+        if (/serving .* at nbd\+unix:/.test(seen)) resolve();
+      });
+      void child.then((result) => reject(new Error(`repo serve exited ${result.exitCode} before serving: ${stderr}`)));
+      // Generous: a start-up under a loaded machine's 20+ load average has taken over 15 s.
+      setTimeout(() => reject(new Error(`repo serve printed no URI in 60 s: ${seen} ${stderr}`)), 60_000).unref();
     });
-    void server.then((result) => reject(new Error(`repo serve exited ${result.exitCode}: ${stderr}`)));
-    setTimeout(() => reject(new Error(`no URI printed: ${seen} ${stderr}`)), 15000);
-  });
-  return {
-    socket,
-    stderr: () => stderr,
-    stop: async () => {
-      server.kill('SIGTERM');
-      const timer = setTimeout(() => server.kill('SIGKILL'), 10000);
-      const result = await server;
+  } catch (error) {
+    child.kill('SIGKILL');
+    await child;
+    throw error;
+  }
+  let ended: Promise<number | undefined> | undefined;
+  const end = (signal: NodeJS.Signals) => {
+    child.kill(signal);
+    return ended ??= (async () => {
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      const result = await child;
       clearTimeout(timer);
       return result.exitCode;
-    },
+    })();
+  };
+  return {
+    socket,
+    uri: `nbd+unix:///?socket=${socket}`,
+    pid: child.pid!,
+    child,
+    stderr: () => stderr,
+    stop: () => end('SIGTERM'),
+    kill: async () => { await end('SIGKILL'); },
   };
 }
