@@ -11,6 +11,7 @@ import { startCephCluster, type CephCluster } from './helpers/ceph.js';
 import { lazyboot, inTempDir, oneLine } from './helpers/repo-cli.js';
 import { startServing } from './helpers/served-process.js';
 import { writeDisk, MiB } from './helpers/repo-fixtures.js';
+import { qemuIo } from './cor-fixtures.js';
 import { ensureFixture } from '../fixtures/build.js';
 import { Repository } from '../lib/repo/repository.js';
 import { VersionConflict } from '../lib/repo/errors.js';
@@ -191,4 +192,40 @@ test('a copy-on-read disk served --from s3:// reads byte-identical, each data bl
     t.is(stopped, 0);
     // 96 blocks of 64 KiB, 32 of them data: each fetched once, straight from the bucket.
     t.regex(server.stderr(), / 32 blocks fetched in [0-9]+ requests, 0 failed/);
+  }));
+
+test('snapshot --to s3:// ships only the written blocks the bucket lacks; the new version exports as the written disk, the parent unchanged', (t) =>
+  inTempDir(async (dir) => {
+    t.timeout(300_000);
+    const repo = prefix('snap');
+    const original = disk(4 * MiB, 5);
+    const file = await writeDisk(join(dir, 'image.raw'), original);
+    t.is((await lazyboot(['image', 'import', file, 'snap', '--repo', repo])).exitCode, 0);
+    const local = join(dir, 'disk.raw');
+    const socket = join(dir, 'disk.sock');
+    // Two blocks get new content (one of them twice: sent once), one gets a partial write.
+    const server = await startServing(['disk', 'serve', 'snap', '--from', repo, '--disk', local, '--socket', socket, '--no-cache']);
+    try {
+      await qemuIo(server.uri, ['write -P 0xaa 0 65536', 'write -P 0xaa 1048576 65536', 'write -P 0xbb 2097252 512']);
+    } finally {
+      t.is(await server.stop(), 0);
+    }
+    const expected = Buffer.from(original);
+    expected.fill(0xaa, 0, 65536);
+    expected.fill(0xaa, 1048576, 1048576 + 65536);
+    expected.fill(0xbb, 2097252, 2097252 + 512);
+
+    const shot = await lazyboot(['snapshot', '--disk', local, '--to', repo, '--as', 'snap', '--json']);
+    t.is(shot.exitCode, 0, shot.stderr);
+    const summary = JSON.parse(shot.stdout);
+    t.like(summary, { ref: 'snap@2', parent: 'snap@1', dirtyBlocks: 3, sentBlocks: 2, dedupedBlocks: 1, blockBytesSent: 2 * 65536 });
+    for (const [ref, content] of [['snap@2', expected], ['snap@1', original]] as const) {
+      const out = join(dir, `${ref}.raw`);
+      const exported = await lazyboot(['image', 'export', ref, out, '--repo', repo]);
+      t.is(exported.exitCode, 0, exported.stderr);
+      t.true((await readFile(out)).equals(content), `${ref} exports as expected`);
+    }
+    // The marks are cleared: the next snapshot ships nothing.
+    const again = JSON.parse((await lazyboot(['snapshot', '--disk', local, '--to', repo, '--as', 'snap', '--json'])).stdout);
+    t.like(again, { ref: 'snap@3', dirtyBlocks: 0, sentBlocks: 0 });
   }));
