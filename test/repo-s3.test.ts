@@ -12,6 +12,8 @@ import { lazyboot, inTempDir, oneLine } from './helpers/repo-cli.js';
 import { startServing } from './helpers/served-process.js';
 import { writeDisk, MiB } from './helpers/repo-fixtures.js';
 import { qemuIo } from './cor-fixtures.js';
+import { openCorDevice } from '../lib/cor/device.js';
+import { TraceStore } from '../lib/trace/trace-store.js';
 import { ensureFixture } from '../fixtures/build.js';
 import { Repository } from '../lib/repo/repository.js';
 import { VersionConflict } from '../lib/repo/errors.js';
@@ -228,4 +230,43 @@ test('snapshot --to s3:// ships only the written blocks the bucket lacks; the ne
     // The marks are cleared: the next snapshot ships nothing.
     const again = JSON.parse((await lazyboot(['snapshot', '--disk', local, '--to', repo, '--as', 'snap', '--json'])).stdout);
     t.like(again, { ref: 'snap@3', dirtyBlocks: 0, sentBlocks: 0 });
+  }));
+
+test('a boot trace recorded from s3:// is stored in the bucket beside its image version and replayed from there by another host', (t) =>
+  inTempDir(async (dir) => {
+    t.timeout(300_000);
+    const repo = prefix('trace');
+    const file = await writeDisk(join(dir, 'image.raw'), disk(4 * MiB, 6));
+    t.is((await lazyboot(['image', 'import', file, 'boot', '--repo', repo])).exitCode, 0);
+    // Data blocks in a jumbled order: 4-5, 0, 12-13, 16 (disk() leaves the last 128 KiB of each 256 KiB and every third 256 KiB zero).
+    const reads = ['read 262144 131072', 'read 0 65536', 'read 786432 131072', 'read 1048576 65536'];
+    const bootOnce = async (hostCache: string, record: boolean) => {
+      const lines: string[] = [];
+      const device = await openCorDevice({ image: 'boot', disk: join(dir, `disk-${hostCache}.raw`), from: [repo], fetchAheadBytes: 0, log: (line) => lines.push(line), trace: { dir: join(dir, hostCache), record } });
+      try {
+        const stats = device.stats();
+        await qemuIo(device.uri, reads);
+        await device.trace!.finish();
+        return { lines, traceBlocks: stats.traceBlocks };
+      } finally {
+        await device.close();
+      }
+    };
+    const first = await bootOnce('host-1', true);
+    t.is(first.traceBlocks, 0);
+    t.true(first.lines.some((line) => /boot trace: recorded 6 blocks/.test(line) && line.includes(`the repository ${repo}`)), first.lines.join('\n'));
+    t.deepEqual(await new TraceStore(join(dir, 'host-1')).list(), [], 'nothing in the host cache: the bucket has it');
+    const listed = await lazyboot(['image', 'trace', 'ls', '--repo', repo]);
+    t.is(listed.exitCode, 0, listed.stderr);
+    t.regex(listed.stdout, /boot@1/);
+    // Another host (its own host cache, recording off) replays the trace from the bucket.
+    const second = await bootOnce('host-2', false);
+    t.is(second.traceBlocks, 6, second.lines.join('\n'));
+    t.true(second.lines.some((line) => line.includes(`from the repository ${repo}`)), second.lines.join('\n'));
+    // And `image trace rm` removes it from the bucket.
+    const removed = await lazyboot(['image', 'trace', 'rm', 'boot@1', '--repo', repo]);
+    t.is(removed.exitCode, 0, removed.stderr);
+    const after = await lazyboot(['image', 'trace', 'ls', '--repo', repo]);
+    t.is(after.exitCode, 0, after.stderr);
+    t.notRegex(after.stdout, /boot@1/);
   }));

@@ -22,7 +22,7 @@ import type { RepositoryStorage } from './storage/storage.js';
 import { DEFAULT_BLOCK_SIZE, parseBlockSize } from './block-size.js';
 import { LazybootError } from '../base/errors.js';
 import { ImageObjects } from './image-objects.js';
-import { UnsupportedImageObjects } from './unsupported-image-objects.js';
+import { StoredImageObjects } from './stored-image-objects.js';
 
 const MANIFEST_SUFFIX = '.manifest';
 const MANIFEST_PATTERN = /^[1-9][0-9]{0,8}\.manifest$/;
@@ -91,7 +91,7 @@ export class Repository {
 
   /** `dir`: the repository's directory, or its `s3://BUCKET/PREFIX` URI. */
   private constructor(readonly dir: string, private readonly store: PackStore, readonly storage: RepositoryStorage) {
-    this.objects = storage.isLocalDirectory ? new ImageObjects(dir) : new UnsupportedImageObjects(dir);
+    this.objects = storage.isLocalDirectory ? new ImageObjects(dir) : new StoredImageObjects(storage);
   }
 
   /** `$XDG_DATA_HOME/lazyboot/repo`, else `~/.local/share/lazyboot/repo`. */

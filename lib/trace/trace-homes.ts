@@ -1,5 +1,5 @@
 // Where a boot's trace is read from and stored: the image repository when this client can write
-// it (a repository directory among --from, or the write path named by `trace.to`), else the host
+// it (a repository directory or S3 bucket among --from, or the write path named by `trace.to`), else the host
 // cache ($XDG_CACHE_HOME/lazyboot/traces). A boot reads the trace first from where it would store
 // its own recording (so a trace it re-records is the one the next boot replays), then from the
 // other places: the host cache, or the repository read-only (a directory, or the `trace:NAME@N`
@@ -10,6 +10,7 @@ import type { RepositorySource } from '../fetch/source.js';
 import { DirectorySource } from '../fetch/directory-source.js';
 import { NbdSource } from '../fetch/nbd-source.js';
 import { RepositoryWriter } from '../repo/repository-writer.js';
+import { isS3Uri } from '../repo/storage/open-storage.js';
 import type { WriteTarget } from '../repo/write-target.js';
 import { openWriteTarget } from '../write/open-write-target.js';
 import { decodeTrace, encodeTrace, type BootTrace } from './trace-format.js';
@@ -120,7 +121,8 @@ export async function openTraceHomes(sources: readonly RepositorySource[], image
   const readers: TraceHome[] = [];
   for (const source of sources) {
     if (source instanceof DirectorySource) {
-      const mayWrite = options.to === undefined && !writer && (await access(source.repository.dir, constants.W_OK).then(() => true, () => false));
+      // A bucket is written with the client's credentials: tried, and a refusal keeps the recording in the host cache.
+      const mayWrite = options.to === undefined && !writer && (isS3Uri(source.repository.dir) || (await access(source.repository.dir, constants.W_OK).then(() => true, () => false)));
       const home = new RepositoryHome(new RepositoryWriter(source.repository, source.uri), imageRef, mayWrite);
       if (mayWrite) writer = home;
       else readers.push(home);
