@@ -3,12 +3,13 @@
 // (slirp's gateway 10.0.2.2 is the host's loopback) while its --forward still reaches a server in
 // the guest (QEMU's restrict=on keeps explicit forwards); user reaches a server on the host's
 // loopback through that gateway.
-import { connect, createServer, type Server } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import path from 'node:path';
 import test from 'ava';
 import { execa, type ResultPromise } from 'execa';
 import { ensureFixture } from '../fixtures/build.js';
 import { CLI, importImage, leftovers, qemuProcessesMentioning, scratchDir } from './boot-support.js';
+import { readAll } from './helpers/tcp-read.js';
 
 /** A server on 127.0.0.1 that greets every client and counts them. */
 async function greetingServer(): Promise<{ server: Server; port: number; clients: () => number }> {
@@ -19,18 +20,6 @@ async function greetingServer(): Promise<{ server: Server; port: number; clients
   });
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
   return { server, port: (server.address() as { port: number }).port, clients: () => clients };
-}
-
-/** Connects to 127.0.0.1:port and returns what the peer sends before closing ('' if it reset). */
-function readAll(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    let text = '';
-    socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
-    socket.on('error', () => resolve(''));
-    socket.on('close', () => resolve(text));
-    socket.setTimeout(5000, () => socket.destroy());
-  });
 }
 
 /** Once the run prints its forward and the guest says "serving", what the forward answers (retried while slirp resets). */

@@ -2,25 +2,13 @@
 // cloud-init, no DHCP client): --forward GUEST_PORT picks a free host port and prints it, the
 // guest's NIC is brought up through the agent, a server in the guest answers through the forward;
 // --hostname and --ssh-key are applied through the agent before the command runs.
-import { connect } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
 import { ensureFixture } from '../fixtures/build.js';
 import { CLI, importImage, leftovers, qemuProcessesMentioning, scratchDir } from './boot-support.js';
-
-/** Connects to 127.0.0.1:port and returns what the peer sends before closing ('' if it reset). */
-function readAll(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    let text = '';
-    socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
-    socket.on('error', () => resolve(''));
-    socket.on('close', () => resolve(text));
-    socket.setTimeout(5000, () => socket.destroy());
-  });
-}
+import { readAll } from './helpers/tcp-read.js';
 
 test.serial('debian-plain: --forward reaches a server in the guest; --hostname and --ssh-key applied through the agent', async (t) => {
   t.timeout(15 * 60_000);

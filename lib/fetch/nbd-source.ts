@@ -27,16 +27,20 @@ export class NbdSource implements RepositorySource {
       // The version is pinned: a version published meanwhile cannot slip in under the digest.
       const kept = await store!.get(named.digest, named.length);
       if (kept) return kept;
-      const bytes = await this.exportBytes(MANIFEST_EXPORT_PREFIX + named.exactRef);
-      if (!bytes) throw new UnknownImage(ref, `${this.uri} has no such image`);
+      const bytes = await this.manifestExport(named.exactRef, ref);
       if (createHash('sha256').update(bytes).digest('hex') !== named.digest) {
         throw new BlockError('EIO', `${this.uri} sent a manifest of ${named.exactRef} that does not match its digest`);
       }
       await store!.put(named.digest, bytes).catch(() => undefined); // a cache that cannot store is no error
       return bytes;
     }
+    return this.manifestExport(ref, ref);
+  }
+
+  /** The `manifest:REF` export's bytes; UnknownImage (naming what the user asked for) when absent. */
+  private async manifestExport(ref: string, asked: string): Promise<Buffer> {
     const bytes = await this.exportBytes(MANIFEST_EXPORT_PREFIX + ref);
-    if (!bytes) throw new UnknownImage(ref, `${this.uri} has no such image`);
+    if (!bytes) throw new UnknownImage(asked, `${this.uri} has no such image`);
     return bytes;
   }
 

@@ -14,7 +14,8 @@ import { SESSION_ID_PATTERN } from './write-target.js';
 export const OBJECT_KIND_PATTERN = /^[a-z][a-z0-9-]{0,31}$/;
 /** Objects are small metadata that travel whole with their commit. */
 export const MAX_OBJECT_BYTES = 4 * 1024 * 1024;
-const VERSION_PATTERN = /^[1-9][0-9]{0,8}$/;
+/** A version directory's name under objects/NAME/. */
+export const VERSION_PATTERN = /^[1-9][0-9]{0,8}$/;
 
 export interface StoredObject {
   /** `NAME@N`. */

@@ -4,12 +4,10 @@
 // interface carries no modification time: objects sort by id, which for the commits of boot traces
 // begins with the commit time (write sessions are named `boot-TIME-RANDOM`).
 import type { RepositoryStorage } from './storage/storage.js';
-import { checkObjectId, checkObjectKind, ImageObjects, MAX_OBJECT_BYTES, type ImageVersion, type StoredObject } from './image-objects.js';
+import { checkObjectId, checkObjectKind, ImageObjects, MAX_OBJECT_BYTES, VERSION_PATTERN, type ImageVersion, type StoredObject } from './image-objects.js';
 import { formatImageRef, isValidImageName } from './image-name.js';
 import { MalformedWriteRequest } from './errors.js';
 import { SESSION_ID_PATTERN } from './write-target.js';
-
-const VERSION_PATTERN = /^[1-9][0-9]{0,8}$/;
 
 export class StoredImageObjects extends ImageObjects {
   constructor(private readonly storage: RepositoryStorage) {
