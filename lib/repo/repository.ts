@@ -53,6 +53,8 @@ export interface ImportOptions {
   readonly parent?: string;
   /** Called now and then with the number of source bytes consumed so far. */
   readonly onProgress?: (bytesRead: number) => void;
+  /** Stops the import before its version is committed (the reason is thrown; the pack written so far is dropped). */
+  readonly signal?: AbortSignal;
 }
 
 export interface ImportResult {
@@ -358,8 +360,10 @@ export class Repository {
         }
         bytesRead += chunk.length;
         options.onProgress?.(bytesRead);
+        options.signal?.throwIfAborted();
       }
       if (filled > 0) await putBlock(filled);
+      options.signal?.throwIfAborted();
       if (bytesRead !== options.size) throw new ImportFailed(`the source yielded ${bytesRead} bytes, expected ${options.size}`);
       const manifest = await this.commitImage({ name, size: options.size, blockSize, digests, parent: options.parent }, batch);
       return {
