@@ -82,6 +82,7 @@ export async function renderScale(results: StoreResults, jsonName: string, store
   const perBootCpu = cpuMs(first.counts.requests, first.counts.getBytes);
   const oneGatewayTargets = (gatewayCpuPerS * window) / perBootCpu;
   const thisMachineTargets = Math.min((small.requestsPerSecond * window) / Math.max(1, first.counts.requests), (large.mibPerSecond * MiB * window) / Math.max(1, first.counts.getBytes));
+  const requestShare = (100 * first.counts.requests * probe.gatewayCpuMsPerRequest) / perBootCpu;
   const clusterTargets = (clusterBytesPerS * window) / Math.max(1, first.counts.getBytes);
 
   return [
@@ -113,16 +114,20 @@ export async function renderScale(results: StoreResults, jsonName: string, store
     '## Where it saturates',
     '',
     `- **One gateway** (${ASSUMED.gatewayCores} cores, assumed) serves about **${oneGatewayTargets.toFixed(0)} first boots per ${window} s** from \`--from s3://\` (${(perBootCpu / 1000).toFixed(2)} CPU-seconds of radosgw per boot, measured); this 2-core machine as a gateway about ${thisMachineTargets.toFixed(0)}. ` +
-      'The gateway\'s cost is per request first: fewer, larger GETs (1–4 MiB ranges, the trace\'s merged prefetch) move the ceiling more than bytes do.',
+      `Requests make ${requestShare.toFixed(0)}% of that CPU and bytes the rest: fewer, larger GETs move the ceiling more than fewer bytes do.`,
     `- **The cluster** (assumed ${ASSUMED.osds} OSDs) reads about ${clusterTargets.toFixed(0)} first boots' bytes per ${window} s; with host caches the store sees one boot's bytes per host, not per target (${ASSUMED.targetsPerHost}× less).`,
     '- **One image is a hot set**: every target reads the same packs. radosgw stores an object as 4 MiB RADOS objects spread over the placement groups, so one pack\'s reads already spread over the OSDs; a single small image (a few hundred MiB) still lands on few of them, and many targets reading it at once want host caches (or a `repo serve` tier with its own cache in front).',
     '',
     '## How it shards',
     '',
-    '- **Gateways**: radosgw is stateless; run several behind DNS or a load balancer, or give each `repo serve` its own (`repo serve --repo s3://… --s3-endpoint http://gw-N`) and list the servers in each target\'s `--from nbd://A --from nbd://B`: the COR device stripes its fetches over them and fails over when one goes (measured: the fleet table in ${storeName}).',
+    `- **Gateways**: radosgw is stateless; run several behind DNS or a load balancer, or give each \`repo serve\` its own (\`repo serve --repo s3://… --s3-endpoint http://gw-N\`) and list the servers in each target's \`--from nbd://A --from nbd://B\`: the COR device stripes its fetches over them and fails over when one goes (measured: the fleet table in ${storeName}).`,
     '- **Stateless `repo serve` tiers**: a server holds only bounded caches (indexes, manifests) and can be added, killed or restarted at any time; targets see a list, not a single server.',
     '- **Buckets and prefixes**: reads are GETs by key and do not touch the bucket index; writers (imports, snapshot sessions, create-only version claims) do, and listings walk it. One repository per prefix (`s3://BUCKET/PREFIX`) or per bucket splits writers and lets a site keep its images in its own bucket near its own gateways; a target reads from whichever repository lists the image.',
-    '- **Host caches first**: at ' + ASSUMED.targetsPerHost + ' targets per host the store sees a tenth of the bytes, and the trace\'s prefetch cuts the requests; both together put 1,000 targets well inside one gateway (table above).',
+    `- **Host caches first**: at ${ASSUMED.targetsPerHost} targets per host the store sees about a ${ASSUMED.targetsPerHost === 10 ? 'tenth' : `1/${ASSUMED.targetsPerHost}`} of the requests and bytes (table above). ` +
+      (traced ? (traced.counts.requests < first.counts.requests
+        ? `The trace's prefetch cut a boot's requests at the gateway from ${first.counts.requests} to ${traced.counts.requests}.`
+        : `The trace's prefetch did **not** cut a boot's requests at the gateway in this run (${traced.counts.requests} against ${first.counts.requests} for a first boot, ${(traced.counts.getBytes / Math.max(1, traced.counts.gets) / 1024).toFixed(0)} KiB per GET): its replay's reads reach the store as GETs no larger than the first boot's, so here it does not lighten the store's load.`)
+        : 'The trace was not measured in this run.'),
     '',
   ].join('\n');
 }
