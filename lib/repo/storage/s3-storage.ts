@@ -5,6 +5,11 @@
 // them: --s3-endpoint, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / `endpoint_url` in the shared
 // config; AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the shared credentials file (AWS_PROFILE);
 // AWS_REGION or the shared config, else us-east-1. Failures of the store become one-line errors.
+// Reads come in ranges of up to 4 MiB (the gateway's cost is per request), a bounded number at
+// once. A request that fails for a transient reason (5xx, SlowDown, a connection reset or refused,
+// a timeout) is retried by the SDK's standard retry strategy (exponential back-off with full
+// jitter, S3_ATTEMPTS attempts at most); a range whose body breaks half-way is asked again for
+// the rest here. Failing over to another repository is not this file's job (lib/fetch/failover.ts).
 // A little over 300 lines: the storage, its range reader and its multipart upload share one client
 // and one mapping of the SDK's errors.
 import {
@@ -14,7 +19,7 @@ import {
 import { UsageError } from '../../base/errors.js';
 import { RepositoryCorrupt, StoreUnavailable } from '../errors.js';
 import { exactInteger } from '../exact-integer.js';
-import type { ObjectUpload, RangeReader, RepositoryStorage, StoredEntry } from './storage.js';
+import type { ObjectUpload, RangeReader, ReadShape, RepositoryStorage, StoredEntry } from './storage.js';
 
 const S3_URI = /^s3:\/\/([^/]*)(?:\/(.*))?$/;
 /** S3's bucket naming rules (lower case, digits, dots, hyphens; 3 to 63 characters). */
@@ -25,12 +30,28 @@ const PART_BYTES = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT = 2;
 /** A create-only PUT racing another one may get 409 (ConditionalRequestConflict): try again. */
 const CONFLICT_RETRIES = 5;
+/**
+ * Attempts per request, transient failures retried by the SDK with exponential back-off and full
+ * jitter (base 50 ms, 1 s after SlowDown): a gateway restart or a dropped connection is ridden
+ * through, a store that is down fails in well under a second (then the caller's own policy holds:
+ * failover to another repository, the fill's pause). The SDK's default is 3.
+ */
+const S3_ATTEMPTS = 5;
+/**
+ * Ranges of up to 4 MiB: Ceph's gateway costs ~2 ms of CPU per request and ~7 ms per MiB, the SDK
+ * ~3 ms per request (shared CEPH.md), so 64 KiB ranges spend most of it on requests. Blocks up to
+ * 256 KiB apart in a pack share a request (reading the gap costs less than another request).
+ */
+const S3_READ_SHAPE: ReadShape = { maxRangeBytes: 4 * 1024 * 1024, joinGapBytes: 256 * 1024 };
+/** Range GETs in flight at once per storage (more only queue at a gateway that is CPU-bound). */
+const RANGE_GETS_IN_FLIGHT = 8;
 
 /** The pinned SDK warns on every process that Node 20 will not get its future releases; lazyboot pins it. */
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 export class S3Storage implements RepositoryStorage {
   readonly isLocalDirectory = false;
+  readonly readShape = S3_READ_SHAPE;
   readonly location: string;
   readonly bucket: string;
   /** The key prefix, '' or ending in '/'. */
@@ -38,6 +59,8 @@ export class S3Storage implements RepositoryStorage {
   /** The endpoint named by a flag or the environment, for messages ('' when the SDK finds it). */
   private readonly endpoint: string | undefined;
   readonly client: S3Client;
+  /** Bounds the range GETs in flight (see RANGE_GETS_IN_FLIGHT). */
+  readonly rangeSlots = new Slots(RANGE_GETS_IN_FLIGHT);
 
   constructor(uri: string, endpointFlag?: string) {
     const match = S3_URI.exec(uri);
@@ -55,6 +78,7 @@ export class S3Storage implements RepositoryStorage {
     this.client = new S3Client({
       ...(this.endpoint !== undefined ? { endpoint: this.endpoint, forcePathStyle: true } : {}),
       region: regionProvider(),
+      maxAttempts: S3_ATTEMPTS,
       // Ceph and other S3 stores refuse the SDK's default streaming checksums (411 MissingContentLength).
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
@@ -165,6 +189,8 @@ export class S3Storage implements RepositoryStorage {
     const status = httpStatus(error);
     const code = networkCode(error);
     const endpoint = this.endpoint ?? 'the configured S3 endpoint';
+    const attempts = (error as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
+    const tried = attempts > 1 ? `, ${attempts} attempts` : '';
     if (name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch' || name === 'AccessDenied' || status === 403) {
       return new StoreUnavailable(`${this.location}: the S3 store at ${endpoint} refused the credentials (${name ?? status})`,
         'check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the shared credentials file and AWS_PROFILE)', { cause: error });
@@ -176,10 +202,10 @@ export class S3Storage implements RepositoryStorage {
       return new StoreUnavailable(`${this.location}: no S3 credentials found`, 'set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile in ~/.aws/credentials', { cause: error });
     }
     if (code !== undefined || name === 'TimeoutError' || name === 'RequestTimeout') {
-      return new StoreUnavailable(`${this.location}: cannot reach the S3 endpoint ${endpoint} (${code ?? name})`, 'check --s3-endpoint or AWS_ENDPOINT_URL, and that the store is up', { cause: error });
+      return new StoreUnavailable(`${this.location}: cannot reach the S3 endpoint ${endpoint} (${code ?? name}${tried})`, 'check --s3-endpoint or AWS_ENDPOINT_URL, and that the store is up', { cause: error });
     }
     const message = error instanceof Error ? error.message : String(error);
-    return new StoreUnavailable(`${this.location}: ${doing} failed (${name ?? 'error'}${status ? ` ${status}` : ''}: ${message.split('\n')[0]})`, 'check the S3 store and its logs', { cause: error });
+    return new StoreUnavailable(`${this.location}: ${doing} failed (${name ?? 'error'}${status ? ` ${status}` : ''}: ${message.split('\n')[0]}${tried})`, `check the S3 store at ${endpoint} and its logs`, { cause: error });
   }
 }
 
@@ -190,24 +216,83 @@ class ObjectRangeReader implements RangeReader {
   async readInto(target: Buffer, targetOffset: number, length: number, position: number): Promise<void> {
     if (length === 0) return;
     let done = 0;
+    await this.storage.rangeSlots.take();
     try {
-      const reply = await this.storage.client.send(new GetObjectCommand({ Bucket: this.storage.bucket, Key: this.key, Range: `bytes=${position}-${position + length - 1}` }));
+      // The SDK retries the request; a body that breaks after it began (a reset mid-transfer) is
+      // asked again for its rest, with the same bound and back-off.
+      for (let attempt = 1; done < length; attempt++) {
+        try {
+          done += await this.readOnce(target, targetOffset + done, length - done, position + done);
+          break;
+        } catch (error) {
+          if (!(error instanceof BodyBroken)) throw this.mapped(error, position);
+          done += error.received;
+          if (attempt >= S3_ATTEMPTS) throw this.mapped(error.cause, position);
+          await sleep(Math.random() * 50 * 2 ** attempt);
+        }
+      }
+    } finally {
+      this.storage.rangeSlots.give();
+    }
+    if (done < length) throw new RepositoryCorrupt(this.path, `is truncated (no data at offset ${exactInteger(position + done)})`);
+  }
+
+  /** One range GET into `target`; the bytes it gave (fewer only at the object's end). */
+  private async readOnce(target: Buffer, targetOffset: number, length: number, position: number): Promise<number> {
+    const reply = await this.storage.client.send(new GetObjectCommand({ Bucket: this.storage.bucket, Key: this.key, Range: `bytes=${position}-${position + length - 1}` }));
+    let done = 0;
+    try {
       for await (const chunk of reply.Body as AsyncIterable<Uint8Array>) {
         const take = Math.min(chunk.length, length - done);
         target.set(take === chunk.length ? chunk : chunk.subarray(0, take), targetOffset + done);
         done += take;
       }
     } catch (error) {
-      const name = errorName(error);
-      if (name === 'NoSuchKey') throw new RepositoryCorrupt(this.path, 'is missing', { cause: error });
-      if (name === 'InvalidRange' || httpStatus(error) === 416) throw new RepositoryCorrupt(this.path, `is truncated (no data at offset ${exactInteger(position)})`, { cause: error });
-      throw this.storage.storeError(error, `reading ${this.path}`);
+      throw new BodyBroken(done, error);
     }
-    if (done < length) throw new RepositoryCorrupt(this.path, `is truncated (no data at offset ${exactInteger(position + done)})`);
+    return done;
+  }
+
+  private mapped(error: unknown, position: number): Error {
+    const name = errorName(error);
+    if (name === 'NoSuchKey') return new RepositoryCorrupt(this.path, 'is missing', { cause: error });
+    if (name === 'InvalidRange' || httpStatus(error) === 416) return new RepositoryCorrupt(this.path, `is truncated (no data at offset ${exactInteger(position)})`, { cause: error });
+    return this.storage.storeError(error, `reading ${this.path}`);
   }
 
   async close(): Promise<void> {}
 }
+
+/** A range GET's body that failed after `received` bytes had arrived. */
+class BodyBroken extends Error {
+  constructor(readonly received: number, cause: unknown) {
+    super(`the reply broke off after ${received} bytes`, { cause });
+  }
+}
+
+/** A counting semaphore: take() waits while `limit` holders have not given back. */
+class Slots {
+  private held = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly limit: number) {}
+
+  async take(): Promise<void> {
+    if (this.held < this.limit) {
+      this.held++;
+      return;
+    }
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+
+  give(): void {
+    const next = this.waiting.shift();
+    if (next) next(); // the slot passes on as held
+    else this.held--;
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * A large object written in parts: a single PUT when it stays below one part, else a multipart
