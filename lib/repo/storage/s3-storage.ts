@@ -5,21 +5,19 @@
 // them: --s3-endpoint, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / `endpoint_url` in the shared
 // config; AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the shared credentials file (AWS_PROFILE);
 // AWS_REGION or the shared config, else us-east-1. Failures of the store become one-line errors.
-// Reads come in ranges of up to 4 MiB (the gateway's cost is per request), a bounded number at
-// once. A request that fails for a transient reason (5xx, SlowDown, a connection reset or refused,
-// a timeout) is retried by the SDK's standard retry strategy (exponential back-off with full
-// jitter, S3_ATTEMPTS attempts at most); a range whose body breaks half-way is asked again for
-// the rest here. Failing over to another repository is not this file's job (lib/fetch/failover.ts).
-// A little over 300 lines: the storage, its range reader and its multipart upload share one client
-// and one mapping of the SDK's errors.
+// Reads: s3-range-reader.ts (ranges of up to 4 MiB, bounded, retried). A request that fails for a
+// transient reason is retried by the SDK (S3_ATTEMPTS); failing over to another repository is
+// lib/fetch/failover.ts's job. Over 300 lines: the storage and its multipart upload share one
+// client and one mapping of the SDK's errors.
 import {
   S3Client, GetObjectCommand, PutObjectCommand, DeleteObjectCommand, ListObjectsV2Command,
-  CreateMultipartUploadCommand, UploadPartCommand, CompleteMultipartUploadCommand, AbortMultipartUploadCommand,
+  CreateMultipartUploadCommand, UploadPartCommand, ListMultipartUploadsCommand, CompleteMultipartUploadCommand, AbortMultipartUploadCommand,
 } from '@aws-sdk/client-s3';
 import { UsageError } from '../../base/errors.js';
 import { RepositoryCorrupt, StoreUnavailable } from '../errors.js';
-import { exactInteger } from '../exact-integer.js';
-import type { ObjectUpload, RangeReader, ReadShape, RepositoryStorage, StoredEntry } from './storage.js';
+import type { ObjectUpload, RangeReader, RepositoryStorage, StoredEntry, UnfinishedUpload } from './storage.js';
+import { ObjectRangeReader, RangeSlots, S3_ATTEMPTS, S3_READ_SHAPE } from './s3-range-reader.js';
+import { errorName, httpStatus, networkCode } from './s3-error-fields.js';
 
 const S3_URI = /^s3:\/\/([^/]*)(?:\/(.*))?$/;
 /** S3's bucket naming rules (lower case, digits, dots, hyphens; 3 to 63 characters). */
@@ -30,21 +28,6 @@ const PART_BYTES = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT = 2;
 /** A create-only PUT racing another one may get 409 (ConditionalRequestConflict): try again. */
 const CONFLICT_RETRIES = 5;
-/**
- * Attempts per request, transient failures retried by the SDK with exponential back-off and full
- * jitter (base 50 ms, 1 s after SlowDown): a gateway restart or a dropped connection is ridden
- * through, a store that is down fails in well under a second (then the caller's own policy holds:
- * failover to another repository, the fill's pause). The SDK's default is 3.
- */
-const S3_ATTEMPTS = 5;
-/**
- * Ranges of up to 4 MiB: Ceph's gateway costs ~2 ms of CPU per request and ~7 ms per MiB, the SDK
- * ~3 ms per request (shared CEPH.md), so 64 KiB ranges spend most of it on requests. Blocks up to
- * 256 KiB apart in a pack share a request (reading the gap costs less than another request).
- */
-const S3_READ_SHAPE: ReadShape = { maxRangeBytes: 4 * 1024 * 1024, joinGapBytes: 256 * 1024 };
-/** Range GETs in flight at once per storage (more only queue at a gateway that is CPU-bound). */
-const RANGE_GETS_IN_FLIGHT = 8;
 
 /** The pinned SDK warns on every process that Node 20 will not get its future releases; lazyboot pins it. */
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -59,8 +42,8 @@ export class S3Storage implements RepositoryStorage {
   /** The endpoint named by a flag or the environment, for messages ('' when the SDK finds it). */
   private readonly endpoint: string | undefined;
   readonly client: S3Client;
-  /** Bounds the range GETs in flight (see RANGE_GETS_IN_FLIGHT). */
-  readonly rangeSlots = new Slots(RANGE_GETS_IN_FLIGHT);
+  /** Bounds the range GETs in flight (see s3-range-reader.ts). */
+  readonly rangeSlots = new RangeSlots();
 
   constructor(uri: string, endpointFlag?: string) {
     const match = S3_URI.exec(uri);
@@ -118,7 +101,9 @@ export class S3Storage implements RepositoryStorage {
         throw this.storeError(error, `listing ${this.describe(prefix)}`);
       }
       for (const item of reply.CommonPrefixes ?? []) entries.push({ name: item.Prefix!.slice(listed.length, -1), kind: 'directory' });
-      for (const item of reply.Contents ?? []) entries.push({ name: item.Key!.slice(listed.length), kind: 'file' });
+      for (const item of reply.Contents ?? []) {
+        entries.push({ name: item.Key!.slice(listed.length), kind: 'file', ...(item.Size !== undefined ? { size: item.Size } : {}), ...(item.LastModified ? { modified: item.LastModified } : {}) });
+      }
       token = reply.IsTruncated ? reply.NextContinuationToken : undefined;
     } while (token);
     return entries;
@@ -168,6 +153,38 @@ export class S3Storage implements RepositoryStorage {
     }
   }
 
+  /** Multipart uploads under the prefix never completed or aborted (an importer killed mid-pack leaves one). */
+  async unfinishedUploads(): Promise<UnfinishedUpload[]> {
+    const uploads: UnfinishedUpload[] = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      let reply;
+      try {
+        reply = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: this.prefix, ...(keyMarker ? { KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker } : {}) }));
+      } catch (error) {
+        throw this.storeError(error, `listing the unfinished uploads of ${this.location}`);
+      }
+      for (const upload of reply.Uploads ?? []) {
+        const key = upload.Key!.slice(this.prefix.length);
+        uploads.push({
+          key,
+          started: upload.Initiated ?? new Date(0),
+          abort: async () => {
+            try {
+              await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.Key!, UploadId: upload.UploadId! }));
+            } catch (error) {
+              if (errorName(error) !== 'NoSuchUpload') throw this.storeError(error, `aborting the upload of ${this.describe(key)}`);
+            }
+          },
+        });
+      }
+      keyMarker = reply.IsTruncated ? reply.NextKeyMarker : undefined;
+      uploadIdMarker = reply.NextUploadIdMarker;
+    } while (keyMarker);
+    return uploads;
+  }
+
   async isEmpty(): Promise<boolean> {
     try {
       const reply = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }));
@@ -208,91 +225,6 @@ export class S3Storage implements RepositoryStorage {
     return new StoreUnavailable(`${this.location}: ${doing} failed (${name ?? 'error'}${status ? ` ${status}` : ''}: ${message.split('\n')[0]}${tried})`, `check the S3 store at ${endpoint} and its logs`, { cause: error });
   }
 }
-
-/** Range GETs of one object. */
-class ObjectRangeReader implements RangeReader {
-  constructor(private readonly storage: S3Storage, private readonly key: string, private readonly path: string) {}
-
-  async readInto(target: Buffer, targetOffset: number, length: number, position: number): Promise<void> {
-    if (length === 0) return;
-    let done = 0;
-    await this.storage.rangeSlots.take();
-    try {
-      // The SDK retries the request; a body that breaks after it began (a reset mid-transfer) is
-      // asked again for its rest, with the same bound and back-off.
-      for (let attempt = 1; done < length; attempt++) {
-        try {
-          done += await this.readOnce(target, targetOffset + done, length - done, position + done);
-          break;
-        } catch (error) {
-          if (!(error instanceof BodyBroken)) throw this.mapped(error, position);
-          done += error.received;
-          if (attempt >= S3_ATTEMPTS) throw this.mapped(error.cause, position);
-          await sleep(Math.random() * 50 * 2 ** attempt);
-        }
-      }
-    } finally {
-      this.storage.rangeSlots.give();
-    }
-    if (done < length) throw new RepositoryCorrupt(this.path, `is truncated (no data at offset ${exactInteger(position + done)})`);
-  }
-
-  /** One range GET into `target`; the bytes it gave (fewer only at the object's end). */
-  private async readOnce(target: Buffer, targetOffset: number, length: number, position: number): Promise<number> {
-    const reply = await this.storage.client.send(new GetObjectCommand({ Bucket: this.storage.bucket, Key: this.key, Range: `bytes=${position}-${position + length - 1}` }));
-    let done = 0;
-    try {
-      for await (const chunk of reply.Body as AsyncIterable<Uint8Array>) {
-        const take = Math.min(chunk.length, length - done);
-        target.set(take === chunk.length ? chunk : chunk.subarray(0, take), targetOffset + done);
-        done += take;
-      }
-    } catch (error) {
-      throw new BodyBroken(done, error);
-    }
-    return done;
-  }
-
-  private mapped(error: unknown, position: number): Error {
-    const name = errorName(error);
-    if (name === 'NoSuchKey') return new RepositoryCorrupt(this.path, 'is missing', { cause: error });
-    if (name === 'InvalidRange' || httpStatus(error) === 416) return new RepositoryCorrupt(this.path, `is truncated (no data at offset ${exactInteger(position)})`, { cause: error });
-    return this.storage.storeError(error, `reading ${this.path}`);
-  }
-
-  async close(): Promise<void> {}
-}
-
-/** A range GET's body that failed after `received` bytes had arrived. */
-class BodyBroken extends Error {
-  constructor(readonly received: number, cause: unknown) {
-    super(`the reply broke off after ${received} bytes`, { cause });
-  }
-}
-
-/** A counting semaphore: take() waits while `limit` holders have not given back. */
-class Slots {
-  private held = 0;
-  private readonly waiting: Array<() => void> = [];
-
-  constructor(private readonly limit: number) {}
-
-  async take(): Promise<void> {
-    if (this.held < this.limit) {
-      this.held++;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiting.push(resolve));
-  }
-
-  give(): void {
-    const next = this.waiting.shift();
-    if (next) next(); // the slot passes on as held
-    else this.held--;
-  }
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * A large object written in parts: a single PUT when it stays below one part, else a multipart
@@ -381,20 +313,4 @@ function regionProvider(): () => Promise<string> {
       probe.destroy();
     }
   })());
-}
-
-function errorName(error: unknown): string | undefined {
-  return (error as { name?: string }).name;
-}
-
-function httpStatus(error: unknown): number | undefined {
-  return (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-}
-
-/** ECONNREFUSED, ENOTFOUND, … on the error or its cause (the SDK wraps some). */
-function networkCode(error: unknown): string | undefined {
-  for (let at = error as { code?: unknown; cause?: unknown } | undefined, depth = 0; at && depth < 4; at = at.cause as typeof at, depth++) {
-    if (typeof at.code === 'string' && /^E[A-Z]+$/.test(at.code)) return at.code;
-  }
-  return undefined;
 }
