@@ -82,11 +82,14 @@ test('after the pivot (debian-plain, fill running): `lazyboot snapshot NAME` cov
   control.attach(vm);
   t.teardown(() => control.close());
   await vm.ready;
+  const startedAt = Date.now();
+  const at = (): string => `${((Date.now() - startedAt) / 1000).toFixed(0)} s after boot`;
+  t.log(`booted: ${at()}`);
 
   // Phase 1 (COR device): a file written before the pivot. Then the pivot, with a slow fill.
   const sums: Record<string, string> = {};
   sums['/srv/snap/before'] = await writeFile(vm, '/srv/snap/before', 2 * MiB);
-  const pivot = await vm.pivot({ fill: true, fillRate: 12 * MiB });
+  const pivot = await vm.pivot({ fill: true, fillRate: 64 * MiB });
   t.is(vm.storageReadySource, 'agent');
   t.log(`pivoted: guest paused ${pivot.pauseMs.toFixed(1)} ms`);
   // Phase 2 (QEMU's graph): a file written after it, and a writer that keeps rewriting another.
@@ -133,6 +136,7 @@ test('after the pivot (debian-plain, fill running): `lazyboot snapshot NAME` cov
   // (vm.filled is for a pivot at launch; this one was asked for later: its end is the status.)
   while (vm.status().fill === 'running' || vm.status().fill === 'paused') await new Promise((resolve) => setTimeout(resolve, 500));
   t.is(vm.status().fill, 'complete');
+  t.log(`fill complete: ${at()}`);
   sums['/srv/snap/last'] = await writeFile(vm, '/srv/snap/last', 512 * 1024);
   let failedDirty = 0;
   const failing = vm.snapshot({
@@ -156,6 +160,7 @@ test('after the pivot (debian-plain, fill running): `lazyboot snapshot NAME` cov
   t.log(`after the failure: ${retried.dirtyBlocks} dirty blocks, ${retried.sentBlocks} sent (the failed one had ${failedDirty})`);
   t.deepEqual((await leftovers(tmp)).filter((entry) => entry.startsWith('lazyboot-snapshot-')), [], 'no snapshot temp dir left');
   await vm.close();
+  t.log(`VM closed: ${at()}`);
   t.deepEqual(await qemuProcessesMentioning(scratch), []);
 
   // Each version checks clean and holds what was written before its instant.
@@ -169,4 +174,5 @@ test('after the pivot (debian-plain, fill running): `lazyboot snapshot NAME` cov
   const v4 = await filesIn(t, scratch, repoDir, 'img-native@4', files);
   t.deepEqual(v4, sums, 'v4 has every file');
   t.notRegex(lines.join('\n'), /EXT4-fs error|I\/O error/);
+  t.log(`versions checked: ${at()}`);
 });
