@@ -9,12 +9,12 @@
 // and one mapping of the SDK's errors.
 import {
   S3Client, GetObjectCommand, PutObjectCommand, DeleteObjectCommand, ListObjectsV2Command,
-  CreateMultipartUploadCommand, UploadPartCommand, CompleteMultipartUploadCommand, AbortMultipartUploadCommand,
+  CreateMultipartUploadCommand, UploadPartCommand, ListMultipartUploadsCommand, CompleteMultipartUploadCommand, AbortMultipartUploadCommand,
 } from '@aws-sdk/client-s3';
 import { UsageError } from '../../base/errors.js';
 import { RepositoryCorrupt, StoreUnavailable } from '../errors.js';
 import { exactInteger } from '../exact-integer.js';
-import type { ObjectUpload, RangeReader, RepositoryStorage, StoredEntry } from './storage.js';
+import type { ObjectUpload, RangeReader, RepositoryStorage, StoredEntry, UnfinishedUpload } from './storage.js';
 
 const S3_URI = /^s3:\/\/([^/]*)(?:\/(.*))?$/;
 /** S3's bucket naming rules (lower case, digits, dots, hyphens; 3 to 63 characters). */
@@ -94,7 +94,9 @@ export class S3Storage implements RepositoryStorage {
         throw this.storeError(error, `listing ${this.describe(prefix)}`);
       }
       for (const item of reply.CommonPrefixes ?? []) entries.push({ name: item.Prefix!.slice(listed.length, -1), kind: 'directory' });
-      for (const item of reply.Contents ?? []) entries.push({ name: item.Key!.slice(listed.length), kind: 'file' });
+      for (const item of reply.Contents ?? []) {
+        entries.push({ name: item.Key!.slice(listed.length), kind: 'file', ...(item.Size !== undefined ? { size: item.Size } : {}), ...(item.LastModified ? { modified: item.LastModified } : {}) });
+      }
       token = reply.IsTruncated ? reply.NextContinuationToken : undefined;
     } while (token);
     return entries;
@@ -142,6 +144,38 @@ export class S3Storage implements RepositoryStorage {
     } catch (error) {
       throw this.storeError(error, `deleting ${this.describe(key)}`);
     }
+  }
+
+  /** Multipart uploads under the prefix never completed or aborted (an importer killed mid-pack leaves one). */
+  async unfinishedUploads(): Promise<UnfinishedUpload[]> {
+    const uploads: UnfinishedUpload[] = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      let reply;
+      try {
+        reply = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: this.prefix, ...(keyMarker ? { KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker } : {}) }));
+      } catch (error) {
+        throw this.storeError(error, `listing the unfinished uploads of ${this.location}`);
+      }
+      for (const upload of reply.Uploads ?? []) {
+        const key = upload.Key!.slice(this.prefix.length);
+        uploads.push({
+          key,
+          started: upload.Initiated ?? new Date(0),
+          abort: async () => {
+            try {
+              await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.Key!, UploadId: upload.UploadId! }));
+            } catch (error) {
+              if (errorName(error) !== 'NoSuchUpload') throw this.storeError(error, `aborting the upload of ${this.describe(key)}`);
+            }
+          },
+        });
+      }
+      keyMarker = reply.IsTruncated ? reply.NextKeyMarker : undefined;
+      uploadIdMarker = reply.NextUploadIdMarker;
+    } while (keyMarker);
+    return uploads;
   }
 
   async isEmpty(): Promise<boolean> {

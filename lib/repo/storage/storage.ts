@@ -8,6 +8,19 @@
 export interface StoredEntry {
   readonly name: string;
   readonly kind: 'file' | 'directory' | 'other';
+  /** Bytes of a stored object, where the listing tells it for free (S3; a directory leaves it out). */
+  readonly size?: number;
+  /** When the object was stored, where the listing tells it (S3's LastModified). */
+  readonly modified?: Date;
+}
+
+/** A multipart upload begun under the repository and never completed or aborted (S3). */
+export interface UnfinishedUpload {
+  /** The key it would have created. */
+  readonly key: string;
+  readonly started: Date;
+  /** Drops its parts. */
+  abort(): Promise<void>;
 }
 
 /** Reads byte ranges of one stored object (keeps what makes re-reads cheap, e.g. an open file). */
@@ -46,6 +59,8 @@ export interface RepositoryStorage {
   upload(key: string): ObjectUpload;
   openRange(key: string): RangeReader;
   delete(key: string): Promise<void>;
+  /** Uploads under the repository that were begun and never finished (a store without multipart has none). */
+  unfinishedUploads?(): Promise<UnfinishedUpload[]>;
   /** Whether nothing at all is stored (a repository may be created only there). */
   isEmpty(): Promise<boolean>;
   close(): Promise<void>;
