@@ -191,7 +191,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   /** The live snapshot under way: the disk's close stops it (its marks go back) before the disk closes. */
   let liveSnapshotRun: { readonly stop: AbortController; readonly done: Promise<unknown> } | undefined;
   let resumed = false;
-  const deviceOptions = { image: options.image, disk: diskPath, from: [...(options.from ?? [])], log: options.log, fetchTimeoutMs: options.fetchTimeoutMs };
+  const deviceOptions = { image: options.image, disk: diskPath, from: [...(options.from ?? [])], s3Endpoint: options.s3Endpoint, log: options.log, fetchTimeoutMs: options.fetchTimeoutMs };
   if (options.disk) {
     const recovered = await recoverInterruptedPivot(diskPath, async () => {
       const probe = await openCorDevice(deviceOptions);
@@ -209,6 +209,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       image: options.image,
       disk: diskPath,
       from: [...(options.from ?? [])],
+      s3Endpoint: options.s3Endpoint,
       // With a pivot QEMU's block-stream fills after it (below), not the COR device.
       fill: options.fill && pivotMode === 'none',
       fillRate: options.fillRate,
