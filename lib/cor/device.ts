@@ -22,6 +22,8 @@ export interface CorDeviceOptions {
   image: string;            // 'name' or 'name@N'
   disk: string;             // local raw file (created sparse if missing) or block device; map at `${disk}.map`
   from: string[];           // repository URIs; empty → the default local repository directory
+  /** The endpoint of s3:// repositories in `from` (default: AWS_ENDPOINT_URL, the shared AWS config). */
+  s3Endpoint?: string;
   socketPath?: string;      // unix socket to serve on; default: a fresh temp path
   exportName?: string;      // default 'disk'
   fill?: boolean; fillRate?: number /* bytes/s, 0 = unlimited */;
