@@ -18,6 +18,7 @@ import { startCephCluster, type CephCluster } from './helpers/ceph.js';
 import { BIN, lazyboot, inTempDir, oneLine } from './helpers/repo-cli.js';
 import { MiB } from './helpers/repo-fixtures.js';
 import { encodePackIndex } from '../lib/repo/pack-index.js';
+import { Repository } from '../lib/repo/repository.js';
 
 const BUCKET = 'lazyboot-check';
 let cluster: CephCluster | undefined;
@@ -156,6 +157,71 @@ test('repo check on s3:// names each damaged or stray object in one line; --repa
     t.is(badAge.exitCode, 1);
     t.true(oneLine(badAge.stderr), badAge.stderr);
     t.regex(badAge.stderr, /invalid --min-age -5/);
+  }));
+
+test('--repair keeps an unreferenced pack a running import reuses (its index rewritten young); a pack removed under an import is stored anew', (t) =>
+  inTempDir(async (dir) => {
+    t.timeout(300_000);
+    const prefix = newPrefix('reuse');
+    const repo = uri(prefix);
+    const file = join(dir, 'alpha.raw');
+    const content = randomBytes(2 * MiB);
+    await writeFile(file, content);
+    await imported(t, file, 'alpha', repo);
+    const dropManifest = () => client!.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: `${prefix}/manifests/alpha/1.manifest` }));
+    await dropManifest(); // alpha's pack and index: referenced by nothing now
+    // --min-age 0.2: 12 s, to outlast the CLI's start-up on a loaded machine.
+    const indexWritten = async () => (await client!.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: `${prefix}/packs/` }))).Contents!.find((item) => item.Key!.endsWith('.idx'))!.LastModified!.getTime();
+    const written = await indexWritten();
+    await sleep(13_000);
+    const old = await lazyboot(['repo', 'check', '--min-age', '0.2', '--repo', repo]);
+    t.regex(old.stdout, /pack and index no manifest refers to .*, left by an interrupted import; nothing refers to it \(--repair fixes this\)/);
+
+    /** An in-process import of `content` as NAME that waits for `gate` after its last block, before its manifest. */
+    const pausedImport = async (repository: Repository, gate: Promise<void>) => {
+      async function* source() {
+        yield content;
+        await gate;
+      }
+      return repository.importImage('alpha', source(), { size: content.length });
+    };
+    const first = await Repository.open(repo, { create: false });
+    try {
+      let open!: () => void;
+      const importing = pausedImport(first, new Promise<void>((resolve) => (open = resolve)));
+      const deadline = Date.now() + 60_000;
+      while ((await indexWritten()) === written && Date.now() < deadline) await sleep(50);
+      t.not(await indexWritten(), written, 'the import rewrote the index of the pack it reuses');
+      const repair = await lazyboot(['repo', 'check', '--repair', '--min-age', '0.2', '--repo', repo]);
+      t.is(repair.exitCode, 0, repair.stdout);
+      t.regex(repair.stdout, /pack and index no manifest refers to .*written [0-9]+ s ago; kept: an import may still be writing it/);
+      open();
+      const result = await importing;
+      t.is(result.ref, 'alpha@1');
+      t.is(result.newBlocks, 0, 'the import reused the pack');
+    } finally {
+      await first.close();
+    }
+    const out = join(dir, 'alpha.export');
+    t.is((await lazyboot(['image', 'export', 'alpha', out, '--repo', repo])).exitCode, 0);
+    t.true((await readFile(out)).equals(content));
+
+    // The same, but the repair runs (at any age) before the import reaches the pack: the import
+    // finds its index gone and stores the blocks itself.
+    const second = await Repository.open(repo, { create: false });
+    try {
+      await dropManifest();
+      const removed = await lazyboot(['repo', 'check', '--repair', '--min-age', '0', '--repo', repo]);
+      t.regex(removed.stdout, /1 problem\(s\), 1 repaired$/);
+      t.is((await keysUnder(prefix)).filter((key) => key.startsWith('packs/')).length, 0);
+      const result = await pausedImport(second, Promise.resolve());
+      t.is(result.newBlocks, 32, 'the blocks of the removed pack were stored anew');
+    } finally {
+      await second.close();
+    }
+    t.is((await lazyboot(['image', 'export', 'alpha', out, '--repo', repo])).exitCode, 0);
+    t.true((await readFile(out)).equals(content));
+    t.is((await lazyboot(['repo', 'check', '--verify', '--repo', repo])).exitCode, 0);
   }));
 
 /** When the import writing into `prefix` began its multipart upload (or ended, if it did not). */
