@@ -5,8 +5,9 @@
 // and QEMU's writes bitmap) through QEMU's fleecing. Then: a snapshot right after ships only what
 // was written between (the writes made during the first one included); one with the guest idle
 // ships next to nothing; once the fill has completed (the COR device gone) a snapshot whose
-// repository server is killed mid-way loses no mark: the next one ships the same blocks. Every
-// version exports with a root file system that checks clean (e2fsck -fn) and holds the files.
+// repository server is killed mid-way loses no mark: the next one ships the same blocks; the
+// snapshot on exit ships only what was written since. Every checked version exports with a root
+// file system that checks clean (e2fsck -fn) and holds the files.
 // One VM for the whole file.
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -75,7 +76,7 @@ test('after the pivot (debian-plain, fill running): `lazyboot snapshot NAME` cov
   const disk = path.join(scratch, 'disk.raw');
   const vm = await launch({
     image: 'img', from: [repoDir], disk, agent: true, pivot: 'none', memoryMiB: 512,
-    timeoutMs: BOOT_TIMEOUT_MS, log: (line) => lines.push(line),
+    timeoutMs: BOOT_TIMEOUT_MS, log: (line) => lines.push(line), snapshotOnExit: { as: 'img-exit', to },
   });
   t.teardown(() => vm.close());
   const control = await openVmControl({ name: 'native-vm', image: 'img', dir: path.join(runtime, 'lazyboot', 'vms') });
@@ -161,6 +162,13 @@ test('after the pivot (debian-plain, fill running): `lazyboot snapshot NAME` cov
   t.deepEqual((await leftovers(tmp)).filter((entry) => entry.startsWith('lazyboot-snapshot-')), [], 'no snapshot temp dir left');
   await vm.close();
   t.log(`VM closed: ${at()}`);
+  // 5. --snapshot-on-exit after the pivot: the fold put QEMU's writes since v4 in the map, and only
+  // those: what the live snapshots shipped (the 2 MiB written after the pivot, ...) is not sent again.
+  const onExit = (await vm.snapshotted)!;
+  t.is(onExit.ref, 'img-exit@1');
+  t.is(onExit.parent, 'img-native@4');
+  t.true(onExit.dirtyBlocks * onExit.blockSize < 2 * MiB, `${onExit.dirtyBlocks} dirty blocks at exit`);
+  t.log(`on exit: ${onExit.dirtyBlocks} dirty blocks, ${onExit.sentBlocks} sent`);
   t.deepEqual(await qemuProcessesMentioning(scratch), []);
 
   // Each version checks clean and holds what was written before its instant.
