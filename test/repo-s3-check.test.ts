@@ -1,7 +1,8 @@
 // `repo check` and `repo check --repair` of an s3:// repository against a real Ceph RGW (one
 // cluster for the file): damaged and missing objects are one line each; what interrupted imports
 // leave (a pack without an index, a pack and index no manifest uses, an unfinished multipart
-// upload) is kept while young and removed by --repair once old enough (--min-age 0 here); and an
+// upload) is kept while young and removed by --repair once old enough (--min-age 0 here); an old
+// unreferenced pack a running import reuses is kept (the import rewrote its index); and an
 // import SIGKILLed at spread-out moments never leaves a partial version, nor one SIGINTed as a
 // terminal's Ctrl-C does (that one cleans up its upload and says so in one line).
 import test, { type ExecutionContext } from 'ava';
@@ -18,6 +19,7 @@ import { startCephCluster, type CephCluster } from './helpers/ceph.js';
 import { BIN, lazyboot, inTempDir, oneLine } from './helpers/repo-cli.js';
 import { MiB } from './helpers/repo-fixtures.js';
 import { encodePackIndex } from '../lib/repo/pack-index.js';
+import { Repository } from '../lib/repo/repository.js';
 
 const BUCKET = 'lazyboot-check';
 let cluster: CephCluster | undefined;
@@ -158,6 +160,71 @@ test('repo check on s3:// names each damaged or stray object in one line; --repa
     t.regex(badAge.stderr, /invalid --min-age -5/);
   }));
 
+test('--repair keeps an unreferenced pack a running import reuses (its index rewritten young); a pack removed under an import is stored anew', (t) =>
+  inTempDir(async (dir) => {
+    t.timeout(300_000);
+    const prefix = newPrefix('reuse');
+    const repo = uri(prefix);
+    const file = join(dir, 'alpha.raw');
+    const content = randomBytes(2 * MiB);
+    await writeFile(file, content);
+    await imported(t, file, 'alpha', repo);
+    const dropManifest = () => client!.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: `${prefix}/manifests/alpha/1.manifest` }));
+    await dropManifest(); // alpha's pack and index: referenced by nothing now
+    // --min-age 0.2: 12 s, to outlast the CLI's start-up on a loaded machine.
+    const indexWritten = async () => (await client!.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: `${prefix}/packs/` }))).Contents!.find((item) => item.Key!.endsWith('.idx'))!.LastModified!.getTime();
+    const written = await indexWritten();
+    await sleep(13_000);
+    const old = await lazyboot(['repo', 'check', '--min-age', '0.2', '--repo', repo]);
+    t.regex(old.stdout, /pack and index no manifest refers to .*, left by an interrupted import; nothing refers to it \(--repair fixes this\)/);
+
+    /** An in-process import of `content` as NAME that waits for `gate` after its last block, before its manifest. */
+    const pausedImport = async (repository: Repository, gate: Promise<void>) => {
+      async function* source() {
+        yield content;
+        await gate;
+      }
+      return repository.importImage('alpha', source(), { size: content.length });
+    };
+    const first = await Repository.open(repo, { create: false });
+    try {
+      let open!: () => void;
+      const importing = pausedImport(first, new Promise<void>((resolve) => (open = resolve)));
+      const deadline = Date.now() + 60_000;
+      while ((await indexWritten()) === written && Date.now() < deadline) await sleep(50);
+      t.not(await indexWritten(), written, 'the import rewrote the index of the pack it reuses');
+      const repair = await lazyboot(['repo', 'check', '--repair', '--min-age', '0.2', '--repo', repo]);
+      t.is(repair.exitCode, 0, repair.stdout);
+      t.regex(repair.stdout, /pack and index no manifest refers to .*written [0-9]+ s ago; kept: an import may still be writing it/);
+      open();
+      const result = await importing;
+      t.is(result.ref, 'alpha@1');
+      t.is(result.newBlocks, 0, 'the import reused the pack');
+    } finally {
+      await first.close();
+    }
+    const out = join(dir, 'alpha.export');
+    t.is((await lazyboot(['image', 'export', 'alpha', out, '--repo', repo])).exitCode, 0);
+    t.true((await readFile(out)).equals(content));
+
+    // The same, but the repair runs (at any age) before the import reaches the pack: the import
+    // finds its index gone and stores the blocks itself.
+    const second = await Repository.open(repo, { create: false });
+    try {
+      await dropManifest();
+      const removed = await lazyboot(['repo', 'check', '--repair', '--min-age', '0', '--repo', repo]);
+      t.regex(removed.stdout, /1 problem\(s\), 1 repaired$/);
+      t.is((await keysUnder(prefix)).filter((key) => key.startsWith('packs/')).length, 0);
+      const result = await pausedImport(second, Promise.resolve());
+      t.is(result.newBlocks, 32, 'the blocks of the removed pack were stored anew');
+    } finally {
+      await second.close();
+    }
+    t.is((await lazyboot(['image', 'export', 'alpha', out, '--repo', repo])).exitCode, 0);
+    t.true((await readFile(out)).equals(content));
+    t.is((await lazyboot(['repo', 'check', '--verify', '--repo', repo])).exitCode, 0);
+  }));
+
 /** When the import writing into `prefix` began its multipart upload (or ended, if it did not). */
 async function uploadBegun(prefix: string, child: { exitCode: number | null }): Promise<number> {
   while (child.exitCode === null && (await uploadsUnder(prefix)) === 0) await sleep(10);
@@ -176,7 +243,7 @@ test('an import SIGKILLed at spread-out moments leaves no partial version; check
     await writeFile(file, content);
     // An uncut run, timed from the moment its pack upload begins (after Node's start and the
     // repository's creation, whose length varies with the machine's load) to its end. Each killed
-    // run waits for its own upload to begin, then is killed at a random moment in one fifth of
+    // run waits for its own upload to begin, then is killed at a random moment in one quarter of
     // that stretch; one more is killed before its upload begins (Node's start, the repository made).
     const uncut = newPrefix('uncut');
     const spawned = Date.now();
@@ -187,12 +254,12 @@ test('an import SIGKILLed at spread-out moments leaves no partial version; check
     const writing = Date.now() - uncutStart;
     t.log(`an uncut import begins its upload after ${startup} ms and writes its pack and manifest in ${writing} ms more`);
     const outcomes: string[] = [];
-    for (let fifth = -1; fifth < 5; fifth++) {
+    for (let quarter = -1; quarter < 4; quarter++) {
       const prefix = newPrefix('killed');
       const repo = uri(prefix);
       const child = execa('node', [BIN, 'image', 'import', file, 'disk', '--repo', repo], { reject: false });
-      const delay = fifth < 0 ? Math.round(Math.random() * startup) : Math.round(((fifth + Math.random()) / 5) * writing);
-      if (fifth >= 0) await uploadBegun(prefix, child);
+      const delay = quarter < 0 ? Math.round(Math.random() * startup) : Math.round(((quarter + Math.random()) / 4) * writing);
+      if (quarter >= 0) await uploadBegun(prefix, child);
       await sleep(delay);
       child.kill('SIGKILL');
       const ended = await child;
@@ -209,12 +276,12 @@ test('an import SIGKILLed at spread-out moments leaves no partial version; check
         t.is(/^disk@1 /m.test(ls.stdout), versionThere, ls.stdout);
       }
       if (versionThere) {
-        const out = join(dir, `export-${fifth}.raw`);
+        const out = join(dir, `export-${quarter}.raw`);
         const exported = await lazyboot(['image', 'export', 'disk@1', out, '--repo', repo]);
         t.is(exported.exitCode, 0, exported.stderr);
         t.true((await readFile(out)).equals(content), 'the version that is there is whole');
       }
-      outcomes.push(`${fifth < 0 ? `${delay} ms after its start` : `${delay} ms into its upload`}: ${ended.signal ?? `exit ${ended.exitCode}`}, ${keys.length} objects, ${uploads} unfinished upload(s), version ${versionThere ? 'whole' : 'none'}`);
+      outcomes.push(`${quarter < 0 ? `${delay} ms after its start` : `${delay} ms into its upload`}: ${ended.signal ?? `exit ${ended.exitCode}`}, ${keys.length} objects, ${uploads} unfinished upload(s), version ${versionThere ? 'whole' : 'none'}`);
       if (!keys.includes('lazyboot-repository')) continue;
       // The check passes, noting only unreferenced leftovers; --repair (at any age) removes them.
       const check = await lazyboot(['repo', 'check', '--repo', repo]);

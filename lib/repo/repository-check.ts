@@ -21,6 +21,8 @@ export interface Finding {
   readonly orphanPack?: boolean;
   /** An unreferenced object young enough to belong to an import still running: noted, kept, not a problem. */
   readonly young?: boolean;
+  /** An unreferenced pack's index as the walk saw it written: a newer one means a writer reuses it (store-check.ts). */
+  readonly indexWritten?: Date;
   repaired?: boolean;
 }
 

@@ -13,7 +13,7 @@ import { DIGEST_BYTES, digestOf, isZeroDigest, type Manifest } from './manifest-
 import { decodeManifest, encodeManifest } from './manifest-codec.js';
 import { BlockCorrupt, BlockMissing, ImportFailed, RepositoryCorrupt, UnknownImage, VersionConflict } from './errors.js';
 import { formatImageRef, isValidImageName, parseImageRef, validateImageName } from './image-name.js';
-import { PackStore } from './pack-store.js';
+import { PackStore, type PackFile } from './pack-store.js';
 import { ImageBackend, type ImageBackendOptions } from './image-backend.js';
 import { BlockBatch } from './block-batch.js';
 import { openRepositoryDirectory, openRepositoryStore } from './repository-marker.js';
@@ -263,6 +263,20 @@ export class Repository {
   /** Whether the block is stored, from the indexes loaded so far (no refresh: for bulk queries). */
   holdsLoaded(digest: Buffer): boolean {
     return this.store.locate(digest) !== undefined;
+  }
+
+  /**
+   * Before a write session refers to these stored blocks without sending them: keeps their packs
+   * from being removed as unreferenced (PackStore.keepAlive); a pack found gone is forgotten, so
+   * holdsLoaded then says its blocks are missing.
+   */
+  async keepAlive(digests: Iterable<Buffer>): Promise<void> {
+    const packs = new Set<PackFile>();
+    for (const digest of digests) {
+      const pack = this.store.locate(digest)?.pack;
+      if (pack) packs.add(pack);
+    }
+    await Promise.all([...packs].map((pack) => this.store.keepAlive(pack)));
   }
 
   /** Loads the indexes other writers added since (before a bulk query with holdsLoaded). */

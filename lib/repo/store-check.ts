@@ -103,7 +103,7 @@ export async function checkRepositoryStore(storage: RepositoryStorage, options: 
   // What interrupted imports leave. A manifest that does not decode may refer to any block, and
   // one that misses blocks may find them in a pack whose index is lost: then nothing is removed.
   const unsure = (refs.undecodable ?? 0) + refs.manifestsMissingBlocks;
-  const leftover = (keys: string[], what: string, written: Date | undefined, remove: () => Promise<void>): void => {
+  const leftover = (keys: string[], what: string, written: Date | undefined, indexWritten: Date | undefined, remove: () => Promise<void>): void => {
     const age = written ? now - written.getTime() : Infinity;
     const file = at(keys[0]!);
     const also = keys.length > 1 ? ` (and ${keys.slice(1).map(at).join(', ')})` : '';
@@ -112,26 +112,39 @@ export async function checkRepositoryStore(storage: RepositoryStorage, options: 
     } else if (age < options.minAgeMs) {
       findings.push({ file, young: true, problem: `${what}${also}, written ${Math.max(0, Math.round(age / 1000))} s ago; kept: an import may still be writing it (--repair removes it once it is ${minutes(options.minAgeMs)} old, see --min-age)` });
     } else {
-      findings.push({ file, problem: `${what}${also}, left by an interrupted import; nothing refers to it`, repair: remove });
+      findings.push({ file, problem: `${what}${also}, left by an interrupted import; nothing refers to it`, repair: remove, ...(indexWritten ? { indexWritten } : {}) });
     }
   };
   for (const [base, { pack, index }] of packs) {
     if (!index) {
-      leftover([`packs/${base}.pack`], 'pack without an index', pack!.modified, () => storage.delete(`packs/${base}.pack`));
+      leftover([`packs/${base}.pack`], 'pack without an index', pack!.modified, undefined, () => storage.delete(`packs/${base}.pack`));
       continue;
     }
     if (!pack || (blocksOf.get(base) ?? []).some((digest) => refs.referenced!.has(digest))) continue;
     // The index goes first: a reader that lists it then never finds its pack gone.
-    leftover([`packs/${base}.idx`, `packs/${base}.pack`], 'pack and index no manifest refers to', laterOf(pack.modified, index.modified), async () => {
+    leftover([`packs/${base}.idx`, `packs/${base}.pack`], 'pack and index no manifest refers to', laterOf(pack.modified, index.modified), index.modified, async () => {
       await storage.delete(`packs/${base}.idx`);
       await storage.delete(`packs/${base}.pack`);
     });
   }
   for (const upload of (await storage.unfinishedUploads?.()) ?? []) {
-    leftover([upload.key], `unfinished multipart upload begun ${upload.started.toISOString()}`, upload.started, () => upload.abort());
+    leftover([upload.key], `unfinished multipart upload begun ${upload.started.toISOString()}`, upload.started, undefined, () => upload.abort());
   }
 
   if (options.repair) {
+    // A writer that reuses an unreferenced pack's blocks rewrites its index first (PackStore.keepAlive):
+    // an index written again since the walk listed it is in use now, and kept.
+    const rewritten = new Set<string>();
+    if (findings.some((finding) => finding.repair && finding.indexWritten)) {
+      const now = new Map((await storage.list('packs')).map((entry) => [at(`packs/${entry.name}`), entry.modified?.getTime()]));
+      for (const finding of findings) {
+        if (finding.indexWritten && now.get(finding.file) !== finding.indexWritten.getTime()) rewritten.add(finding.file);
+      }
+    }
+    findings.forEach((finding, index) => {
+      if (!rewritten.has(finding.file) || !finding.repair) return;
+      findings[index] = { file: finding.file, young: true, problem: `${finding.problem.replace(/, left by an interrupted import; nothing refers to it$/, '')}; kept: a writer has just reused its blocks` };
+    });
     for (const finding of findings) {
       if (!finding.repair) continue;
       // A failure (the store refused) leaves it reported; deleting what is gone already succeeds.

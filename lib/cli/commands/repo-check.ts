@@ -27,7 +27,7 @@ export const checkCommand: CommandModule<CheckArgs, CheckArgs> = {
       .option('verify', { type: 'boolean', default: false, describe: 'also read every stored block and check its SHA-256' })
       .option('min-age', {
         type: 'number', default: DEFAULT_MIN_AGE_MINUTES,
-        describe: 'in an s3:// repository, --repair removes unreferenced objects only once they are this many minutes old: younger ones may belong to an import still running (on any host) and are only listed. 0 removes them at once: only when no import or snapshot into the repository is running',
+        describe: 'in an s3:// repository, --repair removes unreferenced objects only once they are this many minutes old: younger ones may belong to an import still running (on any host; one that reuses an unreferenced pack makes it young again) and are only listed. 0 removes them at once: only when no import or snapshot into the repository is running',
       }) as Argv<any>,
   handler: async (args) => {
     const minAge = args['min-age'];

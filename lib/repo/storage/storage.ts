@@ -30,6 +30,23 @@ export interface RangeReader {
   close(): Promise<void>;
 }
 
+/**
+ * How reads of one storage are best shaped, by what a request costs there: the repository's image
+ * reader (image-backend.ts) joins the blocks of a read that lie together in a pack into ranges of
+ * this shape.
+ */
+export interface ReadShape {
+  /** The longest byte range one read asks for. */
+  readonly maxRangeBytes: number;
+  /**
+   * Where a request costs more than a copy (an object store): pieces of one object up to this many
+   * bytes apart are read with one request (the bytes between are dropped) and copied to wherever the
+   * read wants each. Undefined (a local file): one read per range that is contiguous both in the
+   * object and in the read, straight into place.
+   */
+  readonly joinGapBytes?: number;
+}
+
 /** A large object written in pieces; invisible under its key until finish() (S3), or unreferenced until its index exists (directory). */
 export interface ObjectUpload {
   /** Appends `chunk`; the caller may reuse it once the promise resolves. */
@@ -43,6 +60,7 @@ export interface ObjectUpload {
 export interface RepositoryStorage {
   /** What the user named: a directory path or `s3://BUCKET/PREFIX`. */
   readonly location: string;
+  readonly readShape: ReadShape;
   /** Whether keys are files in a local directory (where `repo check` inspects modes, temp files, …). */
   readonly isLocalDirectory: boolean;
   /** The full path or URI of one object, for messages. */
