@@ -1,8 +1,9 @@
 // Copy-on-read straight from an s3:// repository, no lazyboot server in between, against a real
 // Ceph RGW (test/helpers/ceph.ts; one cluster for the file): a fill is fetched in ranges of MiBs
 // (GET requests counted at the gateway), survives the gateway being stopped and started again,
-// the tiny fixture boots with `lazyboot boot --from s3://`, Debian runs a command with `lazyboot run
-// --from s3://`. The endpoint is given with --s3-endpoint only (not in the environment).
+// the tiny fixture boots with `lazyboot boot --from s3://` (again from the host cache in front of
+// the bucket), Debian runs a command with `lazyboot run --from s3://`. The endpoint is given with
+// --s3-endpoint only (not in the environment).
 import test from 'ava';
 import { execa } from 'execa';
 import { open, readFile } from 'node:fs/promises';
@@ -134,25 +135,39 @@ test.serial('the gateway stopped during a fill: one clear line naming the endpoi
     t.true((await readFile(disk)).equals(await readFile(image)), 'the disk is byte-identical once the fill completed');
   }));
 
-test.serial('tiny boots with `lazyboot boot --from s3:// --s3-endpoint`: the guest ran, its present blocks are the image\'s', (t) =>
+test.serial('tiny boots with `lazyboot boot --from s3:// --s3-endpoint`: the guest ran, its present blocks are the image\'s; a second boot reads them from the host cache, not the bucket', (t) =>
   inTempDir(async (dir) => {
-    t.timeout(300_000);
+    t.timeout(400_000);
     const tiny = await ensureFixture('tiny');
     const repo = prefix('tiny');
     await importInto(repo, tiny.path, 'tiny');
+    const cache = join(dir, 'cache');
+    // --pivot none: every block the guest read came through the copy-on-read device, from the
+    // bucket or (the second boot) the host cache in front of it.
+    const boot = async (disk: string) => {
+      const before = await cluster!.gatewayCounters();
+      const result = await lazyboot(['boot', 'tiny', '--from', repo, '--s3-endpoint', endpoint, '--disk', disk, '--cache', cache, '--pivot', 'none', '--memory', '256M', '--timeout', '180s'], { TMPDIR: dir });
+      const after = await cluster!.gatewayCounters();
+      t.log(result.stderr);
+      t.is(result.exitCode, 0, result.stderr);
+      t.regex(result.stderr, /storage-ready at [\d.]+ s: .*said by the image's lazyboot hook/);
+      t.regex(result.stdout, /summary: tiny@1 stopped/);
+      return { gets: after.gets - before.gets, bytes: after.getBytes - before.getBytes };
+    };
     const disk = join(dir, 'tiny.raw');
-    // --pivot none: every block the guest read came through the copy-on-read device from the bucket.
-    const boot = await lazyboot(['boot', 'tiny', '--from', repo, '--s3-endpoint', endpoint, '--disk', disk, '--pivot', 'none', '--memory', '256M', '--timeout', '180s', '--no-cache'], { TMPDIR: dir });
-    t.log(boot.stderr);
-    t.is(boot.exitCode, 0, boot.stderr);
-    t.regex(boot.stderr, /storage-ready at [\d.]+ s: .*said by the image's lazyboot hook/);
-    t.regex(boot.stdout, /summary: tiny@1 stopped/);
+    const first = await boot(disk);
     const status = JSON.parse((await lazyboot(['disk', 'status', '--disk', disk, '--json'])).stdout) as { presentBlocks: number; totalBlocks: number; modifiedBlocks: Record<string, number> };
     t.true(Object.values(status.modifiedBlocks)[0]! > 0, 'the guest wrote its boot counter: W bits set');
     const { present, mismatched } = await presentBlocksMatch(disk, tiny.path);
     t.is(present, status.presentBlocks);
     t.true(present > 0 && present < status.totalBlocks, `${present} of ${status.totalBlocks} blocks present: what the boot read`);
     t.deepEqual(mismatched, [], 'every present block the guest did not write holds the image\'s bytes');
+    // A fresh disk on the same host: the blocks come from the host cache (the bucket gives only
+    // the repository's small objects: marker, listings, pack index, the boot trace).
+    const second = await boot(join(dir, 'tiny-2.raw'));
+    t.log(`first boot: ${first.gets} GETs, ${(first.bytes / MiB).toFixed(1)} MiB; second boot, host cache: ${second.gets} GETs, ${(second.bytes / MiB).toFixed(2)} MiB`);
+    t.true(first.bytes > 10 * MiB, 'the first boot read its blocks from the bucket');
+    t.true(second.bytes < 1 * MiB, 'the second boot read its blocks from the host cache');
   }));
 
 test.serial('Debian runs a command with `lazyboot run --from s3://` (to agent-ready, one boot)', (t) =>

@@ -41,7 +41,7 @@ export interface CorDeviceOptions {
   /**
    * The host-wide block cache (lib/cache/): blocks are taken from it before any repository and
    * fetched blocks put into it for every other VM on the host. Off unless given (the CLI turns it
-   * on for NBD repositories: see cacheByDefault).
+   * on for NBD and S3 repositories: see cacheByDefault).
    */
   cache?: BlockCacheOptions;
   /** Record this boot's first reads and replay the stored trace ahead of the guest (boot-tracing.ts). Default off here; launch() turns it on. */
