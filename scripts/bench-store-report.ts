@@ -96,7 +96,7 @@ export function renderStoreReport(r: StoreResults, jsonName: string, scaleName: 
     lines.push(
       `## Cold read of a ${mib(r.imageBytes)} MiB image`,
       '',
-      `64 KiB blocks, one in four zero, the rest random; a fresh COR device (\`lazyboot disk serve --no-cache\`) read whole by \`nbdcopy --no-extents --connections=1 --requests=4\` (bench-cor's guest-like reader); median run of ${r.repeat} (of two, the faster), sources taken round-robin; \`repo serve\` started once before (as a fleet's server runs).`,
+      `64 KiB blocks, one in four zero, the rest random; a fresh COR device (\`lazyboot disk serve --no-cache\`) read whole by \`nbdcopy --no-extents --connections=1 --requests=4\` (bench-cor's guest-like reader); median run of ${r.repeat} (of an even count the faster middle one), sources taken round-robin; \`repo serve\` started once before (as a fleet's server runs).`,
       '',
       '| source | cold read | vs (dir) | gateway requests | GET MiB at the gateway | MiB per GET | gateway CPU | COR device peak RSS | runs (ms) |',
       '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
@@ -112,7 +112,7 @@ export function renderStoreReport(r: StoreResults, jsonName: string, scaleName: 
     lines.push(
       `## Boot of the ${r.fixture} fixture to ${r.readyLabel}`,
       '',
-      `launch() in this process (as \`lazyboot boot\`), 512 MiB guest, first boots (boot trace and host cache off) but for (s3+t), which replays the trace an earlier untimed boot from s3:// recorded (stored in the bucket); median run of ${r.repeat} (of two, the faster, as bench-boot), sources round-robin. ` +
+      `launch() in this process (as \`lazyboot boot\`), 512 MiB guest, first boots (boot trace and host cache off) but for (s3+t), which replays the trace an earlier untimed boot from s3:// recorded (stored in the bucket); median run of ${r.repeat} (of an even count the faster middle one, as bench-boot), sources round-robin. ` +
         'Gateway counts run from the launch to ready (sampled right after it). "Device fetches" is the COR device\'s own count of upstream reads (one may become several range GETs at the gateway, or one GET serve several).',
       '',
       `| source | storage-ready (s) | ${r.readyLabel} (s) | vs (dir) | gateway requests | GET MiB at the gateway | MiB per GET | device fetches | MiB the device fetched | MiB the guest needed | guest waited (s) | runs (s) |`,
