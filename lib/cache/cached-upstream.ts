@@ -11,6 +11,7 @@ import { DIGEST_BYTES, isZeroDigestAt, type Manifest } from '../repo/manifest-fo
 import { releaseShared } from '../fetch/shared-buffers.js';
 import type { BlockCache } from './block-cache.js';
 import type { FetchClaims } from './fetch-claims.js';
+import type { SpeculationPeers } from './speculation-peers.js';
 import { MAX_ZERO_GAP_BLOCKS } from '../cor/fetch-queue.js';
 
 /**
@@ -41,6 +42,8 @@ export class CachedUpstream extends ReadOnlyBackend {
     private readonly cache: BlockCache,
     private readonly claims: FetchClaims,
     private readonly log: (line: string) => void = () => {},
+    /** The host's devices fetching ahead through this cache (speculation-peers.ts). */
+    private readonly peers?: SpeculationPeers,
   ) {
     super();
     this.size = inner.size;
@@ -57,6 +60,14 @@ export class CachedUpstream extends ReadOnlyBackend {
   /** A fetch ahead of the guest: its repository reads are reported as speculative. */
   readSpeculative(offset: number, length: number): Promise<Buffer> {
     return this.readThroughCache(offset, length, true);
+  }
+
+  /**
+   * How many devices on this host share the fetch-ahead budget now (this one included): the
+   * copy-on-read device divides its budget by it (fetch-ahead.ts).
+   */
+  speculationSharers(): number {
+    return this.peers?.sharers() ?? 1;
   }
 
   private digestOf(block: number): string | undefined {
@@ -165,6 +176,7 @@ export class CachedUpstream extends ReadOnlyBackend {
   private readonly keeping = new Set<string>();
 
   private fetch(offset: number, length: number, speculative: boolean): Promise<Buffer> {
+    if (speculative) this.peers?.speculating();
     return speculative && this.inner.readSpeculative ? this.inner.readSpeculative(offset, length) : this.inner.read(offset, length);
   }
 
@@ -205,6 +217,7 @@ export class CachedUpstream extends ReadOnlyBackend {
   /** Waits for the blocks still being put into the cache; the repositories' owner closes them. */
   async close(): Promise<void> {
     while (this.storing.size > 0) await Promise.allSettled([...this.storing]);
+    await this.peers?.close();
   }
 }
 
