@@ -1,6 +1,6 @@
-// The host's devices fetching ahead through one block cache (lib/cache/speculation-peers.ts): a
-// device counts the others that fetched ahead from a repository lately, in this process and in
-// other processes; one that stopped is no longer counted, and a killed process's file is removed.
+// The host's devices reading through one block cache (lib/cache/speculation-peers.ts): a device
+// counts the others that fetched blocks lately, in this process and in other processes; one that
+// stopped is no longer counted, and a killed process's file is removed.
 import test from 'ava';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -21,26 +21,26 @@ async function seen(dir: string, count: number): Promise<void> {
   throw new Error(`fewer than ${count} peer files after 2 s`);
 }
 
-test('a device counts the peers fetching ahead now, in this process and another; stopped and killed peers drop out', (t) => withDir(async ({ path: dir }) => {
+test('a device counts the peers fetching now, in this process and another; stopped and killed peers drop out', (t) => withDir(async ({ path: dir }) => {
   const options = { activeMs: 1500, refreshMs: 0 };
   const a = await SpeculationPeers.open(dir, options);
   const b = await SpeculationPeers.open(dir, options);
-  // Another process: a peer that keeps fetching ahead until it is killed.
+  // Another process: a peer that keeps fetching until it is killed.
   const other = execa('node', ['--input-type=module', '-e', `
     const { SpeculationPeers } = await import(${JSON.stringify(MODULE)});
     const peer = await SpeculationPeers.open(${JSON.stringify(dir)}, { refreshMs: 0 });
-    setInterval(() => peer.speculating(), 100);
+    setInterval(() => peer.fetching(), 100);
   `], { reject: false });
   try {
-    t.is(a.sharers(), 1, 'alone before anyone fetches ahead');
-    b.speculating();
+    t.is(a.sharers(), 1, 'alone before anyone fetches');
+    b.fetching();
     await seen(dir, 2);
     t.is(await a.look(), 2, 'b and the other process');
     t.is(a.sharers(), 3);
-    t.is(await b.look(), 1, 'a has not fetched ahead: b sees only the other process');
-    // b stops fetching ahead: after activeMs it no longer counts.
+    t.is(await b.look(), 1, 'a has fetched nothing: b sees only the other process');
+    // b stops fetching: after activeMs it no longer counts.
     await sleep(1700);
-    t.is(await a.look(), 1, 'only the other process, still fetching ahead');
+    t.is(await a.look(), 1, 'only the other process, still fetching');
     other.kill('SIGKILL');
     await other;
     t.false(processAlive(other.pid!));

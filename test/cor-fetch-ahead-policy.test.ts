@@ -127,18 +127,19 @@ test('a failed fetch gives its budget back; an overwritten block stays spent and
   t.is(ahead.counters.aheadReadBytes, BS);
 });
 
-test('devices fetching ahead through one host cache share one budget: the floor and the share are divided among them, the streak credit is not', (t) => {
+test('devices fetching ahead through one host cache share one budget: each keeps its share of it, streak credit included', (t) => {
   let sharers = 4;
   const { ahead, plan, demand } = policy(10_000, new Set(), () => sharers);
   t.is(ahead.allowedBytes, BUDGET_FLOOR_BYTES / 4);
   t.deepEqual(plan(0), [1, 1 + BUDGET_FLOOR_BYTES / 4 / BS], 'a quarter of the floor');
   demand(40 * 1024 * 1024);
   t.is(ahead.allowedBytes, (BUDGET_FLOOR_BYTES + BUDGET_SHARE * 40 * 1024 * 1024) / 4);
-  // Reading what was fetched ahead earns the full streak credit, whatever the sharers.
-  ahead.guestRead(1, BUDGET_FLOOR_BYTES / 4 / BS);
-  t.is(ahead.allowedBytes, (BUDGET_FLOOR_BYTES + BUDGET_SHARE * 40 * 1024 * 1024) / 4 + BUDGET_FLOOR_BYTES / 4);
+  // Reading what was fetched ahead earns streak credit, shared like the rest.
+  const streak = BUDGET_FLOOR_BYTES / 4;
+  ahead.guestRead(1, streak / BS);
+  t.is(ahead.allowedBytes, (BUDGET_FLOOR_BYTES + BUDGET_SHARE * 40 * 1024 * 1024 + streak) / 4);
   sharers = 1;
-  t.is(ahead.allowedBytes, BUDGET_FLOOR_BYTES + BUDGET_SHARE * 40 * 1024 * 1024 + BUDGET_FLOOR_BYTES / 4, 'alone again: the whole budget');
+  t.is(ahead.allowedBytes, BUDGET_FLOOR_BYTES + BUDGET_SHARE * 40 * 1024 * 1024 + streak, 'alone again: the whole budget');
   sharers = 0;
-  t.is(ahead.allowedBytes, BUDGET_FLOOR_BYTES + BUDGET_SHARE * 40 * 1024 * 1024 + BUDGET_FLOOR_BYTES / 4, 'never more than one budget');
+  t.is(ahead.allowedBytes, BUDGET_FLOOR_BYTES + BUDGET_SHARE * 40 * 1024 * 1024 + streak, 'never more than one budget');
 });

@@ -42,7 +42,7 @@ export class CachedUpstream extends ReadOnlyBackend {
     private readonly cache: BlockCache,
     private readonly claims: FetchClaims,
     private readonly log: (line: string) => void = () => {},
-    /** The host's devices fetching ahead through this cache (speculation-peers.ts). */
+    /** The host's devices reading through this cache now (speculation-peers.ts). */
     private readonly peers?: SpeculationPeers,
   ) {
     super();
@@ -82,6 +82,7 @@ export class CachedUpstream extends ReadOnlyBackend {
   }
 
   private async readThroughCache(offset: number, length: number, speculative: boolean): Promise<Buffer> {
+    this.peers?.fetching();
     const { blockSize } = this.manifest;
     if (offset % blockSize !== 0) throw new BlockError('EINVAL', `cached reads need whole blocks, got ${offset}+${length}`);
     const first = offset / blockSize;
@@ -176,7 +177,6 @@ export class CachedUpstream extends ReadOnlyBackend {
   private readonly keeping = new Set<string>();
 
   private fetch(offset: number, length: number, speculative: boolean): Promise<Buffer> {
-    if (speculative) this.peers?.speculating();
     return speculative && this.inner.readSpeculative ? this.inner.readSpeculative(offset, length) : this.inner.read(offset, length);
   }
 

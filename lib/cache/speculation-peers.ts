@@ -1,12 +1,15 @@
-// The devices of this host that are fetching ahead from a repository right now, through the
-// shared block cache: their number divides the fetch-ahead budget (lib/cor/fetch-ahead.ts), so
-// that N boots at once keep about as many unread fetched-ahead bytes in all as one boot does.
+// The devices of this host reading through the shared block cache right now (booting, filling):
+// their number divides the fetch-ahead budget (lib/cor/fetch-ahead.ts), so that N boots at once
+// keep about as many unread fetched-ahead bytes in all as one boot does.
 // Each guest's own reads are fetched once for the host by the cache; what one device fetches ahead
 // and no guest reads is the waste, and N devices each with a full budget speculate in N places.
 //
 // Every device (every CachedUpstream, also several in one process) has a file `peers/PID-ID`
-// whose mtime it refreshes while its fetch-ahead goes upstream; a peer counts while its file is
-// younger than ACTIVE_MS and its process lives. Files of dead processes are removed when seen.
+// whose mtime it refreshes while it fetches blocks it lacks (from the cache or a repository); a
+// peer counts while its file is younger than ACTIVE_MS and its process lives, so a VM that booted
+// and now reads what it has stops counting. Files of dead processes are removed when seen.
+// (Counting only devices whose fetch-ahead went upstream lately was tried: a boot's upstream
+// fetch-ahead comes in bursts seconds apart, so 4 boots at once rarely saw each other.)
 // Looking is cheap (one readdir and a stat per peer) and done at most once per REFRESH_MS, in the
 // background: `sharers()` answers at once from the last look.
 import { randomBytes } from 'node:crypto';
@@ -15,8 +18,8 @@ import path from 'node:path';
 import { processAlive } from '../base/process-alive.js';
 import { ensurePrivateDirectory } from './private-directory.js';
 
-/** A peer that has not fetched ahead upstream for this long is not speculating any more. */
-const ACTIVE_MS = 5_000;
+/** A peer that has fetched nothing for this long is not booting (or filling) any more. */
+const ACTIVE_MS = 10_000;
 /** Least time between two looks at the peers, and between two refreshes of this peer's file. */
 const REFRESH_MS = 1_000;
 const PEER_NAME = /^(\d+)-[0-9a-f]+$/;
@@ -56,8 +59,8 @@ export class SpeculationPeers {
     return 1 + this.others;
   }
 
-  /** This device is fetching ahead from a repository now. */
-  speculating(): void {
+  /** This device is fetching blocks it lacks now. */
+  fetching(): void {
     if (this.closed || Date.now() - this.touchedAt < this.refreshMs || this.touching) return;
     this.touchedAt = Date.now();
     const now = new Date();

@@ -30,11 +30,13 @@
 //
 // SHARED BY THE HOST. Devices that share the host's block cache fetch every block once for the host,
 // but each speculates where its own guest reads: N boots at once would keep N budgets of unread
-// bytes in N places. So the floor and the share are divided by the number of devices fetching
-// ahead through the cache at the moment (`sharers`, lib/cache/speculation-peers.ts); the streak
-// credit is not (a reader proven sequential reads what is fetched ahead for it):
+// bytes in N places. So the budget is divided by the number of devices reading through the cache
+// at the moment (`sharers`, lib/cache/speculation-peers.ts), streak credit included: in 4
+// Debian boots at once, most of each device's unread bytes were streak credit (followers read
+// blocks fetched ahead from the cache in a row), so dividing only the floor and share changed
+// nothing over the link (bench-boot (k)). One reader alone keeps its whole budget:
 //
-//     unread ahead ≤ (BUDGET_FLOOR_BYTES + BUDGET_SHARE × demanded) / sharers + min(STREAK_CAP_BYTES, streak)
+//     unread ahead ≤ (BUDGET_FLOOR_BYTES + BUDGET_SHARE × demanded + min(STREAK_CAP_BYTES, streak)) / sharers
 import { Bitset } from '../map/bitset.js';
 
 /** Unread fetched-ahead bytes allowed before the guest has demanded anything. */
@@ -55,7 +57,7 @@ export interface FetchAheadOptions {
   readonly dataBytes: (block: number) => number;
   /** Bytes of image data the guest has needed so far (see guest-demand.ts). */
   readonly demandedBytes: () => number;
-  /** Devices on this host fetching ahead through one block cache now, this one included (default 1). */
+  /** Devices on this host reading through one block cache now, this one included (default 1). */
   readonly sharers?: () => number;
 }
 
@@ -82,7 +84,7 @@ export class FetchAhead {
   /** Unread fetched-ahead bytes the budget allows now (THE BOUND above). */
   get allowedBytes(): number {
     const sharers = Math.max(1, this.options.sharers?.() ?? 1);
-    return (BUDGET_FLOOR_BYTES + BUDGET_SHARE * this.options.demandedBytes()) / sharers + Math.min(STREAK_CAP_BYTES, this.streakBytes);
+    return (BUDGET_FLOOR_BYTES + BUDGET_SHARE * this.options.demandedBytes() + Math.min(STREAK_CAP_BYTES, this.streakBytes)) / sharers;
   }
 
   /** A guest read had to fetch and touched nothing fetched ahead: the reader's streak ends. */
