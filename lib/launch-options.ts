@@ -10,7 +10,7 @@ import { parseMemoryMiB, type VmOptions } from '../vmm/vm-options.js';
 
 export type PivotMode = 'live' | 'reboot' | 'none';
 
-export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 'fill' | 'fillRate' | 'fetchTimeoutMs' | 'fetchAheadBytes' | 'cache' | 'log' | 'onConnectionEvent'> {
+export interface LaunchOptions extends VmOptions, Pick<CorDeviceOptions, 's3Endpoint' | 'fill' | 'fillRate' | 'fetchTimeoutMs' | 'fetchAheadBytes' | 'cache' | 'log' | 'onConnectionEvent'> {
   /** `name` or `name@N` in the repository. */
   readonly image: string;
   /** Local disk (raw file or block device; created sparse if missing, map beside it). Default: a temp disk removed at close. */

@@ -28,8 +28,11 @@ import { snapshot, type SnapshotResult } from './snapshot/snapshot.js';
 import { checkReplicationSettings, replicationAttachment, type ReplicationSettings } from './snapshot/replicate.js';
 import { describePass } from './snapshot/replicator.js';
 import { exitSnapshotTarget, SnapshotNotTaken } from './snapshot/on-exit.js';
-import { liveSnapshot, type GuestFreezer, type LiveDisk, type LiveSnapshotResult } from './snapshot/live-snapshot.js';
-import { GuestFreezeFailed, LiveSnapshotAfterPivot, LiveSnapshotBusy } from './snapshot/errors.js';
+import { liveSnapshot, type GuestFreezer, type LiveSnapshotOptions, type LiveSnapshotResult } from './snapshot/live-snapshot.js';
+import { nativeSnapshot } from './snapshot/native-snapshot.js';
+import { GuestFreezeFailed, LiveSnapshotBusy, LiveSnapshotDuringPivot } from './snapshot/errors.js';
+import { BlockMap } from './map/block-map.js';
+import { mapPathOf } from './cor/device.js';
 import { IllegalVmAction } from '../vmm/errors.js';
 import type { DeviceAttachment, OpenedDisk } from './cor/device.js';
 import { canonicalWriteUri } from './write/open-write-target.js';
@@ -116,9 +119,11 @@ export interface LazyVm extends AsyncDisposable {
    */
   readonly snapshotted: Promise<SnapshotResult | undefined>;
   /**
-   * A point-in-time snapshot of the running disk, shipped as a new version (before any pivot):
-   * the guest's file systems are frozen for milliseconds, blocks it rewrites meanwhile are copied
-   * first (lib/snapshot/live-snapshot.ts). Rejects with LiveSnapshotAfterPivot once pivoted.
+   * A point-in-time snapshot of the running disk, shipped as a new version: the guest's file
+   * systems are frozen for milliseconds, blocks it rewrites meanwhile are copied first. Before the
+   * pivot through the COR device (lib/snapshot/live-snapshot.ts), after it through QEMU's own
+   * fleecing (lib/snapshot/native-snapshot.ts), also while the fill runs; during the pivot's swap
+   * it rejects with LiveSnapshotDuringPivot.
    */
   snapshot(request: LiveSnapshotRequest): Promise<LiveSnapshotResult>;
   exec(program: string, args?: readonly string[], options?: { timeoutMs?: number }): Promise<ExecResult>;
@@ -186,7 +191,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
   /** The live snapshot under way: the disk's close stops it (its marks go back) before the disk closes. */
   let liveSnapshotRun: { readonly stop: AbortController; readonly done: Promise<unknown> } | undefined;
   let resumed = false;
-  const deviceOptions = { image: options.image, disk: diskPath, from: [...(options.from ?? [])], log: options.log, fetchTimeoutMs: options.fetchTimeoutMs };
+  const deviceOptions = { image: options.image, disk: diskPath, from: [...(options.from ?? [])], s3Endpoint: options.s3Endpoint, log: options.log, fetchTimeoutMs: options.fetchTimeoutMs };
   if (options.disk) {
     const recovered = await recoverInterruptedPivot(diskPath, async () => {
       const probe = await openCorDevice(deviceOptions);
@@ -204,6 +209,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       image: options.image,
       disk: diskPath,
       from: [...(options.from ?? [])],
+      s3Endpoint: options.s3Endpoint,
       // With a pivot QEMU's block-stream fills after it (below), not the COR device.
       fill: options.fill && pivotMode === 'none',
       fillRate: options.fillRate,
@@ -322,6 +328,21 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
     started.storageReady.then(() => trace.milestone('storage-ready'), () => {});
     traceOutcome = started.ready.then(() => (traceStored = trace.finish()), () => undefined);
   }
+  /**
+   * After the pivot (lib/snapshot/native-snapshot.ts): the map is the COR device's while it reads
+   * through, else (it left after the fill) the map file, opened for the snapshot alone.
+   */
+  const snapshotNative = async (deviceMap: boolean, snapshotOptions: LiveSnapshotOptions): Promise<LiveSnapshotResult> => {
+    const prepareFleece = (fleece: { dir: string; size: number; blockSize: number }) => started.prepareFleece(fleece);
+    if (deviceMap) return nativeSnapshot({ path: diskPath, map: openedDisk!.backend.map, local: openedDisk!.local, prepareFleece }, snapshotOptions);
+    // Its writes are W bits and shipping state only (no data of ours to sync before them).
+    const map = await BlockMap.open(mapPathOf(diskPath), async () => {});
+    try {
+      return await nativeSnapshot({ path: diskPath, map, local: openedDisk!.local, prepareFleece }, snapshotOptions);
+    } finally {
+      await map.close();
+    }
+  };
   return {
     traceOutcome,
     snapshotted,
@@ -356,20 +377,23 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       return { state: started.state, storageReady: started.storageReadySource ?? null, ...started.nativeStatus, fetchedBytes: now.fetchedBytes, presentBlocks: now.presentBlocks, totalBlocks: now.totalBlocks };
     },
     snapshot: async (request) => {
-      if (started.nativeStatus.pivot !== 'none' || pivotting.deviceLeft) throw new LiveSnapshotAfterPivot(diskPath, false);
+      // A swap under way: neither the device nor QEMU alone has the disk.
+      if (started.nativeStatus.pivot === 'pivoting') throw new LiveSnapshotDuringPivot(diskPath);
       const to = exitSnapshotTarget({ as: request.as, to: request.to }, options.from ?? []);
       if (request.freeze === true && !started.hasAgent) throw new GuestFreezeFailed('no guest agent answers (boot with --agent, on an image with qemu-guest-agent)');
       const freezer: GuestFreezer | undefined = request.freeze !== false && started.hasAgent
         ? { freeze: () => started.freezeFilesystems(), thaw: () => started.thawFilesystems() }
         : undefined;
-      const live: LiveDisk = { path: diskPath, map: openedDisk!.backend.map, local: openedDisk!.local, backend: openedDisk!.backend };
       if (started.lifecycle.isFinal || started.state === 'stopping') throw new IllegalVmAction('snapshot', started.state);
       if (liveSnapshotRun) throw new LiveSnapshotBusy(diskPath);
       const stop = new AbortController();
       const forward = (): void => stop.abort();
       request.signal?.addEventListener('abort', forward, { once: true });
       if (request.signal?.aborted) stop.abort();
-      const done = liveSnapshot(live, { to, as: request.as, freezer, log: options.log, onProgress: request.onProgress, batchBytes: request.batchBytes, signal: stop.signal });
+      const snapshotOptions = { to, as: request.as, freezer, log: options.log, onProgress: request.onProgress, batchBytes: request.batchBytes, signal: stop.signal };
+      const done = started.nativeStatus.pivot === 'native'
+        ? pivotting.withMap((deviceMap) => snapshotNative(deviceMap, snapshotOptions))
+        : liveSnapshot({ path: diskPath, map: openedDisk!.backend.map, local: openedDisk!.local, backend: openedDisk!.backend }, snapshotOptions);
       const run = { stop, done };
       liveSnapshotRun = run;
       try {

@@ -31,7 +31,7 @@ const ROOT_NAMES = [
   'NotARepository', 'RepositoryDamaged', 'UnknownParent', 'ImageShapeMismatch', 'BlockDigestMismatch', 'VersionConflict', 'MalformedWriteRequest', 'InvalidManifest', 'StoreUnavailable',
   'NbdConnectError', 'NbdListenFailed', 'TlsCredentialsInvalid',
   'MapTargetsFull', 'SnapshotNoMap', 'SnapshotNeedsFullDisk', 'SnapshotBaselineChanged', 'SnapshotInterrupted', 'SendingSetCorrupt', 'ReplicateNoMap', 'ReplicateOptionInvalid', 'SnapshotNotTaken',
-  'LiveSnapshotAfterPivot', 'LiveSnapshotBusy', 'GuestFreezeFailed', 'GuestThawFailed',
+  'LiveSnapshotAfterPivot', 'LiveSnapshotDuringPivot', 'LiveSnapshotBusy', 'GuestFreezeFailed', 'GuestThawFailed',
   'WriteTargetUnreachable', 'WriteRefused',
 ];
 

@@ -1,11 +1,13 @@
 // The transient VM's native phase: the live pivot to QEMU's native graph (or a boot straight on
-// it) and the fill block job after it. TransientVm owns the QEMU process and the lifecycle; this part holds what the pivot
-// adds (is the VM native, the running fill, its last progress) and reports it as VM events.
+// it), the fill block job after it, and the fleecing view a live snapshot reads (native-fleece.ts).
+// TransientVm owns the QEMU process and the lifecycle; this part holds what the pivot adds (is the
+// VM native, the running fill, its last progress) and reports it as VM events.
 import { IllegalVmAction } from './errors.js';
 import { LazybootError } from '../lib/base/errors.js';
 import { FillJob, type FillJobProgress } from './fill-job.js';
 import { livePivot, NATIVE_NODE, WRITES_BITMAP, type LivePivotResult, type NativeGraph } from './native-graph.js';
 import type { QmpClient } from './qmp.js';
+import { NativeFleece } from './native-fleece.js';
 
 /** The VM events this phase emits (a subset of VmEvent, vm.ts). */
 export type NativePhaseEvent =
@@ -110,6 +112,15 @@ export class NativePhase {
       if (!this.hooks.closing()) this.hooks.emit({ type: 'fill-failed', message, atMs: this.hooks.elapsedMs() });
       throw error;
     }
+  }
+
+  /**
+   * On the native graph: QEMU's point-in-time view of the disk for a live snapshot
+   * (native-fleece.ts), prepared; the caller fixes the instant, reads, and closes it.
+   */
+  async prepareFleece(options: { dir: string; size: number; blockSize: number }): Promise<NativeFleece> {
+    if (this.#pivot !== 'native') throw new IllegalVmAction('take a native snapshot of', this.#pivot === 'pivoting' ? 'pivoting' : 'not pivoted');
+    return NativeFleece.prepare(this.hooks.qmp('snapshot'), options);
   }
 
   /** Before QEMU quits: a running fill is paused, so the quit cuts no stream write short. */

@@ -24,6 +24,7 @@ import type { RunCommandOptions, RunOutcome } from './guest-command.js';
 import type { CopyResult } from '../guest/agent-files.js';
 import { nativeBootSpec, type LivePivotResult, type NativeGraph } from './native-graph.js';
 import { NativePhase, type NativePhaseEvent, type NativeStatus } from './vm-native.js';
+import type { NativeFleece } from './native-fleece.js';
 import { GuestIo, guestSocketsIn, type ExecResult } from './vm-guest-io.js';
 
 export type { ExecResult } from './vm-guest-io.js';
@@ -224,6 +225,11 @@ export class TransientVm implements AsyncDisposable {
    */
   fill(speed: number, options: { giveUpAfterMs?: number } = {}): Promise<void> {
     return this.#native.fill(speed, this.state, options.giveUpAfterMs);
+  }
+
+  /** After the pivot: QEMU's point-in-time view of the disk for a live snapshot (vmm/native-fleece.ts). */
+  prepareFleece(options: { dir: string; size: number; blockSize: number }): Promise<NativeFleece> {
+    return this.#native.prepareFleece(options);
   }
 
   /** QEMU's block nodes now (query-named-block-nodes): node name and driver, for diagnostics and tests. */

@@ -5,6 +5,7 @@ import { mkdir, statfs } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { isNbdUri } from '../nbd/client.js';
+import { isS3Uri } from '../repo/storage/open-storage.js';
 
 /** The default limit: this share of the free space where the cache lives … */
 const DEFAULT_SHARE_OF_FREE = 0.1;
@@ -30,9 +31,10 @@ export async function defaultCacheBytes(dir: string): Promise<number> {
 }
 
 /**
- * The CLI's default: the cache is used when a repository is reached over NBD (unix socket or
- * TCP); repositories that are all local directories already have every block on this host.
+ * The CLI's default: the cache is used when a repository is reached over the network, over NBD
+ * (unix socket or TCP) or straight from an S3 store; repositories that are all local directories
+ * already have every block on this host.
  */
 export function cacheByDefault(from: readonly string[]): boolean {
-  return from.some((uri) => isNbdUri(uri));
+  return from.some((uri) => isNbdUri(uri) || isS3Uri(uri));
 }

@@ -10,11 +10,13 @@ import { parseDurationMs, parseSizeBytes } from './units.js';
 import { cacheOf, cacheOptions, type CacheArgs } from './cache-options.js';
 import { replicationArgs } from './replication-args.js';
 import { UsageError } from '../base/errors.js';
+import { s3EndpointOption } from './commands/image.js';
 
 export interface BootArgs extends CacheArgs {
   image: string;
   disk?: string;
   from?: string[];
+  's3-endpoint'?: string;
   memory?: string;
   cpus?: number;
   accel?: 'auto' | 'kvm' | 'tcg';
@@ -42,7 +44,8 @@ export function bootOptions<T>(y: Argv<T>): Argv<T & BootArgs> {
   return cacheOptions(y)
     .positional('image', { type: 'string', describe: 'image NAME or NAME@N in the repository', demandOption: true })
     .option('disk', { type: 'string', describe: 'local disk file or device (map beside it); default: a temp disk deleted at the end' })
-    .option('from', { type: 'string', array: true, describe: 'repository URI (directory, nbd+unix:///?socket=PATH, nbd://HOST:PORT); repeatable', defaultDescription: 'the embedded default repository' })
+    .option('from', { type: 'string', array: true, describe: 'repository URI (directory, s3://BUCKET/PREFIX read straight from the store, nbd+unix:///?socket=PATH, nbd://HOST:PORT); repeatable', defaultDescription: 'the embedded default repository' })
+    .option('s3-endpoint', s3EndpointOption)
     .option('memory', { type: 'string', describe: 'guest memory (e.g. 1G, 2048M)', defaultDescription: `${VM_DEFAULTS.memoryMiB}M` })
     .option('cpus', { type: 'number', describe: 'guest CPUs', defaultDescription: String(VM_DEFAULTS.cpus) })
     .option('accel', { choices: ['auto', 'kvm', 'tcg'] as const, describe: 'accelerator (auto probes that KVM really runs guests)', defaultDescription: VM_DEFAULTS.accel })
@@ -93,6 +96,7 @@ export function launchOptionsOf(args: BootArgs): LaunchOptions {
     image: args.image,
     disk: args.disk,
     from: args.from ?? [],
+    s3Endpoint: args['s3-endpoint'],
     memoryMiB: given(args.memory, parseMemoryMiB),
     cpus: args.cpus,
     accel: args.accel,

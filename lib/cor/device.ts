@@ -22,6 +22,8 @@ export interface CorDeviceOptions {
   image: string;            // 'name' or 'name@N'
   disk: string;             // local raw file (created sparse if missing) or block device; map at `${disk}.map`
   from: string[];           // repository URIs; empty → the default local repository directory
+  /** The endpoint of s3:// repositories in `from` (default: AWS_ENDPOINT_URL, the shared AWS config). */
+  s3Endpoint?: string;
   socketPath?: string;      // unix socket to serve on; default: a fresh temp path
   exportName?: string;      // default 'disk'
   fill?: boolean; fillRate?: number /* bytes/s, 0 = unlimited */;
@@ -39,7 +41,7 @@ export interface CorDeviceOptions {
   /**
    * The host-wide block cache (lib/cache/): blocks are taken from it before any repository and
    * fetched blocks put into it for every other VM on the host. Off unless given (the CLI turns it
-   * on for NBD repositories: see cacheByDefault).
+   * on for NBD and S3 repositories: see cacheByDefault).
    */
   cache?: BlockCacheOptions;
   /** Record this boot's first reads and replay the stored trace ahead of the guest (boot-tracing.ts). Default off here; launch() turns it on. */

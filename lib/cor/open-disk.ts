@@ -34,12 +34,13 @@ export function mapPathOf(disk: string): string {
 }
 
 /** Opens (or creates) the disk and its map for `image`; refuses a map of another image. */
-export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' | 'from' | 'log' | 'fetchTimeoutMs' | 'fetchAheadBytes' | 'cache'>, onFetchError?: (event: FetchErrorEvent) => void): Promise<OpenedDisk> {
+export async function openDisk(options: Pick<CorDeviceOptions, 'image' | 'disk' | 'from' | 's3Endpoint' | 'log' | 'fetchTimeoutMs' | 'fetchAheadBytes' | 'cache'>, onFetchError?: (event: FetchErrorEvent) => void): Promise<OpenedDisk> {
   const log = options.log ?? (() => {});
   // The host cache keeps the manifest too: a second boot of the image on this host fetches none of it.
   const manifestCache = options.cache ? await openBlockCache(options.cache, 'manifests') : undefined;
   const repositories = await openRepositories(options.from, options.image, {
     manifestStore: manifestCache,
+    s3Endpoint: options.s3Endpoint,
     timeoutMs: options.fetchTimeoutMs,
     log,
     onFetchError: (event) => {

@@ -92,7 +92,8 @@ export class FailoverBackend extends ReadOnlyBackend {
         return data;
       } catch (error) {
         lastError = error instanceof Error ? error : new Error(String(error));
-        errors.push(`${state.member.uri}: ${lastError.message}`);
+        // A store's own errors may name the repository already (s3://…: cannot reach …).
+        errors.push(lastError.message.startsWith(state.member.uri) ? lastError.message : `${state.member.uri}: ${lastError.message}`);
         state.backoffMs = Math.min(MAX_BACKOFF_MS, state.backoffMs ? state.backoffMs * 2 : FIRST_BACKOFF_MS);
         state.retryAt = this.now() + state.backoffMs;
         this.options.onFetchError?.({ uri: state.member.uri, firstBlock, blockCount, error: lastError, final: false, speculative });

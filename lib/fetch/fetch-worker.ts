@@ -14,10 +14,12 @@ import { acquireShared, releaseShared } from './shared-buffers.js';
 import { BlockError } from '../block/backend.js';
 import { DigestMismatch } from './errors.js';
 
-/** A repository as the worker opens it: an NBD URI, or a directory path. */
+/** A repository as the worker opens it: an NBD URI, or one opened in-process (a directory path or s3:// URI). */
 export interface FetchWorkerMember {
   readonly kind: 'nbd' | 'directory';
   readonly uri: string;
+  /** The endpoint of an s3:// repository (--s3-endpoint), when not from the environment. */
+  readonly s3Endpoint?: string;
 }
 
 export interface FetchWorkerInit {
@@ -67,7 +69,7 @@ if (!isMainThread && parentPort) {
   const init = workerData as FetchWorkerInit;
   const manifest = decodeManifest(Buffer.from(init.manifest.buffer, init.manifest.byteOffset, init.manifest.byteLength));
   const members = init.members.map(async (member): Promise<OpenedMember> => {
-    const source: RepositorySource = member.kind === 'nbd' ? new NbdSource(member.uri) : await DirectorySource.open(member.uri);
+    const source: RepositorySource = member.kind === 'nbd' ? new NbdSource(member.uri) : await DirectorySource.open(member.uri, { s3Endpoint: member.s3Endpoint });
     const reader = source.imageReader(manifest);
     return { source, reader, verified: new VerifyBackend(member.uri, manifest, reader) };
   });

@@ -23,6 +23,8 @@ export interface OpenRepositoriesOptions {
   readonly log?: (line: string) => void;
   /** Manifests of remote repositories kept by digest (the host-wide block cache): fetched once per host. */
   readonly manifestStore?: ManifestStore;
+  /** The endpoint of s3:// repositories (--s3-endpoint), over AWS_ENDPOINT_URL and the shared config. */
+  readonly s3Endpoint?: string;
 }
 
 export interface OpenedRepositories {
@@ -47,9 +49,9 @@ export function repositoryUris(from: readonly string[]): string[] {
   return from.length > 0 ? [...from] : [Repository.defaultDir()];
 }
 
-async function openSource(uri: string): Promise<RepositorySource> {
+async function openSource(uri: string, options: OpenRepositoriesOptions): Promise<RepositorySource> {
   if (isNbdUri(uri)) return new NbdSource(uri);
-  return DirectorySource.open(uri.startsWith('file://') ? new URL(uri).pathname : uri);
+  return DirectorySource.open(uri.startsWith('file://') ? new URL(uri).pathname : uri, { s3Endpoint: options.s3Endpoint });
 }
 
 export async function openRepositories(from: readonly string[], ref: string, options: OpenRepositoriesOptions = {}): Promise<OpenedRepositories> {
@@ -61,7 +63,7 @@ export async function openRepositories(from: readonly string[], ref: string, opt
   for (const uri of uris) {
     let source: RepositorySource;
     try {
-      source = await openSource(uri);
+      source = await openSource(uri, options);
     } catch (error) {
       failures.push({ uri, error: asError(error) });
       continue;
@@ -90,7 +92,7 @@ export async function openRepositories(from: readonly string[], ref: string, opt
     const kind = source instanceof NbdSource ? 'nbd' : source instanceof DirectorySource ? 'directory' : undefined;
     if (!kind) continue;
     workerIndex.set(source, workerMembers.length);
-    workerMembers.push({ kind, uri: source.uri });
+    workerMembers.push({ kind, uri: source.uri, ...(options.s3Endpoint !== undefined ? { s3Endpoint: options.s3Endpoint } : {}) });
   }
   const fetcher = workerMembers.length > 0 ? new FetchWorker({ manifest: bytes, members: workerMembers }, options.log) : undefined;
   const members = sources.map((source) => {

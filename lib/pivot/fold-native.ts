@@ -17,14 +17,7 @@ import { lockDisk, type DiskLock } from '../cor/disk-lock.js';
 import { mapPathOf } from '../cor/device.js';
 import { digestOf, isZeroDigest, type Manifest } from '../repo/manifest-format.js';
 import { WRITES_BITMAP } from '../../vmm/native-graph.js';
-
-interface MapEntry {
-  readonly start: number;
-  readonly length: number;
-  readonly depth: number;
-  readonly present: boolean;
-  readonly data: boolean;
-}
+import { blocksOf, dirtyRangesOverNbd, qemuImgMap, type MapEntry } from './dirty-bitmap-extents.js';
 
 export interface FoldResult {
   /** Blocks allocated in the qcow2 that the map did not have present. */
@@ -38,21 +31,7 @@ export interface FoldResult {
   readonly modifiedBlocks: number;
 }
 
-/** Byte ranges → inclusive block ranges (partial blocks count). */
-function* blocksOf(entries: readonly MapEntry[], blockSize: number, wanted: (entry: MapEntry) => boolean): Generator<[number, number]> {
-  for (const entry of entries) {
-    if (!wanted(entry) || entry.length === 0) continue;
-    yield [Math.floor(entry.start / blockSize), Math.floor((entry.start + entry.length - 1) / blockSize)];
-  }
-}
-
-async function qemuImgMap(args: string[]): Promise<MapEntry[]> {
-  // Own process group (detached): a terminal's Ctrl-C reaches lazyboot, which finishes this fold.
-  const result = await execa('qemu-img', ['map', '--output=json', ...args], { detached: true });
-  return JSON.parse(result.stdout) as MapEntry[];
-}
-
-/** The writes bitmap's dirty ranges (qemu-img reports them inverted: `data: false`), or undefined if unreadable. */
+/** The writes bitmap's dirty ranges, or undefined if unreadable (QEMU was killed: it reloads inconsistent). */
 async function dirtyRanges(metadataPath: string): Promise<MapEntry[] | undefined> {
   const scratch = await dir({ unsafeCleanup: true, prefix: 'lazyboot-fold-', tmpdir: tmpdir() });
   const socket = path.join(scratch.path, 'nbd.sock');
@@ -61,8 +40,7 @@ async function dirtyRanges(metadataPath: string): Promise<MapEntry[] | undefined
     for (let tries = 0; tries < 100; tries++) {
       if (server.exitCode !== null && server.exitCode !== undefined) return undefined;
       try {
-        const entries = await qemuImgMap(['--image-opts', `driver=nbd,server.type=unix,server.path=${socket},x-dirty-bitmap=qemu:dirty-bitmap:${WRITES_BITMAP}`]);
-        return entries.filter((entry) => !entry.data);
+        return await dirtyRangesOverNbd(socket, '', WRITES_BITMAP);
       } catch {
         await new Promise((resolve) => setTimeout(resolve, 50));
       }

@@ -139,14 +139,38 @@ export class LaunchPivot {
       if (!this.vm.lifecycle.isFinal && this.vm.state !== 'stopping') this.where.log?.((error as Error).message);
       return false;
     }
-    // QEMU alone has the disk now: the COR device leaves; the disk stays locked until the fold.
-    this.onDeviceLeaving();
-    this.#deviceLeft = true;
-    this.#leaving = this.device.close().then(async () => {
+    // QEMU alone has the disk now: the COR device leaves (once no snapshot uses its map); the disk
+    // stays locked until the fold.
+    const users = [...this.#mapUsers];
+    this.#leaving = (async () => {
+      await Promise.allSettled(users);
+      this.onDeviceLeaving();
+      this.#deviceLeft = true;
+      await this.device.close();
       this.#heldLock = await lockDisk(this.where.diskPath);
-    });
+    })();
     await this.#leaving;
     return true;
+  }
+
+  /** Runs holding the device's map open (a native snapshot), if it is still open: see withMap. */
+  readonly #mapUsers = new Set<Promise<unknown>>();
+
+  /**
+   * Runs `use` with the disk's map: the COR device's own while it is open (it stays open until
+   * `use` settles), else undefined once the device has left after the fill (the caller opens the
+   * map file itself: the device closed it, and nobody else opens it before QEMU exits).
+   */
+  async withMap<T>(use: (deviceMap: boolean) => Promise<T>): Promise<T> {
+    if (this.#leaving) await this.#leaving.catch(() => undefined);
+    const running = use(!this.#deviceLeft);
+    if (this.#deviceLeft) return running;
+    this.#mapUsers.add(running);
+    try {
+      return await running;
+    } finally {
+      this.#mapUsers.delete(running);
+    }
   }
 
   /** After QEMU has exited and the COR device closed: QEMU's writes and allocation into the map. */

@@ -11,6 +11,7 @@ import type { ExportProvider } from '../nbd/export-provider.js';
 import { InvalidImageName, UnknownImage } from './errors.js';
 import { formatImageRef } from './image-name.js';
 import type { Repository } from './repository.js';
+import { BoundedMap } from '../base/bounded-map.js';
 
 export const MANIFEST_EXPORT_PREFIX = 'manifest:';
 /** Appended to `manifest:REF`: the export is then the line `NAME@N SHA256 LENGTH` of that manifest. */
@@ -31,10 +32,15 @@ export interface RepositoryExportsOptions {
   readonly objectExports?: Readonly<Record<string, (ref: string) => Promise<Buffer | undefined>>>;
 }
 
+/** Blocks of the image backends kept: 16 Mi blocks (1 TiB of images in 64 KiB blocks) hold ~130 MiB of locations. */
+const BACKEND_CACHE_BLOCKS = 16 * 1024 * 1024;
+
 export function repositoryExports(repo: Repository, options: RepositoryExportsOptions = {}): ExportProvider {
   const { log, verifyBlocks = true, objectExports = {} } = options;
-  // Versions are immutable, so one backend per `name@N` serves every client.
-  const images = new Map<string, BlockBackend>();
+  // Versions are immutable, so one backend per `name@N` serves every client. Bounded (a server may
+  // run for months over a bucket of many versions): a forgotten backend is rebuilt on the next
+  // open; connections keep theirs. Each holds a location per block (~8 bytes) and verified bits.
+  const images = new BoundedMap<string, { backend: BlockBackend; blocks: number }>(BACKEND_CACHE_BLOCKS, (image) => image.blocks + 1);
   return {
     async list() {
       const exports: Array<{ name: string; description?: string }> = [];
@@ -66,12 +72,12 @@ export function repositoryExports(repo: Repository, options: RepositoryExportsOp
         }
         const manifest = await repo.resolve(exportName);
         const key = formatImageRef(manifest.name, manifest.version);
-        let backend = images.get(key);
-        if (!backend) {
-          backend = repo.imageBackend(manifest, { verifyOnce: verifyBlocks });
-          images.set(key, backend);
+        let image = images.get(key);
+        if (!image) {
+          image = { backend: repo.imageBackend(manifest, { verifyOnce: verifyBlocks }), blocks: manifest.blockCount };
+          images.set(key, image);
         }
-        return backend;
+        return image.backend;
       } catch (error) {
         // Unknown or malformed names are simply "no such export"; a damaged repository is an error.
         if (error instanceof UnknownImage || error instanceof InvalidImageName) return undefined;

@@ -1,12 +1,14 @@
 // A read-only BlockBackend over one image version: blocks come from the pack store, zero blocks
-// are synthesised and reported as holes. Runs of blocks stored back to back are read with one pread.
+// are synthesised and reported as holes. Blocks of a read that lie together in a pack are read
+// with one request, shaped by the storage (storage.ts ReadShape): a local file gets one pread per
+// run contiguous in pack and read (512 KiB at most); an object store one range GET of up to 4 MiB
+// for blocks near each other in a pack, wherever they go in the read.
 import { createHash } from 'node:crypto';
 import { BlockError, MAX_REQUEST_BYTES, type BlockCapabilities, type BlockSizeConstraints, type Extent } from '../block/backend.js';
 import { readByFilling, zeroBlockRanges, type KnowsZeroRanges, type ReadsIntoBuffer } from '../block/read-into.js';
 import { READ_ONLY_CAPABILITIES, ReadOnlyBackend } from '../block/read-only.js';
 import { DIGEST_BYTES, zeroBlockFlags, type Manifest } from './manifest-format.js';
-import { LazybootError } from '../base/errors.js';
-import { BlockCorrupt, BlockMissing, RepositoryCorrupt } from './errors.js';
+import { BlockCorrupt, BlockMissing, RepositoryCorrupt, StoreUnavailable } from './errors.js';
 import type { BlockLocation, PackFile, PackStore } from './pack-store.js';
 import { formatImageRef } from './image-name.js';
 import { exactInteger } from './exact-integer.js';
@@ -28,20 +30,25 @@ interface Unverified {
   readonly location: BlockLocation;
 }
 
-/** Long runs are split so that one big request's copy is shared by several thread-pool threads. */
-const MAX_RUN_BYTES = 512 * 1024;
 /** Bound on the work one blockStatus call does. */
 const MAX_EXTENTS_PER_CALL = 32;
 
 /** Read-only, and block status knows the image's zero blocks. */
 const IMAGE_CAPABILITIES: BlockCapabilities = { ...READ_ONLY_CAPABILITIES, extents: true };
 
-/** One pread covering several adjacent stored pieces. */
-interface ReadRun {
-  pack: PackFile;
-  filePosition: number;
-  targetOffset: number;
+/** Where bytes of a run go in the read: `length` bytes at `at` in the run, to `targetOffset`. */
+interface RunPiece {
+  readonly at: number;
+  readonly targetOffset: number;
   length: number;
+}
+
+/** One read of a pack's bytes [filePosition, filePosition + length), covering its pieces. */
+interface ReadRun {
+  readonly pack: PackFile;
+  readonly filePosition: number;
+  length: number;
+  readonly pieces: RunPiece[];
 }
 
 export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, KnowsZeroRanges {
@@ -90,32 +97,47 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
       const targetOffset = from - offset;
       if (this.zeroFlags[index]) {
         out.fill(0, targetOffset, targetOffset + (to - from));
-        run = undefined;
         continue;
       }
       const location = this.locateKnown(index) ?? (await this.locateAfterRefresh(index));
       if (this.options.verifyOnce && !location.pack.isVerified(location.entry)) unverified.push({ index, location });
       const filePosition = location.offset + (from - blockStart);
-      const adjacent = run && run.pack === location.pack && run.filePosition + run.length === filePosition && run.targetOffset + run.length === targetOffset;
-      if (run && adjacent && run.length < MAX_RUN_BYTES) {
-        run.length += to - from;
-      } else {
-        run = { pack: location.pack, filePosition, targetOffset, length: to - from };
+      if (!run || !this.extend(run, location.pack, filePosition, targetOffset, to - from)) {
+        run = { pack: location.pack, filePosition, length: to - from, pieces: [{ at: 0, targetOffset, length: to - from }] };
         runs.push(run);
       }
     }
     try {
-      if (runs.length === 1) {
-        const only = runs[0]!;
-        await only.pack.readInto(out, only.targetOffset, only.length, only.filePosition);
-      } else {
-        await Promise.all(runs.map((r) => r.pack.readInto(out, r.targetOffset, r.length, r.filePosition)));
-      }
+      if (runs.length === 1) await readRun(runs[0]!, out);
+      else await Promise.all(runs.map((r) => readRun(r, out)));
       if (this.options.verify) this.verifyBlocks(out, offset, length);
       if (unverified.length > 0) await this.verifyFirstReads(unverified, out, offset);
     } catch (error) {
       throw toBlockError(error);
     }
+  }
+
+  /**
+   * Adds the piece [filePosition, +length) of `pack`, going to `targetOffset`, to `run` if the
+   * storage's read shape lets one request cover both; false if it needs a run of its own.
+   */
+  private extend(run: ReadRun, pack: PackFile, filePosition: number, targetOffset: number, length: number): boolean {
+    const { maxRangeBytes, joinGapBytes } = this.store.storage.readShape;
+    const gap = filePosition - (run.filePosition + run.length);
+    const last = run.pieces[run.pieces.length - 1]!;
+    const followsInRead = last.targetOffset + last.length === targetOffset;
+    if (run.pack !== pack || gap < 0) return false;
+    if (joinGapBytes === undefined) {
+      // One pread straight into place (a run may pass the limit by its last block, as it always has).
+      if (gap > 0 || !followsInRead || run.length >= maxRangeBytes) return false;
+    } else if (gap > joinGapBytes || filePosition + length - run.filePosition > maxRangeBytes) {
+      return false;
+    }
+    const at = filePosition - run.filePosition;
+    if (gap === 0 && followsInRead) last.length += length;
+    else run.pieces.push({ at, targetOffset, length });
+    run.length = at + length;
+    return true;
   }
 
   /** Zero blocks are not stored: a server sends them as holes instead of zeros. */
@@ -238,8 +260,21 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
   async close(): Promise<void> {}
 }
 
+/** Reads one run: straight into `out` when it is one piece, else into a scratch buffer copied out piece by piece. */
+async function readRun(run: ReadRun, out: Buffer): Promise<void> {
+  const only = run.pieces.length === 1 ? run.pieces[0]! : undefined;
+  if (only && only.length === run.length) {
+    await run.pack.readInto(out, only.targetOffset, run.length, run.filePosition);
+    return;
+  }
+  const scratch = Buffer.allocUnsafe(run.length);
+  await run.pack.readInto(scratch, 0, run.length, run.filePosition);
+  for (const piece of run.pieces) scratch.copy(out, piece.targetOffset, piece.at, piece.at + piece.length);
+}
+
 function toBlockError(error: unknown): BlockError {
   if (error instanceof BlockError) return error;
-  const message = error instanceof LazybootError ? error.message : error instanceof Error ? error.message : String(error);
+  // A store that is down says what to do about it (its hint); a damaged repository says what is wrong.
+  const message = error instanceof StoreUnavailable ? error.toLine() : error instanceof Error ? error.message : String(error);
   return new BlockError('EIO', message, { cause: error });
 }

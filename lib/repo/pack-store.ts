@@ -10,6 +10,12 @@ const PACK_SUFFIX = '.pack';
 const INDEX_SUFFIX = '.idx';
 /** Blocks are gathered into writes of this size while a pack is written. */
 const WRITE_BUFFER_BYTES = 8 * 1024 * 1024;
+/**
+ * In an object store, `repo check --repair` removes a pack and index no manifest refers to once its
+ * index is older than --min-age (store-check.ts). A writer that reuses blocks of such a pack will
+ * refer to it: it rewrites the index (same bytes) to make it young again, at most this often.
+ */
+const KEEP_ALIVE_MS = 10 * 60_000;
 
 /** One pack; its reader (e.g. an open file) is made on first read and kept. */
 export class PackFile {
@@ -28,6 +34,11 @@ export class PackFile {
 
   markVerified(entry: number): void {
     this.verified[entry >> 3]! |= 1 << (entry & 7);
+  }
+
+  /** The pack's index, beside it. */
+  get indexKey(): string {
+    return this.key.slice(0, -PACK_SUFFIX.length) + INDEX_SUFFIX;
   }
 
   /** Reads exactly `length` bytes at `position` into `target` at `targetOffset`. */
@@ -59,6 +70,8 @@ export class PackStore {
   private readonly locations = new Map<string, BlockLocation>();
   private readonly packs = new Map<string, PackFile>();
   private refreshing?: Promise<void>;
+  /** Packs whose index this process rewrote to keep them young, when, and whether they were still there. */
+  private readonly keptAlive = new Map<PackFile, { at: number; alive: Promise<boolean> }>();
   /** Index files (or the directory) that could not be loaded, and why; see loadNewIndexes. */
   readonly damage = new Map<string, string>();
 
@@ -137,6 +150,35 @@ export class PackStore {
     });
   }
 
+  /**
+   * Before a writer refers to blocks of `pack` it did not write: in an object store, rewrites the
+   * pack's index unchanged so that `repo check --repair` sees it young and keeps it (see
+   * KEEP_ALIVE_MS). False when the index is gone (a repair removed the pack): its blocks are
+   * forgotten, and the writer stores them anew. A directory's check never removes indexed packs.
+   */
+  keepAlive(pack: PackFile): Promise<boolean> {
+    if (this.storage.isLocalDirectory) return Promise.resolve(true);
+    const last = this.keptAlive.get(pack);
+    if (last && Date.now() - last.at < KEEP_ALIVE_MS) return last.alive;
+    const alive = (async () => {
+      const bytes = await this.storage.get(pack.indexKey);
+      if (bytes) {
+        await this.storage.put(pack.indexKey, bytes);
+        return true;
+      }
+      this.forget(pack);
+      return false;
+    })();
+    this.keptAlive.set(pack, { at: Date.now(), alive });
+    alive.catch(() => this.keptAlive.delete(pack));
+    return alive;
+  }
+
+  private forget(pack: PackFile): void {
+    for (const [name, known] of this.packs) if (known === pack) this.packs.delete(name);
+    for (const [digest, location] of this.locations) if (location.pack === pack) this.locations.delete(digest);
+  }
+
   /** Starts a new pack; nothing in it is visible to readers until seal(). */
   beginPack(): PackWriter {
     const base = `pack-${Date.now().toString(16).padStart(12, '0')}-${process.pid}-${randomBytes(4).toString('hex')}`;
@@ -176,7 +218,9 @@ export class PackWriter {
   /** Stores the block unless already present; returns true when it was new. `data` may be reused by the caller afterwards. */
   async add(digest: Buffer, data: Buffer): Promise<boolean> {
     if (this.finished) throw new Error('PackWriter used after seal/abort');
-    if (this.has(digest)) return false;
+    if (this.added.has(digestKey(digest))) return false;
+    const stored = this.store.locate(digest);
+    if (stored && (await this.store.keepAlive(stored.pack))) return false;
     this.added.add(digestKey(digest));
     this.entries.push({ digest: Buffer.from(digest), offset: this.written + this.buffered, length: data.length });
     if (this.buffered + data.length > this.buffer.length) await this.flushBuffer();

@@ -19,6 +19,10 @@ export interface Finding {
   readonly repair?: () => Promise<void>;
   /** A pack without an index: unreferenced only while every manifest finds all its blocks. */
   readonly orphanPack?: boolean;
+  /** An unreferenced object young enough to belong to an import still running: noted, kept, not a problem. */
+  readonly young?: boolean;
+  /** An unreferenced pack's index as the walk saw it written: a newer one means a writer reuses it (store-check.ts). */
+  readonly indexWritten?: Date;
   repaired?: boolean;
 }
 
@@ -29,10 +33,10 @@ export interface CheckResult {
 }
 
 /** `pack-TIME-PID-RANDOM.pack` (pack-store.ts) and `.tmp-PID-RANDOM` (durable-file.ts). */
-const PACK_NAME = /^pack-[0-9a-f]+-([0-9]+)-[0-9a-f]+\.pack$/;
-const INDEX_NAME = /^pack-[0-9a-f]+-[0-9]+-[0-9a-f]+\.idx$/;
+export const PACK_NAME = /^pack-[0-9a-f]+-([0-9]+)-[0-9a-f]+\.pack$/;
+export const INDEX_NAME = /^pack-[0-9a-f]+-[0-9]+-[0-9a-f]+\.idx$/;
 const TEMP_NAME = /^\.tmp-([0-9]+)-[0-9a-f]+$/;
-const MANIFEST_NAME = /^([1-9][0-9]{0,8})\.manifest$/;
+export const MANIFEST_NAME = /^([1-9][0-9]{0,8})\.manifest$/;
 
 const errorCode = (error: unknown): string => (error as NodeJS.ErrnoException).code ?? (error as Error).message;
 
@@ -80,28 +84,53 @@ async function checkPacks(dir: string, verify: boolean): Promise<PackWalk> {
   return { findings, stored, packs };
 }
 
+/** How one pack and its index are read: from files, or from objects in a store (store-check.ts). */
+export interface PackReads {
+  /** The index's bytes (throws when it cannot be read). */
+  index(): Promise<Buffer>;
+  /** The pack's size, undefined when it is missing (throws when it cannot be looked at). */
+  packSize(): Promise<number | undefined>;
+  /** The entries whose bytes in the pack do not hash to their digest (--verify). */
+  damaged(entries: readonly PackIndexEntry[]): Promise<PackIndexEntry[]>;
+}
+
 /** Adds the index's (intact) blocks to `stored`; returns what is wrong with it, if anything. */
 async function checkIndex(dir: string, indexName: string, stored: Set<string>, verify: boolean): Promise<string | undefined> {
+  const packPath = join(dir, indexName.replace(/\.idx$/, '.pack'));
+  return checkIndexWith({
+    index: () => readFile(join(dir, indexName)),
+    packSize: () => stat(packPath).then((info) => info.size, (error) => {
+      if (errorCode(error) === 'ENOENT') return undefined;
+      throw error;
+    }),
+    damaged: (entries) => damagedBlocks(packPath, entries),
+  }, indexName, stored, verify);
+}
+
+/** The index check of both walks: the index decodes, its pack holds every block it lists (and they hash right with `verify`). */
+export async function checkIndexWith(reads: PackReads, indexName: string, stored: Set<string>, verify: boolean): Promise<string | undefined> {
   let entries;
   try {
-    entries = decodePackIndex(await readFile(join(dir, indexName)));
+    entries = decodePackIndex(await reads.index());
   } catch (error) {
     return `cannot be read (${errorCode(error)})`;
   }
   if (typeof entries === 'string') return `${entries}; the blocks of its pack are unreachable (restore the index, or re-import the images that need them)`;
   const packName = indexName.replace(/\.idx$/, '.pack');
-  let packSize: number;
+  let packSize: number | undefined;
   try {
-    packSize = (await stat(join(dir, packName))).size;
+    packSize = await reads.packSize();
   } catch (error) {
-    return `lists ${entries.length} blocks of ${packName}, which ${errorCode(error) === 'ENOENT' ? 'is missing' : `cannot be read (${errorCode(error)})`}`;
+    return `lists ${entries.length} blocks of ${packName}, which cannot be read (${errorCode(error)})`;
   }
-  const present = entries.filter((entry) => entry.offset + entry.length <= packSize);
-  const damaged = verify ? await damagedBlocks(join(dir, packName), present) : [];
+  if (packSize === undefined) return `lists ${entries.length} blocks of ${packName}, which is missing`;
+  const size = packSize;
+  const present = entries.filter((entry) => entry.offset + entry.length <= size);
+  const damaged = verify ? await reads.damaged(present) : [];
   for (const entry of present) if (!damaged.includes(entry)) stored.add(entry.digest.toString('latin1'));
   let needed = 0; // a loop, not Math.max(...entries): an index can list millions of blocks
   for (const entry of entries) needed = Math.max(needed, entry.offset + entry.length);
-  if (needed > packSize) return `needs ${packName} to hold ${needed} bytes, but it has ${packSize} (truncated)`;
+  if (needed > size) return `needs ${packName} to hold ${needed} bytes, but it has ${size} (truncated)`;
   if (damaged.length > 0) {
     return `lists ${damaged.length} block(s) of ${packName} that fail their SHA-256 (first at offset ${damaged[0]!.offset}); re-import the images that use them, or restore the pack`;
   }
@@ -110,26 +139,35 @@ async function checkIndex(dir: string, indexName: string, stored: Set<string>, v
 
 /** The entries whose bytes in the pack do not hash to their digest (--verify). */
 async function damagedBlocks(packPath: string, entries: readonly PackIndexEntry[]): Promise<PackIndexEntry[]> {
-  const damaged: PackIndexEntry[] = [];
   const handle = await open(packPath, 'r');
   try {
-    let buffer = Buffer.alloc(0);
-    for (const entry of entries) {
-      if (buffer.length < entry.length) buffer = Buffer.allocUnsafe(entry.length);
-      const block = buffer.subarray(0, entry.length);
-      await handle.read(block, 0, entry.length, entry.offset);
-      if (!createHash('sha256').update(block).digest().equals(entry.digest)) damaged.push(entry);
-    }
+    return await damagedEntries(entries, (target, position) => handle.read(target, 0, target.length, position).then(() => undefined));
   } finally {
     await handle.close();
+  }
+}
+
+/** The entries whose bytes, as `read` gives them, do not hash to their digest. */
+export async function damagedEntries(entries: readonly PackIndexEntry[], read: (target: Buffer, position: number) => Promise<void>): Promise<PackIndexEntry[]> {
+  const damaged: PackIndexEntry[] = [];
+  let buffer = Buffer.alloc(0);
+  for (const entry of entries) {
+    if (buffer.length < entry.length) buffer = Buffer.allocUnsafe(entry.length);
+    const block = buffer.subarray(0, entry.length);
+    await read(block, entry.offset);
+    if (!createHash('sha256').update(block).digest().equals(entry.digest)) damaged.push(entry);
   }
   return damaged;
 }
 
-/** What the manifest walk learns: the blocks stored, and how many manifests miss some. */
-interface BlockRefs {
+/** What the manifest walk learns: the blocks stored, how many manifests miss some, and (for store-check.ts) the blocks referred to. */
+export interface BlockRefs {
   readonly stored: Set<string>;
   manifestsMissingBlocks: number;
+  /** Manifests that could not be decoded: they may refer to any block. */
+  undecodable?: number;
+  /** When present, collects the digests (latin1) every decoded manifest refers to. */
+  readonly referenced?: Set<string>;
 }
 
 async function checkImageDirectory(dir: string, name: string, refs: BlockRefs, findings: Finding[]): Promise<number> {
@@ -143,7 +181,7 @@ async function checkImageDirectory(dir: string, name: string, refs: BlockRefs, f
       if (found) findings.push(found);
     } else if (manifestName && entry.isFile()) {
       versions++;
-      const problem = await checkManifest(file, name, Number(manifestName[1]), refs);
+      const problem = await checkManifest(() => readFile(file), name, Number(manifestName[1]), refs);
       if (problem) findings.push({ file, problem });
     } else {
       findings.push({ file, problem: `is not a manifest and does not belong in ${join('manifests', name)}/; move it out of the repository` });
@@ -152,11 +190,13 @@ async function checkImageDirectory(dir: string, name: string, refs: BlockRefs, f
   return versions;
 }
 
-async function checkManifest(file: string, name: string, version: number, refs: BlockRefs): Promise<string | undefined> {
+/** What is wrong with manifest NAME/VERSION (`read` gives its bytes), if anything; the blocks it needs are looked up in `refs`. */
+export async function checkManifest(read: () => Promise<Buffer>, name: string, version: number, refs: BlockRefs): Promise<string | undefined> {
   let manifest;
   try {
-    manifest = decodeManifest(await readFile(file));
+    manifest = decodeManifest(await read());
   } catch (error) {
+    refs.undecodable = (refs.undecodable ?? 0) + 1;
     return `does not decode (${error instanceof Error ? error.message : String(error)}); restore it, or re-import ${formatImageRef(name, version)}`;
   }
   if (manifest.name !== name || manifest.version !== version) return `names ${formatImageRef(manifest.name, manifest.version)} instead of ${formatImageRef(name, version)}`;
@@ -164,7 +204,9 @@ async function checkManifest(file: string, name: string, version: number, refs: 
   let first: string | undefined;
   for (let index = 0; index < manifest.blockCount; index++) {
     const digest = digestOf(manifest, index);
-    if (isZeroDigest(digest) || refs.stored.has(digest.toString('latin1'))) continue;
+    if (isZeroDigest(digest)) continue;
+    refs.referenced?.add(digest.toString('latin1'));
+    if (refs.stored.has(digest.toString('latin1'))) continue;
     missing++;
     first ??= `block ${index}, ${digest.toString('hex')}`;
   }

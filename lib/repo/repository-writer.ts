@@ -53,6 +53,9 @@ export class RepositoryWriter implements WriteTarget {
     if (digests.length % DIGEST_BYTES !== 0) throw new MalformedWriteRequest(`${digests.length} bytes of digests is not a whole number of 32-byte digests`);
     await this.repo.refreshIndexes();
     const count = digests.length / DIGEST_BYTES;
+    const offered: Buffer[] = [];
+    for (let at = 0; at < digests.length; at += DIGEST_BYTES) if (!isZeroDigestAt(digests, at)) offered.push(digests.subarray(at, at + DIGEST_BYTES));
+    await this.repo.keepAlive(offered); // the session will refer to what it is told is present
     const lacking = new Uint8Array(count);
     for (let i = 0; i < count; i++) {
       const at = i * DIGEST_BYTES;

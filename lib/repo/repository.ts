@@ -13,7 +13,7 @@ import { DIGEST_BYTES, digestOf, isZeroDigest, type Manifest } from './manifest-
 import { decodeManifest, encodeManifest } from './manifest-codec.js';
 import { BlockCorrupt, BlockMissing, ImportFailed, RepositoryCorrupt, UnknownImage, VersionConflict } from './errors.js';
 import { formatImageRef, isValidImageName, parseImageRef, validateImageName } from './image-name.js';
-import { PackStore } from './pack-store.js';
+import { PackStore, type PackFile } from './pack-store.js';
 import { ImageBackend, type ImageBackendOptions } from './image-backend.js';
 import { BlockBatch } from './block-batch.js';
 import { openRepositoryDirectory, openRepositoryStore } from './repository-marker.js';
@@ -23,6 +23,7 @@ import { DEFAULT_BLOCK_SIZE, parseBlockSize } from './block-size.js';
 import { LazybootError } from '../base/errors.js';
 import { ImageObjects } from './image-objects.js';
 import { StoredImageObjects } from './stored-image-objects.js';
+import { BoundedMap } from '../base/bounded-map.js';
 
 const MANIFEST_SUFFIX = '.manifest';
 const MANIFEST_PATTERN = /^[1-9][0-9]{0,8}\.manifest$/;
@@ -53,6 +54,8 @@ export interface ImportOptions {
   readonly parent?: string;
   /** Called now and then with the number of source bytes consumed so far. */
   readonly onProgress?: (bytesRead: number) => void;
+  /** Stops the import before its version is committed (the reason is thrown; the pack written so far is dropped). */
+  readonly signal?: AbortSignal;
 }
 
 export interface ImportResult {
@@ -84,8 +87,16 @@ export interface ImageCheck {
   readonly problems: string[];
 }
 
+/**
+ * Decoded manifests kept, by their digest tables' bytes (a 10 GiB image in 64 KiB blocks: 5 MiB).
+ * With the image backends of export-provider.ts this bounds what a `repo serve` holds per version;
+ * the pack indexes (PackStore: one entry per distinct stored block, ~150 bytes each) grow with the
+ * repository itself, not with the clients or the server's uptime.
+ */
+const MANIFEST_CACHE_BYTES = 256 * 1024 * 1024;
+
 export class Repository {
-  private readonly manifestCache = new Map<string, Manifest>();
+  private readonly manifestCache = new BoundedMap<string, Manifest>(MANIFEST_CACHE_BYTES, (manifest) => manifest.digests.length + 256);
   /** The named objects attached to image versions (boot traces). */
   readonly objects: ImageObjects;
 
@@ -254,6 +265,20 @@ export class Repository {
     return this.store.locate(digest) !== undefined;
   }
 
+  /**
+   * Before a write session refers to these stored blocks without sending them: keeps their packs
+   * from being removed as unreferenced (PackStore.keepAlive); a pack found gone is forgotten, so
+   * holdsLoaded then says its blocks are missing.
+   */
+  async keepAlive(digests: Iterable<Buffer>): Promise<void> {
+    const packs = new Set<PackFile>();
+    for (const digest of digests) {
+      const pack = this.store.locate(digest)?.pack;
+      if (pack) packs.add(pack);
+    }
+    await Promise.all([...packs].map((pack) => this.store.keepAlive(pack)));
+  }
+
   /** Loads the indexes other writers added since (before a bulk query with holdsLoaded). */
   refreshIndexes(): Promise<void> {
     return this.store.refresh();
@@ -358,8 +383,10 @@ export class Repository {
         }
         bytesRead += chunk.length;
         options.onProgress?.(bytesRead);
+        options.signal?.throwIfAborted();
       }
       if (filled > 0) await putBlock(filled);
+      options.signal?.throwIfAborted();
       if (bytesRead !== options.size) throw new ImportFailed(`the source yielded ${bytesRead} bytes, expected ${options.size}`);
       const manifest = await this.commitImage({ name, size: options.size, blockSize, digests, parent: options.parent }, batch);
       return {

@@ -46,13 +46,23 @@ export class ReplicateNoMap extends LazybootError {
 /** A replication option out of range (no target, the same target twice, an interval or rate that cannot be). */
 export class ReplicateOptionInvalid extends LazybootError {}
 
-/** A live snapshot of a VM whose disk QEMU writes itself (after a pivot): not through this path. */
+/**
+ * The COR device's live snapshot (live-snapshot.ts) of a disk QEMU writes itself (after a pivot):
+ * not through that path. A VM's snapshot after the pivot takes native-snapshot.ts instead.
+ */
 export class LiveSnapshotAfterPivot extends LazybootError {
   constructor(disk: string, during: boolean) {
     super(
-      during ? `the VM pivoted to QEMU's native graph while its disk ${disk} was being snapshotted; its blocks stay marked` : `the VM runs on QEMU's native graph (pivoted): a live snapshot of ${disk} is only taken before the pivot`,
-      'stop the VM (`lazyboot stop NAME`) and run `lazyboot snapshot --disk FILE`, or boot with --pivot none',
+      during ? `the VM pivoted to QEMU's native graph while its disk ${disk} was being snapshotted; its blocks stay marked` : `the VM runs on QEMU's native graph (pivoted): the copy-on-read device no longer sees the writes to ${disk}`,
+      during ? 'snapshot again: after the pivot it is taken through QEMU' : 'snapshot the VM (`lazyboot snapshot NAME`, LazyVm.snapshot): after the pivot it is taken through QEMU',
     );
+  }
+}
+
+/** The VM is being moved to QEMU's native graph right now (a pause of milliseconds). */
+export class LiveSnapshotDuringPivot extends LazybootError {
+  constructor(disk: string) {
+    super(`the VM of ${disk} is pivoting to QEMU's native graph right now`, 'snapshot again in a moment: after the pivot it is taken through QEMU');
   }
 }
 

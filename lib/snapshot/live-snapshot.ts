@@ -7,8 +7,9 @@
 // it rewrites before they were sent are copied first, and its writes set fresh W bits for the next
 // snapshot. Without an agent (`freezer` absent) the snapshot is crash-consistent: the same instant,
 // without the file systems' cooperation.
-// After a pivot QEMU writes the disk itself, past this device: refused (LiveSnapshotAfterPivot);
-// a pivot during the snapshot fails it, with every mark put back.
+// After a pivot QEMU writes the disk itself, past this device: that snapshot is native-snapshot.ts
+// (QEMU's own fleecing); here it is refused (LiveSnapshotAfterPivot), and a pivot during the
+// snapshot fails it, with every mark put back.
 import { performance } from 'node:perf_hooks';
 import type { BlockMap } from '../map/block-map.js';
 import type { LocalDisk } from '../cor/local-disk.js';
@@ -21,7 +22,8 @@ import { sendingSetPath } from './sending-set.js';
 import { bindTarget } from './bind-target.js';
 import { CopyBeforeWrite } from './copy-before-write.js';
 import { recoverLeftover, ship, type SnapshotInstant, type SnapshotOptions, type SnapshotResult } from './snapshot.js';
-import { GuestFreezeFailed, GuestThawFailed, LiveSnapshotAfterPivot, LiveSnapshotBusy } from './errors.js';
+import { LiveSnapshotAfterPivot, LiveSnapshotBusy } from './errors.js';
+import { whileFrozen, type GuestFreezer } from './guest-freeze.js';
 
 /** The running disk: what its copy-on-read device holds open. */
 export interface LiveDisk {
@@ -31,11 +33,7 @@ export interface LiveDisk {
   readonly backend: CorBackend;
 }
 
-/** The guest's file systems, frozen and thawed through its agent; each call answers how many. */
-export interface GuestFreezer {
-  freeze(): Promise<number>;
-  thaw(): Promise<number>;
-}
+export type { GuestFreezer } from './guest-freeze.js';
 
 export interface LiveSnapshotOptions extends Omit<SnapshotOptions, 'disk'> {
   /** Freezes the guest's file systems for the instant; without it the snapshot is crash-consistent. */
@@ -57,6 +55,12 @@ export interface LiveSnapshotResult extends SnapshotResult {
   readonly copiedBeforeWrite: number;
   readonly copiedBytes: number;
   readonly peakHeldBytes: number;
+  /**
+   * transient: before the pivot, through the COR device (its copies held in memory); native: after
+   * it, through QEMU's fleecing (native-snapshot.ts: writesHeldMs is its transaction, the copies are
+   * QEMU's, in a temp overlay file).
+   */
+  readonly graph: 'transient' | 'native';
 }
 
 /** Disks with a live snapshot under way (one at a time per disk). */
@@ -82,19 +86,7 @@ export async function liveSnapshot(disk: LiveDisk, options: LiveSnapshotOptions)
     const label = await bindLive(map, backend, target, canonical, log);
     const instant: SnapshotInstant = {
       at: async (fix) => {
-        const freezeStart = performance.now();
-        if (options.freezer) {
-          try {
-            timing.frozenFilesystems = await options.freezer.freeze();
-          } catch (error) {
-            // A freeze that failed half-way may have frozen some: thaw what there is.
-            await options.freezer.thaw().catch(() => undefined);
-            throw new GuestFreezeFailed((error as Error).message);
-          }
-        }
-        const frozenAt = performance.now();
-        timing.freezeMs = frozenAt - freezeStart;
-        try {
+        await whileFrozen(options.freezer, timing, async () => {
           const release = await backend.holdWrites();
           const heldAt = performance.now();
           try {
@@ -106,10 +98,7 @@ export async function liveSnapshot(disk: LiveDisk, options: LiveSnapshotOptions)
             release();
             timing.writesHeldMs = performance.now() - heldAt;
           }
-        } finally {
-          if (options.freezer) await thaw(options.freezer);
-          if (options.freezer) timing.frozenMs = performance.now() - frozenAt;
-        }
+        });
       },
       read: async (first, count) => {
         const data = await copies!.read(first, count);
@@ -125,7 +114,7 @@ export async function liveSnapshot(disk: LiveDisk, options: LiveSnapshotOptions)
     const stats = copies!.stats;
     return {
       ...result, recoveredMarks: leftover?.merged ?? 0, seconds: (performance.now() - started) / 1000,
-      consistency: options.freezer ? 'frozen' : 'crash-consistent', ...timing,
+      consistency: options.freezer ? 'frozen' : 'crash-consistent', graph: 'transient', ...timing,
       copiedBeforeWrite: stats.copiedBlocks, copiedBytes: stats.copiedBytes, peakHeldBytes: stats.peakHeldBytes,
     };
   } finally {
@@ -149,19 +138,4 @@ async function bindLive(map: BlockMap, backend: CorBackend, target: WriteTarget,
   } finally {
     release();
   }
-}
-
-/** Thaws, retrying a few times: a guest left frozen hangs on its next write. */
-async function thaw(freezer: GuestFreezer): Promise<void> {
-  let last: Error | undefined;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      await freezer.thaw();
-      return;
-    } catch (error) {
-      last = error as Error;
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
-  throw new GuestThawFailed(last!.message);
 }

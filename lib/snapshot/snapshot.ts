@@ -157,8 +157,12 @@ export interface ShipContext {
 
 /** How a snapshot of a running disk fixes its instant and reads the disk as of then. */
 export interface SnapshotInstant {
-  /** Runs `fix` at the instant (the guest frozen, its writes held), then lets the guest go on. */
-  at(fix: () => Promise<Bitset>): Promise<void>;
+  /**
+   * Runs `fix` at the instant (the guest frozen, its writes held), then lets the guest go on.
+   * `written`: blocks marked outside the map (QEMU's writes bitmap after a pivot): shipped too, and
+   * read like present ones (QEMU wrote them locally; the map learns so only at the fold).
+   */
+  at(fix: (written?: Bitset) => Promise<Bitset>): Promise<void>;
   /** Blocks [first, first + count) (all in the fixed set) as of the instant. */
   read(first: number, count: number): Promise<Buffer>;
 }
@@ -185,8 +189,9 @@ export async function ship(context: ShipContext): Promise<Shipped> {
   let sendable!: Bitset;
   // Step 1: the marks move to the durable in-flight set before the map lets go of them. For a
   // running disk this is the snapshot's instant (the guest frozen, its writes held).
-  const fix = async (): Promise<Bitset> => {
+  const fix = async (written?: Bitset): Promise<Bitset> => {
     const fixed = map.modified[index]!.copy();
+    if (written) fixed.orWith(written);
     if (options.full || !baseDigests) fixed.orWith(map.present);
     await writeSendingSet(context.sendingPath, { target: label, session, name: options.as, blocks: fixed });
     map.clearModifiedWhere(index, fixed);
@@ -194,6 +199,7 @@ export async function ship(context: ShipContext): Promise<Shipped> {
     // The marked blocks present now are read; an absent one still holds the image's content.
     const absent = fixed.copy();
     absent.clearWhere(map.present);
+    if (written) absent.clearWhere(written);
     sendable = fixed.copy();
     sendable.clearWhere(absent);
     return sendable;

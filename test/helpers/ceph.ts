@@ -41,10 +41,19 @@ export interface CephCluster {
   stopGateway(): Promise<void>;
   /** Starts the gateway again on the same port. */
   startGateway(): Promise<void>;
+  /** The running gateway's request counters (its perf counters, read over its admin socket; zero at each start). */
+  gatewayCounters(): Promise<GatewayCounters>;
   /** Process ids of the daemons running now. */
   pids(): number[];
   /** Stops every daemon (gateway, OSD, mon) and removes the directory. Idempotent. */
   stop(): Promise<void>;
+}
+
+/** Requests the S3 gateway has served since it started. */
+export interface GatewayCounters {
+  readonly requests: number;
+  readonly gets: number;
+  readonly getBytes: number;
 }
 
 /** A cluster that could not start, with the reason (and the log tail that tells it). */
@@ -280,6 +289,10 @@ export async function startCephCluster(options: CephClusterOptions = {}): Promis
       async startGateway() {
         if (daemons.some((d) => d.name === 'radosgw' && d.running)) return;
         await gateway();
+      },
+      async gatewayCounters() {
+        const dump = JSON.parse(await run('ceph', ['--admin-daemon', join(dir, 'run', 'client.rgw.a.asok'), 'perf', 'dump', 'rgw'])) as { rgw: { req: number; get: number; get_b: number } };
+        return { requests: dump.rgw.req, gets: dump.rgw.get, getBytes: dump.rgw.get_b };
       },
       pids: () => daemons.filter((d) => d.running).map((d) => d.pid!),
       stop: stopAll,

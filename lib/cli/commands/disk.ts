@@ -15,6 +15,7 @@ import { serverLimitOptions, serverLimitsOf, type ServerLimitArgs } from '../ser
 import { withTlsCredentials } from '../../nbd/client-uri.js';
 import { COR_SERVER_LIMITS } from '../../cor/device.js';
 import { cacheOf, cacheOptions, type CacheArgs } from '../cache-options.js';
+import { s3EndpointOption } from './image.js';
 
 const log = (line: string): void => void process.stderr.write(`${new Date().toISOString()} ${line}\n`);
 
@@ -49,11 +50,11 @@ function progressReporter(json: boolean, blockSize: number): (progress: FillProg
   };
 }
 
-interface DiskArgs extends CacheArgs { disk: string; from: string[]; json: boolean }
+interface DiskArgs extends CacheArgs { disk: string; from: string[]; 's3-endpoint'?: string; json: boolean }
 interface ServeArgs extends DiskArgs, ServerLimitArgs { image: string; socket?: string; fill: boolean; 'fill-rate': string; export: string; 'tls-creds'?: string }
 interface FillArgs extends DiskArgs { image?: string; rate: string; 'tls-creds'?: string }
 
-const fromOption = { type: 'string', array: true, default: [] as string[], describe: 'repository URI: directory, nbd+unix:///?socket=PATH, nbd://HOST:PORT, or nbds://… with TLS (repeat for several)', defaultDescription: 'the default local repository' } as const;
+const fromOption = { type: 'string', array: true, default: [] as string[], describe: 'repository URI: directory, s3://BUCKET/PREFIX (read straight from the store), nbd+unix:///?socket=PATH, nbd://HOST:PORT, or nbds://… with TLS (repeat for several)', defaultDescription: 'the default local repository' } as const;
 const tlsCredsOption = { type: 'string', describe: 'x509 directory for nbds:// repositories: ca-cert.pem (and client-cert.pem, client-key.pem)' } as const;
 
 /** The --from URIs, with --tls-creds added to nbds:// ones that name no credentials. */
@@ -97,6 +98,7 @@ const serveCommand: CommandModule<any, ServeArgs> = {
     .positional('image', { type: 'string', describe: 'NAME or NAME@N' })
     .option('disk', { type: 'string', demandOption: true, describe: 'local raw file or block device' })
     .option('from', fromOption)
+    .option('s3-endpoint', s3EndpointOption)
     .option('tls-creds', tlsCredsOption)
     .option('socket', { type: 'string', describe: 'unix socket to serve on', defaultDescription: 'a fresh temporary path' })
     .option('export', { type: 'string', default: 'disk', describe: 'NBD export name' })
@@ -107,7 +109,7 @@ const serveCommand: CommandModule<any, ServeArgs> = {
   handler: (args) => withDiskErrors({ disk: args.disk, image: args.image }, async () => {
     let report: ((progress: FillProgress) => void) | undefined;
     const device = await openCorDevice({
-      image: args.image, disk: args.disk, from: fromUris(args), socketPath: args.socket, exportName: args.export,
+      image: args.image, disk: args.disk, from: fromUris(args), s3Endpoint: args['s3-endpoint'], socketPath: args.socket, exportName: args.export,
       fill: args.fill, fillRate: parseRate(args['fill-rate']), log, serverLimits: serverLimitsOf(args), cache: cacheOf(args, args.from),
       onFillProgress: (progress) => report?.(progress),
     });
@@ -134,6 +136,7 @@ const fillCommand: CommandModule<any, FillArgs> = {
     .option('disk', { type: 'string', demandOption: true, describe: 'local raw file or block device' })
     .option('image', { type: 'string', describe: 'NAME@N, needed only when the disk has no map yet' })
     .option('from', fromOption)
+    .option('s3-endpoint', s3EndpointOption)
     .option('tls-creds', tlsCredsOption)
     .option('rate', { type: 'string', default: '0', describe: 'limit in bytes/s (50M, 0 = unlimited)' })
     .option('json', { type: 'boolean', default: false, describe: 'progress as JSON lines on stdout' }) as Argv<any>,
@@ -153,7 +156,7 @@ async function fill(args: FillArgs, context: { image?: string }): Promise<void> 
     await map.close();
   }
   context.image = image;
-  const opened = await openDisk({ image, disk: args.disk, from: fromUris(args), log, cache: cacheOf(args, args.from) });
+  const opened = await openDisk({ image, disk: args.disk, from: fromUris(args), s3Endpoint: args['s3-endpoint'], log, cache: cacheOf(args, args.from) });
   context.image = `${opened.backend.manifest.name}@${opened.backend.manifest.version}`;
   const filler = new Filler(opened.backend, {
     rate, stopOnError: true, log,

@@ -8,7 +8,7 @@ import { parseBlockSize, DEFAULT_BLOCK_SIZE } from '../../repo/block-size.js';
 import { validateImageName, formatImageRef } from '../../repo/image-name.js';
 import { LazybootError } from '../../base/errors.js';
 import { installSignalTeardown } from '../../base/cleanup.js';
-import { RepositoryCorrupt } from '../../repo/errors.js';
+import { ImportFailed, RepositoryCorrupt } from '../../repo/errors.js';
 import { ProgressBar } from '../progress-bar.js';
 import { humanSize } from '../human-size.js';
 import { imageTraceCommand } from './image-trace.js';
@@ -62,17 +62,27 @@ const importCommand: CommandModule<RepoArgs, RepoArgs & { file: string; name: st
 async function importImageFile(repo: Repository, image: InspectedImage, name: string, blockSize: number): Promise<void> {
   const source = openImageSource(image);
   const progress = new ProgressBar(`importing ${name}`, source.size);
+  // Ctrl-C (or SIGTERM) stops the import before its manifest: the unfinished pack upload is
+  // aborted, no version appears, and the command fails with one line.
+  const interrupt = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => interrupt.abort(new ImportFailed(`import of ${name} interrupted by ${signal}; no version was committed`, 'run it again (`lazyboot repo check --repair` removes what an import killed outright leaves)'));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   let result;
   try {
-    result = await repo.importImage(name, source.stream, { size: source.size, blockSize, onProgress: (n) => progress.update(n) });
+    result = await repo.importImage(name, source.stream, { size: source.size, blockSize, onProgress: (n) => progress.update(n), signal: interrupt.signal });
     await source.finish();
   } catch (error) {
     source.cancel();
+    // A conversion helper in the same process group got the signal too: the interrupt is the cause.
+    const cause = interrupt.signal.aborted ? interrupt.signal.reason : error;
     await source.finish().catch((helperError: unknown) => {
-      throw helperError instanceof LazybootError ? helperError : error;
+      throw helperError instanceof LazybootError && !interrupt.signal.aborted ? helperError : cause;
     });
-    throw error;
+    throw cause;
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     progress.done();
   }
   const blocks = result.manifest.blockCount;

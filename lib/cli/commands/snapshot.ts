@@ -1,7 +1,8 @@
 // `lazyboot snapshot --disk FILE --to URI --as NAME`: ship a local disk's modified blocks to a
 // repository as a new image version (lib/snapshot/snapshot.ts), with progress and a summary.
 // `lazyboot snapshot NAME --as IMAGE`: the same for the disk of the running VM NAME, through its
-// control socket: a point-in-time snapshot with the guest frozen for milliseconds (live-snapshot.ts).
+// control socket: a point-in-time snapshot with the guest frozen for milliseconds (live-snapshot.ts;
+// after a pivot native-snapshot.ts).
 import type { Argv, CommandModule } from 'yargs';
 import { UsageError } from '../../base/errors.js';
 import { callVm } from '../../control/client.js';
@@ -40,6 +41,8 @@ export function instantOf(result: LiveSnapshotResult): string {
   const froze = result.consistency === 'frozen'
     ? `guest frozen ${result.frozenMs.toFixed(1)} ms (${result.frozenFilesystems} file systems; the freeze took ${result.freezeMs.toFixed(0)} ms), ${held}`
     : `crash-consistent (no guest agent froze the file systems), ${held}`;
+  // After a pivot the instant is QEMU's transaction, and QEMU's copy-before-write filter does the copies.
+  if (result.graph === 'native') return `  instant: ${froze.replace('writes held', 'QEMU transaction')}; ${result.copiedBeforeWrite} blocks copied by QEMU before the guest rewrote them (native graph)`;
   return `  instant: ${froze}; ${result.copiedBeforeWrite} blocks copied before the guest rewrote them`;
 }
 

@@ -7,10 +7,14 @@ import { dirname, join } from 'node:path';
 import { createFileDurably, fsyncDirectory, writeFileDurably } from '../durable-file.js';
 import { DIR_MODE, FILE_MODE } from '../modes.js';
 import { FileRangeReader } from './file-range-reader.js';
-import type { ObjectUpload, RangeReader, RepositoryStorage, StoredEntry } from './storage.js';
+import type { ObjectUpload, RangeReader, ReadShape, RepositoryStorage, StoredEntry } from './storage.js';
+
+/** Long runs are split so that one big read's copy is shared by several thread-pool threads. */
+const FILE_READ_SHAPE: ReadShape = { maxRangeBytes: 512 * 1024 };
 
 export class DirectoryStorage implements RepositoryStorage {
   readonly isLocalDirectory = true;
+  readonly readShape = FILE_READ_SHAPE;
 
   constructor(readonly location: string) {}
 

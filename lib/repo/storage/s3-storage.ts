@@ -5,16 +5,19 @@
 // them: --s3-endpoint, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / `endpoint_url` in the shared
 // config; AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the shared credentials file (AWS_PROFILE);
 // AWS_REGION or the shared config, else us-east-1. Failures of the store become one-line errors.
-// A little over 300 lines: the storage, its range reader and its multipart upload share one client
-// and one mapping of the SDK's errors.
+// Reads: s3-range-reader.ts (ranges of up to 4 MiB, bounded, retried). A request that fails for a
+// transient reason is retried by the SDK (S3_ATTEMPTS); failing over to another repository is
+// lib/fetch/failover.ts's job. Over 300 lines: the storage and its multipart upload share one
+// client and one mapping of the SDK's errors.
 import {
   S3Client, GetObjectCommand, PutObjectCommand, DeleteObjectCommand, ListObjectsV2Command,
-  CreateMultipartUploadCommand, UploadPartCommand, CompleteMultipartUploadCommand, AbortMultipartUploadCommand,
+  CreateMultipartUploadCommand, UploadPartCommand, ListMultipartUploadsCommand, CompleteMultipartUploadCommand, AbortMultipartUploadCommand,
 } from '@aws-sdk/client-s3';
 import { UsageError } from '../../base/errors.js';
 import { RepositoryCorrupt, StoreUnavailable } from '../errors.js';
-import { exactInteger } from '../exact-integer.js';
-import type { ObjectUpload, RangeReader, RepositoryStorage, StoredEntry } from './storage.js';
+import type { ObjectUpload, RangeReader, RepositoryStorage, StoredEntry, UnfinishedUpload } from './storage.js';
+import { ObjectRangeReader, RangeSlots, S3_ATTEMPTS, S3_READ_SHAPE } from './s3-range-reader.js';
+import { errorName, httpStatus, networkCode } from './s3-error-fields.js';
 
 const S3_URI = /^s3:\/\/([^/]*)(?:\/(.*))?$/;
 /** S3's bucket naming rules (lower case, digits, dots, hyphens; 3 to 63 characters). */
@@ -31,6 +34,7 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 export class S3Storage implements RepositoryStorage {
   readonly isLocalDirectory = false;
+  readonly readShape = S3_READ_SHAPE;
   readonly location: string;
   readonly bucket: string;
   /** The key prefix, '' or ending in '/'. */
@@ -38,6 +42,8 @@ export class S3Storage implements RepositoryStorage {
   /** The endpoint named by a flag or the environment, for messages ('' when the SDK finds it). */
   private readonly endpoint: string | undefined;
   readonly client: S3Client;
+  /** Bounds the range GETs in flight (see s3-range-reader.ts). */
+  readonly rangeSlots = new RangeSlots();
 
   constructor(uri: string, endpointFlag?: string) {
     const match = S3_URI.exec(uri);
@@ -55,6 +61,7 @@ export class S3Storage implements RepositoryStorage {
     this.client = new S3Client({
       ...(this.endpoint !== undefined ? { endpoint: this.endpoint, forcePathStyle: true } : {}),
       region: regionProvider(),
+      maxAttempts: S3_ATTEMPTS,
       // Ceph and other S3 stores refuse the SDK's default streaming checksums (411 MissingContentLength).
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
@@ -94,7 +101,9 @@ export class S3Storage implements RepositoryStorage {
         throw this.storeError(error, `listing ${this.describe(prefix)}`);
       }
       for (const item of reply.CommonPrefixes ?? []) entries.push({ name: item.Prefix!.slice(listed.length, -1), kind: 'directory' });
-      for (const item of reply.Contents ?? []) entries.push({ name: item.Key!.slice(listed.length), kind: 'file' });
+      for (const item of reply.Contents ?? []) {
+        entries.push({ name: item.Key!.slice(listed.length), kind: 'file', ...(item.Size !== undefined ? { size: item.Size } : {}), ...(item.LastModified ? { modified: item.LastModified } : {}) });
+      }
       token = reply.IsTruncated ? reply.NextContinuationToken : undefined;
     } while (token);
     return entries;
@@ -144,6 +153,38 @@ export class S3Storage implements RepositoryStorage {
     }
   }
 
+  /** Multipart uploads under the prefix never completed or aborted (an importer killed mid-pack leaves one). */
+  async unfinishedUploads(): Promise<UnfinishedUpload[]> {
+    const uploads: UnfinishedUpload[] = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      let reply;
+      try {
+        reply = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: this.prefix, ...(keyMarker ? { KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker } : {}) }));
+      } catch (error) {
+        throw this.storeError(error, `listing the unfinished uploads of ${this.location}`);
+      }
+      for (const upload of reply.Uploads ?? []) {
+        const key = upload.Key!.slice(this.prefix.length);
+        uploads.push({
+          key,
+          started: upload.Initiated ?? new Date(0),
+          abort: async () => {
+            try {
+              await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.Key!, UploadId: upload.UploadId! }));
+            } catch (error) {
+              if (errorName(error) !== 'NoSuchUpload') throw this.storeError(error, `aborting the upload of ${this.describe(key)}`);
+            }
+          },
+        });
+      }
+      keyMarker = reply.IsTruncated ? reply.NextKeyMarker : undefined;
+      uploadIdMarker = reply.NextUploadIdMarker;
+    } while (keyMarker);
+    return uploads;
+  }
+
   async isEmpty(): Promise<boolean> {
     try {
       const reply = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }));
@@ -165,6 +206,8 @@ export class S3Storage implements RepositoryStorage {
     const status = httpStatus(error);
     const code = networkCode(error);
     const endpoint = this.endpoint ?? 'the configured S3 endpoint';
+    const attempts = (error as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
+    const tried = attempts > 1 ? `, ${attempts} attempts` : '';
     if (name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch' || name === 'AccessDenied' || status === 403) {
       return new StoreUnavailable(`${this.location}: the S3 store at ${endpoint} refused the credentials (${name ?? status})`,
         'check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the shared credentials file and AWS_PROFILE)', { cause: error });
@@ -176,37 +219,11 @@ export class S3Storage implements RepositoryStorage {
       return new StoreUnavailable(`${this.location}: no S3 credentials found`, 'set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile in ~/.aws/credentials', { cause: error });
     }
     if (code !== undefined || name === 'TimeoutError' || name === 'RequestTimeout') {
-      return new StoreUnavailable(`${this.location}: cannot reach the S3 endpoint ${endpoint} (${code ?? name})`, 'check --s3-endpoint or AWS_ENDPOINT_URL, and that the store is up', { cause: error });
+      return new StoreUnavailable(`${this.location}: cannot reach the S3 endpoint ${endpoint} (${code ?? name}${tried})`, 'check --s3-endpoint or AWS_ENDPOINT_URL, and that the store is up', { cause: error });
     }
     const message = error instanceof Error ? error.message : String(error);
-    return new StoreUnavailable(`${this.location}: ${doing} failed (${name ?? 'error'}${status ? ` ${status}` : ''}: ${message.split('\n')[0]})`, 'check the S3 store and its logs', { cause: error });
+    return new StoreUnavailable(`${this.location}: ${doing} failed (${name ?? 'error'}${status ? ` ${status}` : ''}: ${message.split('\n')[0]}${tried})`, `check the S3 store at ${endpoint} and its logs`, { cause: error });
   }
-}
-
-/** Range GETs of one object. */
-class ObjectRangeReader implements RangeReader {
-  constructor(private readonly storage: S3Storage, private readonly key: string, private readonly path: string) {}
-
-  async readInto(target: Buffer, targetOffset: number, length: number, position: number): Promise<void> {
-    if (length === 0) return;
-    let done = 0;
-    try {
-      const reply = await this.storage.client.send(new GetObjectCommand({ Bucket: this.storage.bucket, Key: this.key, Range: `bytes=${position}-${position + length - 1}` }));
-      for await (const chunk of reply.Body as AsyncIterable<Uint8Array>) {
-        const take = Math.min(chunk.length, length - done);
-        target.set(take === chunk.length ? chunk : chunk.subarray(0, take), targetOffset + done);
-        done += take;
-      }
-    } catch (error) {
-      const name = errorName(error);
-      if (name === 'NoSuchKey') throw new RepositoryCorrupt(this.path, 'is missing', { cause: error });
-      if (name === 'InvalidRange' || httpStatus(error) === 416) throw new RepositoryCorrupt(this.path, `is truncated (no data at offset ${exactInteger(position)})`, { cause: error });
-      throw this.storage.storeError(error, `reading ${this.path}`);
-    }
-    if (done < length) throw new RepositoryCorrupt(this.path, `is truncated (no data at offset ${exactInteger(position + done)})`);
-  }
-
-  async close(): Promise<void> {}
 }
 
 /**
@@ -296,20 +313,4 @@ function regionProvider(): () => Promise<string> {
       probe.destroy();
     }
   })());
-}
-
-function errorName(error: unknown): string | undefined {
-  return (error as { name?: string }).name;
-}
-
-function httpStatus(error: unknown): number | undefined {
-  return (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-}
-
-/** ECONNREFUSED, ENOTFOUND, … on the error or its cause (the SDK wraps some). */
-function networkCode(error: unknown): string | undefined {
-  for (let at = error as { code?: unknown; cause?: unknown } | undefined, depth = 0; at && depth < 4; at = at.cause as typeof at, depth++) {
-    if (typeof at.code === 'string' && /^E[A-Z]+$/.test(at.code)) return at.code;
-  }
-  return undefined;
 }
