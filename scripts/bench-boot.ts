@@ -21,9 +21,9 @@ import { ensureFixture, repositoryRoot, type FixtureName } from '../fixtures/bui
 import { launch } from '../lib/launch.js';
 import { chooseAccelerator } from '../vmm/accel.js';
 import { DISK_NODE } from '../vmm/qemu-args.js';
-import { TransientVm, type VmDisk, type VmEvent } from '../vmm/vm.js';
+import { TransientVm, type VmDisk } from '../vmm/vm.js';
 import { measuredCommit } from './bench-freshness.js';
-import { startServer, stopServer, writeReport } from './bench-kit.js';
+import { startServer, stopServer, watchBoot, writeReport, type BootMarks } from './bench-kit.js';
 import { tuneProcess } from '../lib/process-tuning.js';
 import { installSignalTeardown } from '../lib/base/cleanup.js';
 
@@ -62,31 +62,6 @@ interface Measurement {
   /** Lazy boots: seconds during which a guest read waited for a fetch, by ready (guest-wait.ts). */
   readonly waitedS?: number;
   readonly note?: string;
-}
-
-interface BootMarks {
-  storageReadyAt?: number;
-  readyAt?: number;
-  bytesAtStorageReady: number;
-  bytesAtReady: number;
-}
-
-/** Waits for storage-ready and ready on a VM's events, sampling `bytes()` at each. */
-async function watchBoot(events: { on(listener: (event: VmEvent) => void): () => void; history: readonly VmEvent[] }, ready: Promise<void>, bytes: () => number): Promise<BootMarks> {
-  const marks: BootMarks = { bytesAtStorageReady: 0, bytesAtReady: 0 };
-  const onEvent = (event: VmEvent) => {
-    if (event.type === 'guest-event' && event.event.event === 'storage-ready' && marks.storageReadyAt === undefined) {
-      marks.storageReadyAt = Date.now();
-      marks.bytesAtStorageReady = bytes();
-    }
-  };
-  events.history.forEach(onEvent);
-  const stop = events.on(onEvent);
-  await ready;
-  marks.readyAt = Date.now();
-  marks.bytesAtReady = bytes();
-  stop();
-  return marks;
 }
 
 /** The bench disk: the fixture at offset 0, 2 GiB of incompressible, never-read data after it, 4 GiB in all. */

@@ -21,6 +21,7 @@ import { hideBin } from 'yargs/helpers';
 import { Repository } from '../lib/repo/repository.js';
 import { registerCleanup } from '../lib/base/cleanup.js';
 import { measuredCommit } from './bench-freshness.js';
+import { BENCH_BLOCK_SIZE, benchImageBytes, diskComplete, importBytes, serveDisk, timedCopy } from './bench-cold-read.js';
 import { median, processMemory, writeReport, runningServers, startServer, stopServer, type ServerProcess } from './bench-kit.js';
 import { tuneProcess } from '../lib/process-tuning.js';
 import { installSignalTeardown } from '../lib/base/cleanup.js';
@@ -28,7 +29,7 @@ import { installSignalTeardown } from '../lib/base/cleanup.js';
 const ROOT = repositoryRoot();
 const BIN = join(ROOT, 'bin', 'lazyboot.js');
 const MIB = 1024 * 1024;
-const BS = 65536;
+const BS = BENCH_BLOCK_SIZE;
 
 interface Reader { readonly key: string; readonly label: string; readonly args: readonly string[]; readonly goal: boolean }
 
@@ -44,30 +45,20 @@ const READERS: readonly Reader[] = [
   { key: 'b3', label: 'bulk copy, nbdcopy default (4 connections × 64 requests)', args: [], goal: false },
 ];
 
-/** Full reads: without --no-extents nbdcopy skips what a server reports as holes, and the two sides report differently. */
-async function timedCopy(uri: string, readerArgs: readonly string[] = []): Promise<number> {
-  const started = process.hrtime.bigint();
-  await execa('nbdcopy', ['--no-extents', ...readerArgs, uri, 'null:']);
-  return Number(process.hrtime.bigint() - started) / 1e6;
-}
-
 function mibps(bytes: number, ms: number): string {
   return ((bytes / MIB) / (ms / 1000)).toFixed(0);
 }
 
 /**
- * 1 block in 4 zero, the rest random. The raw file (QEMU's backing) is sparse like the output of
- * `qemu-img convert`: QEMU may answer its holes as holes, as the repository does its zero blocks.
+ * The bench image (cold-read.ts: 1 block in 4 zero, the rest random) into the repository, and as a
+ * raw file sparse like the output of `qemu-img convert`: QEMU may answer its holes as holes, as the
+ * repository does its zero blocks.
  */
 async function importImage(repoDir: string, rawPath: string, name: string, size: number): Promise<void> {
-  const content = Buffer.alloc(size);
-  for (let offset = 0, i = 0; offset < size; offset += BS, i++) if (i % 4 !== 1) randomBytes(Math.min(BS, size - offset)).copy(content, offset);
+  const content = benchImageBytes(size);
   await writeFile(rawPath, content);
   await execa('fallocate', ['--dig-holes', rawPath]);
-  const repo = await Repository.open(repoDir);
-  async function* chunks() { for (let at = 0; at < size; at += 4 * MIB) yield content.subarray(at, Math.min(size, at + 4 * MIB)); }
-  await repo.importImage(name, chunks(), { size, blockSize: BS });
-  await repo.close();
+  await importBytes(repoDir, name, content);
 }
 
 /** 10 GiB, all zeros except one random block per 64 MiB. */
@@ -85,12 +76,6 @@ async function importSparseImage(repoDir: string, name: string, size: number): P
   }
   await repo.importImage(name, chunks(), { size, blockSize: BS });
   await repo.close();
-}
-
-/** The PID of the node process serving the disk (execa runs node directly). */
-async function serveDisk(dir: string, image: string, disk: string, from: string, socket: string, extra: string[] = []): Promise<ServerProcess> {
-  // --no-cache: every cold read starts cold (the host-wide block cache would serve repeat runs).
-  return startServer('node', [BIN, 'disk', 'serve', image, '--disk', disk, '--from', from, '--socket', socket, '--no-cache', ...extra], socket);
 }
 
 /** `--serve-raw FILE SOCKET`: the raw file through lazyboot's NBD server without the COR layer. */
@@ -114,14 +99,11 @@ async function coldComparison(o: { dir: string; image: string; size: number; rep
     const name = `${o.tag}-${o.reader.key}-${i}`;
     const coldDisk = join(o.dir, `cold-${name}.raw`);
     const sock = join(o.dir, `cold-${name}.sock`);
-    const device = await serveDisk(o.dir, o.image, coldDisk, o.repoUri, sock);
+    const device = await serveDisk(o.image, coldDisk, o.repoUri, sock);
     result.cor.push(await timedCopy(`nbd+unix:///disk?socket=${sock}`, o.reader.args));
     result.corPeakRss.push((await processMemory(device.pid)).peak);
     await stopServer(device);
-    if (i === 0) {
-      const status = JSON.parse((await execa('node', [BIN, 'disk', 'status', '--disk', coldDisk, '--json'])).stdout);
-      if (!status.complete) throw new Error('the cold read did not make every block present');
-    }
+    if (i === 0 && !(await diskComplete(coldDisk))) throw new Error('the cold read did not make every block present');
     await rm(coldDisk, { force: true });
     await rm(`${coldDisk}.map`, { force: true });
 
@@ -186,7 +168,7 @@ async function main(): Promise<void> {
       const corSock = join(dir, 'cor.sock');
       const qnbdSock = join(dir, 'qemu-nbd.sock');
       const plainSock = join(dir, 'plain.sock');
-      const cor = await serveDisk(dir, 'bench', disk, repoDir, corSock);
+      const cor = await serveDisk('bench', disk, repoDir, corSock);
       const qnbd = await startServer('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', qnbdSock, disk], qnbdSock);
       const plain = await startServer('node', [fileURLToPath(import.meta.url), '--serve-raw', disk, plainSock], plainSock);
       await timedCopy(`nbd+unix:///disk?socket=${corSock}`); // warm the page cache
@@ -255,7 +237,7 @@ async function main(): Promise<void> {
         for (let i = 0; i < args.runs; i++) {
           const coldDisk = join(dir, `cold-dir-${i}.raw`);
           const sock = join(dir, `cold-dir-${i}.sock`);
-          const device = await serveDisk(dir, 'bench', coldDisk, repoDir, sock);
+          const device = await serveDisk('bench', coldDisk, repoDir, sock);
           times.push(await timedCopy(`nbd+unix:///disk?socket=${sock}`, READERS[0]!.args));
           await stopServer(device);
           await rm(coldDisk, { force: true });
@@ -278,7 +260,7 @@ async function main(): Promise<void> {
     await importSparseImage(repoDir, 'sparse', sparseSize);
     const sparseDisk = join(dir, 'sparse.raw');
     const sparseSock = join(dir, 'sparse.sock');
-    const device = await serveDisk(dir, 'sparse', sparseDisk, repoDir, sparseSock);
+    const device = await serveDisk('sparse', sparseDisk, repoDir, sparseSock);
     const uri = `nbd+unix:///disk?socket=${sparseSock}`;
     const idle = await processMemory(device.pid);
     // Fill through the device's own engine (disk fill is a separate process), so: a QEMU-like

@@ -17,6 +17,8 @@ export const MEASURED_CODE: Record<string, readonly string[]> = {
   'bench/results/snapshot.md': ['lib/snapshot', 'lib/write', 'lib/repo', 'lib/map', 'lib/cor/local-disk.ts'],
   'bench/results/pivot.md': ['lib/pivot', 'lib/cor', 'lib/launch.ts', 'vmm'],
   'bench/results/boot.md': ['lib/cor', 'lib/fetch', 'lib/map', 'lib/nbd', 'lib/repo', 'lib/block', 'lib/process-tuning.ts', 'lib/launch.ts', 'vmm'],
+  // The repository on S3 (lib/repo/storage), served (lib/nbd) or read straight (lib/fetch), booted with and without a trace.
+  'bench/results/store.md': ['lib/repo', 'lib/fetch', 'lib/cor', 'lib/nbd', 'lib/block', 'lib/map', 'lib/trace', 'lib/process-tuning.ts', 'lib/launch.ts', 'vmm'],
 };
 
 /** "abc1234" for the checked-out commit, with a note when the measured code has uncommitted changes. */

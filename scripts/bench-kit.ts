@@ -1,10 +1,11 @@
 // What every benchmark in scripts/ needs, written once: start a server process and wait for its
 // socket, stop it, read a process's memory and CPU time from /proc, take a median, name a tool's
-// version, and write the report.
+// version, follow a boot's events to storage-ready and ready, and write the report.
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa, type ResultPromise } from 'execa';
+import type { VmEvent } from '../vmm/vm.js';
 
 /** A running server process (wrapped: a bare execa promise would be awaited to its exit). */
 export interface ServerProcess {
@@ -71,4 +72,29 @@ export async function versionOf(command: string, args: readonly string[]): Promi
 export async function writeReport(path: string, text: string): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
   await writeFile(path, text);
+}
+
+export interface BootMarks {
+  storageReadyAt?: number;
+  readyAt?: number;
+  bytesAtStorageReady: number;
+  bytesAtReady: number;
+}
+
+/** Waits for storage-ready and ready on a VM's events, sampling `bytes()` at each. */
+export async function watchBoot(events: { on(listener: (event: VmEvent) => void): () => void; history: readonly VmEvent[] }, ready: Promise<void>, bytes: () => number): Promise<BootMarks> {
+  const marks: BootMarks = { bytesAtStorageReady: 0, bytesAtReady: 0 };
+  const onEvent = (event: VmEvent) => {
+    if (event.type === 'guest-event' && event.event.event === 'storage-ready' && marks.storageReadyAt === undefined) {
+      marks.storageReadyAt = Date.now();
+      marks.bytesAtStorageReady = bytes();
+    }
+  };
+  events.history.forEach(onEvent);
+  const stop = events.on(onEvent);
+  await ready;
+  marks.readyAt = Date.now();
+  marks.bytesAtReady = bytes();
+  stop();
+  return marks;
 }

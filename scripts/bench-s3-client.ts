@@ -2,10 +2,12 @@
 // (the official SDK, signed) side by side with plain keep-alive HTTP GETs of the same ranges (no
 // SDK, no signature; the bucket is made public-read for them), on a throwaway Ceph cluster.
 // Client CPU per request (user + system of this process) and requests/s, 8 in flight.
-// Writes bench/results/s3-client.md.
+// Writes bench/results/s3-client.md; bench-store reuses measure().
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { installSignalTeardown } from '../lib/base/cleanup.js';
@@ -14,11 +16,11 @@ import { startCephCluster } from '../test/helpers/ceph.js';
 import { writeReport } from './bench-kit.js';
 
 const BUCKET = 'bench';
-const OBJECT_BYTES = 64 * 1024 * 1024;
-const IN_FLIGHT = 8;
+export const OBJECT_BYTES = 64 * 1024 * 1024;
+export const IN_FLIGHT = 8;
 const SIZES = [64 * 1024, 1024 * 1024, 4 * 1024 * 1024];
 
-interface Row {
+export interface Row {
   client: string;
   size: number;
   requests: number;
@@ -27,7 +29,7 @@ interface Row {
 }
 
 /** Runs `requests` reads of `size` bytes at random aligned offsets, IN_FLIGHT at once. */
-async function measure(client: string, size: number, requests: number, read: (offset: number, target: Buffer) => Promise<void>): Promise<Row> {
+export async function measure(client: string, size: number, requests: number, read: (offset: number, target: Buffer) => Promise<void>): Promise<Row> {
   const slots = OBJECT_BYTES / size;
   const buffers = Array.from({ length: IN_FLIGHT }, () => Buffer.allocUnsafe(size));
   let next = 0;
@@ -118,7 +120,10 @@ async function main(): Promise<void> {
   process.stdout.write(report);
 }
 
-main().then(() => process.exit(0), (error: unknown) => {
-  process.stderr.write(`bench-s3-client: ${error instanceof Error ? error.stack : String(error)}\n`);
-  process.exit(1);
-});
+// Run as a script (bench-store imports measure() from here).
+if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1])) {
+  main().then(() => process.exit(0), (error: unknown) => {
+    process.stderr.write(`bench-s3-client: ${error instanceof Error ? error.stack : String(error)}\n`);
+    process.exit(1);
+  });
+}

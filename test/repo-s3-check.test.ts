@@ -259,9 +259,12 @@ test('an import SIGKILLed at spread-out moments leaves no partial version; check
       const repo = uri(prefix);
       const child = execa('node', [BIN, 'image', 'import', file, 'disk', '--repo', repo], { reject: false });
       const delay = quarter < 0 ? Math.round(Math.random() * startup) : Math.round(((quarter + Math.random()) / 4) * writing);
-      if (quarter >= 0) await uploadBegun(prefix, child);
-      await sleep(delay);
-      child.kill('SIGKILL');
+      try {
+        if (quarter >= 0) await uploadBegun(prefix, child);
+        await sleep(delay);
+      } finally {
+        child.kill('SIGKILL');
+      }
       const ended = await child;
       const keys = await keysUnder(prefix);
       const uploads = await uploadsUnder(prefix);
@@ -309,10 +312,14 @@ test('Ctrl-C (SIGINT to the process group) stops an import: its upload is aborte
     const repo = uri(prefix);
     // Its own process group, as a terminal's foreground job; signalled once its pack upload is under way.
     const child = execa('node', [BIN, 'image', 'import', file, 'disk', '--repo', repo], { reject: false, detached: true });
-    const deadline = Date.now() + 60_000;
-    while ((await uploadsUnder(prefix)) === 0 && child.exitCode === null && Date.now() < deadline) await sleep(20);
-    t.is(await uploadsUnder(prefix), 1, 'the import was uploading its pack when interrupted');
-    process.kill(-child.pid!, 'SIGINT');
+    try {
+      const deadline = Date.now() + 60_000;
+      while ((await uploadsUnder(prefix)) === 0 && child.exitCode === null && Date.now() < deadline) await sleep(20);
+      t.is(await uploadsUnder(prefix), 1, 'the import was uploading its pack when interrupted');
+      process.kill(-child.pid!, 'SIGINT');
+    } finally {
+      setTimeout(() => child.kill('SIGKILL'), 30_000).unref(); // only if the interrupt did not end it
+    }
     const ended = await child;
     t.is(ended.exitCode, 1);
     t.true(oneLine(ended.stderr), ended.stderr);

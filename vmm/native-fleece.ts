@@ -52,6 +52,10 @@ export class NativeFleece {
    * removes it); `blockSize` is the writes bitmap's granularity and the overlay's cluster size.
    */
   static async prepare(qmp: QmpClient, options: { dir: string; size: number; blockSize: number }): Promise<NativeFleece> {
+    // A frozen bitmap left by a teardown that failed earlier still holds marks: back into WRITES
+    // first (usually there is none, and the merge answers "not found").
+    const leftover = await qmp.execute('block-dirty-bitmap-merge', { node: NATIVE_NODE, target: WRITES_BITMAP, bitmaps: [FROZEN_BITMAP] }).then(() => true, () => false);
+    if (leftover) await qmp.execute('block-dirty-bitmap-remove', { node: NATIVE_NODE, name: FROZEN_BITMAP });
     const top = await qmp.execute<string>('qom-get', { path: `/machine/peripheral/${DISK_DEVICE}`, property: 'drive' });
     const overlayPath = path.join(options.dir, 'fleece.qcow2');
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `cluster_size=${options.blockSize}`, overlayPath, String(options.size)], { detached: true });
