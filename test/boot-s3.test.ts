@@ -93,6 +93,28 @@ test.serial('a cold fill from s3:// reads in ranges of MiBs: GETs at the gateway
     // GETs, plus the repository's marker, listings, manifest and pack index, read by the device and
     // by its fetch worker. One GET per 64 KiB block would be 384; per 512 KiB, 48 or more.
     t.true(gets <= 24, `${gets} GETs for 24 MiB of data: ranges of at least 1 MiB on average`);
+
+    // Version 2 changes one block in every 4 MiB: its new blocks are in a pack of their own, the
+    // rest in the first pack with the old blocks between them. A fill run of 4 MiB takes one range
+    // of each pack (the old block read along), not three.
+    const changed = Buffer.from(await readFile(image));
+    for (let at = 2 * MiB; at < changed.length; at += 4 * MiB) randomBytes(BLOCK).copy(changed, at);
+    const image2 = await writeDisk(join(dir, 'image2.raw'), changed);
+    await importInto(repo, image2, 'ranges');
+    const disk2 = join(dir, 'disk2.raw');
+    const before2 = await cluster!.gatewayCounters();
+    const fill2 = await lazyboot(['disk', 'fill', '--disk', disk2, '--image', 'ranges@2', '--from', repo, '--s3-endpoint', endpoint, '--no-cache']);
+    const after2 = await cluster!.gatewayCounters();
+    t.is(fill2.exitCode, 0, fill2.stderr);
+    t.true((await readFile(disk2)).equals(changed), 'the filled disk of version 2 is byte-identical to it');
+    const gets2 = after2.gets - before2.gets;
+    const bytes2 = after2.getBytes - before2.getBytes;
+    t.log(`cold fill of version 2 (8 blocks new, in their own pack): ${gets2} GETs, ${(bytes2 / MiB).toFixed(2)} MiB`);
+    // The 8 old blocks came along inside the first pack's ranges (without them: 24 MiB and the small objects).
+    t.true(bytes2 >= 24 * MiB + 8 * BLOCK, 'the old blocks between were read along');
+    // 8 more ranges than the first fill (the new pack's blocks) and its second pack index (read by
+    // the device and its fetch worker): 10; three ranges a run instead of two would be 18.
+    t.true(gets2 <= gets + 12, `${gets2} GETs against ${gets} for version 1: the first pack's blocks around each changed block are one range`);
   }));
 
 test.serial('the gateway stopped during a fill: one clear line naming the endpoint, present blocks still served, the fill resumes and completes when it is back', (t) =>

@@ -72,17 +72,20 @@ export async function qemuProcessesMentioning(needle: string): Promise<number[]>
   return found;
 }
 
-/** Resolves with the first match of `pattern` in the child's `stream`; rejects if the child ends first. */
+/** One watcher per child and stream, so that successive waits see every line since the first. */
+const watchers = new WeakMap<ResultPromise, Map<string, ReturnType<typeof watchOutput>>>();
+
+/**
+ * Resolves with the first match of `pattern` in the child's `stream` since the first wait on it
+ * (a line that came in the same chunk as the one an earlier wait matched counts too); rejects if
+ * the child ends first.
+ */
 export function waitForLine(child: ResultPromise, stream: 'stdout' | 'stderr', pattern: RegExp): Promise<RegExpExecArray> {
-  return new Promise((resolve, reject) => {
-    let seen = '';
-    child[stream]!.on('data', (chunk: Buffer) => {
-      seen += chunk.toString();
-      const match = pattern.exec(seen);
-      if (match) resolve(match);
-    });
-    void child.then((result) => reject(new Error(`the process ended before ${pattern}: ${result.stderr || seen}`)));
-  });
+  let byStream = watchers.get(child);
+  if (!byStream) watchers.set(child, (byStream = new Map()));
+  let watcher = byStream.get(stream);
+  if (!watcher) byStream.set(stream, (watcher = watchOutput(child, stream)));
+  return watcher.seen(pattern);
 }
 
 /**

@@ -8,12 +8,13 @@ import { BUDGET_FLOOR_BYTES, BUDGET_SHARE, STREAK_CAP_BYTES, FetchAhead } from '
 const BS = 65536;
 
 /** A policy over `blockCount` blocks (blocks listed in `zero` are all-zero), with a demand counter the test moves. */
-function policy(blockCount: number, zero: ReadonlySet<number> = new Set()) {
+function policy(blockCount: number, zero: ReadonlySet<number> = new Set(), sharers?: () => number) {
   let demanded = 0;
   const ahead = new FetchAhead({
     maxWindowBlocks: 128, maxRunBlocks: 64, blockCount, blockSize: BS,
     dataBytes: (b) => (zero.has(b) ? 0 : BS),
     demandedBytes: () => demanded,
+    sharers,
   });
   const claimed = new Set<number>();
   const plan = (last: number) => {
@@ -124,4 +125,21 @@ test('a failed fetch gives its budget back; an overwritten block stays spent and
   t.false(ahead.guestRead(again[0], again[0]), 'an overwritten block is not a hit');
   t.true(ahead.guestRead(again[0] + 1, again[0] + 1));
   t.is(ahead.counters.aheadReadBytes, BS);
+});
+
+test('devices fetching ahead through one host cache share one budget: each keeps its share of it, streak credit included', (t) => {
+  let sharers = 4;
+  const { ahead, plan, demand } = policy(10_000, new Set(), () => sharers);
+  t.is(ahead.allowedBytes, BUDGET_FLOOR_BYTES / 4);
+  t.deepEqual(plan(0), [1, 1 + BUDGET_FLOOR_BYTES / 4 / BS], 'a quarter of the floor');
+  demand(40 * 1024 * 1024);
+  t.is(ahead.allowedBytes, (BUDGET_FLOOR_BYTES + BUDGET_SHARE * 40 * 1024 * 1024) / 4);
+  // Reading what was fetched ahead earns streak credit, shared like the rest.
+  const streak = BUDGET_FLOOR_BYTES / 4;
+  ahead.guestRead(1, streak / BS);
+  t.is(ahead.allowedBytes, (BUDGET_FLOOR_BYTES + BUDGET_SHARE * 40 * 1024 * 1024 + streak) / 4);
+  sharers = 1;
+  t.is(ahead.allowedBytes, BUDGET_FLOOR_BYTES + BUDGET_SHARE * 40 * 1024 * 1024 + streak, 'alone again: the whole budget');
+  sharers = 0;
+  t.is(ahead.allowedBytes, BUDGET_FLOOR_BYTES + BUDGET_SHARE * 40 * 1024 * 1024 + streak, 'never more than one budget');
 });

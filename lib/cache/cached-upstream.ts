@@ -11,6 +11,7 @@ import { DIGEST_BYTES, isZeroDigestAt, type Manifest } from '../repo/manifest-fo
 import { releaseShared } from '../fetch/shared-buffers.js';
 import type { BlockCache } from './block-cache.js';
 import type { FetchClaims } from './fetch-claims.js';
+import type { SpeculationPeers } from './speculation-peers.js';
 import { MAX_ZERO_GAP_BLOCKS } from '../cor/fetch-queue.js';
 
 /**
@@ -41,6 +42,8 @@ export class CachedUpstream extends ReadOnlyBackend {
     private readonly cache: BlockCache,
     private readonly claims: FetchClaims,
     private readonly log: (line: string) => void = () => {},
+    /** The host's devices reading through this cache now (speculation-peers.ts). */
+    private readonly peers?: SpeculationPeers,
   ) {
     super();
     this.size = inner.size;
@@ -59,6 +62,14 @@ export class CachedUpstream extends ReadOnlyBackend {
     return this.readThroughCache(offset, length, true);
   }
 
+  /**
+   * How many devices on this host share the fetch-ahead budget now (this one included): the
+   * copy-on-read device divides its budget by it (fetch-ahead.ts).
+   */
+  speculationSharers(): number {
+    return this.peers?.sharers() ?? 1;
+  }
+
   private digestOf(block: number): string | undefined {
     const at = block * DIGEST_BYTES;
     if (isZeroDigestAt(this.manifest.digests, at)) return undefined;
@@ -71,6 +82,7 @@ export class CachedUpstream extends ReadOnlyBackend {
   }
 
   private async readThroughCache(offset: number, length: number, speculative: boolean): Promise<Buffer> {
+    this.peers?.fetching();
     const { blockSize } = this.manifest;
     if (offset % blockSize !== 0) throw new BlockError('EINVAL', `cached reads need whole blocks, got ${offset}+${length}`);
     const first = offset / blockSize;
@@ -205,6 +217,7 @@ export class CachedUpstream extends ReadOnlyBackend {
   /** Waits for the blocks still being put into the cache; the repositories' owner closes them. */
   async close(): Promise<void> {
     while (this.storing.size > 0) await Promise.allSettled([...this.storing]);
+    await this.peers?.close();
   }
 }
 

@@ -6,6 +6,7 @@ import { BlockCache, type CacheArea } from './block-cache.js';
 import { CachedUpstream } from './cached-upstream.js';
 import { defaultCacheBytes, defaultCacheDir, type BlockCacheOptions } from './cache-location.js';
 import { FetchClaims } from './fetch-claims.js';
+import { SpeculationPeers } from './speculation-peers.js';
 
 export async function openBlockCache(options: BlockCacheOptions = {}, area: CacheArea = 'blocks'): Promise<BlockCache> {
   const dir = options.dir ?? defaultCacheDir();
@@ -15,5 +16,5 @@ export async function openBlockCache(options: BlockCacheOptions = {}, area: Cach
 export async function openCachedUpstream(upstream: BlockBackend, manifest: Manifest, options: BlockCacheOptions, log: (line: string) => void): Promise<CachedUpstream> {
   const cache = await openBlockCache(options);
   const claims = await FetchClaims.open(cache.dir);
-  return new CachedUpstream(upstream, manifest, cache, claims, log);
+  return new CachedUpstream(upstream, manifest, cache, claims, log, await SpeculationPeers.open(cache.dir));
 }

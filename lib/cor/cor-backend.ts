@@ -121,6 +121,8 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
       blockSize: this.blockSize,
       dataBytes,
       demandedBytes: () => this.demand.demandedBytes,
+      // Through the host's block cache, the devices fetching ahead at once share one budget.
+      sharers: () => (upstream as Partial<{ speculationSharers(): number }>).speculationSharers?.() ?? 1,
     });
     this.traces = new TraceHooks({
       blockCount: manifest.blockCount,

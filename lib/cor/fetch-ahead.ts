@@ -27,6 +27,16 @@
 // MiB instead of after ~60 MiB. A reader that jumps about leaves the budget spent and earns no
 // streak, and speculation stops until its own reads make room: the policy is judged by the share
 // of it that the guest then read.
+//
+// SHARED BY THE HOST. Devices that share the host's block cache fetch every block once for the host,
+// but each speculates where its own guest reads: N boots at once would keep N budgets of unread
+// bytes in N places. So the budget is divided by the number of devices reading through the cache
+// at the moment (`sharers`, lib/cache/speculation-peers.ts), streak credit included: in 4
+// Debian boots at once, most of each device's unread bytes were streak credit (followers read
+// blocks fetched ahead from the cache in a row), so dividing only the floor and share changed
+// nothing over the link (bench-boot (k)). One reader alone keeps its whole budget:
+//
+//     unread ahead ≤ (BUDGET_FLOOR_BYTES + BUDGET_SHARE × demanded + min(STREAK_CAP_BYTES, streak)) / sharers
 import { Bitset } from '../map/bitset.js';
 
 /** Unread fetched-ahead bytes allowed before the guest has demanded anything. */
@@ -47,6 +57,8 @@ export interface FetchAheadOptions {
   readonly dataBytes: (block: number) => number;
   /** Bytes of image data the guest has needed so far (see guest-demand.ts). */
   readonly demandedBytes: () => number;
+  /** Devices on this host reading through one block cache now, this one included (default 1). */
+  readonly sharers?: () => number;
 }
 
 export interface FetchAheadCounters {
@@ -71,7 +83,8 @@ export class FetchAhead {
 
   /** Unread fetched-ahead bytes the budget allows now (THE BOUND above). */
   get allowedBytes(): number {
-    return BUDGET_FLOOR_BYTES + BUDGET_SHARE * this.options.demandedBytes() + Math.min(STREAK_CAP_BYTES, this.streakBytes);
+    const sharers = Math.max(1, this.options.sharers?.() ?? 1);
+    return (BUDGET_FLOOR_BYTES + BUDGET_SHARE * this.options.demandedBytes() + Math.min(STREAK_CAP_BYTES, this.streakBytes)) / sharers;
   }
 
   /** A guest read had to fetch and touched nothing fetched ahead: the reader's streak ends. */

@@ -89,7 +89,8 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
     const end = offset + length;
     const runs: ReadRun[] = [];
     const unverified: Unverified[] = [];
-    let run: ReadRun | undefined;
+    /** Each pack's latest run: a block may join it past pieces of other packs (a version's changed blocks). */
+    const latest = new Map<PackFile, ReadRun>();
     for (let index = Math.floor(offset / blockSize); index * blockSize < end; index++) {
       const blockStart = index * blockSize;
       const from = Math.max(offset, blockStart);
@@ -102,9 +103,11 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
       const location = this.locateKnown(index) ?? (await this.locateAfterRefresh(index));
       if (this.options.verifyOnce && !location.pack.isVerified(location.entry)) unverified.push({ index, location });
       const filePosition = location.offset + (from - blockStart);
-      if (!run || !this.extend(run, location.pack, filePosition, targetOffset, to - from)) {
-        run = { pack: location.pack, filePosition, length: to - from, pieces: [{ at: 0, targetOffset, length: to - from }] };
-        runs.push(run);
+      const run = latest.get(location.pack);
+      if (!run || !this.extend(run, filePosition, targetOffset, to - from)) {
+        const started: ReadRun = { pack: location.pack, filePosition, length: to - from, pieces: [{ at: 0, targetOffset, length: to - from }] };
+        latest.set(location.pack, started);
+        runs.push(started);
       }
     }
     try {
@@ -118,15 +121,15 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
   }
 
   /**
-   * Adds the piece [filePosition, +length) of `pack`, going to `targetOffset`, to `run` if the
-   * storage's read shape lets one request cover both; false if it needs a run of its own.
+   * Adds the piece [filePosition, +length) of the run's pack, going to `targetOffset`, to `run` if
+   * the storage's read shape lets one request cover both; false if it needs a run of its own.
    */
-  private extend(run: ReadRun, pack: PackFile, filePosition: number, targetOffset: number, length: number): boolean {
+  private extend(run: ReadRun, filePosition: number, targetOffset: number, length: number): boolean {
     const { maxRangeBytes, joinGapBytes } = this.store.storage.readShape;
     const gap = filePosition - (run.filePosition + run.length);
     const last = run.pieces[run.pieces.length - 1]!;
     const followsInRead = last.targetOffset + last.length === targetOffset;
-    if (run.pack !== pack || gap < 0) return false;
+    if (gap < 0) return false;
     if (joinGapBytes === undefined) {
       // One pread straight into place (a run may pass the limit by its last block, as it always has).
       if (gap > 0 || !followsInRead || run.length >= maxRangeBytes) return false;

@@ -26,7 +26,10 @@ export const S3_ATTEMPTS = 5;
  * 256 KiB apart in a pack share a request (reading the gap costs less than another request).
  */
 export const S3_READ_SHAPE: ReadShape = { maxRangeBytes: 4 * 1024 * 1024, joinGapBytes: 256 * 1024 };
-/** Range GETs in flight at once per storage (more only queue at a gateway that is CPU-bound). */
+/**
+ * Range GETs in flight at once per storage (more only queue at a gateway that is CPU-bound); the
+ * COR device has two, its own and its fetch worker's.
+ */
 const RANGE_GETS_IN_FLIGHT = 8;
 
 /** Range GETs of one object. */
