@@ -8,42 +8,16 @@ import path from 'node:path';
 import test from 'ava';
 import { execa } from 'execa';
 import { ensureFixture } from '../fixtures/build.js';
-import { launch, type LazyVm } from '../lib/launch.js';
+import { launch } from '../lib/launch.js';
 import { openVmControl } from '../lib/control/vm-control.js';
 import { snapshot } from '../lib/snapshot/snapshot.js';
 import { SnapshotInterrupted } from '../lib/snapshot/errors.js';
 import { CLI, importImage, scratchDir } from './boot-support.js';
-import { extractPartition, fsckReadOnly } from './helpers/guest-filesystem.js';
+import { filesInVersion, inGuest } from './helpers/snapshot-versions.js';
 import { startServing } from './helpers/served-process.js';
 import { oneLine } from './helpers/repo-cli.js';
 
 const BOOT_TIMEOUT_MS = 300_000;
-/** debian-plain's root file system. */
-const ROOT_PARTITION = 2;
-
-async function inGuest(vm: LazyVm, script: string): Promise<string> {
-  const result = await vm.exec('/bin/sh', ['-c', script], { timeoutMs: 120_000 });
-  if (result.exitCode !== 0) throw new Error(`${script}: exit ${result.exitCode}: ${result.stderr}`);
-  return result.stdout;
-}
-
-/** Exports REF, checks its root file system with e2fsck -fn, returns the sha256 of `files` in it. */
-async function checkVersion(t: any, scratch: string, repoDir: string, ref: string, files: string[]): Promise<string[]> {
-  const exported = path.join(scratch, `${ref}.raw`);
-  const result = await execa('node', [CLI, 'image', 'export', ref, exported, '--repo', repoDir], { reject: false });
-  t.is(result.exitCode, 0, result.stderr);
-  const root = path.join(scratch, `${ref}-root.ext4`);
-  await extractPartition(exported, ROOT_PARTITION, root);
-  const fsck = await fsckReadOnly(root);
-  t.true(fsck.clean, `${ref}: ${fsck.output}`);
-  const sums: string[] = [];
-  for (const file of files) {
-    const copy = path.join(scratch, `${ref}-${path.basename(file)}`);
-    await execa('debugfs', ['-R', `dump ${file} ${copy}`, root]);
-    sums.push((await execa('sha256sum', [copy])).stdout.split(' ')[0]!);
-  }
-  return sums;
-}
 
 test('a running debian-plain guest is snapshotted live (API and `lazyboot snapshot NAME`): frozen for the instant, each version checks clean with the files present', async (t) => {
   t.timeout(3 * BOOT_TIMEOUT_MS);
@@ -126,7 +100,8 @@ test('a running debian-plain guest is snapshotted live (API and `lazyboot snapsh
   t.true(atRest.dirtyBlocks >= fixed && fixed > 0, `${atRest.dirtyBlocks} marked blocks shipped at rest, ${fixed} in the interrupted snapshot`);
 
   for (const ref of ['img-live@1', 'img-live@2']) {
-    t.deepEqual(await checkVersion(t, scratch, repoDir, ref, files), sums, `${ref}: the files are present and whole`);
+    const inVersion = await filesInVersion(t, scratch, repoDir, ref, files);
+    t.deepEqual(files.map((file) => inVersion[file]), sums, `${ref}: the files are present and whole`);
   }
   t.notRegex(lines.join('\n'), /EXT4-fs error|I\/O error/);
 });

@@ -11,49 +11,21 @@
 // One VM for the whole file.
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import { execa } from 'execa';
 import { ensureFixture } from '../fixtures/build.js';
 import { launch, type LazyVm } from '../lib/launch.js';
 import { openVmControl } from '../lib/control/vm-control.js';
 import { CLI, importImage, leftovers, qemuProcessesMentioning, scratchDir } from './boot-support.js';
-import { extractPartition, fsckReadOnly } from './helpers/guest-filesystem.js';
+import { filesInVersion, inGuest } from './helpers/snapshot-versions.js';
 import { startServing, type ServedProcess } from './helpers/served-process.js';
 
 const BOOT_TIMEOUT_MS = 300_000;
-/** debian-plain's root file system. */
-const ROOT_PARTITION = 2;
 const MiB = 1024 * 1024;
-
-async function inGuest(vm: LazyVm, script: string): Promise<string> {
-  const result = await vm.exec('/bin/sh', ['-c', script], { timeoutMs: 120_000 });
-  if (result.exitCode !== 0) throw new Error(`${script}: exit ${result.exitCode}: ${result.stderr}`);
-  return result.stdout;
-}
 
 /** Writes `bytes` of random data to FILE in the guest, synced; its sha256. */
 async function writeFile(vm: LazyVm, file: string, bytes: number): Promise<string> {
   return (await inGuest(vm, `mkdir -p ${path.dirname(file)} && head -c ${bytes} /dev/urandom > ${file} && sync && sha256sum ${file}`)).split(' ')[0]!;
-}
-
-/** Exports REF, checks its root file system with e2fsck -fn, returns the sha256 of each file in it. */
-async function filesIn(t: ExecutionContext, scratch: string, repoDir: string, ref: string, files: string[]): Promise<Record<string, string>> {
-  const exported = path.join(scratch, `${ref}.raw`);
-  const result = await execa('node', [CLI, 'image', 'export', ref, exported, '--repo', repoDir], { reject: false });
-  t.is(result.exitCode, 0, result.stderr);
-  const root = path.join(scratch, `${ref}-root.ext4`);
-  await extractPartition(exported, ROOT_PARTITION, root);
-  const fsck = await fsckReadOnly(root);
-  t.true(fsck.clean, `${ref}: ${fsck.output}`);
-  const sums: Record<string, string> = {};
-  for (const file of files) {
-    const copy = path.join(scratch, `${ref}-${path.basename(file)}`);
-    const dumped = await execa('debugfs', ['-R', `dump ${file} ${copy}`, root], { reject: false });
-    sums[file] = dumped.stderr.includes('not found') ? 'missing' : (await execa('sha256sum', [copy])).stdout.split(' ')[0]!;
-  }
-  await rm(exported, { force: true });
-  await rm(root, { force: true });
-  return sums;
 }
 
 test('after the pivot (debian-plain, fill running): `lazyboot snapshot NAME` covers both phases through QEMU, the next ships only what was written between, a failed one loses no mark', async (t) => {
@@ -173,13 +145,13 @@ test('after the pivot (debian-plain, fill running): `lazyboot snapshot NAME` cov
 
   // Each version checks clean and holds what was written before its instant.
   const files = Object.keys(sums);
-  const v1 = await filesIn(t, scratch, repoDir, 'img-native@1', files);
+  const v1 = await filesInVersion(t, scratch, repoDir, 'img-native@1', files);
   t.is(v1['/srv/snap/before'], sums['/srv/snap/before'], 'v1 has the file written before the pivot');
   t.is(v1['/srv/snap/after'], sums['/srv/snap/after'], 'v1 has the file written after the pivot');
   t.is(v1['/srv/snap/between'], 'missing');
-  const v2 = await filesIn(t, scratch, repoDir, 'img-native@2', files);
+  const v2 = await filesInVersion(t, scratch, repoDir, 'img-native@2', files);
   for (const file of ['/srv/snap/before', '/srv/snap/after', '/var/tmp/churn', '/srv/snap/between']) t.is(v2[file], sums[file], `v2: ${file}`);
-  const v4 = await filesIn(t, scratch, repoDir, 'img-native@4', files);
+  const v4 = await filesInVersion(t, scratch, repoDir, 'img-native@4', files);
   t.deepEqual(v4, sums, 'v4 has every file');
   t.notRegex(lines.join('\n'), /EXT4-fs error|I\/O error/);
   t.log(`versions checked: ${at()}`);
