@@ -281,7 +281,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
           // The disk is whole and ours again: ship it before a temporary disk goes.
           if (exitSnapshot && vmStarted) {
             await pivotting.release();
-            const shipped = snapshot({ disk: diskPath, to: exitSnapshot.to, as: exitSnapshot.as, log: options.log });
+            const shipped = snapshot({ disk: diskPath, to: exitSnapshot.to, as: exitSnapshot.as, s3Endpoint: options.s3Endpoint, log: options.log });
             settleSnapshot(() => shipped);
             await shipped.catch(() => undefined);
           }
@@ -390,7 +390,7 @@ export async function launch(options: LaunchOptions): Promise<LazyVm> {
       const forward = (): void => stop.abort();
       request.signal?.addEventListener('abort', forward, { once: true });
       if (request.signal?.aborted) stop.abort();
-      const snapshotOptions = { to, as: request.as, freezer, log: options.log, onProgress: request.onProgress, batchBytes: request.batchBytes, signal: stop.signal };
+      const snapshotOptions = { to, as: request.as, s3Endpoint: options.s3Endpoint, freezer, log: options.log, onProgress: request.onProgress, batchBytes: request.batchBytes, signal: stop.signal };
       const done = started.nativeStatus.pivot === 'native'
         ? pivotting.withMap((deviceMap) => snapshotNative(deviceMap, snapshotOptions))
         : liveSnapshot({ path: diskPath, map: openedDisk!.backend.map, local: openedDisk!.local, backend: openedDisk!.backend }, snapshotOptions);

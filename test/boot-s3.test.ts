@@ -115,6 +115,16 @@ test.serial('a cold fill from s3:// reads in ranges of MiBs: GETs at the gateway
     // 8 more ranges than the first fill (the new pack's blocks) and its second pack index (read by
     // the device and its fetch worker): 10; three ranges a run instead of two would be 18.
     t.true(gets2 <= gets + 12, `${gets2} GETs against ${gets} for version 1: the first pack's blocks around each changed block are one range`);
+
+    // The write path takes --s3-endpoint too: the filled disk of version 2 snapshotted back into the
+    // bucket as a new name (its blocks are all there: none sent), which exports byte-identical.
+    const shot = await lazyboot(['snapshot', '--disk', disk2, '--to', repo, '--as', 'ranges-copy', '--s3-endpoint', endpoint, '--json']);
+    t.is(shot.exitCode, 0, shot.stderr);
+    t.like(JSON.parse(shot.stdout), { ref: 'ranges-copy@1', sentBlocks: 0 });
+    const copy = join(dir, 'copy.raw');
+    const exported = await lazyboot(['image', 'export', 'ranges-copy', copy, '--repo', repo, '--s3-endpoint', endpoint]);
+    t.is(exported.exitCode, 0, exported.stderr);
+    t.true((await readFile(copy)).equals(changed), 'the snapshot written through --s3-endpoint exports as the disk');
   }));
 
 test.serial('the gateway stopped during a fill: one clear line naming the endpoint, present blocks still served, the fill resumes and completes when it is back', (t) =>

@@ -10,7 +10,7 @@ import { parseDurationMs, parseSizeBytes } from './units.js';
 import { cacheOf, cacheOptions, type CacheArgs } from './cache-options.js';
 import { replicationArgs } from './replication-args.js';
 import { UsageError } from '../base/errors.js';
-import { s3EndpointOption } from './commands/image.js';
+import { s3EndpointOption } from './s3-endpoint-option.js';
 
 export interface BootArgs extends CacheArgs {
   image: string;

@@ -140,7 +140,7 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
     if (options.trace) {
       const { manifest, manifestDigest, sources } = opened.repositories;
       const imageRef = `${manifest.name}@${manifest.version}`;
-      const homes = await openTraceHomes(sources, imageRef, options.trace, log);
+      const homes = await openTraceHomes(sources, imageRef, { ...options.trace, s3Endpoint: options.s3Endpoint }, log);
       tracing = await BootTracing.start(opened.backend, { manifestDigest, imageRef, blockSize: manifest.blockSize, blockCount: manifest.blockCount }, homes, options.trace, log);
     }
     if (!options.socketPath) tempDir = await mkdtemp(join(tmpdir(), 'lazyboot-cor-'));

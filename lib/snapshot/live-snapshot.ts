@@ -82,7 +82,7 @@ export async function liveSnapshot(disk: LiveDisk, options: LiveSnapshotOptions)
   try {
     const sendingPath = sendingSetPath(mapPathOf(disk.path));
     const leftover = await recoverLeftover(map, sendingPath, log);
-    target = await openWriteTarget(options.to);
+    target = await openWriteTarget(options.to, options);
     const label = await bindLive(map, backend, target, canonical, log);
     const instant: SnapshotInstant = {
       at: async (fix) => {

@@ -59,7 +59,7 @@ export async function nativeSnapshot(disk: NativeDisk, options: LiveSnapshotOpti
   try {
     const sendingPath = sendingSetPath(mapPathOf(disk.path));
     const leftover = await recoverLeftover(map, sendingPath, log);
-    target = await openWriteTarget(options.to);
+    target = await openWriteTarget(options.to, options);
     // No guest write reaches the map after the pivot: a new target is bound without holding anything.
     const label = await bindTarget(map, target, canonical, log);
     fleece = await disk.prepareFleece({ dir: scratch, size, blockSize });

@@ -18,6 +18,8 @@ export const DEFAULT_REPLICATE_INTERVAL_MS = 30_000;
 export interface ReplicationSettings {
   /** Write URIs: repository directories, `http+unix:///?socket=PATH`, `http://HOST:PORT`; each keeps its own W bits. */
   readonly to: readonly string[];
+  /** The endpoint of s3:// targets and sources (--s3-endpoint), over AWS_ENDPOINT_URL and the shared config. */
+  readonly s3Endpoint?: string;
   /** Pause between rounds of passes (default 30 s). */
   readonly intervalMs?: number;
   /** Block data per second over all targets (default 0 = unlimited). */
@@ -80,7 +82,7 @@ export function replicationAttachment(settings: ReplicationSettings, started?: (
     const open: WriteTarget[] = [];
     try {
       for (const uri of settings.to) {
-        const target = await openWriteTarget(uri);
+        const target = await openWriteTarget(uri, settings);
         open.push(target);
         // Binding may add a target to the map: the export serves no one yet.
         targets.push({ label: await bindTarget(map, target, canonicalWriteUri(uri), log), uri, target });
@@ -114,7 +116,7 @@ export async function replicate(options: ReplicateOptions): Promise<Replication>
   const image = await imageOfMap(mapPath);
   // Every target answers before the disk is opened: a wrong --to leaves the disk and map untouched.
   for (const uri of options.to) {
-    const target = await openWriteTarget(uri);
+    const target = await openWriteTarget(uri, options);
     try {
       await target.manifest(image);
     } finally {
@@ -125,7 +127,7 @@ export async function replicate(options: ReplicateOptions): Promise<Replication>
   let targets: ReplicatorTarget[] = [];
   const device = await openCorDevice({
     image, disk: options.disk, from: [...(options.from ?? [])], socketPath: options.socketPath, exportName: options.exportName,
-    log: options.log, cache: options.cache,
+    log: options.log, cache: options.cache, s3Endpoint: options.s3Endpoint,
     attach: replicationAttachment(options, (started, bound) => {
       replicator = started;
       targets = bound;

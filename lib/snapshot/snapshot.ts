@@ -35,6 +35,8 @@ export interface SnapshotOptions {
   readonly to: string;
   /** Image name of the new version. */
   readonly as: string;
+  /** The endpoint of an s3:// `to` (--s3-endpoint), over AWS_ENDPOINT_URL and the shared config. */
+  readonly s3Endpoint?: string;
   /** Hash every local block, not only the marked ones (when the marks are in doubt); only what the repository lacks is sent. */
   readonly full?: boolean;
   /** Dirty data read, offered and sent per round trip (default 16 MiB). */
@@ -109,7 +111,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotResult
       log(`${error.message}: --full hashes every block instead`);
       return undefined;
     });
-    target = await openWriteTarget(options.to);
+    target = await openWriteTarget(options.to, options);
     const label = await bindTarget(map, target, canonical, log);
     const result = await ship({ map, local, target, label, canonical, sendingPath, leftover: leftover?.target === label ? leftover : undefined, options });
     return { ...result, recoveredMarks: leftover?.merged ?? 0, seconds: (performance.now() - started) / 1000 };

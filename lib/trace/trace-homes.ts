@@ -47,6 +47,8 @@ export interface TraceHomeOptions {
    * repository directory among the sources that this user may write. `false`: the host cache only.
    */
   readonly to?: string | false;
+  /** The endpoint of an s3:// `to` (--s3-endpoint), over AWS_ENDPOINT_URL and the shared config. */
+  readonly s3Endpoint?: string;
 }
 
 class HostCacheHome implements TraceHome {
@@ -111,7 +113,7 @@ export async function openTraceHomes(sources: readonly RepositorySource[], image
   let writer: TraceHome | undefined;
   if (typeof options.to === 'string') {
     try {
-      const target = await openWriteTarget(options.to);
+      const target = await openWriteTarget(options.to, options);
       owned.push(target);
       writer = new RepositoryHome(target, imageRef, true);
     } catch (error) {

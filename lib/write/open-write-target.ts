@@ -31,12 +31,17 @@ function unsupported(uri: string): UsageError {
   return new UsageError(`cannot write to ${JSON.stringify(uri)}`, 'use a repository directory, http+unix:///?socket=PATH or http://HOST:PORT (`lazyboot repo serve --write-socket PATH` prints it), or s3://BUCKET/PREFIX');
 }
 
-export async function openWriteTarget(uri: string): Promise<WriteTarget> {
+export interface WriteTargetOptions {
+  /** The endpoint of an s3:// repository (--s3-endpoint), over AWS_ENDPOINT_URL and the shared config. */
+  readonly s3Endpoint?: string;
+}
+
+export async function openWriteTarget(uri: string, options: WriteTargetOptions = {}): Promise<WriteTarget> {
   const canonical = canonicalWriteUri(uri);
   if (canonical.startsWith('http+unix:')) return new HttpWriteTarget(uri, { socketPath: socketOf(canonical) });
   if (canonical.startsWith('http://')) {
     const url = new URL(canonical);
     return new HttpWriteTarget(uri, { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 80) });
   }
-  return new RepositoryWriter(await Repository.open(canonical, { create: false }), uri, true);
+  return new RepositoryWriter(await Repository.open(canonical, { create: false, s3Endpoint: options.s3Endpoint }), uri, true);
 }

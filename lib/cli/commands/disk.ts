@@ -15,7 +15,7 @@ import { serverLimitOptions, serverLimitsOf, type ServerLimitArgs } from '../ser
 import { withTlsCredentials } from '../../nbd/client-uri.js';
 import { COR_SERVER_LIMITS } from '../../cor/device.js';
 import { cacheOf, cacheOptions, type CacheArgs } from '../cache-options.js';
-import { s3EndpointOption } from './image.js';
+import { s3EndpointOption } from '../s3-endpoint-option.js';
 
 const log = (line: string): void => void process.stderr.write(`${new Date().toISOString()} ${line}\n`);
 

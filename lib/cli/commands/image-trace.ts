@@ -11,11 +11,13 @@ import { Repository } from '../../repo/repository.js';
 import { openWriteTarget } from '../../write/open-write-target.js';
 import type { WriteTarget } from '../../repo/write-target.js';
 import { humanSize } from '../human-size.js';
+import { s3EndpointOption } from '../s3-endpoint-option.js';
 import { commandGroup, printFields, printTable } from '../command-output.js';
 
 interface TraceArgs {
   'trace-dir': string;
   repo?: string;
+  's3-endpoint'?: string;
 }
 
 const say = (line: string) => void process.stderr.write(`lazyboot: ${line}\n`);
@@ -52,7 +54,7 @@ async function withPlaces(args: TraceArgs, work: (places: TracePlace[]) => Promi
   // The default repository (the `image` commands' --repo default) only if there is one.
   const defaultDir = Repository.defaultDir();
   const uri = args.repo === undefined || args.repo === defaultDir ? await access(defaultDir).then(() => defaultDir, () => undefined) : args.repo;
-  const target = uri === undefined ? undefined : await openWriteTarget(uri);
+  const target = uri === undefined ? undefined : await openWriteTarget(uri, { s3Endpoint: args['s3-endpoint'] });
   try {
     await work([...(target ? [repositoryPlace(target)] : []), hostCachePlace(new TraceStore(args['trace-dir']))]);
   } finally {
@@ -144,6 +146,7 @@ export const imageTraceCommand = commandGroup({
   describe: 'the boot traces recorded by boot/run and replayed ahead of later boots (in the repository and the host cache)',
   options: (y) => y
     .option('repo', { type: 'string', describe: 'the repository: a directory, or the write path of `repo serve` (http+unix:///?socket=PATH, http://127.0.0.1:PORT)', defaultDescription: '$XDG_DATA_HOME/lazyboot/repo, if it exists' })
-    .option('trace-dir', { type: 'string', describe: 'the host cache of boot traces', default: TraceStore.defaultDir(), defaultDescription: '$XDG_CACHE_HOME/lazyboot/traces' }),
+    .option('trace-dir', { type: 'string', describe: 'the host cache of boot traces', default: TraceStore.defaultDir(), defaultDescription: '$XDG_CACHE_HOME/lazyboot/traces' })
+    .option('s3-endpoint', s3EndpointOption),
   subcommands: [lsCommand, showCommand, rmCommand],
 });

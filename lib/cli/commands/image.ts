@@ -13,6 +13,7 @@ import { ProgressBar } from '../progress-bar.js';
 import { humanSize } from '../human-size.js';
 import { imageTraceCommand } from './image-trace.js';
 import { commandGroup, printFields, printTable } from '../command-output.js';
+import { s3EndpointOption } from '../s3-endpoint-option.js';
 
 interface RepoArgs {
   repo: string;
@@ -26,10 +27,6 @@ const repoOption = {
   defaultDescription: '$XDG_DATA_HOME/lazyboot/repo',
 } as const;
 
-export const s3EndpointOption = {
-  type: 'string',
-  describe: 'S3 endpoint URL for an s3:// repository (default: AWS_ENDPOINT_URL, the shared AWS config, or AWS S3)',
-} as const;
 
 /** Only an import may create the repository (in a missing or empty directory); readers refuse. */
 async function withRepository<T>(args: RepoArgs, work: (repo: Repository) => Promise<T>, options: { create?: boolean } = {}): Promise<T> {

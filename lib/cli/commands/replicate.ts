@@ -6,6 +6,7 @@ import { describePass } from '../../snapshot/replicator.js';
 import { replicate, DEFAULT_REPLICATE_INTERVAL_MS, type ReplicationTotals } from '../../snapshot/replicate.js';
 import { replicationArgs } from '../replication-args.js';
 import { humanSize } from '../human-size.js';
+import { s3EndpointOption } from '../s3-endpoint-option.js';
 import { cacheOf, cacheOptions, type CacheArgs } from '../cache-options.js';
 
 interface ReplicateArgs extends CacheArgs {
@@ -16,6 +17,7 @@ interface ReplicateArgs extends CacheArgs {
   rate: string;
   socket?: string;
   export: string;
+  's3-endpoint'?: string;
   json: boolean;
 }
 
@@ -36,6 +38,7 @@ export const replicateCommand: CommandModule<any, ReplicateArgs> = {
     .option('rate', { type: 'string', default: '0', describe: 'upload limit in bytes per second over all targets (e.g. 20M; 0 = unlimited)' })
     .option('socket', { type: 'string', describe: 'unix socket of the disk\'s NBD export', defaultDescription: 'a fresh temporary path' })
     .option('export', { type: 'string', default: 'disk', describe: 'NBD export name' })
+    .option('s3-endpoint', s3EndpointOption)
     .option('json', { type: 'boolean', default: false, describe: 'events as JSON lines on stdout' }) as Argv<any>,
   handler: async (args) => {
     const { intervalMs, rate } = replicationArgs(args.interval, args.rate);
@@ -46,7 +49,7 @@ export const replicateCommand: CommandModule<any, ReplicateArgs> = {
     try {
       const replication = await replicate({
         disk: args.disk, to: args.to, from: args.from, intervalMs, rate, socketPath: args.socket, exportName: args.export,
-        cache: cacheOf(args, args.from), signal: controller.signal, log,
+        cache: cacheOf(args, args.from), s3Endpoint: args['s3-endpoint'], signal: controller.signal, log,
         onPass: (pass) => {
           if (args.json) process.stdout.write(`${JSON.stringify({ event: 'pass', ...pass })}\n`);
           else if (pass.error || pass.checkedBlocks > 0) log(describePass(pass));

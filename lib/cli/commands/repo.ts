@@ -7,7 +7,7 @@ import { repositoryExports } from '../../repo/export-provider.js';
 import { checkListenAllowed, startNbdServer } from '../../nbd/server.js';
 import { loadServerTls } from '../../nbd/tls.js';
 import { UsageError } from '../../base/errors.js';
-import { s3EndpointOption } from './image.js';
+import { s3EndpointOption } from '../s3-endpoint-option.js';
 import { checkCommand } from './repo-check.js';
 import type { WriteServer } from '../../write/http-server.js';
 import { commandGroup } from '../command-output.js';

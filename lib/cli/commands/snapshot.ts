@@ -10,6 +10,7 @@ import { snapshot, type SnapshotResult } from '../../snapshot/snapshot.js';
 import type { LiveSnapshotResult } from '../../snapshot/live-snapshot.js';
 import { ProgressBar } from '../progress-bar.js';
 import { humanSize } from '../human-size.js';
+import { s3EndpointOption } from '../s3-endpoint-option.js';
 
 interface SnapshotArgs {
   name?: string;
@@ -18,6 +19,7 @@ interface SnapshotArgs {
   freeze?: boolean;
   as: string;
   full: boolean;
+  's3-endpoint'?: string;
   json: boolean;
 }
 
@@ -56,6 +58,7 @@ export const snapshotCommand: CommandModule<any, SnapshotArgs> = {
     .option('freeze', { type: 'boolean', describe: 'with NAME: freeze the guest\'s file systems through its agent for the instant (--no-freeze: crash-consistent)', defaultDescription: 'when the VM has an agent' })
     .option('as', { type: 'string', demandOption: true, describe: 'image name of the new version (NAME; the version number is the next free one)' })
     .option('full', { type: 'boolean', default: false, describe: 'hash every local block, not only the marked ones (when the marks are in doubt); only what the repository lacks is sent' })
+    .option('s3-endpoint', s3EndpointOption)
     .option('json', { type: 'boolean', default: false, describe: 'the summary as one JSON object on stdout' }) as Argv<any>,
   handler: async (args) => {
     if (args.name !== undefined) return liveSnapshotOf(args.name, args);
@@ -71,7 +74,7 @@ export const snapshotCommand: CommandModule<any, SnapshotArgs> = {
     let bar: ProgressBar | undefined;
     try {
       const result = await snapshot({
-        disk, to, as: args.as, full: args.full, signal: controller.signal, log,
+        disk, to, as: args.as, full: args.full, s3Endpoint: args['s3-endpoint'], signal: controller.signal, log,
         onProgress: (progress) => {
           bar ??= new ProgressBar(`snapshot ${args.as}`, progress.dirtyBlocks * progress.blockSize);
           bar.update(progress.doneBlocks * progress.blockSize);
@@ -89,6 +92,7 @@ export const snapshotCommand: CommandModule<any, SnapshotArgs> = {
 
 async function liveSnapshotOf(name: string, args: SnapshotArgs): Promise<void> {
   if (args.disk !== undefined) throw new UsageError(`give a running VM's NAME (${name}) or --disk, not both`);
+  if (args['s3-endpoint'] !== undefined) throw new UsageError('--s3-endpoint is for --disk', 'a running VM writes to s3:// with the endpoint it was booted with (boot --s3-endpoint)');
   if (args.full) throw new UsageError('--full is for --disk', 'a running VM ships its marked blocks; stop it and snapshot --disk FILE --full when the marks are in doubt');
   // A snapshot takes as long as its transfer: no reply timeout.
   const result = await callVm<LiveSnapshotResult>(name, 'snapshot', { as: args.as, ...(args.to !== undefined ? { to: args.to } : {}), ...(args.freeze !== undefined ? { freeze: args.freeze } : {}) });
