@@ -43,9 +43,11 @@ export async function startWriteServer(options: WriteServerOptions): Promise<Wri
         response.destroy();
         return;
       }
-      // The request body may be unread: close after answering, rather than read it all.
-      response.writeHead(statusOf(error), { 'content-type': 'application/json', connection: 'close' }).end(JSON.stringify(wire));
-      request.resume();
+      // The client may still be sending its body: read and drop the rest (bounded) before answering,
+      // else it meets a broken pipe (EPIPE) instead of this reply. Then close.
+      void drainBody(request, DRAIN_BEFORE_REPLY_BYTES).then(() => {
+        if (!response.destroyed) response.writeHead(statusOf(error), { 'content-type': 'application/json', connection: 'close' }).end(JSON.stringify(wire));
+      });
     });
   });
   server.on('connection', (socket) => {
@@ -172,12 +174,41 @@ function decodePathPart(part: string): string {
   }
 }
 
+/**
+ * Unread request bytes dropped before an error reply (a refused upload batch is at most a few
+ * MiB); a client sending more gets the reply, then the connection closes under it.
+ */
+const DRAIN_BEFORE_REPLY_BYTES = 64 * 1024 * 1024;
+
+/** The request body, chunk by chunk; leaving the loop early does not destroy the request (its reply is still to come). */
+function bodyOf(request: IncomingMessage): AsyncIterable<Buffer> {
+  return request.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>;
+}
+
+/** Resolves once the request body has ended, the request is gone, or `limit` more bytes came. */
+function drainBody(request: IncomingMessage, limit: number): Promise<void> {
+  if (request.complete || request.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    let dropped = 0;
+    const done = (): void => {
+      request.off('data', onData).off('end', done).off('close', done).off('error', done);
+      resolve();
+    };
+    const onData = (chunk: Buffer): void => {
+      dropped += chunk.length;
+      if (dropped > limit) done();
+    };
+    request.on('data', onData).once('end', done).once('close', done).once('error', done);
+    request.resume();
+  });
+}
+
 async function readBody(request: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(request.headers['content-length'] ?? 0);
   if (declared > limit) throw new MalformedWriteRequest(`a body of ${declared} bytes (at most ${limit})`);
   const chunks: Buffer[] = [];
   let total = 0;
-  for await (const chunk of request as AsyncIterable<Buffer>) {
+  for await (const chunk of bodyOf(request)) {
     total += chunk.length;
     if (total > limit) throw new MalformedWriteRequest(`a body over ${limit} bytes`);
     chunks.push(chunk);
@@ -197,7 +228,7 @@ async function* readFrames(request: IncomingMessage): AsyncGenerator<OfferedBloc
     return taken;
   };
   let header: { digest: Buffer; length: number } | undefined;
-  for await (const chunk of request as AsyncIterable<Buffer>) {
+  for await (const chunk of bodyOf(request)) {
     pending.push(chunk);
     pendingBytes += chunk.length;
     for (;;) {
