@@ -140,13 +140,17 @@ test('the repository server SIGKILLed at random moments: the snapshot fails in o
       if (cut.exitCode !== 0) {
         t.true(oneLine(cut.stderr.split('\n').filter((line) => !/^lazyboot: (new )?target /.test(line)).join('\n')), cut.stderr);
         t.regex(cut.stderr, /cannot write to the repository at http\+unix:[^\n]*: check that `lazyboot repo serve --write-socket/);
-        t.deepEqual(await versions(image.repoDir), before, `round ${round}: no version appeared`);
+        // The server may have died after the commit landed and before its answer left: then the
+        // version is whole, and the retry finds it (same session, same content) and adds none.
+        const appeared = await versions(image.repoDir);
+        t.true(appeared.length === before.length || appeared.length === before.length + 1, `round ${round}: ${appeared}`);
         t.is(await marksHeld(disk), DIRTY_BLOCKS, `round ${round}: every mark is back in the map`);
         const restarted = await startServing(serverArgs);
         try {
           const retry = await lazyboot(['snapshot', '--disk', disk, '--to', to, '--as', 'demo', '--json']);
           t.is(retry.exitCode, 0, retry.stderr);
           const result = JSON.parse(retry.stdout);
+          if (appeared.length > before.length) t.like(result, { ref: appeared.at(-1), existing: true }, `round ${round}: the retry found the version whose answer was lost`);
           t.deepEqual(await versions(image.repoDir), [...before, result.ref]);
           await assertEquals(dir, image.repoDir, result.ref, expected);
         } finally {

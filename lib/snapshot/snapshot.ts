@@ -206,6 +206,8 @@ export async function ship(context: ShipContext): Promise<Shipped> {
     sendable.clearWhere(absent);
     return sendable;
   };
+  /** The commit was asked for: it may have landed even if its answer never came. */
+  let commitAsked = false;
   try {
     if (context.instant) await context.instant.at(fix);
     else await fix();
@@ -216,6 +218,7 @@ export async function ship(context: ShipContext): Promise<Shipped> {
     const instant = context.instant;
     const source: BlockSource = instant ? { read: (offset, length) => instant.read(offset / blockSize, Math.ceil(length / blockSize)) } : local;
     const counts = await sendBlocks({ map, source, target, blocks: blocks!, sendable, digests, options });
+    commitAsked = true;
     const commit = await target.commitImage({
       name: options.as, version: start.version, size, blockSize, digests, session, ...(baseline ? { parent: baseline.ref } : {}),
     });
@@ -234,7 +237,11 @@ export async function ship(context: ShipContext): Promise<Shipped> {
   } catch (error) {
     if (blocks) map.remarkModified(index, blocks);
     await map.commit();
-    await removeSendingSet(context.sendingPath);
+    // A commit whose answer was lost (the server died, the link broke) may have landed: the
+    // in-flight set stays, so that a retry reuses its session and finds that version (the
+    // repository answers a retried session with the same content with its version) instead of
+    // committing the same content again. Its blocks are marked again above either way.
+    if (!commitAsked) await removeSendingSet(context.sendingPath);
     if (options.signal?.aborted) throw new SnapshotInterrupted(options.disk);
     throw error;
   }
