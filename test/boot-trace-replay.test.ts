@@ -106,7 +106,7 @@ test('the replay runs at most its window ahead of the guest, and follows the gue
     // The guest reads the trace's first 40 blocks: the window moves with it.
     await qemuIo(device.uri, readsOf(order.slice(0, 40)));
     await whenReplayIdle(device);
-    const stats = device.stats();
+    const stats = await device.settledStats();
     t.is(stats.replayFetchedBytes, (40 + 16) * BS);
     t.true(device.trace!.stats().replayReadBytes >= 16 * BS);
     // Reading the trace's last block: the guest has gone past it, the replay stops.

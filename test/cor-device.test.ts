@@ -27,7 +27,7 @@ test('with fetch-ahead off, reading ranges fetches exactly those blocks, and the
   const disk = join(dir, 'disk.raw');
   const device = await openCorDevice({ image: 'demo', disk, from: [image.repoDir], fetchAheadBytes: 0 });
   try {
-    t.is(device.stats().presentBlocks, 0);
+    t.is((await device.settledStats()).presentBlocks, 0);
     // Blocks 3..5 and 40 through qemu-img dd (a real client).
     await qemuImgDd(device.uri, join(dir, 'a.raw'), BS, 3, 3);
     await qemuImgDd(device.uri, join(dir, 'b.raw'), BS, 40, 1);
@@ -35,7 +35,7 @@ test('with fetch-ahead off, reading ranges fetches exactly those blocks, and the
     t.true((await readFile(join(dir, 'b.raw'))).equals(image.content.subarray(40 * BS, 41 * BS)));
     // The short last block, through qemu-io with a pattern-free read.
     await qemuIo(device.uri, [`read ${64 * BS} 12345`]);
-    const stats = device.stats();
+    const stats = await device.settledStats();
     t.is(stats.presentBlocks, 5);
     t.is(stats.totalBlocks, 65);
     t.is(stats.modifiedBlocks, 0);
@@ -59,7 +59,7 @@ test('a read across a zero block fetches its data blocks in one upstream request
     t.true((await readFile(join(dir, 'read.raw'))).equals(image.content.subarray(8 * BS, 12 * BS)));
     t.is(device.stats().fetchRequests, 1);
     t.is(device.stats().fetchedBlocks, 3);
-    t.is(device.stats().presentBlocks, 4);
+    t.is((await device.settledStats()).presentBlocks, 4);
   } finally {
     await device.close();
   }
@@ -71,7 +71,7 @@ test('a full read equals the image, and after it the local raw file is the image
   const device = await openCorDevice({ image: 'demo@1', disk, from: [image.repoDir] });
   try {
     await nbdcopyTo(device.uri, join(dir, 'copy.raw'));
-    t.is(device.stats().presentBlocks, 100);
+    t.is((await device.settledStats()).presentBlocks, 100);
     // Zero blocks are never fetched: fetchedBlocks counts data blocks only.
     const zeroBlocks = image.manifest.digests.length / 32 - device.stats().fetchedBlocks;
     t.true(zeroBlocks >= 20, `zero blocks ${zeroBlocks}`);
@@ -88,7 +88,7 @@ test('fill makes the disk byte-identical to the image and the map all present', 
   const device = await openCorDevice({ image: 'demo', disk, from: [image.repoDir], fill: true });
   try {
     await device.filled;
-    const stats = device.stats();
+    const stats = await device.settledStats();
     t.is(stats.presentBlocks, stats.totalBlocks);
     t.is(stats.readRequests, 0);
   } finally {
@@ -137,7 +137,7 @@ test('writes read back, W is set exactly for written blocks, and fill keeps them
   const device = await openCorDevice({ image: 'demo', disk, from: [image.repoDir], fill: true });
   try {
     await device.filled;
-    t.is(device.stats().presentBlocks, 64);
+    t.is((await device.settledStats()).presentBlocks, 64);
   } finally {
     await device.close();
   }
@@ -197,7 +197,7 @@ test('absent zero blocks are answered as holes; a zero block the guest wrote rea
     t.deepEqual(result.again, [[1 * BS, BS], [5 * BS, BS]]);
     t.true(result.same);
     t.true(Buffer.from(result.data, 'hex').equals(image.content.subarray(0, 8 * BS)));
-    t.is(device.stats().presentBlocks, 8);
+    t.is((await device.settledStats()).presentBlocks, 8);
     // Block 9 (a zero block, present after a hole answer) is written; then one deep read of the
     // whole disk fetches blocks 8 and 10.. around it and must return the guest's bytes there.
     await qemuIo(device.uri, [`read ${9 * BS} ${BS}`]);

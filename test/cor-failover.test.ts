@@ -39,7 +39,7 @@ test('one repository killed during a full read: the read completes and is identi
       const fetchedAtKill = device.stats().fetchedBlocks;
       await copy;
       t.true(fetchedAtKill < 300, `the kill came after ${fetchedAtKill} of ~380 data blocks`);
-      t.is(device.stats().presentBlocks, 512);
+      t.is((await device.settledStats()).presentBlocks, 512);
       t.is(device.stats().failedFetches, 0);
     } finally {
       await device.close();
@@ -71,7 +71,7 @@ test('a corrupt block in one repository is detected, served from the other, neve
       try {
         const result = await execa('qemu-io', ['-f', 'raw', '-c', `read ${bad * BS} ${BS}`, device.uri], { reject: false });
         t.regex(`${result.stdout}${result.stderr}`, /Input\/output error/);
-        t.is(device.stats().presentBlocks, 0);
+        t.is((await device.settledStats()).presentBlocks, 0);
         const mismatch = events.find((e) => e.uri === serverA.uri && e.error instanceof DigestMismatch);
         t.truthy(mismatch, events.map((e) => e.error.message).join('\n'));
         t.true(mismatch!.firstBlock <= bad && bad < mismatch!.firstBlock + mismatch!.blockCount, `blocks ${mismatch!.firstBlock}+${mismatch!.blockCount}`);
@@ -119,7 +119,7 @@ test('all repositories down: EIO for absent blocks (no hang, no zeros), present 
     const result = await execa('qemu-io', ['-f', 'raw', '-c', `read ${250 * BS} ${BS}`, device.uri], { reject: false });
     t.regex(`${result.stdout}${result.stderr}`, /Input\/output error/);
     t.true(Date.now() - started < 10_000, 'the error comes quickly');
-    t.is(device.stats().presentBlocks, 4);
+    t.is((await device.settledStats()).presentBlocks, 4);
     t.true(device.stats().failedFetches >= 1);
     // Present blocks still read, with the image's data.
     await qemuImgDd(device.uri, join(dir, 'again.raw'), BS, 0, 4);

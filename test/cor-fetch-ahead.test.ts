@@ -64,7 +64,7 @@ async function readThroughProxy(dir: string, content: Buffer, reader: (uri: stri
     }
     // Taken after close: a fetch ahead still in flight when the reader ended has then landed, so
     // the device's count and the wire's agree (before, a loaded machine saw them differ).
-    return { stats: device.stats(), proxy: served.proxy };
+    return { stats: await device.settledStats(), proxy: served.proxy };
   } finally {
     await served.close();
   }

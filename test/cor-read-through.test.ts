@@ -89,7 +89,7 @@ test('native graph on a read-through COR device (real QEMU block layer): reads e
   const cor = await openCorDevice({ image: 'demo', disk: disk2, from: [image.repoDir], fetchAheadBytes: 0 });
   try {
     await execa('qemu-img', ['dd', '-f', 'raw', '-O', 'raw', `bs=${BS}`, 'count=4', `if=${cor.uri}`, `of=${join(dir, 'head.raw')}`]);
-    t.is(cor.stats().presentBlocks, 4);
+    t.is((await cor.settledStats()).presentBlocks, 4);
     const presentBefore = cor.stats().presentBlocks;
     const meta = join(dir, 'native2.qcow2');
     await createQcow2Metadata({ path: meta, dataFile: disk2, size: BLOCKS * BS, clusterSize: BS });

@@ -47,7 +47,7 @@ test('two repo serve over one bucket: one SIGKILLed mid-read, the other complete
         await serverA.kill();
         fetchedAtKill = device.stats().fetchedBlocks;
         await copy;
-        t.is(device.stats().presentBlocks, 512);
+        t.is((await device.settledStats()).presentBlocks, 512);
         t.is(device.stats().failedFetches, 0);
       } finally {
         await device.close();

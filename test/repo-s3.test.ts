@@ -244,7 +244,7 @@ test('a boot trace recorded from s3:// is stored in the bucket beside its image 
       const lines: string[] = [];
       const device = await openCorDevice({ image: 'boot', disk: join(dir, `disk-${hostCache}.raw`), from: [repo], fetchAheadBytes: 0, log: (line) => lines.push(line), trace: { dir: join(dir, hostCache), record } });
       try {
-        const stats = device.stats();
+        const stats = await device.settledStats();
         await qemuIo(device.uri, reads);
         await device.trace!.finish();
         return { lines, traceBlocks: stats.traceBlocks };

@@ -99,6 +99,11 @@ export interface CorDevice extends EventEmitter {
   /** The boot trace (recording, replay), when `trace` was given. */
   readonly trace: BootTracing | undefined;
   stats(): CorDeviceStats;
+  /**
+   * stats() once the stores running now have landed: a fetched block is stored after its reply, so
+   * a client that has just exited may be a store ahead of stats().
+   */
+  settledStats(): Promise<CorDeviceStats>;
   /** Block b is present on the local disk (its R bit): read-only, for the pivot's qcow2 metadata. */
   isPresent(block: number): boolean;
   /**
@@ -166,6 +171,7 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
       await filled?.catch(() => undefined);
       await backend.enterReadThrough();
     };
+    const stats = (): CorDeviceStats => ({ ...statsOf(backend, opened.cached), ...(tracing?.stats() ?? NO_TRACE_STATS) });
     let closing: Promise<void> | undefined;
     const close = () => closing ??= (async () => {
       try {
@@ -187,7 +193,8 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
       uri: `nbd+unix:///${exportName}?socket=${socketPath}`,
       filled,
       trace: tracing,
-      stats: () => ({ ...statsOf(backend, opened.cached), ...(tracing?.stats() ?? NO_TRACE_STATS) }),
+      stats,
+      settledStats: async () => { await backend.whenStoresSettled(); return stats(); },
       isPresent: (block: number) => backend.map.isPresent(block),
       enterReadThrough,
       close,
