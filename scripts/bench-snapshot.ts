@@ -62,6 +62,10 @@ interface Row {
 }
 
 async function main(): Promise<void> {
+  // The rsync baseline needs rsync: say so before minutes of setup, not at the first round.
+  if ((await execa('rsync', ['--version'], { reject: false })).exitCode !== 0) {
+    throw new Error('rsync is not installed (it is the baseline this bench compares with): apt-get install rsync');
+  }
   const dir = await mkdtemp(join(tmpdir(), 'lazyboot-bench-snapshot-'));
   let server: ServerProcess | undefined;
   const cleanup = async () => {
