@@ -51,6 +51,12 @@ export interface BlockBackend {
   writeZeroes(offset: number, length: number, options?: WriteOptions): Promise<void>;
   /** Extents covering at least [offset, offset+length) in order; may stop early but covers >= 1 byte. */
   blockStatus(offset: number, length: number): Promise<Extent[]>;
+  /**
+   * For a client that asks for one extent at a time (NBD_CMD_FLAG_REQ_ONE): holes and zero runs
+   * shorter than this many bytes are reported inside the data around them (lib/nbd/block-status.ts).
+   * Unset or 0: every extent exactly.
+   */
+  readonly coalesceStatusBelowBytes?: number;
   close(): Promise<void>;
 }
 

@@ -150,7 +150,7 @@ export class Transmission {
           await backend.writeZeroes(request.offset, request.length, { fua });
           break;
         case P.CMD_BLOCK_STATUS: {
-          const descriptors = statusDescriptors(request, await this.extents(request));
+          const descriptors = statusDescriptors(request, await this.extents(request), backend.coalesceStatusBelowBytes);
           if (descriptors.length === 0) this.replies.error(request, P.NBD_EIO, 'backend returned no extent for the range');
           else this.replies.blockStatus(request, BASE_ALLOCATION_CONTEXT_ID, descriptors);
           return;
