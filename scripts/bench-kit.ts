@@ -1,7 +1,7 @@
 // What every benchmark in scripts/ needs, written once: start a server process and wait for its
 // socket, stop it, read a process's memory and CPU time from /proc, take a median, name a tool's
 // version, follow a boot's events to storage-ready and ready, and write the report.
-import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa, type ResultPromise } from 'execa';
@@ -21,6 +21,8 @@ export const runningServers = new Set<ResultPromise>();
  * never makes its socket, is an error with the end of its stderr.
  */
 export async function startServer(command: string, args: readonly string[], socket: string): Promise<ServerProcess> {
+  // A socket file left by an earlier server on this path would pass for this one being up.
+  await rm(socket, { force: true });
   const child = execa(command, args, { reject: false, buffer: false, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe' });
   runningServers.add(child);
   let stderr = '';
