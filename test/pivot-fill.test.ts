@@ -73,7 +73,10 @@ test.serial('tiny: live pivot, then block-stream fills the disk; no NBD node lef
     t.log(`blocks differing from the image: ${differ.join(',')}; W bits: ${modified.join(',')}`);
     t.true(differ.length > 0, 'the guest wrote its boot counter');
     t.deepEqual(differ.filter((block) => !modified.includes(block)), [], 'every block that differs from the image has its W bit');
-    t.true(modified.length <= differ.length + 4, 'W names the written blocks, not the filled ones');
+    // The fill's writes (block-stream, and the copy-on-read filter's) mark no bitmap, so W is the
+    // guest's writes: the blocks that differ, plus the few the guest rewrote with the bytes they
+    // had (a run of 24 such blocks was seen once in CI). Marked fill writes would add hundreds.
+    t.true(modified.length <= differ.length + 32, `W names the written blocks, not the filled ones: ${modified.length} W bits, ${differ.length} blocks differ, ${manifestBlocks} in the image`);
   } finally {
     await map.close();
   }
