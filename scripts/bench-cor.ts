@@ -200,8 +200,12 @@ async function main(): Promise<void> {
       // The 2 ms rows go through nbdkit's delay proxy, which costs CPU on these 2 cores too: the
       // guest-like reader is also measured through the proxy at 0 ms, so the report shows what the
       // delay itself costs each chain, apart from the proxy's copying.
-      const passes = [{ delayMs: 0, proxy: false }, { delayMs: 0, proxy: true }, { delayMs: 2, proxy: true }];
-      for (const { delayMs, proxy } of passes) {
+      const passes = [
+        { delayMs: 0, proxy: false, proxyOnly: false, readers: READERS },
+        { delayMs: 0, proxy: true, proxyOnly: true, readers: [READERS[0]!] },
+        { delayMs: 2, proxy: true, proxyOnly: false, readers: READERS },
+      ];
+      for (const { delayMs, proxy, proxyOnly, readers } of passes) {
         let repoUri = `nbd+unix:///?socket=${repoSock}`;
         let backingUri = `nbd+unix:///?socket=${backingSock}`;
         const proxies: ServerProcess[] = [];
@@ -213,11 +217,11 @@ async function main(): Promise<void> {
           repoUri = `nbd+unix:///?socket=${repoDelayed}`;
           backingUri = `nbd+unix:///?socket=${backingDelayed}`;
         }
-        for (const reader of proxy && delayMs === 0 ? [READERS[0]!] : READERS) {
+        for (const reader of readers) {
           // One request at a time through QEMU's chain with the delay takes ~15 s a run: fewer runs.
           const runs = reader.args.includes('--requests=1') ? Math.min(args.runs, 3) : args.runs;
           const result = await coldComparison({ dir, image: 'bench', size, repoUri, backingUri, reader, runs, tag: `${delayMs}${proxy ? 'p' : ''}` });
-          rows.push(coldRow(result, reader, `${args.size} MiB`, size, delayMs, note, proxy && delayMs === 0));
+          rows.push(coldRow(result, reader, `${args.size} MiB`, size, delayMs, note, proxyOnly));
         }
         for (const proxy of proxies) await stopServer(proxy);
       }
