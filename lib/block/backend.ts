@@ -52,6 +52,13 @@ export interface BlockBackend {
   /** Extents covering at least [offset, offset+length) in order; may stop early but covers >= 1 byte. */
   blockStatus(offset: number, length: number): Promise<Extent[]>;
   /**
+   * Optional: the same extents, when the backend holds them in memory, answered at once. A server
+   * then replies in the same turn: an awaited answer waits behind the work of the reads in flight,
+   * which `qemu-img convert` pays on its serial chain of status requests (one came back after ~140
+   * µs instead of ~6 µs while two 2 MiB reads were being served).
+   */
+  blockStatusNow?(offset: number, length: number): Extent[];
+  /**
    * For a client that asks for one extent at a time (NBD_CMD_FLAG_REQ_ONE): holes and zero runs
    * shorter than this many bytes are reported inside the data around them (lib/nbd/block-status.ts).
    * Unset or 0: every extent exactly.

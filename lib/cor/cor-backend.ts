@@ -276,6 +276,11 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     return this.zeroStatus.blockStatus(offset, length);
   }
 
+  /** The same, answered at once (BlockBackend.blockStatusNow): the map and claims are in memory. */
+  blockStatusNow(offset: number, length: number): Extent[] {
+    return this.zeroStatus.blockStatus(offset, length);
+  }
+
   // ---- for fill and the device ----
 
   /** Fetches every absent block in [first, last] (inclusive); resolves once they are present. */

@@ -5,6 +5,7 @@
 // a buffer to come back (backpressure). The NBD server bounds each connection on its own instead
 // (connection-budget.ts), so one client that stops reading cannot hold every other's. Idle buffers are dropped after a quiet spell, so an idle
 // server stays small.
+import { allocCopyBuffer } from '../base/copy-buffer.js';
 import { ByteBudget } from './byte-budget.js';
 
 const SMALLEST = 4096;
@@ -45,7 +46,7 @@ export class BufferPool {
       this.pooledBytes -= size;
       return buffer;
     }
-    return Buffer.allocUnsafeSlow(size);
+    return allocCopyBuffer(size);
   }
 
   give(buffer: Buffer): void {

@@ -150,7 +150,10 @@ export class Transmission {
           await backend.writeZeroes(request.offset, request.length, { fua });
           break;
         case P.CMD_BLOCK_STATUS: {
-          const descriptors = statusDescriptors(request, await this.extents(request), backend.coalesceStatusBelowBytes);
+          const extents = backend.capabilities.extents && backend.blockStatusNow
+            ? backend.blockStatusNow(request.offset, request.length)
+            : await this.extents(request);
+          const descriptors = statusDescriptors(request, extents, backend.coalesceStatusBelowBytes);
           if (descriptors.length === 0) this.replies.error(request, P.NBD_EIO, 'backend returned no extent for the range');
           else this.replies.blockStatus(request, BASE_ALLOCATION_CONTEXT_ID, descriptors);
           return;

@@ -235,6 +235,11 @@ export class ImageBackend extends ReadOnlyBackend implements ReadsIntoBuffer, Kn
   }
 
   override async blockStatus(offset: number, length: number): Promise<Extent[]> {
+    return this.blockStatusNow(offset, length);
+  }
+
+  /** From the manifest's zero flags, in memory: see BlockBackend.blockStatusNow. */
+  blockStatusNow(offset: number, length: number): Extent[] {
     this.checkRange(offset, length);
     const { blockSize } = this.manifest;
     const end = offset + length;
