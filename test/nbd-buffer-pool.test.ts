@@ -1,6 +1,7 @@
 // The reply buffer pool: reuse by size class, bounded, a size switch evicts the old size, and the
 // byte budget makes takers wait (first come, first served) instead of allocating without limit.
 import test from 'ava';
+import { COPY_SHIFT_BYTES } from '../lib/base/copy-buffer.js';
 import { BufferPool } from '../lib/nbd/buffer-pool.js';
 
 const KIB = 1024;
@@ -12,6 +13,17 @@ test('buffers are reused by power-of-two size class', async (t) => {
   pool.give(first);
   t.is(await pool.take(8000), first);
   t.not(await pool.take(8000), first, 'a taken buffer is not handed out twice');
+});
+
+test('a buffer starts past the page boundary (pread and socket copies run at full speed: copy-buffer.ts)', async (t) => {
+  const pool = new BufferPool();
+  for (const length of [4096, 256 * KIB, 2048 * KIB]) {
+    const buffer = await pool.take(length);
+    t.is(buffer.length, length);
+    t.is(buffer.byteOffset % 4096, COPY_SHIFT_BYTES, `${length} bytes`);
+    t.true(buffer.buffer.byteLength >= length + COPY_SHIFT_BYTES);
+    pool.give(buffer);
+  }
 });
 
 test('the pool stays within its bound and gives way to a new size', async (t) => {

@@ -8,9 +8,9 @@
 // (best of 20, four rounds, this machine).
 
 /** How far past the page boundary a copy buffer starts; ≥ 64 bytes ends the aliasing. */
-const SHIFT_BYTES = 256;
+export const COPY_SHIFT_BYTES = 256;
 
 /** An uninitialised, unpooled buffer of `size` bytes that does not start on a page boundary. */
 export function allocCopyBuffer(size: number): Buffer {
-  return Buffer.allocUnsafeSlow(size + SHIFT_BYTES).subarray(SHIFT_BYTES);
+  return Buffer.allocUnsafeSlow(size + COPY_SHIFT_BYTES).subarray(COPY_SHIFT_BYTES);
 }

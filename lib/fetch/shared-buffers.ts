@@ -10,6 +10,11 @@
 // has completed and nothing refers to it any more (see CorBackend.fetchData, FetchAhead). A buffer
 // whose holds are never all dropped is simply garbage-collected: forgetting a release is safe,
 // releasing twice is not.
+//
+// Fetched bytes are copied in from a socket and out to the local disk's pages: each buffer starts
+// COPY_SHIFT_BYTES past the page boundary, which keeps those copies at full speed (copy-buffer.ts).
+import { COPY_SHIFT_BYTES } from '../base/copy-buffer.js';
+
 const SMALLEST_POOLED = 16 * 1024;
 /** 8 MiB: a fetch-ahead run and a coalesced run with zero gaps read along can pass 4 MiB. */
 const LARGEST_POOLED = 8 * 1024 * 1024;
@@ -28,13 +33,13 @@ let idleTimer: NodeJS.Timeout | undefined;
 
 /** A buffer of `length` bytes in shared memory (contents undefined), with one hold. */
 export function acquireShared(length: number): Buffer {
-  if (length > LARGEST_POOLED) return Buffer.from(new SharedArrayBuffer(length));
+  if (length > LARGEST_POOLED) return Buffer.from(new SharedArrayBuffer(length + COPY_SHIFT_BYTES), COPY_SHIFT_BYTES, length);
   const size = sizeClass(length);
   let memory = free.get(size)?.pop();
-  if (memory) freeBytes -= size;
-  else memory = new SharedArrayBuffer(size);
+  if (memory) freeBytes -= memory.byteLength;
+  else memory = new SharedArrayBuffer(size + COPY_SHIFT_BYTES);
   holds.set(memory, 1);
-  return Buffer.from(memory, 0, length);
+  return Buffer.from(memory, COPY_SHIFT_BYTES, length);
 }
 
 /**
@@ -73,8 +78,9 @@ export function releaseShared(buffer: Buffer): void {
     return;
   }
   if (freeBytes + memory.byteLength > MAX_FREE_BYTES) return;
-  let list = free.get(memory.byteLength);
-  if (!list) free.set(memory.byteLength, (list = []));
+  const size = memory.byteLength - COPY_SHIFT_BYTES;
+  let list = free.get(size);
+  if (!list) free.set(size, (list = []));
   list.push(memory);
   freeBytes += memory.byteLength;
   idleTimer ??= setTimeout(() => { idleTimer = undefined; free.clear(); freeBytes = 0; }, RELEASE_IDLE_MS).unref();
