@@ -9,7 +9,7 @@
 // readers), and nbdcopy's default 4 × 64 requests (a bulk copy, reported without a goal).
 // Server start-up is not timed.
 import { repositoryRoot } from '../fixtures/build.js';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,7 +22,7 @@ import { Repository } from '../lib/repo/repository.js';
 import { registerCleanup } from '../lib/base/cleanup.js';
 import { measuredCommit } from './bench-freshness.js';
 import { BENCH_BLOCK_SIZE, benchImageBytes, diskComplete, importBytes, serveDisk, timedCopy } from './bench-cold-read.js';
-import { median, processMemory, writeReport, runningServers, startServer, stopServer, type ServerProcess } from './bench-kit.js';
+import { median, processMemory, writeReport, runningServers, startServer, stopServer, warmPageCache, type ServerProcess } from './bench-kit.js';
 import { tuneProcess } from '../lib/process-tuning.js';
 import { installSignalTeardown } from '../lib/base/cleanup.js';
 
@@ -89,17 +89,25 @@ async function serveRaw(file: string, socketPath: string): Promise<void> {
 
 interface ColdResult { readonly cor: number[]; readonly qemu: number[]; readonly corPeakRss: number[] }
 
+/** The pack files of a repository directory: what its server reads. */
+async function packFiles(repoDir: string): Promise<string[]> {
+  return (await readdir(join(repoDir, 'packs'))).filter((f) => f.endsWith('.pack')).map((f) => join(repoDir, 'packs', f));
+}
+
 /**
  * Cold full reads of `image`, alternating: through a fresh COR device (from `repoUri`) and through
- * QEMU's chain (copy-on-read filter → fresh qcow2 overlay → `backingUri`). Every run starts empty.
+ * QEMU's chain (copy-on-read filter → fresh qcow2 overlay → `backingUri`). Every run starts empty,
+ * on a warm source: `repoFiles` and `backingFiles` (what the repository server and QEMU's backing
+ * read) are warmed before each run (bench-kit.ts warmPageCache), so the chains are compared, not a disk.
  */
-async function coldComparison(o: { dir: string; image: string; size: number; repoUri: string; backingUri: string; reader: Reader; runs: number; tag: string }): Promise<ColdResult> {
+async function coldComparison(o: { dir: string; image: string; size: number; repoUri: string; backingUri: string; repoFiles: readonly string[]; backingFiles: readonly string[]; reader: Reader; runs: number; tag: string }): Promise<ColdResult> {
   const result: ColdResult = { cor: [], qemu: [], corPeakRss: [] };
   for (let i = 0; i < o.runs; i++) {
     const name = `${o.tag}-${o.reader.key}-${i}`;
     const coldDisk = join(o.dir, `cold-${name}.raw`);
     const sock = join(o.dir, `cold-${name}.sock`);
     const device = await serveDisk(o.image, coldDisk, o.repoUri, sock);
+    await warmPageCache(o.repoFiles);
     result.cor.push(await timedCopy(`nbd+unix:///disk?socket=${sock}`, o.reader.args));
     result.corPeakRss.push((await processMemory(device.pid)).peak);
     await stopServer(device);
@@ -112,6 +120,7 @@ async function coldComparison(o: { dir: string; image: string; size: number; rep
     const chainSock = join(o.dir, `chain-${name}.sock`);
     const chain = await startServer('qemu-nbd', ['-t', '--image-opts', '--shared=16', '-k', chainSock,
       `driver=copy-on-read,file.driver=qcow2,file.file.driver=file,file.file.filename=${overlay}`], chainSock);
+    await warmPageCache(o.backingFiles);
     result.qemu.push(await timedCopy(`nbd+unix:///?socket=${chainSock}`, o.reader.args));
     await stopServer(chain);
     await rm(overlay, { force: true });
@@ -178,8 +187,11 @@ async function main(): Promise<void> {
       const qnbdTimes: number[] = [];
       const plainTimes: number[] = [];
       for (let i = 0; i < args.runs; i++) { // interleaved, so a busy moment hits all
+        await warmPageCache([disk]);
         corTimes.push(await timedCopy(`nbd+unix:///disk?socket=${corSock}`));
+        await warmPageCache([disk]);
         qnbdTimes.push(await timedCopy(`nbd+unix:///?socket=${qnbdSock}`));
+        await warmPageCache([disk]);
         plainTimes.push(await timedCopy(`nbd+unix:///?socket=${plainSock}`));
       }
       await stopServer(cor);
@@ -220,7 +232,7 @@ async function main(): Promise<void> {
         for (const reader of readers) {
           // One request at a time through QEMU's chain with the delay takes ~15 s a run: fewer runs.
           const runs = reader.args.includes('--requests=1') ? Math.min(args.runs, 3) : args.runs;
-          const result = await coldComparison({ dir, image: 'bench', size, repoUri, backingUri, reader, runs, tag: `${delayMs}${proxy ? 'p' : ''}` });
+          const result = await coldComparison({ dir, image: 'bench', size, repoUri, backingUri, repoFiles: await packFiles(repoDir), backingFiles: [rawPath], reader, runs, tag: `${delayMs}${proxy ? 'p' : ''}` });
           rows.push(coldRow(result, reader, `${args.size} MiB`, size, delayMs, note, proxyOnly));
         }
         for (const proxy of proxies) await stopServer(proxy);
@@ -236,7 +248,7 @@ async function main(): Promise<void> {
         const bigSock = join(dir, 'big-backing.sock');
         const bigBacking = await startServer('qemu-nbd', ['-t', '-r', '-f', 'raw', '--shared=16', '-k', bigSock, bigRaw], bigSock);
         for (const reader of [READERS[0]!, READERS[2]!]) {
-          const result = await coldComparison({ dir, image: 'big', size: bigSize, repoUri: `nbd+unix:///?socket=${repoSock}`, backingUri: `nbd+unix:///?socket=${bigSock}`, reader, runs: Math.min(args.runs, 3), tag: `big-${reader.key}` });
+          const result = await coldComparison({ dir, image: 'big', size: bigSize, repoUri: `nbd+unix:///?socket=${repoSock}`, backingUri: `nbd+unix:///?socket=${bigSock}`, repoFiles: await packFiles(repoDir), backingFiles: [bigRaw], reader, runs: Math.min(args.runs, 3), tag: `big-${reader.key}` });
           rows.push(coldRow(result, reader, `${args['big-size']} MiB`, bigSize, 0, note));
         }
         await stopServer(bigBacking);
@@ -296,7 +308,7 @@ async function main(): Promise<void> {
       `Code measured: ${await measuredCommit()}.`,
       '',
       `Written by \`scripts/bench-cor\` on ${new Date().toISOString()} (${cpus().length} CPUs, ${cpus()[0]?.model ?? 'unknown CPU'}, Node ${process.version}; load average ${loadavgAtStart} at start, ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end: the machine is shared, so compare within a row, not across runs).`,
-      `Client: \`nbdcopy --no-extents URI null:\` (every byte is read on both sides); readers in (b): a guest-like 1 × 4 and a boot-like one 64 KiB request at a time (the goal's readers: what a guest presents to the device), and nbdcopy's default 4 connections × 64 requests (a bulk copy, no goal). Median of ${args.runs} runs (3 for the boot-like reader and the large image), alternating with the baseline (best/best ratio in parentheses); images in 64 KiB blocks, one block in four zero (QEMU's backing raw file is sparse, as \`qemu-img convert\` writes it); server start-up not timed.`,
+      `Client: \`nbdcopy --no-extents URI null:\` (every byte is read on both sides); readers in (b): a guest-like 1 × 4 and a boot-like one 64 KiB request at a time (the goal's readers: what a guest presents to the device), and nbdcopy's default 4 connections × 64 requests (a bulk copy, no goal). Median of ${args.runs} runs (3 for the boot-like reader and the large image), alternating with the baseline (best/best ratio in parentheses); images in 64 KiB blocks, one block in four zero (QEMU's backing raw file is sparse, as \`qemu-img convert\` writes it); server start-up not timed; the files each side reads are in the page cache at the start of every run (warmed outside the timing).`,
       'The 2 ms delay is `nbdkit --filter=delay nbd rdelay=2ms` in front of the repository (`lazyboot repo serve`) or the backing (`qemu-nbd`).',
       '',
       '| measurement | lazyboot COR device | baseline | ratio | goal |',

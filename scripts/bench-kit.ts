@@ -1,6 +1,7 @@
 // What every benchmark in scripts/ needs, written once: start a server process and wait for its
 // socket, stop it, read a process's memory and CPU time from /proc, take a median, name a tool's
-// version, follow a boot's events to storage-ready and ready, and write the report.
+// version, keep a run's source files in the page cache, follow a boot's events to storage-ready
+// and ready, and write the report.
 import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -63,6 +64,18 @@ export async function processCpuSeconds(pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+}
+
+/**
+ * Reads files through the page cache before a timed run, outside its timing. This machine's kernel
+ * runs DAMON with a pageout scheme (memory accessed at most once per 5 s interval for 12 intervals
+ * is reclaimed), and a file that a benchmark reads once per pass looks cold to it: warmed once at
+ * the start, the sources were paged out under the runs (the page cache held <1 GiB with 22 GiB
+ * free, and a bench-nbd run saw every server 2-4× slower with 3× the server CPU). Warming before
+ * each run puts every side back on a warm cache, as the reports say they are.
+ */
+export async function warmPageCache(paths: readonly string[]): Promise<void> {
+  for (const path of paths) await execa('cat', [path], { stdout: 'ignore' });
 }
 
 /** The first line a tool prints for its version. */
