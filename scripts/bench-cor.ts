@@ -9,7 +9,7 @@
 // readers), and nbdcopy's default 4 × 64 requests (a bulk copy, reported without a goal).
 // Server start-up is not timed.
 import { repositoryRoot } from '../fixtures/build.js';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,7 +22,7 @@ import { Repository } from '../lib/repo/repository.js';
 import { registerCleanup } from '../lib/base/cleanup.js';
 import { measuredCommit } from './bench-freshness.js';
 import { BENCH_BLOCK_SIZE, benchImageBytes, diskComplete, importBytes, serveDisk, timedCopy } from './bench-cold-read.js';
-import { median, processMemory, writeReport, runningServers, startServer, stopServer, warmPageCache, type ServerProcess } from './bench-kit.js';
+import { median, packFiles, processMemory, writeReport, runningServers, startServer, stopServer, warmPageCache, type ServerProcess } from './bench-kit.js';
 import { tuneProcess } from '../lib/process-tuning.js';
 import { installSignalTeardown } from '../lib/base/cleanup.js';
 
@@ -88,11 +88,6 @@ async function serveRaw(file: string, socketPath: string): Promise<void> {
 }
 
 interface ColdResult { readonly cor: number[]; readonly qemu: number[]; readonly corPeakRss: number[] }
-
-/** The pack files of a repository directory: what its server reads. */
-async function packFiles(repoDir: string): Promise<string[]> {
-  return (await readdir(join(repoDir, 'packs'))).filter((f) => f.endsWith('.pack')).map((f) => join(repoDir, 'packs', f));
-}
 
 /**
  * Cold full reads of `image`, alternating: through a fresh COR device (from `repoUri`) and through

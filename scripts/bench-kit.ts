@@ -2,8 +2,8 @@
 // socket, stop it, read a process's memory and CPU time from /proc, take a median, name a tool's
 // version, keep a run's source files in the page cache, follow a boot's events to storage-ready
 // and ready, and write the report.
-import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { access, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa, type ResultPromise } from 'execa';
 import type { VmEvent } from '../vmm/vm.js';
@@ -76,6 +76,11 @@ export async function processCpuSeconds(pid: number): Promise<number> {
  */
 export async function warmPageCache(paths: readonly string[]): Promise<void> {
   for (const path of paths) await execa('cat', [path], { stdout: 'ignore' });
+}
+
+/** The pack files of a repository directory: what its server reads (for warmPageCache). */
+export async function packFiles(repoDir: string): Promise<string[]> {
+  return (await readdir(join(repoDir, 'packs'))).filter((f) => f.endsWith('.pack')).map((f) => join(repoDir, 'packs', f));
 }
 
 /** The first line a tool prints for its version. */

@@ -6,10 +6,10 @@
 import { repositoryRoot } from '../fixtures/build.js';
 import { median } from '../lib/base/median.js';
 import { measuredCommit } from './bench-freshness.js';
-import { processCpuSeconds, startServer, stopServer, versionOf, warmPageCache, writeReport, type ServerProcess } from './bench-kit.js';
+import { packFiles, processCpuSeconds, startServer, stopServer, versionOf, warmPageCache, writeReport, type ServerProcess } from './bench-kit.js';
 import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
-import { open, readdir } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { withDir } from 'tmp-promise';
@@ -61,7 +61,7 @@ async function startServers(dir: string, image: string, repo: string): Promise<S
   const lazySocket = join(dir, 'lazyboot.sock');
   const qemuSocket = join(dir, 'qemu-nbd.sock');
   const nbdkitSocket = join(dir, 'nbdkit.sock');
-  const packs = (await readdir(join(repo, 'packs'))).filter((f) => f.endsWith('.pack')).map((f) => join(repo, 'packs', f));
+  const packs = await packFiles(repo);
   return [
     { label: 'lazyboot', uri: `nbd+unix:///bench?socket=${lazySocket}`, sources: packs, ...await startServer('node', [BIN, 'repo', 'serve', '--repo', repo, '--socket', lazySocket], lazySocket) },
     { label: 'qemu-nbd', uri: `nbd+unix:///?socket=${qemuSocket}`, sources: [image], ...await startServer('qemu-nbd', ['-r', '-f', 'raw', '--shared=16', '-t', '-k', qemuSocket, image], qemuSocket) },
@@ -108,8 +108,7 @@ async function main(): Promise<void> {
     await execa('node', [BIN, 'image', 'import', image, 'bench', '--repo', repo]);
     const importSeconds = Number(process.hrtime.bigint() - importStart) / 1e9;
     const servers = await startServers(dir, image, repo);
-    const best = new Map<string, number>(); // `${workload}|${server}` → best seconds
-    const all = new Map<string, number[]>(); // … → every run's seconds
+    const all = new Map<string, number[]>(); // `${workload}|${server}` → every run's seconds
     const leastCpu = new Map<string, number>(); // … → least server CPU seconds of a run
     try {
       for (const workload of workloads) {
@@ -125,7 +124,6 @@ async function main(): Promise<void> {
             const seconds = Number(process.hrtime.bigint() - start) / 1e9;
             const cpu = (await processCpuSeconds(server.pid)) - cpuBefore;
             const key = `${workload.label}|${server.label}`;
-            best.set(key, Math.min(best.get(key) ?? Infinity, seconds));
             all.set(key, [...(all.get(key) ?? []), seconds]);
             leastCpu.set(key, Math.min(leastCpu.get(key) ?? Infinity, cpu));
             process.stderr.write(`${workload.label} · ${server.label}: ${seconds.toFixed(3)} s, server CPU ${cpu.toFixed(2)} s\n`);
@@ -138,7 +136,7 @@ async function main(): Promise<void> {
 
     const header = ['workload', ...servers.map((s) => s.label), 'lazyboot / qemu-nbd', 'median / median', 'goal'];
     const rows = workloads.map((workload) => {
-      const rate = (server: string) => workload.amount / best.get(`${workload.label}|${server}`)!;
+      const rate = (server: string) => workload.amount / Math.min(...all.get(`${workload.label}|${server}`)!);
       const ratio = rate('lazyboot') / rate('qemu-nbd');
       const medianRatio = median(all.get(`${workload.label}|qemu-nbd`)!) / median(all.get(`${workload.label}|lazyboot`)!);
       const goal = workload.unit === 'MiB/s' ? 1.0 : 0.8;
