@@ -273,7 +273,7 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
 
   /** Zero and data extents, so a client copying the disk skips zeros without a fetch (zero-status.ts). */
   async blockStatus(offset: number, length: number): Promise<Extent[]> {
-    return this.zeroStatus.blockStatus(offset, length);
+    return this.blockStatusNow(offset, length);
   }
 
   /** The same, answered at once (BlockBackend.blockStatusNow): the map and claims are in memory. */
