@@ -220,3 +220,32 @@ test('marks in doubt: a damaged in-flight set is refused in one line; --full has
   await assertVersionEquals(t, dir, image.repoDir, 'demo@2', expected);
   await t.throwsAsync(stat(`${disk}.map.sending`), { code: 'ENOENT' }, 'the damaged set is gone');
 }, { unsafeCleanup: true }));
+
+test('disk status counts a block both in an interrupted snapshot\'s in-flight set and marked again once; the next snapshot sends that union', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 16 * BS });
+  const disk = join(dir, 'disk.raw');
+  await writeThroughCor(dir, image, disk, [`write -P 0x61 ${4 * BS} ${BS}`, `write -P 0x62 ${5 * BS} ${BS}`, `write -P 0x63 ${9 * BS} ${BS}`]);
+  const expected = applyWrite(applyWrite(applyWrite(image.content, 4 * BS, BS, 0x61), 5 * BS, BS, 0x62), 9 * BS, BS, 0x63);
+  // As a killed snapshot leaves it: blocks 4 and 5 moved to the in-flight set, then block 5 written again (marked anew).
+  const { Bitset } = await import('../lib/map/bitset.js');
+  const { writeSendingSet } = await import('../lib/snapshot/sending-set.js');
+  const map = await BlockMap.open(`${disk}.map`, async () => undefined);
+  const shipping = new Bitset(map.blockCount);
+  shipping.setRange(4, 2);
+  await writeSendingSet(`${disk}.map.sending`, { target: 'origin', session: 'killed-session', name: 'demo', blocks: shipping });
+  map.clearModified(0, 4, 1);
+  await map.commit();
+  await map.close();
+
+  const held = JSON.parse((await lazyboot(['disk', 'status', '--disk', disk, '--json'])).stdout);
+  t.deepEqual(held.modifiedBlocks, { origin: 2 }, 'blocks 5 and 9 are marked in the map');
+  t.deepEqual(held.inFlight, { target: 'origin', blocks: 2, pendingBlocks: 3 }, 'blocks 4, 5 and 9: block 5 counted once');
+  const text = (await lazyboot(['disk', 'status', '--disk', disk])).stdout;
+  t.regex(text, /in flight: 2 blocks of an interrupted snapshot to origin \(marked again at the next snapshot, 3 to send in all\)/);
+
+  const shipped = await snapshotCli(disk, image.repoDir, 'demo');
+  t.is(shipped.exitCode, 0, shipped.stderr);
+  t.like(JSON.parse(shipped.stdout), { ref: 'demo@2', sentBlocks: 3 });
+  t.deepEqual((await status(disk)).modifiedBlocks, { origin: 0 });
+  await assertVersionEquals(t, dir, image.repoDir, 'demo@2', expected);
+}, { unsafeCleanup: true }));

@@ -4,6 +4,7 @@ import { access } from 'node:fs/promises';
 import { openCorDevice, openDisk, mapPathOf, statsOf } from '../../cor/device.js';
 import { Filler, type FillProgress } from '../../cor/fill.js';
 import { BlockMap } from '../../map/block-map.js';
+import type { Bitset } from '../../map/bitset.js';
 import { UsageError, LazybootError } from '../../base/errors.js';
 import { BlockError } from '../../block/backend.js';
 import { DiskIoFailed, FillFailed } from '../../cor/errors.js';
@@ -176,6 +177,16 @@ async function fill(args: FillArgs, context: { image?: string }): Promise<void> 
   if (!args.json) process.stdout.write(`${args.disk}: ${stats.presentBlocks}/${stats.totalBlocks} blocks present, ${humanSize(stats.fetchedBytes)} fetched\n`);
 }
 
+/** Blocks the next snapshot to `target` sends: its marks in the map united with the in-flight set. */
+function pendingAfterMerge(map: BlockMap, target: string, inFlight: Bitset): number {
+  const index = map.header.targets.indexOf(target);
+  let pending = index < 0 ? 0 : map.counts().modified[index]!;
+  for (let block = inFlight.nextSet(0); block >= 0 && block < inFlight.length; block = inFlight.nextSet(block + 1)) {
+    if (index < 0 || !map.isModified(block, index)) pending++;
+  }
+  return pending;
+}
+
 const statusCommand: CommandModule<any, DiskArgs> = {
   command: 'status',
   describe: 'image and blocks present / modified / total of a disk',
@@ -186,11 +197,13 @@ const statusCommand: CommandModule<any, DiskArgs> = {
     if (!(await access(mapPathOf(args.disk)).then(() => true, () => false))) throw new MissingMap(args.disk);
     const map = await BlockMap.open(mapPathOf(args.disk), async () => {});
     const counts = map.counts();
-    await map.close();
-    const { header } = map;
     // Marks of an interrupted snapshot wait in the in-flight set until the next snapshot merges them back.
     const { readSendingSet, sendingSetPath } = await import('../../snapshot/sending-set.js');
     const inFlight = await readSendingSet(sendingSetPath(mapPathOf(args.disk))).catch(() => undefined);
+    // A block may be both in flight and marked again since (written meanwhile): count it once.
+    const pendingBlocks = inFlight ? pendingAfterMerge(map, inFlight.target, inFlight.blocks) : undefined;
+    await map.close();
+    const { header } = map;
     // The map alone cannot serve: say so here rather than at the next serve.
     const diskMissing = !(await access(args.disk).then(() => true, () => false));
     const status = {
@@ -198,7 +211,7 @@ const statusCommand: CommandModule<any, DiskArgs> = {
       presentBlocks: counts.present, totalBlocks: counts.total,
       modifiedBlocks: Object.fromEntries(header.targets.map((target, i) => [target, counts.modified[i]])),
       ...(header.shipping ? { targets: Object.fromEntries(Object.entries(header.shipping).map(([target, state]) => [target, { uri: state.uri, baseline: state.baseline?.ref }])) } : {}),
-      ...(inFlight ? { inFlight: { target: inFlight.target, blocks: inFlight.blocks.count() } } : {}),
+      ...(inFlight ? { inFlight: { target: inFlight.target, blocks: inFlight.blocks.count(), pendingBlocks } } : {}),
       complete: counts.present === counts.total,
     };
     if (args.json) {
@@ -213,7 +226,7 @@ const statusCommand: CommandModule<any, DiskArgs> = {
         const where = state ? `${target}: ${state.uri}${state.baseline ? `, last ${state.baseline.ref}` : ''}` : target;
         return `  modified: ${counts.modified[i]} blocks (not yet shipped to ${where})\n`;
       }).join('')
-      + (inFlight ? `  in flight: ${inFlight.blocks.count()} blocks of an interrupted snapshot to ${inFlight.target} (marked again at the next snapshot)\n` : '')
+      + (inFlight ? `  in flight: ${inFlight.blocks.count()} blocks of an interrupted snapshot to ${inFlight.target} (marked again at the next snapshot, ${pendingBlocks} to send in all)\n` : '')
       + (diskMissing ? `  disk:     missing: serve and fill refuse this map; put the disk back, or delete ${mapPathOf(args.disk)} to start over\n` : ''));
   }),
 };
