@@ -104,8 +104,12 @@ export interface CorDevice extends EventEmitter {
    * a client that has just exited may be a store ahead of stats().
    */
   settledStats(): Promise<CorDeviceStats>;
-  /** Block b is present on the local disk (its R bit): read-only, for the pivot's qcow2 metadata. */
-  isPresent(block: number): boolean;
+  /**
+   * Block b reads right from the local disk: present (its R bit), or an image zero block no one
+   * wrote (a hole). For the pivot's qcow2 metadata: these clusters map to the raw disk, so guest
+   * writes there after the pivot need no cluster allocation (see CorBackend.heldLocally).
+   */
+  heldLocally(block: number): boolean;
   /**
    * The pivot's switch (single-writer rule, read-through.ts): stops the fill, lets running fetches
    * land, commits the map, and from then on serves reads without storing and refuses writes.
@@ -195,7 +199,7 @@ export async function openCorDevice(options: CorDeviceOptions): Promise<CorDevic
       trace: tracing,
       stats,
       settledStats: async () => { await backend.whenStoresSettled(); return stats(); },
-      isPresent: (block: number) => backend.map.isPresent(block),
+      heldLocally: (block: number) => backend.heldLocally(block),
       enterReadThrough,
       close,
       [Symbol.asyncDispose]: close,

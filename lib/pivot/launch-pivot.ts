@@ -78,7 +78,7 @@ export class LaunchPivot {
     await this.device.enterReadThrough();
     const { size, blockSize } = this.device.manifest;
     const metadataPath = await this.#placeMetadata();
-    const prepared = await prepareMetadata({ disk: this.where.diskPath, path: metadataPath, size, blockSize, isPresent: this.device.isPresent });
+    const prepared = await prepareMetadata({ disk: this.where.diskPath, path: metadataPath, size, blockSize, isLocal: this.device.heldLocally });
     this.#nativeBootBlocks = prepared.presentBlocks;
     return { metadataPath, dataPath: this.where.diskPath, dataIsBlockDevice: prepared.dataIsBlockDevice, blockSize, backing: { socketPath: this.device.socketPath, exportName: this.device.exportName } };
   }
@@ -186,7 +186,7 @@ export class LaunchPivot {
     const folded = await foldNativeIntoMap({ disk: this.where.diskPath, metadataPath, manifest: this.device.manifest, heldLock: this.#heldLock });
     this.#heldLock = undefined;
     await rm(metadataPath, { force: true }); // recorded: nothing left to recover
-    this.where.log?.(`after the pivot: ${folded.newlyPresent} blocks made present by QEMU, ${folded.written} written by the guest (from the ${folded.writesFrom === 'bitmap' ? 'writes bitmap' : 'manifest digests'}), recorded in the map`);
+    this.where.log?.(`after the pivot: ${folded.newlyPresent} blocks made present (streamed by QEMU, or zero blocks mapped to the disk), ${folded.written} written by the guest (from the ${folded.writesFrom === 'bitmap' ? 'writes bitmap' : 'manifest digests'}), recorded in the map`);
     return folded;
   }
 

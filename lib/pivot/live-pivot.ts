@@ -16,20 +16,20 @@ export interface PivotOutcome extends LivePivotResult {
   readonly how: 'live' | 'reboot' | 'resume';
   /** A native boot (reboot, resume): bytes the repository served from QEMU's start to the guest's storage-ready. */
   readonly fetchedBeforeStorageReady?: number;
-  /** Blocks the metadata file marked present (present on the local disk at the pivot). */
+  /** Blocks the metadata file maps to the local disk (present at the pivot, or zero blocks still holes). */
   readonly presentBlocks: number;
 }
 
 export async function pivotWhenStorageReady(vm: TransientVm, device: CorDevice, disk: string, metadataPath: string): Promise<Omit<PivotOutcome, 'how'>> {
   await vm.storageReady;
   const { size, blockSize } = device.manifest;
-  const prepared = await prepareMetadata({ disk, path: metadataPath, size, blockSize, isPresent: device.isPresent });
+  const prepared = await prepareMetadata({ disk, path: metadataPath, size, blockSize, isLocal: device.heldLocally });
   let presentBlocks = prepared.presentBlocks;
   const result = await vm.pivot(
     { metadataPath, dataPath: disk, dataIsBlockDevice: prepared.dataIsBlockDevice, blockSize, backing: { socketPath: device.socketPath, exportName: device.exportName } },
     async () => {
       await device.enterReadThrough();
-      presentBlocks += await prepared.finish(device.isPresent);
+      presentBlocks += await prepared.finish(device.heldLocally);
     },
   );
   return { ...result, presentBlocks };
