@@ -73,9 +73,9 @@ async function main(): Promise<void> {
     const imageBytes = (await stat(fixture.path)).size;
 
     // Each timed row starts with no dirty pages of an earlier step to write back (the import's
-    // 1 GiB of packs, the convert's output): the COR fill writes through the page cache, and the
-    // kernel throttles such writers while old dirty pages drain (the fill took 2.9 s instead of
-    // 0.55 s right after the import, the same code).
+    // 1 GiB of packs): the COR fill writes through the page cache, where writeback of older pages
+    // can throttle it. (This did not explain its spread: the same code took 0.5-2.9 s across runs
+    // on this machine, with and without the sync.)
     await execa('sync');
     // Fill (c): qemu-img convert of the repository's export onto an empty raw file.
     process.stderr.write('bench-pivot: qemu-img convert\n');
