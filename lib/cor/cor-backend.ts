@@ -347,10 +347,6 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
   }
 
   /**
-   * Resolves once the stores of fetched data and the guest writes running now have ended (their
-   * blocks present, or absent again after a failed store): what a caller awaits instead of a sleep.
-   */
-  /**
    * Block b reads right from the local disk: present, or an image zero block no one wrote (still a
    * hole on a disk created sparse with its map). The pivot's qcow2 maps these to the raw disk.
    */
@@ -358,6 +354,10 @@ export class CorBackend implements BlockBackend, KnowsZeroRanges, LendsReads {
     return this.map.isPresent(block) || (this.zeros.inImage(block) && this.zeros.stillHoles(block, block + 1));
   }
 
+  /**
+   * Resolves once the stores of fetched data and the guest writes running now have ended (their
+   * blocks present, or absent again after a failed store): what a caller awaits instead of a sleep.
+   */
   whenStoresSettled(): Promise<void> {
     return this.claims.settled();
   }

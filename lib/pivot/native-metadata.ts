@@ -27,11 +27,11 @@ export function metadataPathOf(disk: string): string {
 export async function prepareMetadata(options: { disk: string; path: string; size: number; blockSize: number; isLocal: (block: number) => boolean }): Promise<PreparedMetadata> {
   const blockCount = Math.ceil(options.size / options.blockSize);
   await createQcow2Metadata({ path: options.path, dataFile: options.disk, size: options.size, clusterSize: options.blockSize });
-  const presentAtPrepare = new Uint8Array(blockCount);
+  const localAtPrepare = new Uint8Array(blockCount);
   const presentBlocks = await markPresentClusters(options.path, blockCount, (block) => {
-    const present = options.isLocal(block);
-    if (present) presentAtPrepare[block] = 1;
-    return present;
+    const local = options.isLocal(block);
+    if (local) localAtPrepare[block] = 1;
+    return local;
   });
   return {
     path: options.path,
@@ -39,7 +39,7 @@ export async function prepareMetadata(options: { disk: string; path: string; siz
     presentBlocks,
     async finish(isLocal) {
       const since: number[] = [];
-      for (let block = 0; block < blockCount; block++) if (!presentAtPrepare[block] && isLocal(block)) since.push(block);
+      for (let block = 0; block < blockCount; block++) if (!localAtPrepare[block] && isLocal(block)) since.push(block);
       await addPresentClusters(options.path, since);
       return since.length;
     },
