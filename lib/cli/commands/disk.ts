@@ -177,14 +177,13 @@ async function fill(args: FillArgs, context: { image?: string }): Promise<void> 
   if (!args.json) process.stdout.write(`${args.disk}: ${stats.presentBlocks}/${stats.totalBlocks} blocks present, ${humanSize(stats.fetchedBytes)} fetched\n`);
 }
 
-/** Blocks the next snapshot to `target` sends: its marks in the map united with the in-flight set. */
+/** Blocks the next snapshot to `target` sends: its marks in the map united with the in-flight set (as remarkModified merges them). */
 function pendingAfterMerge(map: BlockMap, target: string, inFlight: Bitset): number {
   const index = map.header.targets.indexOf(target);
-  let pending = index < 0 ? 0 : map.counts().modified[index]!;
-  for (let block = inFlight.nextSet(0); block >= 0 && block < inFlight.length; block = inFlight.nextSet(block + 1)) {
-    if (index < 0 || !map.isModified(block, index)) pending++;
-  }
-  return pending;
+  if (index < 0) return inFlight.count();
+  const union = map.modified[index]!.copy();
+  union.orWith(inFlight);
+  return union.count();
 }
 
 const statusCommand: CommandModule<any, DiskArgs> = {
