@@ -1,7 +1,8 @@
 // Shared pieces of the boot tests: the tiny/debian fixtures imported into a repository served by a
 // separate `lazyboot repo serve` process, the CLI as a child process, and leftover checks.
 import { existsSync } from 'node:fs';
-import { mkdir, readdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { appendFile, copyFile, mkdir, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { serveRepositoryCli } from './helpers/repo-cli.js';
 import { execa, type ResultPromise } from 'execa';
@@ -27,6 +28,18 @@ export async function importImage(scratch: string, file: string, name: string): 
   await mkdir(repoDir, { recursive: true });
   await execa('node', [CLI, 'image', 'import', file, name, '--repo', repoDir]);
   return repoDir;
+}
+
+/**
+ * The tiny image with 8 MiB of random data after its partitions: the guest never reads it, so it is
+ * still absent after the boot and the fill has to stream it (a boot fetches nearly all of the tiny
+ * image's own data).
+ */
+export async function tinyWithUnreadTail(scratch: string, tinyPath: string): Promise<{ path: string; sizeBytes: number }> {
+  const image = path.join(scratch, 'tiny-tail.raw');
+  await copyFile(tinyPath, image);
+  await appendFile(image, randomBytes(8 * 1024 * 1024));
+  return { path: image, sizeBytes: (await stat(image)).size };
 }
 
 /** Starts `lazyboot repo serve` as its own process (helpers/repo-cli.ts), stopped at the test's end. */

@@ -12,7 +12,7 @@ import { launch } from '../lib/launch.js';
 import { BlockMap } from '../lib/map/block-map.js';
 import { STAY_UP_FW_CFG_NAME, tinyStayUpArgs } from '../guest/qemu-args.js';
 import { GuestEvents } from '../guest/events.js';
-import { CLI, importImage, qemuProcessesMentioning, scratchDir, serveRepository, watchOutput } from './boot-support.js';
+import { CLI, importImage, qemuProcessesMentioning, scratchDir, serveRepository, tinyWithUnreadTail, watchOutput } from './boot-support.js';
 import { extractPartition, readGuestFile } from './helpers/guest-filesystem.js';
 import { startQemuDirect } from './helpers/qemu-direct.js';
 
@@ -35,8 +35,10 @@ async function differingBlocks(a: string, b: string, blockSize: number, blockCou
 
 test.serial('tiny: live pivot, then block-stream fills the disk; no NBD node left, map complete, W names the guest\'s writes, the raw disk boots standalone', async (t) => {
   t.timeout(300_000);
-  const tiny = await ensureFixture('tiny');
   const scratch = await scratchDir(t);
+  // With an unread tail the fill has data to stream (~8 s at 1 MiB/s), so the graph is looked at
+  // while it runs; the tiny image alone is all present or mapped by the time of the pivot.
+  const tiny = await tinyWithUnreadTail(scratch, (await ensureFixture('tiny')).path);
   const served = await serveRepository(t, await importImage(scratch, tiny.path, 'tiny'));
   const disk = path.join(scratch, 'tiny.raw');
   const lines: string[] = [];
@@ -97,8 +99,9 @@ test.serial('tiny: live pivot, then block-stream fills the disk; no NBD node lef
 
 test.serial('lazyboot and QEMU killed (SIGKILL) after the pivot: the next `lazyboot boot` records what QEMU wrote (from the digests), boots QEMU straight on the native graph and fills to the end; no guest data lost', async (t) => {
   t.timeout(400_000);
-  const tiny = await ensureFixture('tiny');
   const scratch = await scratchDir(t);
+  // The unread tail is still absent when the first boot is killed: the resumed boot has to fill it.
+  const tiny = await tinyWithUnreadTail(scratch, (await ensureFixture('tiny')).path);
   const served = await serveRepository(t, await importImage(scratch, tiny.path, 'tiny'));
   const disk = path.join(scratch, 'tiny.raw');
   // The killed process cannot remove its run dir: a TMPDIR in the scratch dir goes with it.

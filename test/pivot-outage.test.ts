@@ -12,10 +12,8 @@ import { launch, type LazyVm, type VmEvent } from '../lib/launch.js';
 import { BlockMap } from '../lib/map/block-map.js';
 import { FILL_STALL_REPORT_MS } from '../vmm/fill-job.js';
 import { execa } from 'execa';
-import { appendFile, copyFile, stat } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
 import { STAY_UP_FW_CFG_NAME } from '../guest/qemu-args.js';
-import { CLI, importImage, qemuProcessesMentioning, scratchDir, serveRepository, watchOutput } from './boot-support.js';
+import { CLI, importImage, qemuProcessesMentioning, scratchDir, serveRepository, tinyWithUnreadTail, watchOutput } from './boot-support.js';
 
 /** Resolves with the first event of `type` (earlier ones included); rejects when the VM ends first. */
 function nextEvent<T extends VmEvent['type']>(vm: LazyVm, type: T, timeoutMs: number): Promise<Extract<VmEvent, { type: T }>> {
@@ -33,18 +31,6 @@ function nextEvent<T extends VmEvent['type']>(vm: LazyVm, type: T, timeoutMs: nu
     for (const event of vm.events.history) check(event);
     vm.events.on(check);
   });
-}
-
-/**
- * The tiny image with 8 MiB of random data after its partitions: the guest never reads it, so it is
- * still absent after the boot and the fill has to stream it (a boot fetches nearly all of the tiny
- * image's own data).
- */
-async function tinyWithUnreadTail(scratch: string, tinyPath: string): Promise<{ path: string; sizeBytes: number }> {
-  const image = path.join(scratch, 'tiny-tail.raw');
-  await copyFile(tinyPath, image);
-  await appendFile(image, randomBytes(8 * 1024 * 1024));
-  return { path: image, sizeBytes: (await stat(image)).size };
 }
 
 test('the repository dies during the fill: the job pauses, the long outage is reported, and it resumes and completes once the repository is back', async (t) => {

@@ -181,7 +181,11 @@ export function summaryLines(vm: LazyVm, startedAt: number): string[] {
   const nativeBoot = vm.events.history.find((e) => e.type === 'native-boot');
   const fillEnd = vm.events.history.find((e) => e.type === 'fill-complete' || e.type === 'fill-failed');
   const lastProgress = vm.events.history.filter((e): e is Extract<VmEvent, { type: 'fill-progress' }> => e.type === 'fill-progress').pop();
-  const fill = fillEnd?.type === 'fill-complete' ? `complete at ${seconds(fillEnd.atMs)}` : lastProgress ? `stopped at ${humanSize(lastProgress.offset)} of ${humanSize(lastProgress.len)}` : 'none';
+  // Progress is polled once a second: a fill stopped sooner has none, but it did start.
+  const fillStarted = vm.status().fill !== 'none';
+  const fill = fillEnd?.type === 'fill-complete' ? `complete at ${seconds(fillEnd.atMs)}`
+    : lastProgress ? `stopped at ${humanSize(lastProgress.offset)} of ${humanSize(lastProgress.len)}`
+      : fillStarted ? 'stopped before its first progress report' : 'none';
   // After a pivot the map was folded from QEMU's allocation and writes bitmap at the end.
   const present = vm.folded?.presentBlocks ?? stats.presentBlocks;
   const modified = vm.folded?.modifiedBlocks ?? stats.modifiedBlocks;
