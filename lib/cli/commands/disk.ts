@@ -125,7 +125,8 @@ const serveCommand: CommandModule<any, ServeArgs> = {
     }
     const signal = await untilSignal();
     const stats = device.stats();
-    log(`${signal}: flushing and stopping; ${stats.presentBlocks}/${stats.totalBlocks} present, ${stats.fetchedBlocks} blocks fetched in ${stats.fetchRequests} requests, ${stats.failedFetches} failed`);
+    log(`${signal}: flushing and stopping; ${stats.presentBlocks}/${stats.totalBlocks} present, ${stats.fetchedBlocks} blocks fetched in ${stats.fetchRequests} requests, ${stats.failedFetches} failed`
+      + `; fetched ahead ${humanSize(stats.aheadFetchedBytes)}, of it read ${humanSize(stats.aheadReadBytes)}; reads waited on fetches ${(stats.guestWaitedMs / 1000).toFixed(2)} s`);
     await device.close();
   }),
 };
