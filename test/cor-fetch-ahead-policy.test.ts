@@ -1,9 +1,9 @@
 // The fetch-ahead policy on its own (lib/cor/fetch-ahead.ts): what it plans, and that the unread
 // bytes it allows never exceed BUDGET_FLOOR_BYTES + BUDGET_SHARE × demanded + the reader's streak
-// credit (at most STREAK_CAP_BYTES, earned only by reading fetched-ahead data in a row), whatever
-// the reads.
+// credit (earned only by reading fetched-ahead data in a row: up to STREAK_CAP_BYTES, and a quarter
+// of a long streak up to LONG_STREAK_WINDOWS windows), whatever the reads.
 import test from 'ava';
-import { BUDGET_FLOOR_BYTES, BUDGET_SHARE, STREAK_CAP_BYTES, FetchAhead } from '../lib/cor/fetch-ahead.js';
+import { BUDGET_FLOOR_BYTES, BUDGET_SHARE, LONG_STREAK_WINDOWS, STREAK_CAP_BYTES, FetchAhead, streakCreditBytes } from '../lib/cor/fetch-ahead.js';
 
 const BS = 65536;
 
@@ -46,7 +46,47 @@ test('a reader that reads what was fetched ahead keeps a window in flight, toppe
   for (const [from, to] of fetched) t.true(to - from >= 2 && to - from <= 64);
   // Contiguous: no block planned twice, no gap left behind the reader.
   for (let i = 1; i < fetched.length; i++) t.is(fetched[i]![0], fetched[i - 1]![1]);
-  t.true(ahead.counters.aheadFetchedBytes - ahead.counters.aheadReadBytes <= BUDGET_FLOOR_BYTES + BUDGET_SHARE * 2999 * BS + STREAK_CAP_BYTES);
+  t.true(ahead.counters.aheadFetchedBytes - ahead.counters.aheadReadBytes <= BUDGET_FLOOR_BYTES + BUDGET_SHARE * 2999 * BS + streakCreditBytes(2999 * BS, 128 * BS));
+});
+
+test('a long streak grows the window to a quarter of the streak, at most LONG_STREAK_WINDOWS windows; pieces stay a quarter of the base window', (t) => {
+  const { ahead, plan, demand } = policy(20_000);
+  plan(0);
+  let mostUnread = 0;
+  const unreadAt: number[] = [];
+  for (let block = 1; block < 12_000; block++) {
+    demand(BS);
+    ahead.guestRead(block, block);
+    const run = plan(block);
+    if (run) t.true(run[1] - run[0] <= 32, `a piece of ${run[1] - run[0]} blocks`);
+    const unread = ahead.counters.aheadFetchedBytes - ahead.counters.aheadReadBytes;
+    mostUnread = Math.max(mostUnread, unread);
+    // Past the first base window's worth of streak, what is unread is at most a quarter of the streak (+ one piece in the plan).
+    if (block * BS > 4 * STREAK_CAP_BYTES && unread > block * BS / 4 + BUDGET_FLOOR_BYTES + BUDGET_SHARE * block * BS) t.fail(`unread ${unread} after a streak of ${block} blocks`);
+    if (block === 500 || block === 2000 || block === 11_999) unreadAt.push(unread);
+  }
+  t.log(`unread ahead after 500, 2000, 12000 blocks read in a row: ${unreadAt.map((bytes) => (bytes / 2 ** 20).toFixed(1)).join(', ')} MiB`);
+  t.true(unreadAt[0]! <= 128 * BS + 32 * BS, 'after 31 MiB in a row: about one window');
+  t.true(unreadAt[2]! > 2 * 128 * BS, 'after 750 MiB in a row: grown past two windows');
+  t.true(mostUnread <= LONG_STREAK_WINDOWS * 128 * BS + 32 * BS, `never beyond ${LONG_STREAK_WINDOWS} windows (most ${mostUnread})`);
+});
+
+test('a reader of files (4 MiB in a row, then a miss elsewhere) never earns the grown window', (t) => {
+  const { ahead, plan, demand } = policy(100_000);
+  let mostUnread = 0;
+  for (let file = 0; file < 100; file++) {
+    const start = file * 997;
+    demand(BS);
+    if (!ahead.guestRead(start, start)) ahead.missed();
+    plan(start);
+    for (let block = start + 1; block < start + 64; block++) {
+      demand(BS);
+      if (!ahead.guestRead(block, block)) ahead.missed();
+      plan(block);
+      mostUnread = Math.max(mostUnread, ahead.counters.aheadFetchedBytes - ahead.counters.aheadReadBytes);
+    }
+  }
+  t.true(mostUnread <= BUDGET_FLOOR_BYTES + BUDGET_SHARE * 6400 * BS + STREAK_CAP_BYTES, `most unread ${mostUnread}: the base budget`);
 });
 
 test('a reader proven sequential gets its full window after a few MiB (streak credit), not after the ~60 MiB the demand share needs', (t) => {

@@ -8,25 +8,30 @@
 // it. The bytes fetched ahead and still unread may never exceed a budget that grows only with
 // what the guest itself needed (`demanded`: image data blocks it read or partially overwrote),
 // and with the reader's current streak (bytes fetched ahead that it read in a row, with no miss
-// between: a reader proven sequential may keep as much ahead as it just read, up to one window):
+// between: a reader proven sequential may keep as much ahead as it just read, up to one window,
+// and once the streak is long a quarter of it, up to LONG_STREAK_WINDOWS windows):
 //
-//     unread ahead ≤ BUDGET_FLOOR_BYTES + BUDGET_SHARE × demanded + min(STREAK_CAP_BYTES, streak)
+//     credit(streak) = max(min(STREAK_CAP_BYTES, streak), min(LONG_STREAK_WINDOWS × window, streak / 4))
+//     unread ahead ≤ BUDGET_FLOOR_BYTES + BUDGET_SHARE × demanded + credit(streak)
 //
 // The streak ends at the first read that misses (needs a fetch) without touching data fetched
 // ahead; from then on the credit is gone and nothing more is fetched ahead until the unread bytes
 // are back under the rest of the budget. Bytes fetched = demand fetches + fetched ahead ≤
 // demanded + unread ahead, so at every moment
 //
-//     bytes fetched ≤ (1 + BUDGET_SHARE) × demanded + BUDGET_FLOOR_BYTES + STREAK_CAP_BYTES
+//     bytes fetched ≤ (1 + BUDGET_SHARE) × demanded + BUDGET_FLOOR_BYTES + credit(streak)
 //
 // (plus runs of ≤ MAX_ZERO_GAP_BLOCKS zero blocks read along between data blocks), and the last
-// term is paid only by a reader that has just read at least that much ahead data in a row. A
+// term is paid only by a reader that has just read at least that much ahead data in a row (four
+// times as much for the grown window: what it may leave unread is ≤ 25% of the streak). A
 // booting guest reads in short runs (files): replayed offline on a recorded Debian boot, the
 // streak credit changed its bytes fetched by < 1% (1.13× of what it needed, with or without it),
 // under the 1.2× the boot test asserts, while a sequential copy gets its full window after a few
-// MiB instead of after ~60 MiB. A reader that jumps about leaves the budget spent and earns no
-// streak, and speculation stops until its own reads make room: the policy is judged by the share
-// of it that the guest then read.
+// MiB instead of after ~60 MiB. The grown window is for a long copy over a far link: at 10 ms per
+// request the guest-like reader of bench-cor waited on fetches 0.13-0.15 s per cold 256 MiB with
+// it and 0.28-0.42 s with the 8 MiB window alone (at 2 ms: 0.03-0.12 s against 0.05-0.31 s). A
+// reader that jumps about leaves the budget spent and earns no streak, and speculation stops
+// until its own reads make room: the policy is judged by the share of it that the guest then read.
 //
 // SHARED BY THE HOST. Devices that share the host's block cache fetch every block once for the host,
 // but each speculates where its own guest reads: N boots at once would keep N budgets of unread
@@ -46,6 +51,13 @@ export const BUDGET_SHARE = 0.1;
 /** Most unread fetched-ahead bytes a streak of reads of fetched-ahead data earns (one full window). */
 export const STREAK_CAP_BYTES = 8 * 1024 * 1024;
 /**
+ * A long streak grows the window: to a quarter of the streak, up to this many base windows
+ * (32 MiB). A booting guest's streaks are files (a few MiB), so its window stays the base one.
+ */
+export const LONG_STREAK_WINDOWS = 4;
+/** The window grows to streak / LONG_STREAK_SHARE: what it may leave unread is ≤ 25% of the streak. */
+export const LONG_STREAK_SHARE = 4;
+/**
  * The window is refilled in pieces of a quarter of it (2 MiB of an 8 MiB window): the nearest piece
  * lands sooner, and a reader catching up with the window waits for a smaller fetch. Measured on
  * bench-cor's guest-like reader at 2 ms per request: halves (4 MiB pieces, 70 fetches per 256 MiB)
@@ -53,6 +65,15 @@ export const STREAK_CAP_BYTES = 8 * 1024 * 1024;
  * reader and the bulk copy were unchanged.
  */
 export const REFILL_PIECES = 4;
+
+/**
+ * What a streak of `streakBytes` read ahead in a row earns: as much as it read, up to one window
+ * (STREAK_CAP_BYTES); once the streak is long, a quarter of it, up to LONG_STREAK_WINDOWS windows.
+ */
+export function streakCreditBytes(streakBytes: number, windowBytes: number): number {
+  const grown = Math.min(LONG_STREAK_WINDOWS * windowBytes, streakBytes / LONG_STREAK_SHARE);
+  return Math.max(Math.min(STREAK_CAP_BYTES, streakBytes), grown);
+}
 
 export interface FetchAheadOptions {
   /** Largest window fetched ahead of a sequential reader, in blocks (0 = off). */
@@ -92,7 +113,17 @@ export class FetchAhead {
   /** Unread fetched-ahead bytes the budget allows now (THE BOUND above). */
   get allowedBytes(): number {
     const sharers = Math.max(1, this.options.sharers?.() ?? 1);
-    return (BUDGET_FLOOR_BYTES + BUDGET_SHARE * this.options.demandedBytes() + Math.min(STREAK_CAP_BYTES, this.streakBytes)) / sharers;
+    return (BUDGET_FLOOR_BYTES + BUDGET_SHARE * this.options.demandedBytes() + this.streakCreditBytes) / sharers;
+  }
+
+  private get streakCreditBytes(): number {
+    return streakCreditBytes(this.streakBytes, this.options.maxWindowBlocks * this.options.blockSize);
+  }
+
+  /** The window now, in blocks: the base one, grown by a long streak. */
+  private get windowLimitBlocks(): number {
+    const grown = Math.floor(this.streakBytes / LONG_STREAK_SHARE / this.options.blockSize);
+    return Math.min(LONG_STREAK_WINDOWS * this.options.maxWindowBlocks, Math.max(this.options.maxWindowBlocks, grown));
   }
 
   /** A guest read had to fetch and touched nothing fetched ahead: the reader's streak ends. */
@@ -142,7 +173,7 @@ export class FetchAhead {
     // and only the room left may be fetched now.
     const allowed = this.allowedBytes;
     const room = allowed - this.unreadBytes;
-    const windowBlocks = Math.min(maxWindowBlocks, Math.floor(allowed / blockSize));
+    const windowBlocks = Math.min(this.windowLimitBlocks, Math.floor(allowed / blockSize));
     if (windowBlocks < 2 || room < 2 * blockSize) return undefined;
     const windowEnd = Math.min(blockCount, last + 1 + windowBlocks);
     const largestPiece = Math.min(maxRunBlocks, Math.max(2, Math.floor(maxWindowBlocks / REFILL_PIECES)));
@@ -167,7 +198,7 @@ export class FetchAhead {
     if (to >= blockCount) boundary = true;
     while (to > from && dataBytes(to - 1) === 0) to--;
     // Refilled in whole pieces (few requests), unless something else ends the piece first.
-    const minPiece = Math.max(2, Math.floor(windowBlocks / REFILL_PIECES));
+    const minPiece = Math.min(largestPiece, Math.max(2, Math.floor(windowBlocks / REFILL_PIECES)));
     if (dataBlocks < (boundary ? 2 : minPiece)) return undefined;
     for (let b = from; b < to; b++) {
       if (dataBytes(b) === 0 || this.unread.get(b)) continue;
