@@ -16,6 +16,7 @@ import type { FetchErrorEvent } from '../lib/fetch/failover.js';
 import { releaseShared } from '../lib/fetch/shared-buffers.js';
 import { makeImage, startRepoServer, corruptStoredBlock } from './cor-fixtures.js';
 import { CLI as BIN } from './helpers/cli-path.js';
+import { NbdCountingProxy } from './helpers/nbd-counting-proxy.js';
 
 const BS = 65536;
 const WORKER_MIN_READ_BYTES = workerReadThreshold(BS);
@@ -160,6 +161,33 @@ test('`disk fill` from an NBD repository completes and exits (the worker keeps n
     t.is(result.exitCode, 0, result.stderr);
     await execa('cmp', [disk, image.rawPath]);
   } finally {
+    await server.kill();
+  }
+}, { unsafeCleanup: true }));
+
+test('prestart opens the block connections (the worker\'s and the in-process one) before the first read, so no read pays for a handshake', (t) => withDir(async ({ path: dir }) => {
+  const image = await makeImage(dir, 'demo', { size: 64 * BS });
+  const server = await startRepoServer(image.repoDir, join(dir, 'repo.sock'));
+  const proxy = await NbdCountingProxy.start(join(dir, 'proxy.sock'), join(dir, 'repo.sock'));
+  try {
+    const repositories = await openRepositories([proxy.uri], 'demo');
+    try {
+      const blockExports = () => proxy.exportsOpened.filter((name) => !name.startsWith('manifest:'));
+      t.deepEqual(blockExports(), [], 'opening reads only the manifest');
+      repositories.prestart();
+      for (let waited = 0; blockExports().length < 2 && waited < 10_000; waited += 20) await sleep(20);
+      t.deepEqual(blockExports(), ['demo@1', 'demo@1'], 'one connection for the worker, one in-process');
+      t.deepEqual(proxy.reads.filter((read) => !read.exportName.startsWith('manifest:')), [], 'and no block read yet');
+      // Both serve reads on those connections: no new handshake.
+      const [large, small] = await Promise.all([repositories.upstream.read(0, 16 * BS), repositories.upstream.read(32 * BS, BS)]);
+      t.true(large.equals(image.content.subarray(0, 16 * BS)));
+      t.true(small.equals(image.content.subarray(32 * BS, 33 * BS)));
+      t.is(blockExports().length, 2);
+    } finally {
+      await repositories.close();
+    }
+  } finally {
+    await proxy.close();
     await server.kill();
   }
 }, { unsafeCleanup: true }));

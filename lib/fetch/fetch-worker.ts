@@ -7,8 +7,7 @@ import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { decodeManifest } from '../repo/manifest-codec.js';
 import { NbdSource } from './nbd-source.js';
 import { DirectorySource } from './directory-source.js';
-import type { RepositorySource } from './source.js';
-import type { BlockBackend } from '../block/backend.js';
+import type { ImageReader, RepositorySource } from './source.js';
 import { VerifyBackend } from './verify.js';
 import { acquireShared, releaseShared } from './shared-buffers.js';
 import { BlockError } from '../block/backend.js';
@@ -34,7 +33,7 @@ export interface FetchWorkerInit {
 
 interface OpenedMember {
   readonly source: RepositorySource;
-  readonly reader: BlockBackend & { reset?(reason: string): void };
+  readonly reader: ImageReader;
   readonly verified: VerifyBackend;
 }
 
@@ -71,6 +70,8 @@ if (!isMainThread && parentPort) {
   const members = init.members.map(async (member): Promise<OpenedMember> => {
     const source: RepositorySource = member.kind === 'nbd' ? new NbdSource(member.uri) : await DirectorySource.open(member.uri, { s3Endpoint: member.s3Endpoint });
     const reader = source.imageReader(manifest);
+    // Started for a cold read (prestart or its first large read): connect now, not on that read.
+    reader.warm?.();
     return { source, reader, verified: new VerifyBackend(member.uri, manifest, reader) };
   });
   // A member that cannot be opened fails each read (reported against it), not the worker.

@@ -1,12 +1,12 @@
 // A repository served by `lazyboot repo serve` over NBD: the manifest of REF is the export
 // `manifest:REF`, the image `name@N` is the export of that name. Connections are opened lazily
 // and reopened after a failure, so a restarted server is picked up again.
-import { BlockError, MAX_REQUEST_BYTES, type BlockBackend } from '../block/backend.js';
+import { BlockError, MAX_REQUEST_BYTES } from '../block/backend.js';
 import { NbdClient, formatNbdUri, parseNbdUri, type NbdTarget } from '../nbd/client.js';
 import { NbdConnectError } from '../nbd/errors.js';
 import type { Manifest } from '../repo/manifest-format.js';
 import { UnknownImage } from '../repo/errors.js';
-import type { ManifestStore, RepositorySource } from './source.js';
+import type { ImageReader, ManifestStore, RepositorySource } from './source.js';
 import { MANIFEST_DIGEST_SUFFIX, MANIFEST_EXPORT_PREFIX } from '../repo/export-provider.js';
 import { createHash } from 'node:crypto';
 import { ReadOnlyBackend } from '../block/read-only.js';
@@ -70,7 +70,7 @@ export class NbdSource implements RepositorySource {
     }
   }
 
-  imageReader(manifest: Manifest): BlockBackend {
+  imageReader(manifest: Manifest): ImageReader {
     const reader = new NbdImageReader({ ...this.target, exportName: `${manifest.name}@${manifest.version}` }, manifest.size, this.connectTimeoutMs);
     this.readers.add(reader);
     return reader;
@@ -114,6 +114,10 @@ class NbdImageReader extends ReadOnlyBackend {
       if (!client.closedByServer || this.closed) throw error;
       return read(await this.connection());
     }
+  }
+
+  warm(): void {
+    if (!this.closed) this.connection().catch(() => undefined);
   }
 
   /** Drops the connection (after a timeout): the next read reconnects. */

@@ -8,7 +8,7 @@ import type { Manifest } from '../repo/manifest-format.js';
 import { isNbdUri } from '../nbd/client.js';
 import { DirectorySource } from './directory-source.js';
 import { NbdSource } from './nbd-source.js';
-import type { ManifestStore, RepositorySource } from './source.js';
+import type { ImageReader, ManifestStore, RepositorySource } from './source.js';
 import { VerifyBackend } from './verify.js';
 import { FailoverBackend, type FetchErrorEvent } from './failover.js';
 import { RepositoryUnreachable, type RepositoryFailure } from './errors.js';
@@ -95,9 +95,11 @@ export async function openRepositories(from: readonly string[], ref: string, opt
     workerMembers.push({ kind, uri: source.uri, ...(options.s3Endpoint !== undefined ? { s3Endpoint: options.s3Endpoint } : {}) });
   }
   const fetcher = workerMembers.length > 0 ? new FetchWorker({ manifest: bytes, members: workerMembers }, options.log) : undefined;
+  const readers: ImageReader[] = [];
   const members = sources.map((source) => {
     const reader = source.imageReader(manifest);
-    const reset = (reader as { reset?: (reason: string) => void }).reset?.bind(reader);
+    readers.push(reader);
+    const reset = reader.reset?.bind(reader);
     const verified = new VerifyBackend(source.uri, manifest, reader);
     const index = workerIndex.get(source);
     if (!fetcher || index === undefined) return { uri: source.uri, backend: verified, reset };
@@ -108,6 +110,8 @@ export async function openRepositories(from: readonly string[], ref: string, opt
   return {
     manifest, manifestDigest, sources, upstream, fetchWorker: fetcher,
     prestart() {
+      // The connections too: a far repository's handshake would otherwise land on the first read.
+      for (const reader of readers) reader.warm?.();
       fetcher?.start();
       if (workerMembers.length < sources.length) startHashWorkers();
     },

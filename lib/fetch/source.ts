@@ -11,6 +11,17 @@ export interface ManifestStore {
   put(digest: string, bytes: Buffer): Promise<void>;
 }
 
+/** An image's bytes in a repository. */
+export interface ImageReader extends BlockBackend {
+  /**
+   * Opens its connection now, when it has one, so that the first read does not pay for the
+   * handshake (several round trips on a far link). Failures are left to the first read.
+   */
+  warm?(): void;
+  /** Drops its connection (after a timeout): the next read reconnects. */
+  reset?(reason: string): void;
+}
+
 export interface RepositorySource {
   /** What the user gave (directory path or NBD URI): used in every log line and error. */
   readonly uri: string;
@@ -20,6 +31,6 @@ export interface RepositorySource {
    */
   manifestBytes(ref: string, store?: ManifestStore): Promise<Buffer>;
   /** A read-only backend over the image's bytes (unverified: wrap it in VerifyBackend). */
-  imageReader(manifest: Manifest): BlockBackend;
+  imageReader(manifest: Manifest): ImageReader;
   close(): Promise<void>;
 }

@@ -20,6 +20,7 @@ export class NbdCountingProxy {
   blockBytesToClients = 0;
   readonly reads: ProxiedRead[] = [];
   readonly #sockets = new Set<net.Socket>();
+  readonly #parsers: ClientStreamParser[] = [];
 
   private constructor(private readonly server: net.Server, readonly socketPath: string) {}
 
@@ -43,6 +44,11 @@ export class NbdCountingProxy {
     return bytes;
   }
 
+  /** The export each connection chose, in the order they were opened (connections still in the handshake left out). */
+  get exportsOpened(): string[] {
+    return this.#parsers.flatMap((parser) => (parser.exportName === undefined ? [] : [parser.exportName]));
+  }
+
   /** How many times each block of `blockSize` was covered by a READ of a block export. */
   readsPerBlock(blockSize: number): Map<number, number> {
     const counts = new Map<number, number>();
@@ -58,6 +64,7 @@ export class NbdCountingProxy {
   #relay(client: net.Socket, upstreamPath: string): void {
     const upstream = net.connect(upstreamPath);
     const parser = new ClientStreamParser((read) => this.reads.push(read));
+    this.#parsers.push(parser);
     for (const socket of [client, upstream]) {
       this.#sockets.add(socket);
       socket.on('error', () => { client.destroy(); upstream.destroy(); });
