@@ -194,6 +194,8 @@ test('a copy-on-read disk served --from s3:// reads byte-identical, each data bl
     t.is(stopped, 0);
     // 96 blocks of 64 KiB, 32 of them data: each fetched once, straight from the bucket.
     t.regex(server.stderr(), / 32 blocks fetched in [0-9]+ requests, 0 failed/);
+    // And what speculation cost, and what the reads waited: the figures bench-cor compares by.
+    t.regex(server.stderr(), /; fetched ahead [\d.]+ [KMG]?i?B, of it read [\d.]+ [KMG]?i?B; reads waited on fetches \d+\.\d\d s$/m);
   }));
 
 test('snapshot --to s3:// ships only the written blocks the bucket lacks; the new version exports as the written disk, the parent unchanged', (t) =>
