@@ -71,8 +71,12 @@ export const REFILL_PIECES = 4;
  * (STREAK_CAP_BYTES); once the streak is long, a quarter of it, up to LONG_STREAK_WINDOWS windows.
  */
 export function streakCreditBytes(streakBytes: number, windowBytes: number): number {
-  const grown = Math.min(LONG_STREAK_WINDOWS * windowBytes, streakBytes / LONG_STREAK_SHARE);
-  return Math.max(Math.min(STREAK_CAP_BYTES, streakBytes), grown);
+  return Math.max(Math.min(STREAK_CAP_BYTES, streakBytes), longStreakBytes(streakBytes, windowBytes));
+}
+
+/** What a long streak grows the window to: a quarter of it, up to LONG_STREAK_WINDOWS windows. */
+function longStreakBytes(streakBytes: number, windowBytes: number): number {
+  return Math.min(LONG_STREAK_WINDOWS * windowBytes, streakBytes / LONG_STREAK_SHARE);
 }
 
 export interface FetchAheadOptions {
@@ -122,8 +126,8 @@ export class FetchAhead {
 
   /** The window now, in blocks: the base one, grown by a long streak. */
   private get windowLimitBlocks(): number {
-    const grown = Math.floor(this.streakBytes / LONG_STREAK_SHARE / this.options.blockSize);
-    return Math.min(LONG_STREAK_WINDOWS * this.options.maxWindowBlocks, Math.max(this.options.maxWindowBlocks, grown));
+    const { maxWindowBlocks, blockSize } = this.options;
+    return Math.max(maxWindowBlocks, Math.floor(longStreakBytes(this.streakBytes, maxWindowBlocks * blockSize) / blockSize));
   }
 
   /** A guest read had to fetch and touched nothing fetched ahead: the reader's streak ends. */
